@@ -1,0 +1,1 @@
+//! The hubble library: filter engine, printers, flow sources and the CLI commands.

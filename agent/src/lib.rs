@@ -1,0 +1,4 @@
+//! hubble-agent: loads the eBPF datapath onto lab endpoints, decodes the kernel's monitor
+//! events and enriches them into Hubble flows.
+
+pub mod lab;

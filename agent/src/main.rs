@@ -1,0 +1,3 @@
+//! `hubble-agent`: the node agent binary.
+
+fn main() {}

@@ -1,1 +1,3 @@
 //! The hubble library: filter engine, printers, flow sources and the CLI commands.
+pub mod source;
+pub mod timefmt;

@@ -1,0 +1,205 @@
+//! Flow sources for the CLI: JSON lines (one GetFlowsResponse each, as `hubble observe -o json`
+//! writes them) from a file or stdin, streamed in large blocks, never loaded whole.
+
+use std::io::{self, Read};
+
+use hubble_api::observer::GetFlowsResponse;
+
+/// Longest line accepted; longer ones are reported and skipped so memory stays bounded.
+pub const MAX_LINE: usize = 16 << 20;
+const BLOCK: usize = 1 << 20;
+
+/// Splits a byte stream into lines without copying them, reading `BLOCK` bytes at a time.
+pub struct LineReader<R> {
+    inner: R,
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+    eof: bool,
+    line_no: u64,
+    /// Skipping the rest of an over-long line.
+    discarding: bool,
+}
+
+/// One item from the reader.
+pub enum Line<'a> {
+    /// A complete line (without its newline), with its 1-based number.
+    Data(u64, &'a [u8]),
+    /// A line longer than [`MAX_LINE`]; its bytes were skipped.
+    TooLong(u64),
+}
+
+impl<R: Read> LineReader<R> {
+    pub fn new(inner: R) -> Self {
+        LineReader {
+            inner,
+            buf: vec![0; BLOCK],
+            start: 0,
+            end: 0,
+            eof: false,
+            line_no: 0,
+            discarding: false,
+        }
+    }
+
+    /// The next line, or `None` at the end of the input.
+    pub fn next_line(&mut self) -> io::Result<Option<Line<'_>>> {
+        loop {
+            if let Some(pos) = memchr::memchr(b'\n', &self.buf[self.start..self.end]) {
+                let s = self.start;
+                self.start += pos + 1;
+                self.line_no += 1;
+                if self.discarding {
+                    self.discarding = false;
+                    return Ok(Some(Line::TooLong(self.line_no)));
+                }
+                return Ok(Some(Line::Data(self.line_no, &self.buf[s..s + pos])));
+            }
+            if self.eof {
+                if self.start < self.end || self.discarding {
+                    let s = self.start;
+                    self.start = self.end;
+                    self.line_no += 1;
+                    if self.discarding {
+                        self.discarding = false;
+                        return Ok(Some(Line::TooLong(self.line_no)));
+                    }
+                    return Ok(Some(Line::Data(self.line_no, &self.buf[s..self.end])));
+                }
+                return Ok(None);
+            }
+            self.fill()?;
+        }
+    }
+
+    fn fill(&mut self) -> io::Result<()> {
+        // Move the partial line to the front, grow if the partial line fills the buffer.
+        if self.start > 0 {
+            self.buf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+        }
+        if self.end == self.buf.len() {
+            if self.buf.len() >= MAX_LINE {
+                // Drop what we have of this line and remember to skip to its end.
+                self.discarding = true;
+                self.end = 0;
+            } else {
+                self.buf.resize((self.buf.len() * 2).min(MAX_LINE), 0);
+            }
+        }
+        loop {
+            match self.inner.read(&mut self.buf[self.end..]) {
+                Ok(0) => {
+                    self.eof = true;
+                    return Ok(());
+                }
+                Ok(n) => {
+                    self.end += n;
+                    return Ok(());
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+/// Why one line could not be turned into a response.
+#[derive(Debug, thiserror::Error)]
+pub enum LineError {
+    #[error("line {0}: line longer than {MAX_LINE} bytes, skipped")]
+    TooLong(u64),
+    #[error("line {line}, column {}: invalid flow JSON: {}", err.column(), json_reason(err))]
+    Json { line: u64, err: serde_json::Error },
+}
+
+/// serde_json's message without its own " at line 1 column N" suffix.
+fn json_reason(err: &serde_json::Error) -> String {
+    let s = err.to_string();
+    match s.rfind(" at line ") {
+        Some(i) => s[..i].to_string(),
+        None => s,
+    }
+}
+
+/// Parses one JSON line into a response. Blank lines yield `Ok(None)`.
+pub fn parse_line(line_no: u64, line: &[u8]) -> Result<Option<GetFlowsResponse>, LineError> {
+    let trimmed = line.trim_ascii();
+    if trimmed.is_empty() {
+        return Ok(None);
+    }
+    serde_json::from_slice(trimmed)
+        .map(Some)
+        .map_err(|err| LineError::Json { line: line_no, err })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn collect(data: &[u8]) -> Vec<(u64, Vec<u8>)> {
+        let mut r = LineReader::new(data);
+        let mut out = vec![];
+        while let Some(l) = r.next_line().unwrap() {
+            match l {
+                Line::Data(n, b) => out.push((n, b.to_vec())),
+                Line::TooLong(n) => out.push((n, b"<too long>".to_vec())),
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn splits_lines_with_and_without_trailing_newline() {
+        assert_eq!(
+            collect(b"a\nbb\n\nccc"),
+            vec![
+                (1, b"a".to_vec()),
+                (2, b"bb".to_vec()),
+                (3, b"".to_vec()),
+                (4, b"ccc".to_vec())
+            ]
+        );
+        assert_eq!(collect(b"a\n"), vec![(1, b"a".to_vec())]);
+        assert!(collect(b"").is_empty());
+    }
+
+    #[test]
+    fn lines_across_block_boundaries() {
+        let mut data = Vec::new();
+        for i in 0..5000 {
+            data.extend_from_slice(format!("{}\n", "x".repeat(i % 700)).as_bytes());
+        }
+        let lines = collect(&data);
+        assert_eq!(lines.len(), 5000);
+        for (i, (n, l)) in lines.iter().enumerate() {
+            assert_eq!(*n as usize, i + 1);
+            assert_eq!(l.len(), i % 700);
+        }
+    }
+
+    #[test]
+    fn long_line_grows_buffer() {
+        let long = "y".repeat(3 * BLOCK + 17);
+        let data = format!("{long}\nshort\n");
+        let lines = collect(data.as_bytes());
+        assert_eq!(lines[0].1.len(), long.len());
+        assert_eq!(lines[1].1, b"short");
+    }
+
+    #[test]
+    fn parse_reports_line_number() {
+        let e = parse_line(7, b"{\"flow\": ").unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("line 7, column 8: invalid flow JSON: EOF while parsing a value"),
+            "{e}"
+        );
+        assert!(parse_line(1, b"   ").unwrap().is_none());
+        let ok = parse_line(2, br#"{"flow":{"verdict":"DROPPED"},"node_name":"n1"}"#)
+            .unwrap()
+            .unwrap();
+        assert_eq!(ok.node_name, "n1");
+    }
+}

@@ -1,1 +1,31 @@
-fn main() {}
+//! `cargo xtask <task>`: build, test, demo, fixture and bench orchestration.
+
+mod test;
+
+const USAGE: &str = "\
+usage: cargo xtask <task>
+
+tasks:
+  test    everything CI checks: system packages (as root), fmt, clippy, all tests";
+
+fn main() -> std::process::ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("test") => test::test(),
+        Some("-h" | "--help" | "help") | None => {
+            println!("{USAGE}");
+            Ok(())
+        }
+        Some(other) => {
+            eprintln!("xtask: unknown task {other:?}\n{USAGE}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

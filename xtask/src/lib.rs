@@ -1,0 +1,4 @@
+//! Build, fixture, demo and bench helpers for the workspace (`cargo xtask ...`).
+//! The library part is shared with benches and tests: see [`flowgen`].
+
+pub mod flowgen;

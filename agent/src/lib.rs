@@ -2,3 +2,4 @@
 //! events and enriches them into Hubble flows.
 
 pub mod lab;
+pub mod monitor;

@@ -1,0 +1,70 @@
+//! Compiles the C datapath in ../ebpf with clang (-target bpf) into OUT_DIR, where
+//! src/datapath embeds it with include_bytes!.
+
+use std::env;
+use std::path::PathBuf;
+use std::process::Command;
+
+const PROGRAMS: &[&str] = &["lxc"];
+
+fn main() {
+    let manifest = PathBuf::from(env::var("CARGO_MANIFEST_DIR").expect("CARGO_MANIFEST_DIR"));
+    let ebpf = manifest.join("../ebpf");
+    let out = PathBuf::from(env::var("OUT_DIR").expect("OUT_DIR"));
+    let arch = env::var("CARGO_CFG_TARGET_ARCH").unwrap_or_else(|_| "x86_64".into());
+    let arch_inc = match arch.as_str() {
+        "x86_64" => "/usr/include/x86_64-linux-gnu",
+        "aarch64" => "/usr/include/aarch64-linux-gnu",
+        other => panic!("unsupported target arch for the eBPF build: {other}"),
+    };
+
+    println!("cargo:rerun-if-env-changed=CLANG");
+    println!("cargo:rerun-if-changed={}", ebpf.join("include").display());
+    for entry in std::fs::read_dir(ebpf.join("include")).expect("ebpf/include") {
+        println!(
+            "cargo:rerun-if-changed={}",
+            entry.expect("dir entry").path().display()
+        );
+    }
+
+    let clang = find_clang().unwrap_or_else(|| {
+        panic!(
+            "no clang found to build the eBPF datapath: install clang and libbpf-dev \
+             (apt-get install -y clang libbpf-dev) or set CLANG=/path/to/clang"
+        )
+    });
+
+    for prog in PROGRAMS {
+        let src = ebpf.join(format!("{prog}.bpf.c"));
+        println!("cargo:rerun-if-changed={}", src.display());
+        let obj = out.join(format!("{prog}.bpf.o"));
+        let status = Command::new(&clang)
+            .args(["-O2", "-g", "-target", "bpf", "-Wall", "-Werror"])
+            .arg(format!("-I{arch_inc}"))
+            .arg("-c")
+            .arg(&src)
+            .arg("-o")
+            .arg(&obj)
+            .status()
+            .unwrap_or_else(|e| panic!("running {clang}: {e}"));
+        assert!(status.success(), "clang failed on {}", src.display());
+    }
+}
+
+fn find_clang() -> Option<String> {
+    let mut candidates = Vec::new();
+    if let Ok(c) = env::var("CLANG") {
+        candidates.push(c);
+    }
+    candidates.push("clang".into());
+    for v in (14..=21).rev() {
+        candidates.push(format!("clang-{v}"));
+    }
+    candidates.into_iter().find(|c| {
+        Command::new(c)
+            .arg("--version")
+            .output()
+            .map(|o| o.status.success())
+            .unwrap_or(false)
+    })
+}

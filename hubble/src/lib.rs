@@ -1,3 +1,4 @@
 //! The hubble library: filter engine, printers, flow sources and the CLI commands.
+pub mod filter;
 pub mod source;
 pub mod timefmt;

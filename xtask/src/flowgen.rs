@@ -43,18 +43,82 @@ const ID_HEALTH: u32 = 4;
 const ID_REMOTE_NODE: u32 = 6;
 const ID_KUBE_APISERVER: u32 = 7;
 
-/// Writes `count` generated responses as JSON lines (one `GetFlowsResponse` per line).
+/// Writes `count` generated responses as JSON lines (one `GetFlowsResponse` per line), in the
+/// form `hubble observe -o jsonpb` prints: see [`encode_jsonl`].
 pub fn write_jsonl(mut w: impl Write, seed: u64, count: usize) -> io::Result<()> {
     let mut fg = FlowGen::new(seed);
-    let mut buf = Vec::with_capacity(2048);
+    let mut buf = Vec::with_capacity(4096);
     for _ in 0..count {
         buf.clear();
-        let resp = fg.next_response();
-        serde_json::to_writer(&mut buf, &resp).map_err(io::Error::other)?;
-        buf.push(b'\n');
+        encode_jsonl(&fg.next_response(), &mut buf)?;
         w.write_all(&buf)?;
     }
     w.flush()
+}
+
+/// Appends `resp` as one JSON line shaped like Hubble's own output: the oneof member first,
+/// then `node_name` and `time`, and timestamps in UTC with a `Z` suffix. The hubble-api serde
+/// reads it back to an equal message.
+pub fn encode_jsonl(resp: &GetFlowsResponse, buf: &mut Vec<u8>) -> io::Result<()> {
+    let start = buf.len();
+    buf.push(b'{');
+    let mut first = true;
+    let mut key = |buf: &mut Vec<u8>, name: &str| {
+        if !first {
+            buf.push(b',');
+        }
+        first = false;
+        buf.push(b'"');
+        buf.extend_from_slice(name.as_bytes());
+        buf.extend_from_slice(b"\":");
+    };
+    match &resp.response_types {
+        Some(ResponseTypes::Flow(f)) => {
+            key(buf, "flow");
+            serde_json::to_writer(&mut *buf, f)?;
+        }
+        Some(ResponseTypes::LostEvents(l)) => {
+            key(buf, "lost_events");
+            serde_json::to_writer(&mut *buf, l)?;
+        }
+        Some(ResponseTypes::NodeStatus(n)) => {
+            key(buf, "node_status");
+            serde_json::to_writer(&mut *buf, n)?;
+        }
+        None => {}
+    }
+    if !resp.node_name.is_empty() {
+        key(buf, "node_name");
+        serde_json::to_writer(&mut *buf, &resp.node_name)?;
+    }
+    if let Some(t) = &resp.time {
+        key(buf, "time");
+        serde_json::to_writer(&mut *buf, t)?;
+    }
+    buf.push(b'}');
+    zulu(buf, start);
+    buf.push(b'\n');
+    Ok(())
+}
+
+/// Rewrites the `+00:00"` ending of RFC 3339 timestamps to `Z"` (Go's form) from `start` on.
+fn zulu(buf: &mut Vec<u8>, start: usize) {
+    const PAT: &[u8] = b"+00:00\"";
+    let mut read = start;
+    let mut write = start;
+    while read < buf.len() {
+        if buf[read..].starts_with(PAT) {
+            buf[write] = b'Z';
+            buf[write + 1] = b'"';
+            write += 2;
+            read += PAT.len();
+        } else {
+            buf[write] = buf[read];
+            write += 1;
+            read += 1;
+        }
+    }
+    buf.truncate(write);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -655,6 +719,7 @@ struct Conn {
 #[derive(Clone, Copy, Debug)]
 enum Scenario {
     TcpConn,
+    TcpRefused,
     Http,
     HttpError,
     Dns,
@@ -678,6 +743,7 @@ enum Scenario {
 /// Every scenario once, in this order, at the start of each stream.
 const TOUR: &[Scenario] = &[
     Scenario::TcpConn,
+    Scenario::TcpRefused,
     Scenario::Dns,
     Scenario::Http,
     Scenario::PolicyDrop,
@@ -701,6 +767,7 @@ const TOUR: &[Scenario] = &[
 /// Weights (per mille-ish) of the random phase.
 const WEIGHTS: &[(Scenario, u64)] = &[
     (Scenario::TcpConn, 260),
+    (Scenario::TcpRefused, 10),
     (Scenario::Http, 120),
     (Scenario::HttpError, 6),
     (Scenario::Dns, 140),
@@ -863,6 +930,7 @@ impl FlowGen {
     fn run(&mut self, s: Scenario) {
         match s {
             Scenario::TcpConn => self.tcp_conn(),
+            Scenario::TcpRefused => self.tcp_refused(),
             Scenario::Http => self.http(false),
             Scenario::HttpError => self.http(true),
             Scenario::Dns => self.dns(),
@@ -944,8 +1012,13 @@ impl FlowGen {
 
     fn pod_peer(&self, pod: usize, v6: bool, observer_node: usize) -> Peer {
         let p = &self.cluster.pods[pod];
+        let mut endpoint = p.endpoint.clone();
+        if p.node != observer_node {
+            // Only local endpoints have an endpoint ID; remote pods come from the ipcache.
+            endpoint.id = 0;
+        }
         Peer {
-            endpoint: p.endpoint.clone(),
+            endpoint,
             ip: if v6 { p.ip6.clone() } else { p.ip4.clone() },
             mac: p.mac.clone(),
             names: Vec::new(),
@@ -1332,6 +1405,16 @@ impl FlowGen {
         } else if self.rng.chance(10) {
             self.tcp_trace(&c, false, Flags::Rst, TraceReason::Established);
         }
+    }
+
+    /// A connection attempt to a port nobody listens on: SYN answered by RST, ACK.
+    fn tcp_refused(&mut self) {
+        let e = self.tcp_edge();
+        let (cp, sp) = (self.pod_of(e.client), self.pod_of(e.server));
+        let port = *self.rng.pick(&[8081, 9091, 5433]);
+        let c = self.pod_conn(cp, sp, port, L4Kind::Tcp, None);
+        self.tcp_trace(&c, false, Flags::Syn, TraceReason::New);
+        self.tcp_trace(&c, true, Flags::RstAck, TraceReason::Reply);
     }
 
     fn http_edge(&mut self) -> &'static Edge {
@@ -1769,6 +1852,8 @@ impl FlowGen {
         }
         c.sport = 0;
         c.dport = 0;
+        // Services are looked up by address and port; ICMP has no port.
+        c.server.service = None;
         let echo = |req: bool| -> (Protocol, &'static str) {
             match (v6, req) {
                 (false, true) => (
@@ -1808,17 +1893,15 @@ impl FlowGen {
             let f = self.trace(&c, true, Some(l4), s, c.rev_point, TraceReason::Reply);
             self.push(f);
         }
-        if v6 && self.rng.chance(50) {
-            let l4 = Protocol::IcmPv6(IcmPv6 {
-                r#type: 135,
-                code: 0,
-            });
+        if v6 && self.rng.chance(30) {
+            // A UDP probe to a closed port answered with port unreachable.
+            let l4 = Protocol::IcmPv6(IcmPv6 { r#type: 1, code: 4 });
             let f = self.trace(
                 &c,
-                false,
+                true,
                 Some(l4),
-                "ICMPv6 NeighborSolicitation",
-                c.fwd_point,
+                "ICMPv6 DestinationUnreachable(PortUnreachable)",
+                c.rev_point,
                 TraceReason::Related,
             );
             self.push(f);
@@ -1876,17 +1959,23 @@ impl FlowGen {
     /// cilium-health probes from another node to this node's health endpoint.
     fn remote_node_health(&mut self) {
         let node = self.rng.index(NODES.len());
-        let other = (node + 1 + self.rng.index(NODES.len() - 1)) % NODES.len();
+        // Health checks stay within a cluster; cluster-b's other node is not simulated.
+        let peers: Vec<&str> = NODES
+            .iter()
+            .enumerate()
+            .filter(|(i, n)| *i != node && n.cluster == NODES[node].cluster)
+            .map(|(_, n)| n.ip4)
+            .collect();
+        let peer_ip = if peers.is_empty() {
+            "172.18.1.6"
+        } else {
+            *self.rng.pick(&peers)
+        };
         let health_ip = format!("{}.{}", NODES[node].pod4, 200 + node);
         let mut server = self.reserved_peer(ID_HEALTH, &["reserved:health"], &health_ip, node);
         server.mac = mac(&mut self.rng);
         let c = Conn {
-            client: self.reserved_peer(
-                ID_REMOTE_NODE,
-                &["reserved:remote-node"],
-                NODES[other].ip4,
-                node,
-            ),
+            client: self.reserved_peer(ID_REMOTE_NODE, &["reserved:remote-node"], peer_ip, node),
             server,
             v6: false,
             sport: self.rng.ephemeral_port(),
@@ -1910,7 +1999,7 @@ impl FlowGen {
             f.tunnel = Some(Tunnel {
                 protocol: flow::tunnel::Protocol::Vxlan as i32,
                 ip: Some(Ip {
-                    source: NODES[other].ip4.to_owned(),
+                    source: peer_ip.to_owned(),
                     destination: NODES[node].ip4.to_owned(),
                     ip_version: IpVersion::IPv4 as i32,
                     ..Default::default()
@@ -2095,6 +2184,25 @@ mod tests {
         let mut c = FlowGen::new(8);
         let differs = (0..50).any(|_| a.next_response() != c.next_response());
         assert!(differs);
+    }
+
+    #[test]
+    fn hubble_form_round_trip() {
+        let mut g = FlowGen::new(11);
+        let mut buf = Vec::new();
+        for _ in 0..3000 {
+            let r = g.next_response();
+            buf.clear();
+            encode_jsonl(&r, &mut buf).unwrap();
+            let line = std::str::from_utf8(&buf).unwrap();
+            assert!(line.ends_with("Z\"}\n"), "{line}");
+            assert!(
+                line.starts_with("{\"flow\":{\"time\":") || line.starts_with("{\"lost_events\":")
+            );
+            assert!(!line.contains("+00:00"));
+            let back: GetFlowsResponse = serde_json::from_str(line.trim_end()).unwrap();
+            assert_eq!(back, r, "{line}");
+        }
     }
 
     #[test]

@@ -88,7 +88,7 @@ fn demo_covers_every_kind_of_event() {
         assert_eq!(f.node_name, resp.node_name);
         assert!(!f.uuid.is_empty() && f.emitter.is_some());
         verdicts.insert(f.verdict);
-        let et = f.event_type.clone().expect("event_type");
+        let et = f.event_type.expect("event_type");
         event_types.insert(et.r#type);
         if f.drop_reason != 0 {
             assert_eq!(f.drop_reason as i32, f.drop_reason_desc);

@@ -121,6 +121,15 @@ fn zulu(buf: &mut Vec<u8>, start: usize) {
     buf.truncate(write);
 }
 
+/// An endless stream of responses; `FlowGen::new(seed).take(n)` is the first `n`.
+impl Iterator for FlowGen {
+    type Item = GetFlowsResponse;
+
+    fn next(&mut self) -> Option<GetFlowsResponse> {
+        Some(self.next_response())
+    }
+}
+
 // ---------------------------------------------------------------------------------------
 // RNG
 
@@ -914,6 +923,15 @@ impl FlowGen {
     /// Whether the current scenario is part of the opening tour (kept short).
     fn in_tour(&self) -> bool {
         self.scenarios_started <= TOUR.len()
+    }
+
+    /// The next flow, skipping lost events (for benches and tests that only want flows).
+    pub fn next_flow(&mut self) -> flow::Flow {
+        loop {
+            if let Some(ResponseTypes::Flow(f)) = self.next_response().response_types {
+                return f;
+            }
+        }
     }
 
     fn random_scenario(&mut self) -> Scenario {
@@ -2256,6 +2274,22 @@ mod tests {
         write_jsonl(&mut out, 1, 5000).unwrap();
         let avg = out.len() / 5000;
         assert!((800..=1600).contains(&avg), "{avg}");
+    }
+
+    #[test]
+    fn next_flow_skips_lost_events() {
+        let mut a = FlowGen::new(2);
+        let flows: Vec<_> = FlowGen::new(2)
+            .take(100)
+            .filter_map(|r| match r.response_types {
+                Some(ResponseTypes::Flow(f)) => Some(f),
+                _ => None,
+            })
+            .collect();
+        assert!(flows.len() < 100);
+        for f in flows {
+            assert_eq!(a.next_flow(), f);
+        }
     }
 
     #[test]

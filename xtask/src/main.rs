@@ -1,75 +1,34 @@
-//! `cargo xtask <command>`: the workspace's helper tasks (fixtures, demos, benches).
-//! Each subcommand lives in its own function; `main` only dispatches.
+//! `cargo xtask <task>`: build, test, demo, fixture and bench orchestration.
 
-use std::fs::File;
-use std::io::{self, BufWriter};
+mod gen_flows;
+mod test;
 
-use anyhow::{Context, Result, bail};
-use xtask::flowgen;
+const USAGE: &str = "\
+usage: cargo xtask <task>
 
-const USAGE: &str = "usage: cargo xtask <command>
+tasks:
+  test       everything CI checks: system packages (as root), fmt, clippy, all tests
+  gen-flows  --count N [--seed S] [--out FILE|-]: write generated flows as JSON lines";
 
-commands:
-  gen-flows --count N [--seed S] [--out FILE|-]
-      write N generated flows (GetFlowsResponse JSON lines) to FILE or stdout (default)";
-
-fn main() -> Result<()> {
-    let mut args = std::env::args().skip(1);
-    let cmd = args.next().unwrap_or_default();
-    let rest: Vec<String> = args.collect();
-    match cmd.as_str() {
-        "gen-flows" => gen_flows(&rest),
-        "" | "help" | "-h" | "--help" => {
+fn main() -> std::process::ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("test") => test::test(),
+        Some("gen-flows") => gen_flows::run(&args[1..]),
+        Some("-h" | "--help" | "help") | None => {
             println!("{USAGE}");
             Ok(())
         }
-        other => bail!("unknown command {other:?}\n\n{USAGE}"),
-    }
-}
-
-/// `gen-flows --count N [--seed S] [--out FILE|-]`
-fn gen_flows(args: &[String]) -> Result<()> {
-    let mut count: Option<usize> = None;
-    let mut seed = flowgen::DEFAULT_SEED;
-    let mut out = String::from("-");
-    let mut it = args.iter();
-    while let Some(arg) = it.next() {
-        let (name, inline) = match arg.split_once('=') {
-            Some((n, v)) => (n, Some(v.to_owned())),
-            None => (arg.as_str(), None),
-        };
-        let mut value = || -> Result<String> {
-            inline
-                .clone()
-                .or_else(|| it.next().cloned())
-                .with_context(|| format!("{name} needs a value"))
-        };
-        match name {
-            "--count" | "-n" => count = Some(value()?.parse().context("--count: not a number")?),
-            "--seed" | "-s" => seed = value()?.parse().context("--seed: not a number")?,
-            "--out" | "-o" => out = value()?,
-            "-h" | "--help" => {
-                println!("{USAGE}");
-                return Ok(());
-            }
-            other => bail!("gen-flows: unknown argument {other:?}\n\n{USAGE}"),
+        Some(other) => {
+            eprintln!("xtask: unknown task {other:?}\n{USAGE}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: {e:#}");
+            std::process::ExitCode::FAILURE
         }
     }
-    let count = count.context("gen-flows: --count N is required")?;
-    if out == "-" {
-        let stdout = io::stdout().lock();
-        flowgen::write_jsonl(BufWriter::with_capacity(1 << 16, stdout), seed, count)
-            .context("writing flows to stdout")?;
-    } else {
-        if let Some(dir) = std::path::Path::new(&out)
-            .parent()
-            .filter(|d| !d.as_os_str().is_empty())
-        {
-            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        }
-        let file = File::create(&out).with_context(|| format!("creating {out}"))?;
-        flowgen::write_jsonl(BufWriter::with_capacity(1 << 16, file), seed, count)
-            .with_context(|| format!("writing flows to {out}"))?;
-    }
-    Ok(())
 }

@@ -1,2 +1,18 @@
 //! The lab: a spec file of namespaces, pods, services and policy, made real as network
 //! namespaces and veths on this machine, plus bounded traffic between them.
+//!
+//! - [`spec`]: the TOML spec, its validation, and the accessors the datapath uses
+//!   (netns and interface names, addresses, selectors, the expected policy verdict).
+//! - [`topology`]: `up` / `down` / `status` with iproute2.
+//! - [`traffic`] and [`serve`]: bounded traffic and the small servers that answer it.
+//! - [`cli`]: the `hubble-agent lab` subcommands.
+
+pub mod cli;
+pub mod dns;
+pub mod netns;
+pub mod serve;
+pub mod spec;
+pub mod topology;
+pub mod traffic;
+
+pub use spec::{LabSpec, SpecError};

@@ -1,0 +1,390 @@
+//! `hubble-agent lab …`: clap definitions and the code that runs them. Exit codes: 0 ok,
+//! 1 error (including "not root" and, with --check, a lab that is not up), 2 bad usage or spec.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::{Args, Subcommand};
+
+use super::serve::{self, ServerSet};
+use super::spec::{LabSpec, mac_string};
+use super::topology::{self, UpOutcome};
+use super::traffic::{self, TrafficOptions};
+
+/// Build a lab of pods as network namespaces from a spec file, drive traffic through it,
+/// and tear it down. Needs root; nothing is created in the root network namespace.
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Typical session:\n  hubble-agent lab up fixtures/lab/demo.toml\n  hubble-agent lab traffic fixtures/lab/demo.toml --count 20 --duration 10s\n  hubble-agent lab down fixtures/lab/demo.toml\n\nExit codes: 0 ok, 1 error, 2 bad usage or invalid spec."
+)]
+pub struct LabCmd {
+    #[command(subcommand)]
+    pub command: LabSub,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum LabSub {
+    /// Create the lab's namespaces, veths, addresses and routes (idempotent).
+    Up(SpecArg),
+    /// Delete every namespace of the lab, which removes its veths (idempotent).
+    Down(SpecArg),
+    /// Show what exists of the lab: namespaces, interfaces, addresses.
+    Status {
+        #[command(flatten)]
+        spec: SpecArg,
+        /// Exit 1 unless the lab is completely up.
+        #[arg(long)]
+        check: bool,
+    },
+    /// Check a spec file without touching the machine; print its pods and expected policy.
+    Validate(SpecArg),
+    /// Drive bounded traffic: HTTP, TCP echo, DNS, ICMP/ICMPv6, world, denied paths.
+    Traffic(TrafficArgs),
+    /// Run the lab's servers (HTTP/echo on service ports, DNS, world) until --duration ends.
+    Serve {
+        #[command(flatten)]
+        spec: SpecArg,
+        /// How long to serve, e.g. 30s, 5m.
+        #[arg(long, default_value = "10m", value_parser = parse_duration)]
+        duration: Duration,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct SpecArg {
+    /// Lab spec file (TOML), e.g. fixtures/lab/demo.toml.
+    #[arg(value_name = "SPEC")]
+    pub spec: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct TrafficArgs {
+    #[command(flatten)]
+    pub spec: SpecArg,
+    /// Rounds: every pod runs each of its probes once per round.
+    #[arg(long, short = 'n', default_value_t = 20)]
+    pub count: u32,
+    /// Stop after this long even if rounds remain, e.g. 10s, 500ms, 2m.
+    #[arg(long, short = 'd', default_value = "10s", value_parser = parse_duration)]
+    pub duration: Duration,
+    /// Per-attempt timeout; an attempt the datapath drops ends after this long.
+    #[arg(long, default_value = "300ms", value_parser = parse_duration)]
+    pub timeout: Duration,
+    /// Pause between rounds.
+    #[arg(long, default_value = "100ms", value_parser = parse_duration)]
+    pub interval: Duration,
+    /// Do not start servers (use with a running `lab serve`).
+    #[arg(long)]
+    pub no_serve: bool,
+    /// Exit 1 when any attempt disagrees with the spec's policy (needs the datapath running).
+    #[arg(long)]
+    pub check: bool,
+    /// Print one row per probe, not only the ones with errors or surprises.
+    #[arg(long, short = 'v')]
+    pub verbose: bool,
+}
+
+/// Parses `10s`, `500ms`, `2m`, `1h` or a bare number of seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration (like 10s, 500ms, 2m)"))?;
+    let secs = match unit {
+        "" | "s" => n,
+        "ms" => n / 1000.0,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => return Err(format!("{s:?}: unknown unit {unit:?} (use ms, s, m or h)")),
+    };
+    if !secs.is_finite() || !(0.0..=86_400.0).contains(&secs) {
+        return Err(format!("{s:?} is out of range (0 to 24h)"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+fn load(arg: &SpecArg) -> Result<LabSpec, ExitCode> {
+    LabSpec::load(&arg.spec).map_err(|e| {
+        eprintln!("error: {e}");
+        ExitCode::from(2)
+    })
+}
+
+fn fail(e: impl std::fmt::Display) -> ExitCode {
+    eprintln!("error: {e}");
+    ExitCode::from(1)
+}
+
+impl LabCmd {
+    /// Runs the subcommand, printing results to stdout and errors to stderr.
+    pub fn run(self) -> ExitCode {
+        match self.command {
+            LabSub::Up(a) => {
+                let spec = match load(&a) {
+                    Ok(s) => s,
+                    Err(c) => return c,
+                };
+                match topology::up(&spec) {
+                    Ok(o) => {
+                        let what = match o {
+                            UpOutcome::Created => "created",
+                            UpOutcome::Recreated => {
+                                "recreated (a stale or partial lab was removed first)"
+                            }
+                            UpOutcome::AlreadyUp => "already up",
+                        };
+                        println!(
+                            "lab {}: {what}: {} pods, node netns {}, world {} / {}",
+                            spec.lab.name,
+                            spec.pods.len(),
+                            spec.node_netns(),
+                            spec.lab.world_ipv4,
+                            spec.lab.world_ipv6
+                        );
+                        ExitCode::SUCCESS
+                    }
+                    Err(e) => fail(e),
+                }
+            }
+            LabSub::Down(a) => {
+                let spec = match load(&a) {
+                    Ok(s) => s,
+                    Err(c) => return c,
+                };
+                match topology::down(&spec) {
+                    Ok(deleted) if deleted.is_empty() => {
+                        println!("lab {}: nothing to remove", spec.lab.name);
+                        ExitCode::SUCCESS
+                    }
+                    Ok(deleted) => {
+                        println!(
+                            "lab {}: removed {} namespaces",
+                            spec.lab.name,
+                            deleted.len()
+                        );
+                        ExitCode::SUCCESS
+                    }
+                    Err(e) => fail(e),
+                }
+            }
+            LabSub::Status { spec: a, check } => {
+                let spec = match load(&a) {
+                    Ok(s) => s,
+                    Err(c) => return c,
+                };
+                if !topology::is_root() {
+                    return fail(topology::LabError::NotRoot);
+                }
+                let st = topology::status(&spec);
+                print!("{}", render_status(&spec, &st));
+                if check && !st.is_up() {
+                    ExitCode::from(1)
+                } else {
+                    ExitCode::SUCCESS
+                }
+            }
+            LabSub::Validate(a) => {
+                let spec = match load(&a) {
+                    Ok(s) => s,
+                    Err(c) => return c,
+                };
+                print!("{}", render_validate(&spec));
+                ExitCode::SUCCESS
+            }
+            LabSub::Traffic(t) => {
+                let spec = match load(&t.spec) {
+                    Ok(s) => Arc::new(s),
+                    Err(c) => return c,
+                };
+                let opts = TrafficOptions {
+                    count: t.count,
+                    duration: t.duration,
+                    timeout: t.timeout,
+                    interval: t.interval,
+                    serve: !t.no_serve,
+                };
+                match traffic::run(spec, &opts) {
+                    Ok(report) => {
+                        print!("{}", report.render(t.verbose));
+                        if t.check && report.mismatches() > 0 {
+                            eprintln!(
+                                "error: {} attempts disagreed with the spec's policy (is the datapath running?)",
+                                report.mismatches()
+                            );
+                            ExitCode::from(1)
+                        } else {
+                            ExitCode::SUCCESS
+                        }
+                    }
+                    Err(e) => fail(e),
+                }
+            }
+            LabSub::Serve { spec: a, duration } => {
+                let spec = match load(&a) {
+                    Ok(s) => Arc::new(s),
+                    Err(c) => return c,
+                };
+                if !topology::is_root() {
+                    return fail(topology::LabError::NotRoot);
+                }
+                if !topology::status(&spec).is_up() {
+                    return fail(format!(
+                        "lab {} is not up: run `hubble-agent lab up {}` first",
+                        spec.lab.name, spec.origin
+                    ));
+                }
+                let deadline = Instant::now() + duration;
+                let set = ServerSet::start(spec.clone(), serve::plan(&spec), deadline);
+                for t in &set.listening {
+                    println!(
+                        "serving {} {}/{} ({:?})",
+                        t.owner, t.port, t.protocol, t.kind
+                    );
+                }
+                for (t, e) in &set.failed {
+                    eprintln!(
+                        "warning: {} {}/{} not served: {e}",
+                        t.owner, t.port, t.protocol
+                    );
+                }
+                while Instant::now() < deadline {
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+                set.stop();
+                ExitCode::SUCCESS
+            }
+        }
+    }
+}
+
+fn yes(b: bool) -> &'static str {
+    if b { "ok" } else { "MISSING" }
+}
+
+/// The `lab status` table.
+pub fn render_status(spec: &LabSpec, st: &topology::Status) -> String {
+    use std::fmt::Write as _;
+    let mut s = String::new();
+    let state = if st.is_up() {
+        "up"
+    } else if st.is_down() {
+        "down"
+    } else {
+        "partial"
+    };
+    let _ = writeln!(s, "lab {} ({}): {state}", spec.lab.name, spec.origin);
+    let _ = writeln!(
+        s,
+        "node   {:<40} {}  {} {}",
+        spec.node_netns(),
+        yes(st.node_netns),
+        spec.lab.node_ipv4,
+        spec.lab.node_ipv6
+    );
+    let _ = writeln!(
+        s,
+        "world  {:<40} {}  {} {}",
+        spec.world_netns(),
+        yes(st.world_netns),
+        spec.lab.world_ipv4,
+        spec.lab.world_ipv6
+    );
+    for (p, ps) in spec.pods.iter().zip(&st.pods) {
+        let _ = writeln!(
+            s,
+            "pod    {:<40} netns {} {} {} addrs {}  {} {}",
+            p.netns,
+            yes(ps.netns),
+            p.host_veth,
+            yes(ps.host_veth),
+            yes(ps.addresses),
+            p.ipv4,
+            p.ipv6
+        );
+    }
+    for n in &st.stale {
+        let _ = writeln!(
+            s,
+            "stale  {n} (from an earlier spec; `lab down` removes it)"
+        );
+    }
+    s
+}
+
+/// The `lab validate` listing: pods, services and the policy matrix's denied paths.
+pub fn render_validate(spec: &LabSpec) -> String {
+    use std::fmt::Write as _;
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "{}: lab {} on node {} (cluster {}), {} pods, {} services, {} policies",
+        spec.origin,
+        spec.lab.name,
+        spec.lab.node,
+        spec.lab.cluster,
+        spec.pods.len(),
+        spec.services.len(),
+        spec.policies.len()
+    );
+    for p in &spec.pods {
+        let _ = writeln!(
+            s,
+            "pod {:<36} {:<15} {:<24} netns {} veth {} mac {}",
+            p.id(),
+            p.ipv4,
+            p.ipv6,
+            p.netns,
+            p.host_veth,
+            mac_string(&p.pod_mac)
+        );
+    }
+    for svc in &spec.services {
+        let ports: Vec<String> = svc
+            .ports
+            .iter()
+            .map(|p| format!("{}/{}", p.port, p.protocol))
+            .collect();
+        let backends: Vec<String> = spec
+            .service_backends(svc)
+            .iter()
+            .map(|p| p.name.clone())
+            .collect();
+        let _ = writeln!(
+            s,
+            "service {} [{}] -> {}",
+            svc.dns_name(),
+            ports.join(" "),
+            backends.join(", ")
+        );
+    }
+    let probes = traffic::plan(spec);
+    for p in probes
+        .iter()
+        .filter(|p| !matches!(p.expect, super::spec::Verdict::Allowed))
+    {
+        let _ = writeln!(s, "denied: {}", p.label);
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("3"), Ok(Duration::from_secs(3)));
+        assert!(parse_duration("ten").is_err());
+        assert!(parse_duration("5d").is_err());
+        assert!(parse_duration("100h").is_err());
+    }
+}

@@ -1,0 +1,549 @@
+//! Makes a lab spec real with iproute2: a node netns playing the host, one netns per pod
+//! joined to it by a Cilium-style `lxc*` veth, and a world netns; and takes it down again.
+//!
+//! Layout (nothing is created in the root namespace):
+//! - `hl-<lab>-node`: `cilium_host` (node IPv4/32 and IPv6/128, the host identity) paired
+//!   with `cilium_net`; one `lxc<hash>` per pod with `/32` and `/128` routes to the pod
+//!   (`src` = node address) and permanent neighbour entries; `world0` (`.254/24`,
+//!   `::fffe/64`) to the world netns; IPv4 and IPv6 forwarding on.
+//! - `hl-<lab>-<ns>-<pod>`: `eth0` with the pod's IPv4/32 and IPv6/128 (nodad), a host
+//!   route to the node address and a default route via it, with a permanent neighbour
+//!   entry for it (no ARP/ND needed), like Cilium's pod routing.
+//! - `hl-<lab>-world`: `eth0` with the world addresses (`/24`, `/64`), default routes via
+//!   the node: "an IP outside the cluster" that exists only inside our namespaces.
+
+use std::collections::BTreeSet;
+use std::ffi::CString;
+use std::io;
+use std::path::PathBuf;
+use std::process::Command;
+
+use super::netns;
+use super::spec::{LabSpec, NODE_HOST_IFNAME, NODE_NET_IFNAME, NODE_WORLD_IFNAME, mac_string};
+
+/// Where `lab up` records the namespaces it creates, so `lab down` finds them even when
+/// the spec changed in between.
+pub const STATE_DIR: &str = "/run/hubble-lab";
+
+#[derive(Debug, thiserror::Error)]
+pub enum LabError {
+    #[error("the lab needs root (it creates network namespaces); run it as root")]
+    NotRoot,
+    #[error("`{cmd}` failed: {stderr}")]
+    Command { cmd: String, stderr: String },
+    #[error("cannot run `ip` (install iproute2): {0}")]
+    NoIp(io::Error),
+    #[error("{0}")]
+    Io(#[from] io::Error),
+}
+
+/// True when running as root (the lab needs CAP_SYS_ADMIN and CAP_NET_ADMIN).
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+fn require_root() -> Result<(), LabError> {
+    if is_root() {
+        Ok(())
+    } else {
+        Err(LabError::NotRoot)
+    }
+}
+
+/// Runs `ip ARGS...`, returning stdout or the command and its stderr as an error.
+fn ip(args: &[&str]) -> Result<String, LabError> {
+    let out = Command::new("ip")
+        .args(args)
+        .output()
+        .map_err(LabError::NoIp)?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(LabError::Command {
+            cmd: format!("ip {}", args.join(" ")),
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        })
+    }
+}
+
+fn state_file(spec: &LabSpec) -> PathBuf {
+    PathBuf::from(STATE_DIR).join(format!("{}.netns", spec.lab.name))
+}
+
+fn recorded_netns(spec: &LabSpec) -> Vec<String> {
+    std::fs::read_to_string(state_file(spec))
+        .map(|s| {
+            s.lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .map(String::from)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The interface index of `ifname` inside `netns` (e.g. a pod's host veth in the node netns).
+pub fn ifindex(netns_name: &str, ifname: &str) -> io::Result<u32> {
+    let c = CString::new(ifname).map_err(|_| io::Error::other("interface name has a NUL byte"))?;
+    let ifname = ifname.to_string();
+    netns::run_in(netns_name, move || {
+        // SAFETY: c is a valid NUL-terminated string.
+        let idx = unsafe { libc::if_nametoindex(c.as_ptr()) };
+        if idx == 0 {
+            Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("no interface {ifname}"),
+            ))
+        } else {
+            Ok(idx)
+        }
+    })
+}
+
+/// What exists of a lab on this machine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Status {
+    pub node_netns: bool,
+    pub world_netns: bool,
+    /// Per pod (spec order): netns exists, host veth exists in the node netns, and the
+    /// pod's `eth0` carries both its addresses.
+    pub pods: Vec<PodStatus>,
+    /// Namespaces recorded by an earlier `lab up` that this spec no longer names.
+    pub stale: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodStatus {
+    pub netns: bool,
+    pub host_veth: bool,
+    pub addresses: bool,
+}
+
+impl Status {
+    /// Every part of the spec exists and nothing stale is left.
+    pub fn is_up(&self) -> bool {
+        self.node_netns
+            && self.world_netns
+            && self.stale.is_empty()
+            && self
+                .pods
+                .iter()
+                .all(|p| p.netns && p.host_veth && p.addresses)
+    }
+
+    /// Nothing of the lab exists.
+    pub fn is_down(&self) -> bool {
+        !self.node_netns
+            && !self.world_netns
+            && self.stale.is_empty()
+            && self.pods.iter().all(|p| !p.netns)
+    }
+}
+
+fn link_names(netns_name: &str) -> BTreeSet<String> {
+    // `ip -o link` lines look like "12: lxc0123@if2: <...> ..."
+    ip(&["-n", netns_name, "-o", "link", "show"])
+        .map(|out| {
+            out.lines()
+                .filter_map(|l| l.split(": ").nth(1))
+                .map(|n| n.split('@').next().unwrap_or(n).to_string())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Reports what exists of the lab (needs root to look inside the namespaces).
+pub fn status(spec: &LabSpec) -> Status {
+    let node = spec.node_netns();
+    let node_netns = netns::exists(&node);
+    let node_links = if node_netns {
+        link_names(&node)
+    } else {
+        BTreeSet::new()
+    };
+    let pods = spec
+        .pods
+        .iter()
+        .map(|p| {
+            let exists = netns::exists(&p.netns);
+            let addresses = exists
+                && ip(&["-n", &p.netns, "-o", "addr", "show", "dev", p.pod_ifname])
+                    .map(|out| {
+                        out.contains(&format!(" {}/32", p.ipv4))
+                            && out.contains(&format!(" {}/128", p.ipv6))
+                    })
+                    .unwrap_or(false);
+            PodStatus {
+                netns: exists,
+                host_veth: node_links.contains(&p.host_veth),
+                addresses,
+            }
+        })
+        .collect();
+    let named: BTreeSet<String> = spec.all_netns().into_iter().collect();
+    let stale = recorded_netns(spec)
+        .into_iter()
+        .filter(|n| !named.contains(n) && netns::exists(n))
+        .collect();
+    Status {
+        node_netns,
+        world_netns: netns::exists(&spec.world_netns()),
+        pods,
+        stale,
+    }
+}
+
+/// What `up` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpOutcome {
+    Created,
+    /// A stale or half-made lab of this name was removed first.
+    Recreated,
+    AlreadyUp,
+}
+
+/// Creates the lab. Idempotent: a complete lab is left alone; a partial one is removed and
+/// made again. On failure, whatever was created is removed again.
+pub fn up(spec: &LabSpec) -> Result<UpOutcome, LabError> {
+    require_root()?;
+    let st = status(spec);
+    if st.is_up() {
+        return Ok(UpOutcome::AlreadyUp);
+    }
+    let outcome = if st.is_down() {
+        UpOutcome::Created
+    } else {
+        down(spec)?;
+        UpOutcome::Recreated
+    };
+    std::fs::create_dir_all(STATE_DIR)?;
+    std::fs::write(state_file(spec), spec.all_netns().join("\n") + "\n")?;
+    if let Err(e) = build(spec) {
+        let _ = down(spec);
+        return Err(e);
+    }
+    Ok(outcome)
+}
+
+fn build(spec: &LabSpec) -> Result<(), LabError> {
+    let lab = &spec.lab;
+    let node = spec.node_netns();
+    let world = spec.world_netns();
+    let n4 = lab.node_ipv4.to_string();
+    let n6 = lab.node_ipv6.to_string();
+
+    // Node: the host.
+    ip(&["netns", "add", &node])?;
+    ip(&["-n", &node, "link", "set", "lo", "up"])?;
+    ip(&[
+        "-n",
+        &node,
+        "link",
+        "add",
+        NODE_HOST_IFNAME,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        NODE_NET_IFNAME,
+    ])?;
+    ip(&[
+        "-n",
+        &node,
+        "addr",
+        "add",
+        &format!("{n4}/32"),
+        "dev",
+        NODE_HOST_IFNAME,
+    ])?;
+    ip(&[
+        "-n",
+        &node,
+        "addr",
+        "add",
+        &format!("{n6}/128"),
+        "dev",
+        NODE_HOST_IFNAME,
+        "nodad",
+    ])?;
+    ip(&["-n", &node, "link", "set", NODE_HOST_IFNAME, "up"])?;
+    ip(&["-n", &node, "link", "set", NODE_NET_IFNAME, "up"])?;
+    netns::write_sysctl(&node, "net/ipv4/ip_forward", "1")?;
+    netns::write_sysctl(&node, "net/ipv6/conf/all/forwarding", "1")?;
+
+    // World: outside the cluster.
+    let w4 = lab.world_ipv4.to_string();
+    let w6 = lab.world_ipv6.to_string();
+    let g4 = spec.world_gateway_ipv4().to_string();
+    let g6 = spec.world_gateway_ipv6().to_string();
+    ip(&["netns", "add", &world])?;
+    ip(&["-n", &world, "link", "set", "lo", "up"])?;
+    ip(&[
+        "-n",
+        &node,
+        "link",
+        "add",
+        NODE_WORLD_IFNAME,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "eth0",
+        "netns",
+        &world,
+    ])?;
+    ip(&[
+        "-n",
+        &node,
+        "addr",
+        "add",
+        &format!("{g4}/24"),
+        "dev",
+        NODE_WORLD_IFNAME,
+    ])?;
+    ip(&[
+        "-n",
+        &node,
+        "addr",
+        "add",
+        &format!("{g6}/64"),
+        "dev",
+        NODE_WORLD_IFNAME,
+        "nodad",
+    ])?;
+    ip(&["-n", &node, "link", "set", NODE_WORLD_IFNAME, "up"])?;
+    ip(&[
+        "-n",
+        &world,
+        "addr",
+        "add",
+        &format!("{w4}/24"),
+        "dev",
+        "eth0",
+    ])?;
+    ip(&[
+        "-n",
+        &world,
+        "addr",
+        "add",
+        &format!("{w6}/64"),
+        "dev",
+        "eth0",
+        "nodad",
+    ])?;
+    ip(&["-n", &world, "link", "set", "eth0", "up"])?;
+    ip(&[
+        "-n", &world, "route", "add", "default", "via", &g4, "dev", "eth0",
+    ])?;
+    ip(&[
+        "-n", &world, "-6", "route", "add", "default", "via", &g6, "dev", "eth0",
+    ])?;
+
+    // Pods.
+    for p in &spec.pods {
+        let ns = p.netns.as_str();
+        let hv = p.host_veth.as_str();
+        let hmac = mac_string(&p.host_mac);
+        let pmac = mac_string(&p.pod_mac);
+        let p4 = p.ipv4.to_string();
+        let p6 = p.ipv6.to_string();
+        ip(&["netns", "add", ns])?;
+        ip(&["-n", ns, "link", "set", "lo", "up"])?;
+        ip(&[
+            "-n",
+            &node,
+            "link",
+            "add",
+            hv,
+            "address",
+            &hmac,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            p.pod_ifname,
+            "address",
+            &pmac,
+            "netns",
+            ns,
+        ])?;
+        ip(&["-n", &node, "link", "set", hv, "up"])?;
+        ip(&[
+            "-n",
+            ns,
+            "addr",
+            "add",
+            &format!("{p4}/32"),
+            "dev",
+            p.pod_ifname,
+        ])?;
+        ip(&[
+            "-n",
+            ns,
+            "addr",
+            "add",
+            &format!("{p6}/128"),
+            "dev",
+            p.pod_ifname,
+            "nodad",
+        ])?;
+        ip(&["-n", ns, "link", "set", p.pod_ifname, "up"])?;
+        // Pod side: node address on-link, default via the node, node MAC pinned.
+        ip(&[
+            "-n",
+            ns,
+            "route",
+            "add",
+            &format!("{n4}/32"),
+            "dev",
+            p.pod_ifname,
+            "scope",
+            "link",
+        ])?;
+        ip(&[
+            "-n",
+            ns,
+            "route",
+            "add",
+            "default",
+            "via",
+            &n4,
+            "dev",
+            p.pod_ifname,
+        ])?;
+        ip(&[
+            "-n",
+            ns,
+            "-6",
+            "route",
+            "add",
+            &format!("{n6}/128"),
+            "dev",
+            p.pod_ifname,
+        ])?;
+        ip(&[
+            "-n",
+            ns,
+            "-6",
+            "route",
+            "add",
+            "default",
+            "via",
+            &n6,
+            "dev",
+            p.pod_ifname,
+        ])?;
+        ip(&[
+            "-n",
+            ns,
+            "neigh",
+            "replace",
+            &n4,
+            "lladdr",
+            &hmac,
+            "dev",
+            p.pod_ifname,
+            "nud",
+            "permanent",
+        ])?;
+        ip(&[
+            "-n",
+            ns,
+            "neigh",
+            "replace",
+            &n6,
+            "lladdr",
+            &hmac,
+            "dev",
+            p.pod_ifname,
+            "nud",
+            "permanent",
+        ])?;
+        // Node side: host routes to the pod, sourced from the node address.
+        ip(&[
+            "-n",
+            &node,
+            "route",
+            "add",
+            &format!("{p4}/32"),
+            "dev",
+            hv,
+            "src",
+            &n4,
+        ])?;
+        ip(&[
+            "-n",
+            &node,
+            "-6",
+            "route",
+            "add",
+            &format!("{p6}/128"),
+            "dev",
+            hv,
+            "src",
+            &n6,
+        ])?;
+        ip(&[
+            "-n",
+            &node,
+            "neigh",
+            "replace",
+            &p4,
+            "lladdr",
+            &pmac,
+            "dev",
+            hv,
+            "nud",
+            "permanent",
+        ])?;
+        ip(&[
+            "-n",
+            &node,
+            "neigh",
+            "replace",
+            &p6,
+            "lladdr",
+            &pmac,
+            "dev",
+            hv,
+            "nud",
+            "permanent",
+        ])?;
+    }
+    Ok(())
+}
+
+/// Deletes every namespace of the lab (which removes its veths). Idempotent; returns the
+/// namespaces it deleted.
+pub fn down(spec: &LabSpec) -> Result<Vec<String>, LabError> {
+    require_root()?;
+    let mut names = spec.all_netns();
+    for n in recorded_netns(spec) {
+        if !names.contains(&n) {
+            names.push(n);
+        }
+    }
+    let mut deleted = Vec::new();
+    let mut first_err = None;
+    for n in names.iter().rev() {
+        if !netns::exists(n) {
+            continue;
+        }
+        match ip(&["netns", "del", n]) {
+            Ok(_) => deleted.push(n.clone()),
+            Err(e) => {
+                first_err.get_or_insert(e);
+            }
+        }
+    }
+    if let Some(e) = first_err {
+        return Err(e);
+    }
+    match std::fs::remove_file(state_file(spec)) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e.into()),
+    }
+    Ok(deleted)
+}

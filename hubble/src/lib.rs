@@ -1,5 +1,7 @@
 //! The hubble library: filter engine, printers, flow sources and the CLI commands.
+pub mod cmd;
 pub mod filter;
+pub mod pipeline;
 pub mod printer;
 pub mod source;
 pub mod timefmt;

@@ -950,6 +950,16 @@ impl LabSpec {
         }
     }
 
+    /// MAC of the node's `world0` (locally administered, derived from the lab name).
+    pub fn world_gateway_mac(&self) -> [u8; 6] {
+        mac_from(fnv1a(format!("world-gw:{}", self.lab.name).as_bytes()))
+    }
+
+    /// MAC of the world netns' `eth0`.
+    pub fn world_mac(&self) -> [u8; 6] {
+        mac_from(fnv1a(format!("world:{}", self.lab.name).as_bytes()))
+    }
+
     pub fn pod(&self, namespace: &str, name: &str) -> Option<&Pod> {
         self.pods
             .iter()

@@ -226,290 +226,110 @@ pub fn up(spec: &LabSpec) -> Result<UpOutcome, LabError> {
     Ok(outcome)
 }
 
+/// Runs one `ip` command given as a single line; every word in it comes from validated
+/// names and addresses, which contain no whitespace.
+fn ipl(line: &str) -> Result<String, LabError> {
+    let args: Vec<&str> = line.split_whitespace().collect();
+    ip(&args)
+}
+
 fn build(spec: &LabSpec) -> Result<(), LabError> {
     let lab = &spec.lab;
     let node = spec.node_netns();
     let world = spec.world_netns();
-    let n4 = lab.node_ipv4.to_string();
-    let n6 = lab.node_ipv6.to_string();
+    let (n4, n6) = (lab.node_ipv4, lab.node_ipv6);
 
     // Node: the host.
-    ip(&["netns", "add", &node])?;
-    ip(&["-n", &node, "link", "set", "lo", "up"])?;
-    ip(&[
-        "-n",
-        &node,
-        "link",
-        "add",
-        NODE_HOST_IFNAME,
-        "type",
-        "veth",
-        "peer",
-        "name",
-        NODE_NET_IFNAME,
-    ])?;
-    ip(&[
-        "-n",
-        &node,
-        "addr",
-        "add",
-        &format!("{n4}/32"),
-        "dev",
-        NODE_HOST_IFNAME,
-    ])?;
-    ip(&[
-        "-n",
-        &node,
-        "addr",
-        "add",
-        &format!("{n6}/128"),
-        "dev",
-        NODE_HOST_IFNAME,
-        "nodad",
-    ])?;
-    ip(&["-n", &node, "link", "set", NODE_HOST_IFNAME, "up"])?;
-    ip(&["-n", &node, "link", "set", NODE_NET_IFNAME, "up"])?;
+    ipl(&format!("netns add {node}"))?;
+    ipl(&format!("-n {node} link set lo up"))?;
+    ipl(&format!(
+        "-n {node} link add {NODE_HOST_IFNAME} type veth peer name {NODE_NET_IFNAME}"
+    ))?;
+    ipl(&format!(
+        "-n {node} addr add {n4}/32 dev {NODE_HOST_IFNAME}"
+    ))?;
+    ipl(&format!(
+        "-n {node} addr add {n6}/128 dev {NODE_HOST_IFNAME} nodad"
+    ))?;
+    ipl(&format!("-n {node} link set {NODE_HOST_IFNAME} up"))?;
+    ipl(&format!("-n {node} link set {NODE_NET_IFNAME} up"))?;
     netns::write_sysctl(&node, "net/ipv4/ip_forward", "1")?;
     netns::write_sysctl(&node, "net/ipv6/conf/all/forwarding", "1")?;
 
-    // World: outside the cluster.
-    let w4 = lab.world_ipv4.to_string();
-    let w6 = lab.world_ipv6.to_string();
-    let g4 = spec.world_gateway_ipv4().to_string();
-    let g6 = spec.world_gateway_ipv6().to_string();
-    ip(&["netns", "add", &world])?;
-    ip(&["-n", &world, "link", "set", "lo", "up"])?;
-    ip(&[
-        "-n",
-        &node,
-        "link",
-        "add",
-        NODE_WORLD_IFNAME,
-        "type",
-        "veth",
-        "peer",
-        "name",
-        "eth0",
-        "netns",
-        &world,
-    ])?;
-    ip(&[
-        "-n",
-        &node,
-        "addr",
-        "add",
-        &format!("{g4}/24"),
-        "dev",
-        NODE_WORLD_IFNAME,
-    ])?;
-    ip(&[
-        "-n",
-        &node,
-        "addr",
-        "add",
-        &format!("{g6}/64"),
-        "dev",
-        NODE_WORLD_IFNAME,
-        "nodad",
-    ])?;
-    ip(&["-n", &node, "link", "set", NODE_WORLD_IFNAME, "up"])?;
-    ip(&[
-        "-n",
-        &world,
-        "addr",
-        "add",
-        &format!("{w4}/24"),
-        "dev",
-        "eth0",
-    ])?;
-    ip(&[
-        "-n",
-        &world,
-        "addr",
-        "add",
-        &format!("{w6}/64"),
-        "dev",
-        "eth0",
-        "nodad",
-    ])?;
-    ip(&["-n", &world, "link", "set", "eth0", "up"])?;
-    ip(&[
-        "-n", &world, "route", "add", "default", "via", &g4, "dev", "eth0",
-    ])?;
-    ip(&[
-        "-n", &world, "-6", "route", "add", "default", "via", &g6, "dev", "eth0",
-    ])?;
+    // World: outside the cluster. Fixed MACs and permanent neighbours on both ends, so the
+    // path works from the first packet (no ARP/ND while link-local addresses are tentative).
+    let (w4, w6) = (lab.world_ipv4, lab.world_ipv6);
+    let (g4, g6) = (spec.world_gateway_ipv4(), spec.world_gateway_ipv6());
+    let (gmac, wmac) = (
+        mac_string(&spec.world_gateway_mac()),
+        mac_string(&spec.world_mac()),
+    );
+    let wif = NODE_WORLD_IFNAME;
+    ipl(&format!("netns add {world}"))?;
+    ipl(&format!("-n {world} link set lo up"))?;
+    ipl(&format!(
+        "-n {node} link add {wif} address {gmac} type veth peer name eth0 address {wmac} netns {world}"
+    ))?;
+    ipl(&format!("-n {node} addr add {g4}/24 dev {wif}"))?;
+    ipl(&format!("-n {node} addr add {g6}/64 dev {wif} nodad"))?;
+    ipl(&format!("-n {node} link set {wif} up"))?;
+    ipl(&format!("-n {world} addr add {w4}/24 dev eth0"))?;
+    ipl(&format!("-n {world} addr add {w6}/64 dev eth0 nodad"))?;
+    ipl(&format!("-n {world} link set eth0 up"))?;
+    ipl(&format!("-n {world} route add default via {g4} dev eth0"))?;
+    ipl(&format!(
+        "-n {world} -6 route add default via {g6} dev eth0"
+    ))?;
+    for (ns, addr, mac, dev) in [
+        (&world, g4.to_string(), &gmac, "eth0"),
+        (&world, g6.to_string(), &gmac, "eth0"),
+        (&node, w4.to_string(), &wmac, wif),
+        (&node, w6.to_string(), &wmac, wif),
+    ] {
+        ipl(&format!(
+            "-n {ns} neigh replace {addr} lladdr {mac} dev {dev} nud permanent"
+        ))?;
+    }
 
     // Pods.
     for p in &spec.pods {
         let ns = p.netns.as_str();
         let hv = p.host_veth.as_str();
+        let eth = p.pod_ifname;
         let hmac = mac_string(&p.host_mac);
         let pmac = mac_string(&p.pod_mac);
-        let p4 = p.ipv4.to_string();
-        let p6 = p.ipv6.to_string();
-        ip(&["netns", "add", ns])?;
-        ip(&["-n", ns, "link", "set", "lo", "up"])?;
-        ip(&[
-            "-n",
-            &node,
-            "link",
-            "add",
-            hv,
-            "address",
-            &hmac,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            p.pod_ifname,
-            "address",
-            &pmac,
-            "netns",
-            ns,
-        ])?;
-        ip(&["-n", &node, "link", "set", hv, "up"])?;
-        ip(&[
-            "-n",
-            ns,
-            "addr",
-            "add",
-            &format!("{p4}/32"),
-            "dev",
-            p.pod_ifname,
-        ])?;
-        ip(&[
-            "-n",
-            ns,
-            "addr",
-            "add",
-            &format!("{p6}/128"),
-            "dev",
-            p.pod_ifname,
-            "nodad",
-        ])?;
-        ip(&["-n", ns, "link", "set", p.pod_ifname, "up"])?;
+        let (p4, p6) = (p.ipv4, p.ipv6);
+        ipl(&format!("netns add {ns}"))?;
+        ipl(&format!("-n {ns} link set lo up"))?;
+        ipl(&format!(
+            "-n {node} link add {hv} address {hmac} type veth peer name {eth} address {pmac} netns {ns}"
+        ))?;
+        ipl(&format!("-n {node} link set {hv} up"))?;
+        ipl(&format!("-n {ns} addr add {p4}/32 dev {eth}"))?;
+        ipl(&format!("-n {ns} addr add {p6}/128 dev {eth} nodad"))?;
+        ipl(&format!("-n {ns} link set {eth} up"))?;
         // Pod side: node address on-link, default via the node, node MAC pinned.
-        ip(&[
-            "-n",
-            ns,
-            "route",
-            "add",
-            &format!("{n4}/32"),
-            "dev",
-            p.pod_ifname,
-            "scope",
-            "link",
-        ])?;
-        ip(&[
-            "-n",
-            ns,
-            "route",
-            "add",
-            "default",
-            "via",
-            &n4,
-            "dev",
-            p.pod_ifname,
-        ])?;
-        ip(&[
-            "-n",
-            ns,
-            "-6",
-            "route",
-            "add",
-            &format!("{n6}/128"),
-            "dev",
-            p.pod_ifname,
-        ])?;
-        ip(&[
-            "-n",
-            ns,
-            "-6",
-            "route",
-            "add",
-            "default",
-            "via",
-            &n6,
-            "dev",
-            p.pod_ifname,
-        ])?;
-        ip(&[
-            "-n",
-            ns,
-            "neigh",
-            "replace",
-            &n4,
-            "lladdr",
-            &hmac,
-            "dev",
-            p.pod_ifname,
-            "nud",
-            "permanent",
-        ])?;
-        ip(&[
-            "-n",
-            ns,
-            "neigh",
-            "replace",
-            &n6,
-            "lladdr",
-            &hmac,
-            "dev",
-            p.pod_ifname,
-            "nud",
-            "permanent",
-        ])?;
+        ipl(&format!("-n {ns} route add {n4}/32 dev {eth} scope link"))?;
+        ipl(&format!("-n {ns} route add default via {n4} dev {eth}"))?;
+        ipl(&format!("-n {ns} -6 route add {n6}/128 dev {eth}"))?;
+        ipl(&format!("-n {ns} -6 route add default via {n6} dev {eth}"))?;
+        ipl(&format!(
+            "-n {ns} neigh replace {n4} lladdr {hmac} dev {eth} nud permanent"
+        ))?;
+        ipl(&format!(
+            "-n {ns} neigh replace {n6} lladdr {hmac} dev {eth} nud permanent"
+        ))?;
         // Node side: host routes to the pod, sourced from the node address.
-        ip(&[
-            "-n",
-            &node,
-            "route",
-            "add",
-            &format!("{p4}/32"),
-            "dev",
-            hv,
-            "src",
-            &n4,
-        ])?;
-        ip(&[
-            "-n",
-            &node,
-            "-6",
-            "route",
-            "add",
-            &format!("{p6}/128"),
-            "dev",
-            hv,
-            "src",
-            &n6,
-        ])?;
-        ip(&[
-            "-n",
-            &node,
-            "neigh",
-            "replace",
-            &p4,
-            "lladdr",
-            &pmac,
-            "dev",
-            hv,
-            "nud",
-            "permanent",
-        ])?;
-        ip(&[
-            "-n",
-            &node,
-            "neigh",
-            "replace",
-            &p6,
-            "lladdr",
-            &pmac,
-            "dev",
-            hv,
-            "nud",
-            "permanent",
-        ])?;
+        ipl(&format!("-n {node} route add {p4}/32 dev {hv} src {n4}"))?;
+        ipl(&format!(
+            "-n {node} -6 route add {p6}/128 dev {hv} src {n6}"
+        ))?;
+        ipl(&format!(
+            "-n {node} neigh replace {p4} lladdr {pmac} dev {hv} nud permanent"
+        ))?;
+        ipl(&format!(
+            "-n {node} neigh replace {p6} lladdr {pmac} dev {hv} nud permanent"
+        ))?;
     }
     Ok(())
 }

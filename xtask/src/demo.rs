@@ -1,0 +1,304 @@
+//! `cargo xtask demo`: the one-command demo. Builds the binaries, brings up the demo lab,
+//! runs the agent on it with flows piped into `hubble observe`, drives traffic, and always
+//! takes the lab down again (on success, error or Ctrl-C).
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+
+const USAGE: &str = "\
+usage: cargo xtask demo [--spec FILE] [--count N] [--duration D] [--no-build] [-- OBSERVE-ARGS...]
+
+Needs root. Builds hubble-agent and hubble, runs `hubble-agent lab up FILE` (default
+fixtures/lab/demo.toml), starts `hubble-agent run --lab FILE --print-flows` piped into
+`hubble observe --input-file - OBSERVE-ARGS...`, drives `hubble-agent lab traffic FILE
+--count N --duration D` (default 20 rounds, 10s), then stops the agent and runs `lab down`.
+Ctrl-C stops early and still takes the lab down.
+
+examples:
+  sudo cargo xtask demo
+  sudo cargo xtask demo --count 5 -- --verdict DROPPED
+  sudo cargo xtask demo -- -o json";
+
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+const SIGINT: i32 = 2;
+const SIGTERM: i32 = 15;
+
+unsafe extern "C" {
+    fn geteuid() -> u32;
+    fn signal(signum: i32, handler: usize) -> usize;
+    fn kill(pid: i32, sig: i32) -> i32;
+}
+
+extern "C" fn on_signal(_: i32) {
+    INTERRUPTED.store(true, Ordering::SeqCst);
+}
+
+fn interrupted() -> bool {
+    INTERRUPTED.load(Ordering::SeqCst)
+}
+
+struct Options {
+    spec: PathBuf,
+    count: u32,
+    duration: String,
+    build: bool,
+    observe_args: Vec<String>,
+}
+
+fn parse(args: &[String]) -> anyhow::Result<Option<Options>> {
+    let mut o = Options {
+        spec: PathBuf::from("fixtures/lab/demo.toml"),
+        count: 20,
+        duration: "10s".into(),
+        build: true,
+        observe_args: Vec::new(),
+    };
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let mut value = |name: &str| {
+            it.next()
+                .cloned()
+                .with_context(|| format!("{name} needs a value\n{USAGE}"))
+        };
+        match a.as_str() {
+            "--spec" => o.spec = PathBuf::from(value("--spec")?),
+            "--count" => {
+                o.count = value("--count")?
+                    .parse()
+                    .with_context(|| format!("--count needs a number\n{USAGE}"))?
+            }
+            "--duration" => o.duration = value("--duration")?,
+            "--no-build" => o.build = false,
+            "-h" | "--help" => {
+                println!("{USAGE}");
+                return Ok(None);
+            }
+            "--" => {
+                o.observe_args = it.cloned().collect();
+                break;
+            }
+            other => bail!("demo: unknown argument {other:?}\n{USAGE}"),
+        }
+    }
+    Ok(Some(o))
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace")
+        .to_path_buf()
+}
+
+fn bin_dir(root: &Path) -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"))
+        .join("debug")
+}
+
+/// Runs `hubble-agent lab down` when dropped, so every exit path cleans up.
+struct LabGuard {
+    agent: PathBuf,
+    spec: PathBuf,
+}
+
+impl Drop for LabGuard {
+    fn drop(&mut self) {
+        eprintln!("demo: taking the lab down");
+        let _ = Command::new(&self.agent)
+            .args(["lab", "down"])
+            .arg(&self.spec)
+            .status();
+    }
+}
+
+/// Waits for a child, polling so Ctrl-C is noticed; kills it on interrupt or at `limit`.
+fn wait_bounded(child: &mut Child, limit: Duration) -> anyhow::Result<Option<ExitStatus>> {
+    let end = Instant::now() + limit;
+    loop {
+        if let Some(st) = child.try_wait()? {
+            return Ok(Some(st));
+        }
+        if interrupted() || Instant::now() >= end {
+            stop(child, Duration::from_secs(3));
+            return Ok(None);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// SIGINT first (lets the agent detach its programs), SIGKILL after `grace`.
+fn stop(child: &mut Child, grace: Duration) {
+    if matches!(child.try_wait(), Ok(Some(_))) {
+        return;
+    }
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe { kill(child.id() as i32, SIGINT) };
+    let end = Instant::now() + grace;
+    while Instant::now() < end {
+        if matches!(child.try_wait(), Ok(Some(_))) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// Builds a command whose process is not in our process group, so a terminal Ctrl-C reaches
+/// only us and we stop the children in order.
+fn detached(program: &Path) -> Command {
+    use std::os::unix::process::CommandExt;
+    let mut c = Command::new(program);
+    c.process_group(0);
+    c
+}
+
+pub fn run(args: &[String]) -> anyhow::Result<()> {
+    let Some(o) = parse(args)? else {
+        return Ok(());
+    };
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { geteuid() } != 0 {
+        bail!(
+            "the demo needs root (it creates network namespaces and loads eBPF): run `sudo cargo xtask demo`"
+        );
+    }
+    let root = workspace_root();
+    let spec = if o.spec.is_absolute() {
+        o.spec.clone()
+    } else {
+        root.join(&o.spec)
+    };
+    if o.build {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        eprintln!("demo: building hubble-agent and hubble");
+        let st = Command::new(cargo)
+            .current_dir(&root)
+            .args(["build", "--quiet", "-p", "hubble-agent", "-p", "hubble"])
+            .status()
+            .context("cannot run cargo build")?;
+        if !st.success() {
+            bail!("cargo build failed");
+        }
+    }
+    let bins = bin_dir(&root);
+    let agent = bins.join("hubble-agent");
+    let hubble = bins.join("hubble");
+    for b in [&agent, &hubble] {
+        if !b.exists() {
+            bail!("{} is missing: build it (drop --no-build)", b.display());
+        }
+    }
+    // SAFETY: installs an async-signal-safe handler that only stores to an atomic.
+    unsafe {
+        signal(SIGINT, on_signal as *const () as usize);
+        signal(SIGTERM, on_signal as *const () as usize);
+    }
+
+    let up = Command::new(&agent)
+        .args(["lab", "up"])
+        .arg(&spec)
+        .status()
+        .context("cannot run hubble-agent lab up")?;
+    let _guard = LabGuard {
+        agent: agent.clone(),
+        spec: spec.clone(),
+    };
+    if !up.success() {
+        bail!("`hubble-agent lab up {}` failed", spec.display());
+    }
+
+    // The agent's `run` subcommand (datapath + flows) may not exist in this build yet.
+    let has_run = Command::new(&agent)
+        .args(["run", "--help"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    let mut pipeline: Option<(Child, Child)> = None;
+    if has_run {
+        let mut a = detached(&agent)
+            .args(["run", "--lab"])
+            .arg(&spec)
+            .arg("--print-flows")
+            .stdout(Stdio::piped())
+            .spawn()
+            .context("cannot start hubble-agent run")?;
+        let flows = a.stdout.take().context("agent stdout")?;
+        let obs = detached(&hubble)
+            .args(["observe", "--input-file", "-"])
+            .args(&o.observe_args)
+            .stdin(Stdio::from(flows))
+            .spawn();
+        let obs = match obs {
+            Ok(c) => c,
+            Err(e) => {
+                stop(&mut a, Duration::from_secs(3));
+                return Err(e).context("cannot start hubble observe");
+            }
+        };
+        // Give the agent a moment to load and attach before traffic starts.
+        let ready_by = Instant::now() + Duration::from_millis(1500);
+        while Instant::now() < ready_by && !interrupted() {
+            if let Some(st) = a.try_wait()? {
+                let mut obs = obs;
+                stop(&mut obs, Duration::from_secs(1));
+                bail!("hubble-agent run exited early ({st})");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        pipeline = Some((a, obs));
+    } else {
+        eprintln!(
+            "demo: this hubble-agent has no `run` subcommand yet, so no flows are shown; running the lab and its traffic only"
+        );
+    }
+
+    let mut report = String::new();
+    if !interrupted() {
+        let mut t = detached(&agent)
+            .args(["lab", "traffic"])
+            .arg(&spec)
+            .args(["--count", &o.count.to_string(), "--duration", &o.duration])
+            .stdout(Stdio::piped())
+            .spawn()
+            .context("cannot start hubble-agent lab traffic")?;
+        let mut out = t.stdout.take().context("traffic stdout")?;
+        let reader = std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = out.read_to_string(&mut s);
+            s
+        });
+        // --duration bounds the traffic itself; allow for its timeouts and server shutdown.
+        let st = wait_bounded(&mut t, Duration::from_secs(120))?;
+        report = reader.join().unwrap_or_default();
+        if st.is_some_and(|s| !s.success()) {
+            eprintln!("demo: lab traffic failed ({})", st.unwrap_or_default());
+        }
+    }
+
+    if let Some((mut a, mut obs)) = pipeline {
+        // Let the last flows through, then stop the agent; observe ends at end of input.
+        if !interrupted() {
+            std::thread::sleep(Duration::from_secs(1));
+        }
+        stop(&mut a, Duration::from_secs(5));
+        wait_bounded(&mut obs, Duration::from_secs(10))?;
+    }
+    if !report.is_empty() {
+        println!("\n{report}");
+    }
+    if interrupted() {
+        eprintln!("demo: interrupted");
+    }
+    Ok(())
+}

@@ -1,5 +1,8 @@
 //! hubble-agent: loads the eBPF datapath onto lab endpoints, decodes the kernel's monitor
 //! events and enriches them into Hubble flows.
 
+pub mod cmd;
+pub mod datapath;
+pub mod enrich;
 pub mod lab;
 pub mod monitor;

@@ -1,7 +1,6 @@
 //! `hubble-agent`: the node agent binary.
 //!
-//! Minimal clap dispatcher written by the lab engineer while the datapath's `run` did not
-//! exist yet; the datapath engineer owns this file and adds their subcommands beside `lab`.
+//! A small clap dispatcher: `run`, `record`, `replay` (agent::cmd) and `lab` (agent::lab::cli).
 
 use std::process::ExitCode;
 
@@ -20,6 +19,12 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Attach the eBPF datapath to a lab's endpoints and turn its events into flows (root).
+    Run(agent::cmd::RunArgs),
+    /// Save raw datapath events and the endpoint state to a file (root).
+    Record(agent::cmd::RecordArgs),
+    /// Print the flows of a recording as JSON lines (no privileges needed).
+    Replay(agent::cmd::ReplayArgs),
     /// Build, drive and tear down a lab of pods as network namespaces (needs root).
     Lab(agent::lab::cli::LabCmd),
 }
@@ -36,7 +41,17 @@ fn main() -> ExitCode {
             };
         }
     };
-    match cli.command {
-        Command::Lab(cmd) => cmd.run(),
+    let res = match cli.command {
+        Command::Lab(cmd) => return cmd.run(),
+        Command::Run(args) => agent::cmd::run(args),
+        Command::Record(args) => agent::cmd::record(args),
+        Command::Replay(args) => agent::cmd::replay(args),
+    };
+    match res {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
     }
 }

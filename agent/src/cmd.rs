@@ -1,0 +1,401 @@
+//! The agent's own subcommands: `run` (datapath → flows), `record` (raw perf samples to a
+//! file) and `replay` (a recording → flows, without privileges).
+
+use std::fs::File;
+use std::io::{self, BufWriter, Write};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use hubble_api::flow::{LostEvent, LostEventSource};
+use hubble_api::observer::{GetFlowsResponse, get_flows_response::ResponseTypes};
+use pbjson_types::Int32Value;
+use tokio::sync::mpsc;
+
+use crate::datapath::record::{Reader, Writer};
+use crate::datapath::{self, Aggregation, Datapath, LostCounter, Options, RawRecord, policy};
+use crate::enrich::{EnrichError, Enricher, NodeState};
+use crate::lab::spec::LabSpec;
+
+#[derive(Debug, Clone, Args)]
+pub struct DatapathArgs {
+    /// Lab spec whose endpoints the datapath attaches to (the lab must be up).
+    #[arg(long, value_name = "SPEC")]
+    pub lab: PathBuf,
+    /// Monitor aggregation level (Cilium's meaning).
+    #[arg(long, value_enum, default_value_t = Aggregation::Medium)]
+    pub aggregation: Aggregation,
+    /// Packet bytes captured with each event.
+    #[arg(long, default_value_t = 128, value_parser = clap::value_parser!(u32).range(0..=1500))]
+    pub capture_len: u32,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub dp: DatapathArgs,
+    /// Print every flow as one JSON line (`hubble observe -o json` format).
+    #[arg(long)]
+    pub print_flows: bool,
+    /// Stop after this long (default: until SIGINT/SIGTERM), e.g. 30s.
+    #[arg(long, value_parser = crate::lab::cli::parse_duration)]
+    pub duration: Option<Duration>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct RecordArgs {
+    #[command(flatten)]
+    pub dp: DatapathArgs,
+    /// File to write the recording to.
+    #[arg(long, short = 'o')]
+    pub output: PathBuf,
+    /// Stop after this long (default: until SIGINT/SIGTERM), e.g. 10s.
+    #[arg(long, value_parser = crate::lab::cli::parse_duration)]
+    pub duration: Option<Duration>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ReplayArgs {
+    /// A recording made by `hubble-agent record`.
+    pub file: PathBuf,
+}
+
+/// Counters of one run, printed to stderr at the end.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Counters {
+    pub flows: u64,
+    pub decode_errors: u64,
+    pub non_ip: u64,
+    pub lost: u64,
+}
+
+impl std::fmt::Display for Counters {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "flows={} decode_errors={} non_ip={} lost_samples={}",
+            self.flows, self.decode_errors, self.non_ip, self.lost
+        )
+    }
+}
+
+/// Turns records into JSON lines; shared by `run` and `replay`.
+pub struct FlowPrinter<G> {
+    pub enricher: Enricher<G>,
+    pub counters: Counters,
+}
+
+impl<G: crate::enrich::Getters> FlowPrinter<G> {
+    pub fn new(enricher: Enricher<G>) -> Self {
+        Self {
+            enricher,
+            counters: Counters::default(),
+        }
+    }
+
+    /// Handles one record; writes a JSON line when `out` is given.
+    pub fn handle(&mut self, r: &RawRecord, out: Option<&mut dyn Write>) -> io::Result<()> {
+        let resp = match r {
+            RawRecord::Sample { time, data, .. } => {
+                match self.enricher.flow_from_sample(data, *time) {
+                    Ok(flow) => {
+                        self.counters.flows += 1;
+                        GetFlowsResponse {
+                            node_name: self.enricher.node_name().to_string(),
+                            time: flow.time,
+                            response_types: Some(ResponseTypes::Flow(flow)),
+                        }
+                    }
+                    Err(EnrichError::NotIp) => {
+                        self.counters.non_ip += 1;
+                        return Ok(());
+                    }
+                    Err(EnrichError::Decode(_)) => {
+                        self.counters.decode_errors += 1;
+                        return Ok(());
+                    }
+                }
+            }
+            RawRecord::Lost { cpu, time, count } => {
+                self.counters.lost += count;
+                let ts = timestamp(*time);
+                GetFlowsResponse {
+                    node_name: self.enricher.node_name().to_string(),
+                    time: Some(ts),
+                    response_types: Some(ResponseTypes::LostEvents(LostEvent {
+                        source: LostEventSource::PerfEventRingBuffer as i32,
+                        num_events_lost: *count,
+                        cpu: Some(Int32Value { value: *cpu as i32 }),
+                        first: Some(ts),
+                        last: Some(ts),
+                    })),
+                }
+            }
+        };
+        if let Some(out) = out {
+            serde_json::to_writer(&mut *out, &resp).map_err(io::Error::other)?;
+            out.write_all(b"\n")?;
+        }
+        Ok(())
+    }
+}
+
+fn timestamp(t: SystemTime) -> pbjson_types::Timestamp {
+    let d = t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+    pbjson_types::Timestamp {
+        seconds: d.as_secs() as i64,
+        nanos: d.subsec_nanos() as i32,
+    }
+}
+
+/// The attached datapath of a lab, with everything needed to enrich its events.
+struct Attached {
+    datapath: Datapath,
+    state: NodeState,
+}
+
+/// Checks privileges and the lab, enters the node netns, loads and attaches the datapath.
+/// Must run before any tokio runtime exists (setns is per thread).
+fn attach_lab(args: &DatapathArgs) -> Result<Attached> {
+    let spec = LabSpec::load(&args.lab).map_err(|e| anyhow::anyhow!("{e}"))?;
+    if !datapath::is_root() {
+        bail!("the datapath needs root (CAP_BPF, CAP_NET_ADMIN): run hubble-agent as root");
+    }
+    let st = crate::lab::topology::status(&spec);
+    if !st.is_up() {
+        bail!(
+            "lab {} is not up: run `hubble-agent lab up {}` first",
+            spec.lab.name,
+            args.lab.display()
+        );
+    }
+    crate::lab::netns::enter(&spec.node_netns()).context("entering the node netns")?;
+    let state = NodeState::from_spec(&spec, |ifname| {
+        let Ok(c) = std::ffi::CString::new(ifname) else {
+            return 0;
+        };
+        // SAFETY: c is a valid NUL-terminated string.
+        unsafe { libc::if_nametoindex(c.as_ptr()) }
+    });
+    if let Some(ep) = state.endpoints.iter().find(|e| e.ifindex == 0) {
+        bail!(
+            "interface {} of pod {}/{} is missing in the node netns: re-run `hubble-agent lab up`",
+            ep.ifname,
+            ep.namespace,
+            ep.pod_name
+        );
+    }
+    // Leftovers of a crashed run: its clsact qdiscs (and their filters).
+    for ep in &state.endpoints {
+        datapath::remove_clsact(&ep.ifname);
+    }
+    let compiled = policy::compile(&spec, &state);
+    let opts = Options {
+        aggregation: args.aggregation,
+        capture_len: args.capture_len,
+        ..Options::default()
+    };
+    let mut dp = Datapath::load(&opts)?;
+    dp.fill(&state, &compiled)?;
+    for ep in &state.endpoints {
+        if let Err(e) = dp.attach(&ep.ifname) {
+            dp.shutdown();
+            return Err(e.into());
+        }
+    }
+    eprintln!(
+        "hubble-agent: datapath attached to {} endpoints of lab {} (aggregation {:?}, capture {} bytes)",
+        state.endpoints.len(),
+        spec.lab.name,
+        args.aggregation,
+        args.capture_len
+    );
+    Ok(Attached {
+        datapath: dp,
+        state,
+    })
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("building the tokio runtime")
+}
+
+async fn shutdown_signal(duration: Option<Duration>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).ok();
+    let sleep = async {
+        match duration {
+            Some(d) => tokio::time::sleep(d).await,
+            None => std::future::pending().await,
+        }
+    };
+    let term_fut = async {
+        match term.as_mut() {
+            Some(t) => {
+                t.recv().await;
+            }
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term_fut => {}
+        _ = sleep => {}
+    }
+}
+
+/// Reads records from the datapath until a signal or the duration, handing each to `f`.
+fn pump(
+    mut att: Attached,
+    duration: Option<Duration>,
+    f: impl FnMut(&NodeState, &RawRecord, bool) -> Result<()>,
+) -> (Attached, Result<()>) {
+    let r = pump_inner(&mut att, duration, f);
+    (att, r)
+}
+
+fn pump_inner(
+    att: &mut Attached,
+    duration: Option<Duration>,
+    mut f: impl FnMut(&NodeState, &RawRecord, bool) -> Result<()>,
+) -> Result<()> {
+    let rt = runtime()?;
+    let perf = att.datapath.take_events()?;
+    let lost = Arc::new(LostCounter::default());
+    let result = rt.block_on(async {
+        let (tx, mut rx) = mpsc::channel::<RawRecord>(8192);
+        let handles = datapath::spawn_readers(perf, 64, tx, lost.clone())?;
+        let stop = shutdown_signal(duration);
+        tokio::pin!(stop);
+        let r: Result<()> = loop {
+            tokio::select! {
+                _ = &mut stop => break Ok(()),
+                rec = rx.recv() => {
+                    let Some(rec) = rec else { break Ok(()) };
+                    let more = !rx.is_empty();
+                    if let Err(e) = f(&att.state, &rec, more) {
+                        break Err(e);
+                    }
+                }
+            }
+        };
+        for h in handles {
+            h.abort();
+        }
+        r
+    });
+    drop(rt);
+    result
+}
+
+fn finish(att: Attached, counters: Counters) {
+    if let Ok(rows) = att.datapath.metrics() {
+        let (mut fwd, mut drop) = (0u64, 0u64);
+        for (_, reason, p, _) in rows {
+            if reason == 0 {
+                fwd += p;
+            } else {
+                drop += p;
+            }
+        }
+        eprintln!("hubble-agent: datapath packets forwarded={fwd} dropped={drop}; {counters}");
+    }
+    att.datapath.shutdown();
+}
+
+/// `hubble-agent run`.
+pub fn run(args: RunArgs) -> Result<()> {
+    let att = attach_lab(&args.dp)?;
+    let node_name = att.state.node_name();
+    let mut printer = FlowPrinter::new(Enricher::new(att.state.clone(), node_name));
+    let stdout = io::stdout();
+    let mut out = BufWriter::new(stdout.lock());
+    let print = args.print_flows;
+    let res = pump(att, args.duration, |_, rec, more| {
+        if print {
+            printer.handle(rec, Some(&mut out))?;
+            if !more {
+                out.flush()?;
+            }
+        } else {
+            printer.handle(rec, None)?;
+        }
+        Ok(())
+    });
+    let (att, res) = res;
+    let _ = out.flush();
+    finish(att, printer.counters);
+    match res {
+        Err(e) if !is_broken_pipe(&e) => Err(e),
+        _ => Ok(()),
+    }
+}
+
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.downcast_ref::<io::Error>()
+        .is_some_and(|e| e.kind() == io::ErrorKind::BrokenPipe)
+}
+
+/// `hubble-agent record`.
+pub fn record(args: RecordArgs) -> Result<()> {
+    let file = File::create(&args.output)
+        .with_context(|| format!("creating {}", args.output.display()))?;
+    let att = attach_lab(&args.dp)?;
+    let mut w = Writer::new(BufWriter::new(file), &att.state)?;
+    let mut n = 0u64;
+    let started = Instant::now();
+    let res = pump(att, args.duration, |_, rec, _| {
+        w.write(rec)?;
+        n += 1;
+        Ok(())
+    });
+    let (att, res) = res;
+    let flushed = w.finish();
+    if let Err(e) = res.and(flushed.map(|_| ()).map_err(anyhow::Error::from)) {
+        finish(att, Counters::default());
+        return Err(e);
+    }
+    eprintln!(
+        "hubble-agent: recorded {n} records in {:.1}s to {}",
+        started.elapsed().as_secs_f64(),
+        args.output.display()
+    );
+    finish(att, Counters::default());
+    Ok(())
+}
+
+/// `hubble-agent replay`: prints the flows of a recording (no privileges needed).
+pub fn replay(args: ReplayArgs) -> Result<()> {
+    let file =
+        File::open(&args.file).with_context(|| format!("opening {}", args.file.display()))?;
+    let stdout = io::stdout();
+    let mut out = BufWriter::new(stdout.lock());
+    let counters = replay_to(io::BufReader::new(file), &mut out)?;
+    out.flush()?;
+    eprintln!("hubble-agent: replayed {counters}");
+    Ok(())
+}
+
+/// Replays a recording into `out` as JSON lines; returns the counters.
+pub fn replay_to(input: impl io::Read, out: &mut dyn Write) -> Result<Counters> {
+    let mut reader = Reader::new(input)?;
+    let node_name = reader.state.node_name();
+    let mut printer = FlowPrinter::new(Enricher::new(reader.state.clone(), node_name));
+    loop {
+        match reader.next_record() {
+            Ok(Some(rec)) => printer.handle(&rec, Some(&mut *out))?,
+            Ok(None) => break,
+            Err(e) => {
+                eprintln!("hubble-agent: recording ends early: {e}");
+                break;
+            }
+        }
+    }
+    Ok(printer.counters)
+}

@@ -1,0 +1,422 @@
+//! The eBPF datapath from user space (aya 0.14): load the embedded C object, fill its maps
+//! from the node state, attach it with clsact on every endpoint's host veth, read the perf rings.
+
+pub mod maps;
+pub mod policy;
+pub mod record;
+
+use std::io;
+use std::net::IpAddr;
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::SystemTime;
+
+use aya::maps::lpm_trie::{Key, LpmTrie};
+use aya::maps::perf::PerfEvent;
+use aya::maps::{Array, HashMap, MapData, PerCpuArray, PerfEventArray};
+use aya::programs::tc::{self, NlOptions, SchedClassifier, TcAttachOptions, TcAttachType};
+use aya::{Ebpf, EbpfLoader};
+use tokio::io::Interest;
+use tokio::io::unix::AsyncFd;
+use tokio::sync::mpsc;
+
+use crate::enrich::state::{IDENTITY_HOST, NodeState};
+use maps::*;
+pub use policy::CompiledPolicy;
+pub use record::RawRecord;
+
+/// The compiled datapath object, built by build.rs from ebpf/lxc.bpf.c.
+pub static LXC_OBJ: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/lxc.bpf.o"));
+
+/// Program names in the object.
+pub const PROG_FROM_CONTAINER: &str = "from_container";
+pub const PROG_TO_CONTAINER: &str = "to_container";
+
+/// Monitor aggregation (Cilium's `--monitor-aggregation`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Aggregation {
+    /// Every packet, at every observation point.
+    None,
+    /// No receive-side (FROM_*) traces.
+    Low,
+    /// As low, and active connections only when TCP flags change or every 5 s.
+    #[default]
+    Medium,
+    /// The most aggregation (the datapath treats it as medium, as Cilium's does).
+    Maximum,
+}
+
+impl Aggregation {
+    pub fn level(self) -> u32 {
+        use crate::monitor::abi::*;
+        match self {
+            Aggregation::None => AGGREGATION_NONE,
+            Aggregation::Low => AGGREGATION_LOW,
+            Aggregation::Medium => AGGREGATION_MEDIUM,
+            Aggregation::Maximum => AGGREGATION_MAX,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Options {
+    pub aggregation: Aggregation,
+    /// Packet bytes appended to each event.
+    pub capture_len: u32,
+    /// Perf ring size per CPU in pages (power of two).
+    pub perf_pages: usize,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            aggregation: Aggregation::Medium,
+            capture_len: crate::monitor::abi::TRACE_PAYLOAD_LEN,
+            perf_pages: 64,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DatapathError {
+    #[error("the datapath needs root (CAP_BPF, CAP_NET_ADMIN): run hubble-agent as root")]
+    NotRoot,
+    #[error("cannot load the eBPF datapath (is BPF available in this kernel?): {0}")]
+    Load(#[source] aya::EbpfError),
+    #[error("eBPF program {name}: {source}")]
+    Program {
+        name: &'static str,
+        #[source]
+        source: aya::programs::ProgramError,
+    },
+    #[error("eBPF map {name}: {source}")]
+    Map {
+        name: &'static str,
+        #[source]
+        source: aya::maps::MapError,
+    },
+    #[error("eBPF map {0} missing from the object")]
+    MissingMap(&'static str),
+    #[error("attaching to {iface}: {source}")]
+    Attach {
+        iface: String,
+        #[source]
+        source: aya::programs::ProgramError,
+    },
+    #[error("perf buffer: {0}")]
+    Perf(#[from] aya::maps::perf::PerfBufferError),
+    #[error("{0}")]
+    Io(#[from] io::Error),
+}
+
+fn map_err(name: &'static str) -> impl FnOnce(aya::maps::MapError) -> DatapathError {
+    move |source| DatapathError::Map { name, source }
+}
+
+/// True when the process runs as root.
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// A loaded datapath. Dropping it detaches the programs; `shutdown` also removes the qdiscs.
+pub struct Datapath {
+    bpf: Ebpf,
+    attached: Vec<String>,
+}
+
+impl Datapath {
+    /// Loads the object, writes the config and loads both programs into the kernel.
+    pub fn load(opts: &Options) -> Result<Self, DatapathError> {
+        if !is_root() {
+            return Err(DatapathError::NotRoot);
+        }
+        let mut bpf = EbpfLoader::new()
+            .load(LXC_OBJ)
+            .map_err(DatapathError::Load)?;
+        {
+            let m = bpf
+                .map_mut(MAP_CONFIG)
+                .ok_or(DatapathError::MissingMap(MAP_CONFIG))?;
+            let mut cfg: Array<_, DatapathConfig> =
+                Array::try_from(m).map_err(map_err(MAP_CONFIG))?;
+            cfg.set(
+                0,
+                DatapathConfig {
+                    aggregation: opts.aggregation.level(),
+                    capture_len: opts.capture_len,
+                    report_interval_ns: 5_000_000_000,
+                    report_flags: 0xff,
+                    pad: [0; 7],
+                },
+                0,
+            )
+            .map_err(map_err(MAP_CONFIG))?;
+        }
+        for name in [PROG_FROM_CONTAINER, PROG_TO_CONTAINER] {
+            let p: &mut SchedClassifier = bpf
+                .program_mut(name)
+                .ok_or(DatapathError::Program {
+                    name,
+                    source: aya::programs::ProgramError::UnexpectedProgramType,
+                })?
+                .try_into()
+                .map_err(|source| DatapathError::Program { name, source })?;
+            p.load()
+                .map_err(|source| DatapathError::Program { name, source })?;
+        }
+        Ok(Self {
+            bpf,
+            attached: Vec::new(),
+        })
+    }
+
+    /// Fills ipcache, endpoints and policy from the node state.
+    pub fn fill(
+        &mut self,
+        state: &NodeState,
+        policy: &CompiledPolicy,
+    ) -> Result<(), DatapathError> {
+        {
+            let m = self
+                .bpf
+                .map_mut(MAP_IPCACHE)
+                .ok_or(DatapathError::MissingMap(MAP_IPCACHE))?;
+            let mut ipc: LpmTrie<_, IpcacheAddr, IpcacheValue> =
+                LpmTrie::try_from(m).map_err(map_err(MAP_IPCACHE))?;
+            let mut put = |ip: IpAddr, v: IpcacheValue| {
+                let (k, bits) = ipcache_key(ip);
+                ipc.insert(&Key::new(IPCACHE_STATIC_PREFIX + bits, k), v, 0)
+            };
+            for ep in &state.endpoints {
+                for ip in &ep.ips {
+                    put(
+                        *ip,
+                        IpcacheValue {
+                            sec_identity: ep.identity,
+                            ep_id: ep.id,
+                            flags: IPCACHE_F_LOCAL_ENDPOINT,
+                            pad: 0,
+                        },
+                    )
+                    .map_err(map_err(MAP_IPCACHE))?;
+                }
+            }
+            for ip in &state.host_ips {
+                put(
+                    *ip,
+                    IpcacheValue {
+                        sec_identity: IDENTITY_HOST,
+                        ..Default::default()
+                    },
+                )
+                .map_err(map_err(MAP_IPCACHE))?;
+            }
+        }
+        {
+            let m = self
+                .bpf
+                .map_mut(MAP_ENDPOINTS)
+                .ok_or(DatapathError::MissingMap(MAP_ENDPOINTS))?;
+            let mut eps: HashMap<_, u32, EndpointInfo> =
+                HashMap::try_from(m).map_err(map_err(MAP_ENDPOINTS))?;
+            for ep in &state.endpoints {
+                if ep.ifindex == 0 {
+                    continue;
+                }
+                let (ing, egr) = policy.enforced.get(&ep.id).copied().unwrap_or_default();
+                let flags = if ing { EP_F_INGRESS_ENFORCED } else { 0 }
+                    | if egr { EP_F_EGRESS_ENFORCED } else { 0 };
+                eps.insert(
+                    ep.ifindex,
+                    EndpointInfo {
+                        sec_identity: ep.identity,
+                        ep_id: ep.id,
+                        flags,
+                        pad: 0,
+                    },
+                    0,
+                )
+                .map_err(map_err(MAP_ENDPOINTS))?;
+            }
+        }
+        {
+            let m = self
+                .bpf
+                .map_mut(MAP_POLICY)
+                .ok_or(DatapathError::MissingMap(MAP_POLICY))?;
+            let mut pol: HashMap<_, PolicyKey, PolicyValue> =
+                HashMap::try_from(m).map_err(map_err(MAP_POLICY))?;
+            for (k, deny) in &policy.entries {
+                pol.insert(
+                    k,
+                    PolicyValue {
+                        deny: *deny as u8,
+                        pad: [0; 3],
+                    },
+                    0,
+                )
+                .map_err(map_err(MAP_POLICY))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Attaches both programs to `iface` (clsact ingress = from the pod, egress = to the pod).
+    pub fn attach(&mut self, iface: &str) -> Result<(), DatapathError> {
+        // An existing clsact qdisc (e.g. from a crashed run) is fine.
+        let _ = tc::qdisc_add_clsact(iface);
+        self.attached.push(iface.to_string());
+        for (name, kind) in [
+            (PROG_FROM_CONTAINER, TcAttachType::Ingress),
+            (PROG_TO_CONTAINER, TcAttachType::Egress),
+        ] {
+            let p: &mut SchedClassifier = self
+                .bpf
+                .program_mut(name)
+                .ok_or(DatapathError::Program {
+                    name,
+                    source: aya::programs::ProgramError::UnexpectedProgramType,
+                })?
+                .try_into()
+                .map_err(|source| DatapathError::Program { name, source })?;
+            p.attach_with_options(iface, kind, TcAttachOptions::Netlink(NlOptions::default()))
+                .map_err(|source| DatapathError::Attach {
+                    iface: iface.to_string(),
+                    source,
+                })?;
+        }
+        Ok(())
+    }
+
+    /// Takes the perf event array out of the object (once).
+    pub fn take_events(&mut self) -> Result<PerfEventArray<MapData>, DatapathError> {
+        let m = self
+            .bpf
+            .take_map(MAP_EVENTS)
+            .ok_or(DatapathError::MissingMap(MAP_EVENTS))?;
+        PerfEventArray::try_from(m).map_err(map_err(MAP_EVENTS))
+    }
+
+    /// Per-CPU counters summed: (direction, reason, packets, bytes), non-zero rows only.
+    pub fn metrics(&self) -> Result<Vec<(u8, u8, u64, u64)>, DatapathError> {
+        let m = self
+            .bpf
+            .map(MAP_METRICS)
+            .ok_or(DatapathError::MissingMap(MAP_METRICS))?;
+        let arr: PerCpuArray<_, MetricsValue> =
+            PerCpuArray::try_from(m).map_err(map_err(MAP_METRICS))?;
+        let mut out = Vec::new();
+        for idx in 0..METRICS_ENTRIES {
+            let v = arr.get(&idx, 0).map_err(map_err(MAP_METRICS))?;
+            let (p, b) = v
+                .iter()
+                .fold((0u64, 0u64), |(p, b), x| (p + x.packets, b + x.bytes));
+            if p > 0 {
+                out.push(((idx >> 8) as u8, (idx & 0xff) as u8, p, b));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Detaches the programs and removes the clsact qdiscs this datapath added.
+    pub fn shutdown(self) {
+        let ifaces = self.attached.clone();
+        drop(self.bpf);
+        for i in ifaces {
+            remove_clsact(&i);
+        }
+    }
+}
+
+fn ipcache_key(ip: IpAddr) -> (IpcacheAddr, u32) {
+    let mut k = IpcacheAddr::default();
+    match ip {
+        IpAddr::V4(a) => {
+            k.family = FAMILY_IPV4;
+            k.addr[..4].copy_from_slice(&a.octets());
+            (k, 32)
+        }
+        IpAddr::V6(a) => {
+            k.family = FAMILY_IPV6;
+            k.addr = a.octets();
+            (k, 128)
+        }
+    }
+}
+
+/// Removes the clsact qdisc (and with it every tc filter) of `iface`; errors are ignored
+/// (no such qdisc or device).
+pub fn remove_clsact(iface: &str) {
+    let _ = Command::new("tc")
+        .args(["qdisc", "del", "dev", iface, "clsact"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status();
+}
+
+/// Counts lost perf samples across readers.
+#[derive(Debug, Default)]
+pub struct LostCounter(pub AtomicU64);
+
+impl LostCounter {
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// Spawns one tokio task per online CPU that drains its perf ring into `tx`.
+pub fn spawn_readers(
+    mut perf: PerfEventArray<MapData>,
+    pages: usize,
+    tx: mpsc::Sender<RawRecord>,
+    lost: Arc<LostCounter>,
+) -> Result<Vec<tokio::task::JoinHandle<()>>, DatapathError> {
+    let cpus = aya::util::online_cpus().map_err(|(_, e)| e)?;
+    let mut handles = Vec::new();
+    for cpu in cpus {
+        let buf = perf.open(cpu, Some(pages))?;
+        // SAFETY: the fd belongs to `buf`, which the AsyncFd owns for its whole life.
+        let mut afd = unsafe { AsyncFd::register_with_interest(buf, Interest::READABLE) }
+            .map_err(io::Error::from)?;
+        let tx = tx.clone();
+        let lost = lost.clone();
+        handles.push(tokio::spawn(async move {
+            let mut batch: Vec<RawRecord> = Vec::with_capacity(64);
+            loop {
+                let Ok(mut g) = afd.readable_mut().await else {
+                    return;
+                };
+                let now = SystemTime::now();
+                g.get_inner_mut().for_each(|e| match e {
+                    PerfEvent::Sample { head, tail } => {
+                        let mut data = Vec::with_capacity(head.len() + tail.len());
+                        data.extend_from_slice(head);
+                        data.extend_from_slice(tail);
+                        batch.push(RawRecord::Sample {
+                            cpu,
+                            time: now,
+                            data,
+                        });
+                    }
+                    PerfEvent::Lost { count } => {
+                        lost.0.fetch_add(count, Ordering::Relaxed);
+                        batch.push(RawRecord::Lost {
+                            cpu,
+                            time: now,
+                            count,
+                        });
+                    }
+                });
+                g.clear_ready();
+                for r in batch.drain(..) {
+                    if tx.send(r).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        }));
+    }
+    Ok(handles)
+}

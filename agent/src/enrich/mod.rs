@@ -1,0 +1,622 @@
+//! Enrichment: a decoded monitor event plus what the agent knows (endpoints, identities,
+//! ipcache, services) becomes a Hubble `Flow`, filled the way Hubble's L3/L4 parser fills it.
+
+// Hubble still fills the deprecated `summary`, `drop_reason` and `reply` fields.
+#![allow(deprecated)]
+
+pub mod state;
+
+use std::fmt::Write as _;
+use std::net::IpAddr;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use hubble_api::flow::{
+    self, CiliumEventType, Endpoint, Ethernet, FileInfo, Flow, Ip, Layer4, NetworkInterface,
+    Service, TcpFlags, Workload, layer4,
+};
+use pbjson_types::{BoolValue, Timestamp};
+
+use crate::monitor::abi::*;
+use crate::monitor::packet::{self, L4, Layer, Packet, tcp_flags};
+use crate::monitor::{DecodeError, MonitorEvent};
+pub use state::{EndpointInfo, NodeState};
+
+/// Local endpoints by address or id, and interface names.
+pub trait EndpointGetter {
+    fn endpoint_by_ip(&self, ip: IpAddr) -> Option<&EndpointInfo>;
+    fn endpoint_by_id(&self, id: u16) -> Option<&EndpointInfo>;
+    fn interface_name(&self, ifindex: u32) -> Option<&str>;
+}
+
+/// Labels of allocated identities.
+pub trait IdentityGetter {
+    fn labels_of(&self, identity: u32) -> Option<&[String]>;
+}
+
+/// Identity of any address (world when unknown).
+pub trait IpcacheGetter {
+    fn identity_of(&self, ip: IpAddr) -> u32;
+}
+
+/// The service (namespace, name) an address and port belong to.
+pub trait ServiceGetter {
+    fn service_of(&self, ip: IpAddr, port: u16, proto: u8) -> Option<(&str, &str)>;
+}
+
+/// Everything enrichment needs, in one bound.
+pub trait Getters: EndpointGetter + IdentityGetter + IpcacheGetter + ServiceGetter {}
+impl<T: EndpointGetter + IdentityGetter + IpcacheGetter + ServiceGetter> Getters for T {}
+
+/// Why an event did not become a flow. Callers count and skip.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EnrichError {
+    #[error(transparent)]
+    Decode(#[from] DecodeError),
+    #[error("captured packet has no IP header")]
+    NotIp,
+}
+
+/// Builds flows; owns the uuid generator.
+pub struct Enricher<G> {
+    getters: G,
+    node_name: String,
+    rng: u64,
+}
+
+impl<G: Getters> Enricher<G> {
+    pub fn new(getters: G, node_name: impl Into<String>) -> Self {
+        let seed = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0)
+            ^ ((std::process::id() as u64) << 32);
+        Self {
+            getters,
+            node_name: node_name.into(),
+            rng: seed | 1,
+        }
+    }
+
+    pub fn getters(&self) -> &G {
+        &self.getters
+    }
+
+    pub fn node_name(&self) -> &str {
+        &self.node_name
+    }
+
+    /// Decodes and enriches one raw perf sample.
+    pub fn flow_from_sample(
+        &mut self,
+        sample: &[u8],
+        time: SystemTime,
+    ) -> Result<Flow, EnrichError> {
+        let ev = crate::monitor::decode(sample)?;
+        self.flow(&ev, time)
+    }
+
+    fn next_u64(&mut self) -> u64 {
+        // splitmix64
+        self.rng = self.rng.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.rng;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    fn uuid(&mut self) -> String {
+        let a = self.next_u64();
+        let b = self.next_u64();
+        let hi = (a & !0xf000) | 0x4000; // version 4
+        let lo = (b & !(0xc << 60)) | (0x8 << 60); // RFC 4122 variant
+        let mut s = String::with_capacity(36);
+        let _ = write!(
+            s,
+            "{:08x}-{:04x}-{:04x}-{:04x}-{:012x}",
+            hi >> 32,
+            (hi >> 16) & 0xffff,
+            hi & 0xffff,
+            lo >> 48,
+            lo & 0xffff_ffff_ffff
+        );
+        s
+    }
+
+    /// Builds the flow of one decoded event observed at `time`.
+    pub fn flow(&mut self, ev: &MonitorEvent<'_>, time: SystemTime) -> Result<Flow, EnrichError> {
+        let hdr = *ev.header();
+        let flags = match ev {
+            MonitorEvent::Trace(t, _) => t.flags,
+            MonitorEvent::Drop(d, _) => d.flags,
+            MonitorEvent::PolicyVerdict(p, _) => {
+                if p.flags & PV_FLAG_L3_DEV != 0 {
+                    CLS_FLAG_L3_DEV
+                } else {
+                    0
+                }
+            }
+        };
+        let pkt = packet::parse(ev.packet(), flags & CLS_FLAG_L3_DEV != 0);
+        let Some(ip) = pkt.ip else {
+            return Err(EnrichError::NotIp);
+        };
+
+        let mut f = Flow {
+            time: Some(timestamp(time)),
+            uuid: self.uuid(),
+            r#type: flow::FlowType::L3L4 as i32,
+            node_name: self.node_name.clone(),
+            event_type: Some(CiliumEventType {
+                r#type: hdr.r#type as i32,
+                sub_type: hdr.subtype as i32,
+            }),
+            summary: summary(&pkt),
+            ..Flow::default()
+        };
+        if let Some(e) = pkt.ethernet {
+            f.ethernet = Some(Ethernet {
+                source: mac(&e.src),
+                destination: mac(&e.dst),
+            });
+        }
+        let mut src_ip = ip.src;
+        let mut ipf = Ip {
+            source: ip.src.to_string(),
+            destination: ip.dst.to_string(),
+            ip_version: if ip.src.is_ipv4() {
+                flow::IpVersion::IPv4 as i32
+            } else {
+                flow::IpVersion::IPv6 as i32
+            },
+            ..Ip::default()
+        };
+        f.l4 = pkt.l4.map(layer4);
+
+        // Identities the datapath resolved (0 = let the agent look it up).
+        let (src_label, dst_label) = match ev {
+            MonitorEvent::Trace(t, _) => (t.src_label, t.dst_label),
+            MonitorEvent::Drop(d, _) => (d.src_label, d.dst_label),
+            MonitorEvent::PolicyVerdict(p, _) => {
+                if p.flags & PV_FLAG_DIR_MASK == PV_FLAG_DIR_EGRESS {
+                    (0, p.remote_label)
+                } else {
+                    (p.remote_label, 0)
+                }
+            }
+        };
+
+        match ev {
+            MonitorEvent::Trace(t, _) => {
+                f.verdict = flow::Verdict::Forwarded as i32;
+                f.trace_observation_point = observation_point(hdr.subtype);
+                let reason = t.reason & !TRACE_REASON_ENCRYPTED;
+                ipf.encrypted = t.reason & TRACE_REASON_ENCRYPTED != 0;
+                f.trace_reason = trace_reason(reason);
+                if hdr.version >= 1
+                    && let Some(orig) = orig_ip(&t.orig_ip, ip.src.is_ipv4())
+                    && orig != ip.src
+                {
+                    ipf.source_xlated = ip.src.to_string();
+                    ipf.source = orig.to_string();
+                    src_ip = orig;
+                }
+                if t.ip_trace_id != 0 {
+                    f.ip_trace_id = Some(flow::IpTraceId {
+                        trace_id: t.ip_trace_id,
+                        ip_option_type: 0,
+                    });
+                }
+                if reason_known(reason) {
+                    let is_reply = reason == TRACE_REASON_CT_REPLY;
+                    f.is_reply = Some(BoolValue { value: is_reply });
+                }
+                f.interface = self.interface(t.ifindex);
+            }
+            MonitorEvent::Drop(d, _) => {
+                f.verdict = flow::Verdict::Dropped as i32;
+                f.drop_reason = hdr.subtype as u32;
+                f.drop_reason_desc = hdr.subtype as i32;
+                f.file = Some(FileInfo {
+                    name: file_name(d.file).to_string(),
+                    line: d.line as u32,
+                });
+                f.interface = self.interface(d.ifindex);
+            }
+            MonitorEvent::PolicyVerdict(p, _) => {
+                f.verdict = if p.verdict < 0 {
+                    flow::Verdict::Dropped as i32
+                } else if p.verdict > 0 {
+                    flow::Verdict::Redirected as i32
+                } else if p.flags & PV_FLAG_AUDITED != 0 {
+                    flow::Verdict::Audit as i32
+                } else {
+                    flow::Verdict::Forwarded as i32
+                };
+                if p.verdict < 0 {
+                    let code = p.verdict.unsigned_abs();
+                    f.drop_reason = code;
+                    f.drop_reason_desc = code as i32;
+                } else {
+                    f.is_reply = Some(BoolValue { value: false });
+                }
+                f.policy_match_type = ((p.flags & PV_MATCH_MASK) >> PV_MATCH_SHIFT) as u32;
+                f.traffic_direction = match p.flags & PV_FLAG_DIR_MASK {
+                    PV_FLAG_DIR_INGRESS => flow::TrafficDirection::Ingress as i32,
+                    PV_FLAG_DIR_EGRESS => flow::TrafficDirection::Egress as i32,
+                    _ => flow::TrafficDirection::Unknown as i32,
+                };
+            }
+        }
+        f.reply = f.is_reply.map(|b| b.value).unwrap_or(false);
+        f.ip = Some(ipf);
+
+        let src = self.endpoint(src_ip, src_label);
+        let dst = self.endpoint(ip.dst, dst_label);
+
+        // Direction for trace and drop: is the event's endpoint the packet's source?
+        if !matches!(ev, MonitorEvent::PolicyVerdict(..)) && hdr.source != 0 {
+            let is_source_ep = u32::from(hdr.source) == src.id;
+            f.traffic_direction = match ev {
+                MonitorEvent::Drop(..) => direction(is_source_ep),
+                MonitorEvent::Trace(t, _) if reason_known(t.reason & !TRACE_REASON_ENCRYPTED) => {
+                    let is_reply = t.reason & !TRACE_REASON_ENCRYPTED == TRACE_REASON_CT_REPLY;
+                    direction(is_source_ep != is_reply)
+                }
+                _ => flow::TrafficDirection::Unknown as i32,
+            };
+        }
+
+        if let Some(l4) = pkt.l4 {
+            let (sport, dport, proto) = match l4 {
+                L4::Tcp { sport, dport, .. } => (sport, dport, 6),
+                L4::Udp { sport, dport } => (sport, dport, 17),
+                L4::Sctp { sport, dport } => (sport, dport, 132),
+                _ => (0, 0, 0),
+            };
+            if proto != 0 {
+                f.source_service = self.service(src_ip, sport, proto);
+                f.destination_service = self.service(ip.dst, dport, proto);
+            }
+        }
+        f.source = Some(src);
+        f.destination = Some(dst);
+        Ok(f)
+    }
+
+    fn interface(&self, ifindex: u32) -> Option<NetworkInterface> {
+        (ifindex != 0).then(|| NetworkInterface {
+            index: ifindex,
+            name: self
+                .getters
+                .interface_name(ifindex)
+                .unwrap_or_default()
+                .to_string(),
+        })
+    }
+
+    fn service(&self, ip: IpAddr, port: u16, proto: u8) -> Option<Service> {
+        self.getters
+            .service_of(ip, port, proto)
+            .map(|(namespace, name)| Service {
+                name: name.to_string(),
+                namespace: namespace.to_string(),
+            })
+    }
+
+    /// Hubble's endpoint resolution: a local endpoint by address, else the identity the
+    /// datapath gave (or the ipcache's) with that identity's labels.
+    fn endpoint(&self, ip: IpAddr, datapath_identity: u32) -> Endpoint {
+        if let Some(ep) = self.getters.endpoint_by_ip(ip) {
+            return Endpoint {
+                id: ep.id as u32,
+                identity: ep.identity,
+                cluster_name: ep.cluster.clone(),
+                namespace: ep.namespace.clone(),
+                labels: ep.labels.clone(),
+                pod_name: ep.pod_name.clone(),
+                workloads: ep
+                    .workload
+                    .iter()
+                    .map(|(kind, name)| Workload {
+                        name: name.clone(),
+                        kind: kind.clone(),
+                    })
+                    .collect(),
+            };
+        }
+        let identity = if datapath_identity != 0 {
+            datapath_identity
+        } else {
+            self.getters.identity_of(ip)
+        };
+        let labels = match state::reserved_labels(identity) {
+            Some(l) => l.iter().map(|s| s.to_string()).collect(),
+            None => self
+                .getters
+                .labels_of(identity)
+                .map(<[String]>::to_vec)
+                .unwrap_or_default(),
+        };
+        Endpoint {
+            identity,
+            labels,
+            ..Endpoint::default()
+        }
+    }
+}
+
+fn direction(egress: bool) -> i32 {
+    if egress {
+        flow::TrafficDirection::Egress as i32
+    } else {
+        flow::TrafficDirection::Ingress as i32
+    }
+}
+
+fn reason_known(reason: u8) -> bool {
+    !matches!(
+        reason,
+        TRACE_REASON_UNKNOWN | TRACE_REASON_SRV6_ENCAP | TRACE_REASON_SRV6_DECAP
+    )
+}
+
+/// Datapath trace reason → `TraceReason` enum value.
+fn trace_reason(r: u8) -> i32 {
+    match r {
+        5 => 0,
+        r if r < 5 => r as i32 + 1,
+        r => r as i32,
+    }
+}
+
+/// Datapath observation point → `TraceObservationPoint` (TO_LXC is TO_ENDPOINT = 101).
+fn observation_point(p: u8) -> i32 {
+    if p == TRACE_TO_LXC { 101 } else { p as i32 }
+}
+
+fn orig_ip(b: &[u8; 16], v4: bool) -> Option<IpAddr> {
+    if b.iter().all(|&x| x == 0) {
+        return None;
+    }
+    Some(if v4 {
+        IpAddr::from([b[0], b[1], b[2], b[3]])
+    } else {
+        IpAddr::from(*b)
+    })
+}
+
+fn timestamp(t: SystemTime) -> Timestamp {
+    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+    Timestamp {
+        seconds: d.as_secs() as i64,
+        nanos: d.subsec_nanos() as i32,
+    }
+}
+
+fn mac(m: &[u8; 6]) -> String {
+    let mut s = String::with_capacity(17);
+    for (i, b) in m.iter().enumerate() {
+        if i > 0 {
+            s.push(':');
+        }
+        let _ = write!(s, "{b:02x}");
+    }
+    s
+}
+
+/// Cilium's source file ids of drop notifications.
+pub fn file_name(id: u8) -> &'static str {
+    match id {
+        1 => "bpf_host.c",
+        2 => "bpf_lxc.c",
+        3 => "bpf_overlay.c",
+        4 => "bpf_xdp.c",
+        5 => "bpf_sock.c",
+        6 => "bpf_network.c",
+        7 => "bpf_wireguard.c",
+        101 => "drop.h",
+        102 => "srv6.h",
+        103 => "icmp6.h",
+        104 => "nodeport.h",
+        105 => "lb.h",
+        106 => "mcast.h",
+        107 => "ipv4.h",
+        108 => "conntrack.h",
+        109 => "local_delivery.h",
+        110 => "trace.h",
+        111 => "encap.h",
+        112 => "host_firewall.h",
+        113 => "nodeport_egress.h",
+        114 => "ipv6.h",
+        115 => "classifiers.h",
+        _ => "",
+    }
+}
+
+fn layer4(l4: L4) -> Layer4 {
+    let p = match l4 {
+        L4::Tcp {
+            sport,
+            dport,
+            flags,
+        } => layer4::Protocol::Tcp(flow::Tcp {
+            source_port: sport as u32,
+            destination_port: dport as u32,
+            flags: Some(TcpFlags {
+                fin: flags & tcp_flags::FIN != 0,
+                syn: flags & tcp_flags::SYN != 0,
+                rst: flags & tcp_flags::RST != 0,
+                psh: flags & tcp_flags::PSH != 0,
+                ack: flags & tcp_flags::ACK != 0,
+                urg: flags & tcp_flags::URG != 0,
+                ece: flags & tcp_flags::ECE != 0,
+                cwr: flags & tcp_flags::CWR != 0,
+                ns: flags & tcp_flags::NS != 0,
+            }),
+        }),
+        L4::Udp { sport, dport } => layer4::Protocol::Udp(flow::Udp {
+            source_port: sport as u32,
+            destination_port: dport as u32,
+        }),
+        L4::Sctp { sport, dport } => layer4::Protocol::Sctp(flow::Sctp {
+            source_port: sport as u32,
+            destination_port: dport as u32,
+        }),
+        L4::Icmpv4 { typ, code } => layer4::Protocol::IcmPv4(flow::IcmPv4 {
+            r#type: typ as u32,
+            code: code as u32,
+        }),
+        L4::Icmpv6 { typ, code } => layer4::Protocol::IcmPv6(flow::IcmPv6 {
+            r#type: typ as u32,
+            code: code as u32,
+        }),
+    };
+    Layer4 { protocol: Some(p) }
+}
+
+/// Hubble's Summary: TCP flags, the ICMP type/code name, or the last decoded layer.
+pub fn summary(p: &Packet) -> String {
+    match p.l4 {
+        Some(L4::Tcp { flags, .. }) => {
+            let mut s = String::from("TCP Flags: ");
+            let names = [
+                (tcp_flags::SYN, "SYN"),
+                (tcp_flags::ACK, "ACK"),
+                (tcp_flags::RST, "RST"),
+                (tcp_flags::FIN, "FIN"),
+                (tcp_flags::PSH, "PSH"),
+                (tcp_flags::URG, "URG"),
+                (tcp_flags::ECE, "ECE"),
+                (tcp_flags::CWR, "CWR"),
+                (tcp_flags::NS, "NS"),
+            ];
+            let mut first = true;
+            for (bit, name) in names {
+                if flags & bit != 0 {
+                    if !first {
+                        s.push_str(", ");
+                    }
+                    s.push_str(name);
+                    first = false;
+                }
+            }
+            s
+        }
+        Some(L4::Icmpv4 { typ, code }) => format!("ICMPv4 {}", icmpv4_type_code(typ, code)),
+        Some(L4::Icmpv6 { typ, code }) => format!("ICMPv6 {}", icmpv6_type_code(typ, code)),
+        Some(L4::Udp { .. }) => "UDP".to_string(),
+        Some(L4::Sctp { .. }) => "SCTP".to_string(),
+        None => {
+            if p.last == Layer::None {
+                String::new()
+            } else {
+                p.last.name().to_string()
+            }
+        }
+    }
+}
+
+fn type_code(name: Option<(&str, Option<&str>, bool)>, typ: u8, code: u8) -> String {
+    match name {
+        None => format!("{typ}({code})"),
+        Some((t, _, false)) if code == 0 => t.to_string(),
+        Some((t, Some(c), true)) => format!("{t}({c})"),
+        Some((t, _, _)) => format!("{t}(Code: {code})"),
+    }
+}
+
+/// gopacket's ICMPv4TypeCode.String().
+pub fn icmpv4_type_code(typ: u8, code: u8) -> String {
+    let unreach = [
+        "Net",
+        "Host",
+        "Protocol",
+        "Port",
+        "FragmentationNeeded",
+        "SourceRoutingFailed",
+        "NetUnknown",
+        "HostUnknown",
+        "SourceIsolated",
+        "NetAdminProhibited",
+        "HostAdminProhibited",
+        "NetTOS",
+        "HostTOS",
+        "CommAdminProhibited",
+        "HostPrecedence",
+        "PrecedenceCutoff",
+    ];
+    let with_codes = |t: &'static str, codes: &[&'static str]| {
+        Some((t, codes.get(code as usize).copied(), true))
+    };
+    let info = match typ {
+        0 => Some(("EchoReply", None, false)),
+        3 => with_codes("DestinationUnreachable", &unreach),
+        4 => Some(("SourceQuench", None, false)),
+        5 => with_codes("Redirect", &["Net", "Host", "TOS+Net", "TOS+Host"]),
+        8 => Some(("EchoRequest", None, false)),
+        9 => Some(("RouterAdvertisement", None, false)),
+        10 => Some(("RouterSolicitation", None, false)),
+        11 => with_codes(
+            "TimeExceeded",
+            &["TTLExceeded", "FragmentReassemblyTimeExceeded"],
+        ),
+        12 => with_codes(
+            "ParameterProblem",
+            &["PointerIndicatesError", "MissingOption", "BadLength"],
+        ),
+        13 => Some(("TimestampRequest", None, false)),
+        14 => Some(("TimestampReply", None, false)),
+        15 => Some(("InfoRequest", None, false)),
+        16 => Some(("InfoReply", None, false)),
+        17 => Some(("AddressMaskRequest", None, false)),
+        18 => Some(("AddressMaskReply", None, false)),
+        _ => None,
+    };
+    type_code(info, typ, code)
+}
+
+/// gopacket's ICMPv6TypeCode.String().
+pub fn icmpv6_type_code(typ: u8, code: u8) -> String {
+    let with_codes = |t: &'static str, codes: &[&'static str]| {
+        Some((t, codes.get(code as usize).copied(), true))
+    };
+    let info = match typ {
+        1 => with_codes(
+            "DestinationUnreachable",
+            &[
+                "NoRouteToDst",
+                "AdminProhibited",
+                "BeyondScopeOfSrc",
+                "AddressUnreachable",
+                "PortUnreachable",
+                "SrcAddressFailedPolicy",
+                "RejectRouteToDst",
+            ],
+        ),
+        2 => Some(("PacketTooBig", None, false)),
+        3 => with_codes(
+            "TimeExceeded",
+            &["HopLimitExceeded", "FragmentReassemblyTimeExceeded"],
+        ),
+        4 => with_codes(
+            "ParameterProblem",
+            &[
+                "ErroneousHeaderField",
+                "UnrecognizedNextHeader",
+                "UnrecognizedIPv6Option",
+            ],
+        ),
+        128 => Some(("EchoRequest", None, false)),
+        129 => Some(("EchoReply", None, false)),
+        133 => Some(("RouterSolicitation", None, false)),
+        134 => Some(("RouterAdvertisement", None, false)),
+        135 => Some(("NeighborSolicitation", None, false)),
+        136 => Some(("NeighborAdvertisement", None, false)),
+        137 => Some(("Redirect", None, false)),
+        _ => None,
+    };
+    type_code(info, typ, code)
+}
+
+#[cfg(test)]
+mod tests;

@@ -11,6 +11,9 @@
 //!   entry for it (no ARP/ND needed), like Cilium's pod routing.
 //! - `hl-<lab>-world`: `eth0` with the world addresses (`/24`, `/64`), default routes via
 //!   the node: "an IP outside the cluster" that exists only inside our namespaces.
+//!
+//! Every neighbour entry is static and no interface has an IPv6 link-local address
+//! (`addrgenmode none`), so the lab sends no ARP, ND, DAD or router solicitations.
 
 use std::collections::BTreeSet;
 use std::ffi::CString;
@@ -233,6 +236,16 @@ fn ipl(line: &str) -> Result<String, LabError> {
     ip(&args)
 }
 
+/// No IPv6 link-local address on a lab interface: with static neighbours nothing needs
+/// one, and it spares every flow log the DAD, router solicitation and MLD chatter that
+/// comes with it (only the two MLD reports for the solicited-node group remain, at `up`).
+fn no_link_local(netns_name: &str, ifname: &str) -> Result<(), LabError> {
+    ipl(&format!(
+        "-n {netns_name} link set {ifname} addrgenmode none"
+    ))
+    .map(|_| ())
+}
+
 fn build(spec: &LabSpec) -> Result<(), LabError> {
     let lab = &spec.lab;
     let node = spec.node_netns();
@@ -251,6 +264,8 @@ fn build(spec: &LabSpec) -> Result<(), LabError> {
     ipl(&format!(
         "-n {node} addr add {n6}/128 dev {NODE_HOST_IFNAME} nodad"
     ))?;
+    no_link_local(&node, NODE_HOST_IFNAME)?;
+    no_link_local(&node, NODE_NET_IFNAME)?;
     ipl(&format!("-n {node} link set {NODE_HOST_IFNAME} up"))?;
     ipl(&format!("-n {node} link set {NODE_NET_IFNAME} up"))?;
     netns::write_sysctl(&node, "net/ipv4/ip_forward", "1")?;
@@ -270,6 +285,8 @@ fn build(spec: &LabSpec) -> Result<(), LabError> {
     ipl(&format!(
         "-n {node} link add {wif} address {gmac} type veth peer name eth0 address {wmac} netns {world}"
     ))?;
+    no_link_local(&node, wif)?;
+    no_link_local(&world, "eth0")?;
     ipl(&format!("-n {node} addr add {g4}/24 dev {wif}"))?;
     ipl(&format!("-n {node} addr add {g6}/64 dev {wif} nodad"))?;
     ipl(&format!("-n {node} link set {wif} up"))?;
@@ -304,6 +321,8 @@ fn build(spec: &LabSpec) -> Result<(), LabError> {
         ipl(&format!(
             "-n {node} link add {hv} address {hmac} type veth peer name {eth} address {pmac} netns {ns}"
         ))?;
+        no_link_local(&node, hv)?;
+        no_link_local(ns, eth)?;
         ipl(&format!("-n {node} link set {hv} up"))?;
         ipl(&format!("-n {ns} addr add {p4}/32 dev {eth}"))?;
         ipl(&format!("-n {ns} addr add {p6}/128 dev {eth} nodad"))?;

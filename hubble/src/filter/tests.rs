@@ -917,3 +917,151 @@ fn line_precheck_verdict_dropped() {
     assert!(f.line_may_match(br#"{"lost_events":{"source":"PERF_EVENT_RING_BUFFER"}}"#));
     assert!(f.line_may_match(br#"{"node_status":{"state_change":"NODE_CONNECTED"}}"#));
 }
+
+/// Lines of the recorded / generated fixtures (Go Hubble's and our own JSON output).
+fn fixture_lines() -> Vec<Vec<u8>> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures");
+    let mut lines = Vec::new();
+    for rel in [
+        "flows/demo.jsonl",
+        "golden/input.jsonl",
+        "golden/input-v1.19.jsonl",
+    ] {
+        let Ok(text) = std::fs::read(root.join(rel)) else {
+            continue;
+        };
+        lines.extend(
+            text.split(|&b| b == b'\n')
+                .filter(|l| !l.is_empty())
+                .map(<[u8]>::to_vec),
+        );
+    }
+    lines
+}
+
+/// Filters built from a flow's own values, so that some of them match it.
+fn filters_from(flow: &Flow) -> Vec<FlowFilter> {
+    let mut out = vec![
+        FlowFilter {
+            verdict: vec![flow.verdict],
+            ..Default::default()
+        },
+        FlowFilter {
+            traffic_direction: vec![flow.traffic_direction],
+            drop_reason_desc: vec![flow.drop_reason_desc],
+            ..Default::default()
+        },
+        FlowFilter {
+            uuid: vec![flow.uuid.clone()],
+            ..Default::default()
+        },
+    ];
+    if let Some(ip) = &flow.ip {
+        out.push(FlowFilter {
+            source_ip: vec![ip.source.clone()],
+            destination_ip: vec![format!("{}/24", ip.destination)],
+            ip_version: vec![ip.ip_version],
+            ..Default::default()
+        });
+    }
+    for (ep, src) in [(&flow.source, true), (&flow.destination, false)] {
+        let Some(ep) = ep else { continue };
+        let pod = format!("{}/{}", ep.namespace, ep.pod_name.get(..3).unwrap_or(""));
+        let cluster = vec![ep.cluster_name.clone()];
+        let workloads = ep.workloads.clone();
+        out.push(if src {
+            FlowFilter {
+                source_pod: vec![pod],
+                source_cluster_name: cluster,
+                source_workload: workloads,
+                ..Default::default()
+            }
+        } else {
+            FlowFilter {
+                destination_pod: vec![pod],
+                destination_cluster_name: cluster,
+                destination_workload: workloads,
+                ..Default::default()
+            }
+        });
+    }
+    if let Some(svc) = &flow.destination_service {
+        out.push(FlowFilter {
+            destination_service: vec![format!("{}/{}", svc.namespace, svc.name)],
+            ..Default::default()
+        });
+    }
+    if let Some(id) = &flow.ip_trace_id {
+        out.push(FlowFilter {
+            ip_trace_id: vec![id.trace_id],
+            ..Default::default()
+        });
+    }
+    out
+}
+
+#[test]
+fn line_precheck_on_fixtures() {
+    let lines = fixture_lines();
+    let responses: Vec<(Vec<u8>, GetFlowsResponse)> = lines
+        .into_iter()
+        .filter_map(|l| {
+            let r = serde_json::from_slice::<GetFlowsResponse>(&l).ok()?;
+            Some((l, r))
+        })
+        .collect();
+    let mut filters = prefilter_cases();
+    for (_, r) in &responses {
+        if let Some(ResponseTypes::Flow(f)) = &r.response_types {
+            filters.extend(filters_from(f));
+        }
+    }
+    let mut matched = 0;
+    for ff in &filters {
+        let Ok(f) = FlowFilters::compile(std::slice::from_ref(ff), &[]) else {
+            continue;
+        };
+        for (line, resp) in &responses {
+            if f.matches_response(resp) {
+                matched += 1;
+                assert!(
+                    f.line_may_match(line),
+                    "pre-check rejected a matching line\nfilter: {ff:?}\nline: {}",
+                    String::from_utf8_lossy(line)
+                );
+            }
+        }
+    }
+    assert!(responses.len() >= 10, "fixtures should parse");
+    assert!(matched > 0);
+}
+
+/// Throughput of the pre-check on ~1 KB non-matching lines. Run with
+/// `cargo test -p hubble --release --lib prefilter_throughput -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn prefilter_throughput() {
+    let f = FlowFilters::compile(
+        &[FlowFilter {
+            verdict: vec![flow::Verdict::Dropped as i32],
+            ..Default::default()
+        }],
+        &[],
+    )
+    .unwrap();
+    let line = line_of(&tcp_flow());
+    let n = 2_000_000;
+    let start = std::time::Instant::now();
+    let mut hits = 0;
+    for _ in 0..n {
+        if f.line_may_match(std::hint::black_box(&line)) {
+            hits += 1;
+        }
+    }
+    let secs = start.elapsed().as_secs_f64();
+    println!(
+        "{} bytes/line: {:.1} M lines/s ({hits} hits)",
+        line.len(),
+        n as f64 / secs / 1e6
+    );
+}

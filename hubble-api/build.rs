@@ -31,5 +31,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .preserve_proto_field_names()
         .ignore_unknown_fields()
         .build(&[".flow", ".observer", ".peer", ".relay"])?;
+
+    // Route numeric fields through our faster number decoder (see src/json.rs).
+    for pkg in ["flow", "observer", "peer", "relay"] {
+        let path = out.join(format!("{pkg}.serde.rs"));
+        let code = std::fs::read_to_string(&path)?;
+        let code = code.replace(
+            "::pbjson::private::NumberDeserialize",
+            "crate::json::NumberDeserialize",
+        );
+        std::fs::write(&path, code)?;
+    }
     Ok(())
 }

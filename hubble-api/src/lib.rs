@@ -4,6 +4,8 @@
 
 #![allow(clippy::all, missing_docs, rust_2018_idioms)]
 
+pub mod json;
+
 pub mod flow {
     include!(concat!(env!("OUT_DIR"), "/flow.rs"));
     include!(concat!(env!("OUT_DIR"), "/flow.serde.rs"));

@@ -129,7 +129,13 @@ pub fn parse_line(line_no: u64, line: &[u8]) -> Result<Option<GetFlowsResponse>,
     if trimmed.is_empty() {
         return Ok(None);
     }
-    serde_json::from_slice(trimmed)
+    // Validating UTF-8 once for the whole line is much cheaper than serde_json doing it
+    // string by string.
+    let result = match std::str::from_utf8(trimmed) {
+        Ok(text) => serde_json::from_str(text),
+        Err(_) => serde_json::from_slice(trimmed),
+    };
+    result
         .map(Some)
         .map_err(|err| LineError::Json { line: line_no, err })
 }

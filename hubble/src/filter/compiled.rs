@@ -259,8 +259,12 @@ fn compile_ports(field: &'static str, values: &[String]) -> Result<Vec<u16>, Fil
     values
         .iter()
         .map(|v| {
-            v.parse::<u16>()
-                .map_err(|_| invalid(field, v, "invalid port, expected a number from 0 to 65535"))
+            // Decimal digits only (u16's parser would also take a leading '+').
+            v.bytes()
+                .all(|b| b.is_ascii_digit())
+                .then(|| v.parse::<u16>().ok())
+                .flatten()
+                .ok_or_else(|| invalid(field, v, "invalid port, expected a number from 0 to 65535"))
         })
         .collect()
 }

@@ -205,7 +205,8 @@ impl LinePrefilter {
                 .then(|| string_group(&ff.destination_cluster_name)),
             (!ff.protocol.is_empty()).then(|| protocol_group(&ff.protocol)),
             (!ff.trace_id.is_empty()).then(|| string_group(&ff.trace_id)),
-            (!ff.ip_trace_id.is_empty()).then(|| {
+            // Zero is the value of flows without an IP trace id, which omit the field.
+            (!ff.ip_trace_id.is_empty() && !ff.ip_trace_id.contains(&0)).then(|| {
                 Some(
                     ff.ip_trace_id
                         .iter()

@@ -566,6 +566,11 @@ fn ports() {
         ..Default::default()
     };
     assert!(err(bad).starts_with("invalid source_port filter \"65536\""));
+    let plus = FlowFilter {
+        destination_port: s(&["+80"]),
+        ..Default::default()
+    };
+    assert!(FlowFilters::compile(&[plus], &[]).is_err());
 }
 
 #[test]
@@ -857,6 +862,11 @@ fn prefilter_cases() -> Vec<FlowFilter> {
         },
         FlowFilter {
             source_label: s(&["app=xwing"]),
+            ..Default::default()
+        },
+        FlowFilter {
+            ip_trace_id: vec![0, 7],
+            trace_id: s(&[""]),
             ..Default::default()
         },
     ]

@@ -177,7 +177,16 @@ fn lab_up_traffic_down() {
 
     // The CLI: bounded traffic (no datapath here, so no --check), status, down.
     let out = Command::new(BIN)
-        .args(["lab", "traffic", "--count", "3", "--duration", "10s"])
+        .args([
+            "lab",
+            "traffic",
+            "--count",
+            "3",
+            "--duration",
+            "20s",
+            "--timeout",
+            "2s",
+        ])
         .arg(&path)
         .output()
         .unwrap();

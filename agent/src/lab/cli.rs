@@ -17,7 +17,7 @@ use super::traffic::{self, TrafficOptions};
 /// and tear it down. Needs root; nothing is created in the root network namespace.
 #[derive(Debug, Args)]
 #[command(
-    after_help = "Typical session:\n  hubble-agent lab up fixtures/lab/demo.toml\n  hubble-agent lab traffic fixtures/lab/demo.toml --count 20 --duration 10s\n  hubble-agent lab down fixtures/lab/demo.toml\n\nExit codes: 0 ok, 1 error, 2 bad usage or invalid spec."
+    after_help = "Typical session:\n  hubble-agent lab up fixtures/lab/demo.toml\n  hubble-agent lab traffic fixtures/lab/demo.toml --count 20 --duration 10s\n  hubble-agent lab exec fixtures/lab/demo.toml shop/frontend -- ip route\n  hubble-agent lab down fixtures/lab/demo.toml\n\nExit codes: 0 ok, 1 error, 2 bad usage or invalid spec."
 )]
 pub struct LabCmd {
     #[command(subcommand)]
@@ -42,6 +42,18 @@ pub enum LabSub {
     Validate(SpecArg),
     /// Drive bounded traffic: HTTP, TCP echo, DNS, ICMP/ICMPv6, world, denied paths.
     Traffic(TrafficArgs),
+    /// Run a command inside a pod's netns (or `node` / `world`), e.g.
+    /// `lab exec demo.toml shop/frontend -- ip addr`.
+    Exec {
+        #[command(flatten)]
+        spec: SpecArg,
+        /// `namespace/pod`, a pod name or a unique prefix of one, `node` or `world`.
+        #[arg(value_name = "WHERE")]
+        target: String,
+        /// The command and its arguments (after `--`).
+        #[arg(last = true, required = true, value_name = "COMMAND")]
+        command: Vec<String>,
+    },
     /// Run the lab's servers (HTTP/echo on service ports, DNS, world) until --duration ends.
     Serve {
         #[command(flatten)]
@@ -225,6 +237,35 @@ impl LabCmd {
                     Err(e) => fail(e),
                 }
             }
+            LabSub::Exec {
+                spec: a,
+                target,
+                command,
+            } => {
+                let spec = match load(&a) {
+                    Ok(s) => s,
+                    Err(c) => return c,
+                };
+                let netns_name = match resolve_target(&spec, &target) {
+                    Ok(n) => n,
+                    Err(e) => {
+                        eprintln!("error: {e}");
+                        return ExitCode::from(2);
+                    }
+                };
+                if !super::netns::exists(&netns_name) {
+                    return fail(format!(
+                        "{netns_name} does not exist: run `hubble-agent lab up {}` first",
+                        spec.origin
+                    ));
+                }
+                use std::os::unix::process::CommandExt;
+                let err = std::process::Command::new("ip")
+                    .args(["netns", "exec", &netns_name])
+                    .args(&command)
+                    .exec();
+                fail(format!("cannot run `ip netns exec`: {err}"))
+            }
             LabSub::Serve { spec: a, duration } => {
                 let spec = match load(&a) {
                     Ok(s) => Arc::new(s),
@@ -260,6 +301,40 @@ impl LabCmd {
                 ExitCode::SUCCESS
             }
         }
+    }
+}
+
+/// The netns behind a `lab exec` target: `node`, `world`, `namespace/pod`, a pod name, or
+/// a prefix matching exactly one pod name.
+pub fn resolve_target(spec: &LabSpec, target: &str) -> Result<String, String> {
+    match target {
+        "node" => return Ok(spec.node_netns()),
+        "world" => return Ok(spec.world_netns()),
+        _ => {}
+    }
+    if let Some(p) = spec
+        .pods
+        .iter()
+        .find(|p| p.id() == target || p.name == target)
+    {
+        return Ok(p.netns.clone());
+    }
+    let hits: Vec<_> = spec
+        .pods
+        .iter()
+        .filter(|p| p.name.starts_with(target) || p.id().starts_with(target))
+        .collect();
+    match hits.as_slice() {
+        [one] => Ok(one.netns.clone()),
+        [] => Err(format!(
+            "no pod {target:?} in {} (try namespace/pod, node or world)",
+            spec.origin
+        )),
+        many => Err(format!(
+            "{target:?} matches {} pods: {}",
+            many.len(),
+            many.iter().map(|p| p.id()).collect::<Vec<_>>().join(", ")
+        )),
     }
 }
 
@@ -376,6 +451,35 @@ pub fn render_validate(spec: &LabSpec) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn exec_targets() {
+        let spec = LabSpec::load(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../fixtures/lab/demo.toml"
+        ))
+        .unwrap();
+        assert_eq!(resolve_target(&spec, "node").unwrap(), "hl-demo-node");
+        assert_eq!(resolve_target(&spec, "world").unwrap(), "hl-demo-world");
+        assert_eq!(
+            resolve_target(&spec, "shop/frontend").unwrap(),
+            "hl-demo-shop-frontend-58c7d-h2kfp"
+        );
+        assert_eq!(
+            resolve_target(&spec, "db-0").unwrap(),
+            "hl-demo-payments-db-0"
+        );
+        assert!(
+            resolve_target(&spec, "catalog")
+                .unwrap_err()
+                .contains("matches 2 pods")
+        );
+        assert!(
+            resolve_target(&spec, "nope")
+                .unwrap_err()
+                .starts_with("no pod")
+        );
+    }
 
     #[test]
     fn durations() {

@@ -13,6 +13,7 @@ use ipnet::IpNet;
 use regex::Regex;
 
 use super::FilterError;
+use super::cel::Program;
 use super::labels::Selector;
 use super::patterns::{compile_fqdn_patterns, compile_node_name_patterns};
 
@@ -225,6 +226,7 @@ pub(crate) struct CompiledFilter {
     http_header: Vec<HttpHeader>,
     tcp_flags: Vec<TcpFlags>,
     interface: Vec<NetworkInterface>,
+    cel: Vec<Program>,
     trace_id: Vec<String>,
     ip_trace_id: Vec<u64>,
 }
@@ -325,16 +327,6 @@ fn compile_protocols(values: &[String]) -> Result<u16, FilterError> {
 
 impl CompiledFilter {
     pub(crate) fn compile(ff: &FlowFilter) -> Result<CompiledFilter, FilterError> {
-        if ff
-            .experimental
-            .as_ref()
-            .is_some_and(|e| !e.cel_expression.is_empty())
-        {
-            return Err(FilterError::Invalid {
-                field: "experimental.cel_expression",
-                reason: "CEL expressions are not supported by this implementation".into(),
-            });
-        }
         let http_ok = ff.event_type.is_empty()
             || ff
                 .event_type
@@ -409,6 +401,15 @@ impl CompiledFilter {
             http_header: ff.http_header.clone(),
             tcp_flags: ff.tcp_flags.clone(),
             interface: ff.interface.clone(),
+            cel: ff
+                .experimental
+                .iter()
+                .flat_map(|e| &e.cel_expression)
+                .map(|src| {
+                    Program::compile(src)
+                        .map_err(|e| invalid("experimental.cel_expression", src, e))
+                })
+                .collect::<Result<_, _>>()?,
             trace_id: ff.trace_id.clone(),
             ip_trace_id: ff.ip_trace_id.clone(),
         })
@@ -599,6 +600,15 @@ impl CompiledFilter {
                 return false;
             };
             if !self.dns_query.iter().any(|re| re.is_match(&dns.query)) {
+                return false;
+            }
+        }
+        if !self.cel.is_empty() {
+            // CEL sees the flow in its proto-JSON form (only built when CEL is used).
+            let Ok(json) = serde_json::to_value(f) else {
+                return false;
+            };
+            if !self.cel.iter().any(|p| p.matches(&json)) {
                 return false;
             }
         }

@@ -5,6 +5,7 @@
 //! filter matches. Within one FlowFilter every set field must match; the values of one
 //! repeated field are alternatives. Lost events and node status responses always pass.
 
+mod cel;
 mod compiled;
 pub mod flags;
 mod labels;

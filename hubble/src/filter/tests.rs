@@ -679,14 +679,29 @@ fn trace_ids() {
 }
 
 #[test]
-fn cel_is_rejected() {
-    let ff = FlowFilter {
+fn cel_expressions() {
+    let cel = |v: &[&str]| FlowFilter {
         experimental: Some(flow::flow_filter::Experimental {
-            cel_expression: s(&["true"]),
+            cel_expression: s(v),
         }),
         ..Default::default()
     };
-    assert!(err(ff).contains("cel_expression"));
+    assert!(m(
+        cel(&["_flow.verdict == Verdict.DROPPED"]),
+        &dropped_flow()
+    ));
+    assert!(!m(cel(&["_flow.verdict == Verdict.DROPPED"]), &tcp_flow()));
+    assert!(m(
+        cel(&["false", "_flow.l4.TCP.destination_port == 80u"]),
+        &tcp_flow()
+    ));
+    assert!(m(
+        cel(&["_flow.source.labels.exists(l, l == 'k8s:app=xwing')"]),
+        &tcp_flow()
+    ));
+    assert!(
+        err(cel(&["_flow.verdict =="])).starts_with("invalid experimental.cel_expression filter")
+    );
 }
 
 #[test]

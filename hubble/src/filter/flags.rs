@@ -563,14 +563,12 @@ pub fn filters_from_matches(m: &ArgMatches) -> Result<Filters, FilterError> {
 fn parse_raw_filters(flag: &str, values: &[String]) -> Result<Vec<FlowFilter>, FilterError> {
     let mut out = Vec::new();
     for v in values {
-        for ff in serde_json::Deserializer::from_str(v).into_iter::<FlowFilter>() {
-            let ff = ff.map_err(|e| {
-                FilterError::Flag(format!(
-                    "invalid --{flag} flag: failed to decode '{v}': {e}"
-                ))
-            })?;
-            out.push(ff);
-        }
+        let filters = super::parse_filter_list(v).map_err(|e| {
+            FilterError::Flag(format!(
+                "invalid --{flag} flag: failed to decode '{v}': {e}"
+            ))
+        })?;
+        out.extend(filters);
     }
     Ok(out)
 }

@@ -102,5 +102,27 @@ impl FlowFilters {
     }
 }
 
+/// Parses FlowFilters written as JSON objects (proto JSON, as `hubble observe
+/// --print-raw-filters` prints them) one after another, separated by whitespace and/or
+/// commas: the form of `--allowlist` / `--denylist` values and of the exporter's
+/// allowlist / denylist settings. The error is serde_json's message.
+pub fn parse_filter_list(s: &str) -> Result<Vec<FlowFilter>, String> {
+    let mut out = Vec::new();
+    let mut rest = s;
+    loop {
+        rest = rest.trim_start_matches(|c: char| c.is_ascii_whitespace() || c == ',');
+        if rest.is_empty() {
+            return Ok(out);
+        }
+        let mut stream = serde_json::Deserializer::from_str(rest).into_iter::<FlowFilter>();
+        match stream.next() {
+            Some(Ok(ff)) => out.push(ff),
+            Some(Err(e)) => return Err(e.to_string()),
+            None => return Ok(out),
+        }
+        rest = &rest[stream.byte_offset()..];
+    }
+}
+
 #[cfg(test)]
 mod tests;

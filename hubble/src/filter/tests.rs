@@ -1090,3 +1090,16 @@ fn prefilter_throughput() {
         n as f64 / secs / 1e6
     );
 }
+
+#[test]
+fn filter_lists() {
+    let l = parse_filter_list(
+        r#"{"verdict":["DROPPED"]},{"source_pod":["kube-system/"]} {"protocol":["dns"]}"#,
+    )
+    .unwrap();
+    assert_eq!(l.len(), 3);
+    assert_eq!(l[1].source_pod, vec!["kube-system/".to_string()]);
+    assert!(parse_filter_list("  ").unwrap().is_empty());
+    assert!(parse_filter_list(r#"{"verdict":["NOPE"]}"#).is_err());
+    assert!(parse_filter_list(r#"{"verdict":["DROPPED"]} x"#).is_err());
+}

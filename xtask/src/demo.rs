@@ -231,9 +231,22 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
             .arg(&spec)
             .arg("--print-flows")
             .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
             .spawn()
             .context("cannot start hubble-agent run")?;
         let flows = a.stdout.take().context("agent stdout")?;
+        // Forward the agent's log to ours and notice when it says it has attached.
+        let log = a.stderr.take().context("agent stderr")?;
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel::<()>();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(log).lines().map_while(Result::ok) {
+                eprintln!("{line}");
+                if line.contains("attached") {
+                    let _ = ready_tx.send(());
+                }
+            }
+        });
         let obs = detached(&hubble)
             .args(["observe", "--input-file", "-"])
             .args(&o.observe_args)
@@ -246,9 +259,12 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
                 return Err(e).context("cannot start hubble observe");
             }
         };
-        // Give the agent a moment to load and attach before traffic starts.
-        let ready_by = Instant::now() + Duration::from_millis(1500);
+        // Traffic starts once the agent reports its datapath attached (or after 15 s).
+        let ready_by = Instant::now() + Duration::from_secs(15);
         while Instant::now() < ready_by && !interrupted() {
+            if ready_rx.try_recv().is_ok() {
+                break;
+            }
             if let Some(st) = a.try_wait()? {
                 let mut obs = obs;
                 stop(&mut obs, Duration::from_secs(1));

@@ -1103,3 +1103,10 @@ fn filter_lists() {
     assert!(parse_filter_list(r#"{"verdict":["NOPE"]}"#).is_err());
     assert!(parse_filter_list(r#"{"verdict":["DROPPED"]} x"#).is_err());
 }
+
+#[test]
+fn filters_are_shareable_across_threads() {
+    fn assert_send_sync<T: Send + Sync + Clone>() {}
+    assert_send_sync::<FlowFilters>();
+    assert_send_sync::<FilterError>();
+}

@@ -1,16 +1,18 @@
 //! The offline observe pipeline: lines → (prefilter) → parse → time window → FlowFilters →
 //! first/last selection → printer. Used by `hubble observe --input-file` and the benches.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::io::{self, Read, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, mpsc};
 
 use chrono::{DateTime, Utc};
 use hubble_api::observer::GetFlowsResponse;
 use hubble_api::observer::get_flows_response::ResponseTypes;
 
 use crate::filter::FlowFilters;
-use crate::printer::Printer;
-use crate::source::{Line, LineError, LineReader, parse_line};
+use crate::printer::{OutputFormat, Printer, PrinterOptions};
+use crate::source::{Block, BlockReader, Line, LineError, LineReader, parse_line};
 
 /// Largest `--last N` accepted when reading files (as Hubble).
 pub const MAX_LAST: u64 = 1_000_000;
@@ -71,9 +73,7 @@ pub fn observe_reader<R: Read, W: Write>(
     let last_n = sel.last_n();
     let first_n = sel.first_n();
     let mut last_buf: VecDeque<GetFlowsResponse> = VecDeque::new();
-    let since = sel.since.map(to_pair);
-    let until = sel.until.map(to_pair);
-    let prefilter = !filters.is_empty();
+    let proc = LineProcessor::new(filters, sel);
 
     while let Some(line) = reader.next_line()? {
         stats.lines += 1;
@@ -85,30 +85,15 @@ pub fn observe_reader<R: Read, W: Write>(
                 continue;
             }
         };
-        if prefilter && !filters.line_may_match(bytes) && looks_like_object(bytes) {
-            continue;
-        }
-        let mut resp = match parse_line(no, bytes) {
-            Ok(Some(r)) => r,
-            Ok(None) => continue,
-            Err(e) => {
+        let resp = match proc.process(no, bytes) {
+            Outcome::Skip => continue,
+            Outcome::Invalid(e) => {
                 stats.invalid += 1;
                 on_error(&e);
                 continue;
             }
+            Outcome::Pass(resp) => resp,
         };
-        if since.is_some() || until.is_some() {
-            let t = response_time(&resp);
-            if since.is_some_and(|s| t < s) || until.is_some_and(|u| t > u) {
-                continue;
-            }
-        }
-        if !filters.matches_response(&resp) {
-            continue;
-        }
-        if !sel.field_mask.is_empty() {
-            apply_field_mask(&mut resp, &sel.field_mask);
-        }
         if let Some(n) = last_n {
             if last_buf.len() == n {
                 last_buf.pop_front();
@@ -129,6 +114,226 @@ pub fn observe_reader<R: Read, W: Write>(
     printer.finish()?;
     Ok(stats)
 }
+
+/// What became of one input line.
+// Outcomes live for one line and are matched at once; boxing the flow would cost an
+// allocation per line for nothing.
+#[allow(clippy::large_enum_variant)]
+enum Outcome {
+    /// Blank, or filtered out.
+    Skip,
+    Invalid(LineError),
+    Pass(GetFlowsResponse),
+}
+
+/// The per-line work shared by the sequential and the parallel paths.
+struct LineProcessor<'a> {
+    filters: &'a FlowFilters,
+    sel: &'a Selection,
+    since: Option<(i64, i32)>,
+    until: Option<(i64, i32)>,
+    prefilter: bool,
+}
+
+impl<'a> LineProcessor<'a> {
+    fn new(filters: &'a FlowFilters, sel: &'a Selection) -> Self {
+        LineProcessor {
+            filters,
+            sel,
+            since: sel.since.map(to_pair),
+            until: sel.until.map(to_pair),
+            prefilter: !filters.is_empty(),
+        }
+    }
+
+    fn process(&self, no: u64, bytes: &[u8]) -> Outcome {
+        if self.prefilter && !self.filters.line_may_match(bytes) && looks_like_object(bytes) {
+            return Outcome::Skip;
+        }
+        let mut resp = match parse_line(no, bytes) {
+            Ok(Some(r)) => r,
+            Ok(None) => return Outcome::Skip,
+            Err(e) => return Outcome::Invalid(e),
+        };
+        if self.since.is_some() || self.until.is_some() {
+            let t = response_time(&resp);
+            if self.since.is_some_and(|s| t < s) || self.until.is_some_and(|u| t > u) {
+                return Outcome::Skip;
+            }
+        }
+        if !self.filters.matches_response(&resp) {
+            return Outcome::Skip;
+        }
+        if !self.sel.field_mask.is_empty() {
+            apply_field_mask(&mut resp, &self.sel.field_mask);
+        }
+        Outcome::Pass(resp)
+    }
+}
+
+/// Whether [`observe_parallel`] can produce the same output as [`observe_reader`]: every
+/// record must print independently of the others (not table, whose columns are aligned
+/// over all rows, nor dict, whose separators depend on the previous record) and the
+/// selection must not need the end of the input first (`--last N`).
+pub fn can_parallelize(opts: &PrinterOptions, sel: &Selection) -> bool {
+    matches!(
+        opts.format,
+        OutputFormat::Compact | OutputFormat::Json | OutputFormat::JsonPb
+    ) && sel.last_n().is_none()
+}
+
+/// Result of one block, in input order by `seq`.
+struct BlockResult {
+    seq: u64,
+    out: Vec<u8>,
+    /// End offset in `out` of each printed record.
+    ends: Vec<usize>,
+    errors: Vec<LineError>,
+    lines: u64,
+}
+
+/// The same as [`observe_reader`], with parsing, filtering and formatting spread over
+/// `threads` worker threads; a reader thread cuts the input into blocks of whole lines and
+/// this thread writes the results in input order. Memory stays bounded: a few blocks are in
+/// flight at any time.
+pub fn observe_parallel<R: Read + Send, W: Write>(
+    input: R,
+    filters: &FlowFilters,
+    sel: &Selection,
+    opts: &PrinterOptions,
+    out: &mut W,
+    threads: usize,
+    on_error: &mut dyn FnMut(&LineError),
+) -> io::Result<Stats> {
+    const BLOCK_SIZE: usize = 128 << 10;
+    let threads = threads.max(1);
+    let proc = LineProcessor::new(filters, sel);
+    let first_n = sel.first_n();
+    let stop = AtomicBool::new(false);
+    let (job_tx, job_rx) = mpsc::sync_channel::<(u64, Block)>(threads);
+    let job_rx = Mutex::new(job_rx);
+    let (res_tx, res_rx) = mpsc::sync_channel::<BlockResult>(threads);
+    let mut stats = Stats::default();
+
+    std::thread::scope(|scope| -> io::Result<Stats> {
+        let reader = scope.spawn(|| -> io::Result<()> {
+            let mut blocks = BlockReader::new(input, BLOCK_SIZE);
+            let mut seq = 0;
+            while !stop.load(Ordering::Relaxed) {
+                let Some(block) = blocks.next_block()? else {
+                    break;
+                };
+                if job_tx.send((seq, block)).is_err() {
+                    break;
+                }
+                seq += 1;
+            }
+            drop(job_tx);
+            Ok(())
+        });
+        for _ in 0..threads {
+            let res_tx = res_tx.clone();
+            let (job_rx, proc, stop) = (&job_rx, &proc, &stop);
+            scope.spawn(move || {
+                let mut printer = Printer::new(Vec::with_capacity(BLOCK_SIZE), opts.clone());
+                loop {
+                    let job = job_rx.lock().map(|rx| rx.recv());
+                    let Ok(Ok((seq, block))) = job else { break };
+                    if stop.load(Ordering::Relaxed) {
+                        continue;
+                    }
+                    let r = run_block(proc, &mut printer, seq, block);
+                    // Once the collector is gone keep draining jobs, so the reader
+                    // never blocks on a full queue.
+                    let _ = res_tx.send(r);
+                }
+            });
+        }
+        drop(res_tx);
+
+        let mut pending: BTreeMap<u64, BlockResult> = BTreeMap::new();
+        let mut next = 0;
+        let mut result = Ok(());
+        'collect: for r in res_rx.iter() {
+            pending.insert(r.seq, r);
+            while let Some(r) = pending.remove(&next) {
+                next += 1;
+                stats.lines += r.lines;
+                stats.invalid += r.errors.len() as u64;
+                for e in &r.errors {
+                    on_error(e);
+                }
+                let mut upto = r.out.len();
+                let mut done = false;
+                if let Some(n) = first_n {
+                    let left = (n - stats.printed) as usize;
+                    if r.ends.len() >= left {
+                        upto = if left == 0 { 0 } else { r.ends[left - 1] };
+                        stats.printed += left as u64;
+                        done = true;
+                    } else {
+                        stats.printed += r.ends.len() as u64;
+                    }
+                } else {
+                    stats.printed += r.ends.len() as u64;
+                }
+                if let Err(e) = out.write_all(&r.out[..upto]) {
+                    result = Err(e);
+                    done = true;
+                }
+                if done {
+                    stop.store(true, Ordering::Relaxed);
+                    break 'collect;
+                }
+            }
+        }
+        stop.store(true, Ordering::Relaxed);
+        drop(res_rx);
+        let read = reader.join().unwrap_or(Ok(()));
+        result?;
+        read?;
+        out.flush()?;
+        Ok(stats)
+    })
+}
+
+fn run_block(
+    proc: &LineProcessor<'_>,
+    printer: &mut Printer<Vec<u8>>,
+    seq: u64,
+    block: Block,
+) -> BlockResult {
+    let mut r = BlockResult {
+        seq,
+        out: Vec::new(),
+        ends: Vec::new(),
+        errors: Vec::new(),
+        lines: 0,
+    };
+    if let Some(no) = block.too_long {
+        r.lines = 1;
+        r.errors.push(LineError::TooLong(no));
+        return r;
+    }
+    let data = block.data.strip_suffix(b"\n").unwrap_or(&block.data);
+    for (i, line) in data.split(|b| *b == b'\n').enumerate() {
+        r.lines += 1;
+        let no = block.first_line + i as u64;
+        match proc.process(no, line) {
+            Outcome::Skip => {}
+            Outcome::Invalid(e) => r.errors.push(e),
+            Outcome::Pass(resp) => {
+                // Writing into a Vec cannot fail.
+                let _ = printer.write_response(&resp);
+                r.ends.push(printer.get_mut().len());
+            }
+        }
+    }
+    r.out = std::mem::replace(printer.get_mut(), Vec::with_capacity(BLOCK_SIZE_HINT));
+    r
+}
+
+const BLOCK_SIZE_HINT: usize = 128 << 10;
 
 /// A line skipped by the prefilter still has to look like a JSON object, so that garbage
 /// is reported even when it could never match.

@@ -10,7 +10,7 @@ use clap::{Arg, ArgAction, ArgMatches, Command, value_parser};
 use super::exit;
 use crate::filter::FlowFilters;
 use crate::filter::flags::{Filters, add_filter_args, filters_from_matches};
-use crate::pipeline::{MAX_LAST, Selection, observe_reader};
+use crate::pipeline::{MAX_LAST, Selection, can_parallelize, observe_parallel, observe_reader};
 use crate::printer::{OutputFormat, Printer, PrinterOptions, TimeFormat};
 use crate::timefmt::parse_time;
 
@@ -320,8 +320,6 @@ pub fn run(m: &ArgMatches) -> anyhow::Result<u8> {
         );
     };
     let silent = m.get_flag("silent-errors");
-    let out = io::BufWriter::with_capacity(256 << 10, stdout.lock());
-    let mut printer = Printer::new(out, opts);
     let name = if input == "-" {
         "stdin"
     } else {
@@ -332,17 +330,26 @@ pub fn run(m: &ArgMatches) -> anyhow::Result<u8> {
             eprintln!("Warning: {name}: {e}");
         }
     };
-    let result = if input == "-" {
-        observe_reader(
-            io::stdin().lock(),
+    let source: Box<dyn io::Read + Send> = if input == "-" {
+        Box::new(io::stdin())
+    } else {
+        Box::new(File::open(input).with_context(|| format!("cannot open input file {input}"))?)
+    };
+    let mut out = io::BufWriter::with_capacity(256 << 10, stdout.lock());
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let result = if threads > 1 && can_parallelize(&opts, &sel) {
+        observe_parallel(
+            source,
             &filters,
             &sel,
-            &mut printer,
+            &opts,
+            &mut out,
+            threads,
             &mut report,
         )
     } else {
-        let file = File::open(input).with_context(|| format!("cannot open input file {input}"))?;
-        observe_reader(file, &filters, &sel, &mut printer, &mut report)
+        let mut printer = Printer::new(out, opts);
+        observe_reader(source, &filters, &sel, &mut printer, &mut report)
     };
     let stats = match result {
         Ok(s) => s,

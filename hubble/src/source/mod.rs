@@ -105,6 +105,109 @@ impl<R: Read> LineReader<R> {
     }
 }
 
+/// A run of complete lines handed to a worker thread.
+pub struct Block {
+    /// Number of the first line in `data` (1-based).
+    pub first_line: u64,
+    /// Whole lines; the last one may lack its newline at the end of the input.
+    pub data: Vec<u8>,
+    /// Set instead of data for a line longer than [`MAX_LINE`], which was skipped.
+    pub too_long: Option<u64>,
+}
+
+/// Cuts a byte stream into blocks of whole lines of about `size` bytes each.
+pub struct BlockReader<R> {
+    inner: R,
+    size: usize,
+    carry: Vec<u8>,
+    next_line: u64,
+    eof: bool,
+}
+
+impl<R: Read> BlockReader<R> {
+    pub fn new(inner: R, size: usize) -> Self {
+        BlockReader {
+            inner,
+            size,
+            carry: Vec::new(),
+            next_line: 1,
+            eof: false,
+        }
+    }
+
+    /// The next block, or `None` at the end of the input.
+    pub fn next_block(&mut self) -> io::Result<Option<Block>> {
+        let mut buf = std::mem::take(&mut self.carry);
+        loop {
+            // Fill up to the block size (or more when one line is longer).
+            let want = self.size.max(buf.len() + self.size / 4);
+            while !self.eof && buf.len() < want {
+                let start = buf.len();
+                buf.resize(want, 0);
+                match self.inner.read(&mut buf[start..]) {
+                    Ok(0) => {
+                        buf.truncate(start);
+                        self.eof = true;
+                    }
+                    Ok(n) => buf.truncate(start + n),
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => buf.truncate(start),
+                    Err(e) => return Err(e),
+                }
+            }
+            if buf.is_empty() {
+                return Ok(None);
+            }
+            let cut = match memchr::memrchr(b'\n', &buf) {
+                Some(pos) => pos + 1,
+                None if self.eof => buf.len(),
+                None if buf.len() >= MAX_LINE => {
+                    let line = self.next_line;
+                    self.skip_rest_of_line()?;
+                    self.next_line += 1;
+                    return Ok(Some(Block {
+                        first_line: line,
+                        data: Vec::new(),
+                        too_long: Some(line),
+                    }));
+                }
+                None => continue,
+            };
+            self.carry = buf[cut..].to_vec();
+            buf.truncate(cut);
+            let first_line = self.next_line;
+            let mut lines = memchr::memchr_iter(b'\n', &buf).count() as u64;
+            if buf.last() != Some(&b'\n') {
+                lines += 1;
+            }
+            self.next_line += lines;
+            return Ok(Some(Block {
+                first_line,
+                data: buf,
+                too_long: None,
+            }));
+        }
+    }
+
+    fn skip_rest_of_line(&mut self) -> io::Result<()> {
+        let mut chunk = vec![0u8; 64 << 10];
+        loop {
+            let n = match self.inner.read(&mut chunk) {
+                Ok(0) => {
+                    self.eof = true;
+                    return Ok(());
+                }
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            if let Some(pos) = memchr::memchr(b'\n', &chunk[..n]) {
+                self.carry = chunk[pos + 1..n].to_vec();
+                return Ok(());
+            }
+        }
+    }
+}
+
 /// Why one line could not be turned into a response.
 #[derive(Debug, thiserror::Error)]
 pub enum LineError {
@@ -192,6 +295,37 @@ mod tests {
         let lines = collect(data.as_bytes());
         assert_eq!(lines[0].1.len(), long.len());
         assert_eq!(lines[1].1, b"short");
+    }
+
+    #[test]
+    fn blocks_hold_whole_lines_and_count_them() {
+        let mut data = Vec::new();
+        for i in 0..3000 {
+            data.extend_from_slice(format!("{}\n", "z".repeat(i % 300)).as_bytes());
+        }
+        data.extend_from_slice(b"last-without-newline");
+        let mut r = BlockReader::new(&data[..], 4096);
+        let mut lines = Vec::new();
+        let mut expect_next = 1;
+        while let Some(b) = r.next_block().unwrap() {
+            assert_eq!(b.first_line, expect_next);
+            let n = b.data.split(|c| *c == b'\n').filter(|_| true).count() as u64;
+            let n = if b.data.last() == Some(&b'\n') {
+                n - 1
+            } else {
+                n
+            };
+            expect_next += n;
+            lines.extend(
+                b.data
+                    .split(|c| *c == b'\n')
+                    .take(n as usize)
+                    .map(|l| l.to_vec()),
+            );
+        }
+        assert_eq!(lines.len(), 3001);
+        assert_eq!(lines[299].len(), 299);
+        assert_eq!(lines[3000], b"last-without-newline");
     }
 
     #[test]

@@ -306,6 +306,14 @@ fn finish(att: Attached, counters: Counters) {
         }
         eprintln!("hubble-agent: datapath packets forwarded={fwd} dropped={drop}; {counters}");
     }
+    for p in att.datapath.prog_stats() {
+        eprintln!(
+            "hubble-agent: bpf {} runs={} mean={:.0} ns/packet",
+            p.name,
+            p.run_count,
+            p.ns_per_run()
+        );
+    }
     att.datapath.shutdown();
 }
 

@@ -124,6 +124,27 @@ pub fn is_root() -> bool {
 pub struct Datapath {
     bpf: Ebpf,
     attached: Vec<String>,
+    /// Keeps the kernel's BPF run-time statistics on while the datapath lives.
+    _stats: Option<std::os::fd::OwnedFd>,
+}
+
+/// Kernel BPF statistics of one program (needs `BPF_ENABLE_STATS`, kernel >= 5.8).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProgStats {
+    pub name: &'static str,
+    pub run_count: u64,
+    pub run_time_ns: u64,
+}
+
+impl ProgStats {
+    /// Mean in-kernel cost per packet in nanoseconds.
+    pub fn ns_per_run(&self) -> f64 {
+        if self.run_count == 0 {
+            0.0
+        } else {
+            self.run_time_ns as f64 / self.run_count as f64
+        }
+    }
 }
 
 impl Datapath {
@@ -166,9 +187,11 @@ impl Datapath {
             p.load()
                 .map_err(|source| DatapathError::Program { name, source })?;
         }
+        let stats = aya::sys::enable_stats(aya::sys::Stats::RunTime).ok();
         Ok(Self {
             bpf,
             attached: Vec::new(),
+            _stats: stats,
         })
     }
 
@@ -318,6 +341,22 @@ impl Datapath {
             }
         }
         Ok(out)
+    }
+
+    /// Run count and time of both programs, from the kernel's BPF statistics.
+    pub fn prog_stats(&self) -> Vec<ProgStats> {
+        [PROG_FROM_CONTAINER, PROG_TO_CONTAINER]
+            .into_iter()
+            .filter_map(|name| {
+                let p: &SchedClassifier = self.bpf.program(name)?.try_into().ok()?;
+                let info = p.info().ok()?;
+                Some(ProgStats {
+                    name,
+                    run_count: info.run_count(),
+                    run_time_ns: info.run_time().as_nanos() as u64,
+                })
+            })
+            .collect()
     }
 
     /// Detaches the programs and removes the clsact qdiscs this datapath added.

@@ -1,5 +1,6 @@
 //! `cargo xtask <task>`: build, test, demo, fixture and bench orchestration.
 
+mod bench;
 mod demo;
 mod gen_flows;
 mod test;
@@ -10,6 +11,7 @@ usage: cargo xtask <task>
 tasks:
   test       everything CI checks: system packages (as root), fmt, clippy, all tests
   demo       (root) lab up, agent flows into `hubble observe`, traffic, lab down
+  bench      observe [--count N] [--runs R] [--compare OTHER_HUBBLE]: CLI throughput and memory
   gen-flows  --count N [--seed S] [--out FILE|-]: write generated flows as JSON lines";
 
 fn main() -> std::process::ExitCode {
@@ -17,6 +19,7 @@ fn main() -> std::process::ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("test") => test::test(),
         Some("demo") => demo::run(&args[1..]),
+        Some("bench") => bench::run(&args[1..]),
         Some("gen-flows") => gen_flows::run(&args[1..]),
         Some("-h" | "--help" | "help") | None => {
             println!("{USAGE}");

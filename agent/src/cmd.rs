@@ -85,6 +85,7 @@ impl std::fmt::Display for Counters {
 pub struct FlowPrinter<G> {
     pub enricher: Enricher<G>,
     pub counters: Counters,
+    buf: Vec<u8>,
 }
 
 impl<G: crate::enrich::Getters> FlowPrinter<G> {
@@ -92,6 +93,7 @@ impl<G: crate::enrich::Getters> FlowPrinter<G> {
         Self {
             enricher,
             counters: Counters::default(),
+            buf: Vec::with_capacity(4096),
         }
     }
 
@@ -135,8 +137,10 @@ impl<G: crate::enrich::Getters> FlowPrinter<G> {
             }
         };
         if let Some(out) = out {
-            serde_json::to_writer(&mut *out, &resp).map_err(io::Error::other)?;
-            out.write_all(b"\n")?;
+            // Go Hubble's exact `-o json` bytes (field order, `Z` timestamps, HTML escaping).
+            self.buf.clear();
+            hubble::printer::json::write_get_flows_response(&mut self.buf, &resp)?;
+            out.write_all(&self.buf)?;
         }
         Ok(())
     }

@@ -427,9 +427,10 @@ pub fn spawn_readers(
                 let Ok(mut g) = afd.readable_mut().await else {
                     return;
                 };
-                let now = SystemTime::now();
                 g.get_inner_mut().for_each(|e| match e {
                     PerfEvent::Sample { head, tail } => {
+                        // Like Cilium's monitor, events are stamped when user space reads them.
+                        let now = SystemTime::now();
                         let mut data = Vec::with_capacity(head.len() + tail.len());
                         data.extend_from_slice(head);
                         data.extend_from_slice(tail);
@@ -440,6 +441,7 @@ pub fn spawn_readers(
                         });
                     }
                     PerfEvent::Lost { count } => {
+                        let now = SystemTime::now();
                         lost.0.fetch_add(count, Ordering::Relaxed);
                         batch.push(RawRecord::Lost {
                             cpu,

@@ -4,6 +4,7 @@
 mod escape;
 mod fields;
 pub mod json;
+mod protojson;
 mod tabwriter;
 mod time;
 
@@ -17,6 +18,7 @@ use hubble_api::pbjson_types::Timestamp;
 use hubble_api::relay::{NodeState, NodeStatusEvent};
 
 pub use fields::drop_reason_text;
+pub use protojson::write_get_flows_response as write_json_line;
 pub use time::TimeFormat;
 
 use fields::{Side, push_enum, push_flow_type, push_host, push_identity, push_int, push_str};
@@ -195,7 +197,7 @@ impl<W: Write> Printer<W> {
 
     fn write_json(&mut self, resp: &GetFlowsResponse) -> io::Result<()> {
         self.scratch.clear();
-        let res = json::write_get_flows_response(&mut self.scratch, resp)
+        let res = protojson::write_get_flows_response(&mut self.scratch, resp)
             .and_then(|()| self.out.write_all(&self.scratch));
         self.scratch.clear();
         res
@@ -419,7 +421,7 @@ impl<W: Write> Printer<W> {
             |b: &mut Vec<u8>| push_enum(b, state.map(|v| v.as_str_name()), s.state_change);
         match self.opts.format {
             OutputFormat::Json | OutputFormat::JsonPb => {
-                json::write_get_flows_response(&mut b, resp)?;
+                protojson::write_get_flows_response(&mut b, resp)?;
                 return self.err.write_all(&b);
             }
             OutputFormat::Dict => {

@@ -461,3 +461,37 @@ pub fn spawn_readers(
     }
     Ok(handles)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::mem::size_of;
+
+    /// The compiled object's maps have the key and value sizes of the Rust mirrors.
+    #[test]
+    fn object_matches_the_rust_abi() {
+        let obj = aya_obj::Object::parse(LXC_OBJ).expect("parse lxc.bpf.o");
+        for p in [PROG_FROM_CONTAINER, PROG_TO_CONTAINER] {
+            assert!(obj.programs.contains_key(p), "program {p}");
+        }
+        let sizes: &[(&str, usize, usize)] = &[
+            (
+                MAP_IPCACHE,
+                4 + size_of::<IpcacheAddr>(),
+                size_of::<IpcacheValue>(),
+            ),
+            (MAP_ENDPOINTS, 4, size_of::<EndpointInfo>()),
+            (MAP_POLICY, size_of::<PolicyKey>(), size_of::<PolicyValue>()),
+            (MAP_CT, size_of::<CtKey>(), size_of::<CtEntry>()),
+            (MAP_METRICS, 4, size_of::<MetricsValue>()),
+            (MAP_CONFIG, 4, size_of::<DatapathConfig>()),
+            (MAP_EVENTS, 4, 4),
+        ];
+        for (name, k, v) in sizes {
+            let m = obj.maps.get(*name).unwrap_or_else(|| panic!("map {name}"));
+            assert_eq!(m.key_size() as usize, *k, "{name} key");
+            assert_eq!(m.value_size() as usize, *v, "{name} value");
+        }
+        assert_eq!(obj.maps[MAP_METRICS].max_entries(), METRICS_ENTRIES);
+    }
+}

@@ -129,3 +129,90 @@ pub fn compile(spec: &LabSpec, state: &NodeState) -> CompiledPolicy {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::enrich::state::endpoint_id;
+
+    const SPEC: &str = r#"
+[lab]
+name = "pt"
+node = "pt-node"
+ipv4_cidr = "10.9.0.0/24"
+ipv6_cidr = "fd00:9::/64"
+
+[[pods]]
+namespace = "a"
+name = "client"
+labels = { app = "client" }
+ipv4 = "10.9.0.10"
+ipv6 = "fd00:9::10"
+
+[[pods]]
+namespace = "a"
+name = "server"
+labels = { app = "server" }
+ipv4 = "10.9.0.20"
+ipv6 = "fd00:9::20"
+
+[[pods]]
+namespace = "b"
+name = "client"
+labels = { app = "client" }
+ipv4 = "10.9.0.30"
+ipv6 = "fd00:9::30"
+
+[[policies]]
+name = "server"
+namespace = "a"
+endpoint_selector = { app = "server" }
+ingress = [
+  { from = [{ labels = { app = "client" } }], ports = [{ port = 8080, protocol = "TCP" }] },
+  { from = [{ entity = "world" }] },
+]
+ingress_deny = [{ from = [{ labels = { app = "client" } }], ports = [{ port = 9090, protocol = "ANY" }] }]
+egress = [{ to = [{ entity = "all" }], ports = [{ port = 53, protocol = "UDP" }] }]
+"#;
+
+    fn key(ep: u16, egress: bool, id: u32, proto: u8, port: u16) -> PolicyKey {
+        PolicyKey {
+            sec_identity: id,
+            ep_id: ep,
+            dport: port,
+            proto,
+            egress: egress as u8,
+            pad: 0,
+        }
+    }
+
+    #[test]
+    fn compiles_allow_deny_and_entities() {
+        let spec = LabSpec::parse(SPEC, "test").unwrap();
+        let state = NodeState::from_spec(&spec, |_| 0);
+        let id = |i: usize| state.endpoints[i].identity;
+        let c = compile(&spec, &state);
+        let server = endpoint_id(1);
+        assert_eq!(c.enforced[&server], (true, true));
+        assert_eq!(c.enforced[&endpoint_id(0)], (false, false));
+        // Same labels in another namespace: a different identity, and not selected.
+        assert_ne!(id(0), id(2));
+        assert_eq!(
+            c.entries.get(&key(server, false, id(0), 6, 8080)),
+            Some(&false)
+        );
+        assert_eq!(c.entries.get(&key(server, false, id(2), 6, 8080)), None);
+        assert_eq!(
+            c.entries.get(&key(server, false, IDENTITY_WORLD, 0, 0)),
+            Some(&false)
+        );
+        for proto in [6, 17, 132] {
+            assert_eq!(
+                c.entries.get(&key(server, false, id(0), proto, 9090)),
+                Some(&true)
+            );
+        }
+        assert_eq!(c.entries.get(&key(server, true, ANY, 17, 53)), Some(&false));
+        assert_eq!(c.entries.len(), 1 + 1 + 3 + 1);
+    }
+}

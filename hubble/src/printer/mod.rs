@@ -486,6 +486,25 @@ impl<W: Write> Printer<W> {
     }
 }
 
+/// Resolves `--color` as Hubble (fatih/color) does: `always` / `never` (any case); anything
+/// else means auto: colour only if stdout is a terminal, `NO_COLOR` is unset or empty and
+/// `TERM` is not `dumb`.
+pub fn resolve_color(when: &str, stdout_is_terminal: bool) -> bool {
+    let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+    let dumb = std::env::var_os("TERM").is_some_and(|t| t == "dumb");
+    resolve_color_with(when, stdout_is_terminal, no_color, dumb)
+}
+
+fn resolve_color_with(when: &str, tty: bool, no_color: bool, dumb_term: bool) -> bool {
+    if when.eq_ignore_ascii_case("always") {
+        true
+    } else if when.eq_ignore_ascii_case("never") {
+        false
+    } else {
+        tty && !no_color && !dumb_term
+    }
+}
+
 /// Joins `elems` with `sep`, leaving out elements past `target_len` bytes (at least one is
 /// kept) and appending ` (and N more)`.
 fn join_with_cut_off(elems: &[String], sep: &str, target_len: usize) -> String {
@@ -590,6 +609,17 @@ mod tests {
             "yaml".parse::<OutputFormat>().unwrap_err().to_string(),
             "invalid output format: yaml"
         );
+    }
+
+    #[test]
+    fn color_resolution() {
+        assert!(resolve_color_with("ALWAYS", false, true, true));
+        assert!(!resolve_color_with("never", true, false, false));
+        assert!(resolve_color_with("auto", true, false, false));
+        assert!(resolve_color_with("bogus", true, false, false));
+        assert!(!resolve_color_with("auto", false, false, false));
+        assert!(!resolve_color_with("auto", true, true, false));
+        assert!(!resolve_color_with("auto", true, false, true));
     }
 
     #[test]

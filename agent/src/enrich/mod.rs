@@ -6,7 +6,6 @@
 
 pub mod state;
 
-use std::fmt::Write as _;
 use std::net::IpAddr;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -110,15 +109,15 @@ impl<G: Getters> Enricher<G> {
         let hi = (a & !0xf000) | 0x4000; // version 4
         let lo = (b & !(0xc << 60)) | (0x8 << 60); // RFC 4122 variant
         let mut s = String::with_capacity(36);
-        let _ = write!(
-            s,
-            "{:08x}-{:04x}-{:04x}-{:04x}-{:012x}",
-            hi >> 32,
-            (hi >> 16) & 0xffff,
-            hi & 0xffff,
-            lo >> 48,
-            lo & 0xffff_ffff_ffff
-        );
+        push_hex(&mut s, hi >> 32, 8);
+        s.push('-');
+        push_hex(&mut s, (hi >> 16) & 0xffff, 4);
+        s.push('-');
+        push_hex(&mut s, hi & 0xffff, 4);
+        s.push('-');
+        push_hex(&mut s, lo >> 48, 4);
+        s.push('-');
+        push_hex(&mut s, lo & 0xffff_ffff_ffff, 12);
         s
     }
 
@@ -393,13 +392,21 @@ fn timestamp(t: SystemTime) -> Timestamp {
     }
 }
 
+/// Appends the low `digits` hex digits of `v`, zero padded.
+fn push_hex(s: &mut String, v: u64, digits: u32) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    for i in (0..digits).rev() {
+        s.push(HEX[((v >> (i * 4)) & 0xf) as usize] as char);
+    }
+}
+
 fn mac(m: &[u8; 6]) -> String {
     let mut s = String::with_capacity(17);
     for (i, b) in m.iter().enumerate() {
         if i > 0 {
             s.push(':');
         }
-        let _ = write!(s, "{b:02x}");
+        push_hex(&mut s, *b as u64, 2);
     }
     s
 }
@@ -478,7 +485,8 @@ fn layer4(l4: L4) -> Layer4 {
 pub fn summary(p: &Packet) -> String {
     match p.l4 {
         Some(L4::Tcp { flags, .. }) => {
-            let mut s = String::from("TCP Flags: ");
+            let mut s = String::with_capacity(32);
+            s.push_str("TCP Flags: ");
             let names = [
                 (tcp_flags::SYN, "SYN"),
                 (tcp_flags::ACK, "ACK"),

@@ -89,6 +89,13 @@ struct pkt {
 	__u8 family;
 	__u8 tcp_flags;
 	__u8 l4_ok;
+	/* ICMP errors: the tuple of the packet the error is about (its original direction) */
+	__u8 related;
+	__u8 in_proto;
+	__u16 in_sport; /* host order */
+	__u16 in_dport; /* host order */
+	__u8 in_saddr[16];
+	__u8 in_daddr[16];
 };
 
 struct conn {
@@ -99,6 +106,49 @@ struct conn {
 	__u8 reason;  /* TRACE_REASON_* */
 	__u8 monitor; /* 1 when aggregation lets this packet be reported */
 };
+
+/* Reads the embedded header of an ICMP error; sets p->related when it could. */
+static __always_inline void parse_icmp_error(struct __sk_buff *skb, struct pkt *p, __u32 off)
+{
+	__u16 ports[2] = {};
+	__u32 l4;
+
+	if (p->family == FAMILY_IPV4) {
+		__u8 vihl;
+
+		if (bpf_skb_load_bytes(skb, off, &vihl, 1) < 0 || (vihl >> 4) != 4 ||
+		    (vihl & 0xf) < 5)
+			return;
+		if (bpf_skb_load_bytes(skb, off + 9, &p->in_proto, 1) < 0)
+			return;
+		if (bpf_skb_load_bytes(skb, off + 12, p->in_saddr, 4) < 0)
+			return;
+		if (bpf_skb_load_bytes(skb, off + 16, p->in_daddr, 4) < 0)
+			return;
+		l4 = off + (vihl & 0xf) * 4;
+	} else {
+		if (bpf_skb_load_bytes(skb, off + 6, &p->in_proto, 1) < 0)
+			return;
+		if (bpf_skb_load_bytes(skb, off + 8, p->in_saddr, 16) < 0)
+			return;
+		if (bpf_skb_load_bytes(skb, off + 24, p->in_daddr, 16) < 0)
+			return;
+		l4 = off + 40;
+	}
+	if (p->in_proto == PROTO_TCP || p->in_proto == PROTO_UDP || p->in_proto == PROTO_SCTP) {
+		if (bpf_skb_load_bytes(skb, l4, ports, 4) < 0)
+			return;
+		p->in_sport = bpf_ntohs(ports[0]);
+		p->in_dport = bpf_ntohs(ports[1]);
+	} else if (p->in_proto == PROTO_ICMP || p->in_proto == PROTO_ICMPV6) {
+		/* an error about an echo request: the identifier plays both ports */
+		if (bpf_skb_load_bytes(skb, l4 + 4, ports, 2) < 0)
+			return;
+		p->in_sport = bpf_ntohs(ports[0]);
+		p->in_dport = p->in_sport;
+	}
+	p->related = 1;
+}
 
 static __always_inline int parse(struct __sk_buff *skb, struct pkt *p)
 {
@@ -180,6 +230,11 @@ static __always_inline int parse(struct __sk_buff *skb, struct pkt *p)
 		if (bpf_skb_load_bytes(skb, l4_off, &type, 1) < 0)
 			return 0;
 		p->l4_ok = 1;
+		if ((p->proto == PROTO_ICMP && (type == 3 || type == 11 || type == 12)) ||
+		    (p->proto == PROTO_ICMPV6 && type >= 1 && type <= 4)) {
+			parse_icmp_error(skb, p, l4_off + 8);
+			break;
+		}
 		/* echo request/reply: the identifier plays both ports so that the
 		 * reversed tuple of a request is the tuple of its reply */
 		if ((p->proto == PROTO_ICMP && (type == 8 || type == 0)) ||
@@ -375,6 +430,24 @@ static __always_inline void ct_fill_key(struct ct_key *k, const struct pkt *p, i
 	k->dir = dir;
 }
 
+/*
+ * An ICMP error travels against the connection it is about: its embedded tuple is the
+ * connection's own (original direction), tracked under the opposite direction.
+ */
+static __always_inline int ct_lookup_related(const struct pkt *p, __u8 dir)
+{
+	struct ct_key k = {};
+
+	__builtin_memcpy(k.saddr, p->in_saddr, 16);
+	__builtin_memcpy(k.daddr, p->in_daddr, 16);
+	k.sport = p->in_sport;
+	k.dport = p->in_dport;
+	k.proto = p->in_proto;
+	k.family = p->family;
+	k.dir = dir == CT_EGRESS ? CT_INGRESS : CT_EGRESS;
+	return bpf_map_lookup_elem(&hl_ct, &k) != NULL;
+}
+
 /* Decides whether an existing connection has something worth reporting (ACTIVE_CT). */
 static __always_inline __u8 ct_report(const struct datapath_config *cfg, __u8 *seen, __u64 *last,
 				      __u8 flags, __u64 now)
@@ -469,6 +542,10 @@ static __always_inline int handle(struct __sk_buff *skb, const int from_endpoint
 				ct->closing = 1;
 			c.monitor = ct_report(cfg, &ct->rx_flags_seen, &ct->last_rx_report_ns,
 					      p.tcp_flags, now);
+		} else if (p.related && ct_lookup_related(&p, dir)) {
+			/* an ICMP error about a connection we track */
+			c.reason = TRACE_REASON_CT_RELATED;
+			c.monitor = 1;
 		} else {
 			struct ct_entry entry = {};
 			__u8 enforced = ep->flags &

@@ -345,6 +345,13 @@ fn datapath_flows_end_to_end() {
         .expect("UDP flow to 5353");
     assert_eq!(udp["Summary"], "UDP");
     assert_eq!(pod_name(udp, "destination"), "other");
+    // The port-unreachable answer is related to the UDP "connection" (conntrack RELATED).
+    let unreach = flows
+        .iter()
+        .find(|f| f["Summary"] == "ICMPv4 DestinationUnreachable(Port)")
+        .expect("ICMP port unreachable for the UDP datagrams");
+    assert_eq!(unreach["trace_reason"], "RELATED");
+    assert_eq!(pod_name(unreach, "source"), "other");
 
     // The world.
     let world = flows

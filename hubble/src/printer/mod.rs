@@ -18,7 +18,7 @@ use hubble_api::pbjson_types::Timestamp;
 use hubble_api::relay::{NodeState, NodeStatusEvent};
 
 pub use fields::drop_reason_text;
-pub use protojson::write_get_flows_response as write_json_line;
+pub use protojson::{write_flow as write_flow_json, write_get_flows_response as write_json_line};
 pub use time::TimeFormat;
 
 use fields::{Side, push_enum, push_flow_type, push_host, push_identity, push_int, push_str};

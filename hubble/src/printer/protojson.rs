@@ -511,9 +511,10 @@ macro_rules! enum_field {
     }};
 }
 
-/// Appends a Flow as protojson with proto field names.
+/// Appends a Flow as protojson with proto field names (no newline), e.g. for Hubble's legacy
+/// `-o json` (bare flows) or other JSON-lines writers.
 #[allow(deprecated)] // drop_reason, reply and Summary are deprecated but still encoded.
-pub(crate) fn write_flow(out: &mut Vec<u8>, f: &Flow) -> io::Result<()> {
+pub fn write_flow(out: &mut Vec<u8>, f: &Flow) -> io::Result<()> {
     let mut o = Obj::new(out);
     o.timestamp("time", f.time.as_ref())?;
     o.str("uuid", &f.uuid);

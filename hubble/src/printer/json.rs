@@ -198,7 +198,17 @@ pub fn write_go_json<T: Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) -> io:
 }
 
 /// Appends a GetFlowsResponse the way Go Hubble's `-o jsonpb` prints it (with the newline).
+/// Uses the fast hand-written encoder; `write_get_flows_response_serde` is the same through
+/// the generated serde impls.
 pub fn write_get_flows_response(out: &mut Vec<u8>, resp: &GetFlowsResponse) -> io::Result<()> {
+    super::protojson::write_get_flows_response(out, resp)
+}
+
+/// [`write_get_flows_response`] through the pbjson serde impls (the reference, slower).
+pub fn write_get_flows_response_serde(
+    out: &mut Vec<u8>,
+    resp: &GetFlowsResponse,
+) -> io::Result<()> {
     out.push(b'{');
     let mut first = true;
     let mut field = |out: &mut Vec<u8>, name: &[u8]| {
@@ -271,7 +281,7 @@ mod tests {
             })),
         };
         let mut out = Vec::new();
-        write_get_flows_response(&mut out, &resp).unwrap();
+        write_get_flows_response_serde(&mut out, &resp).unwrap();
         assert_eq!(
             String::from_utf8(out).unwrap(),
             "{\"flow\":{\"time\":\"2023-08-21T12:12:18Z\",\"is_reply\":false,\"socket_cookie\":\"42\",\
@@ -299,7 +309,7 @@ mod tests {
             ..Default::default()
         };
         let mut out = Vec::new();
-        write_get_flows_response(&mut out, &resp).unwrap();
+        write_get_flows_response_serde(&mut out, &resp).unwrap();
         assert_eq!(
             String::from_utf8(out).unwrap(),
             "{\"lost_events\":{\"source\":\"PERF_EVENT_RING_BUFFER\",\"num_events_lost\":\"3\",\"cpu\":0,\

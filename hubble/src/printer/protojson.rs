@@ -680,7 +680,7 @@ mod tests {
                 let mut fast = Vec::new();
                 write_get_flows_response(&mut fast, r).unwrap();
                 let mut slow = Vec::new();
-                super::super::json::write_get_flows_response(&mut slow, r).unwrap();
+                super::super::json::write_get_flows_response_serde(&mut slow, r).unwrap();
                 assert_eq!(
                     String::from_utf8(fast).unwrap(),
                     String::from_utf8(slow).unwrap(),

@@ -155,14 +155,36 @@ fn timestamp(t: SystemTime) -> pbjson_types::Timestamp {
 }
 
 /// The attached datapath of a lab, with everything needed to enrich its events.
-struct Attached {
-    datapath: Datapath,
-    state: NodeState,
+///
+/// For other front ends (e.g. a gRPC observer): `attach_lab` before building the tokio
+/// runtime, then `start_readers` inside it, `Enricher::new(att.state.clone(), ..)` on the
+/// records, and `shutdown` at the end.
+pub struct Attached {
+    pub datapath: Datapath,
+    pub state: NodeState,
 }
 
-/// Checks privileges and the lab, enters the node netns, loads and attaches the datapath.
+impl Attached {
+    /// Starts one perf reader task per CPU sending into `tx` (call inside a tokio runtime).
+    pub fn start_readers(
+        &mut self,
+        tx: mpsc::Sender<RawRecord>,
+        lost: Arc<LostCounter>,
+    ) -> Result<Vec<tokio::task::JoinHandle<()>>> {
+        let perf = self.datapath.take_events()?;
+        Ok(datapath::spawn_readers(perf, 64, tx, lost)?)
+    }
+
+    /// Prints the datapath counters and detaches everything.
+    pub fn shutdown(self, counters: Counters) {
+        finish(self, counters)
+    }
+}
+
+/// Checks privileges and the lab, enters the node netns (this thread and the threads it
+/// creates afterwards), loads the datapath, fills its maps and attaches it to every endpoint.
 /// Must run before any tokio runtime exists (setns is per thread).
-fn attach_lab(args: &DatapathArgs) -> Result<Attached> {
+pub fn attach_lab(args: &DatapathArgs) -> Result<Attached> {
     let spec = LabSpec::load(&args.lab).map_err(|e| anyhow::anyhow!("{e}"))?;
     if !datapath::is_root() {
         bail!("the datapath needs root (CAP_BPF, CAP_NET_ADMIN): run hubble-agent as root");
@@ -270,11 +292,10 @@ fn pump_inner(
     mut f: impl FnMut(&NodeState, &RawRecord, bool) -> Result<()>,
 ) -> Result<()> {
     let rt = runtime()?;
-    let perf = att.datapath.take_events()?;
     let lost = Arc::new(LostCounter::default());
     let result = rt.block_on(async {
         let (tx, mut rx) = mpsc::channel::<RawRecord>(8192);
-        let handles = datapath::spawn_readers(perf, 64, tx, lost.clone())?;
+        let handles = att.start_readers(tx, lost.clone())?;
         let stop = shutdown_signal(duration);
         tokio::pin!(stop);
         let r: Result<()> = loop {

@@ -37,13 +37,17 @@ pub const PROG_TO_CONTAINER: &str = "to_container";
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum Aggregation {
     /// Every packet, at every observation point.
+    #[value(alias = "disabled")]
     None,
     /// No receive-side (FROM_*) traces.
+    Lowest,
+    /// Same as lowest in the datapath (Cilium reserves it for more aggregation).
     Low,
     /// As low, and active connections only when TCP flags change or every 5 s.
     #[default]
     Medium,
     /// The most aggregation (the datapath treats it as medium, as Cilium's does).
+    #[value(alias = "max")]
     Maximum,
 }
 
@@ -52,6 +56,7 @@ impl Aggregation {
         use crate::monitor::abi::*;
         match self {
             Aggregation::None => AGGREGATION_NONE,
+            Aggregation::Lowest => AGGREGATION_LOWEST,
             Aggregation::Low => AGGREGATION_LOW,
             Aggregation::Medium => AGGREGATION_MEDIUM,
             Aggregation::Maximum => AGGREGATION_MAX,

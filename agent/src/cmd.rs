@@ -298,7 +298,7 @@ fn pump_inner(
         let handles = att.start_readers(tx, lost.clone())?;
         let stop = shutdown_signal(duration);
         tokio::pin!(stop);
-        let r: Result<()> = loop {
+        let mut r: Result<()> = loop {
             tokio::select! {
                 _ = &mut stop => break Ok(()),
                 rec = rx.recv() => {
@@ -310,8 +310,15 @@ fn pump_inner(
                 }
             }
         };
+        // Let the readers hand over what the rings still hold, then drain the channel.
+        tokio::time::sleep(Duration::from_millis(100)).await;
         for h in handles {
             h.abort();
+        }
+        while r.is_ok() {
+            let Ok(rec) = rx.try_recv() else { break };
+            let more = !rx.is_empty();
+            r = f(&att.state, &rec, more);
         }
         r
     });

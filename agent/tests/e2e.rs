@@ -232,7 +232,7 @@ fn datapath_flows_end_to_end() {
     let _ = srv.join();
 
     // Let the last events arrive, then stop the agent with SIGTERM.
-    std::thread::sleep(Duration::from_millis(800));
+    std::thread::sleep(Duration::from_millis(1500));
     let mut agent = guard.agent.take().unwrap();
     // SAFETY: plain kill(2) on our child's pid.
     unsafe { libc::kill(agent.id() as i32, libc::SIGTERM) };

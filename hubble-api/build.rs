@@ -3,6 +3,238 @@
 
 use std::path::PathBuf;
 
+mod protojson {
+    //! Generates `impl ProtoJson` for every message: a direct encoder that writes Go
+    //! Hubble's JSON (protojson with proto names, declaration order, Go HTML escaping).
+
+    use heck::{ToSnakeCase, ToUpperCamelCase};
+    use prost_types::field_descriptor_proto::{Label, Type};
+    use prost_types::{DescriptorProto, FileDescriptorProto, FileDescriptorSet};
+    use std::fmt::Write;
+
+    const KEYWORDS: &[&str] = &[
+        "as", "break", "const", "continue", "else", "enum", "false", "fn", "for", "if", "impl",
+        "in", "let", "loop", "match", "mod", "move", "mut", "pub", "ref", "return", "static",
+        "struct", "trait", "true", "type", "unsafe", "use", "where", "while", "abstract", "become",
+        "box", "do", "final", "macro", "override", "priv", "typeof", "unsized", "virtual", "yield",
+        "try", "async", "await", "dyn", "gen",
+    ];
+
+    /// prost's field / module name for a proto name.
+    fn snake(name: &str) -> String {
+        let s = name.to_snake_case();
+        match s.as_str() {
+            "self" | "super" | "crate" | "Self" => format!("{s}_"),
+            k if KEYWORDS.contains(&k) => format!("r#{s}"),
+            _ => s,
+        }
+    }
+
+    /// prost's Rust path for a fully qualified proto type name (`.flow.Endpoint`).
+    fn rust_path(files: &[FileDescriptorProto], type_name: &str) -> String {
+        if let Some(wkt) = type_name.strip_prefix(".google.protobuf.") {
+            return format!("::pbjson_types::{wkt}");
+        }
+        let pkg = files
+            .iter()
+            .filter_map(|f| f.package.as_deref())
+            .filter(|p| type_name.starts_with(&format!(".{p}.")))
+            .max_by_key(|p| p.len())
+            .expect("type of a known package");
+        let rest = &type_name[pkg.len() + 2..];
+        let parts: Vec<&str> = rest.split('.').collect();
+        let mut path = format!("crate::{}", pkg.replace('.', "::"));
+        for parent in &parts[..parts.len() - 1] {
+            write!(path, "::{}", snake(parent)).unwrap();
+        }
+        write!(path, "::{}", parts[parts.len() - 1].to_upper_camel_case()).unwrap();
+        path
+    }
+
+    /// Code that writes value `v` (an expression of the field's Rust element type).
+    fn value_code(files: &[FileDescriptorProto], ty: Type, type_name: &str, v: &str) -> String {
+        match ty {
+            Type::String => format!("crate::json::enc::string(out, {v});"),
+            Type::Bool => format!("crate::json::enc::boolean(out, *{v});"),
+            Type::Int32 | Type::Sint32 | Type::Sfixed32 => {
+                format!("crate::json::enc::int(out, *{v} as i64);")
+            }
+            Type::Uint32 | Type::Fixed32 => format!("crate::json::enc::uint(out, *{v} as u64);"),
+            Type::Int64 | Type::Sint64 | Type::Sfixed64 => {
+                format!("crate::json::enc::quoted_int(out, *{v});")
+            }
+            Type::Uint64 | Type::Fixed64 => format!("crate::json::enc::quoted_uint(out, *{v});"),
+            Type::Double => format!("crate::json::enc::float(out, *{v});"),
+            Type::Float => format!("crate::json::enc::float(out, *{v} as f64);"),
+            Type::Bytes => format!("crate::json::enc::bytes(out, {v});"),
+            Type::Enum => format!(
+                "crate::json::enc::enumeration(out, {}::try_from(*{v}).ok().map(|e| e.as_str_name()), *{v});",
+                rust_path(files, type_name)
+            ),
+            Type::Message => match type_name {
+                ".google.protobuf.Timestamp" => {
+                    format!("crate::json::enc::timestamp(out, {v}.seconds, {v}.nanos)?;")
+                }
+                ".google.protobuf.BoolValue" => {
+                    format!("crate::json::enc::boolean(out, {v}.value);")
+                }
+                ".google.protobuf.Int32Value" => {
+                    format!("crate::json::enc::int(out, {v}.value as i64);")
+                }
+                ".google.protobuf.UInt32Value" => {
+                    format!("crate::json::enc::uint(out, {v}.value as u64);")
+                }
+                ".google.protobuf.Int64Value" => {
+                    format!("crate::json::enc::quoted_int(out, {v}.value);")
+                }
+                ".google.protobuf.UInt64Value" => {
+                    format!("crate::json::enc::quoted_uint(out, {v}.value);")
+                }
+                ".google.protobuf.DoubleValue" => {
+                    format!("crate::json::enc::float(out, {v}.value);")
+                }
+                ".google.protobuf.FloatValue" => {
+                    format!("crate::json::enc::float(out, {v}.value as f64);")
+                }
+                ".google.protobuf.StringValue" => {
+                    format!("crate::json::enc::string(out, &{v}.value);")
+                }
+                ".google.protobuf.BytesValue" => {
+                    format!("crate::json::enc::bytes(out, &{v}.value);")
+                }
+                t if t.starts_with(".google.protobuf.") => {
+                    format!("crate::json::enc::via_serde(out, {v})?;")
+                }
+                _ => format!("crate::json::ProtoJson::write_json({v}, out)?;"),
+            },
+            Type::Group => panic!("proto2 groups are not supported"),
+        }
+    }
+
+    /// The condition under which a singular proto3 scalar is written (not its default).
+    fn non_default(ty: Type, v: &str) -> String {
+        match ty {
+            Type::String | Type::Bytes => format!("!{v}.is_empty()"),
+            Type::Bool => v.to_string(),
+            Type::Double | Type::Float => format!("{v} != 0.0"),
+            _ => format!("{v} != 0"),
+        }
+    }
+
+    fn gen_message(
+        files: &[FileDescriptorProto],
+        out: &mut String,
+        pkg: &str,
+        parents: &[String],
+        msg: &DescriptorProto,
+    ) {
+        let name = msg.name();
+        let mut path = format!("crate::{}", pkg.replace('.', "::"));
+        for p in parents {
+            write!(path, "::{}", snake(p)).unwrap();
+        }
+        let module = {
+            let mut m = path.clone();
+            write!(m, "::{}", snake(name)).unwrap();
+            m
+        };
+        write!(path, "::{}", name.to_upper_camel_case()).unwrap();
+        writeln!(out, "impl crate::json::ProtoJson for {path} {{").unwrap();
+        writeln!(
+            out,
+            "    #[allow(unused_variables, unused_mut)]
+    fn write_json(&self, out: &mut Vec<u8>) -> Result<(), crate::json::JsonError> {{"
+        )
+        .unwrap();
+        writeln!(
+            out,
+            "        out.push(b'{{');
+        let mut first = true;"
+        )
+        .unwrap();
+        for field in &msg.field {
+            let fname = field.name();
+            let ty = field.r#type();
+            let tn = field.type_name();
+            let key = format!("crate::json::enc::key(out, &mut first, {fname:?});");
+            let repeated = field.label() == Label::Repeated;
+            let oneof = field.oneof_index.filter(|_| !field.proto3_optional());
+            if let Some(idx) = oneof {
+                let oneof_name = msg.oneof_decl[idx as usize].name();
+                let variant = fname.to_upper_camel_case();
+                let enum_path = format!("{module}::{}", oneof_name.to_upper_camel_case());
+                writeln!(
+                    out,
+                    "        if let Some({enum_path}::{variant}(v)) = &self.{} {{ {key} {} }}",
+                    snake(oneof_name),
+                    value_code(files, ty, tn, "v")
+                )
+                .unwrap();
+                continue;
+            }
+            let f = format!("self.{}", snake(fname));
+            if repeated {
+                writeln!(
+                    out,
+                    "        if !{f}.is_empty() {{ {key} out.push(b'['); for (i, v) in {f}.iter().enumerate() {{ if i > 0 {{ out.push(b','); }} {} }} out.push(b']'); }}",
+                    value_code(files, ty, tn, "v")
+                )
+                .unwrap();
+            } else if ty == Type::Message || field.proto3_optional() {
+                writeln!(
+                    out,
+                    "        if let Some(v) = &{f} {{ {key} {} }}",
+                    value_code(files, ty, tn, "v")
+                )
+                .unwrap();
+            } else {
+                writeln!(
+                    out,
+                    "        if {} {{ let v = &{f}; {key} {} }}",
+                    non_default(ty, &f),
+                    value_code(files, ty, tn, "v")
+                )
+                .unwrap();
+            }
+        }
+        writeln!(
+            out,
+            "        out.push(b'}}');
+        Ok(())
+    }}
+}}
+"
+        )
+        .unwrap();
+        let mut nested_parents = parents.to_vec();
+        nested_parents.push(name.to_string());
+        for nested in &msg.nested_type {
+            if nested.options.as_ref().is_some_and(|o| o.map_entry()) {
+                panic!("map fields are not supported by the protojson generator");
+            }
+            gen_message(files, out, pkg, &nested_parents, nested);
+        }
+    }
+
+    pub fn generate(fds: &FileDescriptorSet) -> String {
+        let mut out = String::from(
+            "// @generated by hubble-api/build.rs from the .proto files.
+
+",
+        );
+        for file in &fds.file {
+            let pkg = file.package();
+            if pkg.starts_with("google.") {
+                continue;
+            }
+            for msg in &file.message_type {
+                gen_message(&fds.file, &mut out, pkg, &[], msg);
+            }
+        }
+        out
+    }
+}
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let protos = [
         "proto/flow/flow.proto",
@@ -15,6 +247,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let out = PathBuf::from(std::env::var("OUT_DIR")?);
     let fds = protox::compile(protos, ["proto"])?;
+    std::fs::write(out.join("protojson.rs"), protojson::generate(&fds))?;
     let descriptor_path = out.join("hubble_descriptor.bin");
     std::fs::write(&descriptor_path, prost::Message::encode_to_vec(&fds))?;
 

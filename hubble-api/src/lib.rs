@@ -26,6 +26,12 @@ pub mod peer {
     include!(concat!(env!("OUT_DIR"), "/peer.serde.rs"));
 }
 
+// Generated `impl json::ProtoJson` for every message (deprecated fields are still encoded).
+#[allow(deprecated)]
+mod protojson_impls {
+    include!(concat!(env!("OUT_DIR"), "/protojson.rs"));
+}
+
 /// Encoded `FileDescriptorSet` of every package, for gRPC server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/hubble_descriptor.bin"));

@@ -6,7 +6,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use hubble::printer::{OutputFormat, Printer, PrinterOptions, TimeFormat};
-use hubble_api::observer::GetFlowsResponse;
+use hubble_api::observer::{
+    GetAgentEventsResponse, GetDebugEventsResponse, GetFlowsResponse, ServerStatusResponse,
+};
 
 fn golden_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/golden")
@@ -44,7 +46,7 @@ fn options(args: &str) -> PrinterOptions {
     opts
 }
 
-fn read_input(name: &str) -> Vec<GetFlowsResponse> {
+fn read_input<T: serde::de::DeserializeOwned>(name: &str) -> Vec<T> {
     let text = std::fs::read_to_string(golden_dir().join(name)).unwrap();
     text.lines()
         .enumerate()
@@ -66,7 +68,7 @@ fn render(input: &[GetFlowsResponse], opts: PrinterOptions) -> (Vec<u8>, Vec<u8>
 }
 
 fn check_cases(input: &str, cases: &str, expected_dir: &str) {
-    let flows = read_input(input);
+    let flows: Vec<GetFlowsResponse> = read_input(input);
     let cases = std::fs::read_to_string(golden_dir().join(cases)).unwrap();
     let mut failures = Vec::new();
     let mut n = 0;
@@ -120,6 +122,62 @@ fn matches_go_hubble_v0_11_6() {
 #[test]
 fn matches_go_hubble_v1_19_4_source() {
     check_cases("input-v1.19.jsonl", "cases-v1.19.txt", "v1.19.4");
+}
+
+/// Agent and debug events, against Go Hubble v0.11.6's printer (which prints them as v1.19.4
+/// does, apart from terminal escaping); the file names say the options.
+#[test]
+fn events_match_go_hubble_v0_11_6() {
+    let agent: Vec<GetAgentEventsResponse> = read_input("agent-events.jsonl");
+    let debug: Vec<GetDebugEventsResponse> = read_input("debug-events.jsonl");
+    let dir = golden_dir().join("events-go-v0.11.6");
+    let mut n = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_stem().unwrap().to_str().unwrap().to_string();
+        let (kind, rest) = name.split_once('-').unwrap();
+        let mut args = String::new();
+        let mode = rest.split('-').next().unwrap();
+        args.push_str(&format!("-o {mode}"));
+        if rest.contains("node-name") {
+            args.push_str(" --print-node-name");
+        }
+        if rest.ends_with("rfc3339nano") {
+            args.push_str(" --time-format RFC3339Nano");
+        }
+        let mut p = Printer::new(Vec::new(), options(&args));
+        match kind {
+            "agent" => agent.iter().for_each(|r| p.write_agent_event(r).unwrap()),
+            "debug" => debug.iter().for_each(|r| p.write_debug_event(r).unwrap()),
+            other => panic!("unexpected file {other}"),
+        }
+        p.finish().unwrap();
+        let got = String::from_utf8(p.into_inner()).unwrap();
+        let want = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(got, want, "{name} ({args})");
+        n += 1;
+    }
+    assert!(n >= 16);
+}
+
+/// `hubble status` compact output (without flows_rate, which v0.11.6 lacks), one status per
+/// file, against Go Hubble v0.11.6's printer.
+#[test]
+fn status_matches_go_hubble_v0_11_6() {
+    let statuses: Vec<ServerStatusResponse> = read_input("status.jsonl");
+    for (i, st) in statuses.iter().enumerate() {
+        let mut p = Printer::new(Vec::new(), options("-o compact"));
+        p.write_server_status(st).unwrap();
+        p.finish().unwrap();
+        let got = String::from_utf8(p.into_inner()).unwrap();
+        let path = golden_dir().join(format!("status-go-v0.11.6/status-{}-compact.txt", i + 1));
+        assert_eq!(
+            got,
+            std::fs::read_to_string(path).unwrap(),
+            "status line {}",
+            i + 1
+        );
+    }
 }
 
 #[test]

@@ -97,3 +97,41 @@ fn golden_input_v1_19() {
 fn demo_flows() {
     snapshot_all("demo", &read("fixtures/flows/demo.jsonl"));
 }
+
+/// `hubble status` in every mode (v1.19.4 adds FLOWS PER SECOND and uses flows_rate).
+#[test]
+fn server_status() {
+    let mut statuses: Vec<hubble_api::observer::ServerStatusResponse> = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/golden/status.jsonl"),
+    )
+    .unwrap()
+    .lines()
+    .map(|l| serde_json::from_str(l).unwrap())
+    .collect();
+    statuses[0].flows_rate = 12.345;
+    let mut all = String::new();
+    for format in [
+        OutputFormat::Compact,
+        OutputFormat::Dict,
+        OutputFormat::Table,
+        OutputFormat::Json,
+    ] {
+        for st in &statuses {
+            let mut p = Printer::new(
+                Vec::new(),
+                PrinterOptions {
+                    format,
+                    ..Default::default()
+                },
+            );
+            p.write_server_status(st).unwrap();
+            p.finish().unwrap();
+            all.push_str(&format!("--- {format}\n"));
+            all.push_str(&String::from_utf8(p.into_inner()).unwrap());
+        }
+    }
+    let mut settings = insta::Settings::clone_current();
+    settings.set_snapshot_path("../../snapshots");
+    settings.set_prepend_module_to_snapshot(false);
+    settings.bind(|| insta::assert_snapshot!("printer__server_status", all));
+}

@@ -2,6 +2,7 @@
 //! byte as Go Hubble (v1.19.4) prints GetFlowsResponses, lost events and node status events.
 
 mod escape;
+mod events;
 mod fields;
 pub mod json;
 mod protojson;

@@ -269,10 +269,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for pkg in ["flow", "observer", "peer", "relay"] {
         let path = out.join(format!("{pkg}.serde.rs"));
         let code = std::fs::read_to_string(&path)?;
-        let code = code.replace(
-            "::pbjson::private::NumberDeserialize",
-            "crate::json::NumberDeserialize",
-        );
+        let code = code
+            .replace(
+                "::pbjson::private::NumberDeserialize",
+                "crate::json::NumberDeserialize",
+            )
+            // Record skipped unknown fields (see json::take_unknown_fields_seen).
+            .replace(
+                "let _ = map_.next_value::<serde::de::IgnoredAny>()?;",
+                "crate::json::note_unknown_field(); let _ = map_.next_value::<serde::de::IgnoredAny>()?;",
+            );
         std::fs::write(&path, code)?;
     }
     Ok(())

@@ -419,3 +419,136 @@ mod enc_tests {
         assert_eq!(v, b"\"aHViYmxlIQ==\"");
     }
 }
+
+// ---- Unknown JSON fields -------------------------------------------------------------
+//
+// The generated deserializers skip fields they do not know (a newer Hubble's additions)
+// and record that they did; readers that re-emit JSON can then carry those fields over
+// from the original document with `merge_unknown_fields`.
+
+thread_local! {
+    static UNKNOWN_SEEN: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Called by the generated deserializers when they skip an unknown field.
+#[doc(hidden)]
+pub fn note_unknown_field() {
+    UNKNOWN_SEEN.with(|c| c.set(true));
+}
+
+/// Whether an unknown field was skipped on this thread since the last call; resets it.
+pub fn take_unknown_fields_seen() -> bool {
+    UNKNOWN_SEEN.with(|c| c.replace(false))
+}
+
+struct FieldInfo {
+    /// proto name and JSON (lowerCamel) name: protojson accepts both.
+    names: [String; 2],
+    /// Fully qualified message type for message fields (`.flow.Endpoint`).
+    message: Option<String>,
+}
+
+fn schema() -> &'static std::collections::HashMap<String, Vec<FieldInfo>> {
+    use prost::Message as _;
+    static SCHEMA: std::sync::OnceLock<std::collections::HashMap<String, Vec<FieldInfo>>> =
+        std::sync::OnceLock::new();
+    SCHEMA.get_or_init(|| {
+        let mut map = std::collections::HashMap::new();
+        let Ok(fds) = prost_types::FileDescriptorSet::decode(crate::FILE_DESCRIPTOR_SET) else {
+            return map;
+        };
+        fn walk(
+            map: &mut std::collections::HashMap<String, Vec<FieldInfo>>,
+            prefix: &str,
+            msg: &prost_types::DescriptorProto,
+        ) {
+            let full = format!("{prefix}.{}", msg.name());
+            let fields = msg
+                .field
+                .iter()
+                .map(|f| FieldInfo {
+                    names: [f.name().to_string(), f.json_name().to_string()],
+                    message: (f.r#type() == prost_types::field_descriptor_proto::Type::Message)
+                        .then(|| f.type_name().to_string()),
+                })
+                .collect();
+            for nested in &msg.nested_type {
+                walk(map, &full, nested);
+            }
+            map.insert(full, fields);
+        }
+        for file in &fds.file {
+            let prefix = format!(".{}", file.package());
+            for msg in &file.message_type {
+                walk(&mut map, &prefix, msg);
+            }
+        }
+        map
+    })
+}
+
+/// Copies into `target` (our own encoding of a message of type `message`, e.g.
+/// `.observer.GetFlowsResponse`) every field of `original` (the JSON it was read from) that
+/// the schema does not know, recursively through known message fields. Well-known types
+/// are left alone.
+pub fn merge_unknown_fields(
+    message: &str,
+    original: &serde_json::Value,
+    target: &mut serde_json::Value,
+) {
+    use serde_json::Value;
+    let (Value::Object(orig), Value::Object(tgt)) = (original, target) else {
+        return;
+    };
+    let Some(fields) = schema().get(message) else {
+        return;
+    };
+    for (key, value) in orig {
+        match fields.iter().find(|f| f.names.iter().any(|n| n == key)) {
+            None => {
+                tgt.insert(key.clone(), value.clone());
+            }
+            Some(FieldInfo {
+                message: Some(sub),
+                names,
+            }) if !sub.starts_with(".google.protobuf.") => {
+                let Some(ours) = tgt.get_mut(&names[0]) else {
+                    continue;
+                };
+                match (value, ours) {
+                    (Value::Array(a), Value::Array(b)) => {
+                        for (x, y) in a.iter().zip(b.iter_mut()) {
+                            merge_unknown_fields(sub, x, y);
+                        }
+                    }
+                    (x, y) => merge_unknown_fields(sub, x, y),
+                }
+            }
+            Some(_) => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod unknown_tests {
+    use super::*;
+    use crate::observer::GetFlowsResponse;
+
+    #[test]
+    fn unknown_fields_are_noticed_and_merged_back() {
+        let line = r#"{"flow":{"verdict":"DROPPED","future":{"a":1},"source":{"namespace":"x","newer":"y"},"l4":{"TCP":{"source_port":1,"zz":true}}},"node_name":"n","top":[1]}"#;
+        take_unknown_fields_seen();
+        let resp: GetFlowsResponse = serde_json::from_str(line).unwrap();
+        assert!(take_unknown_fields_seen());
+        assert!(!take_unknown_fields_seen(), "the flag resets");
+        let ours = resp.to_json_vec().unwrap();
+        let mut ours: serde_json::Value = serde_json::from_slice(&ours).unwrap();
+        let original: serde_json::Value = serde_json::from_str(line).unwrap();
+        merge_unknown_fields(".observer.GetFlowsResponse", &original, &mut ours);
+        assert_eq!(ours, original);
+
+        let _: GetFlowsResponse =
+            serde_json::from_str(r#"{"flow":{"verdict":"DROPPED"}}"#).unwrap();
+        assert!(!take_unknown_fields_seen());
+    }
+}

@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, mpsc};
 
 use chrono::{DateTime, Utc};
+use hubble_api::json::ProtoJson;
 use hubble_api::observer::GetFlowsResponse;
 use hubble_api::observer::get_flows_response::ResponseTypes;
 
@@ -72,8 +73,9 @@ pub fn observe_reader<R: Read, W: Write>(
     let mut stats = Stats::default();
     let last_n = sel.last_n();
     let first_n = sel.first_n();
-    let mut last_buf: VecDeque<GetFlowsResponse> = VecDeque::new();
-    let proc = LineProcessor::new(filters, sel);
+    let mut last_buf: VecDeque<Passed> = VecDeque::new();
+    let json = is_json(printer.options());
+    let proc = LineProcessor::new(filters, sel, json);
 
     while let Some(line) = reader.next_line()? {
         stats.lines += 1;
@@ -92,7 +94,7 @@ pub fn observe_reader<R: Read, W: Write>(
                 on_error(&e);
                 continue;
             }
-            Outcome::Pass(resp) => resp,
+            Outcome::Pass(passed) => passed,
         };
         if let Some(n) = last_n {
             if last_buf.len() == n {
@@ -101,18 +103,39 @@ pub fn observe_reader<R: Read, W: Write>(
             last_buf.push_back(resp);
             continue;
         }
-        printer.write_response(&resp)?;
+        write_passed(printer, &resp)?;
         stats.printed += 1;
         if first_n.is_some_and(|n| stats.printed >= n) {
             break;
         }
     }
     for resp in &last_buf {
-        printer.write_response(resp)?;
+        write_passed(printer, resp)?;
         stats.printed += 1;
     }
     printer.finish()?;
     Ok(stats)
+}
+
+/// A response that passed, with the JSON it was read from when that held unknown fields.
+struct Passed {
+    resp: GetFlowsResponse,
+    original: Option<serde_json::Value>,
+}
+
+/// Prints a passed response; for JSON output, fields unknown to our schema are merged back
+/// in from the original document.
+fn write_passed<W: Write>(printer: &mut Printer<W>, p: &Passed) -> io::Result<()> {
+    let Some(original) = &p.original else {
+        return printer.write_response(&p.resp);
+    };
+    let ours = p.resp.to_json_vec().map_err(io::Error::other)?;
+    let mut merged: serde_json::Value = serde_json::from_slice(&ours).map_err(io::Error::other)?;
+    hubble_api::json::merge_unknown_fields(".observer.GetFlowsResponse", original, &mut merged);
+    let mut buf = Vec::with_capacity(ours.len() + 64);
+    crate::printer::json::write_go_json(&mut buf, &merged)?;
+    buf.push(b'\n');
+    printer.get_mut().write_all(&buf)
 }
 
 /// What became of one input line.
@@ -123,7 +146,7 @@ enum Outcome {
     /// Blank, or filtered out.
     Skip,
     Invalid(LineError),
-    Pass(GetFlowsResponse),
+    Pass(Passed),
 }
 
 /// The per-line work shared by the sequential and the parallel paths.
@@ -133,11 +156,14 @@ struct LineProcessor<'a> {
     since: Option<(i64, i32)>,
     until: Option<(i64, i32)>,
     prefilter: bool,
+    /// JSON output without a field mask: unknown fields are kept.
+    keep_unknown: bool,
 }
 
 impl<'a> LineProcessor<'a> {
-    fn new(filters: &'a FlowFilters, sel: &'a Selection) -> Self {
+    fn new(filters: &'a FlowFilters, sel: &'a Selection, json: bool) -> Self {
         LineProcessor {
+            keep_unknown: json && sel.field_mask.is_empty(),
             filters,
             sel,
             since: sel.since.map(to_pair),
@@ -150,11 +176,13 @@ impl<'a> LineProcessor<'a> {
         if self.prefilter && !self.filters.line_may_match(bytes) && looks_like_object(bytes) {
             return Outcome::Skip;
         }
+        hubble_api::json::take_unknown_fields_seen();
         let mut resp = match parse_line(no, bytes) {
             Ok(Some(r)) => r,
             Ok(None) => return Outcome::Skip,
             Err(e) => return Outcome::Invalid(e),
         };
+        let unknown = hubble_api::json::take_unknown_fields_seen();
         if self.since.is_some() || self.until.is_some() {
             let t = response_time(&resp);
             if self.since.is_some_and(|s| t < s) || self.until.is_some_and(|u| t > u) {
@@ -167,8 +195,16 @@ impl<'a> LineProcessor<'a> {
         if !self.sel.field_mask.is_empty() {
             apply_field_mask(&mut resp, &self.sel.field_mask);
         }
-        Outcome::Pass(resp)
+        // JSON output carries fields we do not know (from a newer Hubble) over unchanged.
+        let original = (unknown && self.keep_unknown)
+            .then(|| serde_json::from_slice(bytes).ok())
+            .flatten();
+        Outcome::Pass(Passed { resp, original })
     }
+}
+
+fn is_json(opts: &PrinterOptions) -> bool {
+    matches!(opts.format, OutputFormat::Json | OutputFormat::JsonPb)
 }
 
 /// Whether [`observe_parallel`] can produce the same output as [`observe_reader`]: every
@@ -207,7 +243,7 @@ pub fn observe_parallel<R: Read + Send, W: Write>(
 ) -> io::Result<Stats> {
     const BLOCK_SIZE: usize = 128 << 10;
     let threads = threads.max(1);
-    let proc = LineProcessor::new(filters, sel);
+    let proc = LineProcessor::new(filters, sel, is_json(opts));
     let first_n = sel.first_n();
     let stop = AtomicBool::new(false);
     let (job_tx, job_rx) = mpsc::sync_channel::<(u64, Block)>(threads);
@@ -324,7 +360,7 @@ fn run_block(
             Outcome::Invalid(e) => r.errors.push(e),
             Outcome::Pass(resp) => {
                 // Writing into a Vec cannot fail.
-                let _ = printer.write_response(&resp);
+                let _ = write_passed(printer, &resp);
                 r.ends.push(printer.get_mut().len());
             }
         }

@@ -207,8 +207,21 @@ fn malformed_lines_are_reported_and_the_rest_is_printed() {
         err.contains("4 of 11 lines were invalid and skipped"),
         "{err}"
     );
-    // The good lines (1, 2, 4, 8, 10, 11), unknown fields included, are all printed.
-    assert_eq!(stdout(&o).lines().count(), 6);
+    // The good lines (1, 2, 4, 8, 10, 11), unknown fields included, are all printed, and
+    // the fields a newer Hubble may add survive into the JSON output.
+    let out = stdout(&o);
+    assert_eq!(out.lines().count(), 6);
+    assert!(
+        out.lines().nth(1).unwrap().contains("\"future_field\":1"),
+        "{out}"
+    );
+    assert!(
+        out.lines()
+            .nth(5)
+            .unwrap()
+            .ends_with(",\"future_top_level\":{\"x\":[1,2]}}"),
+        "{out}"
+    );
 
     let silent = hubble(&["observe", "--input-file", MALFORMED, "-s"]);
     assert_eq!(silent.status.code(), Some(1));

@@ -10,7 +10,8 @@ use hubble_api::observer::{GetAgentEventsResponse, GetDebugEventsResponse, Serve
 use hubble_api::pbjson_types::{Int32Value, UInt32Value};
 
 use super::fields::{push_enum, push_int, push_str};
-use super::{OutputFormat, Printer, TimeFormat, json, time};
+use super::{OutputFormat, Printer, TimeFormat, time};
+use hubble_api::json::ProtoJson;
 
 impl<W: Write> Printer<W> {
     fn push_node_prefix(&mut self, node: &str) {
@@ -21,12 +22,15 @@ impl<W: Write> Printer<W> {
         }
     }
 
-    fn write_serde_json_line<T: serde::Serialize>(&mut self, v: &T) -> io::Result<()> {
+    fn write_json_line<T: ProtoJson>(&mut self, v: &T) -> io::Result<()> {
         self.scratch.clear();
-        let res = json::write_go_json(&mut self.scratch, v).and_then(|()| {
-            self.scratch.push(b'\n');
-            self.out.write_all(&self.scratch)
-        });
+        let res = v
+            .write_json(&mut self.scratch)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))
+            .and_then(|()| {
+                self.scratch.push(b'\n');
+                self.out.write_all(&self.scratch)
+            });
         self.scratch.clear();
         res
     }
@@ -42,7 +46,7 @@ impl<W: Write> Printer<W> {
         self.scratch.clear();
         let tf = self.opts.time_format;
         match self.opts.format {
-            OutputFormat::Json | OutputFormat::JsonPb => return self.write_serde_json_line(r),
+            OutputFormat::Json | OutputFormat::JsonPb => return self.write_json_line(r),
             OutputFormat::Compact => {
                 time::push_timestamp(&mut self.scratch, tf, r.time.as_ref());
                 self.push_node_prefix(&r.node_name);
@@ -108,7 +112,7 @@ impl<W: Write> Printer<W> {
         let tf = self.opts.time_format;
         let b = &mut self.scratch;
         match self.opts.format {
-            OutputFormat::Json | OutputFormat::JsonPb => return self.write_serde_json_line(r),
+            OutputFormat::Json | OutputFormat::JsonPb => return self.write_json_line(r),
             OutputFormat::Compact => {
                 time::push_timestamp(b, tf, r.time.as_ref());
                 self.push_node_prefix(&r.node_name);
@@ -194,7 +198,7 @@ impl<W: Write> Printer<W> {
         self.scratch.clear();
         let b = &mut self.scratch;
         match self.opts.format {
-            OutputFormat::Json | OutputFormat::JsonPb => return self.write_serde_json_line(res),
+            OutputFormat::Json | OutputFormat::JsonPb => return self.write_json_line(res),
             OutputFormat::Table => {
                 push_str(
                     b,

@@ -61,7 +61,10 @@ fn compact_and_dict_do_not_allocate_per_flow() {
         .map(|l| serde_json::from_str(l).unwrap())
         .filter(|r: &GetFlowsResponse| r.response_types.is_some())
         .collect();
-    assert!(ALLOCS.load(Ordering::Relaxed) > 0, "the counting allocator is not in use");
+    assert!(
+        ALLOCS.load(Ordering::Relaxed) > 0,
+        "the counting allocator is not in use"
+    );
     for (format, color) in [
         (OutputFormat::Compact, false),
         (OutputFormat::Compact, true),

@@ -198,7 +198,7 @@ pub fn write_go_json<T: Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) -> io:
 }
 
 /// Appends a GetFlowsResponse the way Go Hubble's `-o jsonpb` prints it (with the newline).
-/// Uses the fast hand-written encoder; `write_get_flows_response_serde` is the same through
+/// Uses the encoder generated from the .proto files; `write_get_flows_response_serde` is the same through
 /// the generated serde impls.
 pub fn write_get_flows_response(out: &mut Vec<u8>, resp: &GetFlowsResponse) -> io::Result<()> {
     super::protojson::write_get_flows_response(out, resp)

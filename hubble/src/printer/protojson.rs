@@ -40,11 +40,13 @@ mod tests {
 
     #[test]
     fn invalid_timestamp_leaves_nothing_behind() {
-        let mut r = GetFlowsResponse::default();
-        r.time = Some(hubble_api::pbjson_types::Timestamp {
-            seconds: i64::MAX,
-            nanos: 0,
-        });
+        let r = GetFlowsResponse {
+            time: Some(hubble_api::pbjson_types::Timestamp {
+                seconds: i64::MAX,
+                nanos: 0,
+            }),
+            ..Default::default()
+        };
         let mut out = b"before".to_vec();
         assert!(write_get_flows_response(&mut out, &r).is_err());
         assert_eq!(out, b"before");

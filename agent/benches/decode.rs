@@ -67,6 +67,22 @@ fn bench(c: &mut Criterion) {
     let per_flow = (ALLOCS.load(Ordering::Relaxed) - before) as f64 / n as f64;
     eprintln!("decode+enrich: {per_flow:.1} allocations per flow");
 
+    let mut reused = hubble_api::flow::Flow::default();
+    for _ in 0..100 {
+        enricher
+            .flow_into_from_sample(&sample, t, &mut reused)
+            .unwrap();
+    }
+    let before = ALLOCS.load(Ordering::Relaxed);
+    for _ in 0..n {
+        enricher
+            .flow_into_from_sample(&sample, t, &mut reused)
+            .unwrap();
+        black_box(&reused);
+    }
+    let per_flow = (ALLOCS.load(Ordering::Relaxed) - before) as f64 / n as f64;
+    eprintln!("decode+enrich into a reused Flow: {per_flow:.2} allocations per flow");
+
     c.bench_function("monitor_decode_tcp_trace", |b| {
         b.iter(|| {
             let ev = decode(black_box(&sample)).unwrap();
@@ -75,6 +91,14 @@ fn bench(c: &mut Criterion) {
     });
     c.bench_function("decode_enrich_tcp_trace_to_flow", |b| {
         b.iter(|| black_box(enricher.flow_from_sample(black_box(&sample), t).unwrap()))
+    });
+    c.bench_function("decode_enrich_tcp_trace_into_reused_flow", |b| {
+        b.iter(|| {
+            enricher
+                .flow_into_from_sample(black_box(&sample), t, &mut reused)
+                .unwrap();
+            black_box(&reused);
+        })
     });
 }
 

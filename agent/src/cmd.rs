@@ -81,35 +81,42 @@ impl std::fmt::Display for Counters {
     }
 }
 
-/// Turns records into JSON lines; shared by `run` and `replay`.
+/// Turns records into JSON lines; shared by `run` and `replay`. One response (and its flow's
+/// buffers) is reused from line to line.
 pub struct FlowPrinter<G> {
     pub enricher: Enricher<G>,
     pub counters: Counters,
+    resp: GetFlowsResponse,
     buf: Vec<u8>,
 }
 
 impl<G: crate::enrich::Getters> FlowPrinter<G> {
     pub fn new(enricher: Enricher<G>) -> Self {
+        let resp = GetFlowsResponse {
+            node_name: enricher.node_name().to_string(),
+            ..GetFlowsResponse::default()
+        };
         Self {
             enricher,
             counters: Counters::default(),
+            resp,
             buf: Vec::with_capacity(4096),
         }
     }
 
     /// Handles one record; writes a JSON line when `out` is given.
     pub fn handle(&mut self, r: &RawRecord, out: Option<&mut dyn Write>) -> io::Result<()> {
-        let resp = match r {
+        match r {
             RawRecord::Sample { time, data, .. } => {
-                match self.enricher.flow_from_sample(data, *time) {
-                    Ok(flow) => {
-                        self.counters.flows += 1;
-                        GetFlowsResponse {
-                            node_name: self.enricher.node_name().to_string(),
-                            time: flow.time,
-                            response_types: Some(ResponseTypes::Flow(flow)),
-                        }
-                    }
+                let mut flow = match self.resp.response_types.take() {
+                    Some(ResponseTypes::Flow(f)) => f,
+                    _ => Default::default(),
+                };
+                let res = self.enricher.flow_into_from_sample(data, *time, &mut flow);
+                self.resp.time = flow.time;
+                self.resp.response_types = Some(ResponseTypes::Flow(flow));
+                match res {
+                    Ok(()) => self.counters.flows += 1,
                     Err(EnrichError::NotIp) => {
                         self.counters.non_ip += 1;
                         return Ok(());
@@ -123,23 +130,20 @@ impl<G: crate::enrich::Getters> FlowPrinter<G> {
             RawRecord::Lost { cpu, time, count } => {
                 self.counters.lost += count;
                 let ts = timestamp(*time);
-                GetFlowsResponse {
-                    node_name: self.enricher.node_name().to_string(),
-                    time: Some(ts),
-                    response_types: Some(ResponseTypes::LostEvents(LostEvent {
-                        source: LostEventSource::PerfEventRingBuffer as i32,
-                        num_events_lost: *count,
-                        cpu: Some(Int32Value { value: *cpu as i32 }),
-                        first: Some(ts),
-                        last: Some(ts),
-                    })),
-                }
+                self.resp.time = Some(ts);
+                self.resp.response_types = Some(ResponseTypes::LostEvents(LostEvent {
+                    source: LostEventSource::PerfEventRingBuffer as i32,
+                    num_events_lost: *count,
+                    cpu: Some(Int32Value { value: *cpu as i32 }),
+                    first: Some(ts),
+                    last: Some(ts),
+                }));
             }
-        };
+        }
         if let Some(out) = out {
             // Go Hubble's exact `-o json` bytes (field order, `Z` timestamps, HTML escaping).
             self.buf.clear();
-            hubble::printer::json::write_get_flows_response(&mut self.buf, &resp)?;
+            hubble::printer::json::write_get_flows_response(&mut self.buf, &self.resp)?;
             out.write_all(&self.buf)?;
         }
         Ok(())

@@ -16,7 +16,7 @@ use hubble_api::flow::{
 use pbjson_types::{BoolValue, Timestamp};
 
 use crate::monitor::abi::*;
-use crate::monitor::packet::{self, L4, Layer, Packet, tcp_flags};
+use crate::monitor::packet::{self, L4, Packet, tcp_flags};
 use crate::monitor::{DecodeError, MonitorEvent};
 pub use state::{EndpointInfo, NodeState};
 
@@ -55,11 +55,123 @@ pub enum EnrichError {
     NotIp,
 }
 
-/// Builds flows; owns the uuid generator.
+/// Builds flows; owns the uuid generator and a pool of buffers recycled from old flows.
 pub struct Enricher<G> {
     getters: G,
     node_name: String,
     rng: u64,
+    pool: Pool,
+}
+
+/// Strings and vectors taken from flows given back (`flow_into`), reused for new flows so
+/// that a steady stream of flows allocates (almost) nothing.
+#[derive(Default)]
+struct Pool {
+    strings: Vec<String>,
+    string_vecs: Vec<Vec<String>>,
+    workload_vecs: Vec<Vec<Workload>>,
+}
+
+const POOL_MAX: usize = 256;
+
+impl Pool {
+    /// A cleared buffer from the pool, or a new one of `cap` bytes.
+    fn string(&mut self, cap: usize) -> String {
+        match self.strings.pop() {
+            Some(mut s) => {
+                s.clear();
+                s
+            }
+            None => String::with_capacity(cap),
+        }
+    }
+
+    fn str(&mut self, v: &str) -> String {
+        let mut s = self.string(v.len());
+        s.push_str(v);
+        s
+    }
+
+    fn ip(&mut self, ip: IpAddr) -> String {
+        let mut s = self.string(39);
+        match ip {
+            IpAddr::V4(a) => {
+                for (i, o) in a.octets().iter().enumerate() {
+                    if i > 0 {
+                        s.push('.');
+                    }
+                    push_dec(&mut s, *o);
+                }
+            }
+            IpAddr::V6(_) => {
+                use std::fmt::Write as _;
+                let _ = write!(s, "{ip}");
+            }
+        }
+        s
+    }
+
+    fn put(&mut self, s: String) {
+        if s.capacity() > 0 && self.strings.len() < POOL_MAX {
+            self.strings.push(s);
+        }
+    }
+
+    fn put_endpoint(&mut self, e: Endpoint) {
+        self.put(e.cluster_name);
+        self.put(e.namespace);
+        self.put(e.pod_name);
+        let mut labels = e.labels;
+        for l in labels.drain(..) {
+            self.put(l);
+        }
+        if labels.capacity() > 0 && self.string_vecs.len() < POOL_MAX {
+            self.string_vecs.push(labels);
+        }
+        let mut w = e.workloads;
+        for x in w.drain(..) {
+            self.put(x.name);
+            self.put(x.kind);
+        }
+        if w.capacity() > 0 && self.workload_vecs.len() < POOL_MAX {
+            self.workload_vecs.push(w);
+        }
+    }
+
+    /// Takes every buffer out of a flow this enricher built.
+    fn recycle(&mut self, f: Flow) {
+        self.put(f.uuid);
+        self.put(f.node_name);
+        self.put(f.summary);
+        if let Some(e) = f.ethernet {
+            self.put(e.source);
+            self.put(e.destination);
+        }
+        if let Some(ip) = f.ip {
+            self.put(ip.source);
+            self.put(ip.destination);
+            self.put(ip.source_xlated);
+        }
+        if let Some(e) = f.source {
+            self.put_endpoint(e);
+        }
+        if let Some(e) = f.destination {
+            self.put_endpoint(e);
+        }
+        for svc in [f.source_service, f.destination_service]
+            .into_iter()
+            .flatten()
+        {
+            self.put(svc.name);
+            self.put(svc.namespace);
+        }
+        if let Some(i) = f.interface {
+            self.put(i.name);
+        }
+        if let Some(file) = f.file {
+            self.put(file.name);
+        }
+    }
 }
 
 impl<G: Getters> Enricher<G> {
@@ -73,6 +185,7 @@ impl<G: Getters> Enricher<G> {
             getters,
             node_name: node_name.into(),
             rng: seed | 1,
+            pool: Pool::default(),
         }
     }
 
@@ -94,6 +207,26 @@ impl<G: Getters> Enricher<G> {
         self.flow(&ev, time)
     }
 
+    /// Like `flow_from_sample`, but writes into `out`, reusing the buffers of the flow it
+    /// held (which must come from this enricher). On error `out` is left empty.
+    pub fn flow_into_from_sample(
+        &mut self,
+        sample: &[u8],
+        time: SystemTime,
+        out: &mut Flow,
+    ) -> Result<(), EnrichError> {
+        let old = std::mem::take(out);
+        self.pool.recycle(old);
+        let ev = crate::monitor::decode(sample)?;
+        *out = self.flow(&ev, time)?;
+        Ok(())
+    }
+
+    /// Gives a flow's buffers back for reuse by the next flows.
+    pub fn recycle(&mut self, flow: Flow) {
+        self.pool.recycle(flow);
+    }
+
     fn next_u64(&mut self) -> u64 {
         // splitmix64
         self.rng = self.rng.wrapping_add(0x9e37_79b9_7f4a_7c15);
@@ -108,7 +241,7 @@ impl<G: Getters> Enricher<G> {
         let b = self.next_u64();
         let hi = (a & !0xf000) | 0x4000; // version 4
         let lo = (b & !(0xc << 60)) | (0x8 << 60); // RFC 4122 variant
-        let mut s = String::with_capacity(36);
+        let mut s = self.pool.string(36);
         push_hex(&mut s, hi >> 32, 8);
         s.push('-');
         push_hex(&mut s, (hi >> 16) & 0xffff, 4);
@@ -144,24 +277,24 @@ impl<G: Getters> Enricher<G> {
             time: Some(timestamp(time)),
             uuid: self.uuid(),
             r#type: flow::FlowType::L3L4 as i32,
-            node_name: self.node_name.clone(),
+            node_name: self.pool.str(&self.node_name),
             event_type: Some(CiliumEventType {
                 r#type: hdr.r#type as i32,
                 sub_type: hdr.subtype as i32,
             }),
-            summary: summary(&pkt),
+            summary: summary_into(self.pool.string(32), &pkt),
             ..Flow::default()
         };
         if let Some(e) = pkt.ethernet {
             f.ethernet = Some(Ethernet {
-                source: mac(&e.src),
-                destination: mac(&e.dst),
+                source: mac_into(self.pool.string(17), &e.src),
+                destination: mac_into(self.pool.string(17), &e.dst),
             });
         }
         let mut src_ip = ip.src;
         let mut ipf = Ip {
-            source: ip.src.to_string(),
-            destination: ip.dst.to_string(),
+            source: self.pool.ip(ip.src),
+            destination: self.pool.ip(ip.dst),
             ip_version: if ip.src.is_ipv4() {
                 flow::IpVersion::IPv4 as i32
             } else {
@@ -195,8 +328,8 @@ impl<G: Getters> Enricher<G> {
                     && let Some(orig) = orig_ip(&t.orig_ip, ip.src.is_ipv4())
                     && orig != ip.src
                 {
-                    ipf.source_xlated = ip.src.to_string();
-                    ipf.source = orig.to_string();
+                    ipf.source_xlated = self.pool.ip(ip.src);
+                    ipf.source = self.pool.ip(orig);
                     src_ip = orig;
                 }
                 if t.ip_trace_id != 0 {
@@ -216,7 +349,7 @@ impl<G: Getters> Enricher<G> {
                 f.drop_reason = hdr.subtype as u32;
                 f.drop_reason_desc = hdr.subtype as i32;
                 f.file = Some(FileInfo {
-                    name: file_name(d.file).to_string(),
+                    name: self.pool.str(file_name(d.file)),
                     line: d.line as u32,
                 });
                 f.interface = self.interface(d.ifindex);
@@ -282,45 +415,49 @@ impl<G: Getters> Enricher<G> {
         Ok(f)
     }
 
-    fn interface(&self, ifindex: u32) -> Option<NetworkInterface> {
-        (ifindex != 0).then(|| NetworkInterface {
+    fn interface(&mut self, ifindex: u32) -> Option<NetworkInterface> {
+        if ifindex == 0 {
+            return None;
+        }
+        let name = self.getters.interface_name(ifindex).unwrap_or_default();
+        Some(NetworkInterface {
             index: ifindex,
-            name: self
-                .getters
-                .interface_name(ifindex)
-                .unwrap_or_default()
-                .to_string(),
+            name: self.pool.str(name),
         })
     }
 
-    fn service(&self, ip: IpAddr, port: u16, proto: u8) -> Option<Service> {
-        self.getters
-            .service_of(ip, port, proto)
-            .map(|(namespace, name)| Service {
-                name: name.to_string(),
-                namespace: namespace.to_string(),
-            })
+    fn service(&mut self, ip: IpAddr, port: u16, proto: u8) -> Option<Service> {
+        let (namespace, name) = self.getters.service_of(ip, port, proto)?;
+        Some(Service {
+            name: self.pool.str(name),
+            namespace: self.pool.str(namespace),
+        })
     }
 
     /// Hubble's endpoint resolution: a local endpoint by address, else the identity the
     /// datapath gave (or the ipcache's) with that identity's labels.
-    fn endpoint(&self, ip: IpAddr, datapath_identity: u32) -> Endpoint {
+    fn endpoint(&mut self, ip: IpAddr, datapath_identity: u32) -> Endpoint {
+        let pool = &mut self.pool;
+        let mut labels = pool.string_vecs.pop().unwrap_or_default();
+        labels.clear();
         if let Some(ep) = self.getters.endpoint_by_ip(ip) {
+            labels.extend(ep.labels.iter().map(|l| pool.str(l)));
+            let mut workloads = pool.workload_vecs.pop().unwrap_or_default();
+            workloads.clear();
+            if let Some((kind, name)) = &ep.workload {
+                workloads.push(Workload {
+                    name: pool.str(name),
+                    kind: pool.str(kind),
+                });
+            }
             return Endpoint {
                 id: ep.id as u32,
                 identity: ep.identity,
-                cluster_name: ep.cluster.clone(),
-                namespace: ep.namespace.clone(),
-                labels: ep.labels.clone(),
-                pod_name: ep.pod_name.clone(),
-                workloads: ep
-                    .workload
-                    .iter()
-                    .map(|(kind, name)| Workload {
-                        name: name.clone(),
-                        kind: kind.clone(),
-                    })
-                    .collect(),
+                cluster_name: pool.str(&ep.cluster),
+                namespace: pool.str(&ep.namespace),
+                labels,
+                pod_name: pool.str(&ep.pod_name),
+                workloads,
             };
         }
         let identity = if datapath_identity != 0 {
@@ -328,14 +465,14 @@ impl<G: Getters> Enricher<G> {
         } else {
             self.getters.identity_of(ip)
         };
-        let labels = match state::reserved_labels(identity) {
-            Some(l) => l.iter().map(|s| s.to_string()).collect(),
-            None => self
-                .getters
-                .labels_of(identity)
-                .map(<[String]>::to_vec)
-                .unwrap_or_default(),
-        };
+        match state::reserved_labels(identity) {
+            Some(l) => labels.extend(l.iter().map(|s| pool.str(s))),
+            None => {
+                if let Some(l) = self.getters.labels_of(identity) {
+                    labels.extend(l.iter().map(|s| pool.str(s)));
+                }
+            }
+        }
         Endpoint {
             identity,
             labels,
@@ -392,6 +529,17 @@ fn timestamp(t: SystemTime) -> Timestamp {
     }
 }
 
+/// Appends a byte in decimal.
+fn push_dec(s: &mut String, v: u8) {
+    if v >= 100 {
+        s.push((b'0' + v / 100) as char);
+    }
+    if v >= 10 {
+        s.push((b'0' + (v / 10) % 10) as char);
+    }
+    s.push((b'0' + v % 10) as char);
+}
+
 /// Appends the low `digits` hex digits of `v`, zero padded.
 fn push_hex(s: &mut String, v: u64, digits: u32) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
@@ -400,8 +548,7 @@ fn push_hex(s: &mut String, v: u64, digits: u32) {
     }
 }
 
-fn mac(m: &[u8; 6]) -> String {
-    let mut s = String::with_capacity(17);
+fn mac_into(mut s: String, m: &[u8; 6]) -> String {
     for (i, b) in m.iter().enumerate() {
         if i > 0 {
             s.push(':');
@@ -483,9 +630,14 @@ fn layer4(l4: L4) -> Layer4 {
 
 /// Hubble's Summary: TCP flags, the ICMP type/code name, or the last decoded layer.
 pub fn summary(p: &Packet) -> String {
+    summary_into(String::new(), p)
+}
+
+/// `summary` written into a (cleared) buffer.
+fn summary_into(mut s: String, p: &Packet) -> String {
+    use std::fmt::Write as _;
     match p.l4 {
         Some(L4::Tcp { flags, .. }) => {
-            let mut s = String::with_capacity(32);
             s.push_str("TCP Flags: ");
             let names = [
                 (tcp_flags::SYN, "SYN"),
@@ -508,20 +660,18 @@ pub fn summary(p: &Packet) -> String {
                     first = false;
                 }
             }
-            s
         }
-        Some(L4::Icmpv4 { typ, code }) => format!("ICMPv4 {}", icmpv4_type_code(typ, code)),
-        Some(L4::Icmpv6 { typ, code }) => format!("ICMPv6 {}", icmpv6_type_code(typ, code)),
-        Some(L4::Udp { .. }) => "UDP".to_string(),
-        Some(L4::Sctp { .. }) => "SCTP".to_string(),
-        None => {
-            if p.last == Layer::None {
-                String::new()
-            } else {
-                p.last.name().to_string()
-            }
+        Some(L4::Icmpv4 { typ, code }) => {
+            let _ = write!(s, "ICMPv4 {}", icmpv4_type_code(typ, code));
         }
+        Some(L4::Icmpv6 { typ, code }) => {
+            let _ = write!(s, "ICMPv6 {}", icmpv6_type_code(typ, code));
+        }
+        Some(L4::Udp { .. }) => s.push_str("UDP"),
+        Some(L4::Sctp { .. }) => s.push_str("SCTP"),
+        None => s.push_str(p.last.name()),
     }
+    s
 }
 
 fn type_code(name: Option<(&str, Option<&str>, bool)>, typ: u8, code: u8) -> String {

@@ -216,3 +216,61 @@ fn icmp_type_code_strings() {
     );
     assert_eq!(icmpv6_type_code(143, 0), "143(0)");
 }
+
+#[test]
+fn reused_flows_equal_fresh_ones() {
+    let mut e = Enricher::new(fake(), "node-1");
+    let samples = [
+        trace(
+            TRACE_TO_LXC,
+            101,
+            TRACE_REASON_POLICY,
+            256,
+            257,
+            12,
+            &build::tcp4([10, 0, 0, 10], [10, 0, 0, 20], 40000, 8080, 0x02),
+        ),
+        trace(
+            TRACE_TO_LXC,
+            100,
+            TRACE_REASON_POLICY,
+            0,
+            256,
+            11,
+            &build::icmp4([192, 0, 2, 1], [10, 0, 0, 10], 8),
+        ),
+        trace(
+            TRACE_TO_LXC,
+            100,
+            TRACE_REASON_CT_REPLY,
+            257,
+            256,
+            11,
+            &build::tcp4([10, 0, 0, 20], [10, 0, 0, 10], 8080, 40000, 0x12),
+        ),
+    ];
+    let mut reused = Flow::default();
+    for _ in 0..3 {
+        for raw in &samples {
+            let mut fresh = e.flow_from_sample(raw, t0()).unwrap();
+            e.flow_into_from_sample(raw, t0(), &mut reused).unwrap();
+            fresh.uuid.clone_from(&reused.uuid);
+            assert_eq!(fresh, reused);
+        }
+    }
+    assert!(e.flow_into_from_sample(&[42], t0(), &mut reused).is_err());
+    assert_eq!(reused, Flow::default());
+}
+
+#[test]
+fn ipv4_strings() {
+    let mut p = Pool::default();
+    for a in [
+        [0, 0, 0, 0],
+        [10, 0, 0, 1],
+        [192, 168, 100, 255],
+        [1, 22, 103, 9],
+    ] {
+        assert_eq!(p.ip(IpAddr::from(a)), IpAddr::from(a).to_string());
+    }
+}

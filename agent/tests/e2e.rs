@@ -63,6 +63,13 @@ name = "server-ingress"
 namespace = "shop"
 endpoint_selector = {{ app = "server" }}
 ingress = [{{ from = [{{ labels = {{ app = "client" }} }}], ports = [{{ port = 8080, protocol = "TCP" }}] }}]
+
+[[policies]]
+name = "client-egress"
+namespace = "shop"
+endpoint_selector = {{ app = "client" }}
+egress = [{{ to = [{{ entity = "all" }}] }}]
+egress_deny = [{{ to = [{{ labels = {{ app = "other" }} }}], ports = [{{ port = 7777, protocol = "TCP" }}] }}]
 "#
     )
 }
@@ -218,6 +225,19 @@ fn datapath_flows_end_to_end() {
     })
     .unwrap();
     assert!(!denied, "port 9999 must be dropped by policy");
+    let egress_denied =
+        run_in(&client.netns, move || {
+            Ok(TcpStream::connect_timeout(
+                &SocketAddr::new(other_ip, 7777),
+                Duration::from_millis(500),
+            )
+            .is_ok())
+        })
+        .unwrap();
+    assert!(
+        !egress_denied,
+        "client egress to other:7777 must be dropped by the deny rule"
+    );
 
     run_in(&client.netns, move || {
         let u = UdpSocket::bind("0.0.0.0:0")?;
@@ -324,6 +344,19 @@ fn datapath_flows_end_to_end() {
             && tcp(f, "destination_port") == Some(9999)),
         "policy verdict for the denied port"
     );
+
+    // Egress deny rule: dropped at the client's egress with POLICY_DENY (181).
+    let egress_drop = flows
+        .iter()
+        .find(|f| {
+            f["verdict"] == "DROPPED"
+                && tcp(f, "destination_port") == Some(7777)
+                && f["event_type"]["type"] == 1
+        })
+        .expect("dropped SYN to 7777");
+    assert_eq!(egress_drop["drop_reason_desc"], "POLICY_DENY");
+    assert_eq!(egress_drop["traffic_direction"], "EGRESS");
+    assert_eq!(pod_name(egress_drop, "destination"), "other");
 
     // ICMP and UDP.
     let ping = flows

@@ -190,8 +190,17 @@ static __always_inline int parse(struct __sk_buff *skb, struct pkt *p)
 		if (bpf_skb_load_bytes(skb, ETH_HLEN_ + 24, p->daddr, 16) < 0)
 			return -DROP_INVALID;
 		p->family = FAMILY_IPV6;
-		p->proto = nexthdr;
 		l4_off = ETH_HLEN_ + 40;
+		if (nexthdr == 0) {
+			/* hop-by-hop options (e.g. MLD): skip to the next header */
+			__u8 hbh[2];
+
+			if (bpf_skb_load_bytes(skb, l4_off, hbh, 2) < 0)
+				return -DROP_INVALID;
+			nexthdr = hbh[0];
+			l4_off += ((__u32)hbh[1] + 1) * 8;
+		}
+		p->proto = nexthdr;
 	} else {
 		return 1; /* not IP: passed through untouched */
 	}

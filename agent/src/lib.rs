@@ -6,3 +6,4 @@ pub mod datapath;
 pub mod enrich;
 pub mod lab;
 pub mod monitor;
+pub mod observer;

@@ -1,0 +1,589 @@
+//! The local observer: the agent's flow ring plus Hubble's GetFlows / ServerStatus /
+//! GetNamespaces semantics over it, free of gRPC so tests and other front ends can call it.
+//!
+//! Semantics follow Cilium's local observer: where a GetFlows request starts (first, follow,
+//! number, since), when it stops (number, until, end of ring) and what a lagging reader gets.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant, SystemTime};
+
+use hubble::filter::{FilterError, FlowFilters};
+use hubble_api::flow::{Flow, LostEvent, LostEventSource};
+use hubble_api::observer::get_flows_response::ResponseTypes;
+use hubble_api::observer::{GetFlowsRequest, GetFlowsResponse, Namespace, ServerStatusResponse};
+use pbjson_types::Timestamp;
+use tokio::sync::watch;
+
+use super::ring::{Read, Ring, RingError};
+
+/// One entry of the ring: a response as it is sent (flow or lost event, node name, time).
+pub type Event = Arc<GetFlowsResponse>;
+
+/// Namespaces are listed while they had a flow within this window.
+const NAMESPACE_TTL: Duration = Duration::from_secs(3600);
+/// ServerStatus.flows_rate counts the flows of this last window.
+const RATE_WINDOW: Duration = Duration::from_secs(60);
+
+/// Why a GetFlows request was refused (InvalidArgument on the wire).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RequestError {
+    #[error("first cannot be specified with follow")]
+    FirstWithFollow,
+    #[error("invalid whitelist filter: {0}")]
+    Whitelist(FilterError),
+    #[error("invalid blacklist filter: {0}")]
+    Blacklist(FilterError),
+}
+
+/// The agent's flow store and the queries Hubble's Observer service answers from it.
+pub struct LocalObserver {
+    ring: Ring<Event>,
+    node_name: String,
+    version: String,
+    started: Instant,
+    seen_flows: AtomicU64,
+    /// cluster → namespace → last time a flow touched it.
+    namespaces: Mutex<HashMap<String, HashMap<String, Instant>>>,
+    /// Set when the server shuts down: streams end.
+    closing: watch::Sender<bool>,
+}
+
+/// A validated GetFlows request, ready to be streamed with [`LocalObserver::next`].
+pub struct FlowQuery {
+    filters: FlowFilters,
+    number: u64,
+    follow: bool,
+    since: Option<(i64, i32)>,
+    until: Option<(i64, i32)>,
+    field_mask: Vec<String>,
+    /// Next sequence number to read.
+    seq: u64,
+    /// Non-follow requests end at the head seen when they started.
+    end: u64,
+    /// Flows sent so far (lost events do not count).
+    sent: u64,
+}
+
+impl LocalObserver {
+    /// An observer keeping the last `max_flows` events (2^n − 1).
+    pub fn new(max_flows: u64, node_name: impl Into<String>) -> Result<Self, RingError> {
+        Ok(LocalObserver {
+            ring: Ring::new(max_flows)?,
+            node_name: node_name.into(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            started: Instant::now(),
+            seen_flows: AtomicU64::new(0),
+            namespaces: Mutex::new(HashMap::new()),
+            closing: watch::Sender::new(false),
+        })
+    }
+
+    pub fn node_name(&self) -> &str {
+        &self.node_name
+    }
+
+    /// The server version reported in ServerStatus and the `hubble-server-version` header.
+    pub fn version(&self) -> &str {
+        &self.version
+    }
+
+    /// Ends every stream (followers included) at its next step.
+    pub fn close(&self) {
+        self.closing.send_replace(true);
+    }
+
+    /// Completes once [`close`](Self::close) was called.
+    pub async fn closed(&self) {
+        let mut rx = self.closing.subscribe();
+        loop {
+            if *rx.borrow_and_update() {
+                return;
+            }
+            if rx.changed().await.is_err() {
+                return;
+            }
+        }
+    }
+
+    pub fn ring(&self) -> &Ring<Event> {
+        &self.ring
+    }
+
+    /// Stores one response (a flow or a lost event) as the newest entry.
+    pub fn push(&self, resp: GetFlowsResponse) {
+        if let Some(ResponseTypes::Flow(flow)) = &resp.response_types {
+            self.seen_flows.fetch_add(1, Ordering::Relaxed);
+            self.note_namespaces(flow);
+        }
+        self.ring.push(Arc::new(resp));
+    }
+
+    /// Stores a flow, filling the response's node name and time from it.
+    pub fn push_flow(&self, flow: Flow) {
+        let resp = GetFlowsResponse {
+            node_name: if flow.node_name.is_empty() {
+                self.node_name.clone()
+            } else {
+                flow.node_name.clone()
+            },
+            time: flow.time,
+            response_types: Some(ResponseTypes::Flow(flow)),
+        };
+        self.push(resp);
+    }
+
+    fn note_namespaces(&self, flow: &Flow) {
+        let now = Instant::now();
+        let mut map = self
+            .namespaces
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        for ep in [&flow.source, &flow.destination].into_iter().flatten() {
+            if ep.namespace.is_empty() {
+                continue;
+            }
+            let by_ns = match map.get_mut(ep.cluster_name.as_str()) {
+                Some(m) => m,
+                None => map.entry(ep.cluster_name.clone()).or_default(),
+            };
+            match by_ns.get_mut(ep.namespace.as_str()) {
+                Some(t) => *t = now,
+                None => {
+                    by_ns.insert(ep.namespace.clone(), now);
+                }
+            }
+        }
+    }
+
+    /// Namespaces that had a flow in the last hour, sorted by cluster then namespace.
+    pub fn namespaces(&self) -> Vec<Namespace> {
+        let now = Instant::now();
+        let mut map = self
+            .namespaces
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let mut out = Vec::new();
+        map.retain(|cluster, by_ns| {
+            by_ns.retain(|ns, seen| {
+                let keep = now.duration_since(*seen) < NAMESPACE_TTL;
+                if keep {
+                    out.push(Namespace {
+                        cluster: cluster.clone(),
+                        namespace: ns.clone(),
+                    });
+                }
+                keep
+            });
+            !by_ns.is_empty()
+        });
+        out.sort_by(|a, b| (&a.cluster, &a.namespace).cmp(&(&b.cluster, &b.namespace)));
+        out
+    }
+
+    /// ServerStatus of a single agent (node counts left unset).
+    pub fn status(&self) -> ServerStatusResponse {
+        ServerStatusResponse {
+            num_flows: self.ring.len(),
+            max_flows: self.ring.capacity(),
+            seen_flows: self.seen_flows.load(Ordering::Relaxed),
+            uptime_ns: self.started.elapsed().as_nanos() as u64,
+            version: self.version.clone(),
+            flows_rate: self.flow_rate(SystemTime::now()),
+            ..Default::default()
+        }
+    }
+
+    /// Flows per second over the last minute, or over the span the ring covers when it holds
+    /// less than a minute.
+    fn flow_rate(&self, now: SystemTime) -> f64 {
+        let now_t = time_key_of(now);
+        let window_start = time_key_of(now - RATE_WINDOW);
+        let mut since = window_start;
+        let mut count = 0u64;
+        let mut seq = self.ring.head();
+        let mut covered = false;
+        while seq > 0 {
+            seq -= 1;
+            match self.ring.read(seq) {
+                Read::Entry(e) => {
+                    let Some(ResponseTypes::Flow(f)) = &e.response_types else {
+                        continue;
+                    };
+                    let t = ts_key(f.time.as_ref());
+                    if t < window_start {
+                        covered = true;
+                        break;
+                    }
+                    count += 1;
+                    since = t;
+                }
+                _ => break,
+            }
+        }
+        if covered {
+            since = window_start;
+        }
+        let secs = (now_t.0 - since.0) as f64 + (now_t.1 - since.1) as f64 / 1e9;
+        if count == 0 || secs <= 0.0 {
+            return 0.0;
+        }
+        count as f64 / secs
+    }
+
+    /// Validates a GetFlows request and finds where it starts in the ring.
+    pub fn query(&self, req: &GetFlowsRequest) -> Result<FlowQuery, RequestError> {
+        if req.first && req.follow {
+            return Err(RequestError::FirstWithFollow);
+        }
+        // Compiled apart first so the error names the list at fault.
+        FlowFilters::compile(&req.whitelist, &[]).map_err(RequestError::Whitelist)?;
+        FlowFilters::compile(&[], &req.blacklist).map_err(RequestError::Blacklist)?;
+        let filters = FlowFilters::compile(&req.whitelist, &req.blacklist)
+            .map_err(RequestError::Whitelist)?;
+        let since = req.since.as_ref().map(|t| (t.seconds, t.nanos));
+        let until = req.until.as_ref().map(|t| (t.seconds, t.nanos));
+        let head = self.ring.head();
+        let mut q = FlowQuery {
+            filters,
+            number: req.number,
+            follow: req.follow,
+            since,
+            until,
+            field_mask: req
+                .field_mask
+                .as_ref()
+                .map(|m| m.paths.clone())
+                .unwrap_or_default(),
+            seq: head,
+            end: head,
+            sent: 0,
+        };
+        q.seq = self.start(&q, req.first, head);
+        Ok(q)
+    }
+
+    fn start(&self, q: &FlowQuery, first: bool, head: u64) -> u64 {
+        let oldest = head.saturating_sub(self.ring.capacity());
+        if first && q.since.is_none() {
+            return oldest;
+        }
+        if q.follow && q.number == 0 && q.since.is_none() {
+            return head;
+        }
+        // Walk back from the newest entry, counting matching flows.
+        let mut seq = head;
+        let mut counted = 0u64;
+        while seq > oldest {
+            let Read::Entry(e) = self.ring.read(seq - 1) else {
+                break;
+            };
+            if let Some(since) = q.since
+                && ts_key(e.time.as_ref()) < since
+            {
+                break;
+            }
+            seq -= 1;
+            if !first
+                && q.number > 0
+                && matches!(e.response_types, Some(ResponseTypes::Flow(_)))
+                && q.filters.matches_response(&e)
+            {
+                counted += 1;
+                if counted == q.number {
+                    break;
+                }
+            }
+        }
+        seq
+    }
+
+    /// The next response of a query; `None` when a non-follow query is done. Follow queries
+    /// wait here for new entries.
+    pub async fn next(&self, q: &mut FlowQuery) -> Option<GetFlowsResponse> {
+        loop {
+            if !q.follow && (q.seq >= q.end || (q.number > 0 && q.sent >= q.number)) {
+                return None;
+            }
+            match self.ring.read(q.seq) {
+                Read::Entry(e) => {
+                    q.seq += 1;
+                    let t = ts_key(e.time.as_ref());
+                    if q.until.is_some_and(|u| t > u) {
+                        q.end = 0;
+                        q.follow = false;
+                        return None;
+                    }
+                    if q.since.is_some_and(|s| t < s) || !q.filters.matches_response(&e) {
+                        continue;
+                    }
+                    let mut resp = GetFlowsResponse::clone(&e);
+                    if matches!(resp.response_types, Some(ResponseTypes::Flow(_))) {
+                        q.sent += 1;
+                        if !q.field_mask.is_empty() {
+                            hubble::pipeline::apply_field_mask(&mut resp, &q.field_mask);
+                        }
+                    }
+                    return Some(resp);
+                }
+                Read::Lost { lost, next } => {
+                    q.seq = next;
+                    return Some(self.ring_lost(lost));
+                }
+                Read::Pending => {
+                    if !q.follow {
+                        return None;
+                    }
+                    self.ring.wait_for(q.seq).await;
+                }
+            }
+        }
+    }
+
+    /// The LostEvent a reader gets when the writer overwrote `lost` entries it had not read.
+    fn ring_lost(&self, lost: u64) -> GetFlowsResponse {
+        let now = timestamp(SystemTime::now());
+        GetFlowsResponse {
+            node_name: self.node_name.clone(),
+            time: Some(now),
+            response_types: Some(ResponseTypes::LostEvents(LostEvent {
+                source: LostEventSource::HubbleRingBuffer as i32,
+                num_events_lost: lost,
+                cpu: None,
+                first: Some(now),
+                last: Some(now),
+            })),
+        }
+    }
+}
+
+impl FlowQuery {
+    /// True when the query waits for new flows after the stored ones.
+    pub fn is_follow(&self) -> bool {
+        self.follow
+    }
+}
+
+/// A protobuf timestamp of a system time.
+pub fn timestamp(t: SystemTime) -> Timestamp {
+    let d = t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+    Timestamp {
+        seconds: d.as_secs() as i64,
+        nanos: d.subsec_nanos() as i32,
+    }
+}
+
+fn ts_key(t: Option<&Timestamp>) -> (i64, i32) {
+    t.map_or((0, 0), |t| (t.seconds, t.nanos))
+}
+
+fn time_key_of(t: SystemTime) -> (i64, i32) {
+    let ts = timestamp(t);
+    (ts.seconds, ts.nanos)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hubble_api::flow::{Endpoint, FlowFilter, Verdict};
+
+    fn flow(i: u64, ns: &str, verdict: Verdict) -> Flow {
+        Flow {
+            time: Some(Timestamp {
+                seconds: 1_700_000_000 + i as i64,
+                nanos: 0,
+            }),
+            verdict: verdict as i32,
+            node_name: "node-1".into(),
+            source: Some(Endpoint {
+                namespace: ns.into(),
+                pod_name: format!("pod-{i}"),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn observer(n: u64, cap: u64) -> LocalObserver {
+        let o = LocalObserver::new(cap, "node-1").unwrap();
+        for i in 0..n {
+            let v = if i % 2 == 0 {
+                Verdict::Forwarded
+            } else {
+                Verdict::Dropped
+            };
+            o.push_flow(flow(i, if i % 3 == 0 { "a" } else { "b" }, v));
+        }
+        o
+    }
+
+    fn pods(o: &LocalObserver, req: GetFlowsRequest) -> Vec<String> {
+        let mut q = o.query(&req).unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let mut out = Vec::new();
+        while let Some(r) = rt.block_on(o.next(&mut q)) {
+            match r.response_types {
+                Some(ResponseTypes::Flow(f)) => out.push(f.source.unwrap().pod_name),
+                Some(ResponseTypes::LostEvents(l)) => {
+                    out.push(format!("lost:{}", l.num_events_lost))
+                }
+                _ => {}
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn last_first_and_all() {
+        let o = observer(10, 15);
+        let last3 = pods(
+            &o,
+            GetFlowsRequest {
+                number: 3,
+                ..Default::default()
+            },
+        );
+        assert_eq!(last3, ["pod-7", "pod-8", "pod-9"]);
+        let first2 = pods(
+            &o,
+            GetFlowsRequest {
+                number: 2,
+                first: true,
+                ..Default::default()
+            },
+        );
+        assert_eq!(first2, ["pod-0", "pod-1"]);
+        assert_eq!(pods(&o, GetFlowsRequest::default()).len(), 10);
+        assert_eq!(
+            pods(
+                &o,
+                GetFlowsRequest {
+                    number: u64::MAX,
+                    ..Default::default()
+                }
+            )
+            .len(),
+            10
+        );
+    }
+
+    #[test]
+    fn filters_count_only_matching_flows() {
+        let o = observer(10, 15);
+        let req = GetFlowsRequest {
+            number: 2,
+            whitelist: vec![FlowFilter {
+                verdict: vec![Verdict::Dropped as i32],
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        assert_eq!(pods(&o, req), ["pod-7", "pod-9"]);
+        let req = GetFlowsRequest {
+            blacklist: vec![FlowFilter {
+                verdict: vec![Verdict::Dropped as i32],
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        assert_eq!(pods(&o, req), ["pod-0", "pod-2", "pod-4", "pod-6", "pod-8"]);
+    }
+
+    #[test]
+    fn since_and_until() {
+        let o = observer(10, 15);
+        let at = |i: i64| {
+            Some(Timestamp {
+                seconds: 1_700_000_000 + i,
+                nanos: 0,
+            })
+        };
+        let req = GetFlowsRequest {
+            since: at(4),
+            until: at(6),
+            ..Default::default()
+        };
+        assert_eq!(pods(&o, req), ["pod-4", "pod-5", "pod-6"]);
+        // since wins over number when it is reached first.
+        let req = GetFlowsRequest {
+            number: 100,
+            since: at(8),
+            ..Default::default()
+        };
+        assert_eq!(pods(&o, req), ["pod-8", "pod-9"]);
+    }
+
+    #[test]
+    fn first_with_follow_and_bad_filters_are_refused() {
+        let o = observer(1, 3);
+        let req = GetFlowsRequest {
+            first: true,
+            follow: true,
+            ..Default::default()
+        };
+        assert_eq!(o.query(&req).err(), Some(RequestError::FirstWithFollow));
+        let req = GetFlowsRequest {
+            blacklist: vec![FlowFilter {
+                source_ip: vec!["not-an-ip/99".into()],
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let err = o.query(&req).err().unwrap().to_string();
+        assert!(
+            err.contains("blacklist") && err.contains("source_ip"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn status_and_namespaces() {
+        let o = observer(10, 7);
+        let s = o.status();
+        assert_eq!((s.num_flows, s.max_flows, s.seen_flows), (7, 7, 10));
+        assert!(s.num_connected_nodes.is_none());
+        let ns: Vec<_> = o.namespaces().into_iter().map(|n| n.namespace).collect();
+        assert_eq!(ns, ["a", "b"]);
+    }
+
+    #[tokio::test]
+    async fn follow_gets_new_flows_and_lost_events() {
+        let o = Arc::new(observer(2, 3));
+        let req = GetFlowsRequest {
+            follow: true,
+            number: 1,
+            ..Default::default()
+        };
+        let mut q = o.query(&req).unwrap();
+        let got = o.next(&mut q).await.unwrap();
+        assert!(
+            matches!(got.response_types, Some(ResponseTypes::Flow(f)) if f.source.as_ref().unwrap().pod_name == "pod-1")
+        );
+        // The writer laps the reader: it gets a LostEvent, then the oldest flow left.
+        for i in 2..10 {
+            o.push_flow(flow(i, "a", Verdict::Forwarded));
+        }
+        let lost = o.next(&mut q).await.unwrap();
+        match lost.response_types {
+            Some(ResponseTypes::LostEvents(l)) => {
+                assert_eq!(l.source, LostEventSource::HubbleRingBuffer as i32);
+                assert_eq!(l.num_events_lost, 5);
+            }
+            other => panic!("expected a lost event, got {other:?}"),
+        }
+        let next = o.next(&mut q).await.unwrap();
+        assert_eq!(next.time.unwrap().seconds, 1_700_000_007);
+        o.next(&mut q).await.unwrap();
+        o.next(&mut q).await.unwrap();
+        let o2 = o.clone();
+        let waiter = tokio::spawn(async move { o2.next(&mut q).await });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(!waiter.is_finished());
+        o.push_flow(flow(42, "a", Verdict::Forwarded));
+        let r = waiter.await.unwrap().unwrap();
+        assert_eq!(r.time.unwrap().seconds, 1_700_000_042);
+    }
+}

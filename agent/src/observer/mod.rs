@@ -1,0 +1,10 @@
+//! Hubble's server side in the agent: the flow ring, the local observer answering GetFlows /
+//! ServerStatus / GetNamespaces from it, and the gRPC server (Observer, Peer, health, reflection).
+
+pub mod local;
+pub mod ring;
+pub mod server;
+
+pub use local::{Event, FlowQuery, LocalObserver, RequestError};
+pub use ring::{DEFAULT_CAPACITY, Read, Ring, RingError};
+pub use server::{Listeners, ServeError, ServeOptions, serve};

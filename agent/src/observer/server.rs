@@ -1,0 +1,372 @@
+//! The agent's Hubble gRPC server: thin tonic handlers for `observer.Observer` and
+//! `peer.Peer` over a [`LocalObserver`], plus health and reflection, on a unix socket and TCP.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::Arc;
+
+use hubble_api::observer::observer_server::{Observer, ObserverServer};
+use hubble_api::observer::{
+    GetAgentEventsRequest, GetAgentEventsResponse, GetDebugEventsRequest, GetDebugEventsResponse,
+    GetFlowsRequest, GetFlowsResponse, GetNamespacesRequest, GetNamespacesResponse,
+    GetNodesRequest, GetNodesResponse, ServerStatusRequest, ServerStatusResponse,
+};
+use hubble_api::peer::peer_server::{Peer, PeerServer};
+use hubble_api::peer::{ChangeNotification, ChangeNotificationType, NotifyRequest};
+use tokio::net::{TcpListener, UnixListener};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream, UnixListenerStream};
+use tokio_stream::{Stream, StreamExt};
+use tonic::metadata::MetadataValue;
+use tonic::transport::server::Router;
+use tonic::{Request, Response, Status};
+
+use super::local::LocalObserver;
+
+/// Default unix socket of the agent's Hubble server.
+pub const DEFAULT_SOCKET: &str = "/var/run/cilium/hubble.sock";
+/// Default TCP listen address (Hubble's `hubble-listen-address` Helm default).
+pub const DEFAULT_LISTEN_ADDRESS: &str = ":4244";
+/// The service name `hubble status` asks the gRPC health service about.
+pub const HEALTH_SERVICE: &str = "hubble.server.Observer";
+/// Response header carrying the server version.
+pub const VERSION_HEADER: &str = "hubble-server-version";
+
+/// Flows waiting to be sent to one client; past this the client's reader simply lags.
+const CLIENT_QUEUE: usize = 256;
+/// After shutdown, streams that do not end by themselves (followers of idle peers) are cut.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_millis(500);
+
+type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("invalid listen address {0:?}: expected HOST:PORT or :PORT")]
+    Address(String),
+    #[error("cannot listen on {what}: {source}")]
+    Listen {
+        what: String,
+        source: std::io::Error,
+    },
+    #[error("gRPC server: {0}")]
+    Transport(#[from] tonic::transport::Error),
+    #[error("reflection service: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+}
+
+/// `observer.Observer` over a local observer.
+#[derive(Clone)]
+pub struct ObserverService {
+    obs: Arc<LocalObserver>,
+}
+
+impl ObserverService {
+    pub fn new(obs: Arc<LocalObserver>) -> Self {
+        ObserverService { obs }
+    }
+
+    fn respond<T>(&self, body: T) -> Response<T> {
+        let mut r = Response::new(body);
+        if let Ok(v) = MetadataValue::try_from(self.obs.version()) {
+            r.metadata_mut().insert(VERSION_HEADER, v);
+        }
+        r
+    }
+}
+
+#[tonic::async_trait]
+impl Observer for ObserverService {
+    type GetFlowsStream = ReceiverStream<Result<GetFlowsResponse, Status>>;
+    type GetAgentEventsStream = BoxStream<GetAgentEventsResponse>;
+    type GetDebugEventsStream = BoxStream<GetDebugEventsResponse>;
+
+    async fn get_flows(
+        &self,
+        req: Request<GetFlowsRequest>,
+    ) -> Result<Response<Self::GetFlowsStream>, Status> {
+        let mut q = self
+            .obs
+            .query(req.get_ref())
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let (tx, rx) = mpsc::channel(CLIENT_QUEUE);
+        let obs = self.obs.clone();
+        // One task per client reads the ring at its own pace; it ends with the request or
+        // when the client goes away, which frees its reader.
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = tx.closed() => break,
+                    _ = obs.closed() => break,
+                    next = obs.next(&mut q) => {
+                        let Some(resp) = next else { break };
+                        if tx.send(Ok(resp)).await.is_err() {
+                            break;
+                        }
+                    }
+                }
+            }
+        });
+        Ok(self.respond(ReceiverStream::new(rx)))
+    }
+
+    async fn get_agent_events(
+        &self,
+        req: Request<GetAgentEventsRequest>,
+    ) -> Result<Response<Self::GetAgentEventsStream>, Status> {
+        // The agent records no agent events: stored ones are none, followers wait.
+        Ok(self.respond(idle_stream(req.get_ref().follow)))
+    }
+
+    async fn get_debug_events(
+        &self,
+        req: Request<GetDebugEventsRequest>,
+    ) -> Result<Response<Self::GetDebugEventsStream>, Status> {
+        Ok(self.respond(idle_stream(req.get_ref().follow)))
+    }
+
+    async fn get_nodes(
+        &self,
+        _req: Request<GetNodesRequest>,
+    ) -> Result<Response<GetNodesResponse>, Status> {
+        Err(Status::unimplemented("GetNodes not implemented"))
+    }
+
+    async fn get_namespaces(
+        &self,
+        _req: Request<GetNamespacesRequest>,
+    ) -> Result<Response<GetNamespacesResponse>, Status> {
+        Ok(self.respond(GetNamespacesResponse {
+            namespaces: self.obs.namespaces(),
+        }))
+    }
+
+    async fn server_status(
+        &self,
+        _req: Request<ServerStatusRequest>,
+    ) -> Result<Response<ServerStatusResponse>, Status> {
+        Ok(self.respond(self.obs.status()))
+    }
+}
+
+fn idle_stream<T: Send + 'static>(follow: bool) -> BoxStream<T> {
+    if follow {
+        Box::pin(tokio_stream::pending())
+    } else {
+        Box::pin(tokio_stream::empty())
+    }
+}
+
+/// `peer.Peer`: this node is the only peer.
+#[derive(Clone)]
+pub struct PeerService {
+    node_name: String,
+    address: String,
+}
+
+impl PeerService {
+    pub fn new(node_name: impl Into<String>, address: impl Into<String>) -> Self {
+        PeerService {
+            node_name: node_name.into(),
+            address: address.into(),
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl Peer for PeerService {
+    type NotifyStream = BoxStream<ChangeNotification>;
+
+    async fn notify(
+        &self,
+        _req: Request<NotifyRequest>,
+    ) -> Result<Response<Self::NotifyStream>, Status> {
+        let me = ChangeNotification {
+            name: self.node_name.clone(),
+            address: self.address.clone(),
+            r#type: ChangeNotificationType::PeerAdded as i32,
+            tls: None,
+        };
+        let s = tokio_stream::iter([Ok(me)]).chain(tokio_stream::pending());
+        Ok(Response::new(Box::pin(s)))
+    }
+}
+
+/// Where the server listens.
+#[derive(Debug, Clone, Default)]
+pub struct ServeOptions {
+    /// Unix socket path (none = no unix socket).
+    pub socket: Option<PathBuf>,
+    /// TCP address, `HOST:PORT` or `:PORT` (none or empty = no TCP).
+    pub listen_address: Option<String>,
+}
+
+/// Listening sockets, bound but not yet serving (so callers learn the TCP port first).
+pub struct Listeners {
+    unix: Option<(UnixListener, PathBuf)>,
+    tcp: Option<TcpListener>,
+}
+
+impl Listeners {
+    /// Binds the configured sockets; a stale unix socket file is replaced.
+    pub async fn bind(opts: &ServeOptions) -> Result<Self, ServeError> {
+        let unix = match &opts.socket {
+            Some(path) => Some((bind_unix(path)?, path.clone())),
+            None => None,
+        };
+        let tcp = match opts.listen_address.as_deref().filter(|a| !a.is_empty()) {
+            Some(addr) => {
+                let sa = parse_listen_address(addr)?;
+                let l = TcpListener::bind(sa)
+                    .await
+                    .map_err(|source| ServeError::Listen {
+                        what: addr.to_string(),
+                        source,
+                    })?;
+                Some(l)
+            }
+            None => None,
+        };
+        Ok(Listeners { unix, tcp })
+    }
+
+    /// The bound TCP address, if TCP is on.
+    pub fn tcp_addr(&self) -> Option<SocketAddr> {
+        self.tcp.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
+    /// The unix socket path, if on.
+    pub fn socket(&self) -> Option<&Path> {
+        self.unix.as_ref().map(|(_, p)| p.as_path())
+    }
+}
+
+fn bind_unix(path: &Path) -> Result<UnixListener, ServeError> {
+    let err = |source| ServeError::Listen {
+        what: path.display().to_string(),
+        source,
+    };
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(err)?;
+    }
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(err(e)),
+    }
+    UnixListener::bind(path).map_err(err)
+}
+
+/// `:4244` → all interfaces; `HOST:PORT` as given (IPv6 in brackets).
+pub fn parse_listen_address(addr: &str) -> Result<SocketAddr, ServeError> {
+    let full = if addr.starts_with(':') {
+        format!("[::]{addr}")
+    } else {
+        addr.to_string()
+    };
+    if let Ok(sa) = full.parse() {
+        return Ok(sa);
+    }
+    if let Some(port) = full.strip_prefix("localhost:")
+        && let Ok(p) = port.parse::<u16>()
+    {
+        return Ok(SocketAddr::from(([127, 0, 0, 1], p)));
+    }
+    Err(ServeError::Address(addr.to_string()))
+}
+
+/// The address announced by Peer.Notify for a TCP listener: unspecified hosts become loopback.
+pub fn peer_address(tcp: Option<SocketAddr>) -> String {
+    match tcp {
+        Some(mut sa) => {
+            if sa.ip().is_unspecified() {
+                sa.set_ip(if sa.is_ipv4() {
+                    [127, 0, 0, 1].into()
+                } else {
+                    std::net::Ipv6Addr::LOCALHOST.into()
+                });
+            }
+            sa.to_string()
+        }
+        None => String::new(),
+    }
+}
+
+async fn router(obs: Arc<LocalObserver>, peer_addr: String) -> Result<Router, ServeError> {
+    let (health, health_svc) = tonic_health::server::health_reporter();
+    health
+        .set_service_status(HEALTH_SERVICE, tonic_health::ServingStatus::Serving)
+        .await;
+    let reflection_v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(hubble_api::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(hubble_api::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()?;
+    let peer = PeerService::new(obs.node_name(), peer_addr);
+    Ok(tonic::transport::Server::builder()
+        .add_service(health_svc)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(ObserverServer::new(ObserverService::new(obs)))
+        .add_service(PeerServer::new(peer)))
+}
+
+/// Serves Observer, Peer, health and reflection on the bound listeners until `shutdown`
+/// completes; then ends every stream (idle ones after a short grace) and removes the unix
+/// socket file.
+pub async fn serve(
+    obs: Arc<LocalObserver>,
+    listeners: Listeners,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServeError> {
+    let peer_addr = peer_address(listeners.tcp_addr());
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let mut tasks = tokio::task::JoinSet::new();
+    let mut socket_file = None;
+    if let Some((l, path)) = listeners.unix {
+        let r = router(obs.clone(), peer_addr.clone()).await?;
+        let stop = stopped(stop_rx.clone());
+        tasks.spawn(async move {
+            r.serve_with_incoming_shutdown(UnixListenerStream::new(l), stop)
+                .await
+        });
+        socket_file = Some(path);
+    }
+    if let Some(l) = listeners.tcp {
+        let r = router(obs.clone(), peer_addr.clone()).await?;
+        let stop = stopped(stop_rx.clone());
+        tasks.spawn(async move {
+            r.serve_with_incoming_shutdown(TcpListenerStream::new(l), stop)
+                .await
+        });
+    }
+    let mut shutdown = std::pin::pin!(shutdown);
+    let mut stopping = false;
+    let mut result = Ok(());
+    loop {
+        tokio::select! {
+            _ = &mut shutdown, if !stopping => {
+                stopping = true;
+                obs.close();
+                let _ = stop_tx.send(true);
+            }
+            _ = tokio::time::sleep(SHUTDOWN_GRACE), if stopping => tasks.abort_all(),
+            r = tasks.join_next() => match r {
+                None => break,
+                Some(Ok(Err(e))) if result.is_ok() => result = Err(ServeError::Transport(e)),
+                Some(_) => {}
+            },
+        }
+    }
+    if let Some(p) = socket_file {
+        let _ = std::fs::remove_file(p);
+    }
+    result
+}

@@ -222,6 +222,8 @@ pub fn attach_lab(args: &DatapathArgs) -> Result<Attached> {
         datapath::remove_clsact(&ep.ifname);
     }
     let compiled = policy::compile(&spec, &state);
+    let mut state = state;
+    state.policy_rules = policy::rules(&spec, &compiled);
     let opts = Options {
         aggregation: args.aggregation,
         capture_len: args.capture_len,

@@ -345,6 +345,28 @@ fn datapath_flows_end_to_end() {
         "policy verdict for the denied port"
     );
 
+    // Policy correlation on the verdicts.
+    let allowed_pv = flows
+        .iter()
+        .find(|f| {
+            f["event_type"]["type"] == 5
+                && f["verdict"] == "FORWARDED"
+                && f["traffic_direction"] == "INGRESS"
+                && tcp(f, "destination_port") == Some(8080)
+        })
+        .expect("ingress policy verdict for 8080");
+    assert_eq!(
+        allowed_pv["ingress_allowed_by"][0]["name"], "server-ingress",
+        "{allowed_pv}"
+    );
+    assert_eq!(allowed_pv["policy_match_type"], 2);
+    assert!(
+        flows.iter().any(|f| f["event_type"]["type"] == 5
+            && tcp(f, "destination_port") == Some(7777)
+            && f["egress_denied_by"][0]["name"] == "client-egress"),
+        "policy verdict naming the egress deny policy"
+    );
+
     // Egress deny rule: dropped at the client's egress with POLICY_DENY (181).
     let egress_drop = flows
         .iter()

@@ -19,6 +19,7 @@ fuzz_target!(|data: &[u8]| {
         endpoints: vec![],
         services: vec![],
         identities: BTreeMap::new(),
+        policy_rules: Vec::new(),
     };
     let mut e = Enricher::new(state, "fuzz");
     let _ = e.flow_from_sample(data, UNIX_EPOCH);

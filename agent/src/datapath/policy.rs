@@ -15,6 +15,9 @@ pub struct CompiledPolicy {
     pub entries: BTreeMap<PolicyKey, bool>,
     /// Endpoint id → (ingress enforced, egress enforced).
     pub enforced: BTreeMap<u16, (bool, bool)>,
+    /// Key → indexes (in `LabSpec::policies`) of the policies whose rules wrote it, with
+    /// whether each wrote a deny.
+    pub sources: BTreeMap<PolicyKey, Vec<(usize, bool)>>,
 }
 
 const ANY: u32 = 0;
@@ -81,6 +84,11 @@ pub fn compile(spec: &LabSpec, state: &NodeState) -> CompiledPolicy {
         let ep = endpoint_id(pod.index);
         let mut enforced = (false, false);
         for pol in spec.policies_for(pod) {
+            let pol_idx = spec
+                .policies
+                .iter()
+                .position(|p| p.name == pol.name && p.namespace == pol.namespace)
+                .unwrap_or(0);
             let dirs: [(&[Rule], bool, bool); 4] = [
                 (&pol.ingress, false, false),
                 (&pol.ingress_deny, false, true),
@@ -120,6 +128,10 @@ pub fn compile(spec: &LabSpec, state: &NodeState) -> CompiledPolicy {
                                 pad: 0,
                             };
                             *out.entries.entry(key).or_insert(false) |= deny;
+                            let src = out.sources.entry(key).or_default();
+                            if !src.contains(&(pol_idx, deny)) {
+                                src.push((pol_idx, deny));
+                            }
                         }
                     }
                 }
@@ -215,4 +227,27 @@ egress = [{ to = [{ entity = "all" }], ports = [{ port = 53, protocol = "UDP" }]
         assert_eq!(c.entries.get(&key(server, true, ANY, 17, 53)), Some(&false));
         assert_eq!(c.entries.len(), 1 + 1 + 3 + 1);
     }
+}
+
+/// The policies behind the compiled entries, for flows' `*_allowed_by` / `*_denied_by`.
+pub fn rules(spec: &LabSpec, compiled: &CompiledPolicy) -> Vec<crate::enrich::state::PolicyRule> {
+    compiled
+        .sources
+        .iter()
+        .flat_map(|(k, srcs)| {
+            srcs.iter().map(move |(idx, deny)| {
+                let p = &spec.policies[*idx];
+                crate::enrich::state::PolicyRule {
+                    ep_id: k.ep_id,
+                    egress: k.egress != 0,
+                    identity: k.sec_identity,
+                    proto: k.proto,
+                    port: k.dport,
+                    deny: *deny,
+                    name: p.name.clone(),
+                    namespace: p.namespace.clone(),
+                }
+            })
+        })
+        .collect()
 }

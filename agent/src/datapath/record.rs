@@ -181,6 +181,7 @@ mod tests {
             endpoints: vec![],
             services: vec![],
             identities: BTreeMap::new(),
+            policy_rules: Vec::new(),
         }
     }
 

@@ -42,9 +42,29 @@ pub trait ServiceGetter {
     fn service_of(&self, ip: IpAddr, port: u16, proto: u8) -> Option<(&str, &str)>;
 }
 
+/// The policies (namespace, name) behind a policy map entry; identity, proto and port 0
+/// are the wildcards.
+pub trait PolicyGetter {
+    fn policies_matching(
+        &self,
+        ep_id: u16,
+        egress: bool,
+        identity: u32,
+        proto: u8,
+        port: u16,
+        deny: bool,
+    ) -> Vec<(&str, &str)>;
+}
+
 /// Everything enrichment needs, in one bound.
-pub trait Getters: EndpointGetter + IdentityGetter + IpcacheGetter + ServiceGetter {}
-impl<T: EndpointGetter + IdentityGetter + IpcacheGetter + ServiceGetter> Getters for T {}
+pub trait Getters:
+    EndpointGetter + IdentityGetter + IpcacheGetter + ServiceGetter + PolicyGetter
+{
+}
+impl<T: EndpointGetter + IdentityGetter + IpcacheGetter + ServiceGetter + PolicyGetter> Getters
+    for T
+{
+}
 
 /// Why an event did not become a flow. Callers count and skip.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -372,6 +392,7 @@ impl<G: Getters> Enricher<G> {
                     f.is_reply = Some(BoolValue { value: false });
                 }
                 f.policy_match_type = ((p.flags & PV_MATCH_MASK) >> PV_MATCH_SHIFT) as u32;
+                self.correlate(&mut f, p);
                 f.traffic_direction = match p.flags & PV_FLAG_DIR_MASK {
                     PV_FLAG_DIR_INGRESS => flow::TrafficDirection::Ingress as i32,
                     PV_FLAG_DIR_EGRESS => flow::TrafficDirection::Egress as i32,
@@ -413,6 +434,53 @@ impl<G: Getters> Enricher<G> {
         f.source = Some(src);
         f.destination = Some(dst);
         Ok(f)
+    }
+
+    /// Policy correlation: the policies whose entry decided a policy verdict.
+    fn correlate(&mut self, f: &mut Flow, p: &crate::monitor::PolicyVerdictNotify) {
+        let egress = p.flags & PV_FLAG_DIR_MASK == PV_FLAG_DIR_EGRESS;
+        let deny = p.verdict < 0;
+        if deny && p.verdict.unsigned_abs() != DROP_POLICY_DENY as u32 {
+            return; // default deny: no policy to name
+        }
+        let id = p.remote_label;
+        let port = if matches!(p.proto, 6 | 17 | 132) {
+            p.dst_port
+        } else {
+            0
+        };
+        let (id, proto, port) = match ((p.flags & PV_MATCH_MASK) >> PV_MATCH_SHIFT) as u32 {
+            1 => (id, 0, 0),
+            2 => (id, p.proto, port),
+            3 => (0, p.proto, port),
+            4 => (0, 0, 0),
+            5 => (id, p.proto, 0),
+            6 => (0, p.proto, 0),
+            _ => return,
+        };
+        let names = self
+            .getters
+            .policies_matching(p.hdr.source, egress, id, proto, port, deny);
+        let policies: Vec<flow::Policy> = names
+            .into_iter()
+            .map(|(namespace, name)| flow::Policy {
+                name: self.pool.str(name),
+                namespace: self.pool.str(namespace),
+                labels: vec![
+                    "k8s:io.cilium.k8s.policy.derived-from=CiliumNetworkPolicy".to_string(),
+                    format!("k8s:io.cilium.k8s.policy.name={name}"),
+                    format!("k8s:io.cilium.k8s.policy.namespace={namespace}"),
+                ],
+                revision: 1,
+                kind: self.pool.str("CiliumNetworkPolicy"),
+            })
+            .collect();
+        match (egress, deny) {
+            (false, false) => f.ingress_allowed_by = policies,
+            (false, true) => f.ingress_denied_by = policies,
+            (true, false) => f.egress_allowed_by = policies,
+            (true, true) => f.egress_denied_by = policies,
+        }
     }
 
     fn interface(&mut self, ifindex: u32) -> Option<NetworkInterface> {

@@ -6,7 +6,7 @@ use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
-use super::{EndpointGetter, IdentityGetter, IpcacheGetter, ServiceGetter};
+use super::{EndpointGetter, IdentityGetter, IpcacheGetter, PolicyGetter, ServiceGetter};
 use crate::lab::spec::LabSpec;
 
 /// Reserved identities (Cilium's numbers).
@@ -62,6 +62,20 @@ pub struct ServiceInfo {
     pub ports: Vec<(u16, String)>,
 }
 
+/// One compiled policy entry and the policy it came from (for policy correlation).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PolicyRule {
+    pub ep_id: u16,
+    pub egress: bool,
+    /// 0 = any identity; `proto` 0 = any protocol; `port` 0 = any port.
+    pub identity: u32,
+    pub proto: u8,
+    pub port: u16,
+    pub deny: bool,
+    pub name: String,
+    pub namespace: String,
+}
+
 /// The node's view, shared by the datapath loader (maps) and enrichment.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeState {
@@ -73,6 +87,9 @@ pub struct NodeState {
     pub services: Vec<ServiceInfo>,
     /// Allocated identity → labels.
     pub identities: BTreeMap<u32, Vec<String>>,
+    /// Compiled policy entries with their policies (absent in older recordings).
+    #[serde(default)]
+    pub policy_rules: Vec<PolicyRule>,
 }
 
 /// Endpoint ids: small, stable, Cilium-like numbers per pod position in the spec.
@@ -145,6 +162,7 @@ impl NodeState {
             endpoints,
             services,
             identities: sets.into_iter().map(|(l, id)| (id, l)).collect(),
+            policy_rules: Vec::new(),
         }
     }
 
@@ -210,5 +228,30 @@ impl ServiceGetter for NodeState {
                     })
             })
             .map(|s| (s.namespace.as_str(), s.name.as_str()))
+    }
+}
+
+impl PolicyGetter for NodeState {
+    fn policies_matching(
+        &self,
+        ep_id: u16,
+        egress: bool,
+        identity: u32,
+        proto: u8,
+        port: u16,
+        deny: bool,
+    ) -> Vec<(&str, &str)> {
+        self.policy_rules
+            .iter()
+            .filter(|r| {
+                r.ep_id == ep_id
+                    && r.egress == egress
+                    && r.identity == identity
+                    && r.proto == proto
+                    && r.port == port
+                    && r.deny == deny
+            })
+            .map(|r| (r.namespace.as_str(), r.name.as_str()))
+            .collect()
     }
 }

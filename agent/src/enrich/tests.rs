@@ -46,6 +46,28 @@ fn fake() -> NodeState {
             backends: vec![101],
             ports: vec![(8080, "TCP".into())],
         }],
+        policy_rules: vec![
+            state::PolicyRule {
+                ep_id: 101,
+                egress: false,
+                identity: 256,
+                proto: 6,
+                port: 8080,
+                deny: false,
+                name: "backend-ingress".into(),
+                namespace: "shop".into(),
+            },
+            state::PolicyRule {
+                ep_id: 101,
+                egress: false,
+                identity: 258,
+                proto: 0,
+                port: 0,
+                deny: true,
+                name: "no-intruders".into(),
+                namespace: "shop".into(),
+            },
+        ],
     }
 }
 
@@ -273,4 +295,37 @@ fn ipv4_strings() {
     ] {
         assert_eq!(p.ip(IpAddr::from(a)), IpAddr::from(a).to_string());
     }
+}
+
+#[test]
+fn policy_verdicts_name_their_policies() {
+    let mut e = Enricher::new(fake(), "node-1");
+    let pkt = build::tcp4([10, 0, 0, 10], [10, 0, 0, 20], 40000, 8080, 0x02);
+    let pv = |remote: u32, verdict: i32, match_type: u8| crate::monitor::PolicyVerdictNotify {
+        hdr: NotifyCaptureHdr {
+            source: 101,
+            ..Default::default()
+        },
+        remote_label: remote,
+        verdict,
+        dst_port: 8080,
+        proto: 6,
+        flags: PV_FLAG_DIR_INGRESS | (match_type << PV_MATCH_SHIFT),
+        ..Default::default()
+    };
+    let f = e
+        .flow_from_sample(&encode::policy_verdict(&pv(256, 0, 2), &pkt), t0())
+        .unwrap();
+    assert_eq!(f.ingress_allowed_by.len(), 1);
+    assert_eq!(f.ingress_allowed_by[0].name, "backend-ingress");
+    assert_eq!(f.ingress_allowed_by[0].kind, "CiliumNetworkPolicy");
+    let f = e
+        .flow_from_sample(&encode::policy_verdict(&pv(258, -181, 1), &pkt), t0())
+        .unwrap();
+    assert_eq!(f.ingress_denied_by[0].name, "no-intruders");
+    // Default deny names no policy.
+    let f = e
+        .flow_from_sample(&encode::policy_verdict(&pv(259, -133, 0), &pkt), t0())
+        .unwrap();
+    assert!(f.ingress_denied_by.is_empty());
 }

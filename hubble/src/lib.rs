@@ -1,4 +1,5 @@
 //! The hubble library: filter engine, printers, flow sources and the CLI commands.
+pub mod client;
 pub mod cmd;
 pub mod filter;
 pub mod pipeline;

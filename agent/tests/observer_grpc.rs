@@ -1,0 +1,316 @@
+//! The agent's Hubble gRPC server in process, over a real unix socket and TCP on 127.0.0.1:
+//! GetFlows (last, first, follow, filters, errors), ServerStatus, GetNodes, namespaces, peers,
+//! health and the version header. No privileges needed.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use agent::observer::{Listeners, LocalObserver, ServeOptions, serve};
+use hubble::client;
+use hubble_api::flow::{Endpoint, Flow, FlowFilter, Verdict};
+use hubble_api::observer::get_flows_response::ResponseTypes;
+use hubble_api::observer::{GetFlowsRequest, GetFlowsResponse};
+use pbjson_types::Timestamp;
+use tokio::sync::oneshot;
+
+fn flow(i: u64) -> Flow {
+    Flow {
+        time: Some(Timestamp {
+            seconds: 1_700_000_000 + i as i64,
+            nanos: 0,
+        }),
+        verdict: if i.is_multiple_of(2) {
+            Verdict::Forwarded
+        } else {
+            Verdict::Dropped
+        } as i32,
+        node_name: "lab-node".into(),
+        source: Some(Endpoint {
+            namespace: "default".into(),
+            pod_name: format!("pod-{i}"),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+struct Server {
+    obs: Arc<LocalObserver>,
+    unix: String,
+    tcp: String,
+    stop: Option<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
+    _dir: tempfile::TempDir,
+}
+
+impl Server {
+    async fn start(flows: u64, cap: u64) -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        let sock = dir.path().join("sub/hubble.sock");
+        let obs = Arc::new(LocalObserver::new(cap, "lab-node").unwrap());
+        for i in 0..flows {
+            obs.push_flow(flow(i));
+        }
+        let l = Listeners::bind(&ServeOptions {
+            socket: Some(sock.clone()),
+            listen_address: Some("127.0.0.1:0".into()),
+        })
+        .await
+        .unwrap();
+        let tcp = l.tcp_addr().unwrap().to_string();
+        let (tx, rx) = oneshot::channel();
+        let o = obs.clone();
+        let task = tokio::spawn(async move {
+            serve(o, l, async {
+                let _ = rx.await;
+            })
+            .await
+            .unwrap();
+        });
+        Server {
+            obs,
+            unix: format!("unix://{}", sock.display()),
+            tcp,
+            stop: Some(tx),
+            task,
+            _dir: dir,
+        }
+    }
+
+    async fn stop(mut self) {
+        let _ = self.stop.take().unwrap().send(());
+        tokio::time::timeout(Duration::from_secs(5), self.task)
+            .await
+            .expect("server stops")
+            .unwrap();
+    }
+}
+
+async fn collect(server: &str, req: GetFlowsRequest) -> Vec<GetFlowsResponse> {
+    let ch = client::connect(server, Duration::from_secs(5))
+        .await
+        .unwrap();
+    let mut s = client::get_flows(ch, req).await.unwrap();
+    let mut out = Vec::new();
+    while let Some(r) = s.next().await {
+        out.push(r.unwrap());
+    }
+    out
+}
+
+fn pod(r: &GetFlowsResponse) -> String {
+    match &r.response_types {
+        Some(ResponseTypes::Flow(f)) => f.source.as_ref().unwrap().pod_name.clone(),
+        other => format!("{other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_flows_last_first_filters_over_unix_and_tcp() {
+    let srv = Server::start(30, 15).await;
+    for addr in [srv.unix.clone(), srv.tcp.clone()] {
+        let last = collect(
+            &addr,
+            GetFlowsRequest {
+                number: 3,
+                ..Default::default()
+            },
+        )
+        .await;
+        assert_eq!(
+            last.iter().map(pod).collect::<Vec<_>>(),
+            ["pod-27", "pod-28", "pod-29"]
+        );
+        assert!(
+            last.iter()
+                .all(|r| r.node_name == "lab-node" && r.time.is_some())
+        );
+        let first = collect(
+            &addr,
+            GetFlowsRequest {
+                number: 2,
+                first: true,
+                ..Default::default()
+            },
+        )
+        .await;
+        assert_eq!(
+            first.iter().map(pod).collect::<Vec<_>>(),
+            ["pod-15", "pod-16"]
+        );
+        let dropped = collect(
+            &addr,
+            GetFlowsRequest {
+                number: 2,
+                whitelist: vec![FlowFilter {
+                    verdict: vec![Verdict::Dropped as i32],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            },
+        )
+        .await;
+        assert_eq!(
+            dropped.iter().map(pod).collect::<Vec<_>>(),
+            ["pod-27", "pod-29"]
+        );
+    }
+    srv.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn field_mask_keeps_listed_fields() {
+    let srv = Server::start(3, 7).await;
+    let got = collect(
+        &srv.unix,
+        GetFlowsRequest {
+            number: 1,
+            field_mask: Some(pbjson_types::FieldMask {
+                paths: vec!["source.pod_name".into()],
+            }),
+            ..Default::default()
+        },
+    )
+    .await;
+    let Some(ResponseTypes::Flow(f)) = &got[0].response_types else {
+        panic!("flow expected")
+    };
+    assert_eq!(f.source.as_ref().unwrap().pod_name, "pod-2");
+    assert_eq!(f.verdict, 0, "verdict is masked out");
+    assert!(f.time.is_none());
+    srv.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_requests_are_invalid_argument() {
+    let srv = Server::start(3, 7).await;
+    let ch = client::connect(&srv.tcp, Duration::from_secs(5))
+        .await
+        .unwrap();
+    let mut obs = client::observer(ch);
+    let err = obs
+        .get_flows(GetFlowsRequest {
+            whitelist: vec![FlowFilter {
+                source_ip: vec!["300.1.2.3".into()],
+                ..Default::default()
+            }],
+            ..Default::default()
+        })
+        .await
+        .map(|_| ())
+        .expect_err("invalid filter refused");
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    assert!(err.message().contains("source_ip"), "{}", err.message());
+    let err = obs
+        .get_flows(GetFlowsRequest {
+            first: true,
+            follow: true,
+            ..Default::default()
+        })
+        .await
+        .map(|_| ())
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    assert_eq!(err.message(), "first cannot be specified with follow");
+    let err = obs
+        .get_nodes(hubble_api::observer::GetNodesRequest {})
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unimplemented);
+    assert_eq!(err.message(), "GetNodes not implemented");
+    srv.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn follow_receives_new_flows_and_disconnect_frees_reader() {
+    let srv = Server::start(5, 7).await;
+    let ch = client::connect(&srv.unix, Duration::from_secs(5))
+        .await
+        .unwrap();
+    let mut s = client::get_flows(
+        ch,
+        GetFlowsRequest {
+            follow: true,
+            number: 1,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(s.server_version.as_deref(), Some(srv.obs.version()));
+    assert_eq!(pod(&s.next().await.unwrap().unwrap()), "pod-4");
+    for i in 5..8 {
+        srv.obs.push_flow(flow(i));
+    }
+    for want in ["pod-5", "pod-6", "pod-7"] {
+        let r = tokio::time::timeout(Duration::from_secs(5), s.next())
+            .await
+            .expect("followed flow arrives")
+            .unwrap()
+            .unwrap();
+        assert_eq!(pod(&r), want);
+    }
+    drop(s);
+    // The writer keeps going with the client gone.
+    for i in 8..1000 {
+        srv.obs.push_flow(flow(i));
+    }
+    srv.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_health_namespaces_and_peers() {
+    let srv = Server::start(10, 7).await;
+    let ch = client::connect(&srv.unix, Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(
+        client::health_check(ch.clone(), Duration::from_secs(5))
+            .await
+            .unwrap(),
+        None
+    );
+    let st = client::server_status(ch.clone(), Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!((st.num_flows, st.max_flows, st.seen_flows), (7, 7, 10));
+    assert!(st.uptime_ns > 0);
+    assert!(st.num_connected_nodes.is_none());
+    assert_eq!(st.version, env!("CARGO_PKG_VERSION"));
+    let ns = client::observer(ch.clone())
+        .get_namespaces(hubble_api::observer::GetNamespacesRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(ns.namespaces.len(), 1);
+    assert_eq!(ns.namespaces[0].namespace, "default");
+    let mut peers = hubble_api::peer::peer_client::PeerClient::new(ch)
+        .notify(hubble_api::peer::NotifyRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let me = peers.message().await.unwrap().unwrap();
+    assert_eq!(me.name, "lab-node");
+    assert_eq!(
+        me.r#type,
+        hubble_api::peer::ChangeNotificationType::PeerAdded as i32
+    );
+    assert!(me.address.starts_with("127.0.0.1:"), "{}", me.address);
+    drop(peers);
+    srv.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_refused_is_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let target = format!("unix://{}/none.sock", dir.path().display());
+    let err = client::connect(&target, Duration::from_secs(2))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.starts_with(&format!("failed to connect to '{target}'")),
+        "{err}"
+    );
+    assert!(!err.contains('\n'));
+}

@@ -1,0 +1,257 @@
+//! Connecting to a Hubble server (agent or relay) and reading from it: `--server` targets
+//! (`unix:///path`, `host:port`, `http://host:port`), GetFlows streaming and `hubble status`.
+
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::task::Poll;
+use std::time::Duration;
+
+use hubble_api::observer::observer_client::ObserverClient;
+use hubble_api::observer::{GetFlowsRequest, GetFlowsResponse, ServerStatusResponse};
+use tokio_stream::{Stream, StreamExt};
+use tonic::transport::{Channel, Endpoint, Uri};
+
+/// Default `--server` (hubble-relay's address).
+pub const DEFAULT_SERVER: &str = "localhost:4245";
+/// Default `--timeout` for connecting.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Default `--request-timeout` for unary calls.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(12);
+/// gRPC health service name of Hubble's Observer.
+pub const HEALTH_SERVICE: &str = "hubble.server.Observer";
+/// Largest response accepted (flows with big L7 records can be large).
+const MAX_MESSAGE: usize = 64 << 20;
+
+/// Where `--server` points.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// A unix socket path (`unix:///var/run/cilium/hubble.sock`, `unix:rel/path`).
+    Unix(PathBuf),
+    /// An HTTP/2 URI (`http://host:port`).
+    Tcp(String),
+}
+
+/// Why talking to the server failed. Displays as one line.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("invalid server address {0:?}")]
+    Address(String),
+    #[error("TLS (tls://) is not supported by this build: {0}")]
+    Tls(String),
+    #[error("failed to connect to '{server}': {reason}")]
+    Connect { server: String, reason: String },
+    #[error("{0}")]
+    Status(String),
+}
+
+impl ClientError {
+    fn from_status(s: tonic::Status) -> Self {
+        // Go's CLI prints only the message for an Unknown code.
+        if s.code() == tonic::Code::Unknown {
+            ClientError::Status(s.message().to_string())
+        } else {
+            ClientError::Status(format!(
+                "rpc error: code = {:?} desc = {}",
+                s.code(),
+                s.message()
+            ))
+        }
+    }
+}
+
+/// Parses a `--server` value.
+pub fn parse_target(server: &str) -> Result<Target, ClientError> {
+    let s = server.trim();
+    if s.is_empty() {
+        return Err(ClientError::Address(server.to_string()));
+    }
+    if s.starts_with("tls://") || s.starts_with("https://") {
+        return Err(ClientError::Tls(server.to_string()));
+    }
+    if let Some(rest) = s.strip_prefix("unix://") {
+        return Ok(Target::Unix(PathBuf::from(rest)));
+    }
+    if let Some(rest) = s.strip_prefix("unix:") {
+        return Ok(Target::Unix(PathBuf::from(rest)));
+    }
+    let uri = if s.starts_with("http://") {
+        s.to_string()
+    } else {
+        format!("http://{s}")
+    };
+    match uri.parse::<Uri>() {
+        Ok(u) if u.port_u16().is_some() && u.host().is_some() => Ok(Target::Tcp(uri)),
+        _ => Err(ClientError::Address(server.to_string())),
+    }
+}
+
+/// Connects to `server` within `timeout`.
+pub async fn connect(server: &str, timeout: Duration) -> Result<Channel, ClientError> {
+    let conn_err = |e: &dyn std::error::Error| ClientError::Connect {
+        server: server.to_string(),
+        reason: error_chain(e),
+    };
+    let target = parse_target(server)?;
+    let fut = async {
+        match target {
+            Target::Tcp(uri) => {
+                let ep = Endpoint::from_shared(uri)
+                    .map_err(|_| ClientError::Address(server.to_string()))?
+                    .connect_timeout(timeout)
+                    .tcp_nodelay(true);
+                ep.connect().await.map_err(|e| conn_err(&e))
+            }
+            Target::Unix(path) => {
+                // The URI is unused: the connector always dials the socket.
+                let ep = Endpoint::from_static("http://localhost").connect_timeout(timeout);
+                ep.connect_with_connector(tower::service_fn(move |_: Uri| {
+                    let path = path.clone();
+                    async move {
+                        let s = tokio::net::UnixStream::connect(path).await?;
+                        Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(s))
+                    }
+                }))
+                .await
+                .map_err(|e| conn_err(&e))
+            }
+        }
+    };
+    match tokio::time::timeout(timeout, fut).await {
+        Ok(r) => r,
+        Err(_) => Err(ClientError::Connect {
+            server: server.to_string(),
+            reason: "timed out".to_string(),
+        }),
+    }
+}
+
+/// "a: b: c" from an error and its sources, without repeats.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut parts: Vec<String> = vec![e.to_string()];
+    let mut src = e.source();
+    while let Some(s) = src {
+        let t = s.to_string();
+        if !parts.iter().any(|p| p.contains(&t)) {
+            parts.push(t);
+        }
+        src = s.source();
+    }
+    parts.join(": ")
+}
+
+/// An Observer client with generous message limits.
+pub fn observer(channel: Channel) -> ObserverClient<Channel> {
+    ObserverClient::new(channel).max_decoding_message_size(MAX_MESSAGE)
+}
+
+/// A GetFlows stream.
+pub struct FlowStream {
+    inner: tonic::Streaming<GetFlowsResponse>,
+    /// The `hubble-server-version` header, if the server sent one.
+    pub server_version: Option<String>,
+}
+
+/// Starts GetFlows.
+pub async fn get_flows(channel: Channel, req: GetFlowsRequest) -> Result<FlowStream, ClientError> {
+    let resp = observer(channel)
+        .get_flows(req)
+        .await
+        .map_err(ClientError::from_status)?;
+    let server_version = resp
+        .metadata()
+        .get("hubble-server-version")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    Ok(FlowStream {
+        inner: resp.into_inner(),
+        server_version,
+    })
+}
+
+impl FlowStream {
+    /// The next response; `None` at the end of the stream (a cancelled stream also ends).
+    pub async fn next(&mut self) -> Option<Result<GetFlowsResponse, ClientError>> {
+        match self.inner.next().await? {
+            Ok(r) => Some(Ok(r)),
+            Err(s) if s.code() == tonic::Code::Cancelled => None,
+            Err(s) => Some(Err(ClientError::from_status(s))),
+        }
+    }
+
+    /// The next response if one is already received, without waiting (`Ready(None)` = end).
+    pub fn try_next(&mut self) -> Poll<Option<Result<GetFlowsResponse, ClientError>>> {
+        let waker = std::task::Waker::noop();
+        let mut cx = std::task::Context::from_waker(waker);
+        match Pin::new(&mut self.inner).poll_next(&mut cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Ready(Some(Ok(r))) => Poll::Ready(Some(Ok(r))),
+            Poll::Ready(Some(Err(s))) if s.code() == tonic::Code::Cancelled => Poll::Ready(None),
+            Poll::Ready(Some(Err(s))) => Poll::Ready(Some(Err(ClientError::from_status(s)))),
+        }
+    }
+}
+
+/// The health check result of `hubble status`: `Ok(None)` when SERVING, else the status text.
+pub async fn health_check(
+    channel: Channel,
+    timeout: Duration,
+) -> Result<Option<String>, ClientError> {
+    use tonic_health::pb::HealthCheckRequest;
+    use tonic_health::pb::health_check_response::ServingStatus;
+    let mut hc = tonic_health::pb::health_client::HealthClient::new(channel);
+    let mut req = tonic::Request::new(HealthCheckRequest {
+        service: HEALTH_SERVICE.to_string(),
+    });
+    req.set_timeout(timeout);
+    let resp = hc.check(req).await.map_err(ClientError::from_status)?;
+    let st = resp.into_inner().status;
+    if st == ServingStatus::Serving as i32 {
+        Ok(None)
+    } else {
+        let name = ServingStatus::try_from(st)
+            .map(|s| s.as_str_name().to_string())
+            .unwrap_or_else(|_| st.to_string());
+        Ok(Some(format!("Unavailable: {name}")))
+    }
+}
+
+/// ServerStatus.
+pub async fn server_status(
+    channel: Channel,
+    timeout: Duration,
+) -> Result<ServerStatusResponse, ClientError> {
+    let mut req = tonic::Request::new(hubble_api::observer::ServerStatusRequest {});
+    req.set_timeout(timeout);
+    observer(channel)
+        .server_status(req)
+        .await
+        .map(tonic::Response::into_inner)
+        .map_err(ClientError::from_status)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets() {
+        assert_eq!(
+            parse_target("unix:///var/run/cilium/hubble.sock").unwrap(),
+            Target::Unix("/var/run/cilium/hubble.sock".into())
+        );
+        assert_eq!(
+            parse_target("localhost:4245").unwrap(),
+            Target::Tcp("http://localhost:4245".into())
+        );
+        assert_eq!(
+            parse_target("[::1]:4244").unwrap(),
+            Target::Tcp("http://[::1]:4244".into())
+        );
+        assert!(matches!(
+            parse_target("tls://relay:443"),
+            Err(ClientError::Tls(_))
+        ));
+        assert!(matches!(parse_target("nope"), Err(ClientError::Address(_))));
+    }
+}

@@ -142,6 +142,29 @@ pub fn compile(spec: &LabSpec, state: &NodeState) -> CompiledPolicy {
     out
 }
 
+/// The policies behind the compiled entries, for flows' `*_allowed_by` / `*_denied_by`.
+pub fn rules(spec: &LabSpec, compiled: &CompiledPolicy) -> Vec<crate::enrich::state::PolicyRule> {
+    compiled
+        .sources
+        .iter()
+        .flat_map(|(k, srcs)| {
+            srcs.iter().map(move |(idx, deny)| {
+                let p = &spec.policies[*idx];
+                crate::enrich::state::PolicyRule {
+                    ep_id: k.ep_id,
+                    egress: k.egress != 0,
+                    identity: k.sec_identity,
+                    proto: k.proto,
+                    port: k.dport,
+                    deny: *deny,
+                    name: p.name.clone(),
+                    namespace: p.namespace.clone(),
+                }
+            })
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -227,27 +250,4 @@ egress = [{ to = [{ entity = "all" }], ports = [{ port = 53, protocol = "UDP" }]
         assert_eq!(c.entries.get(&key(server, true, ANY, 17, 53)), Some(&false));
         assert_eq!(c.entries.len(), 1 + 1 + 3 + 1);
     }
-}
-
-/// The policies behind the compiled entries, for flows' `*_allowed_by` / `*_denied_by`.
-pub fn rules(spec: &LabSpec, compiled: &CompiledPolicy) -> Vec<crate::enrich::state::PolicyRule> {
-    compiled
-        .sources
-        .iter()
-        .flat_map(|(k, srcs)| {
-            srcs.iter().map(move |(idx, deny)| {
-                let p = &spec.policies[*idx];
-                crate::enrich::state::PolicyRule {
-                    ep_id: k.ep_id,
-                    egress: k.egress != 0,
-                    identity: k.sec_identity,
-                    proto: k.proto,
-                    port: k.dport,
-                    deny: *deny,
-                    name: p.name.clone(),
-                    namespace: p.namespace.clone(),
-                }
-            })
-        })
-        .collect()
 }

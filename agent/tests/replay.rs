@@ -81,6 +81,19 @@ fn recorded_flows_are_enriched() {
         "a flow to the world"
     );
     assert!(flows.iter().any(|f| f["l4"]["ICMPv4"].is_object()));
+    // Policy correlation from the recorded policy rules.
+    assert!(
+        flows
+            .iter()
+            .any(|f| f["ingress_allowed_by"][0]["name"] == "server-ingress"),
+        "the allowed verdict names server-ingress"
+    );
+    assert!(
+        flows
+            .iter()
+            .any(|f| f["ingress_denied_by"][0]["name"] == "server-ingress"),
+        "the deny-rule verdict names server-ingress"
+    );
     assert!(flows.iter().any(|f| f["l4"]["ICMPv6"].is_object()));
 }
 

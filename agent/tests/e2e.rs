@@ -114,6 +114,58 @@ fn s<'a>(v: &'a Value, path: &[&str]) -> &'a Value {
     cur
 }
 
+/// Starts `hubble-agent run --print-flows` and waits until it has attached; returns the
+/// child and its stdout lines.
+fn start_agent(spec: &std::path::Path, aggregation: &str) -> (Child, mpsc::Receiver<String>) {
+    let mut agent = Command::new(BIN)
+        .args(["run", "--lab"])
+        .arg(spec)
+        .args(["--print-flows", "--aggregation", aggregation])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn hubble-agent run");
+    let stdout = agent.stdout.take().unwrap();
+    let stderr = agent.stderr.take().unwrap();
+    let (etx, erx) = mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            eprintln!("agent: {line}");
+            let _ = etx.send(line);
+        }
+    });
+    let (otx, orx) = mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = otx.send(line);
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match erx.recv_timeout(Duration::from_millis(200)) {
+            Ok(l) if l.contains("datapath attached") => return (agent, orx),
+            _ => {
+                assert!(agent.try_wait().unwrap().is_none(), "agent exited early");
+                assert!(Instant::now() < deadline, "agent did not attach in 30s");
+            }
+        }
+    }
+}
+
+/// SIGTERMs the agent and returns the flows it printed.
+fn stop_agent(mut agent: Child, lines: &mpsc::Receiver<String>) -> Vec<Value> {
+    // SAFETY: plain kill(2) on our child's pid.
+    unsafe { libc::kill(agent.id() as i32, libc::SIGTERM) };
+    let status = agent.wait().unwrap();
+    assert!(status.success(), "agent exit status {status}");
+    std::thread::sleep(Duration::from_millis(100));
+    lines
+        .try_iter()
+        .map(|l| serde_json::from_str::<Value>(&l).expect("JSON line"))
+        .filter_map(|v| v.get("flow").cloned())
+        .collect()
+}
+
 #[test]
 fn datapath_flows_end_to_end() {
     if !topology::is_root() {
@@ -420,6 +472,40 @@ fn datapath_flows_end_to_end() {
             .iter()
             .all(|f| f["node_name"] == format!("{name}-node"))
     );
+
+    // Aggregation: medium hides receive-side traces; none shows both observation points.
+    assert!(
+        !flows
+            .iter()
+            .any(|f| f["trace_observation_point"] == "FROM_ENDPOINT"),
+        "no FROM_ENDPOINT traces at medium aggregation"
+    );
+    let (agent, lines) = start_agent(&spec_path, "none");
+    guard.agent = Some(agent);
+    run_in(&client.netns, move || {
+        let _ = traffic::ping(other_ip, 7, Duration::from_secs(1));
+        Ok(())
+    })
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(1000));
+    let flows = stop_agent(guard.agent.take().unwrap(), &lines);
+    let points: Vec<&str> = flows
+        .iter()
+        .filter(|f| {
+            f["Summary"] == "ICMPv4 EchoRequest" && f["IP"]["destination"] == other_ip.to_string()
+        })
+        .filter_map(|f| f["trace_observation_point"].as_str())
+        .collect();
+    assert!(points.contains(&"FROM_ENDPOINT"), "{points:?}");
+    assert!(points.contains(&"TO_ENDPOINT"), "{points:?}");
+    let from = flows
+        .iter()
+        .find(|f| {
+            f["trace_observation_point"] == "FROM_ENDPOINT" && f["Summary"] == "ICMPv4 EchoRequest"
+        })
+        .unwrap();
+    assert_eq!(from["traffic_direction"], "EGRESS");
+    assert_eq!(pod_name(from, "source"), "client");
 
     // The agent removed its qdiscs and filters.
     let node_ns = spec.node_netns();

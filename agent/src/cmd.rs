@@ -42,6 +42,8 @@ pub struct RunArgs {
     /// Stop after this long (default: until SIGINT/SIGTERM), e.g. 30s.
     #[arg(long, value_parser = crate::lab::cli::parse_duration)]
     pub duration: Option<Duration>,
+    #[command(flatten)]
+    pub server: crate::observer::run::ServerArgs,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -102,6 +104,11 @@ impl<G: crate::enrich::Getters> FlowPrinter<G> {
             resp,
             buf: Vec::with_capacity(4096),
         }
+    }
+
+    /// The response of the last record handled (stale when that record gave no flow).
+    pub fn response(&self) -> &GetFlowsResponse {
+        &self.resp
     }
 
     /// Handles one record; writes a JSON line when `out` is given.
@@ -357,13 +364,17 @@ fn finish(att: Attached, counters: Counters) {
 
 /// `hubble-agent run`.
 pub fn run(args: RunArgs) -> Result<()> {
+    // Bound before entering the node netns: TCP listens where the agent was started.
+    let server = crate::observer::run::HubbleServer::bind(&args.server)?;
     let att = attach_lab(&args.dp)?;
     let node_name = att.state.node_name();
+    let server = server.map(|s| s.start(&node_name)).transpose()?;
     let mut printer = FlowPrinter::new(Enricher::new(att.state.clone(), node_name));
     let stdout = io::stdout();
     let mut out = BufWriter::new(stdout.lock());
     let print = args.print_flows;
     let res = pump(att, args.duration, |_, rec, more| {
+        let flows_before = printer.counters.flows;
         if print {
             printer.handle(rec, Some(&mut out))?;
             if !more {
@@ -372,10 +383,20 @@ pub fn run(args: RunArgs) -> Result<()> {
         } else {
             printer.handle(rec, None)?;
         }
+        if let Some(s) = &server
+            && (printer.counters.flows > flows_before || matches!(rec, RawRecord::Lost { .. }))
+        {
+            s.observer().push(printer.response().clone());
+        }
         Ok(())
     });
     let (att, res) = res;
     let _ = out.flush();
+    if let Some(s) = server
+        && let Err(e) = s.stop()
+    {
+        eprintln!("hubble-agent: {e:#}");
+    }
     finish(att, printer.counters);
     match res {
         Err(e) if !is_broken_pipe(&e) => Err(e),

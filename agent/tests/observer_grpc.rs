@@ -55,7 +55,6 @@ impl Server {
             socket: Some(sock.clone()),
             listen_address: Some("127.0.0.1:0".into()),
         })
-        .await
         .unwrap();
         let tcp = l.tcp_addr().unwrap().to_string();
         let (tx, rx) = oneshot::channel();

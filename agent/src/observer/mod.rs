@@ -3,6 +3,7 @@
 
 pub mod local;
 pub mod ring;
+pub mod run;
 pub mod server;
 
 pub use local::{Event, FlowQuery, LocalObserver, RequestError};

@@ -202,28 +202,28 @@ pub struct ServeOptions {
     pub listen_address: Option<String>,
 }
 
-/// Listening sockets, bound but not yet serving (so callers learn the TCP port first).
+/// Listening sockets, bound but not yet serving (so callers learn the TCP port first, and
+/// can bind before entering another network namespace).
 pub struct Listeners {
-    unix: Option<(UnixListener, PathBuf)>,
-    tcp: Option<TcpListener>,
+    unix: Option<(std::os::unix::net::UnixListener, PathBuf)>,
+    tcp: Option<std::net::TcpListener>,
 }
 
 impl Listeners {
     /// Binds the configured sockets; a stale unix socket file is replaced.
-    pub async fn bind(opts: &ServeOptions) -> Result<Self, ServeError> {
-        let unix = match &opts.socket {
+    pub fn bind(opts: &ServeOptions) -> Result<Self, ServeError> {
+        let unix = match opts.socket.as_ref().filter(|p| !p.as_os_str().is_empty()) {
             Some(path) => Some((bind_unix(path)?, path.clone())),
             None => None,
         };
         let tcp = match opts.listen_address.as_deref().filter(|a| !a.is_empty()) {
             Some(addr) => {
-                let sa = parse_listen_address(addr)?;
-                let l = TcpListener::bind(sa)
-                    .await
-                    .map_err(|source| ServeError::Listen {
-                        what: addr.to_string(),
-                        source,
-                    })?;
+                let err = |source| ServeError::Listen {
+                    what: addr.to_string(),
+                    source,
+                };
+                let l = std::net::TcpListener::bind(parse_listen_address(addr)?).map_err(err)?;
+                l.set_nonblocking(true).map_err(err)?;
                 Some(l)
             }
             None => None,
@@ -240,9 +240,21 @@ impl Listeners {
     pub fn socket(&self) -> Option<&Path> {
         self.unix.as_ref().map(|(_, p)| p.as_path())
     }
+
+    /// Where clients can connect, for log lines: `unix:///path`, `host:port`.
+    pub fn describe(&self) -> String {
+        let mut v = Vec::new();
+        if let Some(p) = self.socket() {
+            v.push(format!("unix://{}", p.display()));
+        }
+        if let Some(a) = self.tcp_addr() {
+            v.push(a.to_string());
+        }
+        v.join(" and ")
+    }
 }
 
-fn bind_unix(path: &Path) -> Result<UnixListener, ServeError> {
+fn bind_unix(path: &Path) -> Result<std::os::unix::net::UnixListener, ServeError> {
     let err = |source| ServeError::Listen {
         what: path.display().to_string(),
         source,
@@ -255,7 +267,9 @@ fn bind_unix(path: &Path) -> Result<UnixListener, ServeError> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(err(e)),
     }
-    UnixListener::bind(path).map_err(err)
+    let l = std::os::unix::net::UnixListener::bind(path).map_err(err)?;
+    l.set_nonblocking(true).map_err(err)?;
+    Ok(l)
 }
 
 /// `:4244` → all interfaces; `HOST:PORT` as given (IPv6 in brackets).
@@ -331,6 +345,10 @@ pub async fn serve(
     let mut tasks = tokio::task::JoinSet::new();
     let mut socket_file = None;
     if let Some((l, path)) = listeners.unix {
+        let l = UnixListener::from_std(l).map_err(|source| ServeError::Listen {
+            what: path.display().to_string(),
+            source,
+        })?;
         let r = router(obs.clone(), peer_addr.clone()).await?;
         let stop = stopped(stop_rx.clone());
         tasks.spawn(async move {
@@ -340,6 +358,10 @@ pub async fn serve(
         socket_file = Some(path);
     }
     if let Some(l) = listeners.tcp {
+        let l = TcpListener::from_std(l).map_err(|source| ServeError::Listen {
+            what: "tcp".to_string(),
+            source,
+        })?;
         let r = router(obs.clone(), peer_addr.clone()).await?;
         let stop = stopped(stop_rx.clone());
         tasks.spawn(async move {

@@ -1,0 +1,139 @@
+//! Running the Hubble server next to the agent's datapath loop: the `--max-flows`,
+//! `--socket` and `--listen-address` flags, and a server thread with its own small runtime.
+//!
+//! Sockets are bound by [`HubbleServer::bind`] before the agent enters the lab's node
+//! network namespace, so TCP listens in the namespace the agent was started in.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use anyhow::{Context, Result};
+use clap::Args;
+use tokio::sync::oneshot;
+
+use super::local::LocalObserver;
+use super::ring::DEFAULT_CAPACITY;
+use super::server::{self, DEFAULT_LISTEN_ADDRESS, DEFAULT_SOCKET, Listeners, ServeOptions};
+
+/// Flags of the agent's Hubble server.
+#[derive(Debug, Clone, Args)]
+pub struct ServerArgs {
+    /// Flows kept for GetFlows (2^n − 1, at most 65535; Hubble's own default is 4095).
+    #[arg(long, default_value_t = DEFAULT_CAPACITY, value_name = "N")]
+    pub max_flows: u64,
+    /// Unix socket of the Hubble API (empty: none).
+    #[arg(long, default_value = DEFAULT_SOCKET, value_name = "PATH")]
+    pub socket: PathBuf,
+    /// TCP address of the Hubble API, HOST:PORT or :PORT (empty: none).
+    #[arg(long, default_value = DEFAULT_LISTEN_ADDRESS, value_name = "ADDR")]
+    pub listen_address: String,
+    /// Do not serve the Hubble API at all.
+    #[arg(long)]
+    pub no_hubble_server: bool,
+}
+
+/// A bound but not yet running server.
+pub struct HubbleServer {
+    max_flows: u64,
+    listeners: Listeners,
+}
+
+/// The server thread; flows go in with `observer().push(..)`.
+pub struct RunningServer {
+    obs: Arc<LocalObserver>,
+    stop: Option<oneshot::Sender<()>>,
+    thread: Option<JoinHandle<Result<(), server::ServeError>>>,
+}
+
+impl HubbleServer {
+    /// Validates the flags and binds the sockets (`None` with `--no-hubble-server`).
+    pub fn bind(args: &ServerArgs) -> Result<Option<Self>> {
+        // Without root the datapath cannot load either; attach_lab says so more clearly.
+        if args.no_hubble_server || !crate::datapath::is_root() {
+            return Ok(None);
+        }
+        // Fail early on a bad capacity, before any socket exists.
+        super::ring::Ring::<()>::new(args.max_flows).context("--max-flows")?;
+        let mut opts = ServeOptions {
+            socket: Some(args.socket.clone()),
+            listen_address: Some(args.listen_address.clone()),
+        };
+        let listeners = match Listeners::bind(&opts) {
+            // A busy TCP port (e.g. another agent of a parallel test) leaves the socket on.
+            Err(server::ServeError::Listen { what, source })
+                if what == args.listen_address
+                    && source.kind() == std::io::ErrorKind::AddrInUse =>
+            {
+                eprintln!(
+                    "hubble-agent: warning: cannot listen on {what}: {source}; serving the unix socket only"
+                );
+                opts.listen_address = None;
+                Listeners::bind(&opts)?
+            }
+            r => r?,
+        };
+        Ok(Some(HubbleServer {
+            max_flows: args.max_flows,
+            listeners,
+        }))
+    }
+
+    /// Starts serving on a thread of its own.
+    pub fn start(self, node_name: &str) -> Result<RunningServer> {
+        let obs = Arc::new(LocalObserver::new(self.max_flows, node_name)?);
+        let (stop, stopped) = oneshot::channel::<()>();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("building the server runtime")?;
+        eprintln!(
+            "hubble-agent: Hubble API on {} ({} flows kept)",
+            self.listeners.describe(),
+            self.max_flows
+        );
+        let o = obs.clone();
+        let listeners = self.listeners;
+        let thread = std::thread::Builder::new()
+            .name("hubble-server".into())
+            .spawn(move || {
+                rt.block_on(server::serve(o, listeners, async {
+                    let _ = stopped.await;
+                }))
+            })
+            .context("starting the server thread")?;
+        Ok(RunningServer {
+            obs,
+            stop: Some(stop),
+            thread: Some(thread),
+        })
+    }
+}
+
+impl RunningServer {
+    pub fn observer(&self) -> &Arc<LocalObserver> {
+        &self.obs
+    }
+
+    /// Ends every stream, stops listening and removes the socket file.
+    pub fn stop(mut self) -> Result<()> {
+        self.shutdown()
+    }
+
+    fn shutdown(&mut self) -> Result<()> {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        match self.thread.take().map(JoinHandle::join) {
+            Some(Ok(r)) => r.context("Hubble API server"),
+            Some(Err(_)) => anyhow::bail!("the Hubble API server thread panicked"),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for RunningServer {
+    fn drop(&mut self) {
+        let _ = self.shutdown();
+    }
+}

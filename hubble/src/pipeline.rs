@@ -249,14 +249,21 @@ pub fn observe_parallel<R: Read + Send, W: Write>(
     let (job_tx, job_rx) = mpsc::sync_channel::<(u64, Block)>(threads);
     let job_rx = Mutex::new(job_rx);
     let (res_tx, res_rx) = mpsc::sync_channel::<BlockResult>(threads);
+    // Buffers go round instead of being allocated per block: fresh 128 KiB allocations
+    // cost page faults on every block.
+    let (free_in_tx, free_in_rx) = mpsc::channel::<Vec<u8>>();
+    let (free_out_tx, free_out_rx) = mpsc::channel::<Vec<u8>>();
+    let free_out_rx = Mutex::new(free_out_rx);
     let mut stats = Stats::default();
 
     std::thread::scope(|scope| -> io::Result<Stats> {
-        let reader = scope.spawn(|| -> io::Result<()> {
+        let stop_ref = &stop;
+        let reader = scope.spawn(move || -> io::Result<()> {
             let mut blocks = BlockReader::new(input, BLOCK_SIZE);
             let mut seq = 0;
-            while !stop.load(Ordering::Relaxed) {
-                let Some(block) = blocks.next_block()? else {
+            while !stop_ref.load(Ordering::Relaxed) {
+                let spare = free_in_rx.try_recv().unwrap_or_default();
+                let Some(block) = blocks.next_block_into(spare)? else {
                     break;
                 };
                 if job_tx.send((seq, block)).is_err() {
@@ -269,7 +276,8 @@ pub fn observe_parallel<R: Read + Send, W: Write>(
         });
         for _ in 0..threads {
             let res_tx = res_tx.clone();
-            let (job_rx, proc, stop) = (&job_rx, &proc, &stop);
+            let free_in_tx = free_in_tx.clone();
+            let (job_rx, proc, stop, free_out_rx) = (&job_rx, &proc, &stop, &free_out_rx);
             scope.spawn(move || {
                 let mut printer = Printer::new(Vec::with_capacity(BLOCK_SIZE), opts.clone());
                 loop {
@@ -278,7 +286,13 @@ pub fn observe_parallel<R: Read + Send, W: Write>(
                     if stop.load(Ordering::Relaxed) {
                         continue;
                     }
-                    let r = run_block(proc, &mut printer, seq, block);
+                    let spare = free_out_rx
+                        .lock()
+                        .ok()
+                        .and_then(|rx| rx.try_recv().ok())
+                        .unwrap_or_else(|| Vec::with_capacity(BLOCK_SIZE_HINT));
+                    let (r, data) = run_block(proc, &mut printer, seq, block, spare);
+                    let _ = free_in_tx.send(data);
                     // Once the collector is gone keep draining jobs, so the reader
                     // never blocks on a full queue.
                     let _ = res_tx.send(r);
@@ -286,6 +300,7 @@ pub fn observe_parallel<R: Read + Send, W: Write>(
             });
         }
         drop(res_tx);
+        drop(free_in_tx);
 
         let mut pending: BTreeMap<u64, BlockResult> = BTreeMap::new();
         let mut next = 0;
@@ -317,6 +332,7 @@ pub fn observe_parallel<R: Read + Send, W: Write>(
                     result = Err(e);
                     done = true;
                 }
+                let _ = free_out_tx.send(r.out);
                 if done {
                     stop.store(true, Ordering::Relaxed);
                     break 'collect;
@@ -333,12 +349,15 @@ pub fn observe_parallel<R: Read + Send, W: Write>(
     })
 }
 
+/// Processes one block; returns its result and the block's buffer for reuse. `spare` is
+/// the (empty) buffer the printer writes the next block into.
 fn run_block(
     proc: &LineProcessor<'_>,
     printer: &mut Printer<Vec<u8>>,
     seq: u64,
     block: Block,
-) -> BlockResult {
+    mut spare: Vec<u8>,
+) -> (BlockResult, Vec<u8>) {
     let mut r = BlockResult {
         seq,
         out: Vec::new(),
@@ -349,7 +368,7 @@ fn run_block(
     if let Some(no) = block.too_long {
         r.lines = 1;
         r.errors.push(LineError::TooLong(no));
-        return r;
+        return (r, block.data);
     }
     let data = block.data.strip_suffix(b"\n").unwrap_or(&block.data);
     for (i, line) in data.split(|b| *b == b'\n').enumerate() {
@@ -365,8 +384,9 @@ fn run_block(
             }
         }
     }
-    r.out = std::mem::replace(printer.get_mut(), Vec::with_capacity(BLOCK_SIZE_HINT));
-    r
+    spare.clear();
+    r.out = std::mem::replace(printer.get_mut(), spare);
+    (r, block.data)
 }
 
 const BLOCK_SIZE_HINT: usize = 128 << 10;

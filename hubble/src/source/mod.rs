@@ -137,7 +137,15 @@ impl<R: Read> BlockReader<R> {
 
     /// The next block, or `None` at the end of the input.
     pub fn next_block(&mut self) -> io::Result<Option<Block>> {
-        let mut buf = std::mem::take(&mut self.carry);
+        self.next_block_into(Vec::new())
+    }
+
+    /// [`Self::next_block`], filling `spare` (a recycled block buffer) instead of a new one.
+    pub fn next_block_into(&mut self, spare: Vec<u8>) -> io::Result<Option<Block>> {
+        let mut buf = spare;
+        buf.clear();
+        buf.extend_from_slice(&self.carry);
+        self.carry.clear();
         loop {
             // Fill up to the block size (or more when one line is longer).
             let want = self.size.max(buf.len() + self.size / 4);
@@ -172,7 +180,7 @@ impl<R: Read> BlockReader<R> {
                 }
                 None => continue,
             };
-            self.carry = buf[cut..].to_vec();
+            self.carry.extend_from_slice(&buf[cut..]);
             buf.truncate(cut);
             let first_line = self.next_line;
             let mut lines = memchr::memchr_iter(b'\n', &buf).count() as u64;

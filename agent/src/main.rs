@@ -25,6 +25,9 @@ enum Command {
     Record(agent::cmd::RecordArgs),
     /// Print the flows of a recording as JSON lines (no privileges needed).
     Replay(agent::cmd::ReplayArgs),
+    /// Serve the flows of a recording over the Hubble API, like a live agent (debugging).
+    #[command(hide = true)]
+    ServeReplay(agent::observer::run::ServeReplayArgs),
     /// Build, drive and tear down a lab of pods as network namespaces (needs root).
     Lab(agent::lab::cli::LabCmd),
 }
@@ -46,6 +49,7 @@ fn main() -> ExitCode {
         Command::Run(args) => agent::cmd::run(args),
         Command::Record(args) => agent::cmd::record(args),
         Command::Replay(args) => agent::cmd::replay(args),
+        Command::ServeReplay(args) => agent::observer::run::serve_replay(args),
     };
     match res {
         Ok(()) => ExitCode::SUCCESS,

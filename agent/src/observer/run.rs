@@ -47,10 +47,18 @@ pub struct RunningServer {
 }
 
 impl HubbleServer {
-    /// Validates the flags and binds the sockets (`None` with `--no-hubble-server`).
+    /// For `run`: validates the flags and binds the sockets (`None` with
+    /// `--no-hubble-server`, or without root, which `attach_lab` reports more clearly).
     pub fn bind(args: &ServerArgs) -> Result<Option<Self>> {
-        // Without root the datapath cannot load either; attach_lab says so more clearly.
-        if args.no_hubble_server || !crate::datapath::is_root() {
+        if !crate::datapath::is_root() {
+            return Ok(None);
+        }
+        Self::bind_any(args)
+    }
+
+    /// Validates the flags and binds the sockets (`None` with `--no-hubble-server`).
+    pub fn bind_any(args: &ServerArgs) -> Result<Option<Self>> {
+        if args.no_hubble_server {
             return Ok(None);
         }
         // Fail early on a bad capacity, before any socket exists.
@@ -136,4 +144,69 @@ impl Drop for RunningServer {
     fn drop(&mut self) {
         let _ = self.shutdown();
     }
+}
+
+/// `hubble-agent serve-replay`: the flows of a recording, served like a live agent's.
+#[derive(Debug, Clone, Args)]
+pub struct ServeReplayArgs {
+    /// A recording made by `hubble-agent record`.
+    pub file: PathBuf,
+    /// Stop after this long (default: until SIGINT/SIGTERM), e.g. 30s.
+    #[arg(long, value_parser = crate::lab::cli::parse_duration)]
+    pub duration: Option<std::time::Duration>,
+    #[command(flatten)]
+    pub server: ServerArgs,
+}
+
+/// Replays a recording into the ring, then serves it until a signal or `--duration`.
+pub fn serve_replay(args: ServeReplayArgs) -> Result<()> {
+    use crate::cmd::FlowPrinter;
+    use crate::datapath::RawRecord;
+    use crate::datapath::record::Reader;
+    use crate::enrich::Enricher;
+
+    let file = std::fs::File::open(&args.file)
+        .with_context(|| format!("opening {}", args.file.display()))?;
+    let mut reader = Reader::new(std::io::BufReader::new(file))?;
+    let node_name = reader.state.node_name();
+    let Some(server) = HubbleServer::bind_any(&args.server)? else {
+        anyhow::bail!("--no-hubble-server leaves nothing to do");
+    };
+    let server = server.start(&node_name)?;
+    let mut printer = FlowPrinter::new(Enricher::new(reader.state.clone(), node_name));
+    while let Some(rec) = reader.next_record().unwrap_or(None) {
+        let before = printer.counters.flows;
+        printer.handle(&rec, None)?;
+        if printer.counters.flows > before || matches!(rec, RawRecord::Lost { .. }) {
+            server.observer().push(printer.response().clone());
+        }
+    }
+    eprintln!(
+        "hubble-agent: serving {} replayed records",
+        printer.counters
+    );
+    wait_for_stop(args.duration)?;
+    server.stop()
+}
+
+fn wait_for_stop(duration: Option<std::time::Duration>) -> Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate())?;
+        let sleep = async {
+            match duration {
+                Some(d) => tokio::time::sleep(d).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+            _ = sleep => {}
+        }
+        Ok(())
+    })
 }

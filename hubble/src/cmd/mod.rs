@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use clap::{Arg, ArgAction, Command};
 
 pub mod observe;
+pub mod server;
 
 /// Exit codes, documented in `hubble --help`.
 pub mod exit {
@@ -44,7 +45,7 @@ fn go_arch() -> &'static str {
 
 /// The root command with every subcommand.
 pub fn command() -> Command {
-    Command::new("hubble")
+    let root = Command::new("hubble")
         .about("CLI for Hubble: observe network flows of Kubernetes nodes, live or from files")
         .long_about(
             "Hubble is a network observability tool. This CLI reads flows from a Hubble server \
@@ -73,7 +74,9 @@ pub fn command() -> Command {
                 .help("Enable debug messages"),
         )
         .subcommand(observe::command())
-        .subcommand(Command::new("version").about("Display detailed version information"))
+        .subcommand(server::status_command())
+        .subcommand(Command::new("version").about("Display detailed version information"));
+    server::add_server_args(root)
 }
 
 /// Runs the CLI with `args` and returns the process exit code.
@@ -95,6 +98,7 @@ where
     };
     let result = match matches.subcommand() {
         Some(("observe", m)) => observe::run(m),
+        Some(("status", m)) => server::status(m),
         Some(("version", _)) => {
             println!("{}", version_string());
             Ok(exit::OK)

@@ -314,10 +314,10 @@ pub fn run(m: &ArgMatches) -> anyhow::Result<u8> {
     };
 
     let Some(input) = m.get_one::<String>("input-file") else {
-        bail!(
-            "reading flows from a Hubble server is not available in this build yet; \
-             use --input-file FILE (or - for stdin)"
-        );
+        let req = server_request(m, whitelist, blacklist, &sel, follow, json);
+        let server = super::server::ServerOpts::from_matches(m)?;
+        let debug = m.try_get_one::<bool>("debug").ok().flatten() == Some(&true);
+        return super::server::observe(&server, req, opts, debug);
     };
     let silent = m.get_flag("silent-errors");
     let name = if input == "-" {
@@ -366,6 +366,53 @@ pub fn run(m: &ArgMatches) -> anyhow::Result<u8> {
         return Ok(exit::PARTIAL);
     }
     Ok(exit::OK)
+}
+
+/// The GetFlowsRequest `hubble observe` sends to a server (Hubble's selector defaults: plain
+/// `observe` asks for the last 20 flows; `--all` for all of them unless a time bound is set).
+fn server_request(
+    m: &ArgMatches,
+    whitelist: Vec<hubble_api::flow::FlowFilter>,
+    blacklist: Vec<hubble_api::flow::FlowFilter>,
+    sel: &Selection,
+    follow: bool,
+    json: bool,
+) -> hubble_api::observer::GetFlowsRequest {
+    let last = m.get_one::<u64>("last").copied().unwrap_or(0);
+    let mut number = if sel.first { sel.number } else { last };
+    if sel.since.is_none() && sel.until.is_none() && !sel.first {
+        if m.get_flag("all") {
+            number = u64::MAX;
+        } else if last == 0 && !follow {
+            number = super::server::DEFAULT_FLOW_COUNT;
+        }
+    }
+    let mut paths = sel.field_mask.clone();
+    if !json
+        && *m
+            .get_one::<bool>("use-default-field-masks")
+            .expect("default")
+    {
+        paths = super::server::DEFAULT_FIELD_MASK
+            .iter()
+            .map(|p| p.to_string())
+            .collect();
+    }
+    let ts = |t: chrono::DateTime<chrono::Utc>| hubble_api::pbjson_types::Timestamp {
+        seconds: t.timestamp(),
+        nanos: t.timestamp_subsec_nanos() as i32,
+    };
+    hubble_api::observer::GetFlowsRequest {
+        number,
+        first: sel.first,
+        follow,
+        whitelist,
+        blacklist,
+        since: sel.since.map(ts),
+        until: sel.until.map(ts),
+        field_mask: (!paths.is_empty()).then_some(hubble_api::pbjson_types::FieldMask { paths }),
+        ..Default::default()
+    }
 }
 
 /// `--print-raw-filters`: the request's filters as YAML lists of JSON strings.

@@ -173,6 +173,9 @@ fn timestamp(t: SystemTime) -> pbjson_types::Timestamp {
 pub struct Attached {
     pub datapath: Datapath,
     pub state: NodeState,
+    /// The "datapath attached …" line, printed once the perf readers run (events sent
+    /// before that are lost, so tools wait for this line before driving traffic).
+    pub banner: String,
 }
 
 impl Attached {
@@ -244,7 +247,7 @@ pub fn attach_lab(args: &DatapathArgs) -> Result<Attached> {
             return Err(e.into());
         }
     }
-    eprintln!(
+    let banner = format!(
         "hubble-agent: datapath attached to {} endpoints of lab {} (aggregation {:?}, capture {} bytes)",
         state.endpoints.len(),
         spec.lab.name,
@@ -254,6 +257,7 @@ pub fn attach_lab(args: &DatapathArgs) -> Result<Attached> {
     Ok(Attached {
         datapath: dp,
         state,
+        banner,
     })
 }
 
@@ -309,6 +313,7 @@ fn pump_inner(
     let result = rt.block_on(async {
         let (tx, mut rx) = mpsc::channel::<RawRecord>(8192);
         let handles = att.start_readers(tx, lost.clone())?;
+        eprintln!("{}", att.banner);
         let stop = shutdown_signal(duration);
         tokio::pin!(stop);
         let mut r: Result<()> = loop {

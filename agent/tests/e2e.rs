@@ -158,12 +158,26 @@ fn stop_agent(mut agent: Child, lines: &mpsc::Receiver<String>) -> Vec<Value> {
     unsafe { libc::kill(agent.id() as i32, libc::SIGTERM) };
     let status = agent.wait().unwrap();
     assert!(status.success(), "agent exit status {status}");
-    std::thread::sleep(Duration::from_millis(100));
-    lines
-        .try_iter()
-        .map(|l| serde_json::from_str::<Value>(&l).expect("JSON line"))
-        .filter_map(|v| v.get("flow").cloned())
-        .collect()
+    collect_flows(lines)
+}
+
+/// Reads JSON lines until the agent's stdout closes (bounded by 10 s).
+fn collect_flows(lines: &mpsc::Receiver<String>) -> Vec<Value> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut flows = Vec::new();
+    while Instant::now() < deadline {
+        match lines.recv_timeout(Duration::from_millis(200)) {
+            Ok(l) => {
+                let v: Value = serde_json::from_str(&l).expect("JSON line");
+                if let Some(f) = v.get("flow") {
+                    flows.push(f.clone());
+                }
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        }
+    }
+    flows
 }
 
 #[test]
@@ -310,12 +324,7 @@ fn datapath_flows_end_to_end() {
     unsafe { libc::kill(agent.id() as i32, libc::SIGTERM) };
     let status = agent.wait().unwrap();
     assert!(status.success(), "agent exit status {status}");
-    std::thread::sleep(Duration::from_millis(100));
-    let flows: Vec<Value> = orx
-        .try_iter()
-        .map(|l| serde_json::from_str::<Value>(&l).expect("JSON line"))
-        .filter_map(|v| v.get("flow").cloned())
-        .collect();
+    let flows = collect_flows(&orx);
     assert!(!flows.is_empty(), "no flows printed");
 
     let tcp = |f: &Value, port_key: &str| s(f, &["l4", "TCP", port_key]).as_u64();
@@ -496,7 +505,16 @@ fn datapath_flows_end_to_end() {
         })
         .filter_map(|f| f["trace_observation_point"].as_str())
         .collect();
-    assert!(points.contains(&"FROM_ENDPOINT"), "{points:?}");
+    let sums: Vec<String> = flows
+        .iter()
+        .map(|f| {
+            format!(
+                "{} {} {}",
+                f["Summary"], f["IP"]["destination"], f["trace_observation_point"]
+            )
+        })
+        .collect();
+    assert!(points.contains(&"FROM_ENDPOINT"), "{points:?} {sums:?}");
     assert!(points.contains(&"TO_ENDPOINT"), "{points:?}");
     let from = flows
         .iter()
@@ -507,8 +525,33 @@ fn datapath_flows_end_to_end() {
     assert_eq!(from["traffic_direction"], "EGRESS");
     assert_eq!(pod_name(from, "source"), "client");
 
-    // The agent removed its qdiscs and filters.
+    // A crashed agent leaves its tc filters; the next one cleans them up at start and
+    // removes everything when it stops.
     let node_ns = spec.node_netns();
+    let (mut crashed, _lines) = start_agent(&spec_path, "medium");
+    crashed.kill().unwrap();
+    crashed.wait().unwrap();
+    let left = tc_show(
+        &node_ns,
+        &["filter", "show", "dev", &client.host_veth, "ingress"],
+    );
+    assert!(
+        left.contains("bpf"),
+        "a killed agent leaves its filter: {left:?}"
+    );
+    let (agent, lines) = start_agent(&spec_path, "medium");
+    let f = tc_show(
+        &node_ns,
+        &["filter", "show", "dev", &client.host_veth, "ingress"],
+    );
+    assert_eq!(
+        f.matches("name from_container").count(),
+        1,
+        "one program after restart: {f}"
+    );
+    let _ = stop_agent(agent, &lines);
+
+    // The agent removed its qdiscs and filters.
     for p in &spec.pods {
         let q = tc_show(&node_ns, &["qdisc", "show", "dev", &p.host_veth]);
         assert!(!q.contains("clsact"), "clsact left on {}: {q}", p.host_veth);

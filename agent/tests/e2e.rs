@@ -120,7 +120,12 @@ fn start_agent(spec: &std::path::Path, aggregation: &str) -> (Child, mpsc::Recei
     let mut agent = Command::new(BIN)
         .args(["run", "--lab"])
         .arg(spec)
-        .args(["--print-flows", "--aggregation", aggregation])
+        .args([
+            "--print-flows",
+            "--no-hubble-server",
+            "--aggregation",
+            aggregation,
+        ])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -199,7 +204,12 @@ fn datapath_flows_end_to_end() {
     let mut agent = Command::new(BIN)
         .args(["run", "--lab"])
         .arg(&spec_path)
-        .args(["--print-flows", "--aggregation", "medium"])
+        .args([
+            "--print-flows",
+            "--no-hubble-server",
+            "--aggregation",
+            "medium",
+        ])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()

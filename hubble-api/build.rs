@@ -256,7 +256,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .extern_path(".google.protobuf", "::pbjson_types")
         .file_descriptor_set_path(&descriptor_path)
         .skip_protoc_run()
-        .compile_fds(fds)?;
+        .compile_fds(fds.clone())?;
 
     let descriptors = std::fs::read(&descriptor_path)?;
     pbjson_build::Builder::new()
@@ -265,8 +265,19 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .ignore_unknown_fields()
         .build(&[".flow", ".observer", ".peer", ".relay"])?;
 
-    // Route numeric fields through our faster number decoder (see src/json.rs).
-    for pkg in ["flow", "observer", "peer", "relay"] {
+    // Post-process the generated deserializers:
+    // - numeric fields go through our faster number decoder (see src/json.rs);
+    // - skipped unknown fields are recorded (json::take_unknown_fields_seen);
+    // - fields can be skipped on demand (json::mask), so readers that print only part of a
+    //   flow need not build the rest.
+    let mut masks = String::new();
+    let mut n_masks = 0usize;
+    for file in fds
+        .file
+        .iter()
+        .filter(|f| !f.package().starts_with("google."))
+    {
+        let pkg = file.package();
         let path = out.join(format!("{pkg}.serde.rs"));
         let code = std::fs::read_to_string(&path)?;
         let code = code
@@ -274,12 +285,108 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 "::pbjson::private::NumberDeserialize",
                 "crate::json::NumberDeserialize",
             )
-            // Record skipped unknown fields (see json::take_unknown_fields_seen).
             .replace(
                 "let _ = map_.next_value::<serde::de::IgnoredAny>()?;",
                 "crate::json::note_unknown_field(); let _ = map_.next_value::<serde::de::IgnoredAny>()?;",
             );
+        let code = inject_masks(&code, file, &mut masks, &mut n_masks);
         std::fs::write(&path, code)?;
     }
+    std::fs::write(
+        out.join("serde_masks.rs"),
+        format!(
+            "/// Number of maskable messages.\npub const N_MESSAGES: usize = {n_masks};\n\
+             /// (message, [(proto field name, bit)]) per maskable message, by index.\n\
+             pub const MESSAGES: &[(&str, &[(&str, u32)])] = &[\n{masks}];\n"
+        ),
+    )?;
     Ok(())
+}
+
+/// Adds `if crate::json::mask::skip(MSG, BIT) { skip the value; continue }` at the top of every
+/// field arm of the generated `visit_map` of each top-level message, and records the
+/// message's field bits in `masks`.
+fn inject_masks(
+    code: &str,
+    file: &prost_types::FileDescriptorProto,
+    masks: &mut String,
+    n_masks: &mut usize,
+) -> String {
+    use heck::ToUpperCamelCase;
+    use std::fmt::Write;
+    let mut out = String::with_capacity(code.len() + code.len() / 4);
+    // (message index, variant -> bit) of the impl being read
+    let mut current: Option<(usize, Vec<String>)> = None;
+    let mut in_enum = false;
+    let mut variants: Vec<String> = Vec::new();
+    let mut pending_msg: Option<&prost_types::DescriptorProto> = None;
+    for line in code.lines() {
+        let t = line.trim();
+        if let Some(rest) = t
+            .strip_prefix("impl<'de> serde::Deserialize<'de> for ")
+            .filter(|r| !r.starts_with("GeneratedField"))
+        {
+            let name = rest.trim_end_matches(" {");
+            pending_msg = if name.contains("::") {
+                None
+            } else {
+                file.message_type
+                    .iter()
+                    .find(|m| m.name().to_upper_camel_case() == name)
+            };
+            current = None;
+        } else if t == "enum GeneratedField {" {
+            in_enum = true;
+            variants.clear();
+        } else if in_enum {
+            if t == "}" {
+                in_enum = false;
+                if let Some(msg) = pending_msg.take() {
+                    let bits: Vec<(String, u32)> = msg
+                        .field
+                        .iter()
+                        .filter_map(|f| {
+                            let v = f.name().to_upper_camel_case();
+                            variants
+                                .iter()
+                                .position(|x| *x == v)
+                                .map(|b| (f.name().to_string(), b as u32))
+                        })
+                        .collect();
+                    if variants.len() <= 64 && bits.len() == msg.field.len() {
+                        let idx = *n_masks;
+                        *n_masks += 1;
+                        let list: Vec<String> =
+                            bits.iter().map(|(n, b)| format!("({n:?}, {b})")).collect();
+                        writeln!(
+                            masks,
+                            "    ({:?}, &[{}]),",
+                            format!("{}.{}", file.package(), msg.name()),
+                            list.join(", ")
+                        )
+                        .unwrap();
+                        current = Some((idx, variants.clone()));
+                    }
+                }
+            } else {
+                variants.push(t.trim_end_matches(',').to_string());
+            }
+        }
+        out.push_str(line);
+        out.push('\n');
+        let arm = t
+            .strip_prefix("GeneratedField::")
+            .and_then(|r| r.strip_suffix(" => {"))
+            .filter(|v| *v != "__SkipField__");
+        if let (Some((idx, vars)), Some(v)) = (&current, arm)
+            && let Some(bit) = vars.iter().position(|x| x == v)
+        {
+            writeln!(
+                out,
+                "if crate::json::mask::skip({idx}, {bit}) {{ let _ = map_.next_value::<serde::de::IgnoredAny>()?; continue; }}"
+            )
+            .unwrap();
+        }
+    }
+    out
 }

@@ -552,3 +552,48 @@ mod unknown_tests {
         assert!(!take_unknown_fields_seen());
     }
 }
+
+/// Skipping fields while deserializing: a reader that prints only part of a flow (compact
+/// output) tells the generated deserializers which fields it will never look at; their
+/// values are then skipped without being built. Process-wide; off (nothing skipped) by
+/// default. Only top-level messages of each package can be masked.
+pub mod mask {
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    include!(concat!(env!("OUT_DIR"), "/serde_masks.rs"));
+
+    static MASKS: [AtomicU64; N_MESSAGES] = [const { AtomicU64::new(0) }; N_MESSAGES];
+
+    /// Called by the generated deserializers for every field they meet.
+    #[doc(hidden)]
+    #[inline(always)]
+    pub fn skip(message: usize, bit: u32) -> bool {
+        MASKS[message].load(Ordering::Relaxed) & (1 << bit) != 0
+    }
+
+    /// Skips `fields` (proto names) of `message` (`flow.Endpoint`) from now on.
+    pub fn skip_fields(message: &str, fields: &[&str]) -> Result<(), String> {
+        let (idx, (_, bits)) = MESSAGES
+            .iter()
+            .enumerate()
+            .find(|(_, (m, _))| *m == message)
+            .ok_or_else(|| format!("message {message} cannot be masked"))?;
+        let mut mask = 0u64;
+        for f in fields {
+            let (_, bit) = bits
+                .iter()
+                .find(|(n, _)| n == f)
+                .ok_or_else(|| format!("{message} has no field {f}"))?;
+            mask |= 1 << bit;
+        }
+        MASKS[idx].fetch_or(mask, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Builds every field again.
+    pub fn clear() {
+        for m in &MASKS {
+            m.store(0, Ordering::Relaxed);
+        }
+    }
+}

@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, mpsc};
 
 use chrono::{DateTime, Utc};
+use hubble_api::flow::FlowFilter;
 use hubble_api::json::ProtoJson;
 use hubble_api::observer::GetFlowsResponse;
 use hubble_api::observer::get_flows_response::ResponseTypes;
@@ -449,5 +450,72 @@ fn copy_path<'a>(
         if let serde_json::Value::Object(d) = entry {
             copy_path(inner, d, rest.into_iter());
         }
+    }
+}
+
+/// Flow fields that a non-JSON printer never shows and the given filters never read: the
+/// parser may skip them (see `hubble_api::json::mask`). Empty for JSON output, which prints
+/// everything, and when a CEL expression may look at any field.
+pub fn unused_fields(
+    opts: &PrinterOptions,
+    whitelist: &[FlowFilter],
+    blacklist: &[FlowFilter],
+) -> Vec<(&'static str, Vec<&'static str>)> {
+    if is_json(opts) {
+        return Vec::new();
+    }
+    let all = || whitelist.iter().chain(blacklist);
+    if all().any(|f| {
+        f.experimental
+            .as_ref()
+            .is_some_and(|e| !e.cel_expression.is_empty())
+    }) {
+        return Vec::new();
+    }
+    let uses = |pred: &dyn Fn(&FlowFilter) -> bool| all().any(pred);
+    let mut endpoint = Vec::new();
+    if !uses(&|f| !f.source_label.is_empty() || !f.destination_label.is_empty()) {
+        endpoint.push("labels");
+    }
+    if !uses(&|f| !f.source_workload.is_empty() || !f.destination_workload.is_empty()) {
+        endpoint.push("workloads");
+    }
+    let mut flow = vec!["emitter", "policy_log", "aggregate", "file", "extensions"];
+    if !uses(&|f| !f.uuid.is_empty()) {
+        flow.push("uuid");
+    }
+    if !uses(&|f| !f.node_labels.is_empty()) {
+        flow.push("node_labels");
+    }
+    if !uses(&|f| !f.trace_id.is_empty()) {
+        flow.push("trace_context");
+    }
+    if !uses(&|f| !f.interface.is_empty()) {
+        flow.push("interface");
+    }
+    if !opts.policy_names {
+        flow.extend([
+            "egress_allowed_by",
+            "ingress_allowed_by",
+            "egress_denied_by",
+            "ingress_denied_by",
+        ]);
+    }
+    let mut out = vec![("flow.Endpoint", endpoint), ("flow.Flow", flow)];
+    if !uses(&|f| !f.http_header.is_empty()) {
+        out.push(("flow.HTTP", vec!["headers"]));
+    }
+    out
+}
+
+/// Tells the parser to skip [`unused_fields`]. Process-wide: for the CLI's one run.
+pub fn skip_unused_fields(
+    opts: &PrinterOptions,
+    whitelist: &[FlowFilter],
+    blacklist: &[FlowFilter],
+) {
+    for (message, fields) in unused_fields(opts, whitelist, blacklist) {
+        // The names are ours and exist in the schema; a failure would only mean less skipping.
+        let _ = hubble_api::json::mask::skip_fields(message, &fields);
     }
 }

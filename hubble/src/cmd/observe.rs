@@ -337,6 +337,8 @@ pub fn run(m: &ArgMatches) -> anyhow::Result<u8> {
     };
     let mut out = io::BufWriter::with_capacity(256 << 10, stdout.lock());
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    // Fields neither printed nor filtered on are not even built while parsing.
+    crate::pipeline::skip_unused_fields(&opts, &whitelist, &blacklist);
     let result = if threads > 1 && can_parallelize(&opts, &sel) {
         observe_parallel(
             source,

@@ -289,6 +289,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 "let _ = map_.next_value::<serde::de::IgnoredAny>()?;",
                 "crate::json::note_unknown_field(); let _ = map_.next_value::<serde::de::IgnoredAny>()?;",
             );
+        let code = open_enums(&code);
         let code = inject_masks(&code, file, &mut masks, &mut n_masks);
         std::fs::write(&path, code)?;
     }
@@ -388,5 +389,33 @@ fn inject_masks(
             .unwrap();
         }
     }
+    out
+}
+
+/// Singular enum fields accept unknown numbers: `map_.next_value::<E>()? as i32` becomes
+/// `map_.next_value::<crate::json::OpenEnum<E>>()?.0`.
+fn open_enums(code: &str) -> String {
+    const START: &str = "map_.next_value::<";
+    const END: &str = ">()? as i32";
+    let mut out = String::with_capacity(code.len());
+    let mut rest = code;
+    while let Some(i) = rest.find(START) {
+        let after = &rest[i + START.len()..];
+        let ty_len = after
+            .find(|c: char| !(c.is_alphanumeric() || c == '_' || c == ':'))
+            .unwrap_or(after.len());
+        let ty = &after[..ty_len];
+        if !ty.is_empty() && after[ty_len..].starts_with(END) {
+            out.push_str(&rest[..i]);
+            out.push_str(&format!(
+                "map_.next_value::<crate::json::OpenEnum<{ty}>>()?.0"
+            ));
+            rest = &after[ty_len + END.len()..];
+        } else {
+            out.push_str(&rest[..i + START.len()]);
+            rest = after;
+        }
+    }
+    out.push_str(rest);
     out
 }

@@ -597,3 +597,66 @@ pub mod mask {
         }
     }
 }
+
+/// An enum field in JSON: its name, or any number (protojson keeps numbers it does not know,
+/// e.g. a drop reason added by a newer Cilium, instead of failing the whole message).
+pub struct OpenEnum<T>(pub i32, PhantomData<T>);
+
+struct OpenEnumVisitor<T>(PhantomData<T>);
+
+impl<'de, T> Visitor<'de> for OpenEnumVisitor<T>
+where
+    T: Deserialize<'de> + Into<i32>,
+{
+    type Value = i32;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an enum value name or number")
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<i32, E> {
+        T::deserialize(de::value::StrDeserializer::<E>::new(v)).map(Into::into)
+    }
+
+    fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<i32, E> {
+        T::deserialize(de::value::BorrowedStrDeserializer::<E>::new(v)).map(Into::into)
+    }
+
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<i32, E> {
+        i32::try_from(v).map_err(|_| E::custom(format!("enum number {v} out of range")))
+    }
+
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<i32, E> {
+        i32::try_from(v).map_err(|_| E::custom(format!("enum number {v} out of range")))
+    }
+}
+
+impl<'de, T> Deserialize<'de> for OpenEnum<T>
+where
+    T: Deserialize<'de> + Into<i32>,
+{
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(OpenEnumVisitor::<T>(PhantomData))
+            .map(|v| OpenEnum(v, PhantomData))
+    }
+}
+
+#[cfg(test)]
+mod open_enum_tests {
+    use crate::flow::Flow;
+
+    #[test]
+    fn enum_fields_take_names_and_any_number() {
+        let f: Flow =
+            serde_json::from_str(r#"{"verdict":"DROPPED","drop_reason_desc":250}"#).unwrap();
+        assert_eq!(f.verdict, 2);
+        assert_eq!(f.drop_reason_desc, 250);
+        let f: Flow = serde_json::from_str(r#"{"verdict":2}"#).unwrap();
+        assert_eq!(f.verdict, 2);
+        assert!(serde_json::from_str::<Flow>(r#"{"verdict":"NOT_A_VERDICT"}"#).is_err());
+        // And they are written back as numbers, as protojson does.
+        use crate::json::ProtoJson;
+        let f: Flow = serde_json::from_str(r#"{"drop_reason_desc":250}"#).unwrap();
+        assert_eq!(f.to_json_vec().unwrap(), br#"{"drop_reason_desc":250}"#);
+    }
+}

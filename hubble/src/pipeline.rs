@@ -259,14 +259,22 @@ pub fn observe_parallel<R: Read + Send, W: Write>(
 
     std::thread::scope(|scope| -> io::Result<Stats> {
         let stop_ref = &stop;
+        let proc_ref = &proc;
         let reader = scope.spawn(move || -> io::Result<()> {
             let mut blocks = BlockReader::new(input, BLOCK_SIZE);
             let mut seq = 0;
             while !stop_ref.load(Ordering::Relaxed) {
                 let spare = free_in_rx.try_recv().unwrap_or_default();
-                let Some(block) = blocks.next_block_into(spare)? else {
+                let Some(mut block) = blocks.next_block_into(spare)? else {
                     break;
                 };
+                // Drop lines that cannot match here, so that selective filters
+                // (--verdict DROPPED) cost the workers nothing.
+                if proc_ref.prefilter && block.too_long.is_none() {
+                    block.retain_lines(|l| {
+                        proc_ref.filters.line_may_match(l) || !looks_like_object(l)
+                    });
+                }
                 if job_tx.send((seq, block)).is_err() {
                     break;
                 }
@@ -371,10 +379,15 @@ fn run_block(
         r.errors.push(LineError::TooLong(no));
         return (r, block.data);
     }
+    r.lines = block.dropped;
     let data = block.data.strip_suffix(b"\n").unwrap_or(&block.data);
+    let numbers = block.line_numbers.as_deref();
     for (i, line) in data.split(|b| *b == b'\n').enumerate() {
+        if data.is_empty() && numbers.is_some() {
+            break;
+        }
         r.lines += 1;
-        let no = block.first_line + i as u64;
+        let no = numbers.map_or(block.first_line + i as u64, |n| n[i]);
         match proc.process(no, line) {
             Outcome::Skip => {}
             Outcome::Invalid(e) => r.errors.push(e),

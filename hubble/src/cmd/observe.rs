@@ -336,7 +336,11 @@ pub fn run(m: &ArgMatches) -> anyhow::Result<u8> {
         Box::new(File::open(input).with_context(|| format!("cannot open input file {input}"))?)
     };
     let mut out = io::BufWriter::with_capacity(256 << 10, stdout.lock());
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    // HUBBLE_OBSERVE_THREADS (undocumented) pins the worker count, for tests and benches.
+    let threads = std::env::var("HUBBLE_OBSERVE_THREADS")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     // Fields neither printed nor filtered on are not even built while parsing.
     crate::pipeline::skip_unused_fields(&opts, &whitelist, &blacklist);
     let result = if threads > 1 && can_parallelize(&opts, &sel) {

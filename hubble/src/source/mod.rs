@@ -113,6 +113,51 @@ pub struct Block {
     pub data: Vec<u8>,
     /// Set instead of data for a line longer than [`MAX_LINE`], which was skipped.
     pub too_long: Option<u64>,
+    /// After [`Block::retain_lines`]: the number of each line left in `data`.
+    pub line_numbers: Option<Vec<u64>>,
+    /// Lines removed by [`Block::retain_lines`].
+    pub dropped: u64,
+}
+
+impl Block {
+    /// Keeps only the lines for which `keep` is true (moving them to the front of `data`),
+    /// remembering their numbers.
+    pub fn retain_lines(&mut self, mut keep: impl FnMut(&[u8]) -> bool) {
+        let len = self.data.len();
+        let body = if self.data.last() == Some(&b'\n') {
+            len - 1
+        } else {
+            len
+        };
+        let mut numbers = Vec::new();
+        let mut write = 0;
+        let mut start = 0;
+        let mut no = self.first_line;
+        while start <= body && !(start == body && start == len) {
+            let end = memchr::memchr(b'\n', &self.data[start..body]).map_or(body, |p| start + p);
+            if keep(&self.data[start..end]) {
+                self.data.copy_within(start..end, write);
+                write += end - start;
+                if write < self.data.len() {
+                    self.data[write] = b'\n';
+                } else {
+                    // The last line had no newline and everything before it was kept.
+                    self.data.push(b'\n');
+                }
+                write += 1;
+                numbers.push(no);
+            } else {
+                self.dropped += 1;
+            }
+            no += 1;
+            start = end + 1;
+            if end == body {
+                break;
+            }
+        }
+        self.data.truncate(write);
+        self.line_numbers = Some(numbers);
+    }
 }
 
 /// Cuts a byte stream into blocks of whole lines of about `size` bytes each.
@@ -176,6 +221,8 @@ impl<R: Read> BlockReader<R> {
                         first_line: line,
                         data: Vec::new(),
                         too_long: Some(line),
+                        line_numbers: None,
+                        dropped: 0,
                     }));
                 }
                 None => continue,
@@ -192,6 +239,8 @@ impl<R: Read> BlockReader<R> {
                 first_line,
                 data: buf,
                 too_long: None,
+                line_numbers: None,
+                dropped: 0,
             }));
         }
     }
@@ -334,6 +383,39 @@ mod tests {
         assert_eq!(lines.len(), 3001);
         assert_eq!(lines[299].len(), 299);
         assert_eq!(lines[3000], b"last-without-newline");
+    }
+
+    #[test]
+    fn retain_lines_keeps_numbers() {
+        for (data, want) in [
+            (&b"a1\nb2\na3\nb4\n"[..], vec![(1, "a1"), (3, "a3")]),
+            (&b"a1\nb2\na3"[..], vec![(1, "a1"), (3, "a3")]),
+            (&b"b1\n\na3\n"[..], vec![(3, "a3")]),
+            (&b"b1"[..], vec![]),
+            (&b"a1\na3"[..], vec![(1, "a1"), (2, "a3")]),
+        ] {
+            let mut b = Block {
+                first_line: 1,
+                data: data.to_vec(),
+                too_long: None,
+                line_numbers: None,
+                dropped: 0,
+            };
+            b.retain_lines(|l| l.first() == Some(&b'a'));
+            let kept: Vec<(u64, String)> = b
+                .data
+                .split(|c| *c == b'\n')
+                .filter(|l| !l.is_empty())
+                .zip(b.line_numbers.clone().unwrap())
+                .map(|(l, n)| (n, String::from_utf8(l.to_vec()).unwrap()))
+                .collect();
+            let want: Vec<(u64, String)> =
+                want.into_iter().map(|(n, l)| (n, l.to_string())).collect();
+            assert_eq!(kept, want, "{:?}", String::from_utf8_lossy(data));
+            let total =
+                data.split(|c| *c == b'\n').count() as u64 - u64::from(data.last() == Some(&b'\n'));
+            assert_eq!(b.dropped + b.line_numbers.unwrap().len() as u64, total);
+        }
     }
 
     #[test]

@@ -87,7 +87,7 @@ pub struct RotatingFile {
     file: Option<File>,
     size: u64,
     mill: Mill,
-    clock: Box<dyn FnMut() -> DateTime<Utc> + Send>,
+    clock: Box<dyn FnMut() -> DateTime<Utc> + Send + Sync>,
 }
 
 impl RotatingFile {
@@ -106,7 +106,10 @@ impl RotatingFile {
     }
 
     /// Replaces the clock used for backup names (tests).
-    pub fn with_clock(mut self, clock: impl FnMut() -> DateTime<Utc> + Send + 'static) -> Self {
+    pub fn with_clock(
+        mut self,
+        clock: impl FnMut() -> DateTime<Utc> + Send + Sync + 'static,
+    ) -> Self {
         self.clock = Box::new(clock);
         self
     }
@@ -411,7 +414,7 @@ mod tests {
     use super::*;
     use std::io::Read;
 
-    fn clock_from(start: DateTime<Utc>) -> impl FnMut() -> DateTime<Utc> + Send {
+    fn clock_from(start: DateTime<Utc>) -> impl FnMut() -> DateTime<Utc> + Send + Sync {
         let mut t = start;
         move || {
             t += TimeDelta::seconds(1);

@@ -16,6 +16,7 @@ use hubble_api::observer::{GetFlowsRequest, GetFlowsResponse, Namespace, ServerS
 use pbjson_types::Timestamp;
 use tokio::sync::watch;
 
+use super::mask::FlowMask;
 use super::ring::{Read, Ring, RingError};
 
 /// One entry of the ring: a response as it is sent (flow or lost event, node name, time).
@@ -57,7 +58,7 @@ pub struct FlowQuery {
     follow: bool,
     since: Option<(i64, i32)>,
     until: Option<(i64, i32)>,
-    field_mask: Vec<String>,
+    mask: FlowMask,
     /// Next sequence number to read.
     seq: u64,
     /// Non-follow requests end at the head seen when they started.
@@ -251,11 +252,7 @@ impl LocalObserver {
             follow: req.follow,
             since,
             until,
-            field_mask: req
-                .field_mask
-                .as_ref()
-                .map(|m| m.paths.clone())
-                .unwrap_or_default(),
+            mask: FlowMask::new(req.field_mask.as_ref().map_or(&[][..], |m| &m.paths)),
             seq: head,
             end: head,
             sent: 0,
@@ -318,14 +315,10 @@ impl LocalObserver {
                     if q.since.is_some_and(|s| t < s) || !q.filters.matches_response(&e) {
                         continue;
                     }
-                    let mut resp = GetFlowsResponse::clone(&e);
-                    if matches!(resp.response_types, Some(ResponseTypes::Flow(_))) {
+                    if matches!(e.response_types, Some(ResponseTypes::Flow(_))) {
                         q.sent += 1;
-                        if !q.field_mask.is_empty() {
-                            hubble::pipeline::apply_field_mask(&mut resp, &q.field_mask);
-                        }
                     }
-                    return Some(resp);
+                    return Some(q.mask.apply(&e));
                 }
                 Read::Lost { lost, next } => {
                     q.seq = next;

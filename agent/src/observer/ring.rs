@@ -6,7 +6,7 @@
 //! a reader may legitimately ask for. A reader that asks for an overwritten number is told how
 //! many it lost and where the oldest entry now is.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, PoisonError, RwLock};
 
 use tokio::sync::Notify;
@@ -49,6 +49,8 @@ pub struct Ring<T> {
     /// Serialises writers, so `push` stays correct if called from several threads.
     writer: Mutex<()>,
     notify: Notify,
+    /// Followers inside `wait_for`; the writer skips waking when there are none.
+    waiters: AtomicUsize,
 }
 
 impl<T: Clone> Ring<T> {
@@ -73,6 +75,7 @@ impl<T: Clone> Ring<T> {
             head: AtomicU64::new(0),
             writer: Mutex::new(()),
             notify: Notify::new(),
+            waiters: AtomicUsize::new(0),
         })
     }
 
@@ -106,15 +109,21 @@ impl<T: Clone> Ring<T> {
     pub fn push(&self, value: T) {
         let _w = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
         let seq = self.head.load(Ordering::Relaxed);
-        {
+        let old = {
             let mut slot = self.slots[(seq & self.mask) as usize]
                 .write()
                 .unwrap_or_else(PoisonError::into_inner);
             slot.seq = seq;
-            slot.value = Some(value);
+            slot.value.replace(value)
+        };
+        // SeqCst pairs with `wait_for`: either the follower sees the new head, or we see it
+        // waiting and wake it.
+        self.head.store(seq + 1, Ordering::SeqCst);
+        if self.waiters.load(Ordering::SeqCst) > 0 {
+            self.notify.notify_waiters();
         }
-        self.head.store(seq + 1, Ordering::Release);
-        self.notify.notify_waiters();
+        // The overwritten entry is freed outside the slot lock.
+        drop(old);
     }
 
     /// Reads the entry with sequence number `seq`.
@@ -150,11 +159,19 @@ impl<T: Clone> Ring<T> {
 
     /// Waits until the entry `seq` has been written (returns at once if it has).
     pub async fn wait_for(&self, seq: u64) {
+        struct Waiting<'a>(&'a AtomicUsize);
+        impl Drop for Waiting<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::SeqCst);
+            }
+        }
+        self.waiters.fetch_add(1, Ordering::SeqCst);
+        let _waiting = Waiting(&self.waiters);
         loop {
             let notified = self.notify.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            if self.head() > seq {
+            if self.head.load(Ordering::SeqCst) > seq {
                 return;
             }
             notified.await;
@@ -235,6 +252,48 @@ mod tests {
             r.push(i);
         }
         assert_eq!(follower.await.unwrap(), vec![0, 1, 2]);
+    }
+
+    /// Followers that wait while the writer runs on another thread never miss a wake-up.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn followers_keep_up_with_a_writer_thread() {
+        const N: u64 = 50_000;
+        let r = Arc::new(Ring::<u64>::new(65_535).unwrap());
+        let followers: Vec<_> = (0..3)
+            .map(|_| {
+                let r = r.clone();
+                tokio::spawn(async move {
+                    let mut seq = 0;
+                    while seq < N {
+                        match r.read(seq) {
+                            Read::Entry(v) => {
+                                assert_eq!(v, seq);
+                                seq += 1;
+                            }
+                            Read::Pending => r.wait_for(seq).await,
+                            Read::Lost { .. } => panic!("ring is large enough"),
+                        }
+                    }
+                })
+            })
+            .collect();
+        let w = r.clone();
+        let writer = std::thread::spawn(move || {
+            for i in 0..N {
+                w.push(i);
+                if i % 1000 == 0 {
+                    std::thread::sleep(std::time::Duration::from_micros(200));
+                }
+            }
+        });
+        for f in followers {
+            tokio::time::timeout(std::time::Duration::from_secs(20), f)
+                .await
+                .expect("follower done")
+                .unwrap();
+        }
+        writer.join().unwrap();
+        assert_eq!(r.waiters.load(Ordering::SeqCst), 0);
     }
 
     /// A fast writer and several slow readers: every reader sees strictly increasing values,

@@ -30,6 +30,25 @@ pub struct DatapathArgs {
     /// Packet bytes captured with each event.
     #[arg(long, default_value_t = 128, value_parser = clap::value_parser!(u32).range(0..=1500))]
     pub capture_len: u32,
+    /// Perf ring data pages per CPU (a power of two).
+    #[arg(long, default_value_t = 64, hide = true)]
+    pub perf_pages: usize,
+    /// Wake the perf reader once this many bytes are queued (default: a quarter of the ring);
+    /// 0 = aya's reader with a wakeup per sample.
+    #[arg(long, value_name = "BYTES", hide = true)]
+    pub perf_wakeup_bytes: Option<u32>,
+}
+
+impl DatapathArgs {
+    /// The perf reader settings of these flags.
+    pub fn reader_options(&self) -> datapath::ReaderOptions {
+        let pages = self.perf_pages.max(1).next_power_of_two();
+        datapath::ReaderOptions {
+            pages,
+            wakeup_bytes: self.perf_wakeup_bytes.unwrap_or((pages * 4096 / 4) as u32),
+            ..datapath::ReaderOptions::default()
+        }
+    }
 }
 
 #[derive(Debug, Clone, Args)]
@@ -176,6 +195,8 @@ pub struct Attached {
     /// The "datapath attached …" line, printed once the perf readers run (events sent
     /// before that are lost, so tools wait for this line before driving traffic).
     pub banner: String,
+    /// How `start_readers` reads the perf rings.
+    pub reader: datapath::ReaderOptions,
 }
 
 impl Attached {
@@ -185,8 +206,12 @@ impl Attached {
         tx: mpsc::Sender<RawRecord>,
         lost: Arc<LostCounter>,
     ) -> Result<Vec<tokio::task::JoinHandle<()>>> {
-        let perf = self.datapath.take_events()?;
-        Ok(datapath::spawn_readers(perf, 64, tx, lost)?)
+        Ok(datapath::start_readers(
+            &mut self.datapath,
+            self.reader,
+            tx,
+            lost,
+        )?)
     }
 
     /// Prints the datapath counters and detaches everything.
@@ -258,6 +283,7 @@ pub fn attach_lab(args: &DatapathArgs) -> Result<Attached> {
         datapath: dp,
         state,
         banner,
+        reader: args.reader_options(),
     })
 }
 

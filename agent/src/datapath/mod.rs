@@ -2,6 +2,7 @@
 //! from the node state, attach it with clsact on every endpoint's host veth, read the perf rings.
 
 pub mod maps;
+pub mod perf;
 pub mod policy;
 pub mod record;
 
@@ -327,6 +328,18 @@ impl Datapath {
         PerfEventArray::try_from(m).map_err(map_err(MAP_EVENTS))
     }
 
+    /// Takes the perf event array out of the object (once) as plain map data, for readers
+    /// that open the rings themselves ([`spawn_watermark_readers`]).
+    pub fn take_events_map(&mut self) -> Result<MapData, DatapathError> {
+        match self.bpf.take_map(MAP_EVENTS) {
+            Some(aya::maps::Map::PerfEventArray(m)) => Ok(m),
+            Some(_) => Err(DatapathError::Io(io::Error::other(format!(
+                "map {MAP_EVENTS} is not a perf event array"
+            )))),
+            None => Err(DatapathError::MissingMap(MAP_EVENTS)),
+        }
+    }
+
     /// Per-CPU counters summed: (direction, reason, packets, bytes), non-zero rows only.
     pub fn metrics(&self) -> Result<Vec<(u8, u8, u64, u64)>, DatapathError> {
         let m = self
@@ -456,6 +469,126 @@ pub fn spawn_readers(
                     }
                 });
                 g.clear_ready();
+                for r in batch.drain(..) {
+                    if tx.send(r).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        }));
+    }
+    Ok(handles)
+}
+
+/// How the perf rings are read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReaderOptions {
+    /// Data pages per CPU ring (power of two).
+    pub pages: usize,
+    /// Wake the reader once this many bytes are queued; 0 = aya's reader, a wakeup per sample.
+    pub wakeup_bytes: u32,
+    /// Drain every ring this often even when the watermark is not reached.
+    pub flush: std::time::Duration,
+}
+
+impl Default for ReaderOptions {
+    fn default() -> Self {
+        let pages = 64;
+        Self {
+            pages,
+            // A quarter of a 64-page ring.
+            wakeup_bytes: (pages * 4096 / 4) as u32,
+            flush: std::time::Duration::from_millis(50),
+        }
+    }
+}
+
+/// Starts the readers the options ask for: watermark rings (Cilium's way) or aya's.
+pub fn start_readers(
+    dp: &mut Datapath,
+    opts: ReaderOptions,
+    tx: mpsc::Sender<RawRecord>,
+    lost: Arc<LostCounter>,
+) -> Result<Vec<tokio::task::JoinHandle<()>>, DatapathError> {
+    if opts.wakeup_bytes == 0 {
+        let perf = dp.take_events()?;
+        spawn_readers(perf, opts.pages, tx, lost)
+    } else {
+        let map = dp.take_events_map()?;
+        spawn_watermark_readers(map, opts, tx, lost)
+    }
+}
+
+/// Opens one watermark ring per online CPU, stores it in the `cilium_events` map and spawns a
+/// tokio task that drains it when the kernel signals the watermark or the flush timer fires.
+/// The tasks keep the map's fd open: closing the fd the entries were stored through makes the
+/// kernel remove them from the map.
+pub fn spawn_watermark_readers(
+    map: MapData,
+    opts: ReaderOptions,
+    tx: mpsc::Sender<RawRecord>,
+    lost: Arc<LostCounter>,
+) -> Result<Vec<tokio::task::JoinHandle<()>>, DatapathError> {
+    let cpus = aya::util::online_cpus().map_err(|(_, e)| e)?;
+    let map = Arc::new(map);
+    let mut handles = Vec::new();
+    for cpu in cpus {
+        let ring =
+            perf::PerfRing::open(cpu, opts.pages, perf::Wakeup::Watermark(opts.wakeup_bytes))?;
+        perf::store_in_map(map.fd(), cpu, &ring)?;
+        // SAFETY: the fd belongs to `ring`, which the AsyncFd owns for its whole life.
+        let mut afd = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
+            .map_err(io::Error::from)?;
+        let tx = tx.clone();
+        let lost = lost.clone();
+        let flush = opts.flush;
+        let map = map.clone();
+        handles.push(tokio::spawn(async move {
+            let _map = map;
+            let mut batch: Vec<RawRecord> = Vec::with_capacity(256);
+            let mut tick = tokio::time::interval(flush);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                let ready = tokio::select! {
+                    r = afd.readable_mut() => Some(r),
+                    _ = tick.tick() => None,
+                };
+                let drain = |ring: &mut perf::PerfRing, batch: &mut Vec<RawRecord>| {
+                    // Like Cilium's monitor, events are stamped when user space reads them.
+                    let now = SystemTime::now();
+                    ring.drain(|e| match e {
+                        perf::RingEvent::Sample { head, tail } => {
+                            let mut data = Vec::with_capacity(head.len() + tail.len());
+                            data.extend_from_slice(head);
+                            data.extend_from_slice(tail);
+                            batch.push(RawRecord::Sample {
+                                cpu,
+                                time: now,
+                                data,
+                            });
+                        }
+                        perf::RingEvent::Lost { count } => {
+                            lost.0.fetch_add(count, Ordering::Relaxed);
+                            batch.push(RawRecord::Lost {
+                                cpu,
+                                time: now,
+                                count,
+                            });
+                        }
+                    });
+                };
+                match ready {
+                    Some(Ok(mut g)) => {
+                        drain(g.get_inner_mut(), &mut batch);
+                        g.clear_ready();
+                    }
+                    Some(Err(_)) => return,
+                    None => {
+                        if afd.get_ref().readable() {
+                            drain(afd.get_mut(), &mut batch);
+                        }
+                    }
+                }
                 for r in batch.drain(..) {
                     if tx.send(r).await.is_err() {
                         return;

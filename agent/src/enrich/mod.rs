@@ -75,123 +75,11 @@ pub enum EnrichError {
     NotIp,
 }
 
-/// Builds flows; owns the uuid generator and a pool of buffers recycled from old flows.
+/// Builds flows; owns the uuid generator.
 pub struct Enricher<G> {
     getters: G,
     node_name: String,
     rng: u64,
-    pool: Pool,
-}
-
-/// Strings and vectors taken from flows given back (`flow_into`), reused for new flows so
-/// that a steady stream of flows allocates (almost) nothing.
-#[derive(Default)]
-struct Pool {
-    strings: Vec<String>,
-    string_vecs: Vec<Vec<String>>,
-    workload_vecs: Vec<Vec<Workload>>,
-}
-
-const POOL_MAX: usize = 256;
-
-impl Pool {
-    /// A cleared buffer from the pool, or a new one of `cap` bytes.
-    fn string(&mut self, cap: usize) -> String {
-        match self.strings.pop() {
-            Some(mut s) => {
-                s.clear();
-                s
-            }
-            None => String::with_capacity(cap),
-        }
-    }
-
-    fn str(&mut self, v: &str) -> String {
-        let mut s = self.string(v.len());
-        s.push_str(v);
-        s
-    }
-
-    fn ip(&mut self, ip: IpAddr) -> String {
-        let mut s = self.string(39);
-        match ip {
-            IpAddr::V4(a) => {
-                for (i, o) in a.octets().iter().enumerate() {
-                    if i > 0 {
-                        s.push('.');
-                    }
-                    push_dec(&mut s, *o);
-                }
-            }
-            IpAddr::V6(_) => {
-                use std::fmt::Write as _;
-                let _ = write!(s, "{ip}");
-            }
-        }
-        s
-    }
-
-    fn put(&mut self, s: String) {
-        if s.capacity() > 0 && self.strings.len() < POOL_MAX {
-            self.strings.push(s);
-        }
-    }
-
-    fn put_endpoint(&mut self, e: Endpoint) {
-        self.put(e.cluster_name);
-        self.put(e.namespace);
-        self.put(e.pod_name);
-        let mut labels = e.labels;
-        for l in labels.drain(..) {
-            self.put(l);
-        }
-        if labels.capacity() > 0 && self.string_vecs.len() < POOL_MAX {
-            self.string_vecs.push(labels);
-        }
-        let mut w = e.workloads;
-        for x in w.drain(..) {
-            self.put(x.name);
-            self.put(x.kind);
-        }
-        if w.capacity() > 0 && self.workload_vecs.len() < POOL_MAX {
-            self.workload_vecs.push(w);
-        }
-    }
-
-    /// Takes every buffer out of a flow this enricher built.
-    fn recycle(&mut self, f: Flow) {
-        self.put(f.uuid);
-        self.put(f.node_name);
-        self.put(f.summary);
-        if let Some(e) = f.ethernet {
-            self.put(e.source);
-            self.put(e.destination);
-        }
-        if let Some(ip) = f.ip {
-            self.put(ip.source);
-            self.put(ip.destination);
-            self.put(ip.source_xlated);
-        }
-        if let Some(e) = f.source {
-            self.put_endpoint(e);
-        }
-        if let Some(e) = f.destination {
-            self.put_endpoint(e);
-        }
-        for svc in [f.source_service, f.destination_service]
-            .into_iter()
-            .flatten()
-        {
-            self.put(svc.name);
-            self.put(svc.namespace);
-        }
-        if let Some(i) = f.interface {
-            self.put(i.name);
-        }
-        if let Some(file) = f.file {
-            self.put(file.name);
-        }
-    }
 }
 
 impl<G: Getters> Enricher<G> {
@@ -205,7 +93,6 @@ impl<G: Getters> Enricher<G> {
             getters,
             node_name: node_name.into(),
             rng: seed | 1,
-            pool: Pool::default(),
         }
     }
 
@@ -227,24 +114,22 @@ impl<G: Getters> Enricher<G> {
         self.flow(&ev, time)
     }
 
-    /// Like `flow_from_sample`, but writes into `out`, reusing the buffers of the flow it
-    /// held (which must come from this enricher). On error `out` is left empty.
+    /// Like `flow_from_sample`, but writes into `out`, reusing the strings and vectors of
+    /// the flow it held (see [`Enricher::fill`]). On error `out` is left empty.
     pub fn flow_into_from_sample(
         &mut self,
         sample: &[u8],
         time: SystemTime,
         out: &mut Flow,
     ) -> Result<(), EnrichError> {
-        let old = std::mem::take(out);
-        self.pool.recycle(old);
-        let ev = crate::monitor::decode(sample)?;
-        *out = self.flow(&ev, time)?;
-        Ok(())
-    }
-
-    /// Gives a flow's buffers back for reuse by the next flows.
-    pub fn recycle(&mut self, flow: Flow) {
-        self.pool.recycle(flow);
+        let res = match crate::monitor::decode(sample) {
+            Ok(ev) => self.fill(&ev, time, out),
+            Err(e) => Err(e.into()),
+        };
+        if res.is_err() {
+            *out = Flow::default();
+        }
+        res
     }
 
     fn next_u64(&mut self) -> u64 {
@@ -256,26 +141,38 @@ impl<G: Getters> Enricher<G> {
         z ^ (z >> 31)
     }
 
-    fn uuid(&mut self) -> String {
+    /// A random (version 4) UUID written into `s`.
+    fn uuid_into(&mut self, s: &mut String) {
         let a = self.next_u64();
         let b = self.next_u64();
         let hi = (a & !0xf000) | 0x4000; // version 4
         let lo = (b & !(0xc << 60)) | (0x8 << 60); // RFC 4122 variant
-        let mut s = self.pool.string(36);
-        push_hex(&mut s, hi >> 32, 8);
-        s.push('-');
-        push_hex(&mut s, (hi >> 16) & 0xffff, 4);
-        s.push('-');
-        push_hex(&mut s, hi & 0xffff, 4);
-        s.push('-');
-        push_hex(&mut s, lo >> 48, 4);
-        s.push('-');
-        push_hex(&mut s, lo & 0xffff_ffff_ffff, 12);
-        s
+        let mut buf = [b'-'; 36];
+        hex_into(&mut buf[0..8], hi >> 32);
+        hex_into(&mut buf[9..13], (hi >> 16) & 0xffff);
+        hex_into(&mut buf[14..18], hi & 0xffff);
+        hex_into(&mut buf[19..23], lo >> 48);
+        hex_into(&mut buf[24..36], lo & 0xffff_ffff_ffff);
+        s.clear();
+        s.push_str(std::str::from_utf8(&buf).unwrap_or_default());
     }
 
     /// Builds the flow of one decoded event observed at `time`.
     pub fn flow(&mut self, ev: &MonitorEvent<'_>, time: SystemTime) -> Result<Flow, EnrichError> {
+        let mut f = Flow::default();
+        self.fill(ev, time, &mut f)?;
+        Ok(f)
+    }
+
+    /// Writes the flow of one decoded event into `f`, reusing its strings and vectors: a
+    /// flow that held an event of the same kind is refilled without allocating. Every field
+    /// is written or reset, whatever `f` held before.
+    pub fn fill(
+        &mut self,
+        ev: &MonitorEvent<'_>,
+        time: SystemTime,
+        f: &mut Flow,
+    ) -> Result<(), EnrichError> {
         let hdr = *ev.header();
         let flags = match ev {
             MonitorEvent::Trace(t, _) => t.flags,
@@ -292,36 +189,39 @@ impl<G: Getters> Enricher<G> {
         let Some(ip) = pkt.ip else {
             return Err(EnrichError::NotIp);
         };
+        reset_rare(f);
 
-        let mut f = Flow {
-            time: Some(timestamp(time)),
-            uuid: self.uuid(),
-            r#type: flow::FlowType::L3L4 as i32,
-            node_name: self.pool.str(&self.node_name),
-            event_type: Some(CiliumEventType {
-                r#type: hdr.r#type as i32,
-                sub_type: hdr.subtype as i32,
-            }),
-            summary: summary_into(self.pool.string(32), &pkt),
-            ..Flow::default()
-        };
-        if let Some(e) = pkt.ethernet {
-            f.ethernet = Some(Ethernet {
-                source: mac_into(self.pool.string(17), &e.src),
-                destination: mac_into(self.pool.string(17), &e.dst),
-            });
+        f.time = Some(timestamp(time));
+        self.uuid_into(&mut f.uuid);
+        f.r#type = flow::FlowType::L3L4 as i32;
+        set_str(&mut f.node_name, &self.node_name);
+        f.event_type = Some(CiliumEventType {
+            r#type: hdr.r#type as i32,
+            sub_type: hdr.subtype as i32,
+        });
+        f.summary.clear();
+        summary_push(&mut f.summary, &pkt);
+        match pkt.ethernet {
+            Some(e) => {
+                let eth = f.ethernet.get_or_insert_with(Ethernet::default);
+                eth.source.clear();
+                mac_push(&mut eth.source, &e.src);
+                eth.destination.clear();
+                mac_push(&mut eth.destination, &e.dst);
+            }
+            None => f.ethernet = None,
         }
         let mut src_ip = ip.src;
-        let mut ipf = Ip {
-            source: self.pool.ip(ip.src),
-            destination: self.pool.ip(ip.dst),
-            ip_version: if ip.src.is_ipv4() {
-                flow::IpVersion::IPv4 as i32
-            } else {
-                flow::IpVersion::IPv6 as i32
-            },
-            ..Ip::default()
+        let ipf = f.ip.get_or_insert_with(Ip::default);
+        ip_into(&mut ipf.source, ip.src);
+        ip_into(&mut ipf.destination, ip.dst);
+        ipf.source_xlated.clear();
+        ipf.ip_version = if ip.src.is_ipv4() {
+            flow::IpVersion::IPv4 as i32
+        } else {
+            flow::IpVersion::IPv6 as i32
         };
+        ipf.encrypted = false;
         f.l4 = pkt.l4.map(layer4);
 
         // Identities the datapath resolved (0 = let the agent look it up).
@@ -348,8 +248,8 @@ impl<G: Getters> Enricher<G> {
                     && let Some(orig) = orig_ip(&t.orig_ip, ip.src.is_ipv4())
                     && orig != ip.src
                 {
-                    ipf.source_xlated = self.pool.ip(ip.src);
-                    ipf.source = self.pool.ip(orig);
+                    ip_into(&mut ipf.source_xlated, ip.src);
+                    ip_into(&mut ipf.source, orig);
                     src_ip = orig;
                 }
                 if t.ip_trace_id != 0 {
@@ -362,19 +262,19 @@ impl<G: Getters> Enricher<G> {
                     let is_reply = reason == TRACE_REASON_CT_REPLY;
                     f.is_reply = Some(BoolValue { value: is_reply });
                 }
-                f.interface = self.interface(t.ifindex);
+                self.interface_into(&mut f.interface, t.ifindex);
             }
             MonitorEvent::Drop(d, _) => {
                 f.verdict = flow::Verdict::Dropped as i32;
                 f.drop_reason = hdr.subtype as u32;
                 f.drop_reason_desc = hdr.subtype as i32;
-                f.file = Some(FileInfo {
-                    name: self.pool.str(file_name(d.file)),
-                    line: d.line as u32,
-                });
-                f.interface = self.interface(d.ifindex);
+                let file = f.file.get_or_insert_with(FileInfo::default);
+                set_str(&mut file.name, file_name(d.file));
+                file.line = d.line as u32;
+                self.interface_into(&mut f.interface, d.ifindex);
             }
             MonitorEvent::PolicyVerdict(p, _) => {
+                f.interface = None;
                 f.verdict = if p.verdict < 0 {
                     flow::Verdict::Dropped as i32
                 } else if p.verdict > 0 {
@@ -392,7 +292,7 @@ impl<G: Getters> Enricher<G> {
                     f.is_reply = Some(BoolValue { value: false });
                 }
                 f.policy_match_type = ((p.flags & PV_MATCH_MASK) >> PV_MATCH_SHIFT) as u32;
-                self.correlate(&mut f, p);
+                self.correlate(f, p);
                 f.traffic_direction = match p.flags & PV_FLAG_DIR_MASK {
                     PV_FLAG_DIR_INGRESS => flow::TrafficDirection::Ingress as i32,
                     PV_FLAG_DIR_EGRESS => flow::TrafficDirection::Egress as i32,
@@ -401,14 +301,16 @@ impl<G: Getters> Enricher<G> {
             }
         }
         f.reply = f.is_reply.map(|b| b.value).unwrap_or(false);
-        f.ip = Some(ipf);
 
-        let src = self.endpoint(src_ip, src_label);
-        let dst = self.endpoint(ip.dst, dst_label);
+        let src = f.source.get_or_insert_with(Endpoint::default);
+        self.endpoint_into(src, src_ip, src_label);
+        let src_id = src.id;
+        let dst = f.destination.get_or_insert_with(Endpoint::default);
+        self.endpoint_into(dst, ip.dst, dst_label);
 
         // Direction for trace and drop: is the event's endpoint the packet's source?
         if !matches!(ev, MonitorEvent::PolicyVerdict(..)) && hdr.source != 0 {
-            let is_source_ep = u32::from(hdr.source) == src.id;
+            let is_source_ep = u32::from(hdr.source) == src_id;
             f.traffic_direction = match ev {
                 MonitorEvent::Drop(..) => direction(is_source_ep),
                 MonitorEvent::Trace(t, _) if reason_known(t.reason & !TRACE_REASON_ENCRYPTED) => {
@@ -419,23 +321,21 @@ impl<G: Getters> Enricher<G> {
             };
         }
 
-        if let Some(l4) = pkt.l4 {
-            let (sport, dport, proto) = match l4 {
-                L4::Tcp { sport, dport, .. } => (sport, dport, 6),
-                L4::Udp { sport, dport } => (sport, dport, 17),
-                L4::Sctp { sport, dport } => (sport, dport, 132),
-                _ => (0, 0, 0),
-            };
-            if proto != 0 {
-                f.source_service = self.service(src_ip, sport, proto);
-                f.destination_service = self.service(ip.dst, dport, proto);
-            }
+        let (sport, dport, proto) = match pkt.l4 {
+            Some(L4::Tcp { sport, dport, .. }) => (sport, dport, 6),
+            Some(L4::Udp { sport, dport }) => (sport, dport, 17),
+            Some(L4::Sctp { sport, dport }) => (sport, dport, 132),
+            _ => (0, 0, 0),
+        };
+        if proto != 0 {
+            self.service_into(&mut f.source_service, src_ip, sport, proto);
+            self.service_into(&mut f.destination_service, ip.dst, dport, proto);
+        } else {
+            f.source_service = None;
+            f.destination_service = None;
         }
-        f.source = Some(src);
-        f.destination = Some(dst);
-        Ok(f)
+        Ok(())
     }
-
     /// Policy correlation: the policies whose entry decided a policy verdict.
     fn correlate(&mut self, f: &mut Flow, p: &crate::monitor::PolicyVerdictNotify) {
         let egress = p.flags & PV_FLAG_DIR_MASK == PV_FLAG_DIR_EGRESS;
@@ -464,15 +364,15 @@ impl<G: Getters> Enricher<G> {
         let policies: Vec<flow::Policy> = names
             .into_iter()
             .map(|(namespace, name)| flow::Policy {
-                name: self.pool.str(name),
-                namespace: self.pool.str(namespace),
+                name: name.to_string(),
+                namespace: namespace.to_string(),
                 labels: vec![
                     "k8s:io.cilium.k8s.policy.derived-from=CiliumNetworkPolicy".to_string(),
                     format!("k8s:io.cilium.k8s.policy.name={name}"),
                     format!("k8s:io.cilium.k8s.policy.namespace={namespace}"),
                 ],
                 revision: 1,
-                kind: self.pool.str("CiliumNetworkPolicy"),
+                kind: "CiliumNetworkPolicy".to_string(),
             })
             .collect();
         match (egress, deny) {
@@ -483,68 +383,184 @@ impl<G: Getters> Enricher<G> {
         }
     }
 
-    fn interface(&mut self, ifindex: u32) -> Option<NetworkInterface> {
+    fn interface_into(&self, out: &mut Option<NetworkInterface>, ifindex: u32) {
         if ifindex == 0 {
-            return None;
+            *out = None;
+            return;
         }
         let name = self.getters.interface_name(ifindex).unwrap_or_default();
-        Some(NetworkInterface {
-            index: ifindex,
-            name: self.pool.str(name),
-        })
+        let i = out.get_or_insert_with(NetworkInterface::default);
+        i.index = ifindex;
+        set_str(&mut i.name, name);
     }
 
-    fn service(&mut self, ip: IpAddr, port: u16, proto: u8) -> Option<Service> {
-        let (namespace, name) = self.getters.service_of(ip, port, proto)?;
-        Some(Service {
-            name: self.pool.str(name),
-            namespace: self.pool.str(namespace),
-        })
+    fn service_into(&self, out: &mut Option<Service>, ip: IpAddr, port: u16, proto: u8) {
+        match self.getters.service_of(ip, port, proto) {
+            Some((namespace, name)) => {
+                let s = out.get_or_insert_with(Service::default);
+                set_str(&mut s.name, name);
+                set_str(&mut s.namespace, namespace);
+            }
+            None => *out = None,
+        }
     }
 
     /// Hubble's endpoint resolution: a local endpoint by address, else the identity the
     /// datapath gave (or the ipcache's) with that identity's labels.
-    fn endpoint(&mut self, ip: IpAddr, datapath_identity: u32) -> Endpoint {
-        let pool = &mut self.pool;
-        let mut labels = pool.string_vecs.pop().unwrap_or_default();
-        labels.clear();
+    fn endpoint_into(&self, out: &mut Endpoint, ip: IpAddr, datapath_identity: u32) {
         if let Some(ep) = self.getters.endpoint_by_ip(ip) {
-            labels.extend(ep.labels.iter().map(|l| pool.str(l)));
-            let mut workloads = pool.workload_vecs.pop().unwrap_or_default();
-            workloads.clear();
-            if let Some((kind, name)) = &ep.workload {
-                workloads.push(Workload {
-                    name: pool.str(name),
-                    kind: pool.str(kind),
-                });
+            out.id = ep.id as u32;
+            out.identity = ep.identity;
+            set_str(&mut out.cluster_name, &ep.cluster);
+            set_str(&mut out.namespace, &ep.namespace);
+            set_str(&mut out.pod_name, &ep.pod_name);
+            set_strs(&mut out.labels, &ep.labels);
+            match &ep.workload {
+                Some((kind, name)) => {
+                    out.workloads.truncate(1);
+                    if out.workloads.is_empty() {
+                        out.workloads.push(Workload::default());
+                    }
+                    set_str(&mut out.workloads[0].name, name);
+                    set_str(&mut out.workloads[0].kind, kind);
+                }
+                None => out.workloads.clear(),
             }
-            return Endpoint {
-                id: ep.id as u32,
-                identity: ep.identity,
-                cluster_name: pool.str(&ep.cluster),
-                namespace: pool.str(&ep.namespace),
-                labels,
-                pod_name: pool.str(&ep.pod_name),
-                workloads,
-            };
+            return;
         }
         let identity = if datapath_identity != 0 {
             datapath_identity
         } else {
             self.getters.identity_of(ip)
         };
+        out.id = 0;
+        out.identity = identity;
+        out.cluster_name.clear();
+        out.namespace.clear();
+        out.pod_name.clear();
+        out.workloads.clear();
         match state::reserved_labels(identity) {
-            Some(l) => labels.extend(l.iter().map(|s| pool.str(s))),
-            None => {
-                if let Some(l) = self.getters.labels_of(identity) {
-                    labels.extend(l.iter().map(|s| pool.str(s)));
+            Some(l) => set_strs(&mut out.labels, l),
+            None => match self.getters.labels_of(identity) {
+                Some(l) => set_strs(&mut out.labels, l),
+                None => out.labels.clear(),
+            },
+        }
+    }
+}
+
+/// Resets the fields `fill` writes only for some events (the exhaustive pattern makes a new
+/// field of `Flow` a compile error here until it is handled).
+fn reset_rare(f: &mut Flow) {
+    let Flow {
+        time: _,
+        uuid: _,
+        emitter,
+        verdict: _,
+        drop_reason,
+        auth_type,
+        ethernet: _,
+        ip: _,
+        l4: _,
+        tunnel,
+        source: _,
+        destination: _,
+        r#type: _,
+        node_name: _,
+        node_labels,
+        source_names,
+        destination_names,
+        l7,
+        reply: _,
+        event_type: _,
+        source_service: _,
+        destination_service: _,
+        traffic_direction,
+        policy_match_type,
+        trace_observation_point,
+        trace_reason,
+        file,
+        ip_trace_id,
+        drop_reason_desc,
+        is_reply,
+        debug_capture_point,
+        interface: _,
+        proxy_port,
+        trace_context,
+        sock_xlate_point,
+        socket_cookie,
+        cgroup_id,
+        summary: _,
+        extensions,
+        egress_allowed_by,
+        ingress_allowed_by,
+        egress_denied_by,
+        ingress_denied_by,
+        policy_log,
+        aggregate,
+    } = f;
+    *emitter = None;
+    *drop_reason = 0;
+    *auth_type = 0;
+    *tunnel = None;
+    node_labels.clear();
+    source_names.clear();
+    destination_names.clear();
+    *l7 = None;
+    *traffic_direction = 0;
+    *policy_match_type = 0;
+    *trace_observation_point = 0;
+    *trace_reason = 0;
+    *file = None;
+    *ip_trace_id = None;
+    *drop_reason_desc = 0;
+    *is_reply = None;
+    *debug_capture_point = 0;
+    *proxy_port = 0;
+    *trace_context = None;
+    *sock_xlate_point = 0;
+    *socket_cookie = 0;
+    *cgroup_id = 0;
+    *extensions = None;
+    egress_allowed_by.clear();
+    ingress_allowed_by.clear();
+    egress_denied_by.clear();
+    ingress_denied_by.clear();
+    policy_log.clear();
+    *aggregate = None;
+}
+
+/// `dst = src`, reusing dst's buffer.
+fn set_str(dst: &mut String, src: &str) {
+    dst.clear();
+    dst.push_str(src);
+}
+
+/// `dst = src`, reusing dst's strings.
+fn set_strs<S: AsRef<str>>(dst: &mut Vec<String>, src: &[S]) {
+    dst.truncate(src.len());
+    for (d, s) in dst.iter_mut().zip(src) {
+        set_str(d, s.as_ref());
+    }
+    let have = dst.len();
+    dst.extend(src[have..].iter().map(|s| s.as_ref().to_string()));
+}
+
+/// Writes an address the way Go's net.IP.String() does (IPv4 dotted, IPv6 RFC 5952).
+fn ip_into(s: &mut String, ip: IpAddr) {
+    s.clear();
+    match ip {
+        IpAddr::V4(a) => {
+            for (i, o) in a.octets().iter().enumerate() {
+                if i > 0 {
+                    s.push('.');
                 }
+                push_dec(s, *o);
             }
         }
-        Endpoint {
-            identity,
-            labels,
-            ..Endpoint::default()
+        IpAddr::V6(_) => {
+            use std::fmt::Write as _;
+            let _ = write!(s, "{ip}");
         }
     }
 }
@@ -608,22 +624,21 @@ fn push_dec(s: &mut String, v: u8) {
     s.push((b'0' + v % 10) as char);
 }
 
-/// Appends the low `digits` hex digits of `v`, zero padded.
-fn push_hex(s: &mut String, v: u64, digits: u32) {
+/// Writes the low `out.len()` hex digits of `v`, zero padded.
+fn hex_into(out: &mut [u8], mut v: u64) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    for i in (0..digits).rev() {
-        s.push(HEX[((v >> (i * 4)) & 0xf) as usize] as char);
+    for b in out.iter_mut().rev() {
+        *b = HEX[(v & 0xf) as usize];
+        v >>= 4;
     }
 }
 
-fn mac_into(mut s: String, m: &[u8; 6]) -> String {
+fn mac_push(s: &mut String, m: &[u8; 6]) {
+    let mut buf = [b':'; 17];
     for (i, b) in m.iter().enumerate() {
-        if i > 0 {
-            s.push(':');
-        }
-        push_hex(&mut s, *b as u64, 2);
+        hex_into(&mut buf[i * 3..i * 3 + 2], *b as u64);
     }
-    s
+    s.push_str(std::str::from_utf8(&buf).unwrap_or_default());
 }
 
 /// Cilium's source file ids of drop notifications.
@@ -698,11 +713,13 @@ fn layer4(l4: L4) -> Layer4 {
 
 /// Hubble's Summary: TCP flags, the ICMP type/code name, or the last decoded layer.
 pub fn summary(p: &Packet) -> String {
-    summary_into(String::new(), p)
+    let mut s = String::new();
+    summary_push(&mut s, p);
+    s
 }
 
-/// `summary` written into a (cleared) buffer.
-fn summary_into(mut s: String, p: &Packet) -> String {
+/// `summary` appended to `s`.
+fn summary_push(s: &mut String, p: &Packet) {
     use std::fmt::Write as _;
     match p.l4 {
         Some(L4::Tcp { flags, .. }) => {
@@ -739,7 +756,6 @@ fn summary_into(mut s: String, p: &Packet) -> String {
         Some(L4::Sctp { .. }) => s.push_str("SCTP"),
         None => s.push_str(p.last.name()),
     }
-    s
 }
 
 fn type_code(name: Option<(&str, Option<&str>, bool)>, typ: u8, code: u8) -> String {

@@ -54,6 +54,9 @@ pub enum LabSub {
         #[arg(last = true, required = true, value_name = "COMMAND")]
         command: Vec<String>,
     },
+    /// A bounded, paced UDP flood between two pods (a benchmark of the datapath and the
+    /// agent's readers); with --agent it runs `hubble-agent run --aggregation none` around it.
+    Flood(FloodArgs),
     /// Run the lab's servers (HTTP/echo on service ports, DNS, world) until --duration ends.
     Serve {
         #[command(flatten)]
@@ -96,6 +99,107 @@ pub struct TrafficArgs {
     /// Print one row per probe, not only the ones with errors or surprises.
     #[arg(long, short = 'v')]
     pub verbose: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct FloodArgs {
+    #[command(flatten)]
+    pub spec: SpecArg,
+    /// Sending pod (`namespace/pod` or a pod name).
+    #[arg(long, default_value = "default/client")]
+    pub from: String,
+    /// Receiving pod (no socket listens: the packets end in its UDP layer).
+    #[arg(long, default_value = "default/intruder")]
+    pub to: String,
+    #[arg(long, default_value_t = 9)]
+    pub port: u16,
+    /// Packets per second (at most 1000000).
+    #[arg(long, default_value_t = 200_000)]
+    pub pps: u64,
+    /// How long to send (at most 60s).
+    #[arg(long, short = 'd', default_value = "5s", value_parser = parse_duration)]
+    pub duration: Duration,
+    /// UDP payload bytes.
+    #[arg(long, default_value_t = 18)]
+    pub payload: usize,
+    /// Send to the pod's IPv6 address.
+    #[arg(long)]
+    pub ipv6: bool,
+    /// Run `hubble-agent run --aggregation none --no-hubble-server` during the flood and
+    /// report the events it read and lost (the lab must be up; root).
+    #[arg(long)]
+    pub agent: bool,
+    /// Extra arguments for that agent, e.g. `--agent-arg=--perf-wakeup-bytes=0`.
+    #[arg(long, allow_hyphen_values = true)]
+    pub agent_arg: Vec<String>,
+}
+
+impl FloodArgs {
+    fn run(self) -> ExitCode {
+        let spec = match load(&self.spec) {
+            Ok(s) => s,
+            Err(c) => return c,
+        };
+        if !topology::is_root() {
+            return fail(topology::LabError::NotRoot);
+        }
+        let agent = if self.agent {
+            let exe = match std::env::current_exe() {
+                Ok(e) => e,
+                Err(e) => return fail(e),
+            };
+            match super::flood::AgentChild::start(&exe, &self.spec.spec, &self.agent_arg) {
+                Ok(a) => Some(a),
+                Err(e) => return fail(e),
+            }
+        } else {
+            None
+        };
+        let opts = super::flood::FloodOptions {
+            from: self.from,
+            to: self.to,
+            port: self.port,
+            pps: self.pps,
+            duration: self.duration,
+            payload: self.payload,
+            ipv6: self.ipv6,
+        };
+        let rep = super::flood::flood(&spec, &opts);
+        let secs = match &rep {
+            Ok(r) => {
+                println!(
+                    "flood: sent {} packets in {:.2}s = {:.0} packets/s (target {}), send errors {}",
+                    r.sent,
+                    r.elapsed.as_secs_f64(),
+                    r.rate(),
+                    opts.pps,
+                    r.send_errors
+                );
+                r.elapsed.as_secs_f64()
+            }
+            Err(_) => 1.0,
+        };
+        if let Some(a) = agent {
+            match a.stop() {
+                Ok(ar) => {
+                    for l in &ar.lines {
+                        println!("agent: {l}");
+                    }
+                    println!(
+                        "agent: {} events read = {:.0} events/s over the flood, {} lost samples",
+                        ar.flows,
+                        ar.flows as f64 / secs.max(1e-9),
+                        ar.lost
+                    );
+                }
+                Err(e) => eprintln!("error: agent: {e}"),
+            }
+        }
+        match rep {
+            Ok(_) => ExitCode::SUCCESS,
+            Err(e) => fail(e),
+        }
+    }
 }
 
 /// Parses `10s`, `500ms`, `2m`, `1h` or a bare number of seconds.
@@ -237,6 +341,7 @@ impl LabCmd {
                     Err(e) => fail(e),
                 }
             }
+            LabSub::Flood(f) => f.run(),
             LabSub::Exec {
                 spec: a,
                 target,

@@ -9,6 +9,7 @@
 
 pub mod cli;
 pub mod dns;
+pub mod flood;
 pub mod netns;
 pub mod serve;
 pub mod spec;

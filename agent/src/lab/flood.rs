@@ -1,0 +1,216 @@
+//! `hubble-agent lab flood`: a bounded, paced UDP flood from one lab pod to another, to
+//! measure the datapath and the agent's perf readers (optionally running the agent itself).
+//!
+//! Bounds: at most 1 M packets/s, 60 s and 20 M packets; only between the lab's own pods.
+
+use std::io::{self, BufRead, BufReader};
+use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::os::fd::AsRawFd;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::netns;
+use super::spec::{LabSpec, Pod};
+
+pub const MAX_PPS: u64 = 1_000_000;
+pub const MAX_DURATION: Duration = Duration::from_secs(60);
+pub const MAX_PACKETS: u64 = 20_000_000;
+const BATCH: usize = 32;
+
+#[derive(Debug, Clone)]
+pub struct FloodOptions {
+    /// Sending pod (`namespace/pod`, a name or a unique prefix).
+    pub from: String,
+    /// Receiving pod.
+    pub to: String,
+    pub port: u16,
+    pub pps: u64,
+    pub duration: Duration,
+    pub payload: usize,
+    pub ipv6: bool,
+}
+
+/// What the sender did.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct FloodReport {
+    pub sent: u64,
+    pub send_errors: u64,
+    pub elapsed: Duration,
+}
+
+impl FloodReport {
+    pub fn rate(&self) -> f64 {
+        self.sent as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+}
+
+fn find_pod<'a>(spec: &'a LabSpec, target: &str) -> io::Result<&'a Pod> {
+    let hits: Vec<&Pod> = spec
+        .pods
+        .iter()
+        .filter(|p| p.id() == target || p.name == target)
+        .collect();
+    match hits.as_slice() {
+        [one] => Ok(one),
+        _ => Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("no single pod {target:?} in the lab (use namespace/pod)"),
+        )),
+    }
+}
+
+/// Sends the flood and returns when the duration or the packet budget is used up.
+pub fn flood(spec: &LabSpec, opts: &FloodOptions) -> io::Result<FloodReport> {
+    let from = find_pod(spec, &opts.from)?;
+    let to = find_pod(spec, &opts.to)?;
+    let dst: IpAddr = if opts.ipv6 {
+        to.ipv6.into()
+    } else {
+        to.ipv4.into()
+    };
+    let pps = opts.pps.clamp(1, MAX_PPS);
+    let duration = opts.duration.min(MAX_DURATION);
+    let budget = ((pps as f64 * duration.as_secs_f64()) as u64).min(MAX_PACKETS);
+    let payload = vec![0x5au8; opts.payload.clamp(1, 1400)];
+    let port = opts.port;
+    netns::run_in(&from.netns, move || {
+        let bind: SocketAddr = if dst.is_ipv4() {
+            "0.0.0.0:0".parse().expect("addr")
+        } else {
+            "[::]:0".parse().expect("addr")
+        };
+        let sock = UdpSocket::bind(bind)?;
+        sock.connect(SocketAddr::new(dst, port))?;
+        send_paced(&sock, &payload, pps, duration, budget)
+    })
+}
+
+fn send_paced(
+    sock: &UdpSocket,
+    payload: &[u8],
+    pps: u64,
+    duration: Duration,
+    budget: u64,
+) -> io::Result<FloodReport> {
+    let mut iov = libc::iovec {
+        iov_base: payload.as_ptr() as *mut libc::c_void,
+        iov_len: payload.len(),
+    };
+    // SAFETY: mmsghdr is plain data; zeroed is a valid empty header.
+    let mut msgs: [libc::mmsghdr; BATCH] = unsafe { std::mem::zeroed() };
+    for m in msgs.iter_mut() {
+        m.msg_hdr.msg_iov = &mut iov;
+        m.msg_hdr.msg_iovlen = 1;
+    }
+    let mut rep = FloodReport::default();
+    let start = Instant::now();
+    let per_ns = pps as f64 / 1e9;
+    while rep.sent < budget {
+        let now = start.elapsed();
+        if now >= duration {
+            break;
+        }
+        let due = ((now.as_nanos() as f64 * per_ns) as u64).min(budget);
+        if due <= rep.sent {
+            // Ahead of schedule: wait about one batch's worth of time.
+            let wait = Duration::from_nanos((BATCH as f64 / per_ns) as u64 / 2);
+            std::thread::sleep(wait.min(Duration::from_millis(1)));
+            continue;
+        }
+        let n = (due - rep.sent).min(BATCH as u64) as usize;
+        // SAFETY: msgs[..n] point at `iov`, which points at `payload`; all outlive the call.
+        let r = unsafe { libc::sendmmsg(sock.as_raw_fd(), msgs.as_mut_ptr(), n as u32, 0) };
+        if r < 0 {
+            let e = io::Error::last_os_error();
+            match e.raw_os_error() {
+                // Full queues and ICMP errors of earlier packets: count and go on.
+                Some(libc::ENOBUFS | libc::EAGAIN | libc::ECONNREFUSED | libc::EINTR) => {
+                    rep.send_errors += 1;
+                }
+                _ => return Err(e),
+            }
+        } else {
+            rep.sent += r as u64;
+        }
+    }
+    rep.elapsed = start.elapsed();
+    Ok(rep)
+}
+
+/// The figures an agent prints at exit.
+#[derive(Debug, Clone, Default)]
+pub struct AgentReport {
+    pub flows: u64,
+    pub lost: u64,
+    /// The agent's own summary lines (counters, BPF run time).
+    pub lines: Vec<String>,
+}
+
+/// A `hubble-agent run` child of this process.
+pub struct AgentChild {
+    child: Child,
+    stderr: BufReader<std::process::ChildStderr>,
+}
+
+impl AgentChild {
+    /// Starts `exe run --lab SPEC --aggregation none --no-hubble-server EXTRA…` and waits
+    /// (at most 30 s) until its perf readers run.
+    pub fn start(exe: &Path, spec: &Path, extra: &[String]) -> io::Result<Self> {
+        let mut child = Command::new(exe)
+            .args(["run", "--lab"])
+            .arg(spec)
+            .args([
+                "--aggregation",
+                "none",
+                "--no-hubble-server",
+                "--duration",
+                "90s",
+            ])
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        let mut stderr = BufReader::new(child.stderr.take().expect("piped stderr"));
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut line = String::new();
+        loop {
+            line.clear();
+            if stderr.read_line(&mut line)? == 0 || Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(io::Error::other(format!(
+                    "the agent did not start: {}",
+                    line.trim()
+                )));
+            }
+            if line.contains("datapath attached") {
+                break;
+            }
+        }
+        Ok(Self { child, stderr })
+    }
+
+    /// Sends SIGTERM, waits for the exit and parses the counters it printed.
+    pub fn stop(mut self) -> io::Result<AgentReport> {
+        // SAFETY: kill on the pid of our own child.
+        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
+        let mut rep = AgentReport::default();
+        let mut line = String::new();
+        while self.stderr.read_line(&mut line)? > 0 {
+            let l = line.trim().to_string();
+            line.clear();
+            for word in l.split_whitespace() {
+                if let Some(v) = word.strip_prefix("flows=") {
+                    rep.flows = v.parse().unwrap_or(0);
+                } else if let Some(v) = word.strip_prefix("lost_samples=") {
+                    rep.lost = v.parse().unwrap_or(0);
+                }
+            }
+            rep.lines.push(l);
+        }
+        self.child.wait()?;
+        Ok(rep)
+    }
+}

@@ -313,3 +313,48 @@ async fn connection_refused_is_one_line() {
     );
     assert!(!err.contains('\n'));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reflection_lists_the_services() {
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+    use tonic_reflection::pb::v1::{ServerReflectionRequest, ServerReflectionResponse};
+
+    let srv = Server::start(1, 7).await;
+    let ch = client::connect(&srv.unix, Duration::from_secs(5))
+        .await
+        .unwrap();
+    let ask = |req: MessageRequest| ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(req),
+    };
+    let reqs = vec![
+        ask(MessageRequest::ListServices(String::new())),
+        ask(MessageRequest::FileContainingSymbol(
+            "observer.Observer".into(),
+        )),
+    ];
+    let mut replies = ServerReflectionClient::new(ch)
+        .server_reflection_info(tokio_stream::iter(reqs))
+        .await
+        .unwrap()
+        .into_inner();
+    let first: ServerReflectionResponse = replies.message().await.unwrap().unwrap();
+    let Some(MessageResponse::ListServicesResponse(list)) = first.message_response else {
+        panic!("list services answer expected: {first:?}");
+    };
+    let names: Vec<_> = list.service.iter().map(|s| s.name.as_str()).collect();
+    for want in ["observer.Observer", "peer.Peer", "grpc.health.v1.Health"] {
+        assert!(names.contains(&want), "{want} in {names:?}");
+    }
+    let second = replies.message().await.unwrap().unwrap();
+    assert!(
+        matches!(
+            second.message_response,
+            Some(MessageResponse::FileDescriptorResponse(ref f)) if !f.file_descriptor_proto.is_empty()
+        ),
+        "{second:?}"
+    );
+    srv.stop().await;
+}

@@ -358,3 +358,76 @@ async fn reflection_lists_the_services() {
     );
     srv.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_client_never_blocks_the_writer_and_gets_lost_events() {
+    let srv = Server::start(0, 1023).await;
+    let ch = client::connect(&srv.unix, Duration::from_secs(5))
+        .await
+        .unwrap();
+    let mut s = client::get_flows(
+        ch,
+        GetFlowsRequest {
+            follow: true,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    srv.obs.push_flow(flow(0));
+    assert_eq!(pod(&s.next().await.unwrap().unwrap()), "pod-0");
+    // The client stops reading; the writer goes on at full speed and must not wait for it.
+    let obs = srv.obs.clone();
+    let writer = std::thread::spawn(move || {
+        let t = std::time::Instant::now();
+        for i in 1..50_000 {
+            obs.push_flow(flow(i));
+        }
+        t.elapsed()
+    });
+    let took = writer.join().unwrap();
+    assert!(took < Duration::from_secs(20), "writer took {took:?}");
+    let mut lost = 0;
+    let mut last = String::new();
+    while last != "pod-49999" {
+        let r = tokio::time::timeout(Duration::from_secs(10), s.next())
+            .await
+            .expect("stream keeps going")
+            .unwrap()
+            .unwrap();
+        match &r.response_types {
+            Some(ResponseTypes::LostEvents(l)) => {
+                assert_eq!(
+                    l.source,
+                    hubble_api::flow::LostEventSource::HubbleRingBuffer as i32
+                );
+                lost += l.num_events_lost;
+            }
+            _ => last = pod(&r),
+        }
+    }
+    assert!(lost > 0, "the lagging client was told what it lost");
+    srv.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_and_debug_events_are_empty_streams() {
+    let srv = Server::start(1, 7).await;
+    let ch = client::connect(&srv.tcp, Duration::from_secs(5))
+        .await
+        .unwrap();
+    let mut obs = client::observer(ch);
+    let mut a = obs
+        .get_agent_events(hubble_api::observer::GetAgentEventsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(a.message().await.unwrap().is_none());
+    let mut d = obs
+        .get_debug_events(hubble_api::observer::GetDebugEventsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(d.message().await.unwrap().is_none());
+    srv.stop().await;
+}

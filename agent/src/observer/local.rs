@@ -542,6 +542,32 @@ mod tests {
         assert_eq!(ns, ["a", "b"]);
     }
 
+    #[test]
+    fn flow_rate_counts_the_last_minute() {
+        let o = LocalObserver::new(1023, "n").unwrap();
+        let now = SystemTime::now();
+        // 90 flows over the last 90 s: 60 fall in the last minute.
+        for i in (0..90u64).rev() {
+            let mut f = flow(i, "a", Verdict::Forwarded);
+            f.time = Some(timestamp(
+                now - Duration::from_secs(i) + Duration::from_millis(500),
+            ));
+            o.push_flow(f);
+        }
+        let r = o.flow_rate(now);
+        assert!((r - 1.0).abs() < 0.05, "{r}");
+        // A ring spanning less than a minute: the rate over its span.
+        let o = LocalObserver::new(1023, "n").unwrap();
+        for i in (0..20u64).rev() {
+            let mut f = flow(i, "a", Verdict::Forwarded);
+            f.time = Some(timestamp(now - Duration::from_millis(i * 500)));
+            o.push_flow(f);
+        }
+        let r = o.flow_rate(now);
+        assert!((r - 20.0 / 9.5).abs() < 0.1, "{r}");
+        assert_eq!(LocalObserver::new(7, "n").unwrap().flow_rate(now), 0.0);
+    }
+
     #[tokio::test]
     async fn follow_gets_new_flows_and_lost_events() {
         let o = Arc::new(observer(2, 3));

@@ -118,6 +118,8 @@ struct Runner {
     exporter: Exporter,
     sink: Sink,
     write_log: Throttle,
+    /// Stdout was closed by its reader: nothing more can be written.
+    closed: bool,
 }
 
 impl Runner {
@@ -127,6 +129,13 @@ impl Runner {
                 if self.write_log.reset() {
                     log::info(&format!("writing to {} again", self.sink.describe()));
                 }
+            }
+            Err(e)
+                if e.kind() == std::io::ErrorKind::BrokenPipe
+                    && matches!(self.sink, Sink::Stdout(_)) =>
+            {
+                log::info("stdout was closed; stopping");
+                self.closed = true;
             }
             Err(e) => {
                 let msg = format!(
@@ -214,6 +223,7 @@ pub async fn run(
         opts,
         sink,
         write_log: Throttle::new(),
+        closed: false,
     };
     let mut connect_log = Throttle::new();
     let mut lost_log = Throttle::new();
@@ -292,6 +302,9 @@ pub async fn run(
                             n += 1;
                         }
                         r.flush();
+                        if r.closed {
+                            break 'outer;
+                        }
                     }
                     Some(Err(e)) => {
                         log::warn(&format!("lost the connection to {}: {e}; reconnecting", r.opts.server));
@@ -320,6 +333,9 @@ pub async fn run(
         backoff = (backoff * 2).min(r.opts.backoff_max);
     }
     // Stop: write what is pending, one last try.
+    if r.closed {
+        return Ok(r.exporter.stats());
+    }
     match r.exporter.flush(&mut r.sink) {
         Ok(()) => Ok(r.exporter.stats()),
         Err(source) => Err(RunError {

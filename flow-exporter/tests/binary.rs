@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::{FakeHubble, flow_index, read_all, wait_until};
+use common::{FakeHubble, flow_index, has_flow, read_all, wait_until};
 
 fn exporter(socket: &Path, out: &Path, extra: &[&str]) -> Child {
     Command::new(env!("CARGO_BIN_EXE_flow-exporter"))
@@ -133,8 +133,7 @@ async fn sighup_after_an_external_move_starts_a_new_file_and_sigterm_exits_0() {
     let child = exporter(&socket, &file, &[]);
     hubble.wait_follows(1).await;
     hubble.push_range(0..100);
-    let count = |p: &Path| std::fs::read_to_string(p).map_or(0, |s| s.lines().count());
-    wait_until("first flows", || count(&file) == 100).await;
+    wait_until("first flows", || has_flow(&file, 99)).await;
 
     // logrotate: move the file away, then SIGHUP.
     let moved = dir.path().join("events.log.1");
@@ -143,7 +142,7 @@ async fn sighup_after_an_external_move_starts_a_new_file_and_sigterm_exits_0() {
     // Give the signal time to arrive before new flows.
     tokio::time::sleep(Duration::from_millis(300)).await;
     hubble.push_range(100..150);
-    wait_until("flows in the new file", || count(&file) == 50).await;
+    wait_until("flows in the new file", || has_flow(&file, 149)).await;
     signal(&child, libc::SIGTERM);
     let st = wait_exit(child).await;
     server.stop().await;
@@ -158,4 +157,45 @@ async fn sighup_after_an_external_move_starts_a_new_file_and_sigterm_exits_0() {
         .collect();
     assert_eq!(old, (0..100).collect::<Vec<_>>());
     assert_eq!(new, (100..150).collect::<Vec<_>>());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn output_dash_writes_lines_to_stdout_and_stops_when_it_closes() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("hubble.sock");
+    let hubble = FakeHubble::new(true);
+    let server = hubble.serve(&socket);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_flow-exporter"))
+        .arg("--server")
+        .arg(format!("unix://{}", socket.display()))
+        .args(["--output", "-", "--allowlist", r#"{"verdict":["DROPPED"]}"#])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    hubble.wait_follows(1).await;
+    hubble.push_range(0..30);
+    let stdout = child.stdout.take().unwrap();
+    let lines = tokio::task::spawn_blocking(move || {
+        let mut r = std::io::BufReader::new(stdout);
+        let mut v = Vec::new();
+        for _ in 0..10 {
+            let mut l = String::new();
+            r.read_line(&mut l).unwrap();
+            v.push(l);
+        }
+        v // the pipe closes here
+    })
+    .await
+    .unwrap();
+    let got: Vec<u64> = lines
+        .iter()
+        .map(|l| flow_index(&serde_json::from_str(l).unwrap()).unwrap())
+        .collect();
+    assert_eq!(got, (0..30).step_by(3).collect::<Vec<_>>());
+    hubble.push_range(30..60);
+    let st = wait_exit(child).await;
+    server.stop().await;
+    assert_eq!(st.code(), Some(0));
 }

@@ -332,6 +332,12 @@ pub fn read_all(dir: &Path, current: &str) -> Vec<serde_json::Value> {
     out
 }
 
+/// True once `file` holds the line of flow `i` (lines are written in order, and the current
+/// file always holds the newest line, so all earlier flows are written too).
+pub fn has_flow(file: &Path, i: u64) -> bool {
+    std::fs::read_to_string(file).is_ok_and(|s| s.contains(&format!("\"pod-{i}\"")))
+}
+
 /// Polls `f` every 20 ms for up to 20 s.
 pub async fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
     for _ in 0..1000 {

@@ -15,7 +15,8 @@ pub mod exit {
     pub const OK: u8 = 0;
     /// Done, but some input lines were invalid and skipped (each reported on stderr).
     pub const PARTIAL: u8 = 1;
-    /// Nothing (more) could be done: bad flags, invalid filter, unreadable input, I/O error.
+    /// Nothing (more) could be done: bad flags, invalid filter, unreadable input, no
+    /// connection to the server, I/O error.
     pub const ERROR: u8 = 2;
 }
 
@@ -23,7 +24,7 @@ const EXIT_CODES_HELP: &str = "\
 Exit codes:
   0  success
   1  finished, but some input lines were invalid and skipped (each reported on stderr)
-  2  error: bad flags or filters, unreadable input, or an I/O error";
+  2  error: bad flags or filters, unreadable input, no connection to the server, or an I/O error";
 
 /// Version string shown by `hubble version` and `--version`.
 pub fn version_string() -> String {

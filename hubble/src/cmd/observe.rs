@@ -30,11 +30,17 @@ identities and L7 details.
 
 Filters: a flow must match at least one value of each filter flag given, and every \
 filter flag given. Put --not in front of a filter flag to exclude the flows it matches \
-instead. Reading from a file (--input-file FILE, or - for stdin) takes lines written by \
-`hubble observe -o json` or the flow exporter; they are processed in file order.";
+instead. Without --input-file, flows come from the Hubble server given by --server \
+(agent or relay): the last 20 it stores, unless --last, --first, --all, --since, --until \
+or --follow say otherwise; filters are applied by the server. Reading from a file \
+(--input-file FILE, or - for stdin) takes lines written by `hubble observe -o json` or \
+the flow exporter; they are processed in file order.";
 
 const OBSERVE_EXAMPLES: &str = "\
 Examples:
+  # Follow the drops seen by a local agent
+  hubble observe --server unix:///var/run/cilium/hubble.sock -f --verdict DROPPED
+
   # Save flows, then look at the drops among them
   hubble observe -o jsonpb --last 1000 > flows.json
   hubble observe --input-file flows.json --verdict DROPPED
@@ -48,7 +54,7 @@ Examples:
 Exit codes:
   0  success
   1  finished, but some input lines were invalid and skipped (each reported on stderr)
-  2  error: bad flags or filters, unreadable input, or an I/O error";
+  2  error: bad flags or filters, unreadable input, no connection to the server, or an I/O error";
 
 fn bool_flag(name: &'static str, default: &'static str, help: &'static str) -> Arg {
     Arg::new(name)

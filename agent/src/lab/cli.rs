@@ -109,7 +109,7 @@ pub struct FloodArgs {
     #[arg(long, default_value = "default/client")]
     pub from: String,
     /// Receiving pod (no socket listens: the packets end in its UDP layer).
-    #[arg(long, default_value = "default/intruder")]
+    #[arg(long, default_value = "default/sink")]
     pub to: String,
     #[arg(long, default_value_t = 9)]
     pub port: u16,

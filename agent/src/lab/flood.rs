@@ -74,7 +74,11 @@ pub fn flood(spec: &LabSpec, opts: &FloodOptions) -> io::Result<FloodReport> {
     let budget = ((pps as f64 * duration.as_secs_f64()) as u64).min(MAX_PACKETS);
     let payload = vec![0x5au8; opts.payload.clamp(1, 1400)];
     let port = opts.port;
-    netns::run_in(&from.netns, move || {
+    // A bound socket that is never read: packets end in its full receive queue, which costs
+    // less than the ICMP port-unreachable path of a closed port.
+    let sink_addr = SocketAddr::new(dst, port);
+    let sink = netns::run_in(&to.netns, move || UdpSocket::bind(sink_addr))?;
+    let res = netns::run_in(&from.netns, move || {
         let bind: SocketAddr = if dst.is_ipv4() {
             "0.0.0.0:0".parse().expect("addr")
         } else {
@@ -83,7 +87,9 @@ pub fn flood(spec: &LabSpec, opts: &FloodOptions) -> io::Result<FloodReport> {
         let sock = UdpSocket::bind(bind)?;
         sock.connect(SocketAddr::new(dst, port))?;
         send_paced(&sock, &payload, pps, duration, budget)
-    })
+    });
+    drop(sink);
+    res
 }
 
 fn send_paced(

@@ -125,6 +125,9 @@ pub struct FloodArgs {
     /// Send to the pod's IPv6 address.
     #[arg(long)]
     pub ipv6: bool,
+    /// Sender threads, each sending its share of --pps.
+    #[arg(long, default_value_t = 1)]
+    pub threads: usize,
     /// Run `hubble-agent run --aggregation none --no-hubble-server` during the flood and
     /// report the events it read and lost (the lab must be up; root).
     #[arg(long)]
@@ -163,6 +166,7 @@ impl FloodArgs {
             duration: self.duration,
             payload: self.payload,
             ipv6: self.ipv6,
+            threads: self.threads,
         };
         let rep = super::flood::flood(&spec, &opts);
         let secs = match &rep {

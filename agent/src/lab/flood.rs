@@ -29,6 +29,8 @@ pub struct FloodOptions {
     pub duration: Duration,
     pub payload: usize,
     pub ipv6: bool,
+    /// Sender threads (1-8), each sending its share of the rate.
+    pub threads: usize,
 }
 
 /// What the sender did.
@@ -73,21 +75,45 @@ pub fn flood(spec: &LabSpec, opts: &FloodOptions) -> io::Result<FloodReport> {
     let duration = opts.duration.min(MAX_DURATION);
     let budget = ((pps as f64 * duration.as_secs_f64()) as u64).min(MAX_PACKETS);
     let payload = vec![0x5au8; opts.payload.clamp(1, 1400)];
+    let payload = std::sync::Arc::new(payload);
     let port = opts.port;
     // A bound socket that is never read: packets end in its full receive queue, which costs
     // less than the ICMP port-unreachable path of a closed port.
     let sink_addr = SocketAddr::new(dst, port);
     let sink = netns::run_in(&to.netns, move || UdpSocket::bind(sink_addr))?;
-    let res = netns::run_in(&from.netns, move || {
-        let bind: SocketAddr = if dst.is_ipv4() {
-            "0.0.0.0:0".parse().expect("addr")
-        } else {
-            "[::]:0".parse().expect("addr")
+    // Each sender thread takes an equal share of the rate and the budget.
+    let threads = opts.threads.clamp(1, 8) as u64;
+    let mut senders = Vec::new();
+    for i in 0..threads {
+        let payload = payload.clone();
+        let share = |v: u64| v / threads + u64::from(i < v % threads);
+        let (pps, budget) = (share(pps).max(1), share(budget));
+        senders.push(netns::spawn_in(&from.netns, move || {
+            let bind: SocketAddr = if dst.is_ipv4() {
+                "0.0.0.0:0".parse().expect("addr")
+            } else {
+                "[::]:0".parse().expect("addr")
+            };
+            let sock = UdpSocket::bind(bind)?;
+            sock.connect(SocketAddr::new(dst, port))?;
+            send_paced(&sock, &payload, pps, duration, budget)
+        })?);
+    }
+    let mut res = Ok(FloodReport::default());
+    for h in senders {
+        let r = h
+            .join()
+            .map_err(|_| io::Error::other("a sender thread panicked"))
+            .and_then(|r| r);
+        res = match (res, r) {
+            (Ok(a), Ok(b)) => Ok(FloodReport {
+                sent: a.sent + b.sent,
+                send_errors: a.send_errors + b.send_errors,
+                elapsed: a.elapsed.max(b.elapsed),
+            }),
+            (Err(e), _) | (_, Err(e)) => Err(e),
         };
-        let sock = UdpSocket::bind(bind)?;
-        sock.connect(SocketAddr::new(dst, port))?;
-        send_paced(&sock, &payload, pps, duration, budget)
-    });
+    }
     drop(sink);
     res
 }

@@ -51,6 +51,17 @@ fn key(t: &Timestamp) -> (i64, i32) {
     (t.seconds, t.nanos)
 }
 
+/// The `time` of an exporter line.
+fn line_time(line: &[u8]) -> Option<(i64, i32)> {
+    #[derive(serde::Deserialize)]
+    struct Line {
+        time: Option<String>,
+    }
+    let l: Line = serde_json::from_slice(line).ok()?;
+    let t = chrono::DateTime::parse_from_rfc3339(&l.time?).ok()?;
+    Some((t.timestamp(), t.timestamp_subsec_nanos() as i32))
+}
+
 impl Exporter {
     /// An exporter applying `filters` and `field_mask` (flow field paths; empty = everything).
     pub fn new(filters: FlowFilters, field_mask: Vec<String>) -> Self {
@@ -85,6 +96,27 @@ impl Exporter {
     pub fn last_time(&self) -> Option<Timestamp> {
         self.last_time
             .map(|(seconds, nanos)| Timestamp { seconds, nanos })
+    }
+
+    /// Learns where an earlier run stopped from the end of its output (`tail`: whole lines
+    /// as written): the time of the last line and the lines written at that time. Returns
+    /// that time, or None when no line has a readable time.
+    pub fn resume_after(&mut self, tail: &[u8]) -> Option<Timestamp> {
+        let mut last: Option<((i64, i32), Vec<u8>)> = None;
+        for line in tail.split_inclusive(|&b| b == b'\n') {
+            if !line.ends_with(b"\n") {
+                break; // torn last line: not written by us
+            }
+            let Some(t) = line_time(line) else { continue };
+            match &mut last {
+                Some((lt, lines)) if *lt == t => lines.extend_from_slice(line),
+                _ => last = Some((t, line.to_vec())),
+            }
+        }
+        let (t, lines) = last?;
+        self.last_time = Some(t);
+        self.at_last_time = lines;
+        self.last_time()
     }
 
     /// Called on reconnect: events up to the last exported time are compared with what was
@@ -310,6 +342,33 @@ mod tests {
     }
 
     #[test]
+    fn a_restart_resumes_after_the_last_line_of_the_file() {
+        let mut first = Exporter::new(FlowFilters::default(), vec![]);
+        for i in 0..5 {
+            first.push(response(i, "default", Verdict::Forwarded));
+        }
+        let mut tail = first.pending.clone();
+        tail.extend_from_slice(b"{\"flow\":{\"ti"); // torn by a crash: ignored
+        let mut e = Exporter::new(FlowFilters::default(), vec![]);
+        let t = e.resume_after(&tail).unwrap();
+        assert_eq!(t.seconds, 1_700_000_002);
+        e.start_resume();
+        for i in 3..7 {
+            e.push(response(i, "default", Verdict::Forwarded));
+        }
+        let v = output(&mut e);
+        let pods: Vec<&str> = v
+            .iter()
+            .map(|l| l["flow"]["source"]["pod_name"].as_str().unwrap())
+            .collect();
+        assert_eq!(pods, ["pod-5", "pod-6"]);
+        assert_eq!(
+            Exporter::new(FlowFilters::default(), vec![]).resume_after(b""),
+            None
+        );
+    }
+
+    #[test]
     fn gap_is_a_lost_event_line() {
         let mut e = Exporter::new(FlowFilters::default(), vec![]);
         e.push_gap(
@@ -324,6 +383,24 @@ mod tests {
             v[0]["lost_events"],
             serde_json::json!({"source": "HUBBLE_RING_BUFFER", "num_events_lost": "1"})
         );
+    }
+
+    #[test]
+    fn full_disk_is_counted_and_retried() {
+        // /dev/full fails every write with ENOSPC.
+        if !std::path::Path::new("/dev/full").exists() {
+            return;
+        }
+        let mut sink = Sink::File(RotatingFile::new("/dev/full", RotateOptions::default()));
+        let mut e = Exporter::new(FlowFilters::default(), vec![]);
+        e.push(response(1, "default", Verdict::Forwarded));
+        for _ in 0..3 {
+            let err = e.flush(&mut sink).unwrap_err();
+            assert_eq!(err.raw_os_error(), Some(libc::ENOSPC));
+        }
+        assert_eq!(e.stats().write_errors, 3);
+        assert_eq!(e.stats().written, 0);
+        assert!(e.has_pending());
     }
 
     #[test]

@@ -22,7 +22,8 @@ it, and the oldest backups beyond --max-backups are removed.
 
 If the connection is lost, the exporter reconnects with backoff and resumes after the last
 flow it wrote (no flow is written twice; flows the server no longer holds are reported as a
-lost_events line). Write errors (full disk, unwritable directory) are logged and retried.
+lost_events line). Started again on an existing file, it resumes after the file's last
+line the same way; on a new file it exports flows from now on. Write errors (full disk, unwritable directory) are logged and retried.
 
 Signals: SIGHUP closes and reopens the file (for logrotate); SIGTERM or SIGINT writes what
 is pending and exits.";

@@ -19,6 +19,8 @@ use crate::writer::Sink;
 const BATCH: usize = 4096;
 /// Bytes of pending lines that end a batch early.
 const BATCH_BYTES: usize = 1 << 20;
+/// Bytes read from the end of an existing output file to find where to resume.
+const TAIL: u64 = 1 << 20;
 /// How often failed writes are retried while the stream is idle.
 const RETRY_WRITE: Duration = Duration::from_secs(1);
 /// Repeated errors of the same kind are logged at most this often.
@@ -225,6 +227,20 @@ pub async fn run(
         write_log: Throttle::new(),
         closed: false,
     };
+    if let Sink::File(f) = &r.sink {
+        match f.tail(TAIL) {
+            Ok(tail) => {
+                if let Some(t) = r.exporter.resume_after(&tail) {
+                    log::info(&format!(
+                        "{} ends at {}: resuming after it",
+                        f.path().display(),
+                        fmt_time(&t)
+                    ));
+                }
+            }
+            Err(e) => log::warn(&format!("cannot read {}: {e}", f.path().display())),
+        }
+    }
     let mut connect_log = Throttle::new();
     let mut lost_log = Throttle::new();
     let mut backoff = r.opts.backoff_min;
@@ -262,11 +278,11 @@ pub async fn run(
         };
         connect_log.reset();
         backoff = r.opts.backoff_min;
-        if connected_before {
-            if let Some(last) = r.exporter.last_time() {
-                r.check_gap(last).await;
-            }
+        if let Some(last) = r.exporter.last_time() {
+            r.check_gap(last).await;
             r.exporter.start_resume();
+        }
+        if connected_before {
             log::info(&format!("reconnected to {}", r.opts.server));
         } else {
             log::info(&format!(

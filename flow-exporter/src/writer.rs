@@ -129,6 +129,27 @@ impl RotatingFile {
         self.file = None;
     }
 
+    /// Up to the last `max` bytes of the current file, from its first whole line on (empty
+    /// when there is no file).
+    pub fn tail(&self, max: u64) -> io::Result<Vec<u8>> {
+        use std::io::{Read, Seek, SeekFrom};
+        let mut f = match File::open(&self.path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(e),
+        };
+        let len = f.metadata()?.len();
+        let start = len.saturating_sub(max);
+        f.seek(SeekFrom::Start(start))?;
+        let mut buf = Vec::new();
+        f.read_to_end(&mut buf)?;
+        if start > 0 {
+            let skip = memchr::memchr(b'\n', &buf).map_or(buf.len(), |i| i + 1);
+            buf.drain(..skip);
+        }
+        Ok(buf)
+    }
+
     /// Waits until compression and pruning of earlier rotations are done.
     pub fn sync_backups(&self) {
         self.mill.barrier();

@@ -199,3 +199,31 @@ async fn output_dash_writes_lines_to_stdout_and_stops_when_it_closes() {
     server.stop().await;
     assert_eq!(st.code(), Some(0));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_exporter_resumes_after_the_last_line_of_its_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("hubble.sock");
+    let out = dir.path().join("out");
+    let file = out.join("events.log");
+    let hubble = FakeHubble::new(true);
+    let server = hubble.serve(&socket);
+    let child = exporter(&socket, &file, &[]);
+    hubble.wait_follows(1).await;
+    // Odd count: flow 100 shares its time with flow 101, sent while the exporter is down.
+    hubble.push_range(0..101);
+    wait_until("first flows", || has_flow(&file, 100)).await;
+    signal(&child, libc::SIGTERM);
+    assert_eq!(wait_exit(child).await.code(), Some(0));
+    hubble.push_range(101..200);
+    let child = exporter(&socket, &file, &[]);
+    wait_until("flows after the restart", || has_flow(&file, 199)).await;
+    signal(&child, libc::SIGTERM);
+    assert_eq!(wait_exit(child).await.code(), Some(0));
+    server.stop().await;
+    let got: Vec<u64> = read_all(&out, "events.log")
+        .iter()
+        .filter_map(flow_index)
+        .collect();
+    assert_eq!(got, (0..200).collect::<Vec<_>>());
+}

@@ -299,6 +299,18 @@ mod tests {
     }
 
     #[test]
+    fn lines_match_hubble_observe_jsonpb() {
+        // The fixture is in `hubble observe -o jsonpb` form, which the exporter format equals.
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../fixtures/flows/demo.jsonl");
+        let text = std::fs::read_to_string(path).unwrap();
+        let mut e = Exporter::new(FlowFilters::default(), vec![]);
+        for l in text.lines() {
+            e.push(serde_json::from_str(l).unwrap());
+        }
+        assert_eq!(String::from_utf8(e.pending.clone()).unwrap(), text);
+    }
+
+    #[test]
     fn allow_deny_and_field_mask() {
         let allow = crate::config::parse_filters("allowlist", r#"{"verdict":["DROPPED"]}"#);
         let deny = crate::config::parse_filters("denylist", r#"{"source_pod":["kube-system/"]}"#);

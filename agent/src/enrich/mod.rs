@@ -80,6 +80,62 @@ pub struct Enricher<G> {
     getters: G,
     node_name: String,
     rng: u64,
+    /// Recently formatted addresses (IP and MAC strings repeat from flow to flow).
+    strings: StringCache,
+}
+
+/// A direct-mapped cache of formatted IP and MAC addresses.
+struct StringCache {
+    ips: Vec<(IpAddr, String)>,
+    macs: Vec<([u8; 6], String)>,
+}
+
+const STRING_CACHE_SLOTS: usize = 64;
+
+impl StringCache {
+    fn new() -> Self {
+        let zero_ip = IpAddr::from([0u8; 4]);
+        let mut zero_mac = String::new();
+        mac_push(&mut zero_mac, &[0; 6]);
+        Self {
+            ips: vec![(zero_ip, zero_ip.to_string()); STRING_CACHE_SLOTS],
+            macs: vec![([0; 6], zero_mac); STRING_CACHE_SLOTS],
+        }
+    }
+
+    fn slot(h: u64) -> usize {
+        (h.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 58) as usize % STRING_CACHE_SLOTS
+    }
+
+    /// `out` = the string of `ip`.
+    fn ip(&mut self, out: &mut String, ip: IpAddr) {
+        let h = match ip {
+            IpAddr::V4(a) => u32::from(a) as u64,
+            IpAddr::V6(a) => {
+                let v = u128::from(a);
+                (v as u64) ^ ((v >> 64) as u64).rotate_left(17) ^ 1
+            }
+        };
+        let e = &mut self.ips[Self::slot(h)];
+        if e.0 != ip {
+            ip_into(&mut e.1, ip);
+            e.0 = ip;
+        }
+        set_str(out, &e.1);
+    }
+
+    /// `out` = the string of `mac`.
+    fn mac(&mut self, out: &mut String, mac: &[u8; 6]) {
+        let mut k = [0u8; 8];
+        k[..6].copy_from_slice(mac);
+        let e = &mut self.macs[Self::slot(u64::from_le_bytes(k))];
+        if e.0 != *mac {
+            e.1.clear();
+            mac_push(&mut e.1, mac);
+            e.0 = *mac;
+        }
+        set_str(out, &e.1);
+    }
 }
 
 impl<G: Getters> Enricher<G> {
@@ -93,6 +149,7 @@ impl<G: Getters> Enricher<G> {
             getters,
             node_name: node_name.into(),
             rng: seed | 1,
+            strings: StringCache::new(),
         }
     }
 
@@ -154,7 +211,7 @@ impl<G: Getters> Enricher<G> {
         hex_into(&mut buf[19..23], lo >> 48);
         hex_into(&mut buf[24..36], lo & 0xffff_ffff_ffff);
         s.clear();
-        s.push_str(std::str::from_utf8(&buf).unwrap_or_default());
+        push_ascii(s, &buf);
     }
 
     /// Builds the flow of one decoded event observed at `time`.
@@ -204,17 +261,15 @@ impl<G: Getters> Enricher<G> {
         match pkt.ethernet {
             Some(e) => {
                 let eth = f.ethernet.get_or_insert_with(Ethernet::default);
-                eth.source.clear();
-                mac_push(&mut eth.source, &e.src);
-                eth.destination.clear();
-                mac_push(&mut eth.destination, &e.dst);
+                self.strings.mac(&mut eth.source, &e.src);
+                self.strings.mac(&mut eth.destination, &e.dst);
             }
             None => f.ethernet = None,
         }
         let mut src_ip = ip.src;
         let ipf = f.ip.get_or_insert_with(Ip::default);
-        ip_into(&mut ipf.source, ip.src);
-        ip_into(&mut ipf.destination, ip.dst);
+        self.strings.ip(&mut ipf.source, ip.src);
+        self.strings.ip(&mut ipf.destination, ip.dst);
         ipf.source_xlated.clear();
         ipf.ip_version = if ip.src.is_ipv4() {
             flow::IpVersion::IPv4 as i32
@@ -248,8 +303,8 @@ impl<G: Getters> Enricher<G> {
                     && let Some(orig) = orig_ip(&t.orig_ip, ip.src.is_ipv4())
                     && orig != ip.src
                 {
-                    ip_into(&mut ipf.source_xlated, ip.src);
-                    ip_into(&mut ipf.source, orig);
+                    self.strings.ip(&mut ipf.source_xlated, ip.src);
+                    self.strings.ip(&mut ipf.source, orig);
                     src_ip = orig;
                 }
                 if t.ip_trace_id != 0 {
@@ -409,6 +464,21 @@ impl<G: Getters> Enricher<G> {
     /// datapath gave (or the ipcache's) with that identity's labels.
     fn endpoint_into(&self, out: &mut Endpoint, ip: IpAddr, datapath_identity: u32) {
         if let Some(ep) = self.getters.endpoint_by_ip(ip) {
+            // A reused flow often holds this very endpoint already: comparing only reads.
+            if out.id == ep.id as u32
+                && out.identity == ep.identity
+                && out.pod_name == ep.pod_name
+                && out.namespace == ep.namespace
+                && out.cluster_name == ep.cluster
+                && out.labels == ep.labels
+                && match (&ep.workload, out.workloads.as_slice()) {
+                    (Some((kind, name)), [w]) => w.kind == *kind && w.name == *name,
+                    (None, []) => true,
+                    _ => false,
+                }
+            {
+                return;
+            }
             out.id = ep.id as u32;
             out.identity = ep.identity;
             set_str(&mut out.cluster_name, &ep.cluster);
@@ -551,17 +621,38 @@ fn ip_into(s: &mut String, ip: IpAddr) {
     s.clear();
     match ip {
         IpAddr::V4(a) => {
-            for (i, o) in a.octets().iter().enumerate() {
+            let mut buf = [0u8; 15];
+            let mut n = 0;
+            for (i, o) in a.octets().into_iter().enumerate() {
                 if i > 0 {
-                    s.push('.');
+                    buf[n] = b'.';
+                    n += 1;
                 }
-                push_dec(s, *o);
+                if o >= 100 {
+                    buf[n] = b'0' + o / 100;
+                    n += 1;
+                }
+                if o >= 10 {
+                    buf[n] = b'0' + (o / 10) % 10;
+                    n += 1;
+                }
+                buf[n] = b'0' + o % 10;
+                n += 1;
             }
+            push_ascii(s, &buf[..n]);
         }
         IpAddr::V6(_) => {
             use std::fmt::Write as _;
             let _ = write!(s, "{ip}");
         }
+    }
+}
+
+/// Appends ASCII bytes (digits and separators built on the stack) without UTF-8 validation.
+fn push_ascii(s: &mut String, b: &[u8]) {
+    if b.is_ascii() {
+        // SAFETY: ASCII is valid UTF-8.
+        s.push_str(unsafe { std::str::from_utf8_unchecked(b) });
     }
 }
 
@@ -613,17 +704,6 @@ fn timestamp(t: SystemTime) -> Timestamp {
     }
 }
 
-/// Appends a byte in decimal.
-fn push_dec(s: &mut String, v: u8) {
-    if v >= 100 {
-        s.push((b'0' + v / 100) as char);
-    }
-    if v >= 10 {
-        s.push((b'0' + (v / 10) % 10) as char);
-    }
-    s.push((b'0' + v % 10) as char);
-}
-
 /// Writes the low `out.len()` hex digits of `v`, zero padded.
 fn hex_into(out: &mut [u8], mut v: u64) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
@@ -638,7 +718,7 @@ fn mac_push(s: &mut String, m: &[u8; 6]) {
     for (i, b) in m.iter().enumerate() {
         hex_into(&mut buf[i * 3..i * 3 + 2], *b as u64);
     }
-    s.push_str(std::str::from_utf8(&buf).unwrap_or_default());
+    push_ascii(s, &buf);
 }
 
 /// Cilium's source file ids of drop notifications.

@@ -82,6 +82,8 @@ pub struct Enricher<G> {
     rng: u64,
     /// Recently formatted addresses (IP and MAC strings repeat from flow to flow).
     strings: StringCache,
+    /// The summary of every combination of the 9 TCP flags.
+    tcp_summaries: Vec<String>,
 }
 
 /// A direct-mapped cache of formatted IP and MAC addresses.
@@ -150,6 +152,13 @@ impl<G: Getters> Enricher<G> {
             node_name: node_name.into(),
             rng: seed | 1,
             strings: StringCache::new(),
+            tcp_summaries: (0..512u16)
+                .map(|flags| {
+                    let mut s = String::new();
+                    tcp_summary_push(&mut s, flags);
+                    s
+                })
+                .collect(),
         }
     }
 
@@ -256,8 +265,16 @@ impl<G: Getters> Enricher<G> {
             r#type: hdr.r#type as i32,
             sub_type: hdr.subtype as i32,
         });
-        f.summary.clear();
-        summary_push(&mut f.summary, &pkt);
+        match pkt.l4 {
+            Some(L4::Tcp { flags, .. }) => set_str(
+                &mut f.summary,
+                &self.tcp_summaries[(flags & 0x1ff) as usize],
+            ),
+            _ => {
+                f.summary.clear();
+                summary_push(&mut f.summary, &pkt);
+            }
+        }
         match pkt.ethernet {
             Some(e) => {
                 let eth = f.ethernet.get_or_insert_with(Ethernet::default);
@@ -798,34 +815,37 @@ pub fn summary(p: &Packet) -> String {
     s
 }
 
+/// Hubble's summary of TCP flags, e.g. `TCP Flags: SYN, ACK`.
+fn tcp_summary_push(s: &mut String, flags: u16) {
+    s.push_str("TCP Flags: ");
+    let names = [
+        (tcp_flags::SYN, "SYN"),
+        (tcp_flags::ACK, "ACK"),
+        (tcp_flags::RST, "RST"),
+        (tcp_flags::FIN, "FIN"),
+        (tcp_flags::PSH, "PSH"),
+        (tcp_flags::URG, "URG"),
+        (tcp_flags::ECE, "ECE"),
+        (tcp_flags::CWR, "CWR"),
+        (tcp_flags::NS, "NS"),
+    ];
+    let mut first = true;
+    for (bit, name) in names {
+        if flags & bit != 0 {
+            if !first {
+                s.push_str(", ");
+            }
+            s.push_str(name);
+            first = false;
+        }
+    }
+}
+
 /// `summary` appended to `s`.
 fn summary_push(s: &mut String, p: &Packet) {
     use std::fmt::Write as _;
     match p.l4 {
-        Some(L4::Tcp { flags, .. }) => {
-            s.push_str("TCP Flags: ");
-            let names = [
-                (tcp_flags::SYN, "SYN"),
-                (tcp_flags::ACK, "ACK"),
-                (tcp_flags::RST, "RST"),
-                (tcp_flags::FIN, "FIN"),
-                (tcp_flags::PSH, "PSH"),
-                (tcp_flags::URG, "URG"),
-                (tcp_flags::ECE, "ECE"),
-                (tcp_flags::CWR, "CWR"),
-                (tcp_flags::NS, "NS"),
-            ];
-            let mut first = true;
-            for (bit, name) in names {
-                if flags & bit != 0 {
-                    if !first {
-                        s.push_str(", ");
-                    }
-                    s.push_str(name);
-                    first = false;
-                }
-            }
-        }
+        Some(L4::Tcp { flags, .. }) => tcp_summary_push(s, flags),
         Some(L4::Icmpv4 { typ, code }) => {
             let _ = write!(s, "ICMPv4 {}", icmpv4_type_code(typ, code));
         }

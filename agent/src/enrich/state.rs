@@ -213,20 +213,22 @@ impl IpcacheGetter for NodeState {
 
 impl ServiceGetter for NodeState {
     fn service_of(&self, ip: IpAddr, port: u16, proto: u8) -> Option<(&str, &str)> {
-        let ep = self.endpoint_by_ip(ip)?;
-        self.services
-            .iter()
-            .find(|s| {
-                s.backends.contains(&ep.id)
-                    && s.ports.iter().any(|(p, pr)| {
-                        *p == port
-                            && match pr.as_str() {
-                                "TCP" => proto == 6,
-                                "UDP" => proto == 17,
-                                _ => proto == 6 || proto == 17,
-                            }
-                    })
+        let serves = |s: &&ServiceInfo| {
+            s.ports.iter().any(|(p, pr)| {
+                *p == port
+                    && match pr.as_str() {
+                        "TCP" => proto == 6,
+                        "UDP" => proto == 17,
+                        _ => proto == 6 || proto == 17,
+                    }
             })
+        };
+        // Most ports (ephemeral ones) belong to no service: skip the endpoint lookup then.
+        let mut on_port = self.services.iter().filter(serves).peekable();
+        on_port.peek()?;
+        let ep = self.endpoint_by_ip(ip)?;
+        on_port
+            .find(|s| s.backends.contains(&ep.id))
             .map(|s| (s.namespace.as_str(), s.name.as_str()))
     }
 }

@@ -185,68 +185,80 @@ impl PerfRing {
         unsafe { self.base.as_ptr().add(self.page_size) }
     }
 
-    fn read_u64(&self, off: usize) -> u64 {
-        // SAFETY: `off % data_size` is inside the data area; perf records are 8-byte aligned
-        // and the data size is a multiple of 8, so an 8-byte field never wraps.
-        unsafe { ptr::read_volatile(self.data().add(off % self.data_size).cast::<u64>()) }
-    }
-
     /// Hands every queued record to `f`, then frees their space. Returns the number of records.
-    pub fn drain(&mut self, mut f: impl FnMut(RingEvent<'_>)) -> usize {
+    pub fn drain(&mut self, f: impl FnMut(RingEvent<'_>)) -> usize {
         // Acquire pairs with the kernel's store of data_head after writing the records.
         let head = self.head_ptr().load(Ordering::Acquire);
-        let mut tail = self.tail_ptr().load(Ordering::Relaxed);
-        let size = self.data_size;
-        let mut n = 0;
-        while tail < head {
-            let start = (tail % size as u64) as usize;
-            // perf_event_header: u32 type, u16 misc, u16 size.
-            let h = self.read_u64(start);
-            let typ = h as u32;
-            let len = (h >> 48) as u16 as u64;
-            if len < 8 || tail + len > head {
-                // Corrupt ring: skip everything that is there.
-                tail = head;
-                break;
-            }
-            match typ {
-                PERF_RECORD_SAMPLE => {
-                    // u32 size, then the raw bytes.
-                    let raw_len = self.read_u64(start + 8) as u32 as usize;
-                    let raw_len = raw_len.min(len as usize - 12);
-                    let from = (start + 12) % size;
-                    let data = self.data();
-                    let (a, b) = if from + raw_len > size {
-                        let first = size - from;
-                        // SAFETY: both ranges lie inside the data area, which the kernel does
-                        // not overwrite before data_tail moves past them.
-                        unsafe {
-                            (
-                                std::slice::from_raw_parts(data.add(from), first),
-                                std::slice::from_raw_parts(data, raw_len - first),
-                            )
-                        }
-                    } else {
-                        // SAFETY: as above.
-                        unsafe { (std::slice::from_raw_parts(data.add(from), raw_len), &[][..]) }
-                    };
-                    f(RingEvent::Sample { head: a, tail: b });
-                    n += 1;
-                }
-                PERF_RECORD_LOST => {
-                    // u64 id, u64 lost.
-                    let count = self.read_u64(start + 16);
-                    f(RingEvent::Lost { count });
-                    n += 1;
-                }
-                _ => {}
-            }
-            tail += len;
-        }
+        let tail = self.tail_ptr().load(Ordering::Relaxed);
+        // SAFETY: the data area lies inside the mapping; the kernel does not write the part
+        // between data_tail and data_head, the only part read, until data_tail moves.
+        let data = unsafe { std::slice::from_raw_parts(self.data(), self.data_size) };
+        let (tail, n) = parse_records(data, tail, head, f);
         // Release: our reads of the records happen before the kernel may reuse their space.
         self.tail_ptr().store(tail, Ordering::Release);
         n
     }
+}
+
+fn u64_at(data: &[u8], off: usize) -> u64 {
+    let off = off % data.len();
+    let mut b = [0u8; 8];
+    // Records are 8-byte aligned and the ring size is a multiple of 8: no field wraps.
+    if let Some(s) = data.get(off..off + 8) {
+        b.copy_from_slice(s);
+    }
+    u64::from_ne_bytes(b)
+}
+
+/// Walks the records of a ring's data area from `tail` to `head` (free-running byte
+/// counters, taken modulo the area's size). Returns the new tail and the records handed out.
+pub fn parse_records(
+    data: &[u8],
+    mut tail: u64,
+    head: u64,
+    mut f: impl FnMut(RingEvent<'_>),
+) -> (u64, usize) {
+    let size = data.len();
+    if size == 0 || !size.is_multiple_of(8) {
+        return (head, 0);
+    }
+    let mut n = 0;
+    while tail < head {
+        let start = (tail % size as u64) as usize;
+        // perf_event_header: u32 type, u16 misc, u16 size.
+        let h = u64_at(data, start);
+        let typ = h as u32;
+        let len = (h >> 48) as u16 as u64;
+        if len < 8 || !len.is_multiple_of(8) || tail + len > head {
+            // Corrupt ring: skip everything that is there.
+            return (head, n);
+        }
+        match typ {
+            PERF_RECORD_SAMPLE => {
+                // u32 size, then the raw bytes.
+                let raw_len = u64_at(data, start + 8) as u32 as usize;
+                let raw_len = raw_len.min((len as usize).saturating_sub(12));
+                let from = (start + 12) % size;
+                let (a, b) = if from + raw_len > size {
+                    (&data[from..], &data[..from + raw_len - size])
+                } else {
+                    (&data[from..from + raw_len], &[][..])
+                };
+                f(RingEvent::Sample { head: a, tail: b });
+                n += 1;
+            }
+            PERF_RECORD_LOST => {
+                // u64 id, u64 lost.
+                f(RingEvent::Lost {
+                    count: u64_at(data, start + 16),
+                });
+                n += 1;
+            }
+            _ => {}
+        }
+        tail += len;
+    }
+    (tail, n)
 }
 
 impl AsFd for PerfRing {
@@ -303,4 +315,84 @@ pub fn store_in_map(map: impl AsFd, cpu: u32, ring: &PerfRing) -> io::Result<()>
         return Err(io::Error::last_os_error());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn put(ring: &mut [u8], at: u64, bytes: &[u8]) {
+        let n = ring.len();
+        for (i, b) in bytes.iter().enumerate() {
+            ring[(at as usize + i) % n] = *b;
+        }
+    }
+
+    fn sample(raw: &[u8]) -> Vec<u8> {
+        let len = (8 + 4 + raw.len()).next_multiple_of(8);
+        let mut r = Vec::new();
+        r.extend_from_slice(&PERF_RECORD_SAMPLE.to_ne_bytes());
+        r.extend_from_slice(&0u16.to_ne_bytes());
+        r.extend_from_slice(&(len as u16).to_ne_bytes());
+        r.extend_from_slice(&(raw.len() as u32).to_ne_bytes());
+        r.extend_from_slice(raw);
+        r.resize(len, 0);
+        r
+    }
+
+    fn lost(count: u64) -> Vec<u8> {
+        let mut r = Vec::new();
+        r.extend_from_slice(&PERF_RECORD_LOST.to_ne_bytes());
+        r.extend_from_slice(&0u16.to_ne_bytes());
+        r.extend_from_slice(&24u16.to_ne_bytes());
+        r.extend_from_slice(&7u64.to_ne_bytes());
+        r.extend_from_slice(&count.to_ne_bytes());
+        r
+    }
+
+    /// Samples that wrap around the end, lost records, and counters past the ring size.
+    #[test]
+    fn records_wrap_around_the_ring() {
+        let mut ring = vec![0u8; 96];
+        let mut head = 80u64 + 96 * 3; // counters are free running
+        let tail = head;
+        let a: Vec<u8> = (1..=20).collect();
+        for rec in [sample(&a), lost(5), sample(b"xyz")] {
+            put(&mut ring, head, &rec);
+            head += rec.len() as u64;
+        }
+        let mut got = Vec::new();
+        let (t, n) = parse_records(&ring, tail, head, |e| match e {
+            RingEvent::Sample { head, tail } => {
+                got.push(format!("S{:?}", [head, tail].concat()));
+            }
+            RingEvent::Lost { count } => got.push(format!("L{count}")),
+        });
+        assert_eq!((t, n), (head, 3));
+        assert_eq!(
+            got,
+            vec![
+                format!("S{a:?}"),
+                "L5".to_string(),
+                format!("S{:?}", b"xyz")
+            ]
+        );
+    }
+
+    #[test]
+    fn corrupt_headers_end_the_walk() {
+        let ring = vec![0u8; 64];
+        assert_eq!(
+            parse_records(&ring, 0, 32, |_| panic!("no record")),
+            (32, 0)
+        );
+        let mut ring = vec![0u8; 64];
+        let mut rec = sample(b"abcdefgh");
+        rec[6] = 12; // size 12: not a multiple of 8
+        put(&mut ring, 0, &rec);
+        assert_eq!(
+            parse_records(&ring, 0, 24, |_| panic!("no record")),
+            (24, 0)
+        );
+    }
 }

@@ -354,8 +354,21 @@ fn pump_inner(
                 }
             }
         };
-        // Let the readers hand over what the rings still hold, then drain the channel.
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        // Let the readers hand over what the rings still hold (the watermark readers flush
+        // every 50 ms), handling records meanwhile so that no reader waits on a full channel;
+        // then stop them and drain the channel.
+        let grace = tokio::time::sleep(Duration::from_millis(150));
+        tokio::pin!(grace);
+        while r.is_ok() {
+            tokio::select! {
+                _ = &mut grace => break,
+                rec = rx.recv() => {
+                    let Some(rec) = rec else { break };
+                    let more = !rx.is_empty();
+                    r = f(&att.state, &rec, more);
+                }
+            }
+        }
         for h in handles {
             h.abort();
         }

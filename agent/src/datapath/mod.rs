@@ -79,7 +79,7 @@ impl Default for Options {
         Self {
             aggregation: Aggregation::Medium,
             capture_len: crate::monitor::abi::TRACE_PAYLOAD_LEN,
-            perf_pages: 64,
+            perf_pages: 256,
         }
     }
 }
@@ -493,10 +493,10 @@ pub struct ReaderOptions {
 
 impl Default for ReaderOptions {
     fn default() -> Self {
-        let pages = 64;
+        let pages = 256;
         Self {
             pages,
-            // A quarter of a 64-page ring.
+            // A quarter of the ring.
             wakeup_bytes: (pages * 4096 / 4) as u32,
             flush: std::time::Duration::from_millis(50),
         }

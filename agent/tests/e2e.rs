@@ -12,14 +12,11 @@ use agent::lab::spec::LabSpec;
 use agent::lab::{netns, topology, traffic};
 use serde_json::Value;
 
-const BIN: &str = env!("CARGO_BIN_EXE_hubble-agent");
+mod common;
+use common::{LabGuard, skip_or_fail};
 
-fn skip_or_fail(why: &str) {
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("e2e datapath test cannot run with CI=true: {why}");
-    }
-    eprintln!("SKIP e2e datapath test: {why}");
-}
+const BIN: &str = env!("CARGO_BIN_EXE_hubble-agent");
+const TEST: &str = "e2e datapath test";
 
 fn spec_text(name: &str) -> String {
     format!(
@@ -72,22 +69,6 @@ egress = [{{ to = [{{ entity = "all" }}] }}]
 egress_deny = [{{ to = [{{ labels = {{ app = "other" }} }}], ports = [{{ port = 7777, protocol = "TCP" }}] }}]
 "#
     )
-}
-
-/// Takes the lab down and stops the agent even when an assertion fails.
-struct Guard {
-    spec: LabSpec,
-    agent: Option<Child>,
-}
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        if let Some(mut a) = self.agent.take() {
-            let _ = a.kill();
-            let _ = a.wait();
-        }
-        let _ = topology::down(&self.spec);
-    }
 }
 
 fn run_in<T: Send + 'static>(
@@ -188,17 +169,14 @@ fn collect_flows(lines: &mpsc::Receiver<String>) -> Vec<Value> {
 #[test]
 fn datapath_flows_end_to_end() {
     if !topology::is_root() {
-        return skip_or_fail("needs root");
+        return skip_or_fail(TEST, "needs root");
     }
     let name = format!("e{}", std::process::id() % 10_000_000);
     let dir = tempfile::tempdir().expect("tempdir");
     let spec_path = dir.path().join("e2e.toml");
     std::fs::write(&spec_path, spec_text(&name)).unwrap();
     let spec = LabSpec::load(&spec_path).expect("spec");
-    let mut guard = Guard {
-        spec: spec.clone(),
-        agent: None,
-    };
+    let mut guard = LabGuard::new(&spec);
     topology::up(&spec).expect("lab up");
 
     let mut agent = Command::new(BIN)
@@ -242,7 +220,7 @@ fn datapath_flows_end_to_end() {
                 if let Some(status) = guard.agent.as_mut().unwrap().try_wait().unwrap() {
                     let msg = stderr_lines.join("\n");
                     if msg.contains("cannot load the eBPF datapath") {
-                        return skip_or_fail(&format!("no BPF: {msg}"));
+                        return skip_or_fail(TEST, &format!("no BPF: {msg}"));
                     }
                     panic!("agent exited early ({status}): {msg}");
                 }

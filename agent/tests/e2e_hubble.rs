@@ -4,7 +4,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -14,14 +14,11 @@ use hubble_api::observer::GetFlowsRequest;
 use hubble_api::observer::get_flows_response::ResponseTypes;
 use serde_json::Value;
 
-const BIN: &str = env!("CARGO_BIN_EXE_hubble-agent");
+mod common;
+use common::{LabGuard, skip_or_fail};
 
-fn skip_or_fail(why: &str) {
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("e2e Hubble API test cannot run with CI=true: {why}");
-    }
-    eprintln!("SKIP e2e Hubble API test: {why}");
-}
+const BIN: &str = env!("CARGO_BIN_EXE_hubble-agent");
+const TEST: &str = "e2e Hubble API test";
 
 fn spec_text(name: &str) -> String {
     format!(
@@ -55,22 +52,6 @@ ports = [{{ port = 8080, protocol = "TCP", name = "http" }}]
     )
 }
 
-/// Takes the lab down and stops the agent even when an assertion fails.
-struct Guard {
-    spec: LabSpec,
-    agent: Option<Child>,
-}
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        if let Some(mut a) = self.agent.take() {
-            let _ = a.kill();
-            let _ = a.wait();
-        }
-        let _ = topology::down(&self.spec);
-    }
-}
-
 /// The workspace's `hubble` binary (built by `cargo test --workspace` / `cargo build`).
 fn hubble_bin() -> Option<PathBuf> {
     let exe = std::env::current_exe().ok()?;
@@ -93,7 +74,7 @@ fn traffic(spec: &std::path::Path) {
 #[test]
 fn hubble_cli_reads_live_agent() {
     if !topology::is_root() {
-        return skip_or_fail("needs root");
+        return skip_or_fail(TEST, "needs root");
     }
     let name = format!("h{}", std::process::id() % 10_000_000);
     let dir = tempfile::tempdir().expect("tempdir");
@@ -102,10 +83,7 @@ fn hubble_cli_reads_live_agent() {
     let spec = LabSpec::load(&spec_path).expect("spec");
     let sock = dir.path().join("run/hubble.sock");
     let server = format!("unix://{}", sock.display());
-    let mut guard = Guard {
-        spec: spec.clone(),
-        agent: None,
-    };
+    let mut guard = LabGuard::new(&spec);
     topology::up(&spec).expect("lab up");
 
     let mut agent = Command::new(BIN)
@@ -137,7 +115,7 @@ fn hubble_cli_reads_live_agent() {
                 if let Some(status) = guard.agent.as_mut().unwrap().try_wait().unwrap() {
                     let msg = log.join("\n");
                     if msg.contains("cannot load the eBPF datapath") {
-                        return skip_or_fail(&format!("no BPF: {msg}"));
+                        return skip_or_fail(TEST, &format!("no BPF: {msg}"));
                     }
                     panic!("agent exited early ({status}): {msg}");
                 }

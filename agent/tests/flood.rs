@@ -7,7 +7,11 @@ use std::process::Command;
 use agent::lab::spec::LabSpec;
 use agent::lab::topology;
 
+mod common;
+use common::{LabGuard, skip_or_fail};
+
 const BIN: &str = env!("CARGO_BIN_EXE_hubble-agent");
+const TEST: &str = "flood test";
 
 fn spec_text(name: &str) -> String {
     format!(
@@ -35,14 +39,6 @@ ipv6 = "fd00:251:7::20"
     )
 }
 
-struct Down(LabSpec);
-
-impl Drop for Down {
-    fn drop(&mut self) {
-        let _ = topology::down(&self.0);
-    }
-}
-
 /// The number after `key` in `text` (e.g. `sent 123`).
 fn number_after(text: &str, key: &str) -> u64 {
     let at = text
@@ -59,18 +55,14 @@ fn number_after(text: &str, key: &str) -> u64 {
 #[test]
 fn flood_events_are_read_or_counted_lost() {
     if !agent::datapath::is_root() {
-        if std::env::var("CI").as_deref() == Ok("true") {
-            panic!("flood test cannot run with CI=true: not root");
-        }
-        eprintln!("SKIP flood test: not root");
-        return;
+        return skip_or_fail(TEST, "not root");
     }
     let name = format!("fl{}", std::process::id() % 100_000);
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("flood.toml");
     std::fs::write(&path, spec_text(&name)).unwrap();
     let spec = LabSpec::load(&path).unwrap();
-    let _down = Down(spec.clone());
+    let _guard = LabGuard::new(&spec);
     topology::up(&spec).unwrap();
 
     let out = Command::new(BIN)

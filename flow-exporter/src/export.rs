@@ -1,6 +1,7 @@
 //! Turning GetFlows responses into exporter lines: allow / deny lists, field mask, ExportEvent
 //! JSON, and the bookkeeping that lets a reconnect resume without writing a flow twice.
 
+use hubble::field_mask::FlowMask;
 use hubble::filter::FlowFilters;
 use hubble_api::flow::{LostEvent, LostEventSource};
 use hubble_api::json::ProtoJson;
@@ -35,7 +36,7 @@ pub struct Stats {
 /// Builds exporter lines and hands them to a sink in batches.
 pub struct Exporter {
     filters: FlowFilters,
-    field_mask: Vec<String>,
+    field_mask: FlowMask,
     /// Whole lines not yet written.
     pending: Vec<u8>,
     pending_lines: u64,
@@ -67,7 +68,7 @@ impl Exporter {
     pub fn new(filters: FlowFilters, field_mask: Vec<String>) -> Self {
         Exporter {
             filters,
-            field_mask,
+            field_mask: FlowMask::new(&field_mask),
             pending: Vec::with_capacity(1 << 20),
             pending_lines: 0,
             last_time: None,
@@ -133,7 +134,7 @@ impl Exporter {
                 return;
             }
             if !self.field_mask.is_empty() {
-                hubble::pipeline::apply_field_mask(&mut resp, &self.field_mask);
+                resp = self.field_mask.apply(&resp);
             }
         }
         let time = resp.time.or(match &resp.response_types {

@@ -12,6 +12,7 @@ use hubble_api::json::ProtoJson;
 use hubble_api::observer::GetFlowsResponse;
 use hubble_api::observer::get_flows_response::ResponseTypes;
 
+use crate::field_mask::FlowMask;
 use crate::filter::FlowFilters;
 use crate::printer::{OutputFormat, Printer, PrinterOptions};
 use crate::source::{Block, BlockReader, Line, LineError, LineReader, parse_line};
@@ -153,20 +154,20 @@ enum Outcome {
 /// The per-line work shared by the sequential and the parallel paths.
 struct LineProcessor<'a> {
     filters: &'a FlowFilters,
-    sel: &'a Selection,
     since: Option<(i64, i32)>,
     until: Option<(i64, i32)>,
     prefilter: bool,
     /// JSON output without a field mask: unknown fields are kept.
     keep_unknown: bool,
+    mask: FlowMask,
 }
 
 impl<'a> LineProcessor<'a> {
     fn new(filters: &'a FlowFilters, sel: &'a Selection, json: bool) -> Self {
         LineProcessor {
             keep_unknown: json && sel.field_mask.is_empty(),
+            mask: FlowMask::new(&sel.field_mask),
             filters,
-            sel,
             since: sel.since.map(to_pair),
             until: sel.until.map(to_pair),
             prefilter: !filters.is_empty(),
@@ -193,8 +194,8 @@ impl<'a> LineProcessor<'a> {
         if !self.filters.matches_response(&resp) {
             return Outcome::Skip;
         }
-        if !self.sel.field_mask.is_empty() {
-            apply_field_mask(&mut resp, &self.sel.field_mask);
+        if !self.mask.is_empty() {
+            resp = self.mask.apply(&resp);
         }
         // JSON output carries fields we do not know (from a newer Hubble) over unchanged.
         let original = (unknown && self.keep_unknown)
@@ -424,46 +425,6 @@ fn response_time(resp: &GetFlowsResponse) -> (i64, i32) {
         _ => None,
     });
     t.map(|t| (t.seconds, t.nanos)).unwrap_or((0, 0))
-}
-
-/// Keeps only the listed flow field paths (`source.pod_name`, `IP`, `l4`, `Type`…), like a
-/// server applying GetFlowsRequest.field_mask.
-pub fn apply_field_mask(resp: &mut GetFlowsResponse, paths: &[String]) {
-    let Some(ResponseTypes::Flow(flow)) = &mut resp.response_types else {
-        return;
-    };
-    let Ok(serde_json::Value::Object(full)) = serde_json::to_value(&*flow) else {
-        return;
-    };
-    let mut kept = serde_json::Map::new();
-    for path in paths {
-        copy_path(&full, &mut kept, path.split('.'));
-    }
-    if let Ok(masked) = serde_json::from_value(serde_json::Value::Object(kept)) {
-        *flow = masked;
-    }
-}
-
-fn copy_path<'a>(
-    src: &serde_json::Map<String, serde_json::Value>,
-    dst: &mut serde_json::Map<String, serde_json::Value>,
-    mut parts: impl Iterator<Item = &'a str>,
-) {
-    let Some(key) = parts.next() else { return };
-    let Some(value) = src.get(key) else { return };
-    let rest: Vec<&str> = parts.collect();
-    if rest.is_empty() {
-        dst.insert(key.to_string(), value.clone());
-        return;
-    }
-    if let serde_json::Value::Object(inner) = value {
-        let entry = dst
-            .entry(key.to_string())
-            .or_insert_with(|| serde_json::Value::Object(Default::default()));
-        if let serde_json::Value::Object(d) = entry {
-            copy_path(inner, d, rest.into_iter());
-        }
-    }
 }
 
 /// Flow fields that a non-JSON printer never shows and the given filters never read: the

@@ -16,8 +16,8 @@ use hubble_api::observer::{GetFlowsRequest, GetFlowsResponse, Namespace, ServerS
 use pbjson_types::Timestamp;
 use tokio::sync::watch;
 
-use super::mask::FlowMask;
 use super::ring::{Read, Ring, RingError};
+use hubble::field_mask::FlowMask;
 
 /// One entry of the ring: a response as it is sent (flow or lost event, node name, time).
 pub type Event = Arc<GetFlowsResponse>;

@@ -2,7 +2,6 @@
 //! ServerStatus / GetNamespaces from it, and the gRPC server (Observer, Peer, health, reflection).
 
 pub mod local;
-pub mod mask;
 pub mod ring;
 pub mod run;
 pub mod server;

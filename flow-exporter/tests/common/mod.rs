@@ -231,7 +231,7 @@ impl Observer for Svc {
                         continue;
                     }
                     if !mask.is_empty() {
-                        hubble::pipeline::apply_field_mask(&mut r, &mask);
+                        r = hubble::field_mask::FlowMask::new(&mask).apply(&r);
                     }
                     sent += 1;
                     tokio::select! {

@@ -1,5 +1,5 @@
-//! GetFlowsRequest.field_mask on the server: only the listed flow fields (`time`, `IP`,
-//! `source.pod_name`, …) are copied into the Flow that is sent.
+//! Field masks (GetFlowsRequest.field_mask): only the listed flow fields (`time`, `IP`,
+//! `source.pod_name`, …) are kept. One implementation for the server, the CLI and the exporter.
 //!
 //! Paths of top-level fields and of endpoint fields (`source.*`, `destination.*`) are copied
 //! directly; a mask with any deeper path falls back to the generic JSON-based copy.
@@ -48,7 +48,7 @@ impl FlowMask {
                     }
                 } else {
                     let mut out = resp.clone();
-                    hubble::pipeline::apply_field_mask(&mut out, &self.paths);
+                    apply_generic(&mut out, &self.paths);
                     out
                 }
             }
@@ -161,6 +161,45 @@ fn copy_top(d: &mut Flow, s: &Flow, name: &str) -> bool {
     true
 }
 
+/// The generic copy, through the flow's JSON form: any path depth.
+fn apply_generic(resp: &mut GetFlowsResponse, paths: &[String]) {
+    let Some(ResponseTypes::Flow(flow)) = &mut resp.response_types else {
+        return;
+    };
+    let Ok(serde_json::Value::Object(full)) = serde_json::to_value(&*flow) else {
+        return;
+    };
+    let mut kept = serde_json::Map::new();
+    for path in paths {
+        copy_json_path(&full, &mut kept, path.split('.'));
+    }
+    if let Ok(masked) = serde_json::from_value(serde_json::Value::Object(kept)) {
+        *flow = masked;
+    }
+}
+
+fn copy_json_path<'a>(
+    src: &serde_json::Map<String, serde_json::Value>,
+    dst: &mut serde_json::Map<String, serde_json::Value>,
+    mut parts: impl Iterator<Item = &'a str>,
+) {
+    let Some(key) = parts.next() else { return };
+    let Some(value) = src.get(key) else { return };
+    let rest: Vec<&str> = parts.collect();
+    if rest.is_empty() {
+        dst.insert(key.to_string(), value.clone());
+        return;
+    }
+    if let serde_json::Value::Object(inner) = value {
+        let entry = dst
+            .entry(key.to_string())
+            .or_insert_with(|| serde_json::Value::Object(Default::default()));
+        if let serde_json::Value::Object(d) = entry {
+            copy_json_path(inner, d, rest.into_iter());
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -173,7 +212,7 @@ mod tests {
         .unwrap();
         text.split(|b| *b == b'\n')
             .enumerate()
-            .filter_map(|(i, l)| hubble::source::parse_line(i as u64 + 1, l).unwrap())
+            .filter_map(|(i, l)| crate::source::parse_line(i as u64 + 1, l).unwrap())
             .collect()
     }
 
@@ -220,7 +259,7 @@ mod tests {
             assert!(m.direct, "{mask:?}");
             for r in demo() {
                 let mut want = r.clone();
-                hubble::pipeline::apply_field_mask(&mut want, mask);
+                apply_generic(&mut want, mask);
                 assert_eq!(m.apply(&r), want, "{mask:?}");
             }
         }
@@ -233,7 +272,7 @@ mod tests {
         assert!(!m.direct);
         for r in demo() {
             let mut want = r.clone();
-            hubble::pipeline::apply_field_mask(&mut want, &mask);
+            apply_generic(&mut want, &mask);
             assert_eq!(m.apply(&r), want);
         }
         assert!(FlowMask::new(&[]).is_empty());

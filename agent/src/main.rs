@@ -30,6 +30,9 @@ enum Command {
     ServeReplay(agent::observer::run::ServeReplayArgs),
     /// Build, drive and tear down a lab of pods as network namespaces (needs root).
     Lab(agent::lab::cli::LabCmd),
+    /// Make a CA and TLS certificates for the Hubble API, the relay and clients.
+    #[command(subcommand)]
+    Certs(agent::certs::CertsCmd),
 }
 
 fn main() -> ExitCode {
@@ -50,6 +53,7 @@ fn main() -> ExitCode {
         Command::Record(args) => agent::cmd::record(args),
         Command::Replay(args) => agent::cmd::replay(args),
         Command::ServeReplay(args) => agent::observer::run::serve_replay(args),
+        Command::Certs(cmd) => cmd.run(),
     };
     match res {
         Ok(()) => ExitCode::SUCCESS,

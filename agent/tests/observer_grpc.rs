@@ -54,6 +54,7 @@ impl Server {
         let l = Listeners::bind(&ServeOptions {
             socket: Some(sock.clone()),
             listen_address: Some("127.0.0.1:0".into()),
+            tls: None,
         })
         .unwrap();
         let tcp = l.tcp_addr().unwrap().to_string();

@@ -1,5 +1,6 @@
 //! Connecting to a Hubble server (agent or relay) and reading from it: `--server` targets
-//! (`unix:///path`, `host:port`, `http://host:port`), GetFlows streaming and `hubble status`.
+//! (`unix:///path`, `host:port`, `http://host:port`, `tls://host:port`), plain or TLS
+//! ([`crate::tls`]), GetFlows streaming and `hubble status`.
 
 use std::path::PathBuf;
 use std::pin::Pin;
@@ -27,7 +28,8 @@ const MAX_MESSAGE: usize = 64 << 20;
 pub enum Target {
     /// A unix socket path (`unix:///var/run/cilium/hubble.sock`, `unix:rel/path`).
     Unix(PathBuf),
-    /// An HTTP/2 URI (`http://host:port`).
+    /// An HTTP/2 URI (`http://host:port`; `tls://host:port` is given as `http://host:port`,
+    /// TLS being the connection's business).
     Tcp(String),
 }
 
@@ -36,8 +38,8 @@ pub enum Target {
 pub enum ClientError {
     #[error("invalid server address {0:?}")]
     Address(String),
-    #[error("TLS (tls://) is not supported by this build: {0}")]
-    Tls(String),
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
     #[error("failed to connect to '{server}': {reason}")]
     Connect { server: String, reason: String },
     #[error("{0}")]
@@ -65,9 +67,10 @@ pub fn parse_target(server: &str) -> Result<Target, ClientError> {
     if s.is_empty() {
         return Err(ClientError::Address(server.to_string()));
     }
-    if s.starts_with("tls://") || s.starts_with("https://") {
-        return Err(ClientError::Tls(server.to_string()));
-    }
+    let s = s
+        .strip_prefix(crate::tls::TLS_PREFIX)
+        .or_else(|| s.strip_prefix("https://"))
+        .unwrap_or(s);
     if let Some(rest) = s.strip_prefix("unix://") {
         return Ok(Target::Unix(PathBuf::from(rest)));
     }
@@ -85,8 +88,20 @@ pub fn parse_target(server: &str) -> Result<Target, ClientError> {
     }
 }
 
-/// Connects to `server` within `timeout`.
+/// Connects to `server` within `timeout`, without TLS unless `server` starts with
+/// `tls://` (then trusting the system's CAs).
 pub async fn connect(server: &str, timeout: Duration) -> Result<Channel, ClientError> {
+    let tls = crate::tls::ClientTlsArgs::default().client_tls(server)?;
+    connect_tls(server, timeout, tls.as_ref()).await
+}
+
+/// Connects to `server` within `timeout`, over TLS when `tls` is given (never for a unix
+/// socket, as Hubble).
+pub async fn connect_tls(
+    server: &str,
+    timeout: Duration,
+    tls: Option<&crate::tls::ClientTls>,
+) -> Result<Channel, ClientError> {
     let conn_err = |e: &dyn std::error::Error| ClientError::Connect {
         server: server.to_string(),
         reason: error_chain(e),
@@ -94,6 +109,29 @@ pub async fn connect(server: &str, timeout: Duration) -> Result<Channel, ClientE
     let target = parse_target(server)?;
     let fut = async {
         match target {
+            Target::Tcp(uri) if tls.is_some() => {
+                let tls = tls.cloned().expect("checked");
+                let ep = Endpoint::from_shared(uri)
+                    .map_err(|_| ClientError::Address(server.to_string()))?
+                    .connect_timeout(timeout);
+                ep.connect_with_connector(tower::service_fn(move |uri: Uri| {
+                    let tls = tls.clone();
+                    async move {
+                        let host = uri.host().unwrap_or_default().to_string();
+                        let port = uri.port_u16().unwrap_or(443);
+                        let tcp = tokio::net::TcpStream::connect((
+                            host.trim_start_matches('[').trim_end_matches(']'),
+                            port,
+                        ))
+                        .await?;
+                        tcp.set_nodelay(true)?;
+                        let s = tls.handshake(&host, tcp).await?;
+                        Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(s))
+                    }
+                }))
+                .await
+                .map_err(|e| conn_err(&e))
+            }
             Target::Tcp(uri) => {
                 let ep = Endpoint::from_shared(uri)
                     .map_err(|_| ClientError::Address(server.to_string()))?
@@ -248,10 +286,10 @@ mod tests {
             parse_target("[::1]:4244").unwrap(),
             Target::Tcp("http://[::1]:4244".into())
         );
-        assert!(matches!(
-            parse_target("tls://relay:443"),
-            Err(ClientError::Tls(_))
-        ));
+        assert_eq!(
+            parse_target("tls://relay:443").unwrap(),
+            Target::Tcp("http://relay:443".into())
+        );
         assert!(matches!(parse_target("nope"), Err(ClientError::Address(_))));
     }
 }

@@ -7,3 +7,4 @@ pub mod pipeline;
 pub mod printer;
 pub mod source;
 pub mod timefmt;
+pub mod tls;

@@ -23,7 +23,7 @@ pub struct ServerArgs {
     #[arg(long, default_value_t = DEFAULT_CAPACITY, value_name = "N")]
     pub max_flows: u64,
     /// Unix socket of the Hubble API (empty: none).
-    #[arg(long, default_value = DEFAULT_SOCKET, value_name = "PATH")]
+    #[arg(long, default_value = DEFAULT_SOCKET, value_name = "PATH", value_parser = path_or_empty)]
     pub socket: PathBuf,
     /// TCP address of the Hubble API, HOST:PORT or :PORT (empty: none).
     #[arg(long, default_value = DEFAULT_LISTEN_ADDRESS, value_name = "ADDR")]
@@ -31,6 +31,52 @@ pub struct ServerArgs {
     /// Do not serve the Hubble API at all.
     #[arg(long)]
     pub no_hubble_server: bool,
+    /// Serve TLS on the TCP address with this certificate (PEM); needs --tls-key-file.
+    /// The unix socket never speaks TLS. `hubble-agent certs generate DIR` makes one.
+    #[arg(
+        long,
+        alias = "hubble-tls-cert-file",
+        value_name = "FILE",
+        requires = "tls_key_file"
+    )]
+    pub tls_cert_file: Option<PathBuf>,
+    /// Private key (PEM) of --tls-cert-file.
+    #[arg(
+        long,
+        alias = "hubble-tls-key-file",
+        value_name = "FILE",
+        requires = "tls_cert_file"
+    )]
+    pub tls_key_file: Option<PathBuf>,
+    /// Require client certificates signed by one of these CAs (mutual TLS; comma-separated
+    /// or repeated PEM files). Needs --tls-cert-file.
+    #[arg(
+        long,
+        alias = "hubble-tls-client-ca-files",
+        value_delimiter = ',',
+        value_name = "FILES",
+        requires = "tls_cert_file"
+    )]
+    pub tls_client_ca_files: Vec<PathBuf>,
+}
+
+/// A path where an empty value means "none" (clap's path parser refuses empty values).
+fn path_or_empty(s: &str) -> Result<PathBuf, std::convert::Infallible> {
+    Ok(PathBuf::from(s))
+}
+
+impl ServerArgs {
+    /// The TCP listener's TLS settings, loaded (`None` without --tls-cert-file).
+    pub fn server_tls(&self) -> Result<Option<hubble::tls::ServerTls>> {
+        match (&self.tls_cert_file, &self.tls_key_file) {
+            (Some(cert), Some(key)) => {
+                hubble::tls::ServerTls::load(cert, key, &self.tls_client_ca_files)
+                    .map(Some)
+                    .context("--tls-cert-file")
+            }
+            _ => Ok(None),
+        }
+    }
 }
 
 /// A bound but not yet running server.
@@ -66,6 +112,7 @@ impl HubbleServer {
         let mut opts = ServeOptions {
             socket: Some(args.socket.clone()),
             listen_address: Some(args.listen_address.clone()),
+            tls: args.server_tls()?,
         };
         let listeners = match Listeners::bind(&opts) {
             // A busy TCP port (e.g. another agent of a parallel test) leaves the socket on.

@@ -163,6 +163,8 @@ fn idle_stream<T: Send + 'static>(follow: bool) -> BoxStream<T> {
 pub struct PeerService {
     node_name: String,
     address: String,
+    /// The TLS server name clients should check, when the TCP listener speaks TLS.
+    tls_server_name: Option<String>,
 }
 
 impl PeerService {
@@ -170,8 +172,23 @@ impl PeerService {
         PeerService {
             node_name: node_name.into(),
             address: address.into(),
+            tls_server_name: None,
         }
     }
+
+    /// Announces that the node's address speaks TLS with certificates for `server_name`.
+    pub fn with_tls(mut self, server_name: Option<String>) -> Self {
+        self.tls_server_name = server_name;
+        self
+    }
+}
+
+/// Hubble's per-node TLS server name, `<node>.<cluster>.hubble-grpc.cilium.io`, from a
+/// node name as flows carry it (`cluster/node`, or `node` in the default cluster); dots in
+/// the cluster name become dashes, as in Cilium's certificates.
+pub fn tls_server_name(node_name: &str) -> String {
+    let (cluster, node) = node_name.split_once('/').unwrap_or(("default", node_name));
+    format!("{node}.{}.hubble-grpc.cilium.io", cluster.replace('.', "-"))
 }
 
 #[tonic::async_trait]
@@ -186,7 +203,10 @@ impl Peer for PeerService {
             name: self.node_name.clone(),
             address: self.address.clone(),
             r#type: ChangeNotificationType::PeerAdded as i32,
-            tls: None,
+            tls: self
+                .tls_server_name
+                .clone()
+                .map(|server_name| hubble_api::peer::Tls { server_name }),
         };
         let s = tokio_stream::iter([Ok(me)]).chain(tokio_stream::pending());
         Ok(Response::new(Box::pin(s)))
@@ -200,6 +220,9 @@ pub struct ServeOptions {
     pub socket: Option<PathBuf>,
     /// TCP address, `HOST:PORT` or `:PORT` (none or empty = no TCP).
     pub listen_address: Option<String>,
+    /// TLS (mutual when it has client CAs) on the TCP listener; the unix socket never
+    /// speaks TLS, as Hubble's.
+    pub tls: Option<hubble::tls::ServerTls>,
 }
 
 /// Listening sockets, bound but not yet serving (so callers learn the TCP port first, and
@@ -207,6 +230,7 @@ pub struct ServeOptions {
 pub struct Listeners {
     unix: Option<(std::os::unix::net::UnixListener, PathBuf)>,
     tcp: Option<std::net::TcpListener>,
+    tls: Option<hubble::tls::ServerTls>,
 }
 
 impl Listeners {
@@ -228,7 +252,11 @@ impl Listeners {
             }
             None => None,
         };
-        Ok(Listeners { unix, tcp })
+        Ok(Listeners {
+            unix,
+            tcp,
+            tls: opts.tls.clone(),
+        })
     }
 
     /// The bound TCP address, if TCP is on.
@@ -248,7 +276,11 @@ impl Listeners {
             v.push(format!("unix://{}", p.display()));
         }
         if let Some(a) = self.tcp_addr() {
-            v.push(a.to_string());
+            v.push(match &self.tls {
+                Some(t) if t.is_mutual() => format!("{a} (mTLS)"),
+                Some(_) => format!("{a} (TLS)"),
+                None => a.to_string(),
+            });
         }
         v.join(" and ")
     }
@@ -307,7 +339,7 @@ pub fn peer_address(tcp: Option<SocketAddr>) -> String {
     }
 }
 
-async fn router(obs: Arc<LocalObserver>, peer_addr: String) -> Result<Router, ServeError> {
+async fn router(obs: Arc<LocalObserver>, peer: PeerService) -> Result<Router, ServeError> {
     let (health, health_svc) = tonic_health::server::health_reporter();
     health
         .set_service_status(HEALTH_SERVICE, tonic_health::ServingStatus::Serving)
@@ -320,7 +352,6 @@ async fn router(obs: Arc<LocalObserver>, peer_addr: String) -> Result<Router, Se
         .register_encoded_file_descriptor_set(hubble_api::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1alpha()?;
-    let peer = PeerService::new(obs.node_name(), peer_addr);
     Ok(tonic::transport::Server::builder()
         .add_service(health_svc)
         .add_service(reflection_v1)
@@ -337,7 +368,12 @@ pub async fn serve(
     listeners: Listeners,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServeError> {
-    let peer_addr = peer_address(listeners.tcp_addr());
+    let peer = PeerService::new(obs.node_name(), peer_address(listeners.tcp_addr())).with_tls(
+        listeners
+            .tls
+            .as_ref()
+            .map(|_| tls_server_name(obs.node_name())),
+    );
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
@@ -349,7 +385,7 @@ pub async fn serve(
             what: path.display().to_string(),
             source,
         })?;
-        let r = router(obs.clone(), peer_addr.clone()).await?;
+        let r = router(obs.clone(), peer.clone()).await?;
         let stop = stopped(stop_rx.clone());
         tasks.spawn(async move {
             r.serve_with_incoming_shutdown(UnixListenerStream::new(l), stop)
@@ -362,12 +398,20 @@ pub async fn serve(
             what: "tcp".to_string(),
             source,
         })?;
-        let r = router(obs.clone(), peer_addr.clone()).await?;
+        let r = router(obs.clone(), peer.clone()).await?;
         let stop = stopped(stop_rx.clone());
-        tasks.spawn(async move {
-            r.serve_with_incoming_shutdown(TcpListenerStream::new(l), stop)
-                .await
-        });
+        match listeners.tls {
+            Some(tls) => {
+                let incoming = hubble::tls::incoming(l, &tls, "hubble-agent");
+                tasks.spawn(async move { r.serve_with_incoming_shutdown(incoming, stop).await });
+            }
+            None => {
+                tasks.spawn(async move {
+                    r.serve_with_incoming_shutdown(TcpListenerStream::new(l), stop)
+                        .await
+                });
+            }
+        }
     }
     let mut shutdown = std::pin::pin!(shutdown);
     let mut stopping = false;

@@ -43,7 +43,8 @@ pub const DEFAULT_FIELD_MASK: &[&str] = &[
 
 /// The root-level server flags (global, so they work before or after the subcommand).
 pub fn add_server_args(cmd: Command) -> Command {
-    cmd.arg(
+    use clap::Args;
+    let cmd = cmd.arg(
         Arg::new("server")
             .long("server")
             .global(true)
@@ -69,7 +70,8 @@ pub fn add_server_args(cmd: Command) -> Command {
             .env("HUBBLE_REQUEST_TIMEOUT")
             .default_value("12s")
             .help("Unary Request timeout. Only applies to non-streaming RPCs (ServerStatusRequest, ListNodes, ListNamespaces)"),
-    )
+    );
+    crate::tls::ClientTlsArgs::augment_args(cmd)
 }
 
 /// The server connection settings of a command line.
@@ -78,6 +80,8 @@ pub struct ServerOpts {
     pub server: String,
     pub timeout: Duration,
     pub request_timeout: Duration,
+    /// TLS settings when TLS is on for `server`.
+    pub tls: Option<crate::tls::ClientTls>,
 }
 
 impl ServerOpts {
@@ -91,16 +95,27 @@ impl ServerOpts {
                 .with_context(|| format!("invalid --{name} {s:?}: expected a duration like 5s"))?;
             Ok(Duration::from_nanos(ns.min(u64::MAX as i128) as u64))
         };
+        use clap::FromArgMatches;
+        let server = m
+            .try_get_one::<String>("server")
+            .ok()
+            .flatten()
+            .cloned()
+            .unwrap_or_else(|| DEFAULT_SERVER.to_string());
+        let tls = crate::tls::ClientTlsArgs::from_arg_matches(m)?.client_tls(&server)?;
         Ok(ServerOpts {
-            server: m
-                .try_get_one::<String>("server")
-                .ok()
-                .flatten()
-                .cloned()
-                .unwrap_or_else(|| DEFAULT_SERVER.to_string()),
+            server,
             timeout: dur("timeout", DEFAULT_TIMEOUT)?,
             request_timeout: dur("request-timeout", DEFAULT_REQUEST_TIMEOUT)?,
+            tls,
         })
+    }
+}
+
+impl ServerOpts {
+    /// Connects to the server, over TLS when it is on.
+    pub async fn connect(&self) -> Result<tonic::transport::Channel, client::ClientError> {
+        client::connect_tls(&self.server, self.timeout, self.tls.as_ref()).await
     }
 }
 
@@ -126,7 +141,7 @@ pub fn observe(
         let ctrl_c = tokio::signal::ctrl_c();
         tokio::pin!(ctrl_c);
         let stream = async {
-            let ch = client::connect(&opts.server, opts.timeout).await?;
+            let ch = opts.connect().await?;
             let mut flows = client::get_flows(ch, req).await?;
             loop {
                 // Print what has arrived; flush only when the server has nothing more ready.
@@ -195,7 +210,7 @@ pub fn status(m: &ArgMatches) -> anyhow::Result<u8> {
     };
     let rt = runtime()?;
     let st = rt.block_on(async {
-        let ch = client::connect(&opts.server, opts.timeout).await?;
+        let ch = opts.connect().await?;
         let health = client::health_check(ch.clone(), opts.request_timeout)
             .await
             .context("failed getting status")?;

@@ -1,0 +1,431 @@
+//! TLS for Hubble's gRPC connections, on rustls with the ring provider.
+//!
+//! Client side: Hubble's CLI flags ([`ClientTlsArgs`]: `--tls`, `--tls-allow-insecure`,
+//! `--tls-ca-cert-files`, `--tls-client-cert-file`, `--tls-client-key-file`,
+//! `--tls-server-name`) become a [`ClientTls`], which [`crate::client::connect_tls`] uses.
+//! Server side: [`ServerTls`] (certificate, key, optional client CAs for mTLS) and
+//! [`incoming`], a stream of TLS connections for tonic's `serve_with_incoming` in which
+//! a failed handshake is reported on stderr and skipped, never ending the server.
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::rustls::{self, pki_types};
+use tokio_rustls::{TlsAcceptor, TlsConnector};
+use tokio_stream::Stream;
+
+use pki_types::pem::PemObject;
+use pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+
+/// The scheme prefix of `--server` that turns TLS on (`tls://relay:443`).
+pub const TLS_PREFIX: &str = "tls://";
+/// How long a server waits for a client's TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why a TLS setting could not be used. Displays as one line naming the file.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("cannot load cert '{path}': {reason}")]
+    Cert { path: PathBuf, reason: String },
+    #[error("cannot load key '{path}': {reason}")]
+    Key { path: PathBuf, reason: String },
+    #[error("certificate and private key are both required, but only one was provided")]
+    InvalidKeypair,
+    #[error("invalid TLS server name {0:?}")]
+    ServerName(String),
+    #[error("TLS configuration: {0}")]
+    Config(String),
+}
+
+// Hubble's client TLS flags, for `#[command(flatten)]` or `augment_args` (global: they work
+// before or after a subcommand). Each also reads `HUBBLE_<FLAG>` from the environment.
+// (A plain comment: clap would turn a doc comment into the about text of the command.)
+#[derive(Debug, Clone, Default, PartialEq, Eq, clap::Args)]
+pub struct ClientTlsArgs {
+    /// Specify that TLS must be used when establishing a connection to a Hubble server.
+    /// By default, TLS is only enabled if the server address starts with 'tls://'.
+    #[arg(long, global = true, env = "HUBBLE_TLS")]
+    pub tls: bool,
+    /// Allows the client to skip verifying the server's certificate chain and host name.
+    /// This option is NOT recommended as, in this mode, TLS is susceptible to
+    /// machine-in-the-middle attacks. See also --tls-server-name.
+    #[arg(long, global = true, env = "HUBBLE_TLS_ALLOW_INSECURE")]
+    pub tls_allow_insecure: bool,
+    /// Paths to custom Certificate Authority (CA) certificate files (comma-separated or
+    /// repeated). The files must contain PEM encoded data. Default: the system's CAs.
+    #[arg(
+        long,
+        global = true,
+        value_delimiter = ',',
+        value_name = "FILES",
+        env = "HUBBLE_TLS_CA_CERT_FILES"
+    )]
+    pub tls_ca_cert_files: Vec<PathBuf>,
+    /// Path to the public key file for the client certificate to connect to a Hubble server
+    /// (implies TLS). The file must contain PEM encoded data.
+    #[arg(
+        long,
+        global = true,
+        value_name = "FILE",
+        env = "HUBBLE_TLS_CLIENT_CERT_FILE"
+    )]
+    pub tls_client_cert_file: Option<PathBuf>,
+    /// Path to the private key file for the client certificate to connect a Hubble server
+    /// (implies TLS). The file must contain PEM encoded data.
+    #[arg(
+        long,
+        global = true,
+        value_name = "FILE",
+        env = "HUBBLE_TLS_CLIENT_KEY_FILE"
+    )]
+    pub tls_client_key_file: Option<PathBuf>,
+    /// Specify a server name to verify the hostname on the returned certificate (eg:
+    /// 'instance.hubble-relay.cilium.io'). Default: the host of --server.
+    #[arg(
+        long,
+        global = true,
+        value_name = "NAME",
+        env = "HUBBLE_TLS_SERVER_NAME"
+    )]
+    pub tls_server_name: Option<String>,
+}
+
+impl ClientTlsArgs {
+    /// Whether these flags ask for TLS to `server` (`--tls`, a `tls://` address, or a client
+    /// certificate, which implies TLS).
+    pub fn wants_tls(&self, server: &str) -> bool {
+        self.tls
+            || server.trim_start().starts_with(TLS_PREFIX)
+            || self.tls_client_cert_file.is_some()
+            || self.tls_client_key_file.is_some()
+    }
+
+    /// The TLS settings for `server`, `None` when TLS is off for it.
+    pub fn client_tls(&self, server: &str) -> Result<Option<ClientTls>, TlsError> {
+        if !self.wants_tls(server) {
+            return Ok(None);
+        }
+        let keypair = match (&self.tls_client_cert_file, &self.tls_client_key_file) {
+            (Some(c), Some(k)) => Some((c.as_path(), k.as_path())),
+            (None, None) => None,
+            _ => return Err(TlsError::InvalidKeypair),
+        };
+        ClientTls::new(
+            &self.tls_ca_cert_files,
+            keypair,
+            self.tls_server_name.clone().filter(|s| !s.is_empty()),
+            self.tls_allow_insecure,
+        )
+        .map(Some)
+    }
+}
+
+/// A client's TLS settings, ready to dial many times.
+#[derive(Clone)]
+pub struct ClientTls {
+    config: Arc<rustls::ClientConfig>,
+    server_name: Option<String>,
+}
+
+impl std::fmt::Debug for ClientTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientTls")
+            .field("server_name", &self.server_name)
+            .finish_non_exhaustive()
+    }
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+impl ClientTls {
+    /// Trusts the CAs in `ca_files` (the system's CAs when empty), presents `client_keypair`
+    /// (cert, key) when the server asks, and checks the certificate against `server_name`
+    /// (default: the host dialled). `allow_insecure` skips every check of the server.
+    pub fn new(
+        ca_files: &[PathBuf],
+        client_keypair: Option<(&Path, &Path)>,
+        server_name: Option<String>,
+        allow_insecure: bool,
+    ) -> Result<Self, TlsError> {
+        if let Some(n) = &server_name {
+            ServerName::try_from(n.as_str()).map_err(|_| TlsError::ServerName(n.clone()))?;
+        }
+        let builder = rustls::ClientConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| TlsError::Config(e.to_string()))?;
+        let builder = if allow_insecure {
+            builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(NoServerVerification(provider())))
+        } else {
+            builder.with_root_certificates(root_store(ca_files)?)
+        };
+        let mut config = match client_keypair {
+            Some((cert, key)) => builder
+                .with_client_auth_cert(load_certs(cert)?, load_key(key)?)
+                .map_err(|e| TlsError::Key {
+                    path: key.to_path_buf(),
+                    reason: e.to_string(),
+                })?,
+            None => builder.with_no_client_auth(),
+        };
+        config.alpn_protocols = vec![b"h2".to_vec()];
+        Ok(ClientTls {
+            config: Arc::new(config),
+            server_name,
+        })
+    }
+
+    /// The name the server's certificate is checked against when dialling `host`.
+    pub fn server_name_for(&self, host: &str) -> String {
+        self.server_name.clone().unwrap_or_else(|| {
+            host.trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_string()
+        })
+    }
+
+    /// This config with another server name (e.g. a relay dialling each node by its name).
+    pub fn with_server_name(&self, name: impl Into<String>) -> Self {
+        ClientTls {
+            config: self.config.clone(),
+            server_name: Some(name.into()),
+        }
+    }
+
+    /// Runs the TLS handshake over `tcp` to `host`.
+    pub async fn handshake(
+        &self,
+        host: &str,
+        tcp: TcpStream,
+    ) -> io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
+        let name = self.server_name_for(host);
+        let name = ServerName::try_from(name.clone())
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, TlsError::ServerName(name)))?;
+        TlsConnector::from(self.config.clone())
+            .connect(name, tcp)
+            .await
+    }
+}
+
+fn root_store(ca_files: &[PathBuf]) -> Result<rustls::RootCertStore, TlsError> {
+    let mut roots = rustls::RootCertStore::empty();
+    if ca_files.is_empty() {
+        // Unreadable system certificates are skipped: the handshake then says what failed.
+        for cert in rustls_native_certs::load_native_certs().certs {
+            let _ = roots.add(cert);
+        }
+        return Ok(roots);
+    }
+    for path in ca_files {
+        for cert in load_certs(path)? {
+            roots.add(cert).map_err(|e| TlsError::Cert {
+                path: path.clone(),
+                reason: e.to_string(),
+            })?;
+        }
+    }
+    Ok(roots)
+}
+
+/// Every certificate of a PEM file (at least one).
+pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let err = |reason: String| TlsError::Cert {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let data = std::fs::read(path).map_err(|e| err(e.to_string()))?;
+    let certs = CertificateDer::pem_slice_iter(&data)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| err(format!("must be a PEM encoded certificate: {e}")))?;
+    if certs.is_empty() {
+        return Err(err("must be a PEM encoded certificate".into()));
+    }
+    Ok(certs)
+}
+
+/// The private key of a PEM file (PKCS#8, PKCS#1 or SEC1).
+pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
+    let data = std::fs::read(path).map_err(|e| TlsError::Key {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })?;
+    PrivateKeyDer::from_pem_slice(&data).map_err(|e| TlsError::Key {
+        path: path.to_path_buf(),
+        reason: format!("must be a PEM encoded private key: {e}"),
+    })
+}
+
+/// `--tls-allow-insecure`: accepts any server certificate, still checking that the
+/// handshake is signed by the key it presents.
+#[derive(Debug)]
+struct NoServerVerification(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for NoServerVerification {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// A server's TLS settings: its certificate and key, and, for mutual TLS, the CAs whose
+/// client certificates it accepts (a client without one is refused).
+#[derive(Clone)]
+pub struct ServerTls {
+    config: Arc<rustls::ServerConfig>,
+    mutual: bool,
+}
+
+impl std::fmt::Debug for ServerTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerTls")
+            .field("mutual", &self.mutual)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ServerTls {
+    /// Loads `cert` and `key`; with `client_ca_files`, requires client certificates signed
+    /// by one of them (mTLS). TLS 1.3 only, as Hubble's servers.
+    pub fn load(cert: &Path, key: &Path, client_ca_files: &[PathBuf]) -> Result<Self, TlsError> {
+        let certs = load_certs(cert)?;
+        let key_der = load_key(key)?;
+        let builder = rustls::ServerConfig::builder_with_provider(provider())
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .map_err(|e| TlsError::Config(e.to_string()))?;
+        let builder = if client_ca_files.is_empty() {
+            builder.with_no_client_auth()
+        } else {
+            let roots = root_store(client_ca_files)?;
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(roots),
+                provider(),
+            )
+            .build()
+            .map_err(|e| TlsError::Config(e.to_string()))?;
+            builder.with_client_cert_verifier(verifier)
+        };
+        let mut config = builder
+            .with_single_cert(certs, key_der)
+            .map_err(|e| TlsError::Key {
+                path: key.to_path_buf(),
+                reason: e.to_string(),
+            })?;
+        config.alpn_protocols = vec![b"h2".to_vec()];
+        Ok(ServerTls {
+            config: Arc::new(config),
+            mutual: !client_ca_files.is_empty(),
+        })
+    }
+
+    /// Whether client certificates are required.
+    pub fn is_mutual(&self) -> bool {
+        self.mutual
+    }
+
+    /// An acceptor for one connection at a time.
+    pub fn acceptor(&self) -> TlsAcceptor {
+        TlsAcceptor::from(self.config.clone())
+    }
+}
+
+/// The TLS connections accepted on `listener`, for tonic's `serve_with_incoming`.
+/// Handshakes run concurrently with a timeout; a failed one (no client certificate, wrong
+/// CA, plain-text client) is reported on stderr as `"<who>: TLS handshake with <peer>
+/// failed: <why>"` and skipped. The stream ends only if accepting itself fails for good.
+pub fn incoming(
+    listener: TcpListener,
+    tls: &ServerTls,
+    who: &'static str,
+) -> impl Stream<Item = io::Result<tokio_rustls::server::TlsStream<TcpStream>>> + Send + 'static {
+    let acceptor = tls.acceptor();
+    let (tx, rx) = tokio::sync::mpsc::channel(64);
+    tokio::spawn(async move {
+        loop {
+            let (tcp, peer) = match listener.accept().await {
+                Ok(c) => c,
+                Err(e) if is_transient_accept_error(&e) => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+                Err(e) => {
+                    let _ = tx.send(Err(e)).await;
+                    return;
+                }
+            };
+            let _ = tcp.set_nodelay(true);
+            let acceptor = acceptor.clone();
+            let conn_tx = tx.clone();
+            tokio::spawn(async move {
+                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                    Ok(Ok(s)) => {
+                        let _ = conn_tx.send(Ok(s)).await;
+                    }
+                    Ok(Err(e)) => eprintln!("{who}: TLS handshake with {peer} failed: {e}"),
+                    Err(_) => eprintln!("{who}: TLS handshake with {peer} failed: timed out"),
+                }
+            });
+            if tx.is_closed() {
+                return;
+            }
+        }
+    });
+    tokio_stream::wrappers::ReceiverStream::new(rx)
+}
+
+/// Accept errors that concern one connection or a passing shortage, not the listener.
+const EMFILE: i32 = 24;
+const ENFILE: i32 = 23;
+
+fn is_transient_accept_error(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::Interrupted
+            | io::ErrorKind::WouldBlock
+    ) || matches!(e.raw_os_error(), Some(EMFILE | ENFILE))
+}

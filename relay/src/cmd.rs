@@ -1,0 +1,314 @@
+//! `hubble-relay serve`: flags after Hubble Relay's, exit codes, and the runtime.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand};
+
+use crate::observer::{MergeOptions, RelayObserver};
+use crate::peers::{PeerOptions, Peers};
+use crate::server::DEFAULT_LISTEN_ADDRESS;
+
+/// Default `--peer-service`: the local agent's unix socket.
+pub const DEFAULT_PEER_SERVICE: &str = "unix:///var/run/cilium/hubble.sock";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "hubble-relay",
+    version,
+    about = "Hubble Relay: one Observer API (hubble observe/status, the TUI, the exporter) in \
+             front of every agent of the cluster",
+    after_help = "Exit codes: 0 stopped by SIGINT/SIGTERM, 2 bad flags or cannot start \
+                  (listen address, certificate files).\n\n\
+                  Example: hubble-relay serve --peer-service 127.0.0.1:4244 --listen-address :4245\n\
+                  \x20        then: hubble observe --server localhost:4245 --follow"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the relay: discover peers, serve the merged Observer API.
+    Serve(ServeArgs),
+}
+
+/// Flags of `hubble-relay serve`.
+#[derive(Debug, Clone, Args)]
+#[command(after_help = "\
+Peers: with --peer-service the relay follows that agent's Peer Notify stream (peers added, \
+updated, deleted); --peer adds static peers (NAME=ADDR or ADDR). Without either, the local \
+agent's socket unix:///var/run/cilium/hubble.sock is the peer service.
+
+Merge: each GetFlows request goes to every connected peer with its filters; responses are \
+merged by flow time. A flow waits at most --sort-buffer-drain-timeout, and at most \
+--sort-buffer-len-max flows wait. Nodes that are unavailable or fail mid-stream are reported \
+as node status events (hubble observe prints them on stderr); the other nodes keep streaming. \
+Without --follow, --last N returns the N newest flows across all nodes and --first N the N \
+oldest.
+
+Exit codes: 0 stopped by SIGINT/SIGTERM, 2 bad flags or cannot start.")]
+pub struct ServeArgs {
+    /// Address of the Peer service to discover agents from (unix:///path or host:port).
+    #[arg(long, value_name = "ADDR")]
+    pub peer_service: Option<String>,
+    /// A static peer, NAME=ADDR or ADDR (host:port or unix:///path); repeatable.
+    #[arg(long = "peer", value_name = "[NAME=]ADDR")]
+    pub peers: Vec<String>,
+    /// Address on which to listen, HOST:PORT or :PORT.
+    #[arg(long, default_value = DEFAULT_LISTEN_ADDRESS, value_name = "ADDR")]
+    pub listen_address: String,
+    /// Max number of flows that can be buffered for sorting before being sent to the client.
+    #[arg(long, default_value_t = 100, value_name = "N")]
+    pub sort_buffer_len_max: usize,
+    /// When the per-request flows sort buffer is not full, a flow is drained every time this
+    /// timeout is reached (only affects requests in follow-mode).
+    #[arg(long, default_value = "1s", value_parser = parse_duration, value_name = "DURATION")]
+    pub sort_buffer_drain_timeout: Duration,
+    /// Dial timeout when connecting to hubble peers (also bounds unary calls to them and the
+    /// silence of a non-follow stream).
+    #[arg(long, default_value = "5s", value_parser = parse_duration, value_name = "DURATION")]
+    pub dial_timeout: Duration,
+    /// Longest time between reconnection attempts to a peer (backoff starts at 100ms).
+    #[arg(long, default_value = "30s", value_parser = parse_duration, value_name = "DURATION")]
+    pub retry_timeout: Duration,
+    /// Node name shown on the relay's own node status events.
+    #[arg(long, default_value = "hubble-relay", value_name = "NAME")]
+    pub relay_name: String,
+    #[command(flatten)]
+    pub tls: TlsArgs,
+}
+
+/// TLS flags (Hubble Relay's names).
+#[derive(Debug, Clone, Args, Default)]
+pub struct TlsArgs {
+    /// Client certificate for connecting to Hubble agents (mTLS).
+    #[arg(long, value_name = "FILE")]
+    pub tls_hubble_client_cert_file: Option<std::path::PathBuf>,
+    /// Key of --tls-hubble-client-cert-file.
+    #[arg(long, value_name = "FILE")]
+    pub tls_hubble_client_key_file: Option<std::path::PathBuf>,
+    /// CA certificates the agents' server certificates must chain to (turns TLS to agents on).
+    #[arg(long, value_name = "FILE", value_delimiter = ',')]
+    pub tls_hubble_server_ca_files: Vec<std::path::PathBuf>,
+    /// Connect to Hubble agents without TLS even if CA files are given.
+    #[arg(long)]
+    pub disable_client_tls: bool,
+    /// The relay's server certificate (turns TLS for clients on, with --tls-relay-server-key-file).
+    #[arg(long, value_name = "FILE")]
+    pub tls_relay_server_cert_file: Option<std::path::PathBuf>,
+    /// Key of --tls-relay-server-cert-file.
+    #[arg(long, value_name = "FILE")]
+    pub tls_relay_server_key_file: Option<std::path::PathBuf>,
+    /// CA certificates client certificates must chain to (mTLS: clients without one are refused).
+    #[arg(long, value_name = "FILE", value_delimiter = ',')]
+    pub tls_relay_client_ca_files: Vec<std::path::PathBuf>,
+    /// Serve clients without TLS even if a server certificate is given.
+    #[arg(long)]
+    pub disable_server_tls: bool,
+}
+
+/// Parses `10s`, `500ms`, `2m`, `1h`, `1m30s` style durations (Go's units ns..h, combined).
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let t = s.trim();
+    if t == "0" {
+        return Ok(Duration::ZERO);
+    }
+    let bad = || format!("{s:?} is not a duration (like 1s, 500ms, 2m)");
+    let mut rest = t;
+    let mut total = 0f64;
+    if rest.is_empty() {
+        return Err(bad());
+    }
+    while !rest.is_empty() {
+        let n_end = rest
+            .find(|c: char| !c.is_ascii_digit() && c != '.')
+            .ok_or_else(bad)?;
+        let (num, r) = rest.split_at(n_end);
+        let n: f64 = num.parse().map_err(|_| bad())?;
+        let u_end = r.find(|c: char| c.is_ascii_digit()).unwrap_or(r.len());
+        let (unit, r) = r.split_at(u_end);
+        let mult = match unit {
+            "ns" => 1e-9,
+            "us" | "µs" => 1e-6,
+            "ms" => 1e-3,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            _ => return Err(bad()),
+        };
+        total += n * mult;
+        rest = r;
+    }
+    if !total.is_finite() || total > 1e9 {
+        return Err(bad());
+    }
+    Ok(Duration::from_secs_f64(total))
+}
+
+/// `NAME=ADDR` or `ADDR` (named after the address).
+fn parse_static_peer(s: &str) -> (String, String) {
+    match s.split_once('=') {
+        Some((n, a)) if !n.is_empty() && !a.is_empty() => (n.to_string(), a.to_string()),
+        _ => (s.to_string(), s.to_string()),
+    }
+}
+
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.use_stderr() { 2 } else { 0 };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    let Command::Serve(args) = cli.command;
+    match serve(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("hubble-relay: error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn serve(args: ServeArgs) -> Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("building the runtime")?;
+    rt.block_on(async move {
+        let addr = agent_listen_address(&args.listen_address)?;
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on {}", args.listen_address))?;
+        let relay = build(&args)?;
+        eprintln!(
+            "hubble-relay: listening on {} ({} static peers{})",
+            listener.local_addr()?,
+            args.peers.len(),
+            match peer_service(&args) {
+                Some(p) => format!(", peer service {p}"),
+                None => String::new(),
+            }
+        );
+        let shutdown = async {
+            use tokio::signal::unix::{SignalKind, signal};
+            match signal(SignalKind::terminate()) {
+                Ok(mut term) => {
+                    tokio::select! {
+                        _ = tokio::signal::ctrl_c() => {}
+                        _ = term.recv() => {}
+                    }
+                }
+                Err(_) => {
+                    let _ = tokio::signal::ctrl_c().await;
+                }
+            }
+        };
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(crate::server::serve(relay, listener, async {
+            let _ = stop_rx.await;
+        }));
+        shutdown.await;
+        eprintln!("hubble-relay: stopping");
+        let _ = stop_tx.send(());
+        // Follow streams never end by themselves: give others a moment, then stop.
+        match tokio::time::timeout(Duration::from_millis(500), server).await {
+            Ok(Ok(r)) => r,
+            _ => Ok(()),
+        }
+    })
+}
+
+fn peer_service(args: &ServeArgs) -> Option<String> {
+    match &args.peer_service {
+        Some(p) if !p.is_empty() => Some(p.clone()),
+        Some(_) => None,
+        None if args.peers.is_empty() => Some(DEFAULT_PEER_SERVICE.to_string()),
+        None => None,
+    }
+}
+
+/// Builds the peer set (static peers added, discovery started) and the observer. Needs a
+/// tokio runtime.
+pub fn build(args: &ServeArgs) -> Result<Arc<RelayObserver>> {
+    let tls = !args.tls.disable_client_tls && !args.tls.tls_hubble_server_ca_files.is_empty();
+    if tls {
+        anyhow::bail!("TLS towards agents is not available in this build yet");
+    }
+    let peers = Peers::new(PeerOptions {
+        dial_timeout: args.dial_timeout,
+        retry_timeout: args.retry_timeout,
+        tls,
+    });
+    for p in &args.peers {
+        let (name, addr) = parse_static_peer(p);
+        peers.upsert(&name, &addr, None);
+    }
+    if let Some(target) = peer_service(args) {
+        tokio::spawn(crate::peers::discover(peers.clone(), target));
+    }
+    Ok(Arc::new(RelayObserver::new(
+        peers,
+        MergeOptions {
+            sort_buffer_len_max: args.sort_buffer_len_max.max(1),
+            sort_buffer_drain_timeout: args.sort_buffer_drain_timeout,
+            stream_idle_timeout: args.dial_timeout,
+            relay_name: args.relay_name.clone(),
+        },
+    )))
+}
+
+/// `:4245` → all interfaces; `HOST:PORT` as given (`localhost:P` → 127.0.0.1).
+fn agent_listen_address(addr: &str) -> Result<std::net::SocketAddr> {
+    let full = if addr.starts_with(':') {
+        format!("[::]{addr}")
+    } else {
+        addr.to_string()
+    };
+    if let Ok(sa) = full.parse() {
+        return Ok(sa);
+    }
+    if let Some(port) = full.strip_prefix("localhost:")
+        && let Ok(p) = port.parse::<u16>()
+    {
+        return Ok(std::net::SocketAddr::from(([127, 0, 0, 1], p)));
+    }
+    anyhow::bail!("invalid --listen-address {addr:?}: expected HOST:PORT or :PORT")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("1s").unwrap(), Duration::from_secs(1));
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(parse_duration("1m30s").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_duration("0").unwrap(), Duration::ZERO);
+        assert!(parse_duration("").is_err());
+        assert!(parse_duration("5").is_err());
+        assert!(parse_duration("5x").is_err());
+    }
+
+    #[test]
+    fn static_peers() {
+        assert_eq!(
+            parse_static_peer("node-1=127.0.0.1:1"),
+            ("node-1".into(), "127.0.0.1:1".into())
+        );
+        assert_eq!(
+            parse_static_peer("127.0.0.1:1"),
+            ("127.0.0.1:1".into(), "127.0.0.1:1".into())
+        );
+        assert_eq!(agent_listen_address(":4245").unwrap().port(), 4245);
+        assert!(agent_listen_address("nope").is_err());
+    }
+}

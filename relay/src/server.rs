@@ -1,0 +1,174 @@
+//! The relay's gRPC server: thin tonic handlers for `observer.Observer` over a
+//! [`RelayObserver`], gRPC health (SERVING once a peer is connected) and reflection.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hubble_api::observer::observer_server::{Observer, ObserverServer};
+use hubble_api::observer::{
+    GetAgentEventsRequest, GetAgentEventsResponse, GetDebugEventsRequest, GetDebugEventsResponse,
+    GetFlowsRequest, GetFlowsResponse, GetNamespacesRequest, GetNamespacesResponse,
+    GetNodesRequest, GetNodesResponse, ServerStatusRequest, ServerStatusResponse,
+};
+use tokio::sync::mpsc;
+use tokio_stream::Stream;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::metadata::MetadataValue;
+use tonic::transport::server::Router;
+use tonic::{Request, Response, Status};
+
+use crate::observer::RelayObserver;
+
+/// Default listen address (Hubble Relay's `--listen-address`).
+pub const DEFAULT_LISTEN_ADDRESS: &str = ":4245";
+/// The service name `hubble status` asks the gRPC health service about.
+pub const HEALTH_SERVICE: &str = "hubble.server.Observer";
+/// Response header carrying the relay version.
+pub const VERSION_HEADER: &str = "hubble-relay-version";
+/// Merged responses waiting for the client.
+const CLIENT_QUEUE: usize = 1024;
+/// How often health follows the peers' state.
+const HEALTH_INTERVAL: Duration = Duration::from_millis(500);
+
+type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+
+/// `observer.Observer` over the relay.
+#[derive(Clone)]
+pub struct RelayService {
+    relay: Arc<RelayObserver>,
+}
+
+impl RelayService {
+    pub fn new(relay: Arc<RelayObserver>) -> Self {
+        RelayService { relay }
+    }
+
+    fn respond<T>(&self, body: T) -> Response<T> {
+        let mut r = Response::new(body);
+        if let Ok(v) = MetadataValue::try_from(self.relay.version()) {
+            r.metadata_mut().insert(VERSION_HEADER, v);
+        }
+        r
+    }
+}
+
+#[tonic::async_trait]
+impl Observer for RelayService {
+    type GetFlowsStream = ReceiverStream<Result<GetFlowsResponse, Status>>;
+    type GetAgentEventsStream = BoxStream<GetAgentEventsResponse>;
+    type GetDebugEventsStream = BoxStream<GetDebugEventsResponse>;
+
+    async fn get_flows(
+        &self,
+        req: Request<GetFlowsRequest>,
+    ) -> Result<Response<Self::GetFlowsStream>, Status> {
+        let req = req.into_inner();
+        RelayObserver::validate(&req)?;
+        let (tx, rx) = mpsc::channel(CLIENT_QUEUE);
+        let relay = self.relay.clone();
+        tokio::spawn(async move { relay.get_flows(req, tx).await });
+        Ok(self.respond(ReceiverStream::new(rx)))
+    }
+
+    async fn get_agent_events(
+        &self,
+        _req: Request<GetAgentEventsRequest>,
+    ) -> Result<Response<Self::GetAgentEventsStream>, Status> {
+        Err(Status::unimplemented("GetAgentEvents not yet implemented"))
+    }
+
+    async fn get_debug_events(
+        &self,
+        _req: Request<GetDebugEventsRequest>,
+    ) -> Result<Response<Self::GetDebugEventsStream>, Status> {
+        Err(Status::unimplemented("GetDebugEvents not yet implemented"))
+    }
+
+    async fn get_nodes(
+        &self,
+        _req: Request<GetNodesRequest>,
+    ) -> Result<Response<GetNodesResponse>, Status> {
+        Ok(self.respond(GetNodesResponse {
+            nodes: self.relay.nodes().await,
+        }))
+    }
+
+    async fn get_namespaces(
+        &self,
+        _req: Request<GetNamespacesRequest>,
+    ) -> Result<Response<GetNamespacesResponse>, Status> {
+        Ok(self.respond(GetNamespacesResponse {
+            namespaces: self.relay.namespaces().await,
+        }))
+    }
+
+    async fn server_status(
+        &self,
+        _req: Request<ServerStatusRequest>,
+    ) -> Result<Response<ServerStatusResponse>, Status> {
+        Ok(self.respond(self.relay.server_status().await))
+    }
+}
+
+/// Observer, health and reflection; health turns SERVING while at least one peer is connected.
+pub async fn router(
+    relay: Arc<RelayObserver>,
+    builder: tonic::transport::Server,
+) -> anyhow::Result<Router> {
+    let (health, health_svc) = tonic_health::server::health_reporter();
+    health
+        .set_service_status(HEALTH_SERVICE, tonic_health::ServingStatus::NotServing)
+        .await;
+    health
+        .set_service_status("", tonic_health::ServingStatus::NotServing)
+        .await;
+    let peers = relay.peers().clone();
+    tokio::spawn(async move {
+        let mut serving = None;
+        loop {
+            let up = peers.list().iter().any(|p| p.channel.is_some());
+            if serving != Some(up) {
+                let st = if up {
+                    tonic_health::ServingStatus::Serving
+                } else {
+                    tonic_health::ServingStatus::NotServing
+                };
+                health.set_service_status(HEALTH_SERVICE, st).await;
+                health.set_service_status("", st).await;
+                serving = Some(up);
+            }
+            tokio::time::sleep(HEALTH_INTERVAL).await;
+        }
+    });
+    let reflection_v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(hubble_api::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(hubble_api::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()?;
+    let mut builder = builder;
+    Ok(builder
+        .add_service(health_svc)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(
+            ObserverServer::new(RelayService::new(relay))
+                .max_decoding_message_size(64 << 20)
+                .max_encoding_message_size(64 << 20),
+        ))
+}
+
+/// Serves the relay on `listener` (plaintext) until `shutdown` completes.
+pub async fn serve(
+    relay: Arc<RelayObserver>,
+    listener: tokio::net::TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let r = router(relay, tonic::transport::Server::builder()).await?;
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    r.serve_with_incoming_shutdown(incoming, shutdown).await?;
+    Ok(())
+}

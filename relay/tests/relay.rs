@@ -1,0 +1,605 @@
+//! The relay in process over real TCP on 127.0.0.1 in front of real agent servers (the
+//! agent's LocalObserver + gRPC server, flows pushed by the test): merge order, number/first,
+//! follow with a node going away and coming back, a peer that hangs or speaks garbage,
+//! ServerStatus / GetNodes / GetNamespaces, discovery through a Peer Notify stream.
+//! No privileges needed; every port is chosen by the kernel (port 0).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use agent::observer::{Listeners, LocalObserver, ServeOptions, serve};
+use hubble::client;
+use hubble_api::flow::{Endpoint, Flow, Verdict};
+use hubble_api::observer::get_flows_response::ResponseTypes;
+use hubble_api::observer::{GetFlowsRequest, GetFlowsResponse};
+use hubble_api::relay::NodeState;
+use pbjson_types::Timestamp;
+use relay::observer::{MergeOptions, RelayObserver};
+use relay::peers::{PeerOptions, Peers};
+use tokio::sync::oneshot;
+
+const T0: i64 = 1_700_000_000;
+
+fn flow(node: &str, ns: &str, t: i64) -> Flow {
+    Flow {
+        time: Some(Timestamp {
+            seconds: T0 + t / 1000,
+            nanos: ((t % 1000) * 1_000_000) as i32,
+        }),
+        verdict: Verdict::Forwarded as i32,
+        node_name: node.into(),
+        source: Some(Endpoint {
+            namespace: ns.into(),
+            pod_name: format!("{node}-{t}"),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+struct Agent {
+    obs: Arc<LocalObserver>,
+    addr: String,
+    stop: Option<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Agent {
+    async fn start(name: &str, listen: &str) -> Agent {
+        Self::start_with(Arc::new(LocalObserver::new(4095, name).unwrap()), listen).await
+    }
+
+    async fn start_with(obs: Arc<LocalObserver>, listen: &str) -> Agent {
+        let l = Listeners::bind(&ServeOptions {
+            socket: None,
+            listen_address: Some(listen.into()),
+        })
+        .unwrap();
+        let addr = l.tcp_addr().unwrap().to_string();
+        let (tx, rx) = oneshot::channel();
+        let o = obs.clone();
+        let task = tokio::spawn(async move {
+            serve(o, l, async {
+                let _ = rx.await;
+            })
+            .await
+            .unwrap();
+        });
+        Agent {
+            obs,
+            addr,
+            stop: Some(tx),
+            task,
+        }
+    }
+
+    async fn stop(mut self) {
+        let _ = self.stop.take().unwrap().send(());
+        tokio::time::timeout(Duration::from_secs(5), self.task)
+            .await
+            .expect("agent stops")
+            .unwrap();
+    }
+}
+
+struct Relay {
+    obs: Arc<RelayObserver>,
+    addr: String,
+    _task: tokio::task::JoinHandle<()>,
+}
+
+async fn relay_with(peers: Arc<Peers>, drain: Duration) -> Relay {
+    let obs = Arc::new(RelayObserver::new(
+        peers,
+        MergeOptions {
+            sort_buffer_len_max: 100,
+            sort_buffer_drain_timeout: drain,
+            stream_idle_timeout: Duration::from_secs(1),
+            relay_name: "test-relay".into(),
+        },
+    ));
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap().to_string();
+    let o = obs.clone();
+    let task = tokio::spawn(async move {
+        relay::server::serve(o, l, std::future::pending())
+            .await
+            .unwrap();
+    });
+    Relay {
+        obs,
+        addr,
+        _task: task,
+    }
+}
+
+fn peer_options() -> PeerOptions {
+    PeerOptions {
+        dial_timeout: Duration::from_millis(500),
+        retry_timeout: Duration::from_millis(200),
+        tls: false,
+    }
+}
+
+async fn relay(agents: &[(&str, &str)], drain: Duration) -> Relay {
+    let peers = Peers::new(peer_options());
+    for (name, addr) in agents {
+        peers.upsert(name, addr, None);
+    }
+    relay_with(peers, drain).await
+}
+
+/// Waits until `n` peers are connected (bounded).
+async fn connected(r: &Relay, n: usize) {
+    for _ in 0..100 {
+        let up = r
+            .obs
+            .peers()
+            .list()
+            .iter()
+            .filter(|p| p.channel.is_some())
+            .count();
+        if up == n {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{n} peers never connected");
+}
+
+async fn collect(server: &str, req: GetFlowsRequest) -> Vec<GetFlowsResponse> {
+    let ch = client::connect(server, Duration::from_secs(5))
+        .await
+        .unwrap();
+    let mut s = client::get_flows(ch, req).await.unwrap();
+    let mut out = Vec::new();
+    let read = async {
+        while let Some(r) = s.next().await {
+            out.push(r.unwrap());
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), read)
+        .await
+        .expect("stream ends");
+    out
+}
+
+fn flows(rs: &[GetFlowsResponse]) -> Vec<(String, String)> {
+    rs.iter()
+        .filter_map(|r| match &r.response_types {
+            Some(ResponseTypes::Flow(f)) => Some((
+                r.node_name.clone(),
+                f.source.as_ref().unwrap().pod_name.clone(),
+            )),
+            _ => None,
+        })
+        .collect()
+}
+
+fn statuses(rs: &[GetFlowsResponse]) -> Vec<(NodeState, Vec<String>)> {
+    rs.iter()
+        .filter_map(|r| match &r.response_types {
+            Some(ResponseTypes::NodeStatus(s)) => Some((
+                NodeState::try_from(s.state_change).unwrap(),
+                s.node_names.clone(),
+            )),
+            _ => None,
+        })
+        .collect()
+}
+
+fn is_time_ordered(rs: &[GetFlowsResponse]) -> bool {
+    let ts: Vec<_> = rs
+        .iter()
+        .filter(|r| matches!(r.response_types, Some(ResponseTypes::Flow(_))))
+        .map(|r| {
+            let t = r.time.unwrap();
+            (t.seconds, t.nanos)
+        })
+        .collect();
+    ts.windows(2).all(|w| w[0] <= w[1])
+}
+
+/// Three agents whose flows interleave in time: a at 0,3,6.., b at 1,4,7.., c at 2,5,8.. ms.
+async fn three_agents(per_node: i64) -> Vec<Agent> {
+    let mut v = Vec::new();
+    for (i, name) in ["node-a", "node-b", "node-c"].iter().enumerate() {
+        let a = Agent::start(name, "127.0.0.1:0").await;
+        for k in 0..per_node {
+            a.obs
+                .push_flow(flow(name, &format!("ns-{i}"), k * 3 + i as i64));
+        }
+        v.push(a);
+    }
+    v
+}
+
+fn peers_of(agents: &[Agent]) -> Vec<(&str, &str)> {
+    agents
+        .iter()
+        .map(|a| (a.obs.node_name(), a.addr.as_str()))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn merges_all_nodes_in_time_order_with_node_names() {
+    let agents = three_agents(50).await;
+    let r = relay(&peers_of(&agents), Duration::from_millis(100)).await;
+    connected(&r, 3).await;
+    let all = collect(
+        &r.addr,
+        GetFlowsRequest {
+            number: u64::MAX,
+            ..Default::default()
+        },
+    )
+    .await;
+    let f = flows(&all);
+    assert_eq!(f.len(), 150);
+    assert!(is_time_ordered(&all));
+    // Round robin a, b, c: exact interleaving.
+    for (k, (node, pod)) in f.iter().enumerate() {
+        let name = ["node-a", "node-b", "node-c"][k % 3];
+        assert_eq!(node, name);
+        assert_eq!(pod, &format!("{name}-{k}"));
+    }
+    assert_eq!(
+        statuses(&all),
+        [(
+            NodeState::NodeConnected,
+            vec!["node-a".into(), "node-b".into(), "node-c".into()]
+        )]
+    );
+    for a in agents {
+        a.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn last_and_first_count_across_nodes() {
+    let agents = three_agents(20).await;
+    let r = relay(&peers_of(&agents), Duration::from_millis(100)).await;
+    connected(&r, 3).await;
+    let last = collect(
+        &r.addr,
+        GetFlowsRequest {
+            number: 4,
+            ..Default::default()
+        },
+    )
+    .await;
+    let pods: Vec<_> = flows(&last).into_iter().map(|(_, p)| p).collect();
+    assert_eq!(pods, ["node-c-56", "node-a-57", "node-b-58", "node-c-59"]);
+    let first = collect(
+        &r.addr,
+        GetFlowsRequest {
+            number: 4,
+            first: true,
+            ..Default::default()
+        },
+    )
+    .await;
+    let pods: Vec<_> = flows(&first).into_iter().map(|(_, p)| p).collect();
+    assert_eq!(pods, ["node-a-0", "node-b-1", "node-c-2", "node-a-3"]);
+    // since/until and filters are forwarded: node-b's flows in [10ms, 20ms].
+    let window = collect(
+        &r.addr,
+        GetFlowsRequest {
+            since: Some(Timestamp {
+                seconds: T0,
+                nanos: 10_000_000,
+            }),
+            until: Some(Timestamp {
+                seconds: T0,
+                nanos: 20_000_000,
+            }),
+            whitelist: vec![hubble_api::flow::FlowFilter {
+                source_pod: vec!["ns-1/".into()],
+                ..Default::default()
+            }],
+            ..Default::default()
+        },
+    )
+    .await;
+    let pods: Vec<_> = flows(&window).into_iter().map(|(_, p)| p).collect();
+    assert_eq!(pods, ["node-b-10", "node-b-13", "node-b-16", "node-b-19"]);
+    // first with follow is refused once, by the relay.
+    let ch = client::connect(&r.addr, Duration::from_secs(5))
+        .await
+        .unwrap();
+    let err = client::get_flows(
+        ch,
+        GetFlowsRequest {
+            first: true,
+            follow: true,
+            ..Default::default()
+        },
+    )
+    .await
+    .err()
+    .unwrap();
+    assert!(err.to_string().contains("InvalidArgument"), "{err}");
+    for a in agents {
+        a.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn follow_survives_a_node_going_away_and_takes_it_back() {
+    let agents = three_agents(0).await;
+    let r = relay(&peers_of(&agents), Duration::from_millis(50)).await;
+    connected(&r, 3).await;
+    let ch = client::connect(&r.addr, Duration::from_secs(5))
+        .await
+        .unwrap();
+    let mut s = client::get_flows(
+        ch,
+        GetFlowsRequest {
+            follow: true,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let mut got = Vec::new();
+    let mut next = async |got: &mut Vec<GetFlowsResponse>| {
+        let r = tokio::time::timeout(Duration::from_secs(10), s.next())
+            .await
+            .expect("a response in time")
+            .expect("stream goes on")
+            .unwrap();
+        got.push(r.clone());
+        r
+    };
+    let connected_ev = next(&mut got).await;
+    assert!(matches!(
+        connected_ev.response_types,
+        Some(ResponseTypes::NodeStatus(_))
+    ));
+    let now = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+    };
+    let live = |node: &str, tag: &str| {
+        let t = now();
+        let mut f = flow(node, "live", 0);
+        f.time = Some(Timestamp {
+            seconds: t.as_secs() as i64,
+            nanos: t.subsec_nanos() as i32,
+        });
+        f.source.as_mut().unwrap().pod_name = format!("{node}-{tag}");
+        f
+    };
+    let [a, b, c]: [Agent; 3] = agents.try_into().ok().unwrap();
+    for tag in 0..3 {
+        for ag in [&a, &b, &c] {
+            ag.obs.push_flow(live(ag.obs.node_name(), &tag.to_string()));
+        }
+    }
+    while flows(&got).len() < 9 {
+        next(&mut got).await;
+    }
+    // node-b goes away: the stream reports it and goes on with a and c.
+    let b_addr = b.addr.clone();
+    b.stop().await;
+    loop {
+        let r = next(&mut got).await;
+        if let Some(ResponseTypes::NodeStatus(st)) = &r.response_types
+            && st.state_change == NodeState::NodeUnavailable as i32
+        {
+            assert_eq!(st.node_names, ["node-b"]);
+            break;
+        }
+    }
+    a.obs.push_flow(live("node-a", "after"));
+    c.obs.push_flow(live("node-c", "after"));
+    let before = flows(&got).len();
+    while flows(&got).len() < before + 2 {
+        next(&mut got).await;
+    }
+    // node-b comes back on the same address and rejoins the running stream.
+    let b2 = Agent::start("node-b", &b_addr).await;
+    loop {
+        let r = next(&mut got).await;
+        if let Some(ResponseTypes::NodeStatus(st)) = &r.response_types
+            && st.state_change == NodeState::NodeConnected as i32
+        {
+            assert_eq!(st.node_names, ["node-b"]);
+            break;
+        }
+    }
+    // The rejoined stream starts after the newest flow seen from node-b.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    b2.obs.push_flow(live("node-b", "back"));
+    loop {
+        next(&mut got).await;
+        if flows(&got).iter().any(|(_, p)| p == "node-b-back") {
+            break;
+        }
+    }
+    let f = flows(&got);
+    for want in ["node-a-after", "node-c-after", "node-b-back"] {
+        assert!(f.iter().any(|(_, p)| p == want), "{want} in {f:?}");
+    }
+    assert!(is_time_ordered(&got), "{f:?}");
+    a.stop().await;
+    b2.stop().await;
+    c.stop().await;
+}
+
+/// A TCP server that accepts and then never answers, or answers with bytes that are not HTTP/2.
+async fn bad_peer(garbage: bool) -> (String, tokio::task::JoinHandle<()>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap().to_string();
+    let task = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((mut s, _)) = l.accept().await {
+            if garbage {
+                let _ = s.write_all(b"\x00\xffnot http/2 at all\r\n\r\n").await;
+                let mut buf = [0u8; 1024];
+                let _ = s.read(&mut buf).await;
+            } else {
+                held.push(s);
+            }
+        }
+    });
+    (addr, task)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hanging_or_garbage_peer_is_unavailable_and_never_blocks() {
+    let agents = three_agents(5).await;
+    let (hang, h1) = bad_peer(false).await;
+    let (junk, h2) = bad_peer(true).await;
+    let mut peers = peers_of(&agents);
+    peers.push(("node-hang", &hang));
+    peers.push(("node-junk", &junk));
+    let r = relay(&peers, Duration::from_millis(50)).await;
+    connected(&r, 3).await;
+    let started = std::time::Instant::now();
+    let all = collect(
+        &r.addr,
+        GetFlowsRequest {
+            number: u64::MAX,
+            ..Default::default()
+        },
+    )
+    .await;
+    assert!(started.elapsed() < Duration::from_secs(3));
+    assert_eq!(flows(&all).len(), 15);
+    assert!(statuses(&all).contains(&(
+        NodeState::NodeUnavailable,
+        vec!["node-hang".into(), "node-junk".into()]
+    )));
+    let ch = client::connect(&r.addr, Duration::from_secs(5))
+        .await
+        .unwrap();
+    let st = client::server_status(ch.clone(), Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(st.num_connected_nodes.unwrap().value, 3);
+    assert_eq!(st.num_unavailable_nodes.unwrap().value, 2);
+    assert_eq!(st.unavailable_nodes, ["node-hang", "node-junk"]);
+    assert_eq!(st.seen_flows, 15);
+    assert_eq!(st.num_flows, 15);
+    assert_eq!(st.max_flows, 3 * 4095);
+    let nodes = client::observer(ch.clone())
+        .get_nodes(hubble_api::observer::GetNodesRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .nodes;
+    let states: Vec<_> = nodes
+        .iter()
+        .map(|n| (n.name.as_str(), NodeState::try_from(n.state).unwrap()))
+        .collect();
+    assert_eq!(
+        states,
+        [
+            ("node-a", NodeState::NodeConnected),
+            ("node-b", NodeState::NodeConnected),
+            ("node-c", NodeState::NodeConnected),
+            ("node-hang", NodeState::NodeUnavailable),
+            ("node-junk", NodeState::NodeUnavailable),
+        ]
+    );
+    let a = &nodes[0];
+    assert_eq!((a.num_flows, a.max_flows, a.seen_flows), (5, 4095, 5));
+    assert_eq!(a.address, agents[0].addr);
+    assert!(!a.version.is_empty() && a.uptime_ns > 0);
+    let ns = client::observer(ch)
+        .get_namespaces(hubble_api::observer::GetNamespacesRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .namespaces;
+    let ns: Vec<_> = ns.iter().map(|n| n.namespace.as_str()).collect();
+    assert_eq!(ns, ["ns-0", "ns-1", "ns-2"]);
+    h1.abort();
+    h2.abort();
+    for a in agents {
+        a.stop().await;
+    }
+}
+
+/// A Peer service announcing three agents, then deleting one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn discovers_peers_from_a_notify_stream() {
+    use hubble_api::peer::peer_server::{Peer, PeerServer};
+    use hubble_api::peer::{ChangeNotification, ChangeNotificationType, NotifyRequest};
+    use tokio_stream::StreamExt;
+
+    struct Announcer {
+        rx: std::sync::Mutex<Option<tokio::sync::mpsc::Receiver<ChangeNotification>>>,
+    }
+    #[tonic::async_trait]
+    impl Peer for Announcer {
+        type NotifyStream = std::pin::Pin<
+            Box<dyn tokio_stream::Stream<Item = Result<ChangeNotification, tonic::Status>> + Send>,
+        >;
+        async fn notify(
+            &self,
+            _r: tonic::Request<NotifyRequest>,
+        ) -> Result<tonic::Response<Self::NotifyStream>, tonic::Status> {
+            let rx = self.rx.lock().unwrap().take().unwrap();
+            let s = tokio_stream::wrappers::ReceiverStream::new(rx).map(Ok);
+            Ok(tonic::Response::new(Box::pin(s)))
+        }
+    }
+    let agents = three_agents(2).await;
+    let (tx, rx) = tokio::sync::mpsc::channel(8);
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let seed = l.local_addr().unwrap().to_string();
+    let srv = tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(PeerServer::new(Announcer {
+                rx: std::sync::Mutex::new(Some(rx)),
+            }))
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(l)),
+    );
+    let peers = Peers::new(peer_options());
+    let disc = tokio::spawn(relay::peers::discover(peers.clone(), seed));
+    let r = relay_with(peers, Duration::from_millis(50)).await;
+    for a in &agents {
+        tx.send(ChangeNotification {
+            name: a.obs.node_name().into(),
+            address: a.addr.clone(),
+            r#type: ChangeNotificationType::PeerAdded as i32,
+            tls: None,
+        })
+        .await
+        .unwrap();
+    }
+    connected(&r, 3).await;
+    assert_eq!(
+        flows(
+            &collect(
+                &r.addr,
+                GetFlowsRequest {
+                    number: 100,
+                    ..Default::default()
+                }
+            )
+            .await
+        )
+        .len(),
+        6
+    );
+    tx.send(ChangeNotification {
+        name: "node-b".into(),
+        r#type: ChangeNotificationType::PeerDeleted as i32,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    connected(&r, 2).await;
+    let names: Vec<_> = r.obs.peers().list().into_iter().map(|p| p.name).collect();
+    assert_eq!(names, ["node-a", "node-c"]);
+    disc.abort();
+    srv.abort();
+    for a in agents {
+        a.stop().await;
+    }
+}

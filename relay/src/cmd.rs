@@ -242,6 +242,9 @@ pub fn build(args: &ServeArgs) -> Result<Arc<RelayObserver>> {
     if tls {
         anyhow::bail!("TLS towards agents is not available in this build yet");
     }
+    if !args.tls.disable_server_tls && args.tls.tls_relay_server_cert_file.is_some() {
+        anyhow::bail!("TLS for clients is not available in this build yet");
+    }
     let peers = Peers::new(PeerOptions {
         dial_timeout: args.dial_timeout,
         retry_timeout: args.retry_timeout,

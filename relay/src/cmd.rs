@@ -111,6 +111,57 @@ pub struct TlsArgs {
     pub disable_server_tls: bool,
 }
 
+impl TlsArgs {
+    /// TLS towards the agents: on with CA files or a client certificate, unless
+    /// --disable-client-tls.
+    pub fn client_tls(&self) -> Result<Option<hubble::tls::ClientTls>> {
+        if self.disable_client_tls {
+            return Ok(None);
+        }
+        let keypair = match (
+            &self.tls_hubble_client_cert_file,
+            &self.tls_hubble_client_key_file,
+        ) {
+            (Some(c), Some(k)) => Some((c.as_path(), k.as_path())),
+            (None, None) => None,
+            _ => anyhow::bail!(
+                "--tls-hubble-client-cert-file and --tls-hubble-client-key-file go together"
+            ),
+        };
+        if keypair.is_none() && self.tls_hubble_server_ca_files.is_empty() {
+            return Ok(None);
+        }
+        let tls =
+            hubble::tls::ClientTls::new(&self.tls_hubble_server_ca_files, keypair, None, false)
+                .context("TLS towards agents")?;
+        Ok(Some(tls))
+    }
+
+    /// TLS for the relay's clients: on with a server certificate and key, unless
+    /// --disable-server-tls; client CA files make it mutual.
+    pub fn server_tls(&self) -> Result<Option<hubble::tls::ServerTls>> {
+        if self.disable_server_tls {
+            return Ok(None);
+        }
+        match (
+            &self.tls_relay_server_cert_file,
+            &self.tls_relay_server_key_file,
+        ) {
+            (Some(c), Some(k)) => Ok(Some(
+                hubble::tls::ServerTls::load(c, k, &self.tls_relay_client_ca_files)
+                    .context("TLS for clients")?,
+            )),
+            (None, None) if self.tls_relay_client_ca_files.is_empty() => Ok(None),
+            (None, None) => anyhow::bail!(
+                "--tls-relay-client-ca-files needs --tls-relay-server-cert-file and --tls-relay-server-key-file"
+            ),
+            _ => anyhow::bail!(
+                "--tls-relay-server-cert-file and --tls-relay-server-key-file go together"
+            ),
+        }
+    }
+}
+
 /// Parses `10s`, `500ms`, `2m`, `1h`, `1m30s` style durations (Go's units ns..h, combined).
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let t = s.trim();
@@ -187,10 +238,16 @@ fn serve(args: ServeArgs) -> Result<()> {
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .with_context(|| format!("cannot listen on {}", args.listen_address))?;
+        let server_tls = args.tls.server_tls()?;
         let relay = build(&args)?;
         eprintln!(
-            "hubble-relay: listening on {} ({} static peers{})",
+            "hubble-relay: listening on {}{} ({} static peers{})",
             listener.local_addr()?,
+            match &server_tls {
+                Some(t) if t.is_mutual() => " with mutual TLS",
+                Some(_) => " with TLS",
+                None => "",
+            },
             args.peers.len(),
             match peer_service(&args) {
                 Some(p) => format!(", peer service {p}"),
@@ -212,7 +269,7 @@ fn serve(args: ServeArgs) -> Result<()> {
             }
         };
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let server = tokio::spawn(crate::server::serve(relay, listener, async {
+        let server = tokio::spawn(crate::server::serve(relay, listener, server_tls, async {
             let _ = stop_rx.await;
         }));
         shutdown.await;
@@ -238,13 +295,7 @@ fn peer_service(args: &ServeArgs) -> Option<String> {
 /// Builds the peer set (static peers added, discovery started) and the observer. Needs a
 /// tokio runtime.
 pub fn build(args: &ServeArgs) -> Result<Arc<RelayObserver>> {
-    let tls = !args.tls.disable_client_tls && !args.tls.tls_hubble_server_ca_files.is_empty();
-    if tls {
-        anyhow::bail!("TLS towards agents is not available in this build yet");
-    }
-    if !args.tls.disable_server_tls && args.tls.tls_relay_server_cert_file.is_some() {
-        anyhow::bail!("TLS for clients is not available in this build yet");
-    }
+    let tls = args.tls.client_tls()?;
     let peers = Peers::new(PeerOptions {
         dial_timeout: args.dial_timeout,
         retry_timeout: args.retry_timeout,

@@ -28,8 +28,9 @@ pub struct PeerOptions {
     pub dial_timeout: Duration,
     /// Longest wait between reconnection attempts.
     pub retry_timeout: Duration,
-    /// Dial agents over TLS (server name from Peer Notify or `<node>.<cluster>...`).
-    pub tls: bool,
+    /// TLS towards the agents (None: plaintext); each peer is dialled with the server name
+    /// from its Peer notification, else `<node>.<cluster>.hubble-grpc.cilium.io`.
+    pub tls: Option<hubble::tls::ClientTls>,
 }
 
 /// A peer as seen at one moment.
@@ -100,7 +101,7 @@ impl Peers {
     /// Adds a peer, or re-dials it when its address or TLS name changed. Needs a tokio runtime.
     pub fn upsert(self: &Arc<Self>, name: &str, address: &str, tls_server_name: Option<String>) {
         let address = normalize_address(address);
-        let tls_server_name = if self.opts.tls && !address.starts_with("unix:") {
+        let tls_server_name = if self.opts.tls.is_some() && !address.starts_with("unix:") {
             Some(tls_server_name.unwrap_or_else(|| default_server_name(name)))
         } else {
             None
@@ -237,8 +238,13 @@ pub async fn dial(
     address: &str,
     server_name: Option<&str>,
 ) -> Result<Channel, client::ClientError> {
-    let _ = server_name;
-    client::connect(address, opts.dial_timeout).await
+    match (&opts.tls, server_name) {
+        (Some(tls), Some(sn)) => {
+            let tls = tls.with_server_name(sn);
+            client::connect_tls(address, opts.dial_timeout, Some(&tls)).await
+        }
+        _ => client::connect(address, opts.dial_timeout).await,
+    }
 }
 
 async fn connection_task(
@@ -300,14 +306,10 @@ async fn connection_task(
 }
 
 /// Hubble's per-node TLS server name: `<node>.<cluster>.hubble-grpc.cilium.io`, where a
-/// `cluster/node` name gives the cluster and a bare name means cluster `default`.
+/// `cluster/node` name gives the cluster (dots → dashes) and a bare name means `default`.
 pub fn default_server_name(name: &str) -> String {
     let (cluster, node) = name.split_once('/').unwrap_or(("default", name));
-    format!(
-        "{}.{}.hubble-grpc.cilium.io",
-        node.replace('.', "-"),
-        cluster.replace('.', "-")
-    )
+    format!("{node}.{}.hubble-grpc.cilium.io", cluster.replace('.', "-"))
 }
 
 /// `host` → `host:4244`; `host:port`, `[v6]:port` and `unix://` as given; bare IPv6 bracketed.
@@ -339,7 +341,7 @@ pub async fn discover(peers: Arc<Peers>, target: String) {
     loop {
         let started = Instant::now();
         let res = async {
-            let ch = dial(&opts, &target, opts.tls.then_some(PEER_SERVICE_NAME))
+            let ch = dial(&opts, &target, opts.tls.as_ref().map(|_| PEER_SERVICE_NAME))
                 .await
                 .map_err(|e| e.to_string())?;
             let mut stream = tokio::time::timeout(
@@ -419,7 +421,7 @@ mod tests {
         );
         assert_eq!(
             default_server_name("c1/node.a"),
-            "node-a.c1.hubble-grpc.cilium.io"
+            "node.a.c1.hubble-grpc.cilium.io"
         );
     }
 }

@@ -161,14 +161,25 @@ pub async fn router(
         ))
 }
 
-/// Serves the relay on `listener` (plaintext) until `shutdown` completes.
+/// Serves the relay on `listener` (TLS with `tls`, else plaintext) until `shutdown`
+/// completes. With mutual TLS a client without a valid certificate fails its handshake
+/// (logged, skipped); the server goes on.
 pub async fn serve(
     relay: Arc<RelayObserver>,
     listener: tokio::net::TcpListener,
+    tls: Option<hubble::tls::ServerTls>,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let r = router(relay, tonic::transport::Server::builder()).await?;
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
-    r.serve_with_incoming_shutdown(incoming, shutdown).await?;
+    match tls {
+        Some(tls) => {
+            let incoming = hubble::tls::incoming(listener, &tls, "hubble-relay");
+            r.serve_with_incoming_shutdown(incoming, shutdown).await?
+        }
+        None => {
+            let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+            r.serve_with_incoming_shutdown(incoming, shutdown).await?
+        }
+    }
     Ok(())
 }

@@ -50,9 +50,18 @@ impl Agent {
     }
 
     async fn start_with(obs: Arc<LocalObserver>, listen: &str) -> Agent {
+        Self::start_tls(obs, listen, None).await
+    }
+
+    async fn start_tls(
+        obs: Arc<LocalObserver>,
+        listen: &str,
+        tls: Option<hubble::tls::ServerTls>,
+    ) -> Agent {
         let l = Listeners::bind(&ServeOptions {
             socket: None,
             listen_address: Some(listen.into()),
+            tls,
         })
         .unwrap();
         let addr = l.tcp_addr().unwrap().to_string();
@@ -89,6 +98,14 @@ struct Relay {
 }
 
 async fn relay_with(peers: Arc<Peers>, drain: Duration) -> Relay {
+    relay_tls(peers, drain, None).await
+}
+
+async fn relay_tls(
+    peers: Arc<Peers>,
+    drain: Duration,
+    tls: Option<hubble::tls::ServerTls>,
+) -> Relay {
     let obs = Arc::new(RelayObserver::new(
         peers,
         MergeOptions {
@@ -102,7 +119,7 @@ async fn relay_with(peers: Arc<Peers>, drain: Duration) -> Relay {
     let addr = l.local_addr().unwrap().to_string();
     let o = obs.clone();
     let task = tokio::spawn(async move {
-        relay::server::serve(o, l, std::future::pending())
+        relay::server::serve(o, l, tls, std::future::pending())
             .await
             .unwrap();
     });
@@ -117,7 +134,7 @@ fn peer_options() -> PeerOptions {
     PeerOptions {
         dial_timeout: Duration::from_millis(500),
         retry_timeout: Duration::from_millis(200),
-        tls: false,
+        tls: None,
     }
 }
 
@@ -599,6 +616,92 @@ async fn discovers_peers_from_a_notify_stream() {
     assert_eq!(names, ["node-a", "node-c"]);
     disc.abort();
     srv.abort();
+    for a in agents {
+        a.stop().await;
+    }
+}
+
+/// Agents serving mutual TLS (certificates of `hubble-agent certs generate`), the relay
+/// dialling them with its client certificate and node server names, and serving clients
+/// over mutual TLS: a client with the client certificate gets every node's flows; one
+/// without a certificate, or speaking plaintext, is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mutual_tls_from_client_to_relay_to_agents() {
+    use hubble::tls::{ClientTls, ServerTls};
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    agent::certs::generate(d, "default", false).unwrap();
+    let agent_tls = ServerTls::load(
+        &d.join("server.crt"),
+        &d.join("server.key"),
+        &[d.join("ca.crt")],
+    )
+    .unwrap();
+    let mut agents = Vec::new();
+    for (i, name) in ["node-a", "node-b", "node-c"].iter().enumerate() {
+        let obs = Arc::new(LocalObserver::new(4095, *name).unwrap());
+        obs.push_flow(flow(name, "tls", i as i64));
+        agents.push(Agent::start_tls(obs, "127.0.0.1:0", Some(agent_tls.clone())).await);
+    }
+    let client_tls = ClientTls::new(
+        &[d.join("ca.crt")],
+        Some((&d.join("client.crt"), &d.join("client.key"))),
+        None,
+        false,
+    )
+    .unwrap();
+    let peers = Peers::new(PeerOptions {
+        tls: Some(client_tls.clone()),
+        ..peer_options()
+    });
+    for a in &agents {
+        peers.upsert(a.obs.node_name(), &a.addr, None);
+    }
+    let relay_cert = ServerTls::load(
+        &d.join("relay.crt"),
+        &d.join("relay.key"),
+        &[d.join("ca.crt")],
+    )
+    .unwrap();
+    let r = relay_tls(peers, Duration::from_millis(50), Some(relay_cert)).await;
+    connected(&r, 3).await;
+    let nodes = r.obs.nodes().await;
+    assert!(nodes.iter().all(|n| n.tls.as_ref().unwrap().enabled));
+    assert_eq!(
+        nodes[0].tls.as_ref().unwrap().server_name,
+        "node-a.default.hubble-grpc.cilium.io"
+    );
+    let ch = client::connect_tls(&r.addr, Duration::from_secs(5), Some(&client_tls))
+        .await
+        .unwrap();
+    let mut s = client::get_flows(
+        ch,
+        GetFlowsRequest {
+            number: 10,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let mut got = Vec::new();
+    while let Some(r) = s.next().await {
+        got.push(r.unwrap());
+    }
+    let pods: Vec<_> = flows(&got).into_iter().map(|(_, p)| p).collect();
+    assert_eq!(pods, ["node-a-0", "node-b-1", "node-c-2"]);
+    // No client certificate: the handshake is refused.
+    let no_cert = ClientTls::new(&[d.join("ca.crt")], None, None, false).unwrap();
+    let refused = async {
+        let ch = client::connect_tls(&r.addr, Duration::from_secs(2), Some(&no_cert)).await?;
+        client::server_status(ch, Duration::from_secs(2)).await
+    };
+    assert!(refused.await.is_err());
+    // Plaintext: refused too.
+    let plain = async {
+        let ch = client::connect(&r.addr, Duration::from_secs(2)).await?;
+        client::server_status(ch, Duration::from_secs(2)).await
+    };
+    assert!(plain.await.is_err());
     for a in agents {
         a.stop().await;
     }

@@ -64,6 +64,8 @@ pub struct RunArgs {
     pub duration: Option<Duration>,
     #[command(flatten)]
     pub server: crate::observer::run::ServerArgs,
+    #[command(flatten)]
+    pub metrics: crate::metrics::MetricsArgs,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -410,10 +412,25 @@ fn finish(att: Attached, counters: Counters) {
 /// `hubble-agent run`.
 pub fn run(args: RunArgs) -> Result<()> {
     // Bound before entering the node netns: TCP listens where the agent was started.
+    let metrics = crate::metrics::setup(&args.metrics)?;
     let server = crate::observer::run::HubbleServer::bind(&args.server)?;
     let att = attach_lab(&args.dp)?;
     let node_name = att.state.node_name();
     let server = server.map(|s| s.start(&node_name)).transpose()?;
+    let (metrics, _metrics_server) = match metrics {
+        Some((m, srv)) => {
+            match att.datapath.stats() {
+                Ok(dp) => m.set_datapath(dp),
+                Err(e) => eprintln!("hubble-agent: warning: no datapath counters in metrics: {e}"),
+            }
+            if let Some(s) = &server {
+                m.set_observer(s.observer().clone());
+            }
+            let running = srv.start(m.clone())?;
+            (Some(m), Some(running))
+        }
+        None => (None, None),
+    };
     let mut printer = FlowPrinter::new(Enricher::new(att.state.clone(), node_name));
     let stdout = io::stdout();
     let mut out = BufWriter::new(stdout.lock());
@@ -428,8 +445,12 @@ pub fn run(args: RunArgs) -> Result<()> {
         } else {
             printer.handle(rec, None)?;
         }
+        let gave = printer.counters.flows > flows_before || matches!(rec, RawRecord::Lost { .. });
+        if let Some(m) = &metrics {
+            m.record(gave.then(|| printer.response()), &printer.counters);
+        }
         if let Some(s) = &server
-            && (printer.counters.flows > flows_before || matches!(rec, RawRecord::Lost { .. }))
+            && gave
         {
             s.observer().push(printer.response().clone());
         }

@@ -6,5 +6,6 @@ pub mod cmd;
 pub mod datapath;
 pub mod enrich;
 pub mod lab;
+pub mod metrics;
 pub mod monitor;
 pub mod observer;

@@ -377,6 +377,30 @@ impl Datapath {
             .collect()
     }
 
+    /// A second handle on the packet counters and program statistics, for a reader on
+    /// another thread (the metrics server).
+    pub fn stats(&self) -> Result<DatapathStats, DatapathError> {
+        let m = self
+            .bpf
+            .map(MAP_METRICS)
+            .ok_or(DatapathError::MissingMap(MAP_METRICS))?;
+        let aya::maps::Map::PerCpuArray(data) = m else {
+            return Err(DatapathError::MissingMap(MAP_METRICS));
+        };
+        let id = data.info().map_err(map_err(MAP_METRICS))?.id();
+        let data = MapData::from_id(id).map_err(map_err(MAP_METRICS))?;
+        let metrics = PerCpuArray::try_from(aya::maps::Map::PerCpuArray(data))
+            .map_err(map_err(MAP_METRICS))?;
+        let programs = [PROG_FROM_CONTAINER, PROG_TO_CONTAINER]
+            .into_iter()
+            .filter_map(|name| {
+                let p: &SchedClassifier = self.bpf.program(name)?.try_into().ok()?;
+                Some((name, p.info().ok()?.id()))
+            })
+            .collect();
+        Ok(DatapathStats { metrics, programs })
+    }
+
     /// Detaches the programs and removes the clsact qdiscs this datapath added.
     pub fn shutdown(self) {
         let ifaces = self.attached.clone();
@@ -384,6 +408,55 @@ impl Datapath {
         for i in ifaces {
             remove_clsact(&i);
         }
+    }
+}
+
+/// The datapath's counters read through handles of their own (see [`Datapath::stats`]).
+pub struct DatapathStats {
+    metrics: PerCpuArray<MapData, MetricsValue>,
+    programs: Vec<(&'static str, u32)>,
+}
+
+impl std::fmt::Debug for DatapathStats {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DatapathStats")
+            .field("programs", &self.programs)
+            .finish()
+    }
+}
+
+impl DatapathStats {
+    /// (direction, reason, packets, bytes) of every non-zero counter, summed over CPUs.
+    pub fn packets(&self) -> Result<Vec<(u8, u8, u64, u64)>, DatapathError> {
+        let mut out = Vec::new();
+        for idx in 0..METRICS_ENTRIES {
+            let v = self.metrics.get(&idx, 0).map_err(map_err(MAP_METRICS))?;
+            let (p, b) = v
+                .iter()
+                .fold((0u64, 0u64), |(p, b), x| (p + x.packets, b + x.bytes));
+            if p > 0 {
+                out.push(((idx >> 8) as u8, (idx & 0xff) as u8, p, b));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Run count and time of both programs (zero unless BPF statistics are enabled).
+    pub fn prog_stats(&self) -> Vec<ProgStats> {
+        let Ok(infos) = aya::programs::loaded_programs().collect::<Result<Vec<_>, _>>() else {
+            return Vec::new();
+        };
+        self.programs
+            .iter()
+            .filter_map(|(name, id)| {
+                let info = infos.iter().find(|i| i.id() == *id)?;
+                Some(ProgStats {
+                    name,
+                    run_count: info.run_count(),
+                    run_time_ns: info.run_time().as_nanos() as u64,
+                })
+            })
+            .collect()
     }
 }
 

@@ -1,0 +1,417 @@
+//! Prometheus metrics of the agent: Hubble's flow metric handlers (`--metrics`, Hubble's
+//! names and labels) and the agent's own `hubble_agent_*` counters, served on `/metrics`.
+//!
+//! The datapath loop calls [`Metrics::record`] per flow under one uncontended lock; a scrape
+//! takes the same lock only while it encodes. Stale series expire after `--metrics-expiration`
+//! and each family holds at most `--metrics-max-series` series.
+
+pub mod context;
+pub mod handlers;
+pub mod server;
+pub mod spec;
+pub mod vec;
+
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use clap::Args;
+use hubble_api::flow::Flow;
+use hubble_api::observer::{GetFlowsResponse, get_flows_response::ResponseTypes};
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, NoLabelSet};
+use prometheus_client::metrics::MetricType;
+
+use crate::cmd::Counters;
+use crate::datapath::DatapathStats;
+use crate::observer::local::LocalObserver;
+use handlers::Handler;
+use vec::{CounterVec, KeyBuf, Limits};
+
+/// Default address of the metrics server (Hubble's `hubble-metrics-server`).
+pub const DEFAULT_METRICS_SERVER: &str = ":9965";
+
+/// Flags of the agent's metrics.
+#[derive(Debug, Clone, Args)]
+pub struct MetricsArgs {
+    /// Hubble metrics to enable: `name[:option;option=value...]` items separated by commas
+    /// or spaces, as Hubble's `--hubble-metrics`. Handlers: flow, drop, tcp, dns (options
+    /// query, ignoreAAAA), http or httpV2, icmp, port-distribution, policy. Every handler
+    /// takes sourceContext / destinationContext (and source|destination Egress|Ingress
+    /// Context), `|`-separated, first non-empty wins, of identity, namespace, pod,
+    /// pod-short, pod-name, dns, ip, reserved-identity, workload-name, app; and labelsContext = a comma
+    /// list of source_ip, source_pod, source_namespace, source_workload, source_app,
+    /// destination_* and traffic_direction. Example:
+    /// `--metrics 'flow:sourceContext=pod;destinationContext=pod,drop,tcp,dns:query;ignoreAAAA'`.
+    /// Setting it serves /metrics on --metrics-server.
+    #[arg(long = "metrics", alias = "hubble-metrics", value_name = "SPEC")]
+    pub metrics: Vec<String>,
+    /// Address of the Prometheus endpoint, HOST:PORT or :PORT (default :9965 when --metrics
+    /// is given; setting only this serves the agent's own metrics).
+    #[arg(long, alias = "hubble-metrics-server", value_name = "ADDR")]
+    pub metrics_server: Option<String>,
+    /// Series not updated for this long are removed (0s: never), e.g. 10m.
+    #[arg(long, default_value = "1h", value_parser = crate::lab::cli::parse_duration, value_name = "DURATION")]
+    pub metrics_expiration: Duration,
+    /// Most series one metric keeps; new label sets beyond it are dropped and counted in
+    /// hubble_agent_metrics_series_dropped_total.
+    #[arg(long, default_value_t = 10_000, value_name = "N")]
+    pub metrics_max_series: usize,
+}
+
+impl MetricsArgs {
+    /// The address to serve on, if metrics are on.
+    pub fn address(&self) -> Option<&str> {
+        match &self.metrics_server {
+            Some(a) if a.is_empty() => None,
+            Some(a) => Some(a),
+            None if self.metrics.iter().any(|m| !m.trim().is_empty()) => {
+                Some(DEFAULT_METRICS_SERVER)
+            }
+            None => None,
+        }
+    }
+
+    pub fn limits(&self) -> Limits {
+        Limits {
+            ttl_secs: self.metrics_expiration.as_secs(),
+            max_series: self.metrics_max_series.max(1),
+        }
+    }
+}
+
+/// For `run`: validates `--metrics` and binds the endpoint (before the agent changes netns).
+/// `None` when metrics are off. Errors are one line naming the bad spec or address.
+pub fn setup(args: &MetricsArgs) -> anyhow::Result<Option<(Metrics, server::MetricsServer)>> {
+    let flows = FlowMetrics::new(&args.metrics, args.limits())
+        .map_err(|e| anyhow::anyhow!("invalid --metrics: {e}"))?;
+    let Some(addr) = args.address() else {
+        return Ok(None);
+    };
+    let srv = server::MetricsServer::bind(addr)?;
+    Ok(Some((Metrics::new(flows), srv)))
+}
+
+/// The flow handlers and Hubble's lost-events counter; what the datapath loop updates.
+#[derive(Debug)]
+pub struct FlowMetrics {
+    handlers: Vec<Handler>,
+    lost: CounterVec,
+    limits: Limits,
+    key: KeyBuf,
+    next_expire: u64,
+    counters: Counters,
+}
+
+impl FlowMetrics {
+    /// Builds the handlers of a `--metrics` spec; the error is one line naming what is wrong.
+    pub fn new(specs: &[String], limits: Limits) -> Result<Self, String> {
+        let handlers = spec::parse(specs)?
+            .iter()
+            .map(Handler::new)
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Self {
+            handlers,
+            lost: handlers::lost_events_vec(),
+            limits,
+            key: KeyBuf::default(),
+            next_expire: 0,
+            counters: Counters::default(),
+        })
+    }
+
+    pub fn handlers(&self) -> &[Handler] {
+        &self.handlers
+    }
+
+    /// Counts one flow in every handler; `now` is in seconds of any monotonic clock.
+    #[inline]
+    pub fn process_flow(&mut self, flow: &Flow, now: u64) {
+        for h in &mut self.handlers {
+            h.process(flow, &mut self.key, now, &self.limits);
+        }
+        if now >= self.next_expire {
+            self.expire(now);
+        }
+    }
+
+    /// Counts one response: a flow, or a lost-events notice.
+    pub fn process_response(&mut self, resp: &GetFlowsResponse, now: u64) {
+        match &resp.response_types {
+            Some(ResponseTypes::Flow(f)) => self.process_flow(f, now),
+            Some(ResponseTypes::LostEvents(ev)) => {
+                let n = ev.num_events_lost;
+                self.lost
+                    .inc_by(handlers::lost_source(ev), n, now, &self.limits)
+            }
+            _ => {}
+        }
+    }
+
+    /// Removes series older than the TTL.
+    pub fn expire(&mut self, now: u64) {
+        let ttl = self.limits.ttl_secs;
+        for h in &mut self.handlers {
+            h.expire(now, ttl);
+        }
+        // Checked at most every tenth of the TTL (at least every second).
+        self.next_expire = now + (ttl / 10).max(1);
+    }
+
+    fn encode(&self, enc: &mut DescriptorEncoder<'_>) -> std::fmt::Result {
+        for h in &self.handlers {
+            h.encode(enc)?;
+        }
+        self.lost.encode(enc)?;
+        let c = &self.counters;
+        counter(
+            enc,
+            "hubble_agent_flows",
+            "Flows decoded from datapath events",
+            c.flows,
+        )?;
+        counter(
+            enc,
+            "hubble_agent_decode_errors",
+            "Datapath events that could not be decoded",
+            c.decode_errors,
+        )?;
+        counter(
+            enc,
+            "hubble_agent_non_ip_events",
+            "Datapath events without an IP packet (no flow)",
+            c.non_ip,
+        )?;
+        counter(
+            enc,
+            "hubble_agent_lost_samples",
+            "Perf ring samples the kernel reported lost",
+            c.lost,
+        )?;
+        let (mut series, mut dropped, mut expired) = (Vec::new(), 0, 0);
+        for h in &self.handlers {
+            let (s, d, e) = h.series_stats();
+            series.push((h.name.as_str(), s));
+            dropped += d;
+            expired += e;
+        }
+        let mut m = enc.encode_descriptor(
+            "hubble_agent_metrics_series",
+            "Series held per metrics handler",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (name, n) in series {
+            m.encode_family(&[("handler", name)])?
+                .encode_gauge(&(n as i64))?;
+        }
+        counter(
+            enc,
+            "hubble_agent_metrics_series_dropped",
+            "New series not created because a metric held --metrics-max-series",
+            dropped,
+        )?;
+        counter(
+            enc,
+            "hubble_agent_metrics_series_expired",
+            "Series removed after --metrics-expiration without updates",
+            expired,
+        )
+    }
+}
+
+fn counter(enc: &mut DescriptorEncoder<'_>, name: &str, help: &str, v: u64) -> std::fmt::Result {
+    enc.encode_descriptor(name, help, None, MetricType::Counter)?
+        .encode_counter::<NoLabelSet, u64, u64>(&v, None)
+}
+
+fn gauge(enc: &mut DescriptorEncoder<'_>, name: &str, help: &str, v: i64) -> std::fmt::Result {
+    enc.encode_descriptor(name, help, None, MetricType::Gauge)?
+        .encode_gauge(&v)
+}
+
+/// The datapath's per-CPU packet counters and BPF program statistics.
+fn encode_datapath(dp: &DatapathStats, enc: &mut DescriptorEncoder<'_>) -> std::fmt::Result {
+    use crate::datapath::maps::{METRIC_EGRESS, METRIC_INGRESS};
+    let rows = match dp.packets() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("hubble-agent: metrics: reading the datapath counters: {e}");
+            Vec::new()
+        }
+    };
+    let labels = |dir: u8, reason: u8| {
+        let d = match dir {
+            METRIC_INGRESS => "ingress",
+            METRIC_EGRESS => "egress",
+            _ => "unknown",
+        };
+        let r = if reason == 0 {
+            "FORWARDED".to_string()
+        } else {
+            hubble_api::flow::DropReason::try_from(reason as i32)
+                .map(|r| r.as_str_name().to_string())
+                .unwrap_or_else(|_| reason.to_string())
+        };
+        [("direction", d.to_string()), ("reason", r)]
+    };
+    for (name, help, bytes) in [
+        (
+            "hubble_agent_datapath_packets",
+            "Packets seen by the datapath by direction and verdict (FORWARDED or drop reason)",
+            false,
+        ),
+        (
+            "hubble_agent_datapath_bytes",
+            "Bytes seen by the datapath by direction and verdict (FORWARDED or drop reason)",
+            true,
+        ),
+    ] {
+        let mut m = enc.encode_descriptor(name, help, None, MetricType::Counter)?;
+        for (dir, reason, p, b) in &rows {
+            let v = if bytes { *b } else { *p };
+            m.encode_family(&labels(*dir, *reason))?
+                .encode_counter::<NoLabelSet, u64, u64>(&v, None)?;
+        }
+    }
+    let progs = dp.prog_stats();
+    let mut m = enc.encode_descriptor(
+        "hubble_agent_bpf_program_runs",
+        "Runs of each datapath program (kernel BPF statistics; 0 unless kernel.bpf_stats_enabled)",
+        None,
+        MetricType::Counter,
+    )?;
+    for p in &progs {
+        m.encode_family(&[("program", p.name)])?
+            .encode_counter::<NoLabelSet, u64, u64>(&p.run_count, None)?;
+    }
+    let mut m = enc.encode_descriptor(
+        "hubble_agent_bpf_program_run_seconds",
+        "Time spent in each datapath program (kernel BPF statistics)",
+        None,
+        MetricType::Counter,
+    )?;
+    for p in &progs {
+        m.encode_family(&[("program", p.name)])?
+            .encode_counter::<NoLabelSet, f64, u64>(&(p.run_time_ns as f64 / 1e9), None)?;
+    }
+    Ok(())
+}
+
+/// Seconds of CLOCK_MONOTONIC_COARSE (a few ns through the vDSO).
+pub fn coarse_now() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: ts is a valid timespec for the call to fill.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
+    ts.tv_sec as u64
+}
+
+#[derive(Default)]
+struct Sources {
+    observer: Option<Arc<LocalObserver>>,
+    datapath: Option<DatapathStats>,
+}
+
+struct Inner {
+    flows: Mutex<FlowMetrics>,
+    sources: Mutex<Sources>,
+}
+
+/// The agent's metrics: cheap to clone, shared by the datapath loop and the HTTP server.
+#[derive(Clone)]
+pub struct Metrics(Arc<Inner>);
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+impl Metrics {
+    pub fn new(flows: FlowMetrics) -> Self {
+        Self(Arc::new(Inner {
+            flows: Mutex::new(flows),
+            sources: Mutex::new(Sources::default()),
+        }))
+    }
+
+    /// The flow metrics (a poisoned lock still holds valid counters).
+    pub fn lock(&self) -> MutexGuard<'_, FlowMetrics> {
+        self.0.flows.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Counts the record just handled: `resp` when it gave a flow or lost events, and the
+    /// run's counters.
+    pub fn record(&self, resp: Option<&GetFlowsResponse>, counters: &Counters) {
+        let mut g = self.lock();
+        g.counters = *counters;
+        if let Some(r) = resp {
+            g.process_response(r, coarse_now());
+        }
+    }
+
+    /// Reports the observer ring's fill.
+    pub fn set_observer(&self, obs: Arc<LocalObserver>) {
+        self.sources().observer = Some(obs);
+    }
+
+    /// Reports the datapath's packet counters and BPF program statistics.
+    pub fn set_datapath(&self, dp: DatapathStats) {
+        self.sources().datapath = Some(dp);
+    }
+
+    fn sources(&self) -> MutexGuard<'_, Sources> {
+        self.0.sources.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The text exposition (OpenMetrics, ending in `# EOF`).
+    pub fn encode_text(&self) -> String {
+        let mut reg = prometheus_client::registry::Registry::default();
+        reg.register_collector(Box::new(self.clone()));
+        let mut out = String::with_capacity(16 * 1024);
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &reg);
+        out
+    }
+}
+
+impl Collector for Metrics {
+    fn encode(&self, mut enc: DescriptorEncoder<'_>) -> std::fmt::Result {
+        {
+            let mut g = self.lock();
+            g.expire(coarse_now());
+            g.encode(&mut enc)?;
+        }
+        let src = self.sources();
+        if let Some(o) = &src.observer {
+            let ring = o.ring();
+            gauge(
+                &mut enc,
+                "hubble_agent_observer_ring_flows",
+                "Flows held in the observer ring",
+                ring.len() as i64,
+            )?;
+            gauge(
+                &mut enc,
+                "hubble_agent_observer_ring_capacity",
+                "Capacity of the observer ring (--max-flows)",
+                ring.capacity() as i64,
+            )?;
+            counter(
+                &mut enc,
+                "hubble_agent_observer_events_seen",
+                "Events written to the observer ring",
+                ring.head(),
+            )?;
+        }
+        if let Some(dp) = &src.datapath {
+            encode_datapath(dp, &mut enc)?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,377 @@
+//! End-to-end test of the agent's Prometheus metrics (needs root and BPF): a uniquely named
+//! lab, `hubble-agent run --print-flows --metrics ...` on a loopback port of its own, lab
+//! traffic (allowed and denied), then a real HTTP scrape of /metrics whose counts must equal
+//! those of the flows the agent printed. Without root or BPF it skips, but fails when CI=true.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::{Duration, Instant};
+
+use agent::lab::spec::LabSpec;
+use agent::lab::topology;
+use serde_json::Value;
+
+mod common;
+use common::{LabGuard, skip_or_fail};
+
+const BIN: &str = env!("CARGO_BIN_EXE_hubble-agent");
+const TEST: &str = "e2e metrics test";
+
+fn spec_text(name: &str) -> String {
+    format!(
+        r#"
+[lab]
+name = "{name}"
+node = "{name}-node"
+ipv4_cidr = "10.250.42.0/24"
+ipv6_cidr = "fd00:250:42::/64"
+
+[[pods]]
+namespace = "default"
+name = "client"
+labels = {{ app = "client" }}
+ipv4 = "10.250.42.10"
+ipv6 = "fd00:250:42::10"
+
+[[pods]]
+namespace = "default"
+name = "server"
+labels = {{ app = "server" }}
+ipv4 = "10.250.42.20"
+ipv6 = "fd00:250:42::20"
+
+[[pods]]
+namespace = "default"
+name = "intruder"
+labels = {{ app = "intruder" }}
+ipv4 = "10.250.42.30"
+ipv6 = "fd00:250:42::30"
+
+[[services]]
+namespace = "default"
+name = "server"
+selector = {{ app = "server" }}
+ports = [{{ port = 8080, protocol = "TCP", name = "http" }}]
+
+[[policies]]
+name = "server-ingress"
+namespace = "default"
+endpoint_selector = {{ app = "server" }}
+ingress = [{{ from = [{{ labels = {{ app = "client" }} }}], ports = [{{ port = 8080, protocol = "TCP" }}] }}]
+ingress_deny = [{{ from = [{{ labels = {{ app = "intruder" }} }}] }}]
+"#
+    )
+}
+
+const SPEC: &str = "flow:sourceContext=pod;destinationContext=pod,\
+drop:sourceContext=pod;destinationContext=pod,tcp,port-distribution,icmp,\
+policy:sourceContext=namespace";
+
+/// One HTTP/1.1 GET over a plain socket: (status line, headers, body).
+fn http_get(addr: &str, path: &str) -> (String, String, String) {
+    let mut s = TcpStream::connect(addr).expect("connect to the metrics server");
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).expect("read the response");
+    let (head, body) = buf.split_once("\r\n\r\n").expect("a header block");
+    let (status, headers) = head.split_once("\r\n").unwrap_or((head, ""));
+    (status.to_string(), headers.to_lowercase(), body.to_string())
+}
+
+fn value(v: &prometheus_parse::Value) -> f64 {
+    match v {
+        prometheus_parse::Value::Counter(v)
+        | prometheus_parse::Value::Gauge(v)
+        | prometheus_parse::Value::Untyped(v) => *v,
+        _ => f64::NAN,
+    }
+}
+
+/// Samples of one metric, keyed by the listed labels' values.
+fn series(
+    s: &prometheus_parse::Scrape,
+    metric: &str,
+    labels: &[&str],
+) -> BTreeMap<Vec<String>, u64> {
+    let mut m = BTreeMap::new();
+    for x in s.samples.iter().filter(|x| x.metric == metric) {
+        let k = labels
+            .iter()
+            .map(|l| x.labels.get(l).unwrap_or("").to_string())
+            .collect();
+        *m.entry(k).or_default() += value(&x.value) as u64;
+    }
+    m
+}
+
+fn pod(ep: &Value) -> String {
+    let ns = ep["namespace"].as_str().unwrap_or("");
+    let pod = ep["pod_name"].as_str().unwrap_or("");
+    if ns.is_empty() {
+        pod.to_string()
+    } else {
+        format!("{ns}/{pod}")
+    }
+}
+
+fn l4_proto(f: &Value) -> &'static str {
+    for p in ["TCP", "UDP", "ICMPv4", "ICMPv6", "SCTP"] {
+        if f["l4"].get(p).is_some() {
+            return p;
+        }
+    }
+    "Unknown L4"
+}
+
+#[test]
+fn scrape_matches_the_flows_seen() {
+    if !topology::is_root() {
+        return skip_or_fail(TEST, "needs root");
+    }
+    let name = format!("m{}", std::process::id() % 10_000_000);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let spec_path = dir.path().join("metrics.toml");
+    std::fs::write(&spec_path, spec_text(&name)).unwrap();
+    let spec = LabSpec::load(&spec_path).expect("spec");
+    let sock = dir.path().join("hubble.sock");
+    let mut guard = LabGuard::new(&spec);
+    topology::up(&spec).expect("lab up");
+
+    let mut agent = Command::new(BIN)
+        .args(["run", "--print-flows", "--lab"])
+        .arg(&spec_path)
+        .arg("--socket")
+        .arg(&sock)
+        .args(["--listen-address", "", "--aggregation", "none"])
+        .args(["--metrics", SPEC, "--metrics-server", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn hubble-agent run");
+    let stderr = agent.stderr.take().unwrap();
+    let stdout = agent.stdout.take().unwrap();
+    guard.agent = Some(agent);
+    let (etx, erx) = mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            eprintln!("agent: {line}");
+            let _ = etx.send(line);
+        }
+    });
+    let printed = Arc::new(Mutex::new(Vec::<String>::new()));
+    let p = printed.clone();
+    let reader = std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            p.lock().unwrap().push(line);
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut log = Vec::new();
+    let mut addr = None;
+    loop {
+        match erx.recv_timeout(Duration::from_millis(200)) {
+            Ok(l) if l.contains("datapath attached") => break,
+            Ok(l) => {
+                if let Some(a) = l
+                    .strip_prefix("hubble-agent: metrics on http://")
+                    .and_then(|r| r.strip_suffix("/metrics"))
+                {
+                    addr = Some(a.to_string());
+                }
+                log.push(l)
+            }
+            Err(_) => {
+                if let Some(status) = guard.agent.as_mut().unwrap().try_wait().unwrap() {
+                    let msg = log.join("\n");
+                    if msg.contains("cannot load the eBPF datapath") {
+                        return skip_or_fail(TEST, &format!("no BPF: {msg}"));
+                    }
+                    panic!("agent exited early ({status}): {msg}");
+                }
+                assert!(Instant::now() < deadline, "agent did not attach in 30s");
+            }
+        }
+    }
+    let addr = addr.unwrap_or_else(|| panic!("no metrics address in {log:?}"));
+
+    let st = Command::new(BIN)
+        .args(["lab", "traffic"])
+        .arg(&spec_path)
+        .args(["--count", "2", "--duration", "10s"])
+        .stdout(Stdio::null())
+        .status()
+        .expect("lab traffic");
+    assert!(st.code().is_some(), "lab traffic was killed: {st}");
+    std::thread::sleep(Duration::from_millis(500));
+
+    let (status, headers, body) = http_get(&addr, "/metrics");
+    assert!(status.ends_with("200 OK"), "{status}");
+    assert!(
+        headers.contains("content-type: application/openmetrics-text"),
+        "{headers}"
+    );
+    let (status, _, _) = http_get(&addr, "/nope");
+    assert!(status.contains("404"), "{status}");
+    let scrape = prometheus_parse::Scrape::parse(body.lines().map(|l| Ok(l.to_string())))
+        .expect("the scrape parses as Prometheus text");
+
+    // Stop the agent; every flow it printed before the scrape is in its output.
+    let mut agent = guard.agent.take().unwrap();
+    // SAFETY: plain kill(2) on our child's pid.
+    unsafe { libc::kill(agent.id() as i32, libc::SIGTERM) };
+    let status = agent.wait().unwrap();
+    assert!(status.success(), "agent exit status {status}");
+    reader.join().unwrap();
+
+    // The scrape counted exactly the first `seen` flows (counters and handlers move under
+    // one lock, in print order).
+    let seen = series(&scrape, "hubble_agent_flows_total", &[])[&vec![]];
+    let flows: Vec<Value> = printed
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|l| serde_json::from_str::<Value>(l).expect("JSON line"))
+        .filter_map(|v| v.get("flow").cloned())
+        .take(seen as usize)
+        .collect();
+    assert_eq!(
+        flows.len() as u64,
+        seen,
+        "the agent printed every counted flow"
+    );
+    assert!(seen > 10, "traffic gave only {seen} flows");
+
+    // hubble_flows_processed_total by verdict and by source/destination pod.
+    let by_verdict = series(&scrape, "hubble_flows_processed_total", &["verdict"]);
+    let mut want = BTreeMap::new();
+    for f in &flows {
+        *want
+            .entry(vec![f["verdict"].as_str().unwrap().to_string()])
+            .or_insert(0u64) += 1;
+    }
+    assert_eq!(by_verdict, want);
+    let by_pods = series(
+        &scrape,
+        "hubble_flows_processed_total",
+        &["source", "destination"],
+    );
+    let mut want = BTreeMap::new();
+    for f in &flows {
+        *want
+            .entry(vec![pod(&f["source"]), pod(&f["destination"])])
+            .or_insert(0u64) += 1;
+    }
+    assert_eq!(by_pods, want);
+    assert!(by_pods.contains_key(&vec![
+        "default/client".to_string(),
+        "default/server".to_string()
+    ]));
+
+    // hubble_drop_total: every DROPPED flow by reason, protocol and pods.
+    let drops = series(
+        &scrape,
+        "hubble_drop_total",
+        &["reason", "protocol", "source", "destination"],
+    );
+    let mut want = BTreeMap::new();
+    for f in flows.iter().filter(|f| f["verdict"] == "DROPPED") {
+        let k = vec![
+            f["drop_reason_desc"]
+                .as_str()
+                .unwrap_or("DROP_REASON_UNKNOWN")
+                .to_string(),
+            l4_proto(f).to_string(),
+            pod(&f["source"]),
+            pod(&f["destination"]),
+        ];
+        *want.entry(k).or_insert(0u64) += 1;
+    }
+    assert!(!want.is_empty(), "the intruder's traffic is dropped");
+    assert_eq!(drops, want);
+
+    // hubble_tcp_flags_total: SYN and SYN-ACK of forwarded TCP flows.
+    let tcp = series(&scrape, "hubble_tcp_flags_total", &["flag", "family"]);
+    let count = |syn: bool, ack: bool| {
+        flows
+            .iter()
+            .filter(|f| {
+                matches!(f["verdict"].as_str(), Some("FORWARDED" | "REDIRECTED"))
+                    && f["l4"]["TCP"]["flags"]["SYN"] == syn
+                    && (f["l4"]["TCP"]["flags"]["ACK"] == true) == ack
+            })
+            .count() as u64
+    };
+    let k = |flag: &str| vec![flag.to_string(), "IPv4".to_string()];
+    let syn = count(true, false);
+    assert!(syn > 0);
+    assert_eq!(
+        tcp.get(&k("SYN")).copied().unwrap_or(0)
+            + tcp
+                .get(&vec!["SYN".into(), "IPv6".into()])
+                .copied()
+                .unwrap_or(0),
+        syn
+    );
+    let synack = count(true, true);
+    assert_eq!(
+        tcp.get(&k("SYN-ACK")).copied().unwrap_or(0)
+            + tcp
+                .get(&vec!["SYN-ACK".into(), "IPv6".into()])
+                .copied()
+                .unwrap_or(0),
+        synack
+    );
+
+    // hubble_port_distribution_total: forwarded, known non-reply flows by destination port.
+    let ports = series(
+        &scrape,
+        "hubble_port_distribution_total",
+        &["protocol", "port"],
+    );
+    let mut want = BTreeMap::new();
+    for f in &flows {
+        if !matches!(f["verdict"].as_str(), Some("FORWARDED" | "REDIRECTED"))
+            || f["is_reply"] != false
+        {
+            continue;
+        }
+        let proto = l4_proto(f);
+        let port = match proto {
+            "TCP" | "UDP" | "SCTP" => f["l4"][proto]["destination_port"].as_u64().unwrap_or(0),
+            "ICMPv4" | "ICMPv6" => 0,
+            _ => continue,
+        };
+        *want
+            .entry(vec![proto.to_string(), port.to_string()])
+            .or_insert(0u64) += 1;
+    }
+    assert_eq!(ports, want);
+    assert!(want.contains_key(&vec!["TCP".to_string(), "8080".to_string()]));
+
+    // The agent's own metrics.
+    let dp = series(
+        &scrape,
+        "hubble_agent_datapath_packets_total",
+        &["direction", "reason"],
+    );
+    assert!(dp.keys().any(|k| k[1] == "FORWARDED"), "{dp:?}");
+    assert!(
+        series(&scrape, "hubble_agent_observer_ring_capacity", &[])
+            .values()
+            .all(|v| *v > 0)
+    );
+    for name in [
+        "hubble_agent_lost_samples_total",
+        "hubble_agent_metrics_series",
+    ] {
+        assert!(scrape.samples.iter().any(|s| s.metric == name), "{name}");
+    }
+}

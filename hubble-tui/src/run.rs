@@ -62,19 +62,6 @@ Exit codes:
   0  quit by the user
   2  error: bad flags or filter, unreadable input file, or no terminal";
 
-/// Flags that are not filter flags and take a value (to keep the filter text shown in the
-/// filter bar free of them).
-const VALUE_FLAGS: &[&str] = &[
-    "--server",
-    "--timeout",
-    "--request-timeout",
-    "--input-file",
-    "--history",
-    "--last",
-    "--color",
-    "--config",
-];
-
 /// The command line.
 pub fn command() -> Command {
     let cmd = Command::new("hubble-tui")
@@ -122,8 +109,22 @@ pub fn command() -> Command {
     add_filter_args(cmd.next_help_heading("Filters"))
 }
 
-/// The filter flags of an argument list, as text for the filter bar.
+/// The filter flags of an argument list, as text for the filter bar: every argument except
+/// the TUI's own flags (server, TLS, history, ...) and their values.
 fn filter_text(args: &[OsString]) -> String {
+    let filter_ids: Vec<String> = add_filter_args(Command::new("f"))
+        .get_arguments()
+        .map(|a| a.get_id().to_string())
+        .collect();
+    let cmd = command();
+    let own: Vec<(String, bool)> = cmd
+        .get_arguments()
+        .filter(|a| !filter_ids.iter().any(|id| id == a.get_id().as_str()))
+        .filter_map(|a| {
+            let takes = a.get_action().takes_values();
+            a.get_long().map(|l| (format!("--{l}"), takes))
+        })
+        .collect();
     let mut out: Vec<String> = Vec::new();
     let mut skip = false;
     for a in args.iter().skip(1) {
@@ -132,11 +133,11 @@ fn filter_text(args: &[OsString]) -> String {
             skip = false;
             continue;
         }
-        if VALUE_FLAGS.contains(&a.as_ref()) {
-            skip = true;
+        if let Some((_, takes)) = own.iter().find(|(l, _)| *l == a) {
+            skip = *takes;
             continue;
         }
-        if VALUE_FLAGS.iter().any(|f| a.starts_with(&format!("{f}="))) {
+        if own.iter().any(|(l, _)| a.starts_with(&format!("{l}="))) {
             continue;
         }
         if a.contains(char::is_whitespace) || a.is_empty() {
@@ -209,8 +210,7 @@ fn run(m: &ArgMatches, args: &[OsString]) -> anyhow::Result<u8> {
         None => {
             let opts = ServerOpts::from_matches(m)?;
             let src = ServerSource {
-                server: opts.server,
-                timeout: opts.timeout,
+                opts,
                 backfill: m.get_one::<u64>("last").copied().unwrap_or(history as u64),
                 whitelist: Vec::new(),
                 blacklist: Vec::new(),
@@ -345,6 +345,9 @@ mod tests {
             "hubble-tui",
             "--server",
             "localhost:1",
+            "--tls",
+            "--tls-server-name",
+            "relay.example",
             "--verdict",
             "DROPPED",
             "--history=10",

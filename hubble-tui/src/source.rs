@@ -6,6 +6,7 @@ use std::io::Read;
 use std::time::Duration;
 
 use hubble::client;
+use hubble::cmd::server::ServerOpts;
 use hubble::source::{Line, LineReader, parse_line};
 use hubble_api::flow::{Flow, FlowFilter};
 use hubble_api::observer::{GetFlowsRequest, get_flows_response::ResponseTypes};
@@ -89,8 +90,8 @@ pub fn read_file(name: String, input: Box<dyn Read + Send>, tx: mpsc::Sender<Sou
 /// How the server is followed.
 #[derive(Debug, Clone)]
 pub struct ServerSource {
-    pub server: String,
-    pub timeout: Duration,
+    /// `--server`, `--timeout` and the TLS flags, as the hubble CLI reads them.
+    pub opts: ServerOpts,
     /// Flows asked for when first connecting (the history to fill), before following.
     pub backfill: u64,
     pub whitelist: Vec<FlowFilter>,
@@ -111,7 +112,7 @@ pub async fn follow_server(src: ServerSource, tx: mpsc::Sender<SourceEvent>) {
         attempt += 1;
         if tx
             .send(SourceEvent::Status(SourceStatus::Connecting {
-                server: src.server.clone(),
+                server: src.opts.server.clone(),
                 attempt,
             }))
             .await
@@ -143,9 +144,7 @@ async fn stream_once(
     since: &mut Option<hubble_api::pbjson_types::Timestamp>,
     attempt: &mut u32,
 ) -> Result<(), String> {
-    let ch = client::connect(&src.server, src.timeout)
-        .await
-        .map_err(|e| e.to_string())?;
+    let ch = src.opts.connect().await.map_err(|e| e.to_string())?;
     let req = GetFlowsRequest {
         number: if since.is_some() { 0 } else { src.backfill },
         follow: true,
@@ -160,7 +159,7 @@ async fn stream_once(
     *attempt = 0;
     let _ = tx
         .send(SourceEvent::Status(SourceStatus::Connected {
-            server: src.server.clone(),
+            server: src.opts.server.clone(),
         }))
         .await;
     let last = *since;

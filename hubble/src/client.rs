@@ -177,6 +177,43 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     parts.join(": ")
 }
 
+/// The Hubble API version this client implements (the protos' Cilium release): servers of
+/// a higher minor version may send what it does not know.
+pub const API_VERSION: &str = "1.19.4";
+
+/// Hubble's version-skew warning: the CLI warns when a server (or relay) reports a higher
+/// `major.minor` than its own, in the `hubble-server-version` / `hubble-relay-version`
+/// response headers.
+pub fn version_warning(headers: &tonic::metadata::MetadataMap) -> Option<String> {
+    let ours = major_minor(API_VERSION)?;
+    for (header, what) in [
+        ("hubble-relay-version", "Hubble Relay"),
+        ("hubble-server-version", "Hubble Server"),
+    ] {
+        let Some(v) = headers.get(header).and_then(|v| v.to_str().ok()) else {
+            continue;
+        };
+        if major_minor(v).is_some_and(|theirs| theirs > ours) {
+            return Some(format!(
+                "Hubble CLI version is lower than {what}, API compatibility is not guaranteed, \
+                 updating to a matching or higher version is recommended \
+                 (hubble-cli-api-version={API_VERSION} {header}={v})"
+            ));
+        }
+    }
+    None
+}
+
+/// `(major, minor)` of a version like `v1.19.4-rc.1`, leniently as Go's semver.ParseTolerant.
+fn major_minor(v: &str) -> Option<(u64, u64)> {
+    let v = v.trim().trim_start_matches('v');
+    let core = v.split(['-', '+']).next()?;
+    let mut parts = core.split('.');
+    let major = parts.next()?.parse().ok()?;
+    let minor = parts.next().map_or(Some(0), |m| m.parse().ok())?;
+    Some((major, minor))
+}
+
 /// An Observer client with generous message limits.
 pub fn observer(channel: Channel) -> ObserverClient<Channel> {
     ObserverClient::new(channel).max_decoding_message_size(MAX_MESSAGE)
@@ -187,6 +224,8 @@ pub struct FlowStream {
     inner: tonic::Streaming<GetFlowsResponse>,
     /// The `hubble-server-version` header, if the server sent one.
     pub server_version: Option<String>,
+    /// Hubble's version-skew warning for this server, if it applies.
+    pub version_warning: Option<String>,
 }
 
 /// Starts GetFlows.
@@ -200,9 +239,11 @@ pub async fn get_flows(channel: Channel, req: GetFlowsRequest) -> Result<FlowStr
         .get("hubble-server-version")
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
+    let version_warning = version_warning(resp.metadata());
     Ok(FlowStream {
         inner: resp.into_inner(),
         server_version,
+        version_warning,
     })
 }
 
@@ -254,6 +295,57 @@ pub async fn health_check(
     }
 }
 
+/// A unary call's response with Hubble's version-skew warning, if it applies.
+pub struct Unary<T> {
+    pub body: T,
+    pub version_warning: Option<String>,
+}
+
+impl<T> Unary<T> {
+    fn from(resp: tonic::Response<T>) -> Self {
+        Unary {
+            version_warning: version_warning(resp.metadata()),
+            body: resp.into_inner(),
+        }
+    }
+}
+
+/// GetNodes (relays answer it; agents say Unimplemented).
+pub async fn get_nodes(
+    channel: Channel,
+    timeout: Duration,
+) -> Result<Unary<Vec<hubble_api::observer::Node>>, ClientError> {
+    let mut req = tonic::Request::new(hubble_api::observer::GetNodesRequest {});
+    req.set_timeout(timeout);
+    let resp = observer(channel)
+        .get_nodes(req)
+        .await
+        .map_err(ClientError::from_status)?;
+    let u = Unary::from(resp);
+    Ok(Unary {
+        body: u.body.nodes,
+        version_warning: u.version_warning,
+    })
+}
+
+/// GetNamespaces: namespaces with flows in the last hour.
+pub async fn get_namespaces(
+    channel: Channel,
+    timeout: Duration,
+) -> Result<Unary<Vec<hubble_api::observer::Namespace>>, ClientError> {
+    let mut req = tonic::Request::new(hubble_api::observer::GetNamespacesRequest {});
+    req.set_timeout(timeout);
+    let resp = observer(channel)
+        .get_namespaces(req)
+        .await
+        .map_err(ClientError::from_status)?;
+    let u = Unary::from(resp);
+    Ok(Unary {
+        body: u.body.namespaces,
+        version_warning: u.version_warning,
+    })
+}
+
 /// ServerStatus.
 pub async fn server_status(
     channel: Channel,
@@ -291,5 +383,28 @@ mod tests {
             Target::Tcp("http://relay:443".into())
         );
         assert!(matches!(parse_target("nope"), Err(ClientError::Address(_))));
+    }
+
+    #[test]
+    fn version_skew_warns_only_for_a_higher_minor() {
+        let warn = |header: &str, v: &str| {
+            let mut m = tonic::metadata::MetadataMap::new();
+            m.insert(
+                tonic::metadata::MetadataKey::from_bytes(header.as_bytes()).unwrap(),
+                v.parse().unwrap(),
+            );
+            version_warning(&m)
+        };
+        assert!(warn("hubble-server-version", "1.20.0").is_some());
+        assert!(warn("hubble-relay-version", "v2.0.0-rc.1").is_some());
+        assert!(warn("hubble-server-version", "1.19.99").is_none());
+        assert!(warn("hubble-server-version", "1.18.2").is_none());
+        assert!(warn("hubble-server-version", "0.1.0").is_none());
+        assert!(warn("hubble-server-version", "garbage").is_none());
+        let w = warn("hubble-server-version", "1.20.1").unwrap();
+        assert!(
+            w.starts_with("Hubble CLI version is lower than Hubble Server"),
+            "{w}"
+        );
     }
 }

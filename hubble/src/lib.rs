@@ -1,6 +1,7 @@
 //! The hubble library: filter engine, printers, flow sources and the CLI commands.
 pub mod client;
 pub mod cmd;
+pub mod config;
 pub mod field_mask;
 pub mod filter;
 pub mod pipeline;

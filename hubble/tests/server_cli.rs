@@ -68,14 +68,50 @@ impl Observer for Fake {
         &self,
         _: Request<GetNodesRequest>,
     ) -> Result<Response<GetNodesResponse>, Status> {
-        Err(Status::unimplemented("GetNodes not implemented"))
+        use hubble_api::observer::{Node, Tls};
+        use hubble_api::relay::NodeState;
+        // As a newer relay would answer: with its version header.
+        let mut r = Response::new(GetNodesResponse {
+            nodes: vec![
+                Node {
+                    name: "lab-node-2".into(),
+                    state: NodeState::NodeUnavailable as i32,
+                    address: "127.0.0.1:4302".into(),
+                    ..Default::default()
+                },
+                Node {
+                    name: "lab-node-1".into(),
+                    version: "1.20.0".into(),
+                    address: "127.0.0.1:4301".into(),
+                    state: NodeState::NodeConnected as i32,
+                    tls: Some(Tls {
+                        enabled: false,
+                        server_name: String::new(),
+                    }),
+                    uptime_ns: 90_000_000_000,
+                    num_flows: 1024,
+                    max_flows: 4095,
+                    seen_flows: 9000,
+                },
+            ],
+        });
+        r.metadata_mut()
+            .insert("hubble-relay-version", "1.20.0".parse().unwrap());
+        Ok(r)
     }
 
     async fn get_namespaces(
         &self,
         _: Request<GetNamespacesRequest>,
     ) -> Result<Response<GetNamespacesResponse>, Status> {
-        Ok(Response::new(GetNamespacesResponse::default()))
+        use hubble_api::observer::Namespace;
+        let ns = |cluster: &str, namespace: &str| Namespace {
+            cluster: cluster.into(),
+            namespace: namespace.into(),
+        };
+        Ok(Response::new(GetNamespacesResponse {
+            namespaces: vec![ns("default", "kube-system"), ns("default", "shop")],
+        }))
     }
 
     async fn server_status(
@@ -140,6 +176,7 @@ fn hubble(args: &[&str]) -> Output {
     Command::new(BIN)
         .args(args)
         .env_remove("HUBBLE_SERVER")
+        .env("HUBBLE_CONFIG", "/nonexistent/hubble-test/config.yaml")
         .env("NO_COLOR", "1")
         .output()
         .unwrap()
@@ -267,6 +304,57 @@ fn unreachable_server_is_one_line_and_exit_2() {
         assert_eq!(err.lines().count(), 1, "{err}");
         assert!(err.starts_with("Error: failed to connect to '"), "{err}");
     }
-    let o = hubble(&["observe", "--server", "tls://relay:443"]);
+    let o = hubble(&["observe", "--server", &format!("tls://{server}")]);
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8(o.stderr).unwrap();
+    assert!(
+        err.starts_with("Error: failed to connect to 'tls://"),
+        "{err}"
+    );
+}
+
+#[test]
+fn list_nodes_and_namespaces() {
+    let (addr, _) = start_fake();
+    let server = addr.to_string();
+    let o = hubble(&["list", "nodes", "--server", &server]);
+    assert!(o.status.success(), "{o:?}");
+    assert_eq!(
+        stdout(&o),
+        "\
+NAME         STATUS        AGE     FLOWS/S   CURRENT/MAX-FLOWS
+lab-node-1   Connected     1m30s   100.00    1024/4095 ( 25.01%)
+lab-node-2   Unavailable   N/A     N/A       N/A
+"
+    );
+    // The relay is newer than the API this CLI speaks: Hubble's warning, on stderr.
+    let err = String::from_utf8(o.stderr.clone()).unwrap();
+    assert!(
+        err.starts_with("Warning: Hubble CLI version is lower than Hubble Relay"),
+        "{err}"
+    );
+    let o = hubble(&["list", "node", "--server", &server, "-o", "wide"]);
+    assert!(
+        stdout(&o)
+            .lines()
+            .nth(1)
+            .unwrap()
+            .ends_with("1.20.0    127.0.0.1:4301   Disabled"),
+        "{o:?}"
+    );
+    let o = hubble(&["list", "nodes", "--server", &server, "-o", "json"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v[0]["name"], "lab-node-1");
+    assert_eq!(v[0]["seen_flows"], 9000);
+    assert_eq!(v[1]["state"], 2);
+
+    let o = hubble(&["list", "namespaces", "--server", &server]);
+    assert_eq!(stdout(&o), "NAMESPACE\nkube-system\nshop\n");
+    let o = hubble(&["list", "namespaces", "--server", &server, "-o", "wide"]);
+    assert_eq!(
+        stdout(&o),
+        "NAMESPACE     CLUSTER\nkube-system   default\nshop          default\n"
+    );
+    let o = hubble(&["list", "namespaces", "--server", &server, "-o", "yaml"]);
     assert_eq!(o.status.code(), Some(2));
 }

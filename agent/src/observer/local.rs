@@ -24,6 +24,9 @@ pub type Event = Arc<GetFlowsResponse>;
 
 /// Namespaces are listed while they had a flow within this window.
 const NAMESPACE_TTL: Duration = Duration::from_secs(3600);
+/// A reader that keeps losing flows gets at most one LostEvent per interval, with the
+/// flows lost since the previous one (Hubble's lost-event send interval).
+pub const LOST_EVENT_SEND_INTERVAL: Duration = Duration::from_secs(1);
 /// ServerStatus.flows_rate counts the flows of this last window.
 const RATE_WINDOW: Duration = Duration::from_secs(60);
 
@@ -65,6 +68,11 @@ pub struct FlowQuery {
     end: u64,
     /// Flows sent so far (lost events do not count).
     sent: u64,
+    /// Ring losses not yet reported: count and when the first of them was noticed.
+    lost: u64,
+    lost_first: Option<Timestamp>,
+    /// When the last LostEvent went out.
+    lost_sent: Option<Instant>,
 }
 
 impl LocalObserver {
@@ -256,6 +264,9 @@ impl LocalObserver {
             seq: head,
             end: head,
             sent: 0,
+            lost: 0,
+            lost_first: None,
+            lost_sent: None,
         };
         q.seq = self.start(&q, req.first, head);
         Ok(q)
@@ -301,7 +312,8 @@ impl LocalObserver {
     pub async fn next(&self, q: &mut FlowQuery) -> Option<GetFlowsResponse> {
         loop {
             if !q.follow && (q.seq >= q.end || (q.number > 0 && q.sent >= q.number)) {
-                return None;
+                // Losses still unreported go out before the end.
+                return (q.lost > 0).then(|| self.take_lost(q));
             }
             match self.ring.read(q.seq) {
                 Read::Entry(e) => {
@@ -322,9 +334,20 @@ impl LocalObserver {
                 }
                 Read::Lost { lost, next } => {
                     q.seq = next;
-                    return Some(self.ring_lost(lost));
+                    q.lost += lost;
+                    q.lost_first
+                        .get_or_insert_with(|| timestamp(SystemTime::now()));
+                    if q.lost_sent
+                        .is_none_or(|t| t.elapsed() >= LOST_EVENT_SEND_INTERVAL)
+                    {
+                        return Some(self.take_lost(q));
+                    }
                 }
                 Read::Pending => {
+                    // Caught up: report what was lost on the way before waiting.
+                    if q.lost > 0 {
+                        return Some(self.take_lost(q));
+                    }
                     if !q.follow {
                         return None;
                     }
@@ -334,9 +357,13 @@ impl LocalObserver {
         }
     }
 
-    /// The LostEvent a reader gets when the writer overwrote `lost` entries it had not read.
-    fn ring_lost(&self, lost: u64) -> GetFlowsResponse {
+    /// The LostEvent a reader gets for the entries the writer overwrote before it read them
+    /// (all of them since its previous LostEvent).
+    fn take_lost(&self, q: &mut FlowQuery) -> GetFlowsResponse {
         let now = timestamp(SystemTime::now());
+        let lost = std::mem::take(&mut q.lost);
+        let first = q.lost_first.take().unwrap_or(now);
+        q.lost_sent = Some(Instant::now());
         GetFlowsResponse {
             node_name: self.node_name.clone(),
             time: Some(now),
@@ -344,7 +371,7 @@ impl LocalObserver {
                 source: LostEventSource::HubbleRingBuffer as i32,
                 num_events_lost: lost,
                 cpu: None,
-                first: Some(now),
+                first: Some(first),
                 last: Some(now),
             })),
         }
@@ -604,5 +631,63 @@ mod tests {
         o.push_flow(flow(42, "a", Verdict::Forwarded));
         let r = waiter.await.unwrap().unwrap();
         assert_eq!(r.time.unwrap().seconds, 1_700_000_042);
+    }
+
+    fn lost_count(r: &GetFlowsResponse) -> Option<u64> {
+        match &r.response_types {
+            Some(ResponseTypes::LostEvents(l)) => Some(l.num_events_lost),
+            _ => None,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_reader_lapped_again_and_again_gets_one_lost_event_per_interval() {
+        // Ring of 7; the follower reads one entry, then the writer laps it, ten times over.
+        let o = LocalObserver::new(7, "n").unwrap();
+        let mut q = o
+            .query(&GetFlowsRequest {
+                follow: true,
+                ..Default::default()
+            })
+            .unwrap();
+        let (mut flows, mut lost, mut lost_events) = (0u64, 0u64, 0);
+        let mut pushed = 0u64;
+        for _round in 0..10 {
+            for _ in 0..20 {
+                o.push_flow(flow(pushed, "a", Verdict::Forwarded));
+                pushed += 1;
+            }
+            // Read a little, as a slow client would.
+            for _ in 0..2 {
+                let r = o.next(&mut q).await.unwrap();
+                match lost_count(&r) {
+                    Some(n) => {
+                        lost += n;
+                        lost_events += 1;
+                    }
+                    None => flows += 1,
+                }
+            }
+        }
+        // Catch up: what was lost and not yet told comes before the wait.
+        loop {
+            let r = tokio::time::timeout(Duration::from_millis(50), o.next(&mut q)).await;
+            let Ok(Some(r)) = r else { break };
+            match lost_count(&r) {
+                Some(n) => {
+                    lost += n;
+                    lost_events += 1;
+                }
+                None => flows += 1,
+            }
+        }
+        assert_eq!(
+            flows + lost,
+            pushed,
+            "every flow is either sent or counted lost"
+        );
+        // Ten laps within far less than a second: the first loss at once, the rest in one
+        // event when the reader caught up.
+        assert_eq!(lost_events, 2, "lost={lost}");
     }
 }

@@ -6,6 +6,8 @@ use std::process::ExitCode;
 
 use clap::{Arg, ArgAction, Command};
 
+pub mod config;
+pub mod list;
 pub mod observe;
 pub mod server;
 
@@ -63,6 +65,7 @@ pub fn command() -> Command {
                 .long("config")
                 .global(true)
                 .value_name("FILE")
+                .env("HUBBLE_CONFIG")
                 .help("Optional config file (default $XDG_CONFIG_HOME/hubble/config.yaml)"),
         )
         .arg(
@@ -76,8 +79,33 @@ pub fn command() -> Command {
         )
         .subcommand(observe::command())
         .subcommand(server::status_command())
+        .subcommand(list::command())
+        .subcommand(config::command())
+        .subcommand(
+            Command::new("completion")
+                .about("Generate the autocompletion script for the specified shell")
+                .long_about(
+                    "Generate the autocompletion script for hubble for the specified shell.\n\n\
+                     Bash:   source <(hubble completion bash)\n\
+                     Zsh:    hubble completion zsh > \"${fpath[1]}/_hubble\"\n\
+                     Fish:   hubble completion fish | source\n\
+                     PowerShell: hubble completion powershell | Out-String | Invoke-Expression",
+                )
+                .arg(Arg::new("shell").required(true).value_parser([
+                    "bash",
+                    "zsh",
+                    "fish",
+                    "powershell",
+                ])),
+        )
         .subcommand(Command::new("version").about("Display detailed version information"));
     server::add_server_args(root)
+}
+
+/// [`command`] with the config file's values as the defaults of the global flags (flag >
+/// environment > file > default).
+pub fn command_with_config(file: &crate::config::FileConfig) -> Command {
+    crate::config::apply_defaults(command(), file)
 }
 
 /// Runs the CLI with `args` and returns the process exit code.
@@ -86,7 +114,17 @@ where
     I: IntoIterator<Item = T>,
     T: Into<OsString> + Clone,
 {
-    let matches = match command().try_get_matches_from(args) {
+    let args: Vec<OsString> = args.into_iter().map(Into::into).collect();
+    let config_path = crate::config::path_from_args(&args);
+    let file = match crate::config::FileConfig::load(&config_path) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("Error: {e}");
+            return ExitCode::from(exit::ERROR);
+        }
+    };
+    let mut cmd = command_with_config(&file);
+    let matches = match cmd.try_get_matches_from_mut(args) {
         Ok(m) => m,
         Err(e) => {
             let _ = e.print();
@@ -100,6 +138,18 @@ where
     let result = match matches.subcommand() {
         Some(("observe", m)) => observe::run(m),
         Some(("status", m)) => server::status(m),
+        Some(("list", m)) => list::run(m),
+        Some(("config", m)) => config::run(m, config_path),
+        Some(("completion", m)) => {
+            let shell = match m.get_one::<String>("shell").map(String::as_str) {
+                Some("bash") => clap_complete::Shell::Bash,
+                Some("zsh") => clap_complete::Shell::Zsh,
+                Some("fish") => clap_complete::Shell::Fish,
+                _ => clap_complete::Shell::PowerShell,
+            };
+            clap_complete::generate(shell, &mut cmd, "hubble", &mut std::io::stdout());
+            Ok(exit::OK)
+        }
         Some(("version", _)) => {
             println!("{}", version_string());
             Ok(exit::OK)

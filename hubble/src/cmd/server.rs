@@ -119,7 +119,14 @@ impl ServerOpts {
     }
 }
 
-fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+/// Prints Hubble's version-skew warning on stderr.
+pub(crate) fn warn_version(w: Option<&str>) {
+    if let Some(w) = w {
+        eprintln!("Warning: {w}");
+    }
+}
+
+pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -143,6 +150,7 @@ pub fn observe(
         let stream = async {
             let ch = opts.connect().await?;
             let mut flows = client::get_flows(ch, req).await?;
+            warn_version(flows.version_warning.as_deref());
             loop {
                 // Print what has arrived; flush only when the server has nothing more ready.
                 let item = match flows.try_next() {

@@ -495,7 +495,7 @@ fn uint64_grouping(n: u64) -> String {
 }
 
 /// Go's `time.Duration(ns).String()` (`1h2m3.5s`, `1.5ms`, `0s`), or `<n>ns` past MaxInt64.
-fn format_duration_ns(ns: u64) -> String {
+pub(crate) fn format_duration_ns(ns: u64) -> String {
     if ns > i64::MAX as u64 {
         return format!("{ns}ns");
     }

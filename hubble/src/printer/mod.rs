@@ -5,6 +5,7 @@ mod escape;
 mod events;
 mod fields;
 pub mod json;
+pub mod list;
 mod protojson;
 mod tabwriter;
 mod time;

@@ -16,6 +16,7 @@
 #include "include/trace_notify.h"
 #include "include/drop_notify.h"
 #include "include/policy_verdict.h"
+#include "include/l7_notify.h"
 #include "include/maps.h"
 
 #define ETH_HLEN_ 14
@@ -79,6 +80,40 @@ struct {
 	__uint(max_entries, 1);
 } hl_config SEC(".maps");
 
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, struct l7_key);
+	__type(value, struct l7_value);
+	__uint(max_entries, 4096);
+} hl_l7 SEC(".maps");
+
+/* L7 captures go to their own ring buffer: one ring for all CPUs keeps a request ahead of
+ * its response (per-CPU perf rings do not), and L7 bursts cannot crowd out other events. */
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 4 << 20);
+} hl_l7_events SEC(".maps");
+
+struct l7_scratch {
+	struct l7_notify msg;
+	__u8 data[L7_CAPTURE_MAX];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__type(key, __u32);
+	__type(value, struct l7_scratch);
+	__uint(max_entries, 1);
+} hl_l7_scratch SEC(".maps");
+
+/* [0] captures sent, [1] captures lost (ring buffer full) */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__type(key, __u32);
+	__type(value, __u64);
+	__uint(max_entries, 2);
+} hl_l7_stats SEC(".maps");
+
 /* What the parser learnt about a packet. Addresses are kept in network byte order. */
 struct pkt {
 	__u8 saddr[16];
@@ -89,6 +124,7 @@ struct pkt {
 	__u8 family;
 	__u8 tcp_flags;
 	__u8 l4_ok;
+	__u8 has_payload; /* TCP/UDP with bytes after the L4 header */
 	/* ICMP errors: the tuple of the packet the error is about (its original direction) */
 	__u8 related;
 	__u8 in_proto;
@@ -208,16 +244,19 @@ static __always_inline int parse(struct __sk_buff *skb, struct pkt *p)
 	switch (p->proto) {
 	case PROTO_TCP: {
 		__u16 ports[2];
-		__u8 flags;
+		__u8 flags, doff;
 
 		if (bpf_skb_load_bytes(skb, l4_off, ports, 4) < 0)
 			return 0;
 		if (bpf_skb_load_bytes(skb, l4_off + 13, &flags, 1) < 0)
 			return 0;
+		if (bpf_skb_load_bytes(skb, l4_off + 12, &doff, 1) < 0)
+			return 0;
 		p->sport = bpf_ntohs(ports[0]);
 		p->dport = bpf_ntohs(ports[1]);
 		p->tcp_flags = flags;
 		p->l4_ok = 1;
+		p->has_payload = skb->len > l4_off + ((__u32)(doff >> 4) << 2);
 		break;
 	}
 	case PROTO_UDP:
@@ -229,6 +268,7 @@ static __always_inline int parse(struct __sk_buff *skb, struct pkt *p)
 		p->sport = bpf_ntohs(ports[0]);
 		p->dport = bpf_ntohs(ports[1]);
 		p->l4_ok = 1;
+		p->has_payload = skb->len > l4_off + 8;
 		break;
 	}
 	case PROTO_ICMP:
@@ -376,6 +416,71 @@ static __always_inline void send_policy_verdict(struct __sk_buff *skb,
 		    ((match << PV_MATCH_SHIFT) & PV_MATCH_MASK);
 	bpf_perf_event_output(skb, &cilium_events, (cap << 32) | BPF_F_CURRENT_CPU, &msg,
 			      sizeof(msg));
+}
+
+/*
+ * L7 visibility: a TCP/UDP packet with payload on a port an L7 rule of this endpoint names
+ * goes to user space whole (up to l7_capture_len) as an L7Notify on the hl_l7_events ring
+ * buffer, whatever the aggregation.
+ * A request travels to the rule's port (egress rule: the pod sends it; ingress rule: the pod
+ * receives it); a response comes from it.
+ */
+static __always_inline void send_l7(struct __sk_buff *skb, const struct datapath_config *cfg,
+				    const struct endpoint_info *ep, const struct conn *c,
+				    const struct pkt *p, const int from_endpoint)
+{
+	struct l7_scratch *s;
+	struct l7_key k = {};
+	struct l7_value *v;
+	__u32 zero = 0, stat;
+	__u64 *counter;
+	__u8 l7_flags;
+	__u32 cap;
+
+	if (!cfg || !cfg->l7_capture_len || !p->has_payload)
+		return;
+	if (p->proto != PROTO_TCP && p->proto != PROTO_UDP)
+		return;
+	k.ep_id = ep->ep_id;
+	k.proto = p->proto;
+	k.ingress = from_endpoint ? 0 : 1;
+	k.port = p->dport;
+	v = bpf_map_lookup_elem(&hl_l7, &k);
+	if (v) {
+		l7_flags = k.ingress ? L7_F_INGRESS : 0;
+	} else {
+		k.ingress = from_endpoint ? 1 : 0;
+		k.port = p->sport;
+		v = bpf_map_lookup_elem(&hl_l7, &k);
+		if (!v)
+			return;
+		l7_flags = L7_F_RESPONSE | (k.ingress ? L7_F_INGRESS : 0);
+	}
+	cap = cfg->l7_capture_len;
+	if (cap > skb->len)
+		cap = skb->len;
+	if (cap > L7_CAPTURE_MAX)
+		cap = L7_CAPTURE_MAX;
+	if (cap < 1)
+		return;
+	s = bpf_map_lookup_elem(&hl_l7_scratch, &zero);
+	if (!s)
+		return;
+	__builtin_memset(&s->msg, 0, sizeof(s->msg));
+	fill_hdr(&s->msg.hdr, skb, CILIUM_NOTIFY_L7_CAPTURE, v->kind, ep->ep_id, cap, 0);
+	s->msg.src_label = c->src_id;
+	s->msg.dst_label = c->dst_id;
+	s->msg.dst_id = c->dst_ep;
+	s->msg.flags = p->family == FAMILY_IPV6 ? CLS_FLAG_IPV6 : 0;
+	s->msg.l7_flags = l7_flags;
+	s->msg.ifindex = skb->ifindex;
+	s->msg.ktime_ns = bpf_ktime_get_ns();
+	if (bpf_skb_load_bytes(skb, 0, s->data, cap) < 0)
+		return;
+	stat = bpf_ringbuf_output(&hl_l7_events, s, sizeof(s->msg) + cap, 0) < 0 ? 1 : 0;
+	counter = bpf_map_lookup_elem(&hl_l7_stats, &stat);
+	if (counter)
+		*counter += 1;
 }
 
 /*
@@ -584,6 +689,7 @@ static __always_inline int handle(struct __sk_buff *skb, const int from_endpoint
 	}
 
 	count(skb, metric_dir, 0);
+	send_l7(skb, cfg, ep, &c, &p, from_endpoint);
 	if (from_endpoint)
 		obs = local_dst ? TRACE_FROM_LXC : TRACE_TO_STACK;
 	else

@@ -30,6 +30,10 @@ pub struct DatapathArgs {
     /// Packet bytes captured with each event.
     #[arg(long, default_value_t = 128, value_parser = clap::value_parser!(u32).range(0..=1500))]
     pub capture_len: u32,
+    /// Bytes of each DNS/HTTP packet handed to the L7 parsers (pods' `l7` rules and DNS on
+    /// port 53, see the lab spec); 0 turns L7 visibility off.
+    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u16).range(0..=4096))]
+    pub l7_capture_len: u16,
     /// Perf ring data pages per CPU (a power of two; 256 pages = 1 MiB rides out ~20 ms
     /// of reader delay at 400k events/s, where Cilium's 64 lost samples on this machine).
     #[arg(long, default_value_t = datapath::ReaderOptions::default().pages, hide = true)]
@@ -93,14 +97,17 @@ pub struct Counters {
     pub decode_errors: u64,
     pub non_ip: u64,
     pub lost: u64,
+    /// L7 flows among `flows`, and L7 captures that gave no flow (malformed DNS, …).
+    pub l7_flows: u64,
+    pub l7_errors: u64,
 }
 
 impl std::fmt::Display for Counters {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "flows={} decode_errors={} non_ip={} lost_samples={}",
-            self.flows, self.decode_errors, self.non_ip, self.lost
+            "flows={} decode_errors={} non_ip={} lost_samples={} l7_flows={} l7_errors={}",
+            self.flows, self.decode_errors, self.non_ip, self.lost, self.l7_flows, self.l7_errors
         )
     }
 }
@@ -110,8 +117,15 @@ impl std::fmt::Display for Counters {
 pub struct FlowPrinter<G> {
     pub enricher: Enricher<G>,
     pub counters: Counters,
+    /// DNS and HTTP parsing of the datapath's L7 captures.
+    pub l7: crate::l7::L7Engine,
     resp: GetFlowsResponse,
     buf: Vec<u8>,
+    l7_flows: Vec<hubble_api::flow::Flow>,
+    l7_resps: Vec<GetFlowsResponse>,
+    /// What the last record produced: 0 none, 1 `resp`, 2 the first `l7_count` of `l7_resps`.
+    last: u8,
+    l7_count: usize,
 }
 
 impl<G: crate::enrich::Getters> FlowPrinter<G> {
@@ -123,9 +137,67 @@ impl<G: crate::enrich::Getters> FlowPrinter<G> {
         Self {
             enricher,
             counters: Counters::default(),
+            l7: crate::l7::L7Engine::new(),
             resp,
             buf: Vec::with_capacity(4096),
+            l7_flows: Vec::new(),
+            l7_resps: Vec::new(),
+            last: 0,
+            l7_count: 0,
         }
+    }
+
+    /// The responses (flows or a lost event) the last record produced, in order: one for a
+    /// monitor event, any number for an L7 capture (pipelined HTTP), none when skipped.
+    pub fn responses(&self) -> &[GetFlowsResponse] {
+        match self.last {
+            1 => std::slice::from_ref(&self.resp),
+            2 => &self.l7_resps[..self.l7_count],
+            _ => &[],
+        }
+    }
+
+    fn handle_l7(
+        &mut self,
+        data: &[u8],
+        time: SystemTime,
+        mut out: Option<&mut dyn Write>,
+    ) -> io::Result<()> {
+        let n = match self
+            .l7
+            .handle(data, time, &mut self.enricher, &mut self.l7_flows)
+        {
+            Ok(n) => n,
+            Err(_) => {
+                self.counters.l7_errors += 1;
+                return Ok(());
+            }
+        };
+        while self.l7_resps.len() < n {
+            self.l7_resps.push(GetFlowsResponse {
+                node_name: self.enricher.node_name().to_string(),
+                ..GetFlowsResponse::default()
+            });
+        }
+        for (f, r) in self
+            .l7_flows
+            .iter_mut()
+            .zip(self.l7_resps.iter_mut())
+            .take(n)
+        {
+            r.time = f.time;
+            r.response_types = Some(ResponseTypes::Flow(std::mem::take(f)));
+            if let Some(out) = out.as_deref_mut() {
+                self.buf.clear();
+                hubble::printer::json::write_get_flows_response(&mut self.buf, r)?;
+                out.write_all(&self.buf)?;
+            }
+        }
+        self.counters.flows += n as u64;
+        self.counters.l7_flows += n as u64;
+        self.l7_count = n;
+        self.last = 2;
+        Ok(())
     }
 
     /// The response of the last record handled (stale when that record gave no flow).
@@ -135,7 +207,13 @@ impl<G: crate::enrich::Getters> FlowPrinter<G> {
 
     /// Handles one record; writes a JSON line when `out` is given.
     pub fn handle(&mut self, r: &RawRecord, out: Option<&mut dyn Write>) -> io::Result<()> {
+        self.last = 0;
         match r {
+            RawRecord::Sample { time, data, .. }
+                if data.first() == Some(&crate::l7::MSG_L7_CAPTURE) =>
+            {
+                return self.handle_l7(data, *time, out);
+            }
             RawRecord::Sample { time, data, .. } => {
                 let mut flow = match self.resp.response_types.take() {
                     Some(ResponseTypes::Flow(f)) => f,
@@ -169,6 +247,7 @@ impl<G: crate::enrich::Getters> FlowPrinter<G> {
                 }));
             }
         }
+        self.last = 1;
         if let Some(out) = out {
             // Go Hubble's exact `-o json` bytes (field order, `Z` timestamps, HTML escaping).
             self.buf.clear();
@@ -209,12 +288,10 @@ impl Attached {
         tx: mpsc::Sender<RawRecord>,
         lost: Arc<LostCounter>,
     ) -> Result<Vec<tokio::task::JoinHandle<()>>> {
-        Ok(datapath::start_readers(
-            &mut self.datapath,
-            self.reader,
-            tx,
-            lost,
-        )?)
+        let mut handles =
+            datapath::start_readers(&mut self.datapath, self.reader, tx.clone(), lost)?;
+        handles.push(datapath::spawn_l7_reader(&mut self.datapath, tx)?);
+        Ok(handles)
     }
 
     /// Prints the datapath counters and detaches everything.
@@ -265,10 +342,13 @@ pub fn attach_lab(args: &DatapathArgs) -> Result<Attached> {
     let opts = Options {
         aggregation: args.aggregation,
         capture_len: args.capture_len,
+        l7_capture_len: args.l7_capture_len,
         ..Options::default()
     };
     let mut dp = Datapath::load(&opts)?;
     dp.fill(&state, &compiled)?;
+    let l7_rules = crate::l7::datapath_rules(&spec, &state);
+    dp.fill_l7(&l7_rules)?;
     for ep in &state.endpoints {
         if let Err(e) = dp.attach(&ep.ifname) {
             dp.shutdown();
@@ -276,11 +356,13 @@ pub fn attach_lab(args: &DatapathArgs) -> Result<Attached> {
         }
     }
     let banner = format!(
-        "hubble-agent: datapath attached to {} endpoints of lab {} (aggregation {:?}, capture {} bytes)",
+        "hubble-agent: datapath attached to {} endpoints of lab {} (aggregation {:?}, capture {} bytes, {} L7 rules, L7 capture {} bytes)",
         state.endpoints.len(),
         spec.lab.name,
         args.aggregation,
-        args.capture_len
+        args.capture_len,
+        l7_rules.len(),
+        args.l7_capture_len
     );
     Ok(Attached {
         datapath: dp,
@@ -398,6 +480,9 @@ fn finish(att: Attached, counters: Counters) {
         }
         eprintln!("hubble-agent: datapath packets forwarded={fwd} dropped={drop}; {counters}");
     }
+    if let Ok((sent, lost)) = att.datapath.l7_stats() {
+        eprintln!("hubble-agent: L7 captures sent={sent} lost={lost}");
+    }
     for p in att.datapath.prog_stats() {
         eprintln!(
             "hubble-agent: bpf {} runs={} mean={:.0} ns/packet",
@@ -436,7 +521,6 @@ pub fn run(args: RunArgs) -> Result<()> {
     let mut out = BufWriter::new(stdout.lock());
     let print = args.print_flows;
     let res = pump(att, args.duration, |_, rec, more| {
-        let flows_before = printer.counters.flows;
         if print {
             printer.handle(rec, Some(&mut out))?;
             if !more {
@@ -445,14 +529,19 @@ pub fn run(args: RunArgs) -> Result<()> {
         } else {
             printer.handle(rec, None)?;
         }
-        let gave = printer.counters.flows > flows_before || matches!(rec, RawRecord::Lost { .. });
         if let Some(m) = &metrics {
-            m.record(gave.then(|| printer.response()), &printer.counters);
+            let resps = printer.responses();
+            if resps.is_empty() {
+                m.record(None, &printer.counters);
+            }
+            for r in resps {
+                m.record(Some(r), &printer.counters);
+            }
         }
-        if let Some(s) = &server
-            && gave
-        {
-            s.observer().push(printer.response().clone());
+        if let Some(s) = &server {
+            for r in printer.responses() {
+                s.observer().push(r.clone());
+            }
         }
         Ok(())
     });

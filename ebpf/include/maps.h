@@ -117,7 +117,27 @@ struct datapath_config {
 	__u32 capture_len;	  /* packet bytes appended to events */
 	__u64 report_interval_ns; /* ACTIVE_CT: report an active connection at most this often */
 	__u8 report_flags;	  /* ACTIVE_CT: TCP flags whose first sighting is reported */
-	__u8 pad[7];
+	__u8 pad;
+	__u16 l7_capture_len;	  /* bytes copied with an L7 capture; 0 = no L7 captures */
+	__u32 pad1;
+};
+
+/*
+ * l7: L7 visibility rules, (endpoint, port, protocol, direction) -> what to parse.
+ * ingress = 1: the endpoint serves the port (requests arrive on it); ingress = 0: the
+ * endpoint is the client (requests leave to the port). Port in host byte order.
+ */
+struct l7_key {
+	__u16 ep_id;
+	__u16 port;
+	__u8 proto;
+	__u8 ingress;
+	__u16 pad;
+};
+
+struct l7_value {
+	__u8 kind; /* L7_KIND_* */
+	__u8 pad[3];
 };
 
 _Static_assert(sizeof(struct ipcache_key) == 24, "ipcache_key size");
@@ -129,5 +149,7 @@ _Static_assert(sizeof(struct ct_key) == 40, "ct_key size");
 _Static_assert(sizeof(struct ct_entry) == 72, "ct_entry size");
 _Static_assert(sizeof(struct metrics_value) == 16, "metrics_value size");
 _Static_assert(sizeof(struct datapath_config) == 24, "datapath_config size");
+_Static_assert(sizeof(struct l7_key) == 8, "l7_key size");
+_Static_assert(sizeof(struct l7_value) == 4, "l7_value size");
 
 #endif /* HUBBLE_MAPS_H */

@@ -21,6 +21,31 @@ pub const MAP_POLICY: &str = "hl_policy";
 pub const MAP_CT: &str = "hl_ct";
 pub const MAP_METRICS: &str = "hl_metrics";
 pub const MAP_CONFIG: &str = "hl_config";
+pub const MAP_L7: &str = "hl_l7";
+pub const L7_RULES_MAX: u32 = 4096;
+pub const MAP_L7_EVENTS: &str = "hl_l7_events";
+pub const MAP_L7_STATS: &str = "hl_l7_stats";
+/// `L7_CAPTURE_MAX`: most packet bytes in one L7 capture.
+pub const L7_CAPTURE_MAX: u16 = 4096;
+
+/// `struct l7_key`: an endpoint's L7 visibility rule (ingress = the endpoint serves `port`).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct L7Key {
+    pub ep_id: u16,
+    pub port: u16,
+    pub proto: u8,
+    pub ingress: u8,
+    pub pad: u16,
+}
+
+/// `struct l7_value`: what to parse (`crate::l7::L7_KIND_*`).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct L7Value {
+    pub kind: u8,
+    pub pad: [u8; 3],
+}
 
 /// `struct ipcache_key` without the LPM prefixlen (aya's `lpm_trie::Key` adds it).
 #[repr(C)]
@@ -112,7 +137,10 @@ pub struct DatapathConfig {
     pub capture_len: u32,
     pub report_interval_ns: u64,
     pub report_flags: u8,
-    pub pad: [u8; 7],
+    pub pad: u8,
+    /// Payload bytes copied with an L7 capture; 0 = no L7 captures.
+    pub l7_capture_len: u16,
+    pub pad1: u32,
 }
 
 const _: () = {
@@ -133,6 +161,9 @@ const _: () = {
     assert!(size_of::<MetricsValue>() == 16);
     assert!(size_of::<DatapathConfig>() == 24);
     assert!(offset_of!(DatapathConfig, report_flags) == 16);
+    assert!(offset_of!(DatapathConfig, l7_capture_len) == 18);
+    assert!(size_of::<L7Key>() == 8);
+    assert!(size_of::<L7Value>() == 4);
 };
 
 // SAFETY: all of these are repr(C), Copy, contain only integers and explicit padding.
@@ -145,3 +176,5 @@ unsafe impl aya::Pod for CtKey {}
 unsafe impl aya::Pod for CtEntry {}
 unsafe impl aya::Pod for MetricsValue {}
 unsafe impl aya::Pod for DatapathConfig {}
+unsafe impl aya::Pod for L7Key {}
+unsafe impl aya::Pod for L7Value {}

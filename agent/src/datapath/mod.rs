@@ -72,6 +72,8 @@ pub struct Options {
     pub capture_len: u32,
     /// Perf ring size per CPU in pages (power of two).
     pub perf_pages: usize,
+    /// Bytes of a DNS/HTTP packet copied for the L7 parsers (0 = no L7 visibility).
+    pub l7_capture_len: u16,
 }
 
 impl Default for Options {
@@ -80,6 +82,7 @@ impl Default for Options {
             aggregation: Aggregation::Medium,
             capture_len: crate::monitor::abi::TRACE_PAYLOAD_LEN,
             perf_pages: 256,
+            l7_capture_len: 1024,
         }
     }
 }
@@ -175,7 +178,9 @@ impl Datapath {
                     capture_len: opts.capture_len,
                     report_interval_ns: 5_000_000_000,
                     report_flags: 0xff,
-                    pad: [0; 7],
+                    pad: 0,
+                    l7_capture_len: opts.l7_capture_len,
+                    pad1: 0,
                 },
                 0,
             )
@@ -292,6 +297,27 @@ impl Datapath {
         Ok(())
     }
 
+    /// Writes the L7 visibility rules (endpoint, port, protocol, direction) → what to parse.
+    pub fn fill_l7(&mut self, rules: &[(L7Key, u8)]) -> Result<(), DatapathError> {
+        let m = self
+            .bpf
+            .map_mut(MAP_L7)
+            .ok_or(DatapathError::MissingMap(MAP_L7))?;
+        let mut map: HashMap<_, L7Key, L7Value> = HashMap::try_from(m).map_err(map_err(MAP_L7))?;
+        for (k, kind) in rules.iter().take(L7_RULES_MAX as usize) {
+            map.insert(
+                k,
+                L7Value {
+                    kind: *kind,
+                    pad: [0; 3],
+                },
+                0,
+            )
+            .map_err(map_err(MAP_L7))?;
+        }
+        Ok(())
+    }
+
     /// Attaches both programs to `iface` (clsact ingress = from the pod, egress = to the pod).
     pub fn attach(&mut self, iface: &str) -> Result<(), DatapathError> {
         // An existing clsact qdisc (e.g. from a crashed run) is fine.
@@ -338,6 +364,19 @@ impl Datapath {
             )))),
             None => Err(DatapathError::MissingMap(MAP_EVENTS)),
         }
+    }
+
+    /// L7 captures the datapath sent and lost (ring buffer full), summed over CPUs.
+    pub fn l7_stats(&self) -> Result<(u64, u64), DatapathError> {
+        let m = self
+            .bpf
+            .map(MAP_L7_STATS)
+            .ok_or(DatapathError::MissingMap(MAP_L7_STATS))?;
+        let arr: PerCpuArray<_, u64> = PerCpuArray::try_from(m).map_err(map_err(MAP_L7_STATS))?;
+        let sum = |i: u32| -> Result<u64, DatapathError> {
+            Ok(arr.get(&i, 0).map_err(map_err(MAP_L7_STATS))?.iter().sum())
+        };
+        Ok((sum(0)?, sum(1)?))
     }
 
     /// Per-CPU counters summed: (direction, reason, packets, bytes), non-zero rows only.
@@ -553,6 +592,44 @@ pub fn spawn_readers(
     Ok(handles)
 }
 
+/// Spawns the task that drains the L7 capture ring buffer (`hl_l7_events`) into `tx`.
+/// One ring for all CPUs: captures arrive in the order the datapath sent them.
+pub fn spawn_l7_reader(
+    dp: &mut Datapath,
+    tx: mpsc::Sender<RawRecord>,
+) -> Result<tokio::task::JoinHandle<()>, DatapathError> {
+    let m = dp
+        .bpf
+        .take_map(MAP_L7_EVENTS)
+        .ok_or(DatapathError::MissingMap(MAP_L7_EVENTS))?;
+    let ring = aya::maps::RingBuf::try_from(m).map_err(map_err(MAP_L7_EVENTS))?;
+    // SAFETY: the fd belongs to `ring`, which the AsyncFd owns for its whole life.
+    let mut afd = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
+        .map_err(io::Error::from)?;
+    Ok(tokio::spawn(async move {
+        let mut batch: Vec<RawRecord> = Vec::with_capacity(64);
+        loop {
+            let Ok(mut g) = afd.readable_mut().await else {
+                return;
+            };
+            let now = SystemTime::now();
+            while let Some(item) = g.get_inner_mut().next() {
+                batch.push(RawRecord::Sample {
+                    cpu: 0,
+                    time: now,
+                    data: item.to_vec(),
+                });
+            }
+            g.clear_ready();
+            for r in batch.drain(..) {
+                if tx.send(r).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }))
+}
+
 /// How the perf rings are read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ReaderOptions {
@@ -696,6 +773,8 @@ mod tests {
             (MAP_CT, size_of::<CtKey>(), size_of::<CtEntry>()),
             (MAP_METRICS, 4, size_of::<MetricsValue>()),
             (MAP_CONFIG, 4, size_of::<DatapathConfig>()),
+            (MAP_L7, size_of::<L7Key>(), size_of::<L7Value>()),
+            (MAP_L7_STATS, 4, 8),
             (MAP_EVENTS, 4, 4),
         ];
         for (name, k, v) in sizes {

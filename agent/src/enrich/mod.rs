@@ -56,6 +56,12 @@ pub trait PolicyGetter {
     ) -> Vec<(&str, &str)>;
 }
 
+/// Names a local endpoint resolved for an address (Hubble's DNSGetter): written into `out`,
+/// names whose TTL ran out before `now` (Unix seconds) left out.
+pub trait DnsGetter {
+    fn names_into(&self, endpoint_id: u32, ip: IpAddr, now: i64, out: &mut Vec<String>);
+}
+
 /// Everything enrichment needs, in one bound.
 pub trait Getters:
     EndpointGetter + IdentityGetter + IpcacheGetter + ServiceGetter + PolicyGetter
@@ -84,6 +90,8 @@ pub struct Enricher<G> {
     strings: StringCache,
     /// The summary of every combination of the 9 TCP flags.
     tcp_summaries: Vec<String>,
+    /// Names learnt from observed DNS answers (filled by the L7 engine).
+    dns: crate::l7::fqdn::DnsCache,
 }
 
 /// A direct-mapped cache of formatted IP and MAC addresses.
@@ -159,7 +167,97 @@ impl<G: Getters> Enricher<G> {
                     s
                 })
                 .collect(),
+            dns: crate::l7::fqdn::DnsCache::new(),
         }
+    }
+
+    /// The DNS cache behind `source_names` / `destination_names`.
+    pub fn dns_cache_mut(&mut self) -> &mut crate::l7::fqdn::DnsCache {
+        &mut self.dns
+    }
+
+    /// FQDN enrichment, as Hubble does it: the names the source endpoint resolved for the
+    /// destination address, and the names the destination endpoint resolved for the source.
+    fn names_into(&self, f: &mut Flow, src_ip: IpAddr, dst_ip: IpAddr, now: i64) {
+        if self.dns.is_empty() {
+            return;
+        }
+        let src_ep = f.source.as_ref().map_or(0, |e| e.id);
+        let dst_ep = f.destination.as_ref().map_or(0, |e| e.id);
+        if src_ep != 0 {
+            self.dns
+                .names_into(src_ep, dst_ip, now, &mut f.destination_names);
+        }
+        if dst_ep != 0 {
+            self.dns
+                .names_into(dst_ep, src_ip, now, &mut f.source_names);
+        }
+    }
+
+    /// The L3/L4 part of an L7 flow, from the captured packet (Hubble's L7 parser fills no
+    /// Ethernet, interface, TCP flags or observation point): endpoints, identities,
+    /// services, names, verdict FORWARDED, type L7, event type 129 (access log).
+    #[allow(clippy::too_many_arguments)]
+    pub fn fill_l7_base(
+        &mut self,
+        pkt: &[u8],
+        l3_device: bool,
+        src_label: u32,
+        dst_label: u32,
+        time: SystemTime,
+        f: &mut Flow,
+    ) {
+        let p = packet::parse(pkt, l3_device);
+        reset_rare(f);
+        f.time = Some(timestamp(time));
+        self.uuid_into(&mut f.uuid);
+        f.r#type = flow::FlowType::L7 as i32;
+        set_str(&mut f.node_name, &self.node_name);
+        f.event_type = Some(CiliumEventType {
+            r#type: crate::l7::MSG_ACCESS_LOG,
+            sub_type: 0,
+        });
+        f.verdict = flow::Verdict::Forwarded as i32;
+        f.summary.clear();
+        f.ethernet = None;
+        f.interface = None;
+        f.l4 = crate::l7::l7_layer4(p.l4);
+        let Some(ip) = p.ip else {
+            f.ip = None;
+            f.source = None;
+            f.destination = None;
+            f.source_service = None;
+            f.destination_service = None;
+            return;
+        };
+        let ipf = f.ip.get_or_insert_with(Ip::default);
+        self.strings.ip(&mut ipf.source, ip.src);
+        self.strings.ip(&mut ipf.destination, ip.dst);
+        ipf.source_xlated.clear();
+        ipf.encrypted = false;
+        ipf.ip_version = if ip.src.is_ipv4() {
+            flow::IpVersion::IPv4 as i32
+        } else {
+            flow::IpVersion::IPv6 as i32
+        };
+        let src = f.source.get_or_insert_with(Endpoint::default);
+        self.endpoint_into(src, ip.src, src_label);
+        let dst = f.destination.get_or_insert_with(Endpoint::default);
+        self.endpoint_into(dst, ip.dst, dst_label);
+        let (sport, dport, proto) = match p.l4 {
+            Some(L4::Tcp { sport, dport, .. }) => (sport, dport, 6),
+            Some(L4::Udp { sport, dport }) => (sport, dport, 17),
+            _ => (0, 0, 0),
+        };
+        if proto != 0 {
+            self.service_into(&mut f.source_service, ip.src, sport, proto);
+            self.service_into(&mut f.destination_service, ip.dst, dport, proto);
+        } else {
+            f.source_service = None;
+            f.destination_service = None;
+        }
+        let now = f.time.map_or(0, |t| t.seconds);
+        self.names_into(f, ip.src, ip.dst, now);
     }
 
     pub fn getters(&self) -> &G {
@@ -406,6 +504,8 @@ impl<G: Getters> Enricher<G> {
             f.source_service = None;
             f.destination_service = None;
         }
+        let now = f.time.map_or(0, |t| t.seconds);
+        self.names_into(f, src_ip, ip.dst, now);
         Ok(())
     }
     /// Policy correlation: the policies whose entry decided a policy verdict.

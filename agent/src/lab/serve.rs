@@ -1,5 +1,6 @@
 //! Tiny servers inside the lab's namespaces: on every service port of every selected pod a
-//! TCP server (HTTP/1.1 when the client speaks HTTP, else echo; DNS over TCP on DNS ports)
+//! TCP server (HTTP/1.1 when the client speaks HTTP: 404 on /missing, any status on
+//! /status/<code>, else 200; echo otherwise; DNS over TCP on DNS ports)
 //! and a UDP server (DNS on DNS ports, else echo); plus HTTP on TCP 80 and echo on 443 in
 //! the world netns. All threads of one process; they stop on `ServerSet::stop` or a deadline.
 
@@ -293,7 +294,13 @@ fn handle_conn(spec: &LabSpec, t: &ServeTarget, mut s: TcpStream) -> io::Result<
         let mut parts = head.lines().next().unwrap_or("").split_whitespace();
         let method = parts.next().unwrap_or("GET");
         let path = parts.next().unwrap_or("/");
-        let (code, reason) = if path.starts_with("/missing") {
+        let status = path
+            .strip_prefix("/status/")
+            .and_then(|c| c.parse::<u16>().ok())
+            .filter(|c| (200..=599).contains(c));
+        let (code, reason) = if let Some(c) = status {
+            (c, reason_phrase(c))
+        } else if path.starts_with("/missing") {
             (404, "Not Found")
         } else if method == "DELETE" {
             (405, "Method Not Allowed")
@@ -325,6 +332,25 @@ fn handle_conn(spec: &LabSpec, t: &ServeTarget, mut s: TcpStream) -> io::Result<
         if n == 0 {
             return Ok(());
         }
+    }
+}
+
+/// The reason phrase of a status the servers answer with (`/status/<code>`).
+fn reason_phrase(code: u16) -> &'static str {
+    match code {
+        200 => "OK",
+        201 => "Created",
+        204 => "No Content",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "Not Found",
+        429 => "Too Many Requests",
+        500 => "Internal Server Error",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        504 => "Gateway Timeout",
+        _ => "Status",
     }
 }
 

@@ -106,6 +106,84 @@ pub struct LabMeta {
     pub world_ipv4: Ipv4Addr,
     /// Default 2001:db8::1 (documentation range).
     pub world_ipv6: Ipv6Addr,
+    /// DNS visibility on every pod's egress to port 53 (UDP and TCP), as Cilium's DNS proxy
+    /// gives with a DNS rule (default true).
+    pub dns_visibility: bool,
+}
+
+/// What an L7 visibility rule parses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum L7Protocol {
+    Http,
+    Dns,
+}
+
+/// One L7 visibility rule of a pod: its ingress (as server) or egress (as client) traffic on
+/// `port`/`protocol` is handed to the agent's L7 parsers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct L7Rule {
+    pub ingress: bool,
+    pub port: u16,
+    /// Tcp or Udp.
+    pub protocol: Protocol,
+    pub l7: L7Protocol,
+}
+
+impl L7Rule {
+    /// `http/8080`, `dns/53` (ingress, TCP for http, UDP for dns) or Cilium's visibility
+    /// annotation form `<Ingress/8080/TCP/HTTP>`, `<Egress/53/UDP/DNS>`.
+    pub fn parse(s: &str) -> Result<L7Rule, String> {
+        let t = s.trim();
+        let bad = || {
+            format!(
+                "{s:?} is not an L7 rule: use \"http/8080\", \"dns/53\" or \"<Ingress/8080/TCP/HTTP>\""
+            )
+        };
+        let l7_of = |p: &str| match p.to_ascii_lowercase().as_str() {
+            "http" => Some(L7Protocol::Http),
+            "dns" => Some(L7Protocol::Dns),
+            _ => None,
+        };
+        let port_of = |p: &str| p.parse::<u16>().ok().filter(|p| *p != 0);
+        if let Some(inner) = t.strip_prefix('<').and_then(|r| r.strip_suffix('>')) {
+            let parts: Vec<&str> = inner.split('/').collect();
+            let [dir, port, proto, l7] = parts[..] else {
+                return Err(bad());
+            };
+            let ingress = match dir.to_ascii_lowercase().as_str() {
+                "ingress" => true,
+                "egress" => false,
+                _ => return Err(bad()),
+            };
+            let protocol = match proto.to_ascii_uppercase().as_str() {
+                "TCP" => Protocol::Tcp,
+                "UDP" => Protocol::Udp,
+                _ => return Err(bad()),
+            };
+            let l7 = l7_of(l7).ok_or_else(bad)?;
+            if l7 == L7Protocol::Http && protocol != Protocol::Tcp {
+                return Err(format!("{s:?}: HTTP runs over TCP"));
+            }
+            return Ok(L7Rule {
+                ingress,
+                port: port_of(port).ok_or_else(bad)?,
+                protocol,
+                l7,
+            });
+        }
+        let (l7, port) = t.split_once('/').ok_or_else(bad)?;
+        let l7 = l7_of(l7).ok_or_else(bad)?;
+        Ok(L7Rule {
+            ingress: true,
+            port: port_of(port).ok_or_else(bad)?,
+            protocol: if l7 == L7Protocol::Http {
+                Protocol::Tcp
+            } else {
+                Protocol::Udp
+            },
+            l7,
+        })
+    }
 }
 
 /// The controller that owns a pod (`workload = { kind = "Deployment", name = "catalog" }`).
@@ -137,6 +215,8 @@ pub struct Pod {
     pub host_mac: [u8; 6],
     /// MAC of the pod's `eth0`.
     pub pod_mac: [u8; 6],
+    /// L7 visibility rules (`l7 = ["http/8080"]`).
+    pub l7: Vec<L7Rule>,
 }
 
 impl Pod {
@@ -316,6 +396,7 @@ struct RawLab {
     node_ipv6: Option<String>,
     world_ipv4: Option<String>,
     world_ipv6: Option<String>,
+    dns_visibility: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -328,6 +409,8 @@ struct RawPod {
     ipv4: String,
     ipv6: String,
     workload: Option<RawWorkload>,
+    #[serde(default)]
+    l7: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -699,6 +782,7 @@ impl LabSpec {
             node_ipv6,
             world_ipv4,
             world_ipv6,
+            dns_visibility: l.dns_visibility.unwrap_or(true),
         };
 
         if raw.pods.is_empty() {
@@ -801,6 +885,12 @@ impl LabSpec {
                 pod_ifname: POD_IFNAME,
                 host_mac: mac_from(fnv1a(format!("host:{key}").as_bytes())),
                 pod_mac: mac_from(fnv1a(format!("pod:{key}").as_bytes())),
+                l7: p
+                    .l7
+                    .iter()
+                    .enumerate()
+                    .map(|(j, r)| L7Rule::parse(r).map_err(|m| c.err(format!("{f}.l7[{j}]"), m)))
+                    .collect::<Result<Vec<_>, _>>()?,
             });
         }
         for reserved in ["node", "world"] {

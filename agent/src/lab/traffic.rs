@@ -489,12 +489,14 @@ pub fn run(spec: Arc<LabSpec>, opts: &TrafficOptions) -> Result<Report, LabError
     })
 }
 
-const HTTP_PATHS: [&str; 5] = [
+/// Paths the HTTP probes rotate over: 200s, a 404 and a 500 (see lab/serve.rs).
+const HTTP_PATHS: [&str; 6] = [
     "/",
     "/api/v1/items",
     "/api/v1/items/42",
     "/healthz",
     "/missing",
+    "/status/500",
 ];
 
 /// Runs one attempt of a probe (on a thread already inside the client's netns).

@@ -208,7 +208,6 @@ pub struct ServeReplayArgs {
 /// Replays a recording into the ring, then serves it until a signal or `--duration`.
 pub fn serve_replay(args: ServeReplayArgs) -> Result<()> {
     use crate::cmd::FlowPrinter;
-    use crate::datapath::RawRecord;
     use crate::datapath::record::Reader;
     use crate::enrich::Enricher;
 
@@ -222,10 +221,9 @@ pub fn serve_replay(args: ServeReplayArgs) -> Result<()> {
     let server = server.start(&node_name)?;
     let mut printer = FlowPrinter::new(Enricher::new(reader.state.clone(), node_name));
     while let Some(rec) = reader.next_record().unwrap_or(None) {
-        let before = printer.counters.flows;
         printer.handle(&rec, None)?;
-        if printer.counters.flows > before || matches!(rec, RawRecord::Lost { .. }) {
-            server.observer().push(printer.response().clone());
+        for r in printer.responses() {
+            server.observer().push(r.clone());
         }
     }
     eprintln!(

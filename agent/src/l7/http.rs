@@ -1,0 +1,552 @@
+//! HTTP/1.x from captured TCP segments: request and status lines and headers, bodies skipped
+//! by Content-Length, responses paired with their requests per connection (keep-alive and
+//! pipelining: a FIFO of pending requests). Every buffer and queue is bounded.
+
+use std::collections::VecDeque;
+
+/// Longest head (start line + headers) kept while waiting for its end.
+pub const MAX_HEAD: usize = 8 * 1024;
+/// Most headers kept per message.
+pub const MAX_HEADERS: usize = 64;
+/// Most requests waiting for their response on one connection.
+pub const MAX_PENDING: usize = 64;
+
+/// A parsed head.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Head {
+    pub request: bool,
+    pub method: String,
+    pub target: String,
+    /// `HTTP/1.1`
+    pub protocol: String,
+    pub code: u16,
+    pub headers: Vec<(String, String)>,
+    pub content_length: Option<u64>,
+    pub chunked: bool,
+    /// Bytes of the head, blank line included.
+    pub len: usize,
+}
+
+impl Head {
+    pub fn header(&self, key: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(key))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Parsed {
+    Complete(Head),
+    /// The head has not ended yet.
+    Partial,
+    Invalid(&'static str),
+}
+
+const METHODS: [&str; 9] = [
+    "GET", "POST", "PUT", "HEAD", "DELETE", "PATCH", "OPTIONS", "CONNECT", "TRACE",
+];
+
+/// True when `b` starts like an HTTP/1.x request or response (a place to resynchronize).
+pub fn looks_like_head(b: &[u8]) -> bool {
+    if b.starts_with(b"HTTP/1.") {
+        return true;
+    }
+    METHODS
+        .iter()
+        .any(|m| b.len() > m.len() && b.starts_with(m.as_bytes()) && b[m.len()] == b' ')
+}
+
+fn end_of_head(b: &[u8]) -> Option<usize> {
+    let mut i = 0;
+    while i + 1 < b.len() {
+        if b[i] == b'\n' {
+            if b[i + 1] == b'\n' {
+                return Some(i + 2);
+            }
+            if b[i + 1] == b'\r' && b.get(i + 2) == Some(&b'\n') {
+                return Some(i + 3);
+            }
+        }
+        i += 1;
+    }
+    None
+}
+
+fn token_ok(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|c| c.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&c))
+}
+
+/// Parses the head at the start of `b`.
+pub fn parse_head(b: &[u8]) -> Parsed {
+    let Some(len) = end_of_head(b) else {
+        return if b.len() > MAX_HEAD {
+            Parsed::Invalid("HTTP head longer than 8 KiB")
+        } else if b.is_empty() || looks_like_head(b) || b.len() < 8 {
+            Parsed::Partial
+        } else {
+            Parsed::Invalid("not an HTTP/1.x message")
+        };
+    };
+    let Ok(text) = std::str::from_utf8(&b[..len]) else {
+        return Parsed::Invalid("HTTP head is not UTF-8");
+    };
+    let mut lines = text.split('\n').map(|l| l.strip_suffix('\r').unwrap_or(l));
+    let start = lines.next().unwrap_or("");
+    let mut h = Head {
+        len,
+        ..Head::default()
+    };
+    let mut parts = start.splitn(3, ' ');
+    let (a, b2, c) = (
+        parts.next().unwrap_or(""),
+        parts.next().unwrap_or(""),
+        parts.next().unwrap_or(""),
+    );
+    if let Some(v) = a.strip_prefix("HTTP/") {
+        if !matches!(v, "1.0" | "1.1") {
+            return Parsed::Invalid("unsupported HTTP version");
+        }
+        let Ok(code) = b2.parse::<u16>() else {
+            return Parsed::Invalid("bad HTTP status code");
+        };
+        if !(100..=999).contains(&code) || b2.len() != 3 {
+            return Parsed::Invalid("bad HTTP status code");
+        }
+        h.protocol = a.to_string();
+        h.code = code;
+    } else {
+        if !token_ok(a) || b2.is_empty() || b2.contains(' ') {
+            return Parsed::Invalid("bad HTTP request line");
+        }
+        if !matches!(c, "HTTP/1.0" | "HTTP/1.1") {
+            return Parsed::Invalid("unsupported HTTP version");
+        }
+        h.request = true;
+        h.method = a.to_string();
+        h.target = b2.to_string();
+        h.protocol = c.to_string();
+    }
+    for line in lines {
+        if line.is_empty() {
+            break;
+        }
+        let Some((k, v)) = line.split_once(':') else {
+            return Parsed::Invalid("HTTP header line without ':'");
+        };
+        if !token_ok(k) {
+            return Parsed::Invalid("bad HTTP header name");
+        }
+        let v = v.trim_matches(|c| c == ' ' || c == '\t');
+        if k.eq_ignore_ascii_case("content-length") {
+            match v.parse::<u64>() {
+                Ok(n) => h.content_length = Some(n),
+                Err(_) => return Parsed::Invalid("bad Content-Length"),
+            }
+        } else if k.eq_ignore_ascii_case("transfer-encoding")
+            && v.to_ascii_lowercase().contains("chunked")
+        {
+            h.chunked = true;
+        }
+        if h.headers.len() < MAX_HEADERS {
+            h.headers.push((k.to_string(), v.to_string()));
+        }
+    }
+    Parsed::Complete(h)
+}
+
+/// What one message on a connection produced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Exchange {
+    pub request: bool,
+    pub method: String,
+    /// `http://host/path` as Hubble shows it.
+    pub url: String,
+    pub protocol: String,
+    pub code: u32,
+    /// This message's headers, sorted by key.
+    pub headers: Vec<(String, String)>,
+    /// Response: time since its request (0 when it has none).
+    pub latency_ns: u64,
+}
+
+#[derive(Debug)]
+struct Pending {
+    method: String,
+    url: String,
+    ktime_ns: u64,
+}
+
+/// One direction of a connection.
+#[derive(Debug, Default)]
+struct Side {
+    buf: Vec<u8>,
+    body_left: u64,
+    /// Skip segments until one starts with a head (after garbage, a gap, a chunked or
+    /// close-delimited body).
+    resync: bool,
+    next_seq: Option<u32>,
+}
+
+/// Counters of the tracker.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct HttpStats {
+    pub requests: u64,
+    pub responses: u64,
+    pub malformed: u64,
+    pub unpaired_responses: u64,
+    pub pending_dropped: u64,
+    pub gaps: u64,
+}
+
+/// One TCP connection's HTTP state (client → server is the request side).
+#[derive(Debug, Default)]
+pub struct Conn {
+    req: Side,
+    resp: Side,
+    pending: VecDeque<Pending>,
+    pub last_ns: u64,
+}
+
+impl Conn {
+    /// Feeds a segment's payload (`request` = sent by the client) with its TCP sequence
+    /// number; pushes the messages it completes into `out`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn feed(
+        &mut self,
+        request: bool,
+        seq: u32,
+        mut data: &[u8],
+        ktime_ns: u64,
+        authority: &str,
+        stats: &mut HttpStats,
+        out: &mut Vec<Exchange>,
+    ) {
+        self.last_ns = ktime_ns;
+        let side = if request {
+            &mut self.req
+        } else {
+            &mut self.resp
+        };
+        // Sequence tracking: retransmissions are skipped, a gap (lost event) resyncs.
+        let mut start = seq;
+        if let Some(next) = side.next_seq {
+            let ahead = seq.wrapping_sub(next) as i32;
+            if ahead < 0 {
+                let overlap = ahead.unsigned_abs() as usize;
+                if overlap >= data.len() {
+                    return;
+                }
+                data = &data[overlap..];
+                start = next;
+            } else if ahead > 0 {
+                stats.gaps += 1;
+                side.buf.clear();
+                side.body_left = 0;
+                side.resync = true;
+            }
+        }
+        side.next_seq = Some(start.wrapping_add(data.len() as u32));
+        if side.resync && side.body_left == 0 && side.buf.is_empty() {
+            if !looks_like_head(data) {
+                return;
+            }
+            side.resync = false;
+        }
+        let mut owned = std::mem::take(&mut side.buf);
+        let joined: &[u8] = if owned.is_empty() {
+            data
+        } else {
+            owned.extend_from_slice(data);
+            &owned
+        };
+        let mut rest = joined;
+        loop {
+            if side.body_left > 0 {
+                let n = side.body_left.min(rest.len() as u64) as usize;
+                side.body_left -= n as u64;
+                rest = &rest[n..];
+            }
+            if rest.is_empty() || side.resync {
+                rest = &[];
+                break;
+            }
+            match parse_head(rest) {
+                Parsed::Partial => break,
+                Parsed::Invalid(_) => {
+                    stats.malformed += 1;
+                    side.resync = true;
+                    rest = &[];
+                    break;
+                }
+                Parsed::Complete(h) => {
+                    rest = &rest[h.len..];
+                    if h.request {
+                        side.body_left = h.content_length.unwrap_or(0);
+                        if h.chunked {
+                            side.resync = true;
+                        }
+                        stats.requests += 1;
+                        let url = url_of(&h, authority);
+                        if self.pending.len() >= MAX_PENDING {
+                            self.pending.pop_front();
+                            stats.pending_dropped += 1;
+                        }
+                        self.pending.push_back(Pending {
+                            method: h.method.clone(),
+                            url: url.clone(),
+                            ktime_ns,
+                        });
+                        out.push(Exchange {
+                            request: true,
+                            method: h.method,
+                            url,
+                            protocol: h.protocol,
+                            code: 0,
+                            headers: sorted(h.headers),
+                            latency_ns: 0,
+                        });
+                    } else {
+                        if h.code < 200 {
+                            continue; // 1xx: the real response follows
+                        }
+                        let head_req = self.pending.front().is_some_and(|p| p.method == "HEAD");
+                        let no_body = head_req || h.code == 204 || h.code == 304;
+                        if no_body {
+                            side.body_left = 0;
+                        } else if h.chunked || h.content_length.is_none() {
+                            side.resync = true; // chunked or delimited by close
+                        } else {
+                            side.body_left = h.content_length.unwrap_or(0);
+                        }
+                        stats.responses += 1;
+                        let (method, url, latency_ns) = match self.pending.pop_front() {
+                            Some(p) => (p.method, p.url, ktime_ns.saturating_sub(p.ktime_ns)),
+                            None => {
+                                stats.unpaired_responses += 1;
+                                (String::new(), String::new(), 0)
+                            }
+                        };
+                        out.push(Exchange {
+                            request: false,
+                            method,
+                            url,
+                            protocol: h.protocol,
+                            code: h.code as u32,
+                            headers: sorted(h.headers),
+                            latency_ns,
+                        });
+                    }
+                }
+            }
+        }
+        let keep = rest.len();
+        if keep > 0 {
+            let tail = rest.to_vec();
+            owned.clear();
+            owned.extend_from_slice(&tail);
+        } else {
+            owned.clear();
+        }
+        let side = if request {
+            &mut self.req
+        } else {
+            &mut self.resp
+        };
+        side.buf = owned;
+    }
+}
+
+fn sorted(mut h: Vec<(String, String)>) -> Vec<(String, String)> {
+    h.sort_by(|a, b| a.0.cmp(&b.0));
+    h
+}
+
+/// `http://<Host or the server address><target>`, or the target when it is absolute.
+fn url_of(h: &Head, authority: &str) -> String {
+    if h.target.starts_with("http://") || h.target.starts_with("https://") {
+        return h.target.clone();
+    }
+    let host = h.header("host").unwrap_or(authority);
+    let mut u = String::with_capacity(7 + host.len() + h.target.len());
+    u.push_str("http://");
+    u.push_str(host);
+    if !h.target.starts_with('/') && h.target != "*" {
+        u.push('/');
+    }
+    u.push_str(&h.target);
+    u
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const REQ: &[u8] = b"GET /api/v1/items HTTP/1.1\r\nHost: catalog.shop.svc.cluster.local\r\nUser-Agent: hubble-lab/0.1.0\r\nAccept: */*\r\n\r\n";
+    const RESP: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 5\r\nServer: hubble-lab\r\n\r\n{}\n\r\n";
+
+    #[test]
+    fn parses_request_and_response_heads() {
+        let Parsed::Complete(h) = parse_head(REQ) else {
+            panic!()
+        };
+        assert!(h.request);
+        assert_eq!(
+            (h.method.as_str(), h.target.as_str()),
+            ("GET", "/api/v1/items")
+        );
+        assert_eq!(h.protocol, "HTTP/1.1");
+        assert_eq!(h.header("HOST"), Some("catalog.shop.svc.cluster.local"));
+        assert_eq!(h.len, REQ.len());
+        let Parsed::Complete(r) = parse_head(RESP) else {
+            panic!()
+        };
+        assert_eq!(r.code, 200);
+        assert_eq!(r.content_length, Some(5));
+        assert_eq!(parse_head(&REQ[..20]), Parsed::Partial);
+        assert!(matches!(
+            parse_head(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\n\n"),
+            Parsed::Invalid(_)
+        ));
+        assert!(matches!(
+            parse_head(b"GET / HTTP/2.0\r\n\r\n"),
+            Parsed::Invalid(_)
+        ));
+        assert!(matches!(
+            parse_head(b"HTTP/1.1 2000 OK\r\n\r\n"),
+            Parsed::Invalid(_)
+        ));
+        assert!(matches!(
+            parse_head(b"HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n"),
+            Parsed::Invalid(_)
+        ));
+    }
+
+    #[test]
+    fn pairs_keep_alive_and_pipelined_messages() {
+        let mut c = Conn::default();
+        let mut st = HttpStats::default();
+        let mut out = Vec::new();
+        // Two pipelined requests in one segment, then both responses in one segment.
+        let mut reqs = REQ.to_vec();
+        reqs.extend_from_slice(
+            b"POST /status/500 HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\n\r\nabc",
+        );
+        c.feed(true, 1000, &reqs, 10, "10.0.0.1:80", &mut st, &mut out);
+        assert_eq!(out.len(), 2);
+        assert_eq!(
+            out[0].url,
+            "http://catalog.shop.svc.cluster.local/api/v1/items"
+        );
+        assert_eq!(out[1].method, "POST");
+        let mut resps = RESP.to_vec();
+        resps.extend_from_slice(b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\n\r\n");
+        c.feed(
+            false,
+            5000,
+            &resps,
+            1_000_010,
+            "10.0.0.1:80",
+            &mut st,
+            &mut out,
+        );
+        assert_eq!(out.len(), 4);
+        assert_eq!((out[2].code, out[2].latency_ns), (200, 1_000_000));
+        assert_eq!(out[2].method, "GET");
+        assert_eq!((out[3].code, out[3].method.as_str()), (500, "POST"));
+        assert_eq!(out[3].url, "http://h/status/500");
+        // Headers sorted by key.
+        let keys: Vec<_> = out[2].headers.iter().map(|h| h.0.as_str()).collect();
+        assert_eq!(keys, ["Content-Length", "Content-Type", "Server"]);
+        assert_eq!(st.requests, 2);
+        assert_eq!(st.responses, 2);
+    }
+
+    #[test]
+    fn heads_split_over_segments_and_retransmissions() {
+        let mut c = Conn::default();
+        let mut st = HttpStats::default();
+        let mut out = Vec::new();
+        c.feed(true, 1, &REQ[..30], 1, "a", &mut st, &mut out);
+        assert!(out.is_empty());
+        // The same bytes again (a retransmission) change nothing.
+        c.feed(true, 1, &REQ[..30], 2, "a", &mut st, &mut out);
+        c.feed(true, 31, &REQ[30..], 3, "a", &mut st, &mut out);
+        assert_eq!(out.len(), 1);
+        // Response body split: the next response after it is still found.
+        c.feed(
+            false,
+            100,
+            &RESP[..RESP.len() - 3],
+            4,
+            "a",
+            &mut st,
+            &mut out,
+        );
+        c.feed(true, 1 + REQ.len() as u32, REQ, 5, "a", &mut st, &mut out);
+        let rest = &RESP[RESP.len() - 3..];
+        let mut seg = rest.to_vec();
+        seg.extend_from_slice(RESP);
+        c.feed(
+            false,
+            100 + (RESP.len() - 3) as u32,
+            &seg,
+            6,
+            "a",
+            &mut st,
+            &mut out,
+        );
+        assert_eq!(out.iter().filter(|e| !e.request).count(), 2);
+        assert_eq!(st.unpaired_responses, 0);
+    }
+
+    #[test]
+    fn garbage_resyncs_and_is_counted() {
+        let mut c = Conn::default();
+        let mut st = HttpStats::default();
+        let mut out = Vec::new();
+        c.feed(
+            true,
+            1,
+            b"\x00\x01garbage that is not http at all\r\n\r\n",
+            1,
+            "a",
+            &mut st,
+            &mut out,
+        );
+        assert_eq!(st.malformed, 1);
+        c.feed(true, 100, b"more garbage", 2, "a", &mut st, &mut out);
+        assert!(out.is_empty());
+        c.feed(true, 112, REQ, 3, "a", &mut st, &mut out);
+        assert_eq!(out.len(), 1);
+        // A response without a request.
+        c.feed(
+            false,
+            1,
+            b"HTTP/1.1 204 No Content\r\n\r\n",
+            4,
+            "a",
+            &mut st,
+            &mut out,
+        );
+        c.feed(
+            false,
+            28,
+            b"HTTP/1.1 204 No Content\r\n\r\n",
+            5,
+            "a",
+            &mut st,
+            &mut out,
+        );
+        assert_eq!(st.unpaired_responses, 1);
+        // A head that never ends is dropped at 8 KiB.
+        let mut c = Conn::default();
+        let mut big = b"GET / HTTP/1.1\r\nX: ".to_vec();
+        big.extend(std::iter::repeat_n(b'a', MAX_HEAD + 10));
+        c.feed(true, 1, &big, 1, "a", &mut st, &mut out);
+        assert!(c.req.buf.is_empty());
+    }
+}

@@ -1,0 +1,625 @@
+//! L7 visibility without a proxy: the datapath copies DNS and HTTP/1.x packets (L7Notify
+//! events, `ebpf/include/l7_notify.h`); this module parses them into Hubble L7 flows.
+//!
+//! `L7Engine::handle` takes one L7Notify sample and produces zero or more flows (a segment
+//! may carry several pipelined HTTP messages). It keeps bounded per-connection state (DNS
+//! queries waiting for answers, HTTP connections) that expires when idle, and feeds the
+//! enricher's DNS cache from answers (FQDN enrichment of every later flow).
+
+#![allow(deprecated)] // Hubble still fills the deprecated `summary` and `reply`.
+
+pub mod dns;
+pub mod fqdn;
+pub mod http;
+
+use std::collections::HashMap;
+use std::mem::{offset_of, size_of};
+use std::net::IpAddr;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use hubble_api::flow::{self, Flow, HttpHeader, Layer7, layer7};
+
+use crate::enrich::{Enricher, Getters};
+use crate::monitor::abi::NotifyCaptureHdr;
+use crate::monitor::packet::{self, L4};
+
+/// Message type of an L7 capture (ours: Cilium has no datapath L7 event; 64 sits in the
+/// datapath range 0–128, unused by Cilium).
+pub const MSG_L7_CAPTURE: u8 = 64;
+/// Hubble's access-log message type, the `event_type.type` of L7 flows.
+pub const MSG_ACCESS_LOG: i32 = 129;
+/// Subtypes (what the packet was captured as).
+pub const L7_KIND_DNS: u8 = 1;
+pub const L7_KIND_HTTP: u8 = 2;
+/// `l7_flags`: the packet is the server's answer; the rule is the endpoint's ingress.
+pub const L7_F_RESPONSE: u8 = 1;
+pub const L7_F_INGRESS: u8 = 2;
+/// DNS `observation_source` of our flows: seen in the datapath (Cilium's proxy says "proxy").
+pub const DNS_OBSERVATION_SOURCE: &str = "datapath";
+
+/// Most DNS queries waiting for an answer, and most tracked HTTP connections.
+pub const MAX_DNS_PENDING: usize = 16_384;
+pub const MAX_CONNS: usize = 16_384;
+/// Idle state older than this is dropped (sweeps run at most once per second).
+pub const IDLE_NS: u64 = 30_000_000_000;
+const DNS_TIMEOUT_NS: u64 = 10_000_000_000;
+
+/// Mirror of `struct l7_notify` (40 bytes; packet bytes follow).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct L7Notify {
+    pub hdr: NotifyCaptureHdr,
+    pub src_label: u32,
+    pub dst_label: u32,
+    pub dst_id: u16,
+    pub flags: u8,
+    pub l7_flags: u8,
+    pub ifindex: u32,
+    pub ktime_ns: u64,
+}
+pub const L7_NOTIFY_LEN: usize = 40;
+const _: () = assert!(size_of::<L7Notify>() == L7_NOTIFY_LEN);
+const _: () = assert!(offset_of!(L7Notify, src_label) == 16);
+const _: () = assert!(offset_of!(L7Notify, dst_id) == 24);
+const _: () = assert!(offset_of!(L7Notify, l7_flags) == 27);
+const _: () = assert!(offset_of!(L7Notify, ifindex) == 28);
+const _: () = assert!(offset_of!(L7Notify, ktime_ns) == 32);
+
+fn u32_at(b: &[u8], o: usize) -> u32 {
+    u32::from_ne_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]])
+}
+
+impl L7Notify {
+    /// Decodes the header of a sample and returns it with the captured packet.
+    pub fn decode(b: &[u8]) -> Result<(L7Notify, &[u8]), L7Error> {
+        if b.len() < L7_NOTIFY_LEN {
+            return Err(L7Error::Truncated);
+        }
+        if b[0] != MSG_L7_CAPTURE {
+            return Err(L7Error::NotL7);
+        }
+        let hdr = NotifyCaptureHdr::read(b);
+        let n = L7Notify {
+            hdr,
+            src_label: u32_at(b, 16),
+            dst_label: u32_at(b, 20),
+            dst_id: u16::from_ne_bytes([b[24], b[25]]),
+            flags: b[26],
+            l7_flags: b[27],
+            ifindex: u32_at(b, 28),
+            ktime_ns: u64::from_ne_bytes(b[32..40].try_into().unwrap_or([0; 8])),
+        };
+        let rest = &b[L7_NOTIFY_LEN..];
+        Ok((n, &rest[..rest.len().min(hdr.len_cap as usize)]))
+    }
+
+    /// A sample: this header followed by `pkt` (for tests, fixtures and benches).
+    pub fn encode(&self, pkt: &[u8]) -> Vec<u8> {
+        let mut o = Vec::with_capacity(L7_NOTIFY_LEN + pkt.len());
+        let h = &self.hdr;
+        o.push(MSG_L7_CAPTURE);
+        o.push(h.subtype);
+        o.extend_from_slice(&h.source.to_ne_bytes());
+        o.extend_from_slice(&h.hash.to_ne_bytes());
+        o.extend_from_slice(&h.len_orig.to_ne_bytes());
+        o.extend_from_slice(&(pkt.len() as u16).to_ne_bytes());
+        o.push(h.version);
+        o.push(h.ext_version);
+        o.extend_from_slice(&self.src_label.to_ne_bytes());
+        o.extend_from_slice(&self.dst_label.to_ne_bytes());
+        o.extend_from_slice(&self.dst_id.to_ne_bytes());
+        o.push(self.flags);
+        o.push(self.l7_flags);
+        o.extend_from_slice(&self.ifindex.to_ne_bytes());
+        o.extend_from_slice(&self.ktime_ns.to_ne_bytes());
+        o.extend_from_slice(pkt);
+        o
+    }
+}
+
+/// Why a capture gave no flow (counted by the caller).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum L7Error {
+    #[error("L7 capture shorter than its header")]
+    Truncated,
+    #[error("not an L7 capture")]
+    NotL7,
+    #[error("L7 capture without IP/TCP/UDP headers")]
+    NoTransport,
+    #[error("malformed DNS message: {0}")]
+    Dns(#[from] dns::DnsError),
+    #[error("unknown L7 capture kind {0}")]
+    Kind(u8),
+}
+
+/// Counters of the L7 engine.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct L7Stats {
+    pub dns_requests: u64,
+    pub dns_responses: u64,
+    pub dns_malformed: u64,
+    pub dns_unpaired: u64,
+    pub http: http::HttpStats,
+    pub state_evicted: u64,
+}
+
+/// Transport view of a captured packet.
+struct Segment<'a> {
+    src: IpAddr,
+    dst: IpAddr,
+    sport: u16,
+    dport: u16,
+    tcp: bool,
+    seq: u32,
+    payload: &'a [u8],
+}
+
+/// Finds the L4 payload of a captured frame (`l3` = no Ethernet header).
+fn segment(data: &[u8], l3: bool) -> Option<Segment<'_>> {
+    let ip = if l3 { data } else { data.get(14..)? };
+    let (src, dst, proto, l4) = match ip.first()? >> 4 {
+        4 => {
+            let ihl = (ip[0] & 0x0f) as usize * 4;
+            if ip.len() < 20 || ihl < 20 || ip.len() < ihl {
+                return None;
+            }
+            if u16::from_be_bytes([ip[6], ip[7]]) & 0x1fff != 0 {
+                return None;
+            }
+            let total = u16::from_be_bytes([ip[2], ip[3]]) as usize;
+            let end = total.clamp(ihl, ip.len());
+            let s = IpAddr::from([ip[12], ip[13], ip[14], ip[15]]);
+            let d = IpAddr::from([ip[16], ip[17], ip[18], ip[19]]);
+            (s, d, ip[9], &ip[ihl..end])
+        }
+        6 => {
+            if ip.len() < 40 {
+                return None;
+            }
+            let mut s = [0u8; 16];
+            let mut d = [0u8; 16];
+            s.copy_from_slice(&ip[8..24]);
+            d.copy_from_slice(&ip[24..40]);
+            let plen = u16::from_be_bytes([ip[4], ip[5]]) as usize;
+            let end = (40 + plen).min(ip.len());
+            (IpAddr::from(s), IpAddr::from(d), ip[6], &ip[40..end])
+        }
+        _ => return None,
+    };
+    match proto {
+        6 => {
+            if l4.len() < 20 {
+                return None;
+            }
+            let off = (l4[12] >> 4) as usize * 4;
+            if off < 20 || off > l4.len() {
+                return None;
+            }
+            Some(Segment {
+                src,
+                dst,
+                sport: u16::from_be_bytes([l4[0], l4[1]]),
+                dport: u16::from_be_bytes([l4[2], l4[3]]),
+                tcp: true,
+                seq: u32::from_be_bytes([l4[4], l4[5], l4[6], l4[7]]),
+                payload: &l4[off..],
+            })
+        }
+        17 => {
+            if l4.len() < 8 {
+                return None;
+            }
+            Some(Segment {
+                src,
+                dst,
+                sport: u16::from_be_bytes([l4[0], l4[1]]),
+                dport: u16::from_be_bytes([l4[2], l4[3]]),
+                tcp: false,
+                seq: 0,
+                payload: &l4[8..],
+            })
+        }
+        _ => None,
+    }
+}
+
+/// (client address, client port, server address, server port)
+type ConnKey = (IpAddr, u16, IpAddr, u16);
+
+/// DNS and HTTP state plus counters; one per agent pipeline.
+#[derive(Default)]
+pub struct L7Engine {
+    dns_pending: HashMap<(ConnKey, u16), u64>,
+    conns: HashMap<ConnKey, http::Conn>,
+    msg: dns::Message,
+    exchanges: Vec<http::Exchange>,
+    last_sweep_ns: u64,
+    pub stats: L7Stats,
+}
+
+impl L7Engine {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Tracked HTTP connections and DNS queries waiting for answers.
+    pub fn state_len(&self) -> (usize, usize) {
+        (self.conns.len(), self.dns_pending.len())
+    }
+
+    /// Turns one L7 capture into flows appended to `out` (reusing its flows past `*n`);
+    /// returns how many were written.
+    pub fn handle<G: Getters>(
+        &mut self,
+        sample: &[u8],
+        time: SystemTime,
+        enricher: &mut Enricher<G>,
+        out: &mut Vec<Flow>,
+    ) -> Result<usize, L7Error> {
+        let (ev, pkt) = L7Notify::decode(sample)?;
+        let l3 = ev.flags & crate::monitor::abi::CLS_FLAG_L3_DEV != 0;
+        let seg = segment(pkt, l3).ok_or(L7Error::NoTransport)?;
+        let response = ev.l7_flags & L7_F_RESPONSE != 0;
+        let key: ConnKey = if response {
+            (seg.dst, seg.dport, seg.src, seg.sport)
+        } else {
+            (seg.src, seg.sport, seg.dst, seg.dport)
+        };
+        self.sweep(ev.ktime_ns);
+        let now_s = time
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0);
+        match ev.hdr.subtype {
+            L7_KIND_DNS => {
+                let mut body = seg.payload;
+                if seg.tcp {
+                    // DNS over TCP: a 2-byte length, then the message (one per segment here).
+                    if body.len() < 2 {
+                        return Ok(0);
+                    }
+                    let n = u16::from_be_bytes([body[0], body[1]]) as usize;
+                    body = &body[2..];
+                    body = &body[..n.min(body.len())];
+                }
+                if let Err(e) = self.msg.parse_into(body) {
+                    self.stats.dns_malformed += 1;
+                    return Err(e.into());
+                }
+                let is_resp = self.msg.response;
+                let latency = if is_resp {
+                    self.stats.dns_responses += 1;
+                    match self.dns_pending.remove(&(key, self.msg.id)) {
+                        Some(t) => ev.ktime_ns.saturating_sub(t),
+                        None => {
+                            self.stats.dns_unpaired += 1;
+                            0
+                        }
+                    }
+                } else {
+                    self.stats.dns_requests += 1;
+                    if self.dns_pending.len() < MAX_DNS_PENDING {
+                        self.dns_pending.insert((key, self.msg.id), ev.ktime_ns);
+                    } else {
+                        self.stats.state_evicted += 1;
+                    }
+                    0
+                };
+                // The answer teaches the querying endpoint's names (before the flow is built,
+                // so the response itself carries them, as in Hubble).
+                if is_resp && self.msg.rcode == 0 {
+                    let ep = ev.hdr.source as u32;
+                    let ttl = self.msg.min_ip_ttl();
+                    let cache = enricher.dns_cache_mut();
+                    for a in &self.msg.answers {
+                        if let dns::Rdata::Ip(ip) = a.data {
+                            cache.insert(ep, ip, &self.msg.query, ttl, now_s);
+                        }
+                    }
+                }
+                let f = next_flow(out, 0);
+                enricher.fill_l7_base(pkt, l3, ev.src_label, ev.dst_label, time, f);
+                fill_dns(f, &self.msg, latency);
+                finish(f, &ev);
+                Ok(1)
+            }
+            L7_KIND_HTTP => {
+                if !seg.tcp || seg.payload.is_empty() {
+                    return Ok(0);
+                }
+                let authority = match key.2 {
+                    IpAddr::V4(a) => format!("{a}:{}", key.3),
+                    IpAddr::V6(a) => format!("[{a}]:{}", key.3),
+                };
+                if !self.conns.contains_key(&key) && self.conns.len() >= MAX_CONNS {
+                    self.stats.state_evicted += 1;
+                    return Ok(0);
+                }
+                let conn = self.conns.entry(key).or_default();
+                self.exchanges.clear();
+                conn.feed(
+                    !response,
+                    seg.seq,
+                    seg.payload,
+                    ev.ktime_ns,
+                    &authority,
+                    &mut self.stats.http,
+                    &mut self.exchanges,
+                );
+                let n = self.exchanges.len();
+                for (i, x) in self.exchanges.drain(..).enumerate() {
+                    let f = next_flow(out, i);
+                    enricher.fill_l7_base(pkt, l3, ev.src_label, ev.dst_label, time, f);
+                    fill_http(f, x);
+                    finish(f, &ev);
+                }
+                Ok(n)
+            }
+            k => Err(L7Error::Kind(k)),
+        }
+    }
+
+    /// Drops idle connections and unanswered queries (at most once per second of `now`).
+    fn sweep(&mut self, now: u64) {
+        if now < self.last_sweep_ns + 1_000_000_000 {
+            return;
+        }
+        self.last_sweep_ns = now;
+        let before = self.conns.len() + self.dns_pending.len();
+        self.conns
+            .retain(|_, c| now.saturating_sub(c.last_ns) < IDLE_NS);
+        self.dns_pending
+            .retain(|_, t| now.saturating_sub(*t) < DNS_TIMEOUT_NS);
+        let after = self.conns.len() + self.dns_pending.len();
+        self.stats.state_evicted += (before - after) as u64;
+    }
+}
+
+fn next_flow(out: &mut Vec<Flow>, i: usize) -> &mut Flow {
+    if out.len() <= i {
+        out.resize_with(i + 1, Flow::default);
+    }
+    &mut out[i]
+}
+
+#[allow(deprecated)]
+fn finish(f: &mut Flow, ev: &L7Notify) {
+    let response =
+        f.l7.as_ref()
+            .is_some_and(|l| l.r#type == flow::L7FlowType::Response as i32);
+    f.is_reply = Some(pbjson_types::BoolValue { value: response });
+    f.reply = response;
+    f.traffic_direction = if ev.l7_flags & L7_F_INGRESS != 0 {
+        flow::TrafficDirection::Ingress as i32
+    } else {
+        flow::TrafficDirection::Egress as i32
+    };
+}
+
+fn fill_dns(f: &mut Flow, m: &dns::Message, latency_ns: u64) {
+    use std::fmt::Write as _;
+    let qtypes: Vec<String> = m.qtypes.iter().map(|t| dns::type_name(*t).into()).collect();
+    let qstr = qtypes.join(",");
+    let mut rec = flow::Dns {
+        query: m.query.clone(),
+        observation_source: DNS_OBSERVATION_SOURCE.to_string(),
+        qtypes,
+        ..Default::default()
+    };
+    f.summary.clear();
+    if m.response {
+        rec.ips = m.ips().map(|i| i.to_string()).collect();
+        rec.ttl = m.min_ip_ttl();
+        rec.cnames = m.cnames().map(str::to_string).collect();
+        rec.rcode = m.rcode as u32;
+        rec.rrtypes = m
+            .answers
+            .iter()
+            .map(|a| dns::type_name(a.rtype).to_string())
+            .collect();
+        let answer = if m.rcode != 0 {
+            format!("RCode: {}", dns::rcode_name(m.rcode))
+        } else {
+            let mut parts = Vec::new();
+            if !rec.ips.is_empty() {
+                parts.push(format!("{:?}", rec.ips.join(",")));
+            }
+            if !rec.cnames.is_empty() {
+                parts.push(format!("CNAMEs: {:?}", rec.cnames.join(",")));
+            }
+            parts.join(" ")
+        };
+        let _ = write!(
+            f.summary,
+            "DNS Answer {answer} TTL: {} (Query {} {qstr})",
+            rec.ttl, m.query
+        );
+    } else {
+        let _ = write!(f.summary, "DNS Query {} {qstr}", m.query);
+    }
+    f.l7 = Some(Layer7 {
+        r#type: if m.response {
+            flow::L7FlowType::Response as i32
+        } else {
+            flow::L7FlowType::Request as i32
+        },
+        latency_ns,
+        record: Some(layer7::Record::Dns(rec)),
+    });
+}
+
+fn fill_http(f: &mut Flow, x: http::Exchange) {
+    use std::fmt::Write as _;
+    f.summary.clear();
+    if x.request {
+        let _ = write!(f.summary, "{} {} {}", x.protocol, x.method, x.url);
+    } else {
+        let _ = write!(
+            f.summary,
+            "{} {} {}ms ({} {})",
+            x.protocol,
+            x.code,
+            x.latency_ns / 1_000_000,
+            x.method,
+            x.url
+        );
+    }
+    f.l7 = Some(Layer7 {
+        r#type: if x.request {
+            flow::L7FlowType::Request as i32
+        } else {
+            flow::L7FlowType::Response as i32
+        },
+        latency_ns: x.latency_ns,
+        record: Some(layer7::Record::Http(flow::Http {
+            code: x.code,
+            method: x.method,
+            url: x.url,
+            protocol: x.protocol,
+            headers: x
+                .headers
+                .into_iter()
+                .map(|(key, value)| HttpHeader { key, value })
+                .collect(),
+        })),
+    });
+}
+
+/// The L4 of an L7 flow: ports only, as Hubble's L7 parser fills it.
+pub fn l7_layer4(l4: Option<L4>) -> Option<flow::Layer4> {
+    let p = match l4? {
+        L4::Tcp { sport, dport, .. } => flow::layer4::Protocol::Tcp(flow::Tcp {
+            source_port: sport as u32,
+            destination_port: dport as u32,
+            flags: None,
+        }),
+        L4::Udp { sport, dport } => flow::layer4::Protocol::Udp(flow::Udp {
+            source_port: sport as u32,
+            destination_port: dport as u32,
+        }),
+        _ => return None,
+    };
+    Some(flow::Layer4 { protocol: Some(p) })
+}
+
+/// Decodes the packet of an L7 capture (Ethernet unless `l3`).
+pub fn parse_packet(pkt: &[u8], l3: bool) -> packet::Packet {
+    packet::parse(pkt, l3)
+}
+
+/// The datapath's L7 visibility map from the spec: every pod's `l7` rules, plus DNS on
+/// egress UDP and TCP 53 for every pod when `[lab] dns_visibility` (the default).
+pub fn datapath_rules(
+    spec: &crate::lab::spec::LabSpec,
+    state: &crate::enrich::NodeState,
+) -> Vec<(crate::datapath::maps::L7Key, u8)> {
+    use crate::datapath::maps::L7Key;
+    use crate::lab::spec::{L7Protocol, L7Rule, Protocol};
+    let mut out = Vec::new();
+    for pod in &spec.pods {
+        let Some(ep) = state
+            .endpoints
+            .iter()
+            .find(|e| e.namespace == pod.namespace && e.pod_name == pod.name)
+        else {
+            continue;
+        };
+        let mut rules = pod.l7.clone();
+        if spec.lab.dns_visibility {
+            for protocol in [Protocol::Udp, Protocol::Tcp] {
+                rules.push(L7Rule {
+                    ingress: false,
+                    port: 53,
+                    protocol,
+                    l7: L7Protocol::Dns,
+                });
+            }
+        }
+        for r in rules {
+            let key = L7Key {
+                ep_id: ep.id,
+                port: r.port,
+                proto: if r.protocol == Protocol::Udp { 17 } else { 6 },
+                ingress: r.ingress as u8,
+                pad: 0,
+            };
+            let kind = match r.l7 {
+                L7Protocol::Http => L7_KIND_HTTP,
+                L7Protocol::Dns => L7_KIND_DNS,
+            };
+            if !out.iter().any(|(k, _)| *k == key) {
+                out.push((key, kind));
+            }
+        }
+    }
+    out
+}
+
+/// Builders of L7 captures (tests, benches, fuzz seeds): Ethernet + IPv4 + UDP/TCP frames
+/// with a payload, wrapped in an L7Notify.
+pub mod build {
+    use super::*;
+
+    fn frame(src: [u8; 4], dst: [u8; 4], proto: u8, l4: &[u8]) -> Vec<u8> {
+        let mut f = vec![0x02, 0, 0, 0, 0, 0xbb, 0x02, 0, 0, 0, 0, 0xaa, 0x08, 0x00];
+        let mut h = [0u8; 20];
+        h[0] = 0x45;
+        h[2..4].copy_from_slice(&(20 + l4.len() as u16).to_be_bytes());
+        h[8] = 64;
+        h[9] = proto;
+        h[12..16].copy_from_slice(&src);
+        h[16..20].copy_from_slice(&dst);
+        f.extend_from_slice(&h);
+        f.extend_from_slice(l4);
+        f
+    }
+
+    pub fn udp4(src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
+        let mut u = Vec::with_capacity(8 + payload.len());
+        u.extend_from_slice(&sport.to_be_bytes());
+        u.extend_from_slice(&dport.to_be_bytes());
+        u.extend_from_slice(&(8 + payload.len() as u16).to_be_bytes());
+        u.extend_from_slice(&[0, 0]);
+        u.extend_from_slice(payload);
+        frame(src, dst, 17, &u)
+    }
+
+    pub fn tcp4(
+        src: [u8; 4],
+        dst: [u8; 4],
+        sport: u16,
+        dport: u16,
+        seq: u32,
+        payload: &[u8],
+    ) -> Vec<u8> {
+        let mut t = vec![0u8; 20];
+        t[0..2].copy_from_slice(&sport.to_be_bytes());
+        t[2..4].copy_from_slice(&dport.to_be_bytes());
+        t[4..8].copy_from_slice(&seq.to_be_bytes());
+        t[12] = 5 << 4;
+        t[13] = 0x18; // PSH, ACK
+        t.extend_from_slice(payload);
+        frame(src, dst, 6, &t)
+    }
+
+    /// An L7Notify sample seen at endpoint `ep` around `frame`.
+    pub fn capture(kind: u8, ep: u16, l7_flags: u8, ktime_ns: u64, frame: &[u8]) -> Vec<u8> {
+        let n = L7Notify {
+            hdr: NotifyCaptureHdr {
+                r#type: MSG_L7_CAPTURE,
+                subtype: kind,
+                source: ep,
+                len_orig: frame.len() as u32,
+                len_cap: frame.len() as u16,
+                ..Default::default()
+            },
+            l7_flags,
+            ktime_ns,
+            ..Default::default()
+        };
+        n.encode(frame)
+    }
+}
+
+#[cfg(test)]
+mod tests;

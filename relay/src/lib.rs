@@ -8,3 +8,4 @@ pub mod observer;
 pub mod peers;
 pub mod server;
 pub mod sort;
+pub mod wire;

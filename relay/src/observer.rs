@@ -18,7 +18,9 @@ use tokio::task::JoinSet;
 use tonic::Status;
 
 use crate::peers::{PeerSnapshot, Peers};
-use crate::sort::{SortBuffer, Source, time_key};
+use crate::sort::{SortBuffer, Source};
+use crate::wire::RawResponse;
+use bytes::Bytes;
 
 /// During a follow request, peers that connected since are joined this often.
 pub const PEER_UPDATE_INTERVAL: Duration = Duration::from_secs(2);
@@ -55,13 +57,13 @@ pub struct RelayObserver {
 }
 
 enum PeerMsg {
-    Resp(Source, Box<GetFlowsResponse>),
+    Resp(Source, RawResponse),
     End(Source),
     Failed(Source, String),
 }
 
-/// What goes to the client: a response or the end of the stream with an error.
-pub type Reply = Result<GetFlowsResponse, Status>;
+/// What goes to the client: an encoded GetFlowsResponse, or the end with an error.
+pub type Reply = Result<Bytes, Status>;
 
 impl RelayObserver {
     pub fn new(peers: Arc<Peers>, opts: MergeOptions) -> Self {
@@ -215,13 +217,13 @@ struct Merge<'a> {
     obs: &'a RelayObserver,
     req: &'a GetFlowsRequest,
     tx: mpsc::Sender<Reply>,
-    buf: SortBuffer<Box<GetFlowsResponse>>,
+    buf: SortBuffer<RawResponse>,
     /// Source index → peer name.
     names: Vec<String>,
     /// Peer names with a live stream in this request.
     active: HashMap<String, Source>,
-    /// Newest flow time seen per peer (where a rejoin resumes).
-    last_seen: HashMap<String, Timestamp>,
+    /// Newest response time seen per peer (where a rejoin resumes), ns since the epoch.
+    last_seen: HashMap<String, i128>,
     tasks: JoinSet<()>,
     peer_tx: mpsc::Sender<PeerMsg>,
     peer_rx: mpsc::Receiver<PeerMsg>,
@@ -229,7 +231,7 @@ struct Merge<'a> {
     /// Flows sent (for `first` with `number`).
     sent: u64,
     /// The newest `number` responses (non-follow, not first: sent at the end).
-    tail: Option<VecDeque<GetFlowsResponse>>,
+    tail: Option<VecDeque<Bytes>>,
     client_gone: bool,
 }
 
@@ -337,24 +339,20 @@ impl<'a> Merge<'a> {
     async fn handle(&mut self, msg: PeerMsg) {
         match msg {
             PeerMsg::Resp(s, mut r) => {
-                if r.node_name.is_empty() {
-                    r.node_name = self.names[s].clone();
+                let name = &self.names[s];
+                if !r.has_node_name {
+                    r.bytes = r.clone().with_node_name(name);
+                    r.has_node_name = true;
                 }
-                if let Some(t) = r.time {
-                    let name = &self.names[s];
+                if r.time != i128::MIN {
                     match self.last_seen.get_mut(name) {
-                        Some(l) => {
-                            if time_key(Some(&t)) > time_key(Some(l)) {
-                                *l = t
-                            }
-                        }
+                        Some(l) => *l = (*l).max(r.time),
                         None => {
-                            self.last_seen.insert(name.clone(), t);
+                            self.last_seen.insert(name.clone(), r.time);
                         }
                     }
                 }
-                let key = time_key(r.time.as_ref());
-                self.buf.push(s, key, r, Instant::now());
+                self.buf.push(s, r.time, r, Instant::now());
             }
             PeerMsg::End(s) => {
                 self.buf.end_source(s);
@@ -382,17 +380,17 @@ impl<'a> Merge<'a> {
 
     /// Sends (or keeps, for `--last N`) one merged response; false when the client is gone
     /// or `first N` is complete.
-    async fn emit(&mut self, r: Box<GetFlowsResponse>) -> bool {
+    async fn emit(&mut self, r: RawResponse) -> bool {
         if self.client_gone {
             return false;
         }
-        let is_flow = matches!(r.response_types, Some(ResponseTypes::Flow(_)));
+        let is_flow = r.is_flow;
         if let Some(tail) = &mut self.tail {
             if is_flow {
                 if tail.len() as u64 == self.req.number {
                     tail.pop_front();
                 }
-                tail.push_back(*r);
+                tail.push_back(r.bytes);
             }
             return true;
         }
@@ -400,7 +398,7 @@ impl<'a> Merge<'a> {
             self.client_gone = true;
             return false;
         }
-        if self.tx.send(Ok(*r)).await.is_err() {
+        if self.tx.send(Ok(r.bytes)).await.is_err() {
             self.client_gone = true;
             return false;
         }
@@ -415,7 +413,7 @@ impl<'a> Merge<'a> {
     }
 
     async fn status(&mut self, state: NodeState, node_names: Vec<String>, message: String) {
-        let r = GetFlowsResponse {
+        let r = RawResponse::encode(&GetFlowsResponse {
             node_name: self.obs.opts.relay_name.clone(),
             time: Some(now_ts()),
             response_types: Some(ResponseTypes::NodeStatus(NodeStatusEvent {
@@ -423,7 +421,7 @@ impl<'a> Merge<'a> {
                 node_names,
                 message,
             })),
-        };
+        });
         if self.tx.send(Ok(r)).await.is_err() {
             self.client_gone = true;
         }
@@ -448,14 +446,10 @@ impl<'a> Merge<'a> {
         for p in fresh {
             let mut req = self.req.clone();
             req.number = 0;
-            let since = match self.last_seen.get(&p.name) {
-                Some(t) => Timestamp {
-                    seconds: t.seconds,
-                    nanos: t.nanos + 1,
-                },
+            req.since = Some(match self.last_seen.get(&p.name) {
+                Some(t) => from_key(t + 1),
                 None => self.started_at,
-            };
-            req.since = Some(normalize(since));
+            });
             self.start_peer(p, req);
         }
     }
@@ -492,12 +486,11 @@ async fn fetch(
     opts: &MergeOptions,
     down: &mut watch::Receiver<bool>,
 ) -> Result<(), String> {
-    let mut c = client::observer(ch);
-    let call = c.get_flows(req);
+    let call = crate::wire::get_flows(ch, req);
     let mut stream = match tokio::time::timeout(dial_timeout, call).await {
         Err(_) => return Err("timed out waiting for GetFlows".into()),
         Ok(Err(st)) => return Err(format!("GetFlows: {}", st.message())),
-        Ok(Ok(r)) => r.into_inner(),
+        Ok(Ok(s)) => s,
     };
     loop {
         let next = async {
@@ -511,7 +504,7 @@ async fn fetch(
             r = next => match r {
                 Err(_) => return Err(format!("no response for {:?}", opts.stream_idle_timeout)),
                 Ok(Ok(Some(resp))) => {
-                    if tx.send(PeerMsg::Resp(s, Box::new(resp))).await.is_err() {
+                    if tx.send(PeerMsg::Resp(s, resp)).await.is_err() {
                         return Ok(());
                     }
                 }
@@ -535,12 +528,12 @@ async fn sleep_until(deadline: Option<Instant>) {
     }
 }
 
-fn normalize(mut t: Timestamp) -> Timestamp {
-    if t.nanos >= 1_000_000_000 {
-        t.seconds += 1;
-        t.nanos -= 1_000_000_000;
+/// A timestamp from nanoseconds since the epoch.
+fn from_key(k: i128) -> Timestamp {
+    Timestamp {
+        seconds: k.div_euclid(1_000_000_000) as i64,
+        nanos: k.rem_euclid(1_000_000_000) as i32,
     }
-    t
 }
 
 /// The current wall-clock time as a protobuf timestamp.

@@ -11,9 +11,11 @@ use hubble_api::observer::{
     GetFlowsRequest, GetFlowsResponse, GetNamespacesRequest, GetNamespacesResponse,
     GetNodesRequest, GetNodesResponse, ServerStatusRequest, ServerStatusResponse,
 };
+use std::task::Poll;
 use tokio::sync::mpsc;
-use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::{Stream, StreamExt};
+use tonic::codegen::{BoxFuture, http};
 use tonic::metadata::MetadataValue;
 use tonic::transport::server::Router;
 use tonic::{Request, Response, Status};
@@ -55,7 +57,7 @@ impl RelayService {
 
 #[tonic::async_trait]
 impl Observer for RelayService {
-    type GetFlowsStream = ReceiverStream<Result<GetFlowsResponse, Status>>;
+    type GetFlowsStream = BoxStream<GetFlowsResponse>;
     type GetAgentEventsStream = BoxStream<GetAgentEventsResponse>;
     type GetDebugEventsStream = BoxStream<GetDebugEventsResponse>;
 
@@ -65,10 +67,16 @@ impl Observer for RelayService {
     ) -> Result<Response<Self::GetFlowsStream>, Status> {
         let req = req.into_inner();
         RelayObserver::validate(&req)?;
-        let (tx, rx) = mpsc::channel(CLIENT_QUEUE);
-        let relay = self.relay.clone();
-        tokio::spawn(async move { relay.get_flows(req, tx).await });
-        Ok(self.respond(ReceiverStream::new(rx)))
+        // Only for callers of this service type itself: the server routes GetFlows to
+        // [`RawGetFlows`], which forwards the encoded responses without decoding them.
+        let rx = start_get_flows(&self.relay, req);
+        let s = ReceiverStream::new(rx).map(|r| {
+            r.and_then(|b| {
+                <GetFlowsResponse as prost::Message>::decode(b)
+                    .map_err(|e| Status::internal(e.to_string()))
+            })
+        });
+        Ok(self.respond(Box::pin(s)))
     }
 
     async fn get_agent_events(
@@ -108,6 +116,89 @@ impl Observer for RelayService {
         _req: Request<ServerStatusRequest>,
     ) -> Result<Response<ServerStatusResponse>, Status> {
         Ok(self.respond(self.relay.server_status().await))
+    }
+}
+
+fn start_get_flows(
+    relay: &Arc<RelayObserver>,
+    req: GetFlowsRequest,
+) -> mpsc::Receiver<crate::observer::Reply> {
+    let (tx, rx) = mpsc::channel(CLIENT_QUEUE);
+    let relay = relay.clone();
+    tokio::spawn(async move { relay.get_flows(req, tx).await });
+    rx
+}
+
+/// GetFlows with responses forwarded as the peers encoded them.
+struct RawGetFlows(Arc<RelayObserver>);
+
+impl tonic::server::ServerStreamingService<GetFlowsRequest> for RawGetFlows {
+    type Response = bytes::Bytes;
+    type ResponseStream = ReceiverStream<crate::observer::Reply>;
+    type Future = BoxFuture<Response<Self::ResponseStream>, Status>;
+
+    fn call(&mut self, req: Request<GetFlowsRequest>) -> Self::Future {
+        let relay = self.0.clone();
+        Box::pin(async move {
+            let req = req.into_inner();
+            RelayObserver::validate(&req)?;
+            let rx = start_get_flows(&relay, req);
+            let mut r = Response::new(ReceiverStream::new(rx));
+            if let Ok(v) = MetadataValue::try_from(relay.version()) {
+                r.metadata_mut().insert(VERSION_HEADER, v);
+            }
+            Ok(r)
+        })
+    }
+}
+
+/// `observer.Observer` as served: GetFlows through [`RawGetFlows`], every other method
+/// through the generated server over [`RelayService`].
+#[derive(Clone)]
+pub struct RelayObserverServer {
+    relay: Arc<RelayObserver>,
+    inner: ObserverServer<RelayService>,
+}
+
+impl RelayObserverServer {
+    pub fn new(relay: Arc<RelayObserver>) -> Self {
+        RelayObserverServer {
+            inner: ObserverServer::new(RelayService::new(relay.clone()))
+                .max_decoding_message_size(64 << 20)
+                .max_encoding_message_size(64 << 20),
+            relay,
+        }
+    }
+}
+
+impl tonic::server::NamedService for RelayObserverServer {
+    const NAME: &'static str = "observer.Observer";
+}
+
+impl<B> tonic::codegen::Service<http::Request<B>> for RelayObserverServer
+where
+    B: tonic::codegen::Body + Send + 'static,
+    B::Error: Into<tonic::codegen::StdError> + Send + 'static,
+{
+    type Response = http::Response<tonic::body::Body>;
+    type Error = std::convert::Infallible;
+    type Future = BoxFuture<Self::Response, Self::Error>;
+
+    fn poll_ready(&mut self, _cx: &mut std::task::Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        if req.uri().path() == crate::wire::GET_FLOWS_PATH {
+            let svc = RawGetFlows(self.relay.clone());
+            Box::pin(async move {
+                let mut grpc = tonic::server::Grpc::new(crate::wire::ClientCodec)
+                    .apply_max_message_size_config(Some(64 << 20), None);
+                Ok(grpc.server_streaming(svc, req).await)
+            })
+        } else {
+            self.inner.call(req)
+        }
     }
 }
 
@@ -154,11 +245,7 @@ pub async fn router(
         .add_service(health_svc)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .add_service(
-            ObserverServer::new(RelayService::new(relay))
-                .max_decoding_message_size(64 << 20)
-                .max_encoding_message_size(64 << 20),
-        ))
+        .add_service(RelayObserverServer::new(relay)))
 }
 
 /// Serves the relay on `listener` (TLS with `tls`, else plaintext) until `shutdown`

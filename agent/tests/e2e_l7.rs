@@ -270,7 +270,7 @@ fn l7_dns_and_http_flows_end_to_end() {
     assert!(!named.is_empty(), "no L3/L4 flow from client to web");
     for f in named {
         assert_eq!(
-            f["destination_names"][0], "web.shop.svc.cluster.local.",
+            f["destination_names"][0], "web.shop.svc.cluster.local",
             "{f}"
         );
     }

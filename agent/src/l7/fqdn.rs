@@ -33,7 +33,12 @@ impl DnsCache {
     }
 
     /// Records that endpoint `ep` resolved `name` to `ip` at `now` (Unix seconds) for `ttl`.
+    /// Names are kept without the trailing dot, as Hubble shows them in `*_names`.
     pub fn insert(&mut self, ep: u32, ip: IpAddr, name: &str, ttl: u32, now: i64) {
+        let name = name.strip_suffix('.').unwrap_or(name);
+        if name.is_empty() {
+            return;
+        }
         let expires = now + ttl as i64;
         if !self.map.contains_key(&(ep, ip)) && self.map.len() >= MAX_ENTRIES {
             self.expire(now);
@@ -93,16 +98,16 @@ mod tests {
         let mut c = DnsCache::new();
         let ip: IpAddr = "10.244.1.11".parse().unwrap();
         c.insert(7, ip, "catalog.shop.svc.cluster.local.", 30, 1000);
-        c.insert(7, ip, "a.example.", 5, 1000);
+        c.insert(7, ip, "a.example", 5, 1000);
         let mut out = Vec::new();
         c.names_into(7, ip, 1001, &mut out);
-        assert_eq!(out, ["a.example.", "catalog.shop.svc.cluster.local."]);
+        assert_eq!(out, ["a.example", "catalog.shop.svc.cluster.local"]);
         // Another endpoint did not look it up.
         c.names_into(8, ip, 1001, &mut out);
         assert!(out.is_empty());
         // After 5 s one name is gone, after 30 s both.
         c.names_into(7, ip, 1006, &mut out);
-        assert_eq!(out, ["catalog.shop.svc.cluster.local."]);
+        assert_eq!(out, ["catalog.shop.svc.cluster.local"]);
         c.expire(1031);
         assert!(c.is_empty());
     }

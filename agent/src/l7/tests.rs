@@ -113,7 +113,7 @@ fn dns_query_and_answer_become_hubble_flows_and_teach_names() {
     let flow = en
         .flow_from_sample(&t, t0 + Duration::from_secs(5))
         .unwrap();
-    assert_eq!(flow.destination_names, ["catalog.shop.svc.cluster.local."]);
+    assert_eq!(flow.destination_names, ["catalog.shop.svc.cluster.local"]);
     assert!(flow.source_names.is_empty());
     // ... until the TTL runs out.
     let flow = en
@@ -272,4 +272,128 @@ fn bad_captures_are_errors_not_panics() {
         }
         let _ = l7.handle(&cut, t0, &mut en, &mut out);
     }
+}
+
+/// The CLI's filters and compact printer on L7 flows: --protocol dns|http, --dns-query,
+/// --to-fqdn, --http-status, and Hubble's L7 TYPE column and summaries.
+#[test]
+fn cli_filters_and_compact_output_on_l7_flows() {
+    use hubble::filter::FlowFilters;
+    use hubble::printer::{Printer, PrinterOptions};
+    use hubble_api::flow::FlowFilter;
+    use hubble_api::observer::{GetFlowsResponse, get_flows_response::ResponseTypes};
+
+    let (st, spec) = demo();
+    let lg = ep_of(&st, LOADGEN);
+    let cat = ep_of(&st, CATALOG);
+    let mut en = Enricher::new(st, "lab-node-1");
+    let mut l7 = L7Engine::new();
+    let t0 = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+    let mut flows = Vec::new();
+    let mut out = Vec::new();
+    let q = query("catalog.shop.svc.cluster.local.");
+    let a = crate::lab::serve::answer_dns(&spec, &q).unwrap();
+    let front = [10, 244, 1, 10];
+    let req = b"GET /status/500 HTTP/1.1\r\nHost: catalog\r\n\r\n";
+    let resp = b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\n\r\n";
+    for c in [
+        capture(
+            L7_KIND_DNS,
+            lg,
+            0,
+            1,
+            &udp4(LOADGEN, COREDNS, 40000, 53, &q),
+        ),
+        capture(
+            L7_KIND_DNS,
+            lg,
+            L7_F_RESPONSE,
+            2,
+            &udp4(COREDNS, LOADGEN, 53, 40000, &a),
+        ),
+        capture(
+            L7_KIND_HTTP,
+            cat,
+            L7_F_INGRESS,
+            3,
+            &tcp4(front, CATALOG, 43000, 8080, 1, req),
+        ),
+        capture(
+            L7_KIND_HTTP,
+            cat,
+            L7_F_INGRESS | L7_F_RESPONSE,
+            4_000_004,
+            &tcp4(CATALOG, front, 8080, 43000, 1, resp),
+        ),
+    ] {
+        assert_eq!(l7.handle(&c, t0, &mut en, &mut out), Ok(1));
+        flows.push(out[0].clone());
+    }
+    let t = crate::monitor::encode::trace(
+        &crate::monitor::TraceNotify {
+            hdr: crate::monitor::NotifyCaptureHdr {
+                source: lg,
+                ..Default::default()
+            },
+            ..Default::default()
+        },
+        &crate::monitor::packet::build::tcp4(LOADGEN, CATALOG, 41000, 8080, 0x02),
+    );
+    flows.push(en.flow_from_sample(&t, t0).unwrap());
+
+    let pick = |ff: FlowFilter| {
+        let f = FlowFilters::compile(&[ff], &[]).unwrap();
+        flows
+            .iter()
+            .enumerate()
+            .filter(|(_, fl)| f.matches(fl))
+            .map(|(i, _)| i)
+            .collect::<Vec<_>>()
+    };
+    let ff = |f: fn(&mut FlowFilter)| {
+        let mut x = FlowFilter::default();
+        f(&mut x);
+        x
+    };
+    assert_eq!(pick(ff(|f| f.protocol = vec!["dns".into()])), [0, 1]);
+    assert_eq!(pick(ff(|f| f.protocol = vec!["http".into()])), [2, 3]);
+    assert_eq!(
+        pick(ff(|f| f.dns_query = vec!["catalog\\.shop".into()])),
+        [0, 1]
+    );
+    assert_eq!(pick(ff(|f| f.http_status_code = vec!["5+".into()])), [3]);
+    // The answer taught loadgen the name: its later flow to the catalog pod matches --to-fqdn.
+    assert_eq!(
+        pick(ff(
+            |f| f.destination_fqdn = vec!["*.shop.svc.cluster.local".into()]
+        )),
+        [4]
+    );
+
+    let mut p = Printer::new(Vec::new(), PrinterOptions::default());
+    for f in &flows {
+        p.write_response(&GetFlowsResponse {
+            time: f.time,
+            response_types: Some(ResponseTypes::Flow(f.clone())),
+            ..Default::default()
+        })
+        .unwrap();
+    }
+    p.finish().unwrap();
+    let text = String::from_utf8(p.into_inner()).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    eprintln!("{text}");
+    assert!(
+        lines[0].ends_with(
+            "dns-request datapath FORWARDED (DNS Query catalog.shop.svc.cluster.local. A)"
+        )
+    );
+    assert!(lines[0].contains("default/loadgen-8c5f7-m2n4r:40000 (ID:"));
+    assert!(lines[1].contains(" <- "), "{}", lines[1]);
+    assert!(lines[1].contains("dns-response datapath FORWARDED (DNS Answer"));
+    assert!(
+        lines[3].ends_with(
+            "http-response FORWARDED (HTTP/1.1 500 4ms (GET http://catalog/status/500))"
+        )
+    );
 }

@@ -1,0 +1,22 @@
+//! HTTP/1.x parser and connection tracker on arbitrary bytes, split into segments at the
+//! first byte's value: `cargo +nightly fuzz run http` from agent/.
+#![no_main]
+
+use agent::l7::http::{Conn, HttpStats, parse_head};
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    let _ = parse_head(data);
+    let Some((&split, rest)) = data.split_first() else {
+        return;
+    };
+    let cut = (split as usize).min(rest.len());
+    let (a, b) = rest.split_at(cut);
+    let mut c = Conn::default();
+    let mut st = HttpStats::default();
+    let mut out = Vec::new();
+    c.feed(true, 1, a, 1, "10.0.0.1:80", &mut st, &mut out);
+    c.feed(false, 1, b, 2, "10.0.0.1:80", &mut st, &mut out);
+    c.feed(true, 1 + a.len() as u32, b, 3, "10.0.0.1:80", &mut st, &mut out);
+    c.feed(false, 7, a, 4, "10.0.0.1:80", &mut st, &mut out);
+});

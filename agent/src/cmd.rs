@@ -24,6 +24,10 @@ pub struct DatapathArgs {
     /// Lab spec whose endpoints the datapath attaches to (the lab must be up).
     #[arg(long, value_name = "SPEC")]
     pub lab: PathBuf,
+    /// In a multi-node lab, the node this agent plays: only its pods (`node = NAME` in the
+    /// spec) are attached and flows carry its name (default: the spec's lab.node).
+    #[arg(long, value_name = "NAME")]
+    pub node: Option<String>,
     /// Monitor aggregation level (Cilium's meaning).
     #[arg(long, value_enum, default_value_t = Aggregation::Medium)]
     pub aggregation: Aggregation,
@@ -316,6 +320,21 @@ pub fn attach_lab(args: &DatapathArgs) -> Result<Attached> {
             args.lab.display()
         );
     }
+    let node = args.node.clone().unwrap_or_else(|| spec.lab.node.clone());
+    if !spec.node_names().contains(&node.as_str()) {
+        bail!(
+            "--node {node:?} is not a node of lab {} (nodes: {})",
+            spec.lab.name,
+            spec.node_names().join(", ")
+        );
+    }
+    // Veths of the pods this node owns; other nodes' agents attach to the rest.
+    let own: std::collections::HashSet<&str> = spec
+        .pods
+        .iter()
+        .filter(|p| p.node == node)
+        .map(|p| p.host_veth.as_str())
+        .collect();
     crate::lab::netns::enter(&spec.node_netns()).context("entering the node netns")?;
     let state = NodeState::from_spec(&spec, |ifname| {
         let Ok(c) = std::ffi::CString::new(ifname) else {
@@ -333,11 +352,16 @@ pub fn attach_lab(args: &DatapathArgs) -> Result<Attached> {
         );
     }
     // Leftovers of a crashed run: its clsact qdiscs (and their filters).
-    for ep in &state.endpoints {
+    for ep in state
+        .endpoints
+        .iter()
+        .filter(|e| own.contains(e.ifname.as_str()))
+    {
         datapath::remove_clsact(&ep.ifname);
     }
     let compiled = policy::compile(&spec, &state);
     let mut state = state;
+    state.node = node;
     state.policy_rules = policy::rules(&spec, &compiled);
     let opts = Options {
         aggregation: args.aggregation,
@@ -349,7 +373,11 @@ pub fn attach_lab(args: &DatapathArgs) -> Result<Attached> {
     dp.fill(&state, &compiled)?;
     let l7_rules = crate::l7::datapath_rules(&spec, &state);
     dp.fill_l7(&l7_rules)?;
-    for ep in &state.endpoints {
+    for ep in state
+        .endpoints
+        .iter()
+        .filter(|e| own.contains(e.ifname.as_str()))
+    {
         if let Err(e) = dp.attach(&ep.ifname) {
             dp.shutdown();
             return Err(e.into());
@@ -357,7 +385,7 @@ pub fn attach_lab(args: &DatapathArgs) -> Result<Attached> {
     }
     let banner = format!(
         "hubble-agent: datapath attached to {} endpoints of lab {} (aggregation {:?}, capture {} bytes, {} L7 rules, L7 capture {} bytes)",
-        state.endpoints.len(),
+        own.len(),
         spec.lab.name,
         args.aggregation,
         args.capture_len,
@@ -495,13 +523,30 @@ fn finish(att: Attached, counters: Counters) {
 }
 
 /// `hubble-agent run`.
+/// The other nodes of a multi-node lab with an address (`[[nodes]]`), for Peer Notify.
+fn lab_peers(spec: &std::path::Path, me: &str) -> Vec<(String, String)> {
+    let Ok(spec) = LabSpec::load(spec) else {
+        return Vec::new();
+    };
+    spec.nodes
+        .iter()
+        .filter(|n| n.name != me)
+        .filter_map(|n| Some((spec.hubble_node_name(&n.name), n.address.clone()?)))
+        .collect()
+}
+
 pub fn run(args: RunArgs) -> Result<()> {
     // Bound before entering the node netns: TCP listens where the agent was started.
     let metrics = crate::metrics::setup(&args.metrics)?;
     let server = crate::observer::run::HubbleServer::bind(&args.server)?;
     let att = attach_lab(&args.dp)?;
     let node_name = att.state.node_name();
-    let server = server.map(|s| s.start(&node_name)).transpose()?;
+    let server = server
+        .map(|mut s| {
+            s.set_other_peers(lab_peers(&args.dp.lab, &att.state.node));
+            s.start(&node_name)
+        })
+        .transpose()?;
     let (metrics, _metrics_server) = match metrics {
         Some((m, srv)) => {
             match att.datapath.stats() {

@@ -58,12 +58,22 @@ impl Agent {
         listen: &str,
         tls: Option<hubble::tls::ServerTls>,
     ) -> Agent {
-        let l = Listeners::bind(&ServeOptions {
+        Self::start_full(obs, listen, tls, Vec::new()).await
+    }
+
+    async fn start_full(
+        obs: Arc<LocalObserver>,
+        listen: &str,
+        tls: Option<hubble::tls::ServerTls>,
+        others: Vec<(String, String)>,
+    ) -> Agent {
+        let mut l = Listeners::bind(&ServeOptions {
             socket: None,
             listen_address: Some(listen.into()),
             tls,
         })
         .unwrap();
+        l.set_other_peers(others);
         let addr = l.tcp_addr().unwrap().to_string();
         let (tx, rx) = oneshot::channel();
         let o = obs.clone();
@@ -704,5 +714,38 @@ async fn mutual_tls_from_client_to_relay_to_agents() {
     assert!(plain.await.is_err());
     for a in agents {
         a.stop().await;
+    }
+}
+
+/// A lab agent's Peer service announces the other nodes of its lab: a relay seeded with that
+/// one agent finds all three.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_seed_agent_announces_the_other_lab_nodes() {
+    let mut agents = three_agents(1).await;
+    let c = agents.pop().unwrap();
+    let b = agents.pop().unwrap();
+    let a = agents.pop().unwrap();
+    let others = vec![
+        ("node-b".to_string(), b.addr.clone()),
+        ("node-c".to_string(), c.addr.clone()),
+    ];
+    // node-a again, now announcing b and c.
+    a.stop().await;
+    let a = Agent::start_full(
+        Arc::new(LocalObserver::new(4095, "node-a").unwrap()),
+        "127.0.0.1:0",
+        None,
+        others,
+    )
+    .await;
+    let peers = Peers::new(peer_options());
+    let disc = tokio::spawn(relay::peers::discover(peers.clone(), a.addr.clone()));
+    let r = relay_with(peers, Duration::from_millis(50)).await;
+    connected(&r, 3).await;
+    let names: Vec<_> = r.obs.peers().list().into_iter().map(|p| p.name).collect();
+    assert_eq!(names, ["node-a", "node-b", "node-c"]);
+    disc.abort();
+    for x in [a, b, c] {
+        x.stop().await;
     }
 }

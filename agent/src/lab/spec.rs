@@ -198,6 +198,8 @@ pub struct Workload {
 pub struct Pod {
     /// Position in the spec's `[[pods]]` list.
     pub index: usize,
+    /// The simulated node whose agent owns this pod (`node = ...`, default `lab.node`).
+    pub node: String,
     pub namespace: String,
     pub name: String,
     /// The labels written in the spec (without the namespace label).
@@ -329,6 +331,23 @@ pub struct Policy {
     pub egress_deny: Vec<Rule>,
 }
 
+/// `[[nodes]]`: a simulated node of a multi-node lab. Its agent runs
+/// `hubble-agent run --lab SPEC --node NAME` and owns the pods with `node = NAME`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeSpec {
+    pub name: String,
+    /// The Hubble API (TCP, `HOST:PORT`) of this node's agent, announced by every agent's
+    /// Peer service so a relay seeded with one agent finds all.
+    pub address: Option<String>,
+}
+
+fn valid_node_name(n: &str) -> bool {
+    !n.is_empty()
+        && n.len() <= 63
+        && n.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+}
+
 /// A peer of a connection in the lab.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Peer {
@@ -365,6 +384,8 @@ pub struct LabSpec {
     /// Where it came from (file path), used in messages.
     pub origin: String,
     pub lab: LabMeta,
+    /// Simulated nodes besides `lab.node` (`[[nodes]]`), each run by its own agent.
+    pub nodes: Vec<NodeSpec>,
     pub pods: Vec<Pod>,
     pub services: Vec<Service>,
     pub policies: Vec<Policy>,
@@ -376,6 +397,8 @@ pub struct LabSpec {
 #[serde(deny_unknown_fields)]
 struct RawSpec {
     lab: RawLab,
+    #[serde(default)]
+    nodes: Vec<RawNode>,
     #[serde(default)]
     pods: Vec<RawPod>,
     #[serde(default)]
@@ -401,7 +424,15 @@ struct RawLab {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
+struct RawNode {
+    name: String,
+    address: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct RawPod {
+    node: Option<String>,
     namespace: String,
     name: String,
     #[serde(default)]
@@ -678,13 +709,39 @@ impl LabSpec {
                 format!("{:?} must be 1-8 chars of a-z, 0-9 and '-'", l.name),
             ));
         }
-        let node_ok = !l.node.is_empty()
-            && l.node.len() <= 63
-            && l.node
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.');
+        let node_ok = valid_node_name(&l.node);
         if !node_ok {
             return Err(c.err("lab.node", format!("{:?} is not a valid node name", l.node)));
+        }
+        let mut nodes: Vec<NodeSpec> = Vec::new();
+        for (i, n) in raw.nodes.iter().enumerate() {
+            if !valid_node_name(&n.name) {
+                return Err(c.err(
+                    format!("nodes[{i}].name"),
+                    format!("{:?} is not a valid node name", n.name),
+                ));
+            }
+            if n.name != l.node && nodes.iter().any(|x| x.name == n.name) {
+                return Err(c.err(
+                    format!("nodes[{i}].name"),
+                    format!("node {} is listed twice", n.name),
+                ));
+            }
+            if let Some(a) = &n.address {
+                let ok = a
+                    .rsplit_once(':')
+                    .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p != 0));
+                if !ok {
+                    return Err(c.err(
+                        format!("nodes[{i}].address"),
+                        format!("{a:?} is not HOST:PORT"),
+                    ));
+                }
+            }
+            nodes.push(NodeSpec {
+                name: n.name.clone(),
+                address: n.address.clone(),
+            });
         }
         let cluster = l.cluster.clone().unwrap_or_else(|| "default".to_string());
         check_name(&c, "lab.cluster", &cluster)?;
@@ -872,8 +929,19 @@ impl LabSpec {
                     "interface name hash collision; rename the pod",
                 ));
             }
+            let node = match &p.node {
+                None => l.node.clone(),
+                Some(n) if *n == l.node || nodes.iter().any(|x| x.name == *n) => n.clone(),
+                Some(n) => {
+                    return Err(c.err(
+                        format!("{f}.node"),
+                        format!("node {n:?} is neither lab.node nor listed in [[nodes]]"),
+                    ));
+                }
+            };
             pods.push(Pod {
                 index: i,
+                node,
                 namespace: p.namespace.clone(),
                 name: p.name.clone(),
                 labels: p.labels.clone(),
@@ -998,10 +1066,31 @@ impl LabSpec {
         Ok(LabSpec {
             origin: origin.to_string(),
             lab,
+            nodes,
             pods,
             services,
             policies,
         })
+    }
+
+    /// Every simulated node: `lab.node` first, then `[[nodes]]` in order.
+    pub fn node_names(&self) -> Vec<&str> {
+        let mut v = vec![self.lab.node.as_str()];
+        for n in &self.nodes {
+            if !v.contains(&n.name.as_str()) {
+                v.push(&n.name);
+            }
+        }
+        v
+    }
+
+    /// Hubble's name of a node of this lab: `cluster/node` unless the cluster is `default`.
+    pub fn hubble_node_name(&self, node: &str) -> String {
+        if self.lab.cluster.is_empty() || self.lab.cluster == "default" {
+            node.to_string()
+        } else {
+            format!("{}/{}", self.lab.cluster, node)
+        }
     }
 
     /// Name of the node netns: `hl-<lab>-node`.
@@ -1228,6 +1317,37 @@ mod tests {
 
     fn demo() -> LabSpec {
         LabSpec::load(format!("{FIXTURES}/demo.toml")).unwrap()
+    }
+
+    #[test]
+    fn multinode_fixture_and_node_errors() {
+        let m = LabSpec::load(format!("{FIXTURES}/multinode.toml")).unwrap();
+        assert_eq!(m.node_names(), ["node-1", "node-2", "node-3"]);
+        assert_eq!(m.nodes[2].address.as_deref(), Some("127.0.0.1:4313"));
+        let per_node: Vec<_> = m.pods.iter().map(|p| p.node.as_str()).collect();
+        assert_eq!(per_node, ["node-1", "node-2", "node-3", "node-3", "node-2"]);
+        // Single-node specs: every pod on lab.node, no [[nodes]].
+        let mini = LabSpec::parse(MINI, "t.toml").unwrap();
+        assert!(mini.nodes.is_empty() && mini.pods.iter().all(|p| p.node == "n1"));
+        assert_eq!(mini.node_names(), ["n1"]);
+        let e = LabSpec::parse(
+            &MINI.replacen(
+                "namespace = \"default\"",
+                "node = \"n9\"\nnamespace = \"default\"",
+                1,
+            ),
+            "t.toml",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("pods[0].node") && e.contains("n9"), "{e}");
+        let e = LabSpec::parse(
+            &format!("{MINI}\n[[nodes]]\nname = \"n2\"\naddress = \"nope\"\n"),
+            "t.toml",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("nodes[0].address"), "{e}");
     }
 
     const MINI: &str = r#"

@@ -135,6 +135,11 @@ impl HubbleServer {
     }
 
     /// Starts serving on a thread of its own.
+    /// Other nodes for Peer Notify to announce (a multi-node lab's agents), name and address.
+    pub fn set_other_peers(&mut self, peers: Vec<(String, String)>) {
+        self.listeners.set_other_peers(peers);
+    }
+
     pub fn start(self, node_name: &str) -> Result<RunningServer> {
         let obs = Arc::new(LocalObserver::new(self.max_flows, node_name)?);
         let (stop, stopped) = oneshot::channel::<()>();

@@ -163,6 +163,8 @@ fn idle_stream<T: Send + 'static>(follow: bool) -> BoxStream<T> {
 pub struct PeerService {
     node_name: String,
     address: String,
+    /// Other nodes (name, address), announced after this one with the same TLS setting.
+    others: Vec<(String, String)>,
     /// The TLS server name clients should check, when the TCP listener speaks TLS.
     tls_server_name: Option<String>,
 }
@@ -172,8 +174,15 @@ impl PeerService {
         PeerService {
             node_name: node_name.into(),
             address: address.into(),
+            others: Vec::new(),
             tls_server_name: None,
         }
+    }
+
+    /// Also announces these nodes (name, address), e.g. the other agents of a lab.
+    pub fn with_others(mut self, others: Vec<(String, String)>) -> Self {
+        self.others = others;
+        self
     }
 
     /// Announces that the node's address speaks TLS with certificates for `server_name`.
@@ -208,7 +217,19 @@ impl Peer for PeerService {
                 .clone()
                 .map(|server_name| hubble_api::peer::Tls { server_name }),
         };
-        let s = tokio_stream::iter([Ok(me)]).chain(tokio_stream::pending());
+        let tls = self.tls_server_name.is_some();
+        let others = self.others.iter().map(move |(name, address)| {
+            Ok(ChangeNotification {
+                name: name.clone(),
+                address: address.clone(),
+                r#type: ChangeNotificationType::PeerAdded as i32,
+                tls: tls.then(|| hubble_api::peer::Tls {
+                    server_name: tls_server_name(name),
+                }),
+            })
+        });
+        let all: Vec<_> = std::iter::once(Ok(me)).chain(others).collect();
+        let s = tokio_stream::iter(all).chain(tokio_stream::pending());
         Ok(Response::new(Box::pin(s)))
     }
 }
@@ -231,6 +252,8 @@ pub struct Listeners {
     unix: Option<(std::os::unix::net::UnixListener, PathBuf)>,
     tcp: Option<std::net::TcpListener>,
     tls: Option<hubble::tls::ServerTls>,
+    /// Other nodes announced by Peer Notify (name, address): the nodes of a multi-node lab.
+    other_peers: Vec<(String, String)>,
 }
 
 impl Listeners {
@@ -256,7 +279,13 @@ impl Listeners {
             unix,
             tcp,
             tls: opts.tls.clone(),
+            other_peers: Vec::new(),
         })
+    }
+
+    /// Other nodes for Peer Notify to announce after this one (name, address).
+    pub fn set_other_peers(&mut self, peers: Vec<(String, String)>) {
+        self.other_peers = peers;
     }
 
     /// The bound TCP address, if TCP is on.
@@ -368,12 +397,14 @@ pub async fn serve(
     listeners: Listeners,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServeError> {
-    let peer = PeerService::new(obs.node_name(), peer_address(listeners.tcp_addr())).with_tls(
-        listeners
-            .tls
-            .as_ref()
-            .map(|_| tls_server_name(obs.node_name())),
-    );
+    let peer = PeerService::new(obs.node_name(), peer_address(listeners.tcp_addr()))
+        .with_tls(
+            listeners
+                .tls
+                .as_ref()
+                .map(|_| tls_server_name(obs.node_name())),
+        )
+        .with_others(listeners.other_peers.clone());
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;

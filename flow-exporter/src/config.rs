@@ -18,6 +18,8 @@ pub enum ConfigError {
     },
     #[error("invalid --field-mask path {path:?}: {reason}")]
     FieldMask { path: String, reason: String },
+    #[error("TLS: {0}")]
+    Tls(String),
 }
 
 /// Parses an `--allowlist` / `--denylist` value (`{"verdict":["DROPPED"]},{…}`).

@@ -32,6 +32,7 @@ const AFTER: &str = "Examples:
   flow-exporter --server unix:///var/run/cilium/hubble.sock --output /var/run/cilium/hubble/events.log
   flow-exporter --allowlist '{\"verdict\":[\"DROPPED\"]}' --denylist '{\"source_pod\":[\"kube-system/\"]}' --output -
   flow-exporter --field-mask time,source.pod_name,destination.pod_name,verdict --compress
+  flow-exporter --server tls://relay:4245 --tls-ca-cert-files ca.crt --tls-client-cert-file client.crt --tls-client-key-file client.key
 
 Exit status:
   0  stopped by SIGTERM or SIGINT after writing everything
@@ -41,7 +42,7 @@ Exit status:
 #[derive(Debug, Parser)]
 #[command(name = "flow-exporter", version, about = ABOUT, after_help = AFTER)]
 struct Args {
-    /// Address of a Hubble server: unix:///path/to/socket or host:port.
+    /// Address of a Hubble server: unix:///path/to/socket, host:port or tls://host:port.
     #[arg(long, env = "HUBBLE_SERVER", default_value = hubble::client::DEFAULT_SERVER)]
     server: String,
 
@@ -81,6 +82,9 @@ struct Args {
     /// Keep only these flow fields (proto names, comma separated, e.g. time,source.pod_name,verdict).
     #[arg(long, default_value = "")]
     field_mask: String,
+
+    #[command(flatten)]
+    tls: hubble::tls::ClientTlsArgs,
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -96,7 +100,12 @@ struct Config {
 }
 
 fn configure(args: Args) -> Result<Config, ConfigError> {
+    let tls = args
+        .tls
+        .client_tls(&args.server)
+        .map_err(|e| ConfigError::Tls(e.to_string()))?;
     let mut opts = Options::new(args.server);
+    opts.tls = tls;
     opts.timeout = args.timeout;
     opts.allowlist = parse_filters("allowlist", &args.allowlist)?;
     opts.denylist = parse_filters("denylist", &args.denylist)?;

@@ -45,6 +45,8 @@ pub struct Options {
     pub allowlist: Vec<FlowFilter>,
     pub denylist: Vec<FlowFilter>,
     pub field_mask: Vec<String>,
+    /// TLS to the server (`--tls*` flags or a `tls://` address); `None`: plaintext.
+    pub tls: Option<hubble::tls::ClientTls>,
     /// First and largest wait between reconnects.
     pub backoff_min: Duration,
     pub backoff_max: Duration,
@@ -59,9 +61,17 @@ impl Options {
             allowlist: Vec::new(),
             denylist: Vec::new(),
             field_mask: Vec::new(),
+            tls: None,
             backoff_min: Duration::from_millis(500),
             backoff_max: Duration::from_secs(30),
         }
+    }
+}
+
+impl Options {
+    /// Connects to the server, over TLS when configured.
+    pub async fn connect(&self) -> Result<tonic::transport::Channel, ClientError> {
+        client::connect_tls(&self.server, self.timeout, self.tls.as_ref()).await
     }
 }
 
@@ -168,7 +178,7 @@ impl Runner {
     /// seen more flows than it holds.
     async fn check_gap(&mut self, last: Timestamp) {
         let probe = async {
-            let ch = client::connect(&self.opts.server, self.opts.timeout).await?;
+            let ch = self.opts.connect().await?;
             let status = client::server_status(ch.clone(), self.opts.timeout).await?;
             if status.seen_flows <= status.num_flows {
                 return Ok::<_, ClientError>(None);
@@ -248,7 +258,7 @@ pub async fn run(
     'outer: loop {
         // Connect (or wait to retry), still obeying control messages.
         let attempt = async {
-            let ch = client::connect(&r.opts.server, r.opts.timeout).await?;
+            let ch = r.opts.connect().await?;
             client::get_flows(ch, r.request()).await
         };
         let mut stream = tokio::select! {

@@ -54,7 +54,14 @@ fn bad_settings_exit_2_with_one_line() {
             &["--denylist", r#"{"source_ip":["x"]}"#],
             "invalid --denylist",
         ),
-        (&["--server", "tls://relay:443"], "TLS"),
+        (
+            &["--tls-client-cert-file", "/nonexistent/client.crt"],
+            "TLS",
+        ),
+        (
+            &["--tls", "--tls-ca-cert-files", "/nonexistent/ca.crt"],
+            "TLS",
+        ),
         (&["--max-size-mb", "0"], "--max-size-mb"),
     ] {
         let out = Command::new(env!("CARGO_BIN_EXE_flow-exporter"))

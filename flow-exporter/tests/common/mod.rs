@@ -146,6 +146,35 @@ impl FakeHubble {
     }
 }
 
+impl FakeHubble {
+    /// Serves over TLS on a loopback TCP port (mutual when `tls` has client CAs).
+    pub async fn serve_tls(&self, tls: hubble::tls::ServerTls) -> (Server, std::net::SocketAddr) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let svc = Svc {
+            hubble: self.clone(),
+            stop: stop_rx.clone(),
+        };
+        let mut stop = stop_rx;
+        let incoming = hubble::tls::incoming(listener, &tls, "test server");
+        let task = tokio::spawn(async move {
+            let _ = tonic::transport::Server::builder()
+                .add_service(ObserverServer::new(svc))
+                .serve_with_incoming_shutdown(incoming, async move {
+                    let _ = stop.wait_for(|s| *s).await;
+                })
+                .await;
+        });
+        let server = Server {
+            stop: stop_tx,
+            task,
+            socket: PathBuf::new(),
+        };
+        (server, addr)
+    }
+}
+
 pub struct Server {
     stop: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,

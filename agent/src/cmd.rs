@@ -575,13 +575,7 @@ pub fn run(args: RunArgs) -> Result<()> {
             printer.handle(rec, None)?;
         }
         if let Some(m) = &metrics {
-            let resps = printer.responses();
-            if resps.is_empty() {
-                m.record(None, &printer.counters);
-            }
-            for r in resps {
-                m.record(Some(r), &printer.counters);
-            }
+            m.record_all(printer.responses(), &printer.counters);
         }
         if let Some(s) = &server {
             for r in printer.responses() {

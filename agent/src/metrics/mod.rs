@@ -352,6 +352,20 @@ impl Metrics {
         }
     }
 
+    /// Counts every response one record produced (none, one, or several L7 flows) and the
+    /// run's counters, under one lock: a scrape sees counters and series that agree.
+    pub fn record_all(&self, resps: &[GetFlowsResponse], counters: &Counters) {
+        let mut g = self.lock();
+        g.counters = *counters;
+        if resps.is_empty() {
+            return;
+        }
+        let now = coarse_now();
+        for r in resps {
+            g.process_response(r, now);
+        }
+    }
+
     /// Reports the observer ring's fill.
     pub fn set_observer(&self, obs: Arc<LocalObserver>) {
         self.sources().observer = Some(obs);

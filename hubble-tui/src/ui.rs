@@ -104,8 +104,8 @@ fn draw_tabs(buf: &mut Buffer, area: Rect, app: &App, t: &Theme) {
     buf.set_line(area.x, area.y, &Line::from(spans), area.width);
     let (text, style) = match &app.status {
         SourceStatus::Starting => ("starting".to_string(), t.dim()),
-        SourceStatus::ReadingFile(p) => (format!("reading {p}"), t.fg(Color::Yellow)),
-        SourceStatus::FileDone(p) => (format!("{p} (end of file)"), t.dim()),
+        SourceStatus::ReadingFile(p) => (format!("reading {}", base(p)), t.fg(Color::Yellow)),
+        SourceStatus::FileDone(p) => (format!("end of file {}", base(p)), t.dim()),
         SourceStatus::Connecting { server, attempt } if *attempt <= 1 => {
             (format!("connecting to {server}"), t.fg(Color::Yellow))
         }
@@ -115,12 +115,20 @@ fn draw_tabs(buf: &mut Buffer, area: Rect, app: &App, t: &Theme) {
         ),
         SourceStatus::Connected { server } => (format!("● live {server}"), t.fg(Color::Green)),
         SourceStatus::Retrying { error, in_secs } => (
-            format!("disconnected: {error}; retrying in {in_secs}s"),
+            format!("disconnected, retrying in {in_secs}s: {error}"),
             t.fg(Color::Red),
         ),
         SourceStatus::Failed(e) => (format!("error: {e}"), t.fg(Color::Red)),
     };
     right_aligned(buf, area, &text, style);
+}
+
+/// The file name of a path (the status line is short).
+fn base(p: &str) -> &str {
+    std::path::Path::new(p)
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or(p)
 }
 
 fn right_aligned(buf: &mut Buffer, area: Rect, text: &str, style: Style) {

@@ -208,7 +208,10 @@ impl<G: Getters> Enricher<G> {
         f: &mut Flow,
     ) {
         let p = packet::parse(pkt, l3_device);
+        // The L7 record is refilled in place by the caller: keep its buffers.
+        let l7 = f.l7.take();
         reset_rare(f);
+        f.l7 = l7;
         f.time = Some(timestamp(time));
         self.uuid_into(&mut f.uuid);
         f.r#type = flow::FlowType::L7 as i32;
@@ -718,7 +721,7 @@ fn reset_rare(f: &mut Flow) {
 }
 
 /// `dst = src`, reusing dst's buffer.
-fn set_str(dst: &mut String, src: &str) {
+pub(crate) fn set_str(dst: &mut String, src: &str) {
     dst.clear();
     dst.push_str(src);
 }
@@ -734,7 +737,7 @@ fn set_strs<S: AsRef<str>>(dst: &mut Vec<String>, src: &[S]) {
 }
 
 /// Writes an address the way Go's net.IP.String() does (IPv4 dotted, IPv6 RFC 5952).
-fn ip_into(s: &mut String, ip: IpAddr) {
+pub(crate) fn ip_into(s: &mut String, ip: IpAddr) {
     s.clear();
     match ip {
         IpAddr::V4(a) => {

@@ -11,34 +11,34 @@ pub const MAX_HEADERS: usize = 64;
 /// Most requests waiting for their response on one connection.
 pub const MAX_PENDING: usize = 64;
 
-/// A parsed head.
+/// A parsed head, borrowing the captured bytes.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Head {
+pub struct Head<'a> {
     pub request: bool,
-    pub method: String,
-    pub target: String,
+    pub method: &'a str,
+    pub target: &'a str,
     /// `HTTP/1.1`
-    pub protocol: String,
+    pub protocol: &'a str,
     pub code: u16,
-    pub headers: Vec<(String, String)>,
+    pub headers: Vec<(&'a str, &'a str)>,
     pub content_length: Option<u64>,
     pub chunked: bool,
     /// Bytes of the head, blank line included.
     pub len: usize,
 }
 
-impl Head {
-    pub fn header(&self, key: &str) -> Option<&str> {
+impl<'a> Head<'a> {
+    pub fn header(&self, key: &str) -> Option<&'a str> {
         self.headers
             .iter()
             .find(|(k, _)| k.eq_ignore_ascii_case(key))
-            .map(|(_, v)| v.as_str())
+            .map(|(_, v)| *v)
     }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Parsed {
-    Complete(Head),
+pub enum Parsed<'a> {
+    Complete(Head<'a>),
     /// The head has not ended yet.
     Partial,
     Invalid(&'static str),
@@ -81,7 +81,7 @@ fn token_ok(s: &str) -> bool {
 }
 
 /// Parses the head at the start of `b`.
-pub fn parse_head(b: &[u8]) -> Parsed {
+pub fn parse_head(b: &[u8]) -> Parsed<'_> {
     let Some(len) = end_of_head(b) else {
         return if b.len() > MAX_HEAD {
             Parsed::Invalid("HTTP head longer than 8 KiB")
@@ -116,7 +116,7 @@ pub fn parse_head(b: &[u8]) -> Parsed {
         if !(100..=999).contains(&code) || b2.len() != 3 {
             return Parsed::Invalid("bad HTTP status code");
         }
-        h.protocol = a.to_string();
+        h.protocol = a;
         h.code = code;
     } else {
         if !token_ok(a) || b2.is_empty() || b2.contains(' ') {
@@ -126,9 +126,9 @@ pub fn parse_head(b: &[u8]) -> Parsed {
             return Parsed::Invalid("unsupported HTTP version");
         }
         h.request = true;
-        h.method = a.to_string();
-        h.target = b2.to_string();
-        h.protocol = c.to_string();
+        h.method = a;
+        h.target = b2;
+        h.protocol = c;
     }
     for line in lines {
         if line.is_empty() {
@@ -152,25 +152,55 @@ pub fn parse_head(b: &[u8]) -> Parsed {
             h.chunked = true;
         }
         if h.headers.len() < MAX_HEADERS {
-            h.headers.push((k.to_string(), v.to_string()));
+            h.headers.push((k, v));
         }
     }
     Parsed::Complete(h)
 }
 
-/// What one message on a connection produced.
+/// What one message on a connection produced (borrowed for the time of the callback).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Exchange {
+pub struct Exchange<'a> {
+    pub request: bool,
+    pub method: &'a str,
+    /// `http://host/path` as Hubble shows it.
+    pub url: &'a str,
+    pub protocol: &'a str,
+    pub code: u32,
+    /// This message's headers, sorted by key.
+    pub headers: &'a [(&'a str, &'a str)],
+    /// Response: time since its request (0 when it has none).
+    pub latency_ns: u64,
+}
+
+/// An owned copy of an [`Exchange`] (tests).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OwnedExchange {
     pub request: bool,
     pub method: String,
-    /// `http://host/path` as Hubble shows it.
     pub url: String,
     pub protocol: String,
     pub code: u32,
-    /// This message's headers, sorted by key.
     pub headers: Vec<(String, String)>,
-    /// Response: time since its request (0 when it has none).
     pub latency_ns: u64,
+}
+
+impl From<&Exchange<'_>> for OwnedExchange {
+    fn from(x: &Exchange<'_>) -> Self {
+        OwnedExchange {
+            request: x.request,
+            method: x.method.to_string(),
+            url: x.url.to_string(),
+            protocol: x.protocol.to_string(),
+            code: x.code,
+            headers: x
+                .headers
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            latency_ns: x.latency_ns,
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -213,7 +243,7 @@ pub struct Conn {
 
 impl Conn {
     /// Feeds a segment's payload (`request` = sent by the client) with its TCP sequence
-    /// number; pushes the messages it completes into `out`.
+    /// number; hands each message it completes to `emit`, in order.
     #[allow(clippy::too_many_arguments)]
     pub fn feed(
         &mut self,
@@ -223,7 +253,7 @@ impl Conn {
         ktime_ns: u64,
         authority: &str,
         stats: &mut HttpStats,
-        out: &mut Vec<Exchange>,
+        emit: &mut dyn FnMut(&Exchange<'_>),
     ) {
         self.last_ns = ktime_ns;
         let side = if request {
@@ -282,31 +312,32 @@ impl Conn {
                     rest = &[];
                     break;
                 }
-                Parsed::Complete(h) => {
+                Parsed::Complete(mut h) => {
                     rest = &rest[h.len..];
+                    h.headers.sort_by(|a, b| a.0.cmp(b.0));
                     if h.request {
                         side.body_left = h.content_length.unwrap_or(0);
                         if h.chunked {
                             side.resync = true;
                         }
                         stats.requests += 1;
-                        let url = url_of(&h, authority);
                         if self.pending.len() >= MAX_PENDING {
                             self.pending.pop_front();
                             stats.pending_dropped += 1;
                         }
                         self.pending.push_back(Pending {
-                            method: h.method.clone(),
-                            url: url.clone(),
+                            method: h.method.to_string(),
+                            url: url_of(&h, authority),
                             ktime_ns,
                         });
-                        out.push(Exchange {
+                        let url = self.pending.back().map_or("", |p| p.url.as_str());
+                        emit(&Exchange {
                             request: true,
                             method: h.method,
                             url,
                             protocol: h.protocol,
                             code: 0,
-                            headers: sorted(h.headers),
+                            headers: &h.headers,
                             latency_ns: 0,
                         });
                     } else {
@@ -323,20 +354,20 @@ impl Conn {
                             side.body_left = h.content_length.unwrap_or(0);
                         }
                         stats.responses += 1;
-                        let (method, url, latency_ns) = match self.pending.pop_front() {
-                            Some(p) => (p.method, p.url, ktime_ns.saturating_sub(p.ktime_ns)),
-                            None => {
-                                stats.unpaired_responses += 1;
-                                (String::new(), String::new(), 0)
-                            }
-                        };
-                        out.push(Exchange {
+                        let p = self.pending.pop_front();
+                        if p.is_none() {
+                            stats.unpaired_responses += 1;
+                        }
+                        let latency_ns = p
+                            .as_ref()
+                            .map_or(0, |p| ktime_ns.saturating_sub(p.ktime_ns));
+                        emit(&Exchange {
                             request: false,
-                            method,
-                            url,
+                            method: p.as_ref().map_or("", |p| p.method.as_str()),
+                            url: p.as_ref().map_or("", |p| p.url.as_str()),
                             protocol: h.protocol,
                             code: h.code as u32,
-                            headers: sorted(h.headers),
+                            headers: &h.headers,
                             latency_ns,
                         });
                     }
@@ -360,15 +391,10 @@ impl Conn {
     }
 }
 
-fn sorted(mut h: Vec<(String, String)>) -> Vec<(String, String)> {
-    h.sort_by(|a, b| a.0.cmp(&b.0));
-    h
-}
-
 /// `http://<Host or the server address><target>`, or the target when it is absolute.
-fn url_of(h: &Head, authority: &str) -> String {
+fn url_of(h: &Head<'_>, authority: &str) -> String {
     if h.target.starts_with("http://") || h.target.starts_with("https://") {
-        return h.target.clone();
+        return h.target.to_string();
     }
     let host = h.header("host").unwrap_or(authority);
     let mut u = String::with_capacity(7 + host.len() + h.target.len());
@@ -377,13 +403,44 @@ fn url_of(h: &Head, authority: &str) -> String {
     if !h.target.starts_with('/') && h.target != "*" {
         u.push('/');
     }
-    u.push_str(&h.target);
+    u.push_str(h.target);
     u
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `feed` collecting owned copies.
+    trait FeedVec {
+        #[allow(clippy::too_many_arguments)]
+        fn feed_v(
+            &mut self,
+            request: bool,
+            seq: u32,
+            data: &[u8],
+            ktime_ns: u64,
+            authority: &str,
+            stats: &mut HttpStats,
+            out: &mut Vec<OwnedExchange>,
+        );
+    }
+    impl FeedVec for Conn {
+        fn feed_v(
+            &mut self,
+            request: bool,
+            seq: u32,
+            data: &[u8],
+            ktime_ns: u64,
+            authority: &str,
+            stats: &mut HttpStats,
+            out: &mut Vec<OwnedExchange>,
+        ) {
+            self.feed(request, seq, data, ktime_ns, authority, stats, &mut |x| {
+                out.push(x.into())
+            });
+        }
+    }
 
     const REQ: &[u8] = b"GET /api/v1/items HTTP/1.1\r\nHost: catalog.shop.svc.cluster.local\r\nUser-Agent: hubble-lab/0.1.0\r\nAccept: */*\r\n\r\n";
     const RESP: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 5\r\nServer: hubble-lab\r\n\r\n{}\n\r\n";
@@ -394,10 +451,7 @@ mod tests {
             panic!()
         };
         assert!(h.request);
-        assert_eq!(
-            (h.method.as_str(), h.target.as_str()),
-            ("GET", "/api/v1/items")
-        );
+        assert_eq!((h.method, h.target), ("GET", "/api/v1/items"));
         assert_eq!(h.protocol, "HTTP/1.1");
         assert_eq!(h.header("HOST"), Some("catalog.shop.svc.cluster.local"));
         assert_eq!(h.len, REQ.len());
@@ -435,7 +489,7 @@ mod tests {
         reqs.extend_from_slice(
             b"POST /status/500 HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\n\r\nabc",
         );
-        c.feed(true, 1000, &reqs, 10, "10.0.0.1:80", &mut st, &mut out);
+        c.feed_v(true, 1000, &reqs, 10, "10.0.0.1:80", &mut st, &mut out);
         assert_eq!(out.len(), 2);
         assert_eq!(
             out[0].url,
@@ -444,7 +498,7 @@ mod tests {
         assert_eq!(out[1].method, "POST");
         let mut resps = RESP.to_vec();
         resps.extend_from_slice(b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\n\r\n");
-        c.feed(
+        c.feed_v(
             false,
             5000,
             &resps,
@@ -470,14 +524,14 @@ mod tests {
         let mut c = Conn::default();
         let mut st = HttpStats::default();
         let mut out = Vec::new();
-        c.feed(true, 1, &REQ[..30], 1, "a", &mut st, &mut out);
+        c.feed_v(true, 1, &REQ[..30], 1, "a", &mut st, &mut out);
         assert!(out.is_empty());
         // The same bytes again (a retransmission) change nothing.
-        c.feed(true, 1, &REQ[..30], 2, "a", &mut st, &mut out);
-        c.feed(true, 31, &REQ[30..], 3, "a", &mut st, &mut out);
+        c.feed_v(true, 1, &REQ[..30], 2, "a", &mut st, &mut out);
+        c.feed_v(true, 31, &REQ[30..], 3, "a", &mut st, &mut out);
         assert_eq!(out.len(), 1);
         // Response body split: the next response after it is still found.
-        c.feed(
+        c.feed_v(
             false,
             100,
             &RESP[..RESP.len() - 3],
@@ -486,11 +540,11 @@ mod tests {
             &mut st,
             &mut out,
         );
-        c.feed(true, 1 + REQ.len() as u32, REQ, 5, "a", &mut st, &mut out);
+        c.feed_v(true, 1 + REQ.len() as u32, REQ, 5, "a", &mut st, &mut out);
         let rest = &RESP[RESP.len() - 3..];
         let mut seg = rest.to_vec();
         seg.extend_from_slice(RESP);
-        c.feed(
+        c.feed_v(
             false,
             100 + (RESP.len() - 3) as u32,
             &seg,
@@ -508,7 +562,7 @@ mod tests {
         let mut c = Conn::default();
         let mut st = HttpStats::default();
         let mut out = Vec::new();
-        c.feed(
+        c.feed_v(
             true,
             1,
             b"\x00\x01garbage that is not http at all\r\n\r\n",
@@ -518,12 +572,12 @@ mod tests {
             &mut out,
         );
         assert_eq!(st.malformed, 1);
-        c.feed(true, 100, b"more garbage", 2, "a", &mut st, &mut out);
+        c.feed_v(true, 100, b"more garbage", 2, "a", &mut st, &mut out);
         assert!(out.is_empty());
-        c.feed(true, 112, REQ, 3, "a", &mut st, &mut out);
+        c.feed_v(true, 112, REQ, 3, "a", &mut st, &mut out);
         assert_eq!(out.len(), 1);
         // A response without a request.
-        c.feed(
+        c.feed_v(
             false,
             1,
             b"HTTP/1.1 204 No Content\r\n\r\n",
@@ -532,7 +586,7 @@ mod tests {
             &mut st,
             &mut out,
         );
-        c.feed(
+        c.feed_v(
             false,
             28,
             b"HTTP/1.1 204 No Content\r\n\r\n",
@@ -546,7 +600,7 @@ mod tests {
         let mut c = Conn::default();
         let mut big = b"GET / HTTP/1.1\r\nX: ".to_vec();
         big.extend(std::iter::repeat_n(b'a', MAX_HEAD + 10));
-        c.feed(true, 1, &big, 1, "a", &mut st, &mut out);
+        c.feed_v(true, 1, &big, 1, "a", &mut st, &mut out);
         assert!(c.req.buf.is_empty());
     }
 }

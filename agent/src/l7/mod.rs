@@ -19,7 +19,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use hubble_api::flow::{self, Flow, HttpHeader, Layer7, layer7};
 
-use crate::enrich::{Enricher, Getters};
+use crate::enrich::{Enricher, Getters, set_str};
 use crate::monitor::abi::NotifyCaptureHdr;
 use crate::monitor::packet::{self, L4};
 
@@ -232,7 +232,6 @@ pub struct L7Engine {
     dns_pending: HashMap<(ConnKey, u16), u64>,
     conns: HashMap<ConnKey, http::Conn>,
     msg: dns::Message,
-    exchanges: Vec<http::Exchange>,
     last_sweep_ns: u64,
     pub stats: L7Stats,
 }
@@ -336,7 +335,7 @@ impl L7Engine {
                     return Ok(0);
                 }
                 let conn = self.conns.entry(key).or_default();
-                self.exchanges.clear();
+                let mut n = 0;
                 conn.feed(
                     !response,
                     seg.seq,
@@ -344,15 +343,14 @@ impl L7Engine {
                     ev.ktime_ns,
                     &authority,
                     &mut self.stats.http,
-                    &mut self.exchanges,
+                    &mut |x| {
+                        let f = next_flow(out, n);
+                        enricher.fill_l7_base(pkt, l3, ev.src_label, ev.dst_label, time, f);
+                        fill_http(f, x);
+                        finish(f, &ev);
+                        n += 1;
+                    },
                 );
-                let n = self.exchanges.len();
-                for (i, x) in self.exchanges.drain(..).enumerate() {
-                    let f = next_flow(out, i);
-                    enricher.fill_l7_base(pkt, l3, ev.src_label, ev.dst_label, time, f);
-                    fill_http(f, x);
-                    finish(f, &ev);
-                }
                 Ok(n)
             }
             k => Err(L7Error::Kind(k)),
@@ -396,93 +394,196 @@ fn finish(f: &mut Flow, ev: &L7Notify) {
     };
 }
 
-fn fill_dns(f: &mut Flow, m: &dns::Message, latency_ns: u64) {
-    use std::fmt::Write as _;
-    let qtypes: Vec<String> = m.qtypes.iter().map(|t| dns::type_name(*t).into()).collect();
-    let qstr = qtypes.join(",");
-    let mut rec = flow::Dns {
-        query: m.query.clone(),
-        observation_source: DNS_OBSERVATION_SOURCE.to_string(),
-        qtypes,
-        ..Default::default()
-    };
-    f.summary.clear();
-    if m.response {
-        rec.ips = m.ips().map(|i| i.to_string()).collect();
-        rec.ttl = m.min_ip_ttl();
-        rec.cnames = m.cnames().map(str::to_string).collect();
-        rec.rcode = m.rcode as u32;
-        rec.rrtypes = m
-            .answers
-            .iter()
-            .map(|a| dns::type_name(a.rtype).to_string())
-            .collect();
-        let answer = if m.rcode != 0 {
-            format!("RCode: {}", dns::rcode_name(m.rcode))
-        } else {
-            let mut parts = Vec::new();
-            if !rec.ips.is_empty() {
-                parts.push(format!("{:?}", rec.ips.join(",")));
-            }
-            if !rec.cnames.is_empty() {
-                parts.push(format!("CNAMEs: {:?}", rec.cnames.join(",")));
-            }
-            parts.join(" ")
-        };
-        let _ = write!(
-            f.summary,
-            "DNS Answer {answer} TTL: {} (Query {} {qstr})",
-            rec.ttl, m.query
-        );
+/// The flow's L7 record of the kind `is` accepts, reset to `fresh` when it holds another.
+fn record_mut(
+    f: &mut Flow,
+    response: bool,
+    latency_ns: u64,
+    fresh: fn() -> layer7::Record,
+    is: fn(&layer7::Record) -> bool,
+) -> &mut Option<layer7::Record> {
+    let l = f.l7.get_or_insert_with(Layer7::default);
+    l.r#type = if response {
+        flow::L7FlowType::Response as i32
     } else {
-        let _ = write!(f.summary, "DNS Query {} {qstr}", m.query);
+        flow::L7FlowType::Request as i32
+    };
+    l.latency_ns = latency_ns;
+    if !l.record.as_ref().is_some_and(is) {
+        l.record = Some(fresh());
     }
-    f.l7 = Some(Layer7 {
-        r#type: if m.response {
-            flow::L7FlowType::Response as i32
-        } else {
-            flow::L7FlowType::Request as i32
-        },
-        latency_ns,
-        record: Some(layer7::Record::Dns(rec)),
-    });
+    &mut l.record
 }
 
-fn fill_http(f: &mut Flow, x: http::Exchange) {
-    use std::fmt::Write as _;
-    f.summary.clear();
-    if x.request {
-        let _ = write!(f.summary, "{} {} {}", x.protocol, x.method, x.url);
-    } else {
-        let _ = write!(
-            f.summary,
-            "{} {} {}ms ({} {})",
-            x.protocol,
-            x.code,
-            x.latency_ns / 1_000_000,
-            x.method,
-            x.url
-        );
-    }
-    f.l7 = Some(Layer7 {
-        r#type: if x.request {
-            flow::L7FlowType::Request as i32
+/// `out` = the names of `types`, reusing its strings.
+fn set_type_names(out: &mut Vec<String>, types: impl Iterator<Item = u16>) {
+    let mut n = 0;
+    for t in types {
+        let name = dns::type_name(t);
+        if n < out.len() {
+            set_str(&mut out[n], name);
         } else {
-            flow::L7FlowType::Response as i32
-        },
-        latency_ns: x.latency_ns,
-        record: Some(layer7::Record::Http(flow::Http {
-            code: x.code,
-            method: x.method,
-            url: x.url,
-            protocol: x.protocol,
-            headers: x
-                .headers
-                .into_iter()
-                .map(|(key, value)| HttpHeader { key, value })
-                .collect(),
-        })),
-    });
+            out.push(name.to_string());
+        }
+        n += 1;
+    }
+    out.truncate(n);
+}
+
+/// Go's `%q` of a plain string (names and addresses: only `"` and `\` need escaping).
+fn push_quoted(s: &mut String, parts: &[String]) {
+    s.push('"');
+    for (i, p) in parts.iter().enumerate() {
+        if i > 0 {
+            s.push(',');
+        }
+        for c in p.chars() {
+            if c == '"' || c == '\\' {
+                s.push('\\');
+            }
+            s.push(c);
+        }
+    }
+    s.push('"');
+}
+
+fn fill_dns(f: &mut Flow, m: &dns::Message, latency_ns: u64) {
+    let mut summary = std::mem::take(&mut f.summary);
+    let rec = record_mut(
+        f,
+        m.response,
+        latency_ns,
+        || layer7::Record::Dns(flow::Dns::default()),
+        |r| matches!(r, layer7::Record::Dns(_)),
+    );
+    let Some(layer7::Record::Dns(d)) = rec else {
+        f.summary = summary;
+        return;
+    };
+    set_str(&mut d.query, &m.query);
+    set_str(&mut d.observation_source, DNS_OBSERVATION_SOURCE);
+    set_type_names(&mut d.qtypes, m.qtypes.iter().copied());
+    if m.response {
+        let mut n = 0;
+        for ip in m.ips() {
+            if n == d.ips.len() {
+                d.ips.push(String::new());
+            }
+            crate::enrich::ip_into(&mut d.ips[n], ip);
+            n += 1;
+        }
+        d.ips.truncate(n);
+        d.ttl = m.min_ip_ttl();
+        d.cnames.clear();
+        d.cnames.extend(m.cnames().map(str::to_string));
+        d.rcode = m.rcode as u32;
+        set_type_names(&mut d.rrtypes, m.answers.iter().map(|a| a.rtype));
+    } else {
+        d.ips.clear();
+        d.ttl = 0;
+        d.cnames.clear();
+        d.rcode = 0;
+        d.rrtypes.clear();
+    }
+    // Hubble's summary (seven parser's dnsSummary).
+    let s = &mut summary;
+    s.clear();
+    if m.response {
+        s.push_str("DNS Answer ");
+        if m.rcode != 0 {
+            s.push_str("RCode: ");
+            s.push_str(dns::rcode_name(m.rcode));
+        } else {
+            if !d.ips.is_empty() {
+                push_quoted(s, &d.ips);
+            }
+            if !d.cnames.is_empty() {
+                if !d.ips.is_empty() {
+                    s.push(' ');
+                }
+                s.push_str("CNAMEs: ");
+                push_quoted(s, &d.cnames);
+            }
+        }
+        s.push_str(" TTL: ");
+        push_u64(s, d.ttl as u64);
+        s.push_str(" (Query ");
+    } else {
+        s.push_str("DNS Query ");
+    }
+    s.push_str(&m.query);
+    s.push(' ');
+    for (i, t) in d.qtypes.iter().enumerate() {
+        if i > 0 {
+            s.push(',');
+        }
+        s.push_str(t);
+    }
+    if m.response {
+        s.push(')');
+    }
+    f.summary = summary;
+}
+
+fn push_u64(s: &mut String, mut v: u64) {
+    let mut buf = [0u8; 20];
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    for &b in &buf[i..] {
+        s.push(b as char);
+    }
+}
+
+fn fill_http(f: &mut Flow, x: &http::Exchange<'_>) {
+    let mut summary = std::mem::take(&mut f.summary);
+    let rec = record_mut(
+        f,
+        !x.request,
+        x.latency_ns,
+        || layer7::Record::Http(flow::Http::default()),
+        |r| matches!(r, layer7::Record::Http(_)),
+    );
+    let Some(layer7::Record::Http(h)) = rec else {
+        f.summary = summary;
+        return;
+    };
+    h.code = x.code;
+    set_str(&mut h.method, x.method);
+    set_str(&mut h.url, x.url);
+    set_str(&mut h.protocol, x.protocol);
+    h.headers.truncate(x.headers.len());
+    for (i, (k, v)) in x.headers.iter().enumerate() {
+        if i == h.headers.len() {
+            h.headers.push(HttpHeader::default());
+        }
+        set_str(&mut h.headers[i].key, k);
+        set_str(&mut h.headers[i].value, v);
+    }
+    // Hubble's summary (seven parser's httpSummary).
+    let s = &mut summary;
+    s.clear();
+    s.push_str(x.protocol);
+    s.push(' ');
+    if !x.request {
+        push_u64(s, x.code as u64);
+        s.push(' ');
+        push_u64(s, x.latency_ns / 1_000_000);
+        s.push_str("ms (");
+    }
+    s.push_str(x.method);
+    s.push(' ');
+    s.push_str(x.url);
+    if !x.request {
+        s.push(')');
+    }
+    f.summary = summary;
 }
 
 /// The L4 of an L7 flow: ports only, as Hubble's L7 parser fills it.

@@ -1,0 +1,409 @@
+//! End to end as root (needs BPF): a uniquely named three-node lab, three `hubble-agent run
+//! --node` processes serving mutual TLS, `hubble-relay` seeded with one of them over mTLS,
+//! and the real `hubble` CLI against the relay: flows of all three nodes in time order; one
+//! agent killed mid-follow (the stream goes on and reports it), restarted (it rejoins); a
+//! client without a certificate refused. Without root it skips, but fails when CI=true.
+//! Ports are chosen by the kernel; the lab name and CIDR are unique to this test.
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use agent::lab::spec::LabSpec;
+use agent::lab::topology;
+use serde_json::Value;
+
+const TEST: &str = "relay multi-node e2e test";
+
+fn skip_or_fail(why: &str) {
+    if std::env::var("CI").as_deref() == Ok("true") {
+        panic!("{TEST} cannot run with CI=true: {why}");
+    }
+    eprintln!("SKIP {TEST}: {why}");
+}
+
+/// A workspace binary next to this test's directory (target/debug/NAME).
+fn bin(name: &str) -> Option<PathBuf> {
+    let exe = std::env::current_exe().ok()?;
+    let b = exe.parent()?.parent()?.join(name);
+    b.is_file().then_some(b)
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Kills every child and takes the lab down, whatever happens.
+struct Guard {
+    spec: LabSpec,
+    children: Vec<Child>,
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        for c in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let _ = topology::down(&self.spec);
+    }
+}
+
+fn spec_text(name: &str, ports: &[u16]) -> String {
+    let mut s = format!(
+        r#"
+[lab]
+name = "{name}"
+node = "node-1"
+ipv4_cidr = "10.250.93.0/24"
+ipv6_cidr = "fd00:250:93::/64"
+"#
+    );
+    for (i, p) in ports.iter().enumerate() {
+        s += &format!(
+            "\n[[nodes]]\nname = \"node-{}\"\naddress = \"127.0.0.1:{p}\"\n",
+            i + 1
+        );
+    }
+    for (i, pod) in ["client", "server", "other"].iter().enumerate() {
+        s += &format!(
+            r#"
+[[pods]]
+node = "node-{n}"
+namespace = "web"
+name = "{pod}"
+labels = {{ app = "{pod}" }}
+ipv4 = "10.250.93.{ip}"
+ipv6 = "fd00:250:93::{ip}"
+"#,
+            n = i + 1,
+            ip = 10 + i,
+        );
+    }
+    s += r#"
+[[services]]
+namespace = "web"
+name = "server"
+selector = { app = "server" }
+ports = [{ port = 8080, protocol = "TCP", name = "http" }]
+"#;
+    s
+}
+
+struct Lab {
+    agent: PathBuf,
+    hubble: PathBuf,
+    spec: PathBuf,
+    certs: PathBuf,
+    dir: PathBuf,
+}
+
+impl Lab {
+    fn start_agent(&self, node: usize, port: u16) -> Child {
+        let c = &self.certs;
+        let log = std::fs::File::create(self.dir.join(format!("agent-{node}.log"))).unwrap();
+        let child = Command::new(&self.agent)
+            .args(["run", "--lab"])
+            .arg(&self.spec)
+            .args(["--node", &format!("node-{node}"), "--socket", ""])
+            .args(["--listen-address", &format!("127.0.0.1:{port}")])
+            .arg("--tls-cert-file")
+            .arg(c.join("server.crt"))
+            .arg("--tls-key-file")
+            .arg(c.join("server.key"))
+            .arg("--tls-client-ca-files")
+            .arg(c.join("ca.crt"))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("hubble-agent run");
+        wait_for_port(port);
+        child
+    }
+
+    fn traffic(&self) {
+        let st = Command::new(&self.agent)
+            .args(["lab", "traffic"])
+            .arg(&self.spec)
+            .args(["--count", "2", "--duration", "10s"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("lab traffic");
+        assert!(st.code().is_some(), "lab traffic was killed: {st}");
+    }
+
+    /// `hubble` against the relay with the client certificate.
+    fn hubble(&self, relay: &str) -> Command {
+        let c = &self.certs;
+        let mut cmd = Command::new(&self.hubble);
+        cmd.args(["--server", relay, "--tls"])
+            .arg("--tls-ca-cert-files")
+            .arg(c.join("ca.crt"))
+            .arg("--tls-client-cert-file")
+            .arg(c.join("client.crt"))
+            .arg("--tls-client-key-file")
+            .arg(c.join("client.key"));
+        cmd
+    }
+
+    fn connected_nodes(&self, relay: &str) -> String {
+        let out = self
+            .hubble(relay)
+            .arg("status")
+            .output()
+            .expect("hubble status");
+        String::from_utf8_lossy(&out.stdout).to_string()
+    }
+
+    fn wait_connected(&self, relay: &str, want: &str) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let s = self.connected_nodes(relay);
+            if s.contains(want) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "relay never reported {want:?}: {s}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+fn wait_for_port(port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "nothing listens on {port}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // The datapath attaches after the socket is bound.
+    std::thread::sleep(Duration::from_millis(1500));
+}
+
+/// Lines of a child's pipe, forwarded to a channel by a thread.
+fn lines(r: impl Read + Send + 'static) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for l in BufReader::new(r).lines() {
+            let Ok(l) = l else { break };
+            if tx.send(l).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+/// Reads lines until `done` holds of all read so far, or the deadline.
+fn read_until(
+    rx: &mpsc::Receiver<String>,
+    got: &mut Vec<String>,
+    secs: u64,
+    done: impl Fn(&[String]) -> bool,
+) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !done(got) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return false;
+        }
+        if let Ok(l) = rx.recv_timeout(left.min(Duration::from_millis(200))) {
+            got.push(l);
+        }
+    }
+    true
+}
+
+fn node_of(line: &str) -> Option<String> {
+    let v: Value = serde_json::from_str(line).ok()?;
+    v.get("flow")?;
+    Some(v["node_name"].as_str()?.to_string())
+}
+
+fn has_node(lines: &[String], node: &str) -> bool {
+    lines.iter().any(|l| node_of(l).as_deref() == Some(node))
+}
+
+#[test]
+fn three_agents_behind_a_relay_over_mtls() {
+    if !topology::is_root() {
+        return skip_or_fail("needs root");
+    }
+    let (Some(agent), Some(hubble), relay_bin) = (
+        bin("hubble-agent"),
+        bin("hubble"),
+        PathBuf::from(env!("CARGO_BIN_EXE_hubble-relay")),
+    ) else {
+        return skip_or_fail(
+            "hubble-agent and hubble binaries not built (cargo build --workspace)",
+        );
+    };
+    let name = format!("rl{}", std::process::id() % 100_000);
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().to_path_buf();
+    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let relay_port = free_port();
+    let spec_path = dir.join("multi.toml");
+    std::fs::write(&spec_path, spec_text(&name, &ports)).unwrap();
+    let spec = LabSpec::load(&spec_path).unwrap();
+    let mut guard = Guard {
+        spec: spec.clone(),
+        children: Vec::new(),
+    };
+    if let Err(e) = topology::up(&spec) {
+        return skip_or_fail(&format!("lab up failed: {e}"));
+    }
+    let certs = dir.join("certs");
+    let st = Command::new(&agent)
+        .args(["certs", "generate"])
+        .arg(&certs)
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(st.success(), "certs generate");
+    let lab = Lab {
+        agent,
+        hubble,
+        spec: spec_path,
+        certs: certs.clone(),
+        dir: dir.clone(),
+    };
+    for (i, p) in ports.iter().enumerate() {
+        let c = lab.start_agent(i + 1, *p);
+        guard.children.push(c);
+    }
+    if !Path::new(&format!("/proc/{}", guard.children[0].id())).exists()
+        || guard.children[0].try_wait().unwrap().is_some()
+    {
+        let log = std::fs::read_to_string(dir.join("agent-1.log")).unwrap_or_default();
+        return skip_or_fail(&format!("the agent could not run: {log}"));
+    }
+    let relay_log = std::fs::File::create(dir.join("relay.log")).unwrap();
+    let relay = Command::new(&relay_bin)
+        .args([
+            "serve",
+            "--peer-service",
+            &format!("127.0.0.1:{}", ports[0]),
+        ])
+        .args(["--listen-address", &format!("127.0.0.1:{relay_port}")])
+        .args(["--retry-timeout", "500ms", "--dial-timeout", "2s"])
+        .args(["--sort-buffer-drain-timeout", "100ms"])
+        .arg("--tls-hubble-server-ca-files")
+        .arg(certs.join("ca.crt"))
+        .arg("--tls-hubble-client-cert-file")
+        .arg(certs.join("client.crt"))
+        .arg("--tls-hubble-client-key-file")
+        .arg(certs.join("client.key"))
+        .arg("--tls-relay-server-cert-file")
+        .arg(certs.join("relay.crt"))
+        .arg("--tls-relay-server-key-file")
+        .arg(certs.join("relay.key"))
+        .arg("--tls-relay-client-ca-files")
+        .arg(certs.join("ca.crt"))
+        .stderr(relay_log)
+        .spawn()
+        .expect("hubble-relay serve");
+    guard.children.push(relay);
+    let relay_addr = format!("127.0.0.1:{relay_port}");
+    lab.wait_connected(&relay_addr, "Connected Nodes: 3/3");
+
+    // Follow through the relay while traffic runs on every node.
+    let mut follower = lab
+        .hubble(&relay_addr)
+        .args(["observe", "--follow", "-o", "json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("hubble observe --follow");
+    let out = lines(follower.stdout.take().unwrap());
+    let err = lines(follower.stderr.take().unwrap());
+    std::thread::sleep(Duration::from_millis(500));
+    lab.traffic();
+    let mut got = Vec::new();
+    let all3 = |g: &[String]| {
+        ["node-1", "node-2", "node-3"]
+            .iter()
+            .all(|n| has_node(g, n))
+    };
+    assert!(
+        read_until(&out, &mut got, 20, all3),
+        "flows of all three nodes through the relay; got {} lines",
+        got.len()
+    );
+
+    // node-2 goes away mid-follow: reported, and the others keep streaming.
+    let mut a2 = guard.children.remove(1);
+    a2.kill().unwrap();
+    a2.wait().unwrap();
+    let mut errs = Vec::new();
+    let unavailable = |g: &[String]| {
+        g.iter()
+            .any(|l| l.contains("NODE_UNAVAILABLE") && l.contains("node-2"))
+    };
+    assert!(
+        read_until(&err, &mut errs, 15, unavailable),
+        "node-2 reported unavailable on stderr: {errs:?}"
+    );
+    let before = got.len();
+    lab.traffic();
+    assert!(
+        read_until(&out, &mut got, 20, |g| has_node(&g[before..], "node-1")
+            && has_node(&g[before..], "node-3")),
+        "node-1 and node-3 still stream after node-2 went away"
+    );
+    assert!(
+        lab.connected_nodes(&relay_addr)
+            .contains("Connected Nodes: 2/3")
+    );
+
+    // node-2 comes back and rejoins the running stream.
+    let a2 = lab.start_agent(2, ports[1]);
+    guard.children.push(a2);
+    lab.wait_connected(&relay_addr, "Connected Nodes: 3/3");
+    std::thread::sleep(Duration::from_millis(2500));
+    let before = got.len();
+    lab.traffic();
+    assert!(
+        read_until(&out, &mut got, 20, |g| has_node(&g[before..], "node-2")),
+        "node-2 rejoined the follow stream"
+    );
+    let _ = follower.kill();
+    let _ = follower.wait();
+
+    // Without --follow the merge is exact: every node, in time order.
+    let all = lab
+        .hubble(&relay_addr)
+        .args(["observe", "--all", "-o", "json"])
+        .output()
+        .expect("hubble observe --all");
+    assert!(all.status.success());
+    let text = String::from_utf8_lossy(&all.stdout);
+    let flows: Vec<Value> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .filter(|v: &Value| v.get("flow").is_some())
+        .collect();
+    let times: Vec<&str> = flows.iter().map(|v| v["time"].as_str().unwrap()).collect();
+    assert!(times.windows(2).all(|w| w[0] <= w[1]), "time-ordered");
+    let lines: Vec<String> = text.lines().map(str::to_string).collect();
+    assert!(all3(&lines), "all three nodes in --all");
+
+    // A client without a certificate is refused.
+    let refused = Command::new(&lab.hubble)
+        .args(["--server", &relay_addr, "--tls", "--tls-ca-cert-files"])
+        .arg(certs.join("ca.crt"))
+        .args(["observe", "--last", "1"])
+        .output()
+        .unwrap();
+    assert!(!refused.status.success(), "a client without a certificate");
+    let log = std::fs::read_to_string(dir.join("relay.log")).unwrap_or_default();
+    assert!(log.contains("TLS handshake"), "relay log: {log}");
+}

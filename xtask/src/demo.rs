@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 
 const USAGE: &str = "\
-usage: cargo xtask demo [--spec FILE] [--count N] [--duration D] [--no-build] [-- OBSERVE-ARGS...]
+usage: cargo xtask demo [--spec FILE] [--nodes N] [--count N] [--duration D] [--no-build] [-- OBSERVE-ARGS...]
 
 Needs root. Builds hubble-agent and hubble, runs `hubble-agent lab up FILE` (default
 fixtures/lab/demo.toml), starts `hubble-agent run --lab FILE --print-flows` piped into
@@ -19,10 +19,18 @@ fixtures/lab/demo.toml), starts `hubble-agent run --lab FILE --print-flows` pipe
 --count N --duration D` (default 20 rounds, 10s), then stops the agent and runs `lab down`.
 Ctrl-C stops early and still takes the lab down.
 
+With --nodes N (2 or 3): the multi-node lab fixtures/lab/multinode.toml, one
+`hubble-agent run --node node-I --listen-address 127.0.0.1:431I` per node, `hubble-relay
+serve --peer-service 127.0.0.1:4311 --listen-address 127.0.0.1:4315` (it discovers the other
+agents through the first one's Peer service), and `hubble observe --server 127.0.0.1:4315
+--follow --print-node-name OBSERVE-ARGS...` showing every node's flows merged in time order;
+`hubble status` and `hubble list nodes` against the relay at the end.
+
 examples:
   sudo cargo xtask demo
   sudo cargo xtask demo --count 5 -- --verdict DROPPED
-  sudo cargo xtask demo -- -o json";
+  sudo cargo xtask demo -- -o json
+  sudo cargo xtask demo --nodes 3";
 
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 
@@ -45,6 +53,8 @@ fn interrupted() -> bool {
 
 struct Options {
     spec: PathBuf,
+    spec_given: bool,
+    nodes: u32,
     count: u32,
     duration: String,
     build: bool,
@@ -54,6 +64,8 @@ struct Options {
 fn parse(args: &[String]) -> anyhow::Result<Option<Options>> {
     let mut o = Options {
         spec: PathBuf::from("fixtures/lab/demo.toml"),
+        spec_given: false,
+        nodes: 1,
         count: 20,
         duration: "10s".into(),
         build: true,
@@ -67,7 +79,17 @@ fn parse(args: &[String]) -> anyhow::Result<Option<Options>> {
                 .with_context(|| format!("{name} needs a value\n{USAGE}"))
         };
         match a.as_str() {
-            "--spec" => o.spec = PathBuf::from(value("--spec")?),
+            "--spec" => {
+                o.spec = PathBuf::from(value("--spec")?);
+                o.spec_given = true;
+            }
+            "--nodes" => {
+                o.nodes = value("--nodes")?
+                    .parse()
+                    .ok()
+                    .filter(|n| (1..=3).contains(n))
+                    .with_context(|| format!("--nodes needs 1, 2 or 3\n{USAGE}"))?
+            }
             "--count" => {
                 o.count = value("--count")?
                     .parse()
@@ -162,9 +184,12 @@ fn detached(program: &Path) -> Command {
 }
 
 pub fn run(args: &[String]) -> anyhow::Result<()> {
-    let Some(o) = parse(args)? else {
+    let Some(mut o) = parse(args)? else {
         return Ok(());
     };
+    if o.nodes > 1 && !o.spec_given {
+        o.spec = PathBuf::from("fixtures/lab/multinode.toml");
+    }
     // SAFETY: geteuid has no preconditions.
     if unsafe { geteuid() } != 0 {
         bail!(
@@ -183,6 +208,11 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         let st = Command::new(cargo)
             .current_dir(&root)
             .args(["build", "--quiet", "-p", "hubble-agent", "-p", "hubble"])
+            .args(if o.nodes > 1 {
+                &["-p", "hubble-relay"][..]
+            } else {
+                &[][..]
+            })
             .status()
             .context("cannot run cargo build")?;
         if !st.success() {
@@ -214,6 +244,9 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     };
     if !up.success() {
         bail!("`hubble-agent lab up {}` failed", spec.display());
+    }
+    if o.nodes > 1 {
+        return run_nodes(&o, &spec, &agent, &hubble, &bins.join("hubble-relay"));
     }
 
     // The agent's `run` subcommand (datapath + flows) may not exist in this build yet.
@@ -317,4 +350,142 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         eprintln!("demo: interrupted");
     }
     Ok(())
+}
+
+/// TCP port of node-I's agent in the multi-node demo (`[[nodes]]` of multinode.toml).
+const NODE_PORT_BASE: u16 = 4310;
+/// The relay's port in the multi-node demo.
+const RELAY_ADDRESS: &str = "127.0.0.1:4315";
+
+/// `--nodes N`: N agents, a relay seeded with the first, `hubble observe` on the relay.
+fn run_nodes(
+    o: &Options,
+    spec: &Path,
+    agent: &Path,
+    hubble: &Path,
+    relay: &Path,
+) -> anyhow::Result<()> {
+    if !relay.exists() {
+        bail!("{} is missing: build it (drop --no-build)", relay.display());
+    }
+    let mut children: Vec<Child> = Vec::new();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<()>();
+    let result = (|| -> anyhow::Result<()> {
+        for i in 1..=o.nodes {
+            let mut a = detached(agent)
+                .args(["run", "--lab"])
+                .arg(spec)
+                .args(["--node", &format!("node-{i}"), "--socket", ""])
+                .args([
+                    "--listen-address",
+                    &format!("127.0.0.1:{}", NODE_PORT_BASE + i as u16),
+                ])
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .context("cannot start hubble-agent run")?;
+            let log = a.stderr.take().context("agent stderr")?;
+            let tx = ready_tx.clone();
+            std::thread::spawn(move || {
+                use std::io::BufRead;
+                for line in std::io::BufReader::new(log).lines().map_while(Result::ok) {
+                    eprintln!("[node-{i}] {line}");
+                    if line.contains("attached") {
+                        let _ = tx.send(());
+                    }
+                }
+            });
+            children.push(a);
+        }
+        let ready_by = Instant::now() + Duration::from_secs(20);
+        let mut ready = 0;
+        while ready < o.nodes && Instant::now() < ready_by && !interrupted() {
+            if ready_rx.recv_timeout(Duration::from_millis(100)).is_ok() {
+                ready += 1;
+            }
+            for c in &mut children {
+                if let Some(st) = c.try_wait()? {
+                    bail!("a hubble-agent run exited early ({st})");
+                }
+            }
+        }
+        let r = detached(relay)
+            .args([
+                "serve",
+                "--peer-service",
+                &format!("127.0.0.1:{}", NODE_PORT_BASE + 1),
+                "--listen-address",
+                RELAY_ADDRESS,
+                "--sort-buffer-drain-timeout",
+                "200ms",
+                "--retry-timeout",
+                "1s",
+            ])
+            .spawn()
+            .context("cannot start hubble-relay serve")?;
+        children.push(r);
+        // Until the relay has connected to every agent (bounded).
+        let until = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < until && !interrupted() {
+            let out = Command::new(hubble)
+                .args(["status", "--server", RELAY_ADDRESS])
+                .output()?;
+            if String::from_utf8_lossy(&out.stdout)
+                .contains(&format!("Connected Nodes: {0}/{0}", o.nodes))
+            {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        let obs = detached(hubble)
+            .args(["observe", "--server", RELAY_ADDRESS, "--follow"])
+            .arg("--print-node-name")
+            .args(&o.observe_args)
+            .spawn()
+            .context("cannot start hubble observe")?;
+        children.push(obs);
+        let mut report = String::new();
+        if !interrupted() {
+            let mut t = detached(agent)
+                .args(["lab", "traffic"])
+                .arg(spec)
+                .args(["--count", &o.count.to_string(), "--duration", &o.duration])
+                .stdout(Stdio::piped())
+                .spawn()
+                .context("cannot start hubble-agent lab traffic")?;
+            let mut out = t.stdout.take().context("traffic stdout")?;
+            let reader = std::thread::spawn(move || {
+                let mut s = String::new();
+                let _ = out.read_to_string(&mut s);
+                s
+            });
+            let st = wait_bounded(&mut t, Duration::from_secs(120))?;
+            report = reader.join().unwrap_or_default();
+            if st.is_some_and(|s| !s.success()) {
+                eprintln!("demo: lab traffic failed ({})", st.unwrap_or_default());
+            }
+            std::thread::sleep(Duration::from_millis(1500));
+        }
+        if let Some(mut obs) = children.pop() {
+            stop(&mut obs, Duration::from_secs(2));
+        }
+        if !report.is_empty() {
+            println!("\n{report}");
+        }
+        for args in [&["status"][..], &["list", "nodes"][..]] {
+            let _ = Command::new(hubble)
+                .args(args)
+                .args(["--server", RELAY_ADDRESS])
+                .status();
+        }
+        Ok(())
+    })();
+    // Relay first, then the agents (they detach their programs on SIGINT).
+    while let Some(mut c) = children.pop() {
+        stop(&mut c, Duration::from_secs(5));
+    }
+    if interrupted() {
+        eprintln!("demo: interrupted");
+    }
+    result
 }

@@ -87,6 +87,23 @@ struct {
 	__uint(max_entries, 4096);
 } hl_l7 SEC(".maps");
 
+/* Ports that appear in any L7 rule, one bit per port: most packets are ruled out with one
+ * array lookup instead of two hash lookups. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, __u32);
+	__uint(max_entries, 2048);
+} hl_l7_ports SEC(".maps");
+
+static __always_inline int l7_port(__u16 port)
+{
+	__u32 idx = port >> 5;
+	__u32 *w = bpf_map_lookup_elem(&hl_l7_ports, &idx);
+
+	return w && (*w & (1u << (port & 31)));
+}
+
 /* L7 captures go to their own ring buffer: one ring for all CPUs keeps a request ahead of
  * its response (per-CPU perf rings do not), and L7 bursts cannot crowd out other events. */
 struct {
@@ -440,6 +457,8 @@ static __always_inline void send_l7(struct __sk_buff *skb, const struct datapath
 	if (!cfg || !cfg->l7_capture_len || !p->has_payload)
 		return;
 	if (p->proto != PROTO_TCP && p->proto != PROTO_UDP)
+		return;
+	if (!l7_port(p->dport) && !l7_port(p->sport))
 		return;
 	k.ep_id = ep->ep_id;
 	k.proto = p->proto;

@@ -24,6 +24,7 @@ pub const MAP_CONFIG: &str = "hl_config";
 pub const MAP_L7: &str = "hl_l7";
 pub const L7_RULES_MAX: u32 = 4096;
 pub const MAP_L7_EVENTS: &str = "hl_l7_events";
+pub const MAP_L7_PORTS: &str = "hl_l7_ports";
 pub const MAP_L7_STATS: &str = "hl_l7_stats";
 /// `L7_CAPTURE_MAX`: most packet bytes in one L7 capture.
 pub const L7_CAPTURE_MAX: u16 = 4096;

@@ -299,6 +299,21 @@ impl Datapath {
 
     /// Writes the L7 visibility rules (endpoint, port, protocol, direction) → what to parse.
     pub fn fill_l7(&mut self, rules: &[(L7Key, u8)]) -> Result<(), DatapathError> {
+        {
+            // One bit per port named by a rule: the datapath's first, cheap check.
+            let mut words: std::collections::BTreeMap<u32, u32> = Default::default();
+            for (k, _) in rules {
+                *words.entry(u32::from(k.port >> 5)).or_default() |= 1 << (k.port & 31);
+            }
+            let m = self
+                .bpf
+                .map_mut(MAP_L7_PORTS)
+                .ok_or(DatapathError::MissingMap(MAP_L7_PORTS))?;
+            let mut ports: Array<_, u32> = Array::try_from(m).map_err(map_err(MAP_L7_PORTS))?;
+            for (i, w) in words {
+                ports.set(i, w, 0).map_err(map_err(MAP_L7_PORTS))?;
+            }
+        }
         let m = self
             .bpf
             .map_mut(MAP_L7)
@@ -775,6 +790,7 @@ mod tests {
             (MAP_CONFIG, 4, size_of::<DatapathConfig>()),
             (MAP_L7, size_of::<L7Key>(), size_of::<L7Value>()),
             (MAP_L7_STATS, 4, 8),
+            (MAP_L7_PORTS, 4, 4),
             (MAP_EVENTS, 4, 4),
         ];
         for (name, k, v) in sizes {

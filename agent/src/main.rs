@@ -28,6 +28,9 @@ enum Command {
     /// Serve the flows of a recording over the Hubble API, like a live agent (debugging).
     #[command(hide = true)]
     ServeReplay(agent::observer::run::ServeReplayArgs),
+    /// Serve the flows of a JSON-lines file over the Hubble API (benchmarks, no root needed).
+    #[command(hide = true)]
+    ServeFlows(agent::observer::run::ServeFlowsArgs),
     /// Build, drive and tear down a lab of pods as network namespaces (needs root).
     Lab(agent::lab::cli::LabCmd),
     /// Make a CA and TLS certificates for the Hubble API, the relay and clients.
@@ -53,6 +56,7 @@ fn main() -> ExitCode {
         Command::Record(args) => agent::cmd::record(args),
         Command::Replay(args) => agent::cmd::replay(args),
         Command::ServeReplay(args) => agent::observer::run::serve_replay(args),
+        Command::ServeFlows(args) => agent::observer::run::serve_flows(args),
         Command::Certs(cmd) => cmd.run(),
     };
     match res {

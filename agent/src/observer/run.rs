@@ -239,6 +239,75 @@ pub fn serve_replay(args: ServeReplayArgs) -> Result<()> {
     server.stop()
 }
 
+/// `hubble-agent serve-flows`: the flows of a JSON-lines file (`hubble observe -o json`
+/// output, or `cargo xtask gen-flows`) served like a live agent's, without root or eBPF.
+#[derive(Debug, Clone, Args)]
+pub struct ServeFlowsArgs {
+    /// A file of GetFlowsResponse JSON lines.
+    pub file: PathBuf,
+    /// Push flows at this rate (flows per second) instead of all at once before serving.
+    #[arg(long, value_name = "N")]
+    pub rate: Option<u64>,
+    /// Push this many flows in all, going round the file again as needed (default: the
+    /// file once).
+    #[arg(long, value_name = "N")]
+    pub count: Option<u64>,
+    /// Stop after this long (default: until SIGINT/SIGTERM), e.g. 30s.
+    #[arg(long, value_parser = crate::lab::cli::parse_duration)]
+    pub duration: Option<std::time::Duration>,
+    #[command(flatten)]
+    pub server: ServerArgs,
+}
+
+/// Loads the file, then pushes its flows into the ring (paced with `--rate`) while serving.
+pub fn serve_flows(args: ServeFlowsArgs) -> Result<()> {
+    let text =
+        std::fs::read(&args.file).with_context(|| format!("opening {}", args.file.display()))?;
+    let mut flows = Vec::new();
+    for (i, line) in text.split(|b| *b == b'\n').enumerate() {
+        match hubble::source::parse_line(i as u64 + 1, line) {
+            Ok(Some(r)) => flows.push(r),
+            Ok(None) => {}
+            Err(e) => eprintln!("hubble-agent: {}: {e}", args.file.display()),
+        }
+    }
+    if flows.is_empty() {
+        anyhow::bail!("{}: no flows", args.file.display());
+    }
+    let Some(server) = HubbleServer::bind_any(&args.server)? else {
+        anyhow::bail!("--no-hubble-server leaves nothing to do");
+    };
+    let node_name = flows[0].node_name.clone();
+    let server = server.start(&node_name)?;
+    let obs = server.observer().clone();
+    let count = args.count.unwrap_or(flows.len() as u64);
+    let rate = args.rate;
+    let pusher = std::thread::Builder::new()
+        .name("serve-flows".into())
+        .spawn(move || {
+            let start = std::time::Instant::now();
+            for (n, r) in (0..count).zip(flows.iter().cycle()) {
+                if let Some(rate) = rate.filter(|r| *r > 0)
+                    && n % 64 == 0
+                {
+                    let due = std::time::Duration::from_secs_f64(n as f64 / rate as f64);
+                    if let Some(wait) = due.checked_sub(start.elapsed()) {
+                        std::thread::sleep(wait);
+                    }
+                }
+                obs.push(r.clone());
+            }
+            eprintln!(
+                "hubble-agent: pushed {count} flows in {:.3}s",
+                start.elapsed().as_secs_f64()
+            );
+        })
+        .context("starting the pusher thread")?;
+    wait_for_stop(args.duration)?;
+    drop(pusher);
+    server.stop()
+}
+
 fn wait_for_stop(duration: Option<std::time::Duration>) -> Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -22,6 +22,18 @@ pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(12);
 pub const HEALTH_SERVICE: &str = "hubble.server.Observer";
 /// Largest response accepted (flows with big L7 records can be large).
 const MAX_MESSAGE: usize = 64 << 20;
+/// HTTP/2 receive windows: large enough that a server streaming a full ring is not held up
+/// waiting for window updates (h2's default is 64 KiB, about 45 flows).
+const STREAM_WINDOW: u32 = 8 << 20;
+const CONNECTION_WINDOW: u32 = 16 << 20;
+
+/// An endpoint with the client's transport settings.
+fn endpoint(uri: String, timeout: Duration) -> Result<Endpoint, tonic::transport::Error> {
+    Ok(Endpoint::from_shared(uri)?
+        .connect_timeout(timeout)
+        .initial_stream_window_size(STREAM_WINDOW)
+        .initial_connection_window_size(CONNECTION_WINDOW))
+}
 
 /// Where `--server` points.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -111,9 +123,8 @@ pub async fn connect_tls(
         match target {
             Target::Tcp(uri) if tls.is_some() => {
                 let tls = tls.cloned().expect("checked");
-                let ep = Endpoint::from_shared(uri)
-                    .map_err(|_| ClientError::Address(server.to_string()))?
-                    .connect_timeout(timeout);
+                let ep =
+                    endpoint(uri, timeout).map_err(|_| ClientError::Address(server.to_string()))?;
                 ep.connect_with_connector(tower::service_fn(move |uri: Uri| {
                     let tls = tls.clone();
                     async move {
@@ -133,15 +144,15 @@ pub async fn connect_tls(
                 .map_err(|e| conn_err(&e))
             }
             Target::Tcp(uri) => {
-                let ep = Endpoint::from_shared(uri)
+                let ep = endpoint(uri, timeout)
                     .map_err(|_| ClientError::Address(server.to_string()))?
-                    .connect_timeout(timeout)
                     .tcp_nodelay(true);
                 ep.connect().await.map_err(|e| conn_err(&e))
             }
             Target::Unix(path) => {
                 // The URI is unused: the connector always dials the socket.
-                let ep = Endpoint::from_static("http://localhost").connect_timeout(timeout);
+                let ep = endpoint("http://localhost".into(), timeout)
+                    .map_err(|_| ClientError::Address(server.to_string()))?;
                 ep.connect_with_connector(tower::service_fn(move |_: Uri| {
                     let path = path.clone();
                     async move {

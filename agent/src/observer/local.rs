@@ -6,9 +6,10 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
+use bytes::Bytes;
 use hubble::filter::{FilterError, FlowFilters};
 use hubble_api::flow::{Flow, LostEvent, LostEventSource};
 use hubble_api::observer::get_flows_response::ResponseTypes;
@@ -19,8 +20,50 @@ use tokio::sync::watch;
 use super::ring::{Read, Ring, RingError};
 use hubble::field_mask::FlowMask;
 
-/// One entry of the ring: a response as it is sent (flow or lost event, node name, time).
-pub type Event = Arc<GetFlowsResponse>;
+/// One entry of the ring: a response as it is sent (flow or lost event, node name, time),
+/// and its protobuf encoding, made by the first reader that sends it whole and shared by
+/// every later one (readers with a field mask encode their own cut).
+pub struct Entry {
+    resp: GetFlowsResponse,
+    encoded: OnceLock<Bytes>,
+}
+
+impl Entry {
+    pub fn new(resp: GetFlowsResponse) -> Self {
+        Entry {
+            resp,
+            encoded: OnceLock::new(),
+        }
+    }
+
+    /// The response encoded as protobuf (computed once).
+    pub fn encoded(&self) -> Bytes {
+        self.encoded.get_or_init(|| encode(&self.resp)).clone()
+    }
+}
+
+impl std::ops::Deref for Entry {
+    type Target = GetFlowsResponse;
+    fn deref(&self) -> &GetFlowsResponse {
+        &self.resp
+    }
+}
+
+/// A response's protobuf bytes.
+pub fn encode(resp: &GetFlowsResponse) -> Bytes {
+    use prost::Message;
+    Bytes::from(resp.encode_to_vec())
+}
+
+/// A ring entry, shared by every reader.
+pub type Event = Arc<Entry>;
+
+/// What a query yields next: a stored entry (whole or cut by the field mask) or a
+/// LostEvent made for this reader.
+enum Next {
+    Entry(Event),
+    Lost(Box<GetFlowsResponse>),
+}
 
 /// Namespaces are listed while they had a flow within this window.
 const NAMESPACE_TTL: Duration = Duration::from_secs(3600);
@@ -126,7 +169,7 @@ impl LocalObserver {
             self.seen_flows.fetch_add(1, Ordering::Relaxed);
             self.note_namespaces(flow);
         }
-        self.ring.push(Arc::new(resp));
+        self.ring.push(Arc::new(Entry::new(resp)));
     }
 
     /// Stores a flow, filling the response's node name and time from it.
@@ -310,10 +353,27 @@ impl LocalObserver {
     /// The next response of a query; `None` when a non-follow query is done. Follow queries
     /// wait here for new entries.
     pub async fn next(&self, q: &mut FlowQuery) -> Option<GetFlowsResponse> {
+        Some(match self.next_entry(q).await? {
+            Next::Entry(e) => q.mask.apply(&e),
+            Next::Lost(r) => *r,
+        })
+    }
+
+    /// [`next`](Self::next), encoded as protobuf: whole entries are encoded once for all
+    /// readers, so sending the ring to many clients costs a copy, not an encoding, per flow.
+    pub async fn next_encoded(&self, q: &mut FlowQuery) -> Option<Bytes> {
+        Some(match self.next_entry(q).await? {
+            Next::Entry(e) if q.mask.is_empty() => e.encoded(),
+            Next::Entry(e) => encode(&q.mask.apply(&e)),
+            Next::Lost(r) => encode(&r),
+        })
+    }
+
+    async fn next_entry(&self, q: &mut FlowQuery) -> Option<Next> {
         loop {
             if !q.follow && (q.seq >= q.end || (q.number > 0 && q.sent >= q.number)) {
                 // Losses still unreported go out before the end.
-                return (q.lost > 0).then(|| self.take_lost(q));
+                return (q.lost > 0).then(|| Next::Lost(Box::new(self.take_lost(q))));
             }
             match self.ring.read(q.seq) {
                 Read::Entry(e) => {
@@ -330,7 +390,7 @@ impl LocalObserver {
                     if matches!(e.response_types, Some(ResponseTypes::Flow(_))) {
                         q.sent += 1;
                     }
-                    return Some(q.mask.apply(&e));
+                    return Some(Next::Entry(e));
                 }
                 Read::Lost { lost, next } => {
                     q.seq = next;
@@ -340,13 +400,13 @@ impl LocalObserver {
                     if q.lost_sent
                         .is_none_or(|t| t.elapsed() >= LOST_EVENT_SEND_INTERVAL)
                     {
-                        return Some(self.take_lost(q));
+                        return Some(Next::Lost(Box::new(self.take_lost(q))));
                     }
                 }
                 Read::Pending => {
                     // Caught up: report what was lost on the way before waiting.
                     if q.lost > 0 {
-                        return Some(self.take_lost(q));
+                        return Some(Next::Lost(Box::new(self.take_lost(q))));
                     }
                     if !q.follow {
                         return None;

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Arc;
 
+use bytes::Bytes;
 use hubble_api::observer::observer_server::{Observer, ObserverServer};
 use hubble_api::observer::{
     GetAgentEventsRequest, GetAgentEventsResponse, GetDebugEventsRequest, GetDebugEventsResponse,
@@ -18,6 +19,7 @@ use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream, UnixListenerStream};
 use tokio_stream::{Stream, StreamExt};
+use tonic::codegen::http;
 use tonic::metadata::MetadataValue;
 use tonic::transport::server::Router;
 use tonic::{Request, Response, Status};
@@ -76,30 +78,25 @@ impl ObserverService {
     }
 }
 
-#[tonic::async_trait]
-impl Observer for ObserverService {
-    type GetFlowsStream = ReceiverStream<Result<GetFlowsResponse, Status>>;
-    type GetAgentEventsStream = BoxStream<GetAgentEventsResponse>;
-    type GetDebugEventsStream = BoxStream<GetDebugEventsResponse>;
-
-    async fn get_flows(
+impl ObserverService {
+    /// GetFlows as protobuf-encoded responses: one task per client reads the ring at its own
+    /// pace; it ends with the request or when the client goes away, which frees its reader.
+    pub fn get_flows_encoded(
         &self,
         req: Request<GetFlowsRequest>,
-    ) -> Result<Response<Self::GetFlowsStream>, Status> {
+    ) -> Result<Response<ReceiverStream<Result<Bytes, Status>>>, Status> {
         let mut q = self
             .obs
             .query(req.get_ref())
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
         let (tx, rx) = mpsc::channel(CLIENT_QUEUE);
         let obs = self.obs.clone();
-        // One task per client reads the ring at its own pace; it ends with the request or
-        // when the client goes away, which frees its reader.
         tokio::spawn(async move {
             loop {
                 tokio::select! {
                     _ = tx.closed() => break,
                     _ = obs.closed() => break,
-                    next = obs.next(&mut q) => {
+                    next = obs.next_encoded(&mut q) => {
                         let Some(resp) = next else { break };
                         if tx.send(Ok(resp)).await.is_err() {
                             break;
@@ -109,6 +106,142 @@ impl Observer for ObserverService {
             }
         });
         Ok(self.respond(ReceiverStream::new(rx)))
+    }
+}
+
+/// The Observer service as routed: GetFlows streams pre-encoded responses (each stored
+/// flow is encoded once, however many clients read it); the other methods go to the
+/// generated server.
+#[derive(Clone)]
+pub struct ObserverRoutes {
+    svc: ObserverService,
+    generated: ObserverServer<ObserverService>,
+}
+
+impl ObserverRoutes {
+    pub fn new(svc: ObserverService) -> Self {
+        ObserverRoutes {
+            generated: ObserverServer::new(svc.clone()),
+            svc,
+        }
+    }
+}
+
+impl tonic::server::NamedService for ObserverRoutes {
+    const NAME: &'static str = "observer.Observer";
+}
+
+type RouteFuture = Pin<
+    Box<
+        dyn Future<Output = Result<http::Response<tonic::body::Body>, std::convert::Infallible>>
+            + Send
+            + 'static,
+    >,
+>;
+
+impl tonic::codegen::Service<http::Request<tonic::body::Body>> for ObserverRoutes {
+    type Response = http::Response<tonic::body::Body>;
+    type Error = std::convert::Infallible;
+    type Future = RouteFuture;
+
+    fn poll_ready(
+        &mut self,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: http::Request<tonic::body::Body>) -> Self::Future {
+        if req.uri().path() != "/observer.Observer/GetFlows" {
+            return self.generated.call(req);
+        }
+        let method = RawGetFlows(self.svc.clone());
+        Box::pin(async move {
+            let mut grpc = tonic::server::Grpc::new(GetFlowsCodec);
+            Ok(grpc.server_streaming(method, req).await)
+        })
+    }
+}
+
+struct RawGetFlows(ObserverService);
+
+impl tonic::server::ServerStreamingService<GetFlowsRequest> for RawGetFlows {
+    type Response = Bytes;
+    type ResponseStream = ReceiverStream<Result<Bytes, Status>>;
+    type Future = Pin<
+        Box<dyn Future<Output = Result<Response<Self::ResponseStream>, Status>> + Send + 'static>,
+    >;
+
+    fn call(&mut self, req: Request<GetFlowsRequest>) -> Self::Future {
+        let r = self.0.get_flows_encoded(req);
+        Box::pin(async move { r })
+    }
+}
+
+/// GetFlows' codec: requests decoded by prost, responses already encoded.
+struct GetFlowsCodec;
+
+type RequestDecoder = tonic_prost::ProstDecoder<GetFlowsRequest>;
+
+impl tonic::codec::Codec for GetFlowsCodec {
+    type Encode = Bytes;
+    type Decode = GetFlowsRequest;
+    type Encoder = RawEncoder;
+    type Decoder = RequestDecoder;
+
+    fn encoder(&mut self) -> RawEncoder {
+        RawEncoder
+    }
+
+    fn decoder(&mut self) -> RequestDecoder {
+        tonic::codec::Codec::decoder(&mut tonic_prost::ProstCodec::<
+            GetFlowsResponse,
+            GetFlowsRequest,
+        >::default())
+    }
+}
+
+/// Writes a message that is already protobuf.
+struct RawEncoder;
+
+impl tonic::codec::Encoder for RawEncoder {
+    type Item = Bytes;
+    type Error = Status;
+
+    fn encode(&mut self, item: Bytes, dst: &mut tonic::codec::EncodeBuf<'_>) -> Result<(), Status> {
+        use bytes::BufMut;
+        dst.put_slice(&item);
+        Ok(())
+    }
+}
+
+#[tonic::async_trait]
+impl Observer for ObserverService {
+    type GetFlowsStream = ReceiverStream<Result<GetFlowsResponse, Status>>;
+    type GetAgentEventsStream = BoxStream<GetAgentEventsResponse>;
+    type GetDebugEventsStream = BoxStream<GetDebugEventsResponse>;
+
+    /// Served by [`ObserverRoutes`] from pre-encoded responses; this generated path (not
+    /// routed) decodes them back, for callers of the plain `ObserverServer`.
+    async fn get_flows(
+        &self,
+        req: Request<GetFlowsRequest>,
+    ) -> Result<Response<Self::GetFlowsStream>, Status> {
+        use prost::Message;
+        let encoded = self.get_flows_encoded(req)?.into_inner();
+        let (tx, rx) = mpsc::channel(CLIENT_QUEUE);
+        tokio::spawn(async move {
+            let mut encoded = encoded;
+            while let Some(item) = encoded.next().await {
+                let item = item.and_then(|b| {
+                    GetFlowsResponse::decode(b).map_err(|e| Status::internal(e.to_string()))
+                });
+                if tx.send(item).await.is_err() {
+                    break;
+                }
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
     }
 
     async fn get_agent_events(
@@ -385,7 +518,7 @@ async fn router(obs: Arc<LocalObserver>, peer: PeerService) -> Result<Router, Se
         .add_service(health_svc)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .add_service(ObserverServer::new(ObserverService::new(obs)))
+        .add_service(ObserverRoutes::new(ObserverService::new(obs)))
         .add_service(PeerServer::new(peer)))
 }
 

@@ -74,6 +74,8 @@ pub struct RunArgs {
     pub server: crate::observer::run::ServerArgs,
     #[command(flatten)]
     pub metrics: crate::metrics::MetricsArgs,
+    #[command(flatten)]
+    pub export: crate::exporter::ExportArgs,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -538,6 +540,7 @@ fn lab_peers(spec: &std::path::Path, me: &str) -> Vec<(String, String)> {
 pub fn run(args: RunArgs) -> Result<()> {
     // Bound before entering the node netns: TCP listens where the agent was started.
     let metrics = crate::metrics::setup(&args.metrics)?;
+    let exporter = crate::exporter::AgentExporter::start(&args.export)?;
     let server = crate::observer::run::HubbleServer::bind(&args.server)?;
     let att = attach_lab(&args.dp)?;
     let node_name = att.state.node_name();
@@ -577,6 +580,11 @@ pub fn run(args: RunArgs) -> Result<()> {
         if let Some(m) = &metrics {
             m.record_all(printer.responses(), &printer.counters);
         }
+        if let Some(e) = &exporter {
+            for r in printer.responses() {
+                e.offer(r);
+            }
+        }
         if let Some(s) = &server {
             for r in printer.responses() {
                 s.observer().push(r.clone());
@@ -586,6 +594,9 @@ pub fn run(args: RunArgs) -> Result<()> {
     });
     let (att, res) = res;
     let _ = out.flush();
+    if let Some(e) = exporter {
+        e.stop();
+    }
     if let Some(s) = server
         && let Err(e) = s.stop()
     {

@@ -5,6 +5,7 @@ pub mod certs;
 pub mod cmd;
 pub mod datapath;
 pub mod enrich;
+pub mod exporter;
 pub mod l7;
 pub mod lab;
 pub mod metrics;

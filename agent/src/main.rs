@@ -20,7 +20,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Attach the eBPF datapath to a lab's endpoints and turn its events into flows (root).
-    Run(agent::cmd::RunArgs),
+    Run(Box<agent::cmd::RunArgs>),
     /// Save raw datapath events and the endpoint state to a file (root).
     Record(agent::cmd::RecordArgs),
     /// Print the flows of a recording as JSON lines (no privileges needed).
@@ -52,7 +52,7 @@ fn main() -> ExitCode {
     };
     let res = match cli.command {
         Command::Lab(cmd) => return cmd.run(),
-        Command::Run(args) => agent::cmd::run(args),
+        Command::Run(args) => agent::cmd::run(*args),
         Command::Record(args) => agent::cmd::record(args),
         Command::Replay(args) => agent::cmd::replay(args),
         Command::ServeReplay(args) => agent::observer::run::serve_replay(args),

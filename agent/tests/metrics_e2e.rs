@@ -1,7 +1,8 @@
 //! End-to-end test of the agent's Prometheus metrics (needs root and BPF): a uniquely named
 //! lab, `hubble-agent run --print-flows --metrics ...` on a loopback port of its own, lab
 //! traffic (allowed and denied), then a real HTTP scrape of /metrics whose counts must equal
-//! those of the flows the agent printed. Without root or BPF it skips, but fails when CI=true.
+//! those of the flows the agent printed; the in-agent exporter (`--hubble-export-*`) writes the
+//! same flows but the denied ones. Without root or BPF it skips, but fails when CI=true.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -152,6 +153,9 @@ fn scrape_matches_the_flows_seen() {
         .arg(&sock)
         .args(["--listen-address", "", "--aggregation", "none"])
         .args(["--metrics", SPEC, "--metrics-server", "127.0.0.1:0"])
+        .arg("--hubble-export-file-path")
+        .arg(dir.path().join("export/events.log"))
+        .args(["--export-denylist", r#"{"verdict":["DROPPED"]}"#])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -230,6 +234,28 @@ fn scrape_matches_the_flows_seen() {
     let status = agent.wait().unwrap();
     assert!(status.success(), "agent exit status {status}");
     reader.join().unwrap();
+
+    // The in-agent exporter wrote every printed flow but the denied (DROPPED) ones, as
+    // ExportEvent lines.
+    let all: Vec<Value> = printed
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|l| serde_json::from_str::<Value>(l).expect("JSON line"))
+        .collect();
+    let exported: Vec<Value> = std::fs::read_to_string(dir.path().join("export/events.log"))
+        .expect("export file")
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).expect("whole exported line"))
+        .collect();
+    let want: Vec<&Value> = all
+        .iter()
+        .filter(|v| v.get("flow").is_none_or(|f| f["verdict"] != "DROPPED"))
+        .collect();
+    assert_eq!(exported.len(), want.len());
+    for (e, w) in exported.iter().zip(want) {
+        assert_eq!(e["flow"]["uuid"], w["flow"]["uuid"]);
+    }
 
     // The scrape counted exactly the first `seen` flows (counters and handlers move under
     // one lock, in print order).

@@ -330,11 +330,15 @@ impl L7Engine {
                     IpAddr::V4(a) => format!("{a}:{}", key.3),
                     IpAddr::V6(a) => format!("[{a}]:{}", key.3),
                 };
-                if !self.conns.contains_key(&key) && self.conns.len() >= MAX_CONNS {
-                    self.stats.state_evicted += 1;
-                    return Ok(0);
-                }
-                let conn = self.conns.entry(key).or_default();
+                let full = self.conns.len() >= MAX_CONNS;
+                let conn = match self.conns.entry(key) {
+                    std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
+                    std::collections::hash_map::Entry::Vacant(_) if full => {
+                        self.stats.state_evicted += 1;
+                        return Ok(0);
+                    }
+                    std::collections::hash_map::Entry::Vacant(v) => v.insert(http::Conn::default()),
+                };
                 let mut n = 0;
                 conn.feed(
                     !response,

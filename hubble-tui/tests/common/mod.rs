@@ -1,6 +1,8 @@
 //! Shared helpers: fixture flows into an App, key presses, rendering with TestBackend.
 #![allow(dead_code)]
 
+pub mod tmux;
+
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use hubble_api::flow::Flow;
 use hubble_api::observer::{GetFlowsResponse, get_flows_response::ResponseTypes};

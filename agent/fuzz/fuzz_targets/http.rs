@@ -14,9 +14,11 @@ fuzz_target!(|data: &[u8]| {
     let (a, b) = rest.split_at(cut);
     let mut c = Conn::default();
     let mut st = HttpStats::default();
-    let mut out = Vec::new();
-    c.feed(true, 1, a, 1, "10.0.0.1:80", &mut st, &mut out);
-    c.feed(false, 1, b, 2, "10.0.0.1:80", &mut st, &mut out);
-    c.feed(true, 1 + a.len() as u32, b, 3, "10.0.0.1:80", &mut st, &mut out);
-    c.feed(false, 7, a, 4, "10.0.0.1:80", &mut st, &mut out);
+    let server = "10.0.0.1:80";
+    let mut n = 0usize;
+    let mut emit = |x: &agent::l7::http::Exchange<'_>| n += x.url.len() + x.headers.len();
+    c.feed(true, 1, a, 1, server, &mut st, &mut emit);
+    c.feed(false, 1, b, 2, server, &mut st, &mut emit);
+    c.feed(true, 1 + a.len() as u32, b, 3, server, &mut st, &mut emit);
+    c.feed(false, 7, a, 4, server, &mut st, &mut emit);
 });

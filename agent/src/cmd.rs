@@ -559,6 +559,9 @@ pub fn run(args: RunArgs) -> Result<()> {
             if let Some(s) = &server {
                 m.set_observer(s.observer().clone());
             }
+            if let Some(e) = &exporter {
+                m.set_export_dropped(e.dropped_counter());
+            }
             let running = srv.start(m.clone())?;
             (Some(m), Some(running))
         }

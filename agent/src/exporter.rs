@@ -148,6 +148,11 @@ impl AgentExporter {
         }
     }
 
+    /// The counter of flows dropped because the writer fell behind (for metrics).
+    pub fn dropped_counter(&self) -> Arc<AtomicU64> {
+        self.dropped.clone()
+    }
+
     /// Flows dropped because the writer fell behind.
     pub fn dropped(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)

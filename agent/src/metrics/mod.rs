@@ -311,6 +311,7 @@ pub fn coarse_now() -> u64 {
 #[derive(Default)]
 struct Sources {
     observer: Option<Arc<LocalObserver>>,
+    export_dropped: Option<Arc<std::sync::atomic::AtomicU64>>,
     datapath: Option<DatapathStats>,
 }
 
@@ -371,6 +372,11 @@ impl Metrics {
         self.sources().observer = Some(obs);
     }
 
+    /// Reports the flows the in-agent exporter dropped because its queue was full.
+    pub fn set_export_dropped(&self, c: Arc<std::sync::atomic::AtomicU64>) {
+        self.sources().export_dropped = Some(c);
+    }
+
     /// Reports the datapath's packet counters and BPF program statistics.
     pub fn set_datapath(&self, dp: DatapathStats) {
         self.sources().datapath = Some(dp);
@@ -418,6 +424,14 @@ impl Collector for Metrics {
                 "hubble_agent_observer_events_seen",
                 "Events written to the observer ring",
                 ring.head(),
+            )?;
+        }
+        if let Some(c) = &src.export_dropped {
+            counter(
+                &mut enc,
+                "hubble_agent_export_dropped",
+                "Flows the exporter dropped because its queue was full",
+                c.load(std::sync::atomic::Ordering::Relaxed),
             )?;
         }
         if let Some(dp) = &src.datapath {

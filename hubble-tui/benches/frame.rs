@@ -10,7 +10,7 @@ use hubble_tui::model::DEFAULT_HISTORY;
 use ratatui::Terminal;
 use ratatui::backend::TestBackend;
 
-/// Generated flows whose workloads are split in three (`name-0..2`) so the map has about 50
+/// Generated flows whose workloads are split in four (`name-0..3`) so the map has about 50
 /// nodes, as in a mid-sized cluster.
 fn flows(n: usize) -> Vec<Flow> {
     let mut g = xtask::flowgen::FlowGen::new(11);
@@ -18,7 +18,7 @@ fn flows(n: usize) -> Vec<Flow> {
         if let Some(ep) = ep
             && let Some(w) = ep.workloads.first_mut()
         {
-            w.name = format!("{}-{}", w.name, k % 3);
+            w.name = format!("{}-{}", w.name, k % 4);
         }
     };
     (0..n)

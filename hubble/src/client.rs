@@ -282,6 +282,101 @@ impl FlowStream {
     }
 }
 
+/// A GetFlows stream of responses still in protobuf form, for a caller that decodes them
+/// elsewhere (another thread): receiving costs a copy, not a decode.
+pub struct RawFlowStream {
+    inner: tonic::Streaming<bytes::Bytes>,
+    /// Hubble's version-skew warning for this server, if it applies.
+    pub version_warning: Option<String>,
+}
+
+/// Starts GetFlows, keeping responses encoded.
+pub async fn get_flows_raw(
+    channel: Channel,
+    req: GetFlowsRequest,
+) -> Result<RawFlowStream, ClientError> {
+    use tonic::codegen::http::uri::PathAndQuery;
+    let mut grpc = tonic::client::Grpc::new(channel).max_decoding_message_size(MAX_MESSAGE);
+    grpc.ready()
+        .await
+        .map_err(|e| ClientError::Status(format!("service was not ready: {e}")))?;
+    let path = PathAndQuery::from_static("/observer.Observer/GetFlows");
+    let resp = grpc
+        .server_streaming(tonic::Request::new(req), path, raw::RawResponses)
+        .await
+        .map_err(ClientError::from_status)?;
+    Ok(RawFlowStream {
+        version_warning: version_warning(resp.metadata()),
+        inner: resp.into_inner(),
+    })
+}
+
+impl RawFlowStream {
+    /// The next encoded response; `None` at the end of the stream.
+    pub async fn next(&mut self) -> Option<Result<bytes::Bytes, ClientError>> {
+        match self.inner.next().await? {
+            Ok(r) => Some(Ok(r)),
+            Err(s) if s.code() == tonic::Code::Cancelled => None,
+            Err(s) => Some(Err(ClientError::from_status(s))),
+        }
+    }
+
+    /// The next response if one is already received, without waiting (`Ready(None)` = end).
+    pub fn try_next(&mut self) -> Poll<Option<Result<bytes::Bytes, ClientError>>> {
+        let waker = std::task::Waker::noop();
+        let mut cx = std::task::Context::from_waker(waker);
+        match Pin::new(&mut self.inner).poll_next(&mut cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Ready(Some(Ok(r))) => Poll::Ready(Some(Ok(r))),
+            Poll::Ready(Some(Err(s))) if s.code() == tonic::Code::Cancelled => Poll::Ready(None),
+            Poll::Ready(Some(Err(s))) => Poll::Ready(Some(Err(ClientError::from_status(s)))),
+        }
+    }
+}
+
+mod raw {
+    use bytes::{Buf, Bytes};
+    use hubble_api::observer::{GetFlowsRequest, GetFlowsResponse};
+    use tonic::Status;
+    use tonic::codec::{Codec, DecodeBuf, Decoder};
+
+    type RequestEncoder = tonic_prost::ProstEncoder<GetFlowsRequest>;
+
+    /// GetFlows with prost-encoded requests and responses left as bytes.
+    pub(super) struct RawResponses;
+
+    impl Codec for RawResponses {
+        type Encode = GetFlowsRequest;
+        type Decode = Bytes;
+        type Encoder = RequestEncoder;
+        type Decoder = RawDecoder;
+
+        fn encoder(&mut self) -> RequestEncoder {
+            Codec::encoder(&mut tonic_prost::ProstCodec::<
+                GetFlowsRequest,
+                GetFlowsResponse,
+            >::default())
+        }
+
+        fn decoder(&mut self) -> RawDecoder {
+            RawDecoder
+        }
+    }
+
+    pub(super) struct RawDecoder;
+
+    impl Decoder for RawDecoder {
+        type Item = Bytes;
+        type Error = Status;
+
+        fn decode(&mut self, buf: &mut DecodeBuf<'_>) -> Result<Option<Bytes>, Status> {
+            let n = buf.remaining();
+            Ok(Some(buf.copy_to_bytes(n)))
+        }
+    }
+}
+
 /// The health check result of `hubble status`: `Ok(None)` when SERVING, else the status text.
 pub async fn health_check(
     channel: Channel,

@@ -36,6 +36,15 @@ fn parse(args: &[String]) -> anyhow::Result<Opts> {
 
 /// Runs `bin args` with stdout to /dev/null; returns (seconds, peak RSS in KiB).
 fn measure(bin: &Path, args: &[&str], stdin: Option<&Path>) -> anyhow::Result<(f64, u64)> {
+    measure_cpu(bin, args, stdin).map(|(secs, rss, _)| (secs, rss))
+}
+
+/// [`measure`], plus the child's CPU seconds (user + system).
+pub(crate) fn measure_cpu(
+    bin: &Path,
+    args: &[&str],
+    stdin: Option<&Path>,
+) -> anyhow::Result<(f64, u64, f64)> {
     let mut cmd = Command::new(bin);
     cmd.args(args)
         .env("TZ", "UTC")
@@ -58,7 +67,12 @@ fn measure(bin: &Path, args: &[&str], stdin: Option<&Path>) -> anyhow::Result<(f
     if r != pid {
         bail!("wait4 failed for {}", bin.display());
     }
-    Ok((secs, usage.ru_maxrss as u64))
+    let tv = |t: [i64; 2]| t[0] as f64 + t[1] as f64 / 1e6;
+    Ok((
+        secs,
+        usage.ru_maxrss as u64,
+        tv(usage.ru_utime) + tv(usage.ru_stime),
+    ))
 }
 
 #[repr(C)]
@@ -73,40 +87,50 @@ unsafe extern "C" {
     fn wait4(pid: i32, status: *mut i32, options: i32, rusage: *mut Rusage) -> i32;
 }
 
+/// Builds the release binaries of `packages`; returns the target directory.
+pub(crate) fn release_build(packages: &[&str]) -> anyhow::Result<PathBuf> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut cmd = Command::new(&cargo);
+    cmd.current_dir(&root)
+        .args(["build", "--release", "--quiet"]);
+    for p in packages {
+        cmd.args(["-p", p]);
+    }
+    if !cmd.status()?.success() {
+        bail!("release build failed");
+    }
+    Ok(std::env::var("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| root.join("target")))
+}
+
+/// `target/corpus-N.jsonl`: N generated flows (seed 1), made once.
+pub(crate) fn corpus(target: &Path, count: usize) -> anyhow::Result<PathBuf> {
+    let corpus = target.join(format!("corpus-{count}.jsonl"));
+    if !corpus.exists() {
+        eprintln!("xtask: generating {count} flows into {}", corpus.display());
+        let f = std::io::BufWriter::new(File::create(&corpus)?);
+        xtask::flowgen::write_jsonl(f, 1, count)?;
+    }
+    Ok(corpus)
+}
+
 pub fn run(args: &[String]) -> anyhow::Result<()> {
     match args.first().map(String::as_str) {
         Some("observe") => observe(&args[1..]),
+        Some("server") => crate::bench_server::run(&args[1..]),
         _ => bail!(
-            "usage: cargo xtask bench observe [--count N] [--runs R] [--compare OTHER_HUBBLE]"
+            "usage: cargo xtask bench observe [--count N] [--runs R] [--compare OTHER_HUBBLE]\n       cargo xtask bench server [--runs R] [--rate N] [--seconds S]"
         ),
     }
 }
 
 fn observe(args: &[String]) -> anyhow::Result<()> {
     let o = parse(args)?;
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let status = Command::new(&cargo)
-        .current_dir(&root)
-        .args(["build", "--release", "--quiet", "-p", "hubble"])
-        .status()?;
-    if !status.success() {
-        bail!("release build failed");
-    }
-    let target = std::env::var("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| root.join("target"));
+    let target = release_build(&["hubble"])?;
     let bin = target.join("release/hubble");
-    let corpus = target.join(format!("corpus-{}.jsonl", o.count));
-    if !corpus.exists() {
-        eprintln!(
-            "xtask: generating {} flows into {}",
-            o.count,
-            corpus.display()
-        );
-        let f = std::io::BufWriter::new(File::create(&corpus)?);
-        xtask::flowgen::write_jsonl(f, 1, o.count)?;
-    }
+    let corpus = corpus(&target, o.count)?;
     let bytes = std::fs::metadata(&corpus)?.len();
     let corpus_s = corpus.to_str().context("corpus path is not UTF-8")?;
     println!(

@@ -1,6 +1,7 @@
 //! `cargo xtask <task>`: build, test, demo, fixture and bench orchestration.
 
 mod bench;
+mod bench_server;
 mod demo;
 mod gen_flows;
 mod test;
@@ -12,6 +13,8 @@ tasks:
   test       everything CI checks: system packages (as root), fmt, clippy, all tests
   demo       (root) lab up, agent flows into `hubble observe`, traffic, lab down
   bench      observe [--count N] [--runs R] [--compare OTHER_HUBBLE]: CLI throughput and memory
+             server [--runs R] [--rate N] [--seconds S]: the Hubble API over its unix socket
+             server [--runs R] [--rate N] [--seconds S]: a full ring over the unix socket, follow mode
   gen-flows  --count N [--seed S] [--out FILE|-]: write generated flows as JSON lines";
 
 fn main() -> std::process::ExitCode {

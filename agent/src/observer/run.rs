@@ -252,6 +252,9 @@ pub struct ServeFlowsArgs {
     /// file once).
     #[arg(long, value_name = "N")]
     pub count: Option<u64>,
+    /// Wait this long after the server is up before pushing (lets followers connect).
+    #[arg(long, value_parser = crate::lab::cli::parse_duration)]
+    pub start_delay: Option<std::time::Duration>,
     /// Stop after this long (default: until SIGINT/SIGTERM), e.g. 30s.
     #[arg(long, value_parser = crate::lab::cli::parse_duration)]
     pub duration: Option<std::time::Duration>,
@@ -282,9 +285,11 @@ pub fn serve_flows(args: ServeFlowsArgs) -> Result<()> {
     let obs = server.observer().clone();
     let count = args.count.unwrap_or(flows.len() as u64);
     let rate = args.rate;
+    let delay = args.start_delay.unwrap_or_default();
     let pusher = std::thread::Builder::new()
         .name("serve-flows".into())
         .spawn(move || {
+            std::thread::sleep(delay);
             let start = std::time::Instant::now();
             for (n, r) in (0..count).zip(flows.iter().cycle()) {
                 if let Some(rate) = rate.filter(|r| *r > 0)

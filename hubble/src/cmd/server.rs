@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Arg, ArgMatches, Command};
-use hubble_api::observer::GetFlowsRequest;
+use hubble_api::observer::{GetFlowsRequest, GetFlowsResponse};
 
 use super::exit;
 use crate::client::{self, DEFAULT_REQUEST_TIMEOUT, DEFAULT_SERVER, DEFAULT_TIMEOUT};
@@ -134,36 +134,51 @@ pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 }
 
 /// Streams GetFlows from the server into the printer until the stream ends or Ctrl-C.
+///
+/// Two threads share the work: this one runs the connection and hands over the responses
+/// still encoded, in batches of whatever has arrived; a printer thread decodes and prints
+/// them in order, flushing whenever it has caught up.
 pub fn observe(
     opts: &ServerOpts,
     req: GetFlowsRequest,
     popts: PrinterOptions,
     debug: bool,
 ) -> anyhow::Result<u8> {
+    const BATCH: usize = 256;
     let rt = runtime()?;
-    let stdout = io::stdout();
-    let out = io::BufWriter::with_capacity(64 << 10, stdout.lock());
-    let mut printer = Printer::new(out, popts).with_debug(debug);
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<bytes::Bytes>>(64);
+    let printer = std::thread::Builder::new()
+        .name("printer".into())
+        .spawn(move || print_encoded(rx, popts, debug))
+        .context("starting the printer thread")?;
     let res: anyhow::Result<()> = rt.block_on(async {
         let ctrl_c = tokio::signal::ctrl_c();
         tokio::pin!(ctrl_c);
         let stream = async {
             let ch = opts.connect().await?;
-            let mut flows = client::get_flows(ch, req).await?;
+            let mut flows = client::get_flows_raw(ch, req).await?;
             warn_version(flows.version_warning.as_deref());
             loop {
-                // Print what has arrived; flush only when the server has nothing more ready.
-                let item = match flows.try_next() {
-                    Poll::Ready(item) => item,
-                    Poll::Pending => {
-                        printer.get_mut().flush()?;
-                        flows.next().await
-                    }
-                };
-                match item {
+                let first = match flows.next().await {
                     None => return Ok(()),
-                    Some(Ok(resp)) => printer.write_response(&resp)?,
-                    Some(Err(e)) => return Err(anyhow::Error::new(e)),
+                    Some(r) => r?,
+                };
+                let mut batch = Vec::with_capacity(BATCH);
+                batch.push(first);
+                let mut end = false;
+                while batch.len() < BATCH {
+                    match flows.try_next() {
+                        Poll::Pending => break,
+                        Poll::Ready(None) => {
+                            end = true;
+                            break;
+                        }
+                        Poll::Ready(Some(r)) => batch.push(r?),
+                    }
+                }
+                // The printer went away (its error is reported below).
+                if tx.send(batch).is_err() || end {
+                    return Ok(());
                 }
             }
         };
@@ -172,14 +187,53 @@ pub fn observe(
             _ = &mut ctrl_c => Ok(()),
         }
     });
-    // Ends the runtime (and the connection) before the last flush.
+    // Ends the runtime (and the connection); the printer drains what it was given.
     drop(rt);
-    let fin = printer.finish();
-    match res.and(fin.map_err(anyhow::Error::from)) {
+    drop(tx);
+    let printed = printer
+        .join()
+        .map_err(|_| anyhow::anyhow!("the printer thread panicked"))?;
+    match res.and(printed) {
         Ok(()) => Ok(exit::OK),
         Err(e) if is_broken_pipe(&e) => Ok(exit::OK),
         Err(e) => Err(e),
     }
+}
+
+/// The printer thread of [`observe`]: decodes and prints every batch, in order.
+fn print_encoded(
+    rx: std::sync::mpsc::Receiver<Vec<bytes::Bytes>>,
+    popts: PrinterOptions,
+    debug: bool,
+) -> anyhow::Result<()> {
+    use prost::Message;
+    let stdout = io::stdout();
+    let out = io::BufWriter::with_capacity(64 << 10, stdout.lock());
+    let mut printer = Printer::new(out, popts).with_debug(debug);
+    let mut batch = match rx.recv() {
+        Ok(b) => b,
+        Err(_) => return printer.finish().map_err(Into::into),
+    };
+    loop {
+        for msg in batch.drain(..) {
+            let resp = GetFlowsResponse::decode(msg)
+                .map_err(|e| anyhow::anyhow!("invalid response from the server: {e}"))?;
+            printer.write_response(&resp)?;
+        }
+        batch = match rx.try_recv() {
+            Ok(b) => b,
+            Err(std::sync::mpsc::TryRecvError::Empty) => {
+                // Caught up with the connection: show what we have.
+                printer.get_mut().flush()?;
+                match rx.recv() {
+                    Ok(b) => b,
+                    Err(_) => break,
+                }
+            }
+            Err(std::sync::mpsc::TryRecvError::Disconnected) => break,
+        };
+    }
+    printer.finish().map_err(Into::into)
 }
 
 fn is_broken_pipe(e: &anyhow::Error) -> bool {

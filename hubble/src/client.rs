@@ -261,24 +261,35 @@ pub async fn get_flows(channel: Channel, req: GetFlowsRequest) -> Result<FlowStr
 impl FlowStream {
     /// The next response; `None` at the end of the stream (a cancelled stream also ends).
     pub async fn next(&mut self) -> Option<Result<GetFlowsResponse, ClientError>> {
-        match self.inner.next().await? {
-            Ok(r) => Some(Ok(r)),
-            Err(s) if s.code() == tonic::Code::Cancelled => None,
-            Err(s) => Some(Err(ClientError::from_status(s))),
-        }
+        next_of(&mut self.inner).await
     }
 
     /// The next response if one is already received, without waiting (`Ready(None)` = end).
     pub fn try_next(&mut self) -> Poll<Option<Result<GetFlowsResponse, ClientError>>> {
-        let waker = std::task::Waker::noop();
-        let mut cx = std::task::Context::from_waker(waker);
-        match Pin::new(&mut self.inner).poll_next(&mut cx) {
-            Poll::Pending => Poll::Pending,
-            Poll::Ready(None) => Poll::Ready(None),
-            Poll::Ready(Some(Ok(r))) => Poll::Ready(Some(Ok(r))),
-            Poll::Ready(Some(Err(s))) if s.code() == tonic::Code::Cancelled => Poll::Ready(None),
-            Poll::Ready(Some(Err(s))) => Poll::Ready(Some(Err(ClientError::from_status(s)))),
-        }
+        try_next_of(&mut self.inner)
+    }
+}
+
+/// A stream item as callers see it: a cancelled stream ends, it is not an error.
+fn item<T>(r: Result<T, tonic::Status>) -> Option<Result<T, ClientError>> {
+    match r {
+        Ok(v) => Some(Ok(v)),
+        Err(s) if s.code() == tonic::Code::Cancelled => None,
+        Err(s) => Some(Err(ClientError::from_status(s))),
+    }
+}
+
+async fn next_of<T>(s: &mut tonic::Streaming<T>) -> Option<Result<T, ClientError>> {
+    item(s.next().await?)
+}
+
+fn try_next_of<T>(s: &mut tonic::Streaming<T>) -> Poll<Option<Result<T, ClientError>>> {
+    let waker = std::task::Waker::noop();
+    let mut cx = std::task::Context::from_waker(waker);
+    match Pin::new(s).poll_next(&mut cx) {
+        Poll::Pending => Poll::Pending,
+        Poll::Ready(None) => Poll::Ready(None),
+        Poll::Ready(Some(r)) => Poll::Ready(item(r)),
     }
 }
 
@@ -314,24 +325,12 @@ pub async fn get_flows_raw(
 impl RawFlowStream {
     /// The next encoded response; `None` at the end of the stream.
     pub async fn next(&mut self) -> Option<Result<bytes::Bytes, ClientError>> {
-        match self.inner.next().await? {
-            Ok(r) => Some(Ok(r)),
-            Err(s) if s.code() == tonic::Code::Cancelled => None,
-            Err(s) => Some(Err(ClientError::from_status(s))),
-        }
+        next_of(&mut self.inner).await
     }
 
     /// The next response if one is already received, without waiting (`Ready(None)` = end).
     pub fn try_next(&mut self) -> Poll<Option<Result<bytes::Bytes, ClientError>>> {
-        let waker = std::task::Waker::noop();
-        let mut cx = std::task::Context::from_waker(waker);
-        match Pin::new(&mut self.inner).poll_next(&mut cx) {
-            Poll::Pending => Poll::Pending,
-            Poll::Ready(None) => Poll::Ready(None),
-            Poll::Ready(Some(Ok(r))) => Poll::Ready(Some(Ok(r))),
-            Poll::Ready(Some(Err(s))) if s.code() == tonic::Code::Cancelled => Poll::Ready(None),
-            Poll::Ready(Some(Err(s))) => Poll::Ready(Some(Err(ClientError::from_status(s)))),
-        }
+        try_next_of(&mut self.inner)
     }
 }
 

@@ -20,8 +20,7 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(12);
 /// gRPC health service name of Hubble's Observer.
 pub const HEALTH_SERVICE: &str = "hubble.server.Observer";
-/// Largest response accepted (flows with big L7 records can be large).
-const MAX_MESSAGE: usize = 64 << 20;
+use crate::wire::MAX_MESSAGE;
 /// HTTP/2 receive windows: large enough that a server streaming a full ring is not held up
 /// waiting for window updates (h2's default is 64 KiB, about 45 flows).
 const STREAM_WINDOW: u32 = 8 << 20;
@@ -306,14 +305,7 @@ pub async fn get_flows_raw(
     channel: Channel,
     req: GetFlowsRequest,
 ) -> Result<RawFlowStream, ClientError> {
-    use tonic::codegen::http::uri::PathAndQuery;
-    let mut grpc = tonic::client::Grpc::new(channel).max_decoding_message_size(MAX_MESSAGE);
-    grpc.ready()
-        .await
-        .map_err(|e| ClientError::Status(format!("service was not ready: {e}")))?;
-    let path = PathAndQuery::from_static("/observer.Observer/GetFlows");
-    let resp = grpc
-        .server_streaming(tonic::Request::new(req), path, raw::RawResponses)
+    let resp = crate::wire::get_flows(channel, req, crate::wire::BytesDecoder)
         .await
         .map_err(ClientError::from_status)?;
     Ok(RawFlowStream {
@@ -331,48 +323,6 @@ impl RawFlowStream {
     /// The next response if one is already received, without waiting (`Ready(None)` = end).
     pub fn try_next(&mut self) -> Poll<Option<Result<bytes::Bytes, ClientError>>> {
         try_next_of(&mut self.inner)
-    }
-}
-
-mod raw {
-    use bytes::{Buf, Bytes};
-    use hubble_api::observer::{GetFlowsRequest, GetFlowsResponse};
-    use tonic::Status;
-    use tonic::codec::{Codec, DecodeBuf, Decoder};
-
-    type RequestEncoder = tonic_prost::ProstEncoder<GetFlowsRequest>;
-
-    /// GetFlows with prost-encoded requests and responses left as bytes.
-    pub(super) struct RawResponses;
-
-    impl Codec for RawResponses {
-        type Encode = GetFlowsRequest;
-        type Decode = Bytes;
-        type Encoder = RequestEncoder;
-        type Decoder = RawDecoder;
-
-        fn encoder(&mut self) -> RequestEncoder {
-            Codec::encoder(&mut tonic_prost::ProstCodec::<
-                GetFlowsRequest,
-                GetFlowsResponse,
-            >::default())
-        }
-
-        fn decoder(&mut self) -> RawDecoder {
-            RawDecoder
-        }
-    }
-
-    pub(super) struct RawDecoder;
-
-    impl Decoder for RawDecoder {
-        type Item = Bytes;
-        type Error = Status;
-
-        fn decode(&mut self, buf: &mut DecodeBuf<'_>) -> Result<Option<Bytes>, Status> {
-            let n = buf.remaining();
-            Ok(Some(buf.copy_to_bytes(n)))
-        }
     }
 }
 

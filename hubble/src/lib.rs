@@ -9,3 +9,4 @@ pub mod printer;
 pub mod source;
 pub mod timefmt;
 pub mod tls;
+pub mod wire;

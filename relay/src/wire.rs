@@ -7,10 +7,9 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use hubble_api::observer::{GetFlowsRequest, GetFlowsResponse};
 use prost::Message;
 use tonic::Status;
-use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
+use tonic::codec::{DecodeBuf, Decoder};
 
-/// gRPC path of GetFlows.
-pub const GET_FLOWS_PATH: &str = "/observer.Observer/GetFlows";
+pub use hubble::wire::GET_FLOWS_PATH;
 
 /// One encoded GetFlowsResponse and what the merge needs of it.
 #[derive(Debug, Clone)]
@@ -122,41 +121,9 @@ fn timestamp(mut b: &[u8]) -> Result<i128, &'static str> {
     Ok(secs as i128 * 1_000_000_000 + nanos as i128)
 }
 
-/// Relay → agent: GetFlowsRequest out (prost), raw responses in.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct PeerCodec;
-
-/// Relay → client: GetFlowsRequest in (prost), raw responses out.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct ClientCodec;
-
-#[derive(Debug, Clone, Copy, Default)]
-pub struct RequestEncoder;
-#[derive(Debug, Clone, Copy, Default)]
-pub struct RequestDecoder;
+/// A peer's response scanned for what the merge needs.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct RawDecoder;
-#[derive(Debug, Clone, Copy, Default)]
-pub struct RawEncoder;
-
-impl Encoder for RequestEncoder {
-    type Item = GetFlowsRequest;
-    type Error = Status;
-    fn encode(&mut self, item: Self::Item, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
-        item.encode(dst)
-            .map_err(|e| Status::internal(format!("encoding GetFlowsRequest: {e}")))
-    }
-}
-
-impl Decoder for RequestDecoder {
-    type Item = GetFlowsRequest;
-    type Error = Status;
-    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Self::Item>, Status> {
-        GetFlowsRequest::decode(src)
-            .map(Some)
-            .map_err(|e| Status::invalid_argument(format!("malformed GetFlowsRequest: {e}")))
-    }
-}
 
 impl Decoder for RawDecoder {
     type Item = RawResponse;
@@ -169,55 +136,17 @@ impl Decoder for RawDecoder {
     }
 }
 
-impl Encoder for RawEncoder {
-    type Item = Bytes;
-    type Error = Status;
-    fn encode(&mut self, item: Bytes, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
-        dst.put_slice(&item);
-        Ok(())
-    }
-}
-
-impl Codec for PeerCodec {
-    type Encode = GetFlowsRequest;
-    type Decode = RawResponse;
-    type Encoder = RequestEncoder;
-    type Decoder = RawDecoder;
-    fn encoder(&mut self) -> Self::Encoder {
-        RequestEncoder
-    }
-    fn decoder(&mut self) -> Self::Decoder {
-        RawDecoder
-    }
-}
-
-impl Codec for ClientCodec {
-    type Encode = Bytes;
-    type Decode = GetFlowsRequest;
-    type Encoder = RawEncoder;
-    type Decoder = RequestDecoder;
-    fn encoder(&mut self) -> Self::Encoder {
-        RawEncoder
-    }
-    fn decoder(&mut self) -> Self::Decoder {
-        RequestDecoder
-    }
-}
+/// Relay → client: GetFlowsRequest in (prost), raw responses out.
+pub use hubble::wire::ServerCodec as ClientCodec;
 
 /// Starts GetFlows on a peer, reading raw responses.
 pub async fn get_flows(
     channel: tonic::transport::Channel,
     req: GetFlowsRequest,
 ) -> Result<tonic::Streaming<RawResponse>, Status> {
-    let mut grpc = tonic::client::Grpc::new(channel).max_decoding_message_size(64 << 20);
-    grpc.ready()
+    hubble::wire::get_flows(channel, req, RawDecoder)
         .await
-        .map_err(|e| Status::unavailable(format!("peer not ready: {e}")))?;
-    let path = tonic::codegen::http::uri::PathAndQuery::from_static(GET_FLOWS_PATH);
-    let resp = grpc
-        .server_streaming(tonic::Request::new(req), path, PeerCodec)
-        .await?;
-    Ok(resp.into_inner())
+        .map(tonic::Response::into_inner)
 }
 
 #[cfg(test)]

@@ -152,12 +152,12 @@ impl tonic::codegen::Service<http::Request<tonic::body::Body>> for ObserverRoute
     }
 
     fn call(&mut self, req: http::Request<tonic::body::Body>) -> Self::Future {
-        if req.uri().path() != "/observer.Observer/GetFlows" {
+        if req.uri().path() != hubble::wire::GET_FLOWS_PATH {
             return self.generated.call(req);
         }
         let method = RawGetFlows(self.svc.clone());
         Box::pin(async move {
-            let mut grpc = tonic::server::Grpc::new(GetFlowsCodec);
+            let mut grpc = tonic::server::Grpc::new(hubble::wire::ServerCodec);
             Ok(grpc.server_streaming(method, req).await)
         })
     }
@@ -175,43 +175,6 @@ impl tonic::server::ServerStreamingService<GetFlowsRequest> for RawGetFlows {
     fn call(&mut self, req: Request<GetFlowsRequest>) -> Self::Future {
         let r = self.0.get_flows_encoded(req);
         Box::pin(async move { r })
-    }
-}
-
-/// GetFlows' codec: requests decoded by prost, responses already encoded.
-struct GetFlowsCodec;
-
-type RequestDecoder = tonic_prost::ProstDecoder<GetFlowsRequest>;
-
-impl tonic::codec::Codec for GetFlowsCodec {
-    type Encode = Bytes;
-    type Decode = GetFlowsRequest;
-    type Encoder = RawEncoder;
-    type Decoder = RequestDecoder;
-
-    fn encoder(&mut self) -> RawEncoder {
-        RawEncoder
-    }
-
-    fn decoder(&mut self) -> RequestDecoder {
-        tonic::codec::Codec::decoder(&mut tonic_prost::ProstCodec::<
-            GetFlowsResponse,
-            GetFlowsRequest,
-        >::default())
-    }
-}
-
-/// Writes a message that is already protobuf.
-struct RawEncoder;
-
-impl tonic::codec::Encoder for RawEncoder {
-    type Item = Bytes;
-    type Error = Status;
-
-    fn encode(&mut self, item: Bytes, dst: &mut tonic::codec::EncodeBuf<'_>) -> Result<(), Status> {
-        use bytes::BufMut;
-        dst.put_slice(&item);
-        Ok(())
     }
 }
 

@@ -1,0 +1,120 @@
+//! GetFlows with its responses as protobuf bytes, for every party that moves flows without
+//! decoding them: the agent's server (each stored flow encoded once, sent to every reader),
+//! the relay (forwarding what the agents encoded) and the CLI (decoding on another thread).
+//! Requests are always prost-encoded GetFlowsRequests.
+
+use bytes::{Buf, BufMut, Bytes};
+use hubble_api::observer::GetFlowsRequest;
+use prost::Message;
+use tonic::Status;
+use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
+
+/// gRPC path of GetFlows.
+pub const GET_FLOWS_PATH: &str = "/observer.Observer/GetFlows";
+/// Largest GetFlows message accepted (flows with big L7 records can be large).
+pub const MAX_MESSAGE: usize = 64 << 20;
+
+/// Client side: GetFlowsRequest out, responses in as `D` decodes them (e.g. [`BytesDecoder`]).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ClientCodec<D>(pub D);
+
+/// Server side: GetFlowsRequest in, already-encoded responses out.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ServerCodec;
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RequestEncoder;
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RequestDecoder;
+/// A response left as its bytes.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct BytesDecoder;
+/// Writes a message that is already protobuf.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RawEncoder;
+
+impl Encoder for RequestEncoder {
+    type Item = GetFlowsRequest;
+    type Error = Status;
+    fn encode(&mut self, item: Self::Item, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
+        item.encode(dst)
+            .map_err(|e| Status::internal(format!("encoding GetFlowsRequest: {e}")))
+    }
+}
+
+impl Decoder for RequestDecoder {
+    type Item = GetFlowsRequest;
+    type Error = Status;
+    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Self::Item>, Status> {
+        GetFlowsRequest::decode(src)
+            .map(Some)
+            .map_err(|e| Status::invalid_argument(format!("malformed GetFlowsRequest: {e}")))
+    }
+}
+
+impl Decoder for BytesDecoder {
+    type Item = Bytes;
+    type Error = Status;
+    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Bytes>, Status> {
+        let n = src.remaining();
+        Ok(Some(src.copy_to_bytes(n)))
+    }
+}
+
+impl Encoder for RawEncoder {
+    type Item = Bytes;
+    type Error = Status;
+    fn encode(&mut self, item: Bytes, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
+        dst.put_slice(&item);
+        Ok(())
+    }
+}
+
+impl<D> Codec for ClientCodec<D>
+where
+    D: Decoder<Error = Status> + Clone + Send + 'static,
+    D::Item: Send + Sync + 'static,
+{
+    type Encode = GetFlowsRequest;
+    type Decode = D::Item;
+    type Encoder = RequestEncoder;
+    type Decoder = D;
+    fn encoder(&mut self) -> RequestEncoder {
+        RequestEncoder
+    }
+    fn decoder(&mut self) -> D {
+        self.0.clone()
+    }
+}
+
+impl Codec for ServerCodec {
+    type Encode = Bytes;
+    type Decode = GetFlowsRequest;
+    type Encoder = RawEncoder;
+    type Decoder = RequestDecoder;
+    fn encoder(&mut self) -> RawEncoder {
+        RawEncoder
+    }
+    fn decoder(&mut self) -> RequestDecoder {
+        RequestDecoder
+    }
+}
+
+/// Starts GetFlows on `channel`, decoding the responses with `decoder`.
+pub async fn get_flows<D>(
+    channel: tonic::transport::Channel,
+    req: GetFlowsRequest,
+    decoder: D,
+) -> Result<tonic::Response<tonic::Streaming<D::Item>>, Status>
+where
+    D: Decoder<Error = Status> + Clone + Send + 'static,
+    D::Item: Send + Sync + 'static,
+{
+    let mut grpc = tonic::client::Grpc::new(channel).max_decoding_message_size(MAX_MESSAGE);
+    grpc.ready()
+        .await
+        .map_err(|e| Status::unavailable(format!("service was not ready: {e}")))?;
+    let path = tonic::codegen::http::uri::PathAndQuery::from_static(GET_FLOWS_PATH);
+    grpc.server_streaming(tonic::Request::new(req), path, ClientCodec(decoder))
+        .await
+}

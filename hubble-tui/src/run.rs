@@ -102,8 +102,8 @@ pub fn command() -> Command {
             Arg::new("config")
                 .long("config")
                 .value_name("FILE")
-                .hide(true)
-                .help("Accepted for compatibility with the hubble CLI; not read"),
+                .env("HUBBLE_CONFIG")
+                .help("hubble's config file for the server and TLS settings (default $XDG_CONFIG_HOME/hubble/config.yaml; flags and HUBBLE_* variables win)"),
         );
     let cmd = add_server_args(cmd.next_help_heading("Server"));
     add_filter_args(cmd.next_help_heading("Filters"))
@@ -151,7 +151,15 @@ fn filter_text(args: &[OsString]) -> String {
 
 /// Runs the TUI with `args`; returns the exit code.
 pub fn main_with_args(args: Vec<OsString>) -> u8 {
-    let m = match command().try_get_matches_from(&args) {
+    // The hubble CLI's config file gives the server and TLS flags their defaults.
+    let file = match hubble::config::FileConfig::load(&hubble::config::path_from_args(&args)) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("Error: {e}");
+            return exit::ERROR;
+        }
+    };
+    let m = match hubble::config::apply_defaults(command(), &file).try_get_matches_from(&args) {
         Ok(m) => m,
         Err(e) => {
             let _ = e.print();
@@ -364,6 +372,30 @@ mod tests {
             r#"--verdict DROPPED --http-path "/a b" --to-namespace shop"#
         );
         assert!(command().try_get_matches_from(&args).is_ok());
+    }
+
+    #[test]
+    fn the_config_file_gives_the_server_unless_a_flag_does() {
+        let p = std::env::temp_dir().join(format!("hubble-tui-config-{}.yaml", std::process::id()));
+        std::fs::write(
+            &p,
+            "server: unix:///tmp/from-config.sock\ntls-server-name: relay.example\n",
+        )
+        .unwrap();
+        let file = hubble::config::FileConfig::load(&p).unwrap();
+        std::fs::remove_file(&p).unwrap();
+        let cmd = || hubble::config::apply_defaults(command(), &file);
+        let m = cmd().get_matches_from(["hubble-tui"]);
+        assert_eq!(
+            m.get_one::<String>("server").unwrap(),
+            "unix:///tmp/from-config.sock"
+        );
+        assert_eq!(
+            m.get_one::<String>("tls_server_name").unwrap(),
+            "relay.example"
+        );
+        let m = cmd().get_matches_from(["hubble-tui", "--server", "x:1"]);
+        assert_eq!(m.get_one::<String>("server").unwrap(), "x:1");
     }
 
     #[test]

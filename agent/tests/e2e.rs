@@ -179,55 +179,16 @@ fn datapath_flows_end_to_end() {
     let mut guard = LabGuard::new(&spec);
     topology::up(&spec).expect("lab up");
 
-    let mut agent = Command::new(BIN)
-        .args(["run", "--lab"])
-        .arg(&spec_path)
-        .args([
-            "--print-flows",
-            "--no-hubble-server",
-            "--aggregation",
-            "medium",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn hubble-agent run");
-    let stdout = agent.stdout.take().unwrap();
-    let stderr = agent.stderr.take().unwrap();
-    guard.agent = Some(agent);
-
-    // stderr: wait for the "attached" line.
-    let (etx, erx) = mpsc::channel::<String>();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            eprintln!("agent: {line}");
-            let _ = etx.send(line);
-        }
-    });
-    let (otx, orx) = mpsc::channel::<String>();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = otx.send(line);
-        }
-    });
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let mut stderr_lines = Vec::new();
-    loop {
-        match erx.recv_timeout(Duration::from_millis(200)) {
-            Ok(l) if l.contains("datapath attached") => break,
-            Ok(l) => stderr_lines.push(l),
-            Err(_) => {
-                if let Some(status) = guard.agent.as_mut().unwrap().try_wait().unwrap() {
-                    let msg = stderr_lines.join("\n");
-                    if msg.contains("cannot load the eBPF datapath") {
-                        return skip_or_fail(TEST, &format!("no BPF: {msg}"));
-                    }
-                    panic!("agent exited early ({status}): {msg}");
-                }
-                assert!(Instant::now() < deadline, "agent did not attach in 30s");
-            }
-        }
-    }
+    let mut cmd = Command::new(BIN);
+    cmd.args(["run", "--lab"]).arg(&spec_path).args([
+        "--print-flows",
+        "--no-hubble-server",
+        "--aggregation",
+        "medium",
+    ]);
+    let Some(orx) = common::spawn_attached(&mut guard, &mut cmd, TEST) else {
+        return;
+    };
 
     let pod = |n: &str| spec.pods.iter().find(|p| p.name == n).unwrap().clone();
     let (client, server, other) = (pod("client"), pod("server"), pod("other"));

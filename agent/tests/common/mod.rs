@@ -1,7 +1,10 @@
 //! Shared by the root tests (e2e, e2e_hubble, flood): skipping without privileges (but
 //! failing under CI=true) and taking a test lab down whatever happens.
 
-use std::process::Child;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
 
 use agent::lab::spec::LabSpec;
 use agent::lab::topology;
@@ -36,5 +39,57 @@ impl Drop for LabGuard {
             let _ = a.wait();
         }
         let _ = topology::down(&self.spec);
+    }
+}
+
+/// Spawns `cmd` (a `hubble-agent run`) as the guard's agent with its output piped (stderr
+/// echoed as `agent: …`) and waits up to 30 s for "datapath attached". Returns its stdout
+/// lines, or `None` when the kernel cannot load the datapath and the test is skipped (a
+/// failure under CI=true).
+#[allow(dead_code)] // not every test binary that shares this module starts an agent so
+pub fn spawn_attached(
+    guard: &mut LabGuard,
+    cmd: &mut Command,
+    test: &str,
+) -> Option<mpsc::Receiver<String>> {
+    let mut agent = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn hubble-agent run");
+    let stdout = agent.stdout.take().unwrap();
+    let stderr = agent.stderr.take().unwrap();
+    guard.agent = Some(agent);
+    let (etx, erx) = mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            eprintln!("agent: {line}");
+            let _ = etx.send(line);
+        }
+    });
+    let (otx, orx) = mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = otx.send(line);
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut stderr_lines = Vec::new();
+    loop {
+        match erx.recv_timeout(Duration::from_millis(200)) {
+            Ok(l) if l.contains("datapath attached") => return Some(orx),
+            Ok(l) => stderr_lines.push(l),
+            Err(_) => {
+                if let Some(status) = guard.agent.as_mut().unwrap().try_wait().unwrap() {
+                    let msg = stderr_lines.join("\n");
+                    if msg.contains("cannot load the eBPF datapath") {
+                        skip_or_fail(test, &format!("no BPF: {msg}"));
+                        return None;
+                    }
+                    panic!("agent exited early ({status}): {msg}");
+                }
+                assert!(Instant::now() < deadline, "agent did not attach in 30s");
+            }
+        }
     }
 }

@@ -3,6 +3,9 @@
 
 use std::path::PathBuf;
 
+#[path = "build/transcode.rs"]
+mod transcode;
+
 mod protojson {
     //! Generates `impl ProtoJson` for every message: a direct encoder that writes Go
     //! Hubble's JSON (protojson with proto names, declaration order, Go HTML escaping).
@@ -248,6 +251,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let out = PathBuf::from(std::env::var("OUT_DIR")?);
     let fds = protox::compile(protos, ["proto"])?;
     std::fs::write(out.join("protojson.rs"), protojson::generate(&fds))?;
+    std::fs::write(out.join("transcode.rs"), transcode::generate(&fds))?;
+    println!("cargo:rerun-if-changed=build/transcode.rs");
     let descriptor_path = out.join("hubble_descriptor.bin");
     std::fs::write(&descriptor_path, prost::Message::encode_to_vec(&fds))?;
 

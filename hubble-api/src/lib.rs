@@ -5,6 +5,7 @@
 #![allow(clippy::all, missing_docs, rust_2018_idioms)]
 
 pub mod json;
+pub mod transcode;
 
 pub mod flow {
     include!(concat!(env!("OUT_DIR"), "/flow.rs"));

@@ -358,3 +358,30 @@ lab-node-2   Unavailable   N/A     N/A       N/A
     let o = hubble(&["list", "namespaces", "--server", &server, "-o", "yaml"]);
     assert_eq!(o.status.code(), Some(2));
 }
+
+#[test]
+fn json_output_is_the_encoders_bytes_for_every_response() {
+    // Flows and lost events are transcoded from the protobuf bytes on the printer thread;
+    // the lines must be what decoding and encoding each response gives.
+    use hubble_api::json::ProtoJson;
+    let text = std::fs::read(FIXTURE).unwrap();
+    let mut want = Vec::new();
+    for (i, l) in text.split(|b| *b == b'\n').enumerate() {
+        if let Some(r) = hubble::source::parse_line(i as u64 + 1, l).unwrap() {
+            want.extend_from_slice(&r.to_json_vec().unwrap());
+            want.push(b'\n');
+        }
+    }
+    assert!(String::from_utf8_lossy(&want).contains("\"lost_events\""));
+    let (addr, _) = start_fake();
+    let server = addr.to_string();
+    for format in ["json", "jsonpb"] {
+        let o = hubble(&["observe", "--server", &server, "--all", "-o", format]);
+        assert!(o.status.success(), "{o:?}");
+        assert_eq!(
+            stdout(&o),
+            String::from_utf8(want.clone()).unwrap(),
+            "-o {format}"
+        );
+    }
+}

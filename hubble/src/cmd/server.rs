@@ -214,8 +214,27 @@ fn print_encoded(
         Ok(b) => b,
         Err(_) => return printer.finish().map_err(Into::into),
     };
+    // JSON lines of flows and lost events come straight from the protobuf bytes; anything
+    // else (node status events, which may go to stderr or nowhere, and whatever the
+    // transcoder leaves to prost) is decoded and printed as before: same bytes either way.
+    let transcode = matches!(
+        printer.options().format,
+        OutputFormat::Json | OutputFormat::JsonPb
+    );
+    let mut line = Vec::with_capacity(4 << 10);
     loop {
         for msg in batch.drain(..) {
+            if transcode {
+                use hubble_api::transcode::{ResponseKind, get_flows_response};
+                line.clear();
+                if let Ok(ResponseKind::Flow | ResponseKind::LostEvents) =
+                    get_flows_response(&msg, &mut line)
+                {
+                    line.push(b'\n');
+                    printer.get_mut().write_all(&line)?;
+                    continue;
+                }
+            }
             let resp = GetFlowsResponse::decode(msg)
                 .map_err(|e| anyhow::anyhow!("invalid response from the server: {e}"))?;
             printer.write_response(&resp)?;

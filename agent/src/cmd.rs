@@ -590,7 +590,7 @@ pub fn run(args: RunArgs) -> Result<()> {
         }
         if let Some(s) = &server {
             for r in printer.responses() {
-                s.observer().push(r.clone());
+                s.observer().push(r);
             }
         }
         Ok(())

@@ -378,11 +378,18 @@ async fn slow_client_never_blocks_the_writer_and_gets_lost_events() {
     srv.obs.push_flow(flow(0));
     assert_eq!(pod(&s.next().await.unwrap().unwrap()), "pod-0");
     // The client stops reading; the writer goes on at full speed and must not wait for it.
+    // Flows of ~2 KB, so that 50k of them (100 MB) overflow the client's HTTP/2 windows and
+    // the server's socket buffers: the server cannot get ahead of the writer by sending.
     let obs = srv.obs.clone();
     let writer = std::thread::spawn(move || {
         let t = std::time::Instant::now();
+        let padding = "x".repeat(2000);
         for i in 1..50_000 {
-            obs.push_flow(flow(i));
+            #[allow(deprecated)]
+            obs.push_flow(Flow {
+                summary: padding.clone(),
+                ..flow(i)
+            });
         }
         t.elapsed()
     });

@@ -14,6 +14,77 @@ pub struct FlowMask {
     paths: Vec<String>,
     /// True when every path has a direct copy.
     direct: bool,
+    /// The direct mask as field numbers, to cut encoded responses.
+    wire: Option<WireMask>,
+}
+
+/// A direct mask as protobuf field numbers: Flow fields kept whole, and the Endpoint fields
+/// kept of `source` (8) and `destination` (9) when only some of theirs are asked for.
+#[derive(Debug, Clone, Default)]
+struct WireMask {
+    whole: Vec<u32>,
+    sides: [(u32, Vec<u32>); 2],
+}
+
+impl WireMask {
+    fn new(paths: &[String]) -> Option<WireMask> {
+        use hubble_api::transcode::field_number;
+        let mut m = WireMask {
+            whole: Vec::new(),
+            sides: [(8, Vec::new()), (9, Vec::new())],
+        };
+        for p in paths {
+            match p.split_once('.') {
+                None => m.whole.push(field_number("flow.Flow", p)?),
+                Some((side, field)) => {
+                    let n = field_number("flow.Flow", side)?;
+                    let f = if field == "id" { "ID" } else { field };
+                    let f = field_number("flow.Endpoint", f)?;
+                    m.sides.iter_mut().find(|s| s.0 == n)?.1.push(f);
+                }
+            }
+        }
+        Some(m)
+    }
+
+    /// The masked response: every field of the response but the flow is copied; of the
+    /// flow, the masked fields. Byte for byte what encoding the masked decoded response
+    /// gives, since both keep prost's field order. None on malformed input.
+    fn apply(&self, resp: &[u8]) -> Option<Vec<u8>> {
+        use hubble_api::transcode::{fields, put_len_field};
+        let mut out = Vec::with_capacity(resp.len() / 2);
+        let mut flow = Vec::new();
+        let mut side = Vec::new();
+        for f in fields(resp) {
+            let f = f.ok()?;
+            if f.number != 1 || f.wire_type != 2 {
+                out.extend_from_slice(f.raw);
+                continue;
+            }
+            flow.clear();
+            for ff in fields(f.payload) {
+                let ff = ff.ok()?;
+                if self.whole.contains(&ff.number) {
+                    flow.extend_from_slice(ff.raw);
+                } else if let Some((_, keep)) = self
+                    .sides
+                    .iter()
+                    .find(|s| s.0 == ff.number && !s.1.is_empty() && ff.wire_type == 2)
+                {
+                    side.clear();
+                    for ef in fields(ff.payload) {
+                        let ef = ef.ok()?;
+                        if keep.contains(&ef.number) {
+                            side.extend_from_slice(ef.raw);
+                        }
+                    }
+                    put_len_field(&mut flow, ff.number, &side);
+                }
+            }
+            put_len_field(&mut out, 1, &flow);
+        }
+        Some(out)
+    }
 }
 
 impl FlowMask {
@@ -24,7 +95,19 @@ impl FlowMask {
         FlowMask {
             paths: paths.to_vec(),
             direct,
+            wire: if direct && !paths.is_empty() {
+                WireMask::new(paths)
+            } else {
+                None
+            },
         }
+    }
+
+    /// [`apply`](Self::apply) to a response encoded by prost, without decoding it: the
+    /// encoding of the masked response. None when the mask has no field-number form (deep
+    /// paths) or the bytes are malformed; then decode, apply and encode.
+    pub fn apply_encoded(&self, resp: &[u8]) -> Option<Vec<u8>> {
+        self.wire.as_ref()?.apply(resp)
     }
 
     /// True when no mask was requested (the whole flow is sent).
@@ -263,6 +346,38 @@ mod tests {
                 assert_eq!(m.apply(&r), want, "{mask:?}");
             }
         }
+    }
+
+    /// Cutting the encoded response gives the encoding of the decoded response cut.
+    #[test]
+    fn encoded_cut_equals_decoded_cut() {
+        use prost::Message;
+        let masks = [
+            paths(crate::cmd::server::DEFAULT_FIELD_MASK),
+            paths(&["source", "destination.labels", "uuid", "drop_reason_desc"]),
+            paths(&["source.identity", "source", "destination.id", "time"]),
+            paths(&[
+                "egress_allowed_by",
+                "traffic_direction",
+                "l7",
+                "node_labels",
+            ]),
+        ];
+        let mut responses = demo();
+        let mut g = xtask::flowgen::FlowGen::new(5);
+        responses.extend((0..3000).map(|_| g.next_response()));
+        for mask in &masks {
+            let m = FlowMask::new(mask);
+            for r in &responses {
+                let got = m.apply_encoded(&r.encode_to_vec()).expect("direct mask");
+                assert_eq!(got, m.apply(r).encode_to_vec(), "{mask:?}");
+            }
+        }
+        let deep = FlowMask::new(&paths(&["l4.TCP.destination_port"]));
+        assert!(deep.apply_encoded(&responses[0].encode_to_vec()).is_none());
+        let m = FlowMask::new(&masks[0]);
+        let b = responses[0].encode_to_vec();
+        assert!(m.apply_encoded(&b[..b.len() - 3]).is_none(), "malformed");
     }
 
     #[test]

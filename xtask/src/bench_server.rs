@@ -95,6 +95,20 @@ impl Agent {
         format!("unix://{}", self.socket.display())
     }
 
+    /// (VmRSS, VmHWM) of the agent in MiB.
+    fn rss(&self) -> (f64, f64) {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .unwrap_or_default();
+        let kib = |key: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(key))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+                .unwrap_or(0.0)
+        };
+        (kib("VmRSS:") / 1024.0, kib("VmHWM:") / 1024.0)
+    }
+
     /// CPU seconds the agent used so far.
     fn cpu(&self) -> f64 {
         let stat =
@@ -136,6 +150,8 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         .recv_timeout(Duration::from_secs(60))
         .context("serve-flows never filled the ring")?;
     let server = agent.server();
+    let (rss, hwm) = agent.rss();
+    println!("\nagent with a full ring: RSS {rss:.1} MiB (peak {hwm:.1} MiB)");
     println!(
         "\n| `hubble observe --server unix://… --last 65535` | seconds | flows/s | client CPU µs/flow | server CPU µs/flow |"
     );
@@ -163,6 +179,8 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
             per(best.2)
         );
     }
+    let (rss, hwm) = agent.rss();
+    println!("\nagent after the reads: RSS {rss:.1} MiB (peak {hwm:.1} MiB)");
     drop(agent);
 
     // 2. Follow mode at a fixed rate: one client, then ten.

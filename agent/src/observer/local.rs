@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
@@ -21,31 +21,47 @@ use super::ring::{Read, Ring, RingError};
 use hubble::field_mask::FlowMask;
 
 /// One entry of the ring: a response as it is sent (flow or lost event, node name, time),
-/// and its protobuf encoding, made by the first reader that sends it whole and shared by
-/// every later one (readers with a field mask encode their own cut).
+/// kept only as its protobuf encoding (a decoded flow takes 3–4 times the memory), plus the
+/// times and kind every query looks at. Readers whose filters need the flow decode it; field
+/// masks cut the encoding directly.
 pub struct Entry {
-    resp: GetFlowsResponse,
-    encoded: OnceLock<Bytes>,
+    encoded: Bytes,
+    /// The response's time.
+    time: (i64, i32),
+    /// The flow's own time, for flows.
+    flow_time: Option<(i64, i32)>,
 }
 
 impl Entry {
-    pub fn new(resp: GetFlowsResponse) -> Self {
+    pub fn new(resp: &GetFlowsResponse) -> Self {
         Entry {
-            resp,
-            encoded: OnceLock::new(),
+            encoded: encode(resp),
+            time: ts_key(resp.time.as_ref()),
+            flow_time: match &resp.response_types {
+                Some(ResponseTypes::Flow(f)) => Some(ts_key(f.time.as_ref())),
+                _ => None,
+            },
         }
     }
 
-    /// The response encoded as protobuf (computed once).
+    /// The response encoded as protobuf.
     pub fn encoded(&self) -> Bytes {
-        self.encoded.get_or_init(|| encode(&self.resp)).clone()
+        self.encoded.clone()
     }
-}
 
-impl std::ops::Deref for Entry {
-    type Target = GetFlowsResponse;
-    fn deref(&self) -> &GetFlowsResponse {
-        &self.resp
+    /// True when the entry holds a flow (not a lost event).
+    pub fn is_flow(&self) -> bool {
+        self.flow_time.is_some()
+    }
+
+    /// The response, decoded. Entries are our own encodings, so this cannot fail short of a
+    /// bug; an empty response then stands in (and is logged).
+    pub fn decode(&self) -> GetFlowsResponse {
+        use prost::Message;
+        GetFlowsResponse::decode(self.encoded.clone()).unwrap_or_else(|e| {
+            eprintln!("hubble-agent: observer ring entry does not decode: {e}");
+            GetFlowsResponse::default()
+        })
     }
 }
 
@@ -58,10 +74,10 @@ pub fn encode(resp: &GetFlowsResponse) -> Bytes {
 /// A ring entry, shared by every reader.
 pub type Event = Arc<Entry>;
 
-/// What a query yields next: a stored entry (whole or cut by the field mask) or a
-/// LostEvent made for this reader.
+/// What a query yields next: a stored entry (decoded when the query's filters needed it)
+/// or a LostEvent made for this reader.
 enum Next {
-    Entry(Event),
+    Entry(Event, Option<Box<GetFlowsResponse>>),
     Lost(Box<GetFlowsResponse>),
 }
 
@@ -163,8 +179,10 @@ impl LocalObserver {
         &self.ring
     }
 
-    /// Stores one response (a flow or a lost event) as the newest entry.
-    pub fn push(&self, resp: GetFlowsResponse) {
+    /// Stores one response (a flow or a lost event) as the newest entry, encoded (a
+    /// reference will do: nothing of it is kept).
+    pub fn push(&self, resp: impl std::borrow::Borrow<GetFlowsResponse>) {
+        let resp = resp.borrow();
         if let Some(ResponseTypes::Flow(flow)) = &resp.response_types {
             self.seen_flows.fetch_add(1, Ordering::Relaxed);
             self.note_namespaces(flow);
@@ -260,10 +278,9 @@ impl LocalObserver {
             seq -= 1;
             match self.ring.read(seq) {
                 Read::Entry(e) => {
-                    let Some(ResponseTypes::Flow(f)) = &e.response_types else {
+                    let Some(t) = e.flow_time else {
                         continue;
                     };
-                    let t = ts_key(f.time.as_ref());
                     if t < window_start {
                         covered = true;
                         break;
@@ -331,16 +348,12 @@ impl LocalObserver {
                 break;
             };
             if let Some(since) = q.since
-                && ts_key(e.time.as_ref()) < since
+                && e.time < since
             {
                 break;
             }
             seq -= 1;
-            if !first
-                && q.number > 0
-                && matches!(e.response_types, Some(ResponseTypes::Flow(_)))
-                && q.filters.matches_response(&e)
-            {
+            if !first && q.number > 0 && e.is_flow() && q.matches(&e).0 {
                 counted += 1;
                 if counted == q.number {
                     break;
@@ -354,17 +367,28 @@ impl LocalObserver {
     /// wait here for new entries.
     pub async fn next(&self, q: &mut FlowQuery) -> Option<GetFlowsResponse> {
         Some(match self.next_entry(q).await? {
-            Next::Entry(e) => q.mask.apply(&e),
+            Next::Entry(e, decoded) => {
+                let r = decoded.map_or_else(|| e.decode(), |d| *d);
+                if q.mask.is_empty() {
+                    r
+                } else {
+                    q.mask.apply(&r)
+                }
+            }
             Next::Lost(r) => *r,
         })
     }
 
-    /// [`next`](Self::next), encoded as protobuf: whole entries are encoded once for all
-    /// readers, so sending the ring to many clients costs a copy, not an encoding, per flow.
+    /// [`next`](Self::next), encoded as protobuf: entries are stored encoded, so sending the
+    /// ring to many clients costs a copy per flow, not an encoding; field masks cut the
+    /// stored bytes.
     pub async fn next_encoded(&self, q: &mut FlowQuery) -> Option<Bytes> {
         Some(match self.next_entry(q).await? {
-            Next::Entry(e) if q.mask.is_empty() => e.encoded(),
-            Next::Entry(e) => encode(&q.mask.apply(&e)),
+            Next::Entry(e, _) if q.mask.is_empty() => e.encoded(),
+            Next::Entry(e, decoded) => match q.mask.apply_encoded(&e.encoded) {
+                Some(cut) => Bytes::from(cut),
+                None => encode(&q.mask.apply(&decoded.map_or_else(|| e.decode(), |d| *d))),
+            },
             Next::Lost(r) => encode(&r),
         })
     }
@@ -378,19 +402,23 @@ impl LocalObserver {
             match self.ring.read(q.seq) {
                 Read::Entry(e) => {
                     q.seq += 1;
-                    let t = ts_key(e.time.as_ref());
+                    let t = e.time;
                     if q.until.is_some_and(|u| t > u) {
                         q.end = 0;
                         q.follow = false;
                         return None;
                     }
-                    if q.since.is_some_and(|s| t < s) || !q.filters.matches_response(&e) {
+                    if q.since.is_some_and(|s| t < s) {
                         continue;
                     }
-                    if matches!(e.response_types, Some(ResponseTypes::Flow(_))) {
+                    let (pass, decoded) = q.matches(&e);
+                    if !pass {
+                        continue;
+                    }
+                    if e.is_flow() {
                         q.sent += 1;
                     }
-                    return Some(Next::Entry(e));
+                    return Some(Next::Entry(e, decoded));
                 }
                 Read::Lost { lost, next } => {
                     q.seq = next;
@@ -442,6 +470,16 @@ impl FlowQuery {
     /// True when the query waits for new flows after the stored ones.
     pub fn is_follow(&self) -> bool {
         self.follow
+    }
+
+    /// Whether an entry passes the filters, and the entry decoded when they needed it (a
+    /// query without filters decodes nothing).
+    fn matches(&self, e: &Entry) -> (bool, Option<Box<GetFlowsResponse>>) {
+        if self.filters.is_empty() || !e.is_flow() {
+            return (true, None);
+        }
+        let r = e.decode();
+        (self.filters.matches_response(&r), Some(Box::new(r)))
     }
 }
 
@@ -570,6 +608,57 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(pods(&o, req), ["pod-0", "pod-2", "pod-4", "pod-6", "pod-8"]);
+    }
+
+    /// The encoded route (what GetFlows sends) carries exactly the decoded route's responses,
+    /// with filters (entries decoded) and field masks (stored bytes cut).
+    #[test]
+    fn encoded_responses_equal_decoded_ones() {
+        use prost::Message;
+        let o = observer(40, 63);
+        let filter = vec![FlowFilter {
+            source_pod: vec!["b/pod-1".into()],
+            ..Default::default()
+        }];
+        let mask = |p: &[&str]| {
+            Some(pbjson_types::FieldMask {
+                paths: p.iter().map(|s| s.to_string()).collect(),
+            })
+        };
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        for req in [
+            GetFlowsRequest::default(),
+            GetFlowsRequest {
+                number: 5,
+                whitelist: filter.clone(),
+                ..Default::default()
+            },
+            GetFlowsRequest {
+                field_mask: mask(&["time", "source.pod_name", "verdict"]),
+                blacklist: filter.clone(),
+                ..Default::default()
+            },
+            GetFlowsRequest {
+                field_mask: mask(&["source.labels.x"]),
+                ..Default::default()
+            },
+        ] {
+            let (mut a, mut b) = (o.query(&req).unwrap(), o.query(&req).unwrap());
+            let mut n = 0;
+            loop {
+                let (x, y) =
+                    rt.block_on(async { (o.next(&mut a).await, o.next_encoded(&mut b).await) });
+                match (x, y) {
+                    (None, None) => break,
+                    (Some(x), Some(y)) => assert_eq!(x.encode_to_vec(), y.to_vec(), "{req:?}"),
+                    other => panic!("{other:?}"),
+                }
+                n += 1;
+            }
+            assert!(n > 0, "{req:?}");
+        }
     }
 
     #[test]

@@ -228,7 +228,7 @@ pub fn serve_replay(args: ServeReplayArgs) -> Result<()> {
     while let Some(rec) = reader.next_record().unwrap_or(None) {
         printer.handle(&rec, None)?;
         for r in printer.responses() {
-            server.observer().push(r.clone());
+            server.observer().push(r);
         }
     }
     eprintln!(
@@ -262,28 +262,64 @@ pub struct ServeFlowsArgs {
     pub server: ServerArgs,
 }
 
-/// Loads the file, then pushes its flows into the ring (paced with `--rate`) while serving.
-pub fn serve_flows(args: ServeFlowsArgs) -> Result<()> {
-    let text =
-        std::fs::read(&args.file).with_context(|| format!("opening {}", args.file.display()))?;
-    let mut flows = Vec::new();
-    for (i, line) in text.split(|b| *b == b'\n').enumerate() {
-        match hubble::source::parse_line(i as u64 + 1, line) {
-            Ok(Some(r)) => flows.push(r),
-            Ok(None) => {}
-            Err(e) => eprintln!("hubble-agent: {}: {e}", args.file.display()),
+/// GetFlowsResponses of a JSON-lines file, one line at a time (bad lines reported, skipped).
+struct FlowLines {
+    reader: std::io::BufReader<std::fs::File>,
+    path: PathBuf,
+    line: Vec<u8>,
+    n: u64,
+}
+
+impl FlowLines {
+    fn next(&mut self) -> Option<hubble_api::observer::GetFlowsResponse> {
+        use std::io::BufRead;
+        loop {
+            self.line.clear();
+            match self.reader.read_until(b'\n', &mut self.line) {
+                Ok(0) => return None,
+                Ok(_) => {}
+                Err(e) => {
+                    eprintln!("hubble-agent: {}: {e}", self.path.display());
+                    return None;
+                }
+            }
+            self.n += 1;
+            let line = self.line.strip_suffix(b"\n").unwrap_or(&self.line);
+            match hubble::source::parse_line(self.n, line) {
+                Ok(Some(r)) => return Some(r),
+                Ok(None) => {}
+                Err(e) => eprintln!("hubble-agent: {}: {e}", self.path.display()),
+            }
         }
     }
-    if flows.is_empty() {
+}
+
+/// Pushes the file's flows into the ring (paced with `--rate`) while serving. Without
+/// `--count` the file is read as it is pushed, so the agent then holds what a live one would
+/// (the ring); with it, the flows are loaded first and pushed round and round.
+pub fn serve_flows(args: ServeFlowsArgs) -> Result<()> {
+    let file = std::fs::File::open(&args.file)
+        .with_context(|| format!("opening {}", args.file.display()))?;
+    let mut lines = FlowLines {
+        reader: std::io::BufReader::with_capacity(1 << 20, file),
+        path: args.file.clone(),
+        line: Vec::new(),
+        n: 0,
+    };
+    let Some(first) = lines.next() else {
         anyhow::bail!("{}: no flows", args.file.display());
-    }
+    };
     let Some(server) = HubbleServer::bind_any(&args.server)? else {
         anyhow::bail!("--no-hubble-server leaves nothing to do");
     };
-    let node_name = flows[0].node_name.clone();
-    let server = server.start(&node_name)?;
+    let server = server.start(&first.node_name)?;
     let obs = server.observer().clone();
-    let count = args.count.unwrap_or(flows.len() as u64);
+    let round: Option<Vec<_>> = args.count.map(|_| {
+        let mut all = vec![first.clone()];
+        all.extend(std::iter::from_fn(|| lines.next()));
+        all
+    });
+    let count = args.count.unwrap_or(u64::MAX);
     let rate = args.rate;
     let delay = args.start_delay.unwrap_or_default();
     let pusher = std::thread::Builder::new()
@@ -291,21 +327,38 @@ pub fn serve_flows(args: ServeFlowsArgs) -> Result<()> {
         .spawn(move || {
             std::thread::sleep(delay);
             let start = std::time::Instant::now();
-            for (n, r) in (0..count).zip(flows.iter().cycle()) {
+            let pace = |n: u64| {
                 if let Some(rate) = rate.filter(|r| *r > 0)
-                    && n % 64 == 0
+                    && n.is_multiple_of(64)
                 {
                     let due = std::time::Duration::from_secs_f64(n as f64 / rate as f64);
                     if let Some(wait) = due.checked_sub(start.elapsed()) {
                         std::thread::sleep(wait);
                     }
                 }
-                obs.push(r.clone());
+            };
+            let mut pushed = 0u64;
+            match &round {
+                Some(all) => {
+                    for r in all.iter().cycle().take(count as usize) {
+                        pace(pushed);
+                        obs.push(r);
+                        pushed += 1;
+                    }
+                }
+                None => {
+                    let mut next = Some(first);
+                    while let Some(r) = next {
+                        pace(pushed);
+                        obs.push(&r);
+                        pushed += 1;
+                        next = lines.next();
+                    }
+                }
             }
-            eprintln!(
-                "hubble-agent: pushed {count} flows in {:.3}s",
-                start.elapsed().as_secs_f64()
-            );
+            let secs = start.elapsed().as_secs_f64();
+            let count = pushed;
+            eprintln!("hubble-agent: pushed {count} flows in {secs:.3}s");
         })
         .context("starting the pusher thread")?;
     wait_for_stop(args.duration)?;

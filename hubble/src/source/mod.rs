@@ -195,16 +195,13 @@ impl<R: Read> BlockReader<R> {
             // Fill up to the block size (or more when one line is longer).
             let want = self.size.max(buf.len() + self.size / 4);
             while !self.eof && buf.len() < want {
-                let start = buf.len();
-                buf.resize(want, 0);
-                match self.inner.read(&mut buf[start..]) {
-                    Ok(0) => {
-                        buf.truncate(start);
-                        self.eof = true;
-                    }
-                    Ok(n) => buf.truncate(start + n),
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => buf.truncate(start),
-                    Err(e) => return Err(e),
+                // read_to_end reads into the spare capacity without zeroing it first (a
+                // resize would memset every block).
+                let need = want - buf.len();
+                buf.reserve(need);
+                let n = (&mut self.inner).take(need as u64).read_to_end(&mut buf)?;
+                if n < need {
+                    self.eof = true;
                 }
             }
             if buf.is_empty() {
@@ -383,6 +380,49 @@ mod tests {
         assert_eq!(lines.len(), 3001);
         assert_eq!(lines[299].len(), 299);
         assert_eq!(lines[3000], b"last-without-newline");
+    }
+
+    /// Hands out at most 7 bytes per read, with an `Interrupted` between reads, as a slow
+    /// pipe might.
+    struct Trickle<'a> {
+        data: &'a [u8],
+        interrupt: bool,
+    }
+
+    impl Read for Trickle<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            self.interrupt = !self.interrupt;
+            if self.interrupt {
+                return Err(io::ErrorKind::Interrupted.into());
+            }
+            let n = buf.len().min(7).min(self.data.len());
+            buf[..n].copy_from_slice(&self.data[..n]);
+            self.data = &self.data[n..];
+            Ok(n)
+        }
+    }
+
+    #[test]
+    fn blocks_from_a_trickling_reader() {
+        let mut data = Vec::new();
+        for i in 0..500 {
+            data.extend_from_slice(format!("line {i} {}\n", "q".repeat(i % 50)).as_bytes());
+        }
+        let mut r = BlockReader::new(
+            Trickle {
+                data: &data,
+                interrupt: false,
+            },
+            1000,
+        );
+        let mut got = Vec::new();
+        let mut spare = Vec::new();
+        while let Some(b) = r.next_block_into(std::mem::take(&mut spare)).unwrap() {
+            assert_eq!(b.data.last(), Some(&b'\n'), "blocks end with whole lines");
+            got.extend_from_slice(&b.data);
+            spare = b.data;
+        }
+        assert_eq!(got, data);
     }
 
     #[test]

@@ -17,53 +17,9 @@ use hubble_api::observer::{GetFlowsRequest, GetFlowsResponse, Namespace, ServerS
 use pbjson_types::Timestamp;
 use tokio::sync::watch;
 
+use super::entry::{Entry, Interner};
 use super::ring::{Read, Ring, RingError};
 use hubble::field_mask::FlowMask;
-
-/// One entry of the ring: a response as it is sent (flow or lost event, node name, time),
-/// kept only as its protobuf encoding (a decoded flow takes 3–4 times the memory), plus the
-/// times and kind every query looks at. Readers whose filters need the flow decode it; field
-/// masks cut the encoding directly.
-pub struct Entry {
-    encoded: Bytes,
-    /// The response's time.
-    time: (i64, i32),
-    /// The flow's own time, for flows.
-    flow_time: Option<(i64, i32)>,
-}
-
-impl Entry {
-    pub fn new(resp: &GetFlowsResponse) -> Self {
-        Entry {
-            encoded: encode(resp),
-            time: ts_key(resp.time.as_ref()),
-            flow_time: match &resp.response_types {
-                Some(ResponseTypes::Flow(f)) => Some(ts_key(f.time.as_ref())),
-                _ => None,
-            },
-        }
-    }
-
-    /// The response encoded as protobuf.
-    pub fn encoded(&self) -> Bytes {
-        self.encoded.clone()
-    }
-
-    /// True when the entry holds a flow (not a lost event).
-    pub fn is_flow(&self) -> bool {
-        self.flow_time.is_some()
-    }
-
-    /// The response, decoded. Entries are our own encodings, so this cannot fail short of a
-    /// bug; an empty response then stands in (and is logged).
-    pub fn decode(&self) -> GetFlowsResponse {
-        use prost::Message;
-        GetFlowsResponse::decode(self.encoded.clone()).unwrap_or_else(|e| {
-            eprintln!("hubble-agent: observer ring entry does not decode: {e}");
-            GetFlowsResponse::default()
-        })
-    }
-}
 
 /// A response's protobuf bytes.
 pub fn encode(resp: &GetFlowsResponse) -> Bytes {
@@ -107,6 +63,8 @@ pub struct LocalObserver {
     version: String,
     started: Instant,
     seen_flows: AtomicU64,
+    /// Endpoints shared by the ring's entries (pruned once per ring's worth of pushes).
+    interner: Interner,
     /// cluster → namespace → last time a flow touched it.
     namespaces: Mutex<HashMap<String, HashMap<String, Instant>>>,
     /// Set when the server shuts down: streams end.
@@ -143,6 +101,7 @@ impl LocalObserver {
             version: env!("CARGO_PKG_VERSION").to_string(),
             started: Instant::now(),
             seen_flows: AtomicU64::new(0),
+            interner: Interner::default(),
             namespaces: Mutex::new(HashMap::new()),
             closing: watch::Sender::new(false),
         })
@@ -187,7 +146,10 @@ impl LocalObserver {
             self.seen_flows.fetch_add(1, Ordering::Relaxed);
             self.note_namespaces(flow);
         }
-        self.ring.push(Arc::new(Entry::new(resp)));
+        self.ring.push(Arc::new(Entry::new(resp, &self.interner)));
+        if self.ring.head().is_multiple_of(self.ring.capacity() + 1) {
+            self.interner.prune();
+        }
     }
 
     /// Stores a flow, filling the response's node name and time from it.
@@ -385,7 +347,7 @@ impl LocalObserver {
     pub async fn next_encoded(&self, q: &mut FlowQuery) -> Option<Bytes> {
         Some(match self.next_entry(q).await? {
             Next::Entry(e, _) if q.mask.is_empty() => e.encoded(),
-            Next::Entry(e, decoded) => match q.mask.apply_encoded(&e.encoded) {
+            Next::Entry(e, decoded) => match q.mask.apply_encoded(&e.encoded()) {
                 Some(cut) => Bytes::from(cut),
                 None => encode(&q.mask.apply(&decoded.map_or_else(|| e.decode(), |d| *d))),
             },
@@ -490,10 +452,6 @@ pub fn timestamp(t: SystemTime) -> Timestamp {
         seconds: d.as_secs() as i64,
         nanos: d.subsec_nanos() as i32,
     }
-}
-
-fn ts_key(t: Option<&Timestamp>) -> (i64, i32) {
-    t.map_or((0, 0), |t| (t.seconds, t.nanos))
 }
 
 fn time_key_of(t: SystemTime) -> (i64, i32) {

@@ -1,6 +1,7 @@
 //! Hubble's server side in the agent: the flow ring, the local observer answering GetFlows /
 //! ServerStatus / GetNamespaces from it, and the gRPC server (Observer, Peer, health, reflection).
 
+pub mod entry;
 pub mod local;
 pub mod ring;
 pub mod run;

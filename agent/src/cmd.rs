@@ -192,7 +192,12 @@ impl<G: crate::enrich::Getters> FlowPrinter<G> {
             .take(n)
         {
             r.time = f.time;
-            r.response_types = Some(ResponseTypes::Flow(std::mem::take(f)));
+            // Swap, not take: the flow the response held goes back to be refilled, so L7
+            // flows reuse their buffers as trace flows do.
+            match &mut r.response_types {
+                Some(ResponseTypes::Flow(held)) => std::mem::swap(held, f),
+                _ => r.response_types = Some(ResponseTypes::Flow(std::mem::take(f))),
+            }
             if let Some(out) = out.as_deref_mut() {
                 self.buf.clear();
                 hubble::printer::json::write_get_flows_response(&mut self.buf, r)?;

@@ -20,6 +20,7 @@ fuzz_target!(|data: &[u8]| {
         services: vec![],
         identities: BTreeMap::new(),
         policy_rules: Vec::new(),
+        index: Default::default(),
     };
     let mut e = Enricher::new(state, "fuzz");
     let _ = e.flow_from_sample(data, UNIX_EPOCH);

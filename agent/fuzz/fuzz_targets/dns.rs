@@ -22,6 +22,7 @@ fuzz_target!(|data: &[u8]| {
         services: vec![],
         identities: Default::default(),
         policy_rules: Vec::new(),
+        index: Default::default(),
     };
     let mut en = agent::enrich::Enricher::new(state, "fuzz");
     let mut l7 = agent::l7::L7Engine::new();

@@ -14,7 +14,7 @@ fuzz_target!(|data: &[u8]| {
     let (a, b) = rest.split_at(cut);
     let mut c = Conn::default();
     let mut st = HttpStats::default();
-    let server = "10.0.0.1:80";
+    let server: std::net::SocketAddr = ([10, 0, 0, 1], 80).into();
     let mut n = 0usize;
     let mut emit = |x: &agent::l7::http::Exchange<'_>| n += x.url.len() + x.headers.len();
     c.feed(true, 1, a, 1, server, &mut st, &mut emit);

@@ -182,6 +182,7 @@ mod tests {
             services: vec![],
             identities: BTreeMap::new(),
             policy_rules: Vec::new(),
+            index: Default::default(),
         }
     }
 

@@ -92,6 +92,9 @@ pub struct Enricher<G> {
     tcp_summaries: Vec<String>,
     /// Names learnt from observed DNS answers (filled by the L7 engine).
     dns: crate::l7::fqdn::DnsCache,
+    /// Services taken off reused flows, refilled when the next flow has one (a request
+    /// and its response swap which side has the service).
+    spare_services: Vec<Service>,
 }
 
 /// A direct-mapped cache of formatted IP and MAC addresses.
@@ -168,6 +171,7 @@ impl<G: Getters> Enricher<G> {
                 })
                 .collect(),
             dns: crate::l7::fqdn::DnsCache::new(),
+            spare_services: Vec::new(),
         }
     }
 
@@ -569,14 +573,20 @@ impl<G: Getters> Enricher<G> {
         set_str(&mut i.name, name);
     }
 
-    fn service_into(&self, out: &mut Option<Service>, ip: IpAddr, port: u16, proto: u8) {
+    fn service_into(&mut self, out: &mut Option<Service>, ip: IpAddr, port: u16, proto: u8) {
         match self.getters.service_of(ip, port, proto) {
             Some((namespace, name)) => {
-                let s = out.get_or_insert_with(Service::default);
+                let s = out.get_or_insert_with(|| self.spare_services.pop().unwrap_or_default());
                 set_str(&mut s.name, name);
                 set_str(&mut s.namespace, namespace);
             }
-            None => *out = None,
+            None => {
+                if let Some(s) = out.take()
+                    && self.spare_services.len() < 4
+                {
+                    self.spare_services.push(s);
+                }
+            }
         }
     }
 

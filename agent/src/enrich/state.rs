@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
+use std::sync::OnceLock;
 
 use serde::{Deserialize, Serialize};
 
@@ -90,6 +91,74 @@ pub struct NodeState {
     /// Compiled policy entries with their policies (absent in older recordings).
     #[serde(default)]
     pub policy_rules: Vec<PolicyRule>,
+    /// Lookup tables over `endpoints` and `services`, built on first use.
+    #[serde(skip)]
+    pub index: LookupIndex,
+}
+
+type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+
+/// Hash tables for the per-flow lookups (endpoint by address, services by port), built on
+/// first use from a NodeState's `endpoints` and `services`, which do not change once the
+/// state is built. Never serialized; compares equal; a clone starts empty.
+#[derive(Default)]
+pub struct LookupIndex(OnceLock<Index>);
+
+struct Index {
+    /// Address → position in `endpoints` (the first endpoint with it).
+    by_ip: FastMap<IpAddr, usize>,
+    /// (port, IP protocol) → positions in `services`, in order.
+    by_port: FastMap<(u16, u8), Vec<usize>>,
+}
+
+impl LookupIndex {
+    fn get(&self, state: &NodeState) -> &Index {
+        self.0.get_or_init(|| {
+            let mut by_ip = FastMap::default();
+            for (i, e) in state.endpoints.iter().enumerate() {
+                for ip in &e.ips {
+                    by_ip.entry(*ip).or_insert(i);
+                }
+            }
+            let mut by_port: FastMap<(u16, u8), Vec<usize>> = FastMap::default();
+            for (i, s) in state.services.iter().enumerate() {
+                for (port, proto) in &s.ports {
+                    let protos: &[u8] = match proto.as_str() {
+                        "TCP" => &[6],
+                        "UDP" => &[17],
+                        _ => &[6, 17],
+                    };
+                    for p in protos {
+                        let v = by_port.entry((*port, *p)).or_default();
+                        if v.last() != Some(&i) {
+                            v.push(i);
+                        }
+                    }
+                }
+            }
+            Index { by_ip, by_port }
+        })
+    }
+}
+
+impl Clone for LookupIndex {
+    fn clone(&self) -> Self {
+        LookupIndex::default()
+    }
+}
+
+impl PartialEq for LookupIndex {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for LookupIndex {}
+
+impl std::fmt::Debug for LookupIndex {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LookupIndex")
+    }
 }
 
 /// Endpoint ids: small, stable, Cilium-like numbers per pod position in the spec.
@@ -163,6 +232,7 @@ impl NodeState {
             services,
             identities: sets.into_iter().map(|(l, id)| (id, l)).collect(),
             policy_rules: Vec::new(),
+            index: LookupIndex::default(),
         }
     }
 
@@ -178,7 +248,8 @@ impl NodeState {
 
 impl EndpointGetter for NodeState {
     fn endpoint_by_ip(&self, ip: IpAddr) -> Option<&EndpointInfo> {
-        self.endpoints.iter().find(|e| e.ips.contains(&ip))
+        let i = *self.index.get(self).by_ip.get(&ip)?;
+        self.endpoints.get(i)
     }
 
     fn endpoint_by_id(&self, id: u16) -> Option<&EndpointInfo> {
@@ -213,21 +284,12 @@ impl IpcacheGetter for NodeState {
 
 impl ServiceGetter for NodeState {
     fn service_of(&self, ip: IpAddr, port: u16, proto: u8) -> Option<(&str, &str)> {
-        let serves = |s: &&ServiceInfo| {
-            s.ports.iter().any(|(p, pr)| {
-                *p == port
-                    && match pr.as_str() {
-                        "TCP" => proto == 6,
-                        "UDP" => proto == 17,
-                        _ => proto == 6 || proto == 17,
-                    }
-            })
-        };
         // Most ports (ephemeral ones) belong to no service: skip the endpoint lookup then.
-        let mut on_port = self.services.iter().filter(serves).peekable();
-        on_port.peek()?;
+        let on_port = self.index.get(self).by_port.get(&(port, proto))?;
         let ep = self.endpoint_by_ip(ip)?;
         on_port
+            .iter()
+            .map(|&i| &self.services[i])
             .find(|s| s.backends.contains(&ep.id))
             .map(|s| (s.namespace.as_str(), s.name.as_str()))
     }

@@ -68,6 +68,7 @@ fn fake() -> NodeState {
                 namespace: "shop".into(),
             },
         ],
+        index: Default::default(),
     }
 }
 

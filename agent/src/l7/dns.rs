@@ -248,7 +248,15 @@ fn skip_name(b: &[u8], mut off: usize) -> Result<usize, DnsError> {
 /// offset after the name in the original position. A pointer must point before the label
 /// that holds it, so a name cannot loop; its total length is capped at 255 bytes.
 pub fn read_name(b: &[u8], off: usize, out: &mut String) -> Result<usize, DnsError> {
-    out.clear();
+    // Built as bytes (all ASCII) in `out`'s own buffer, checked as UTF-8 once.
+    let mut buf = std::mem::take(out).into_bytes();
+    buf.clear();
+    let r = read_name_bytes(b, off, &mut buf);
+    *out = String::from_utf8(buf).unwrap_or_default();
+    r
+}
+
+fn read_name_bytes(b: &[u8], off: usize, out: &mut Vec<u8>) -> Result<usize, DnsError> {
     let mut pos = off;
     let mut end: Option<usize> = None;
     let mut wire_len = 0usize;
@@ -260,8 +268,9 @@ pub fn read_name(b: &[u8], off: usize, out: &mut String) -> Result<usize, DnsErr
             0x00 => {
                 if len == 0 {
                     if out.is_empty() {
-                        out.push('.');
+                        out.push(b'.');
                     }
+                    out.make_ascii_lowercase();
                     return Ok(end.unwrap_or(pos + 1));
                 }
                 let l = len as usize;
@@ -270,20 +279,31 @@ pub fn read_name(b: &[u8], off: usize, out: &mut String) -> Result<usize, DnsErr
                 if wire_len > 255 {
                     return Err(DnsError::NameTooLong);
                 }
+                // Most labels are plain: copied whole (lowercased with the name at the end;
+                // escapes hold no letters).
+                if label
+                    .iter()
+                    .all(|&c| matches!(c, 0x21..=0x7e) && c != b'.' && c != b'\\')
+                {
+                    out.extend_from_slice(label);
+                    out.push(b'.');
+                    pos += 1 + l;
+                    continue;
+                }
                 for &c in label {
                     match c {
-                        b'.' => out.push_str("\\."),
-                        b'\\' => out.push_str("\\\\"),
-                        0x21..=0x7e => out.push(c.to_ascii_lowercase() as char),
-                        _ => {
-                            out.push('\\');
-                            out.push((b'0' + c / 100) as char);
-                            out.push((b'0' + (c / 10) % 10) as char);
-                            out.push((b'0' + c % 10) as char);
-                        }
+                        b'.' => out.extend_from_slice(b"\\."),
+                        b'\\' => out.extend_from_slice(b"\\\\"),
+                        0x21..=0x7e => out.push(c),
+                        _ => out.extend_from_slice(&[
+                            b'\\',
+                            b'0' + c / 100,
+                            b'0' + (c / 10) % 10,
+                            b'0' + c % 10,
+                        ]),
                     }
                 }
-                out.push('.');
+                out.push(b'.');
                 pos += 1 + l;
             }
             0xc0 => {

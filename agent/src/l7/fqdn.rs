@@ -1,7 +1,8 @@
 //! The DNS cache behind FQDN enrichment: which names each local endpoint resolved to which
 //! addresses, learnt from observed DNS answers and forgotten when their TTL runs out.
 
-use std::collections::HashMap;
+/// Seeded per map (foldhash): lookups run for every flow once the cache holds names.
+type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 use std::net::IpAddr;
 
 use crate::enrich::DnsGetter;

@@ -3,6 +3,8 @@
 //! pipelining: a FIFO of pending requests). Every buffer and queue is bounded.
 
 use std::collections::VecDeque;
+use std::fmt::Write;
+use std::net::SocketAddr;
 
 /// Longest head (start line + headers) kept while waiting for its end.
 pub const MAX_HEAD: usize = 8 * 1024;
@@ -60,28 +62,70 @@ pub fn looks_like_head(b: &[u8]) -> bool {
 
 fn end_of_head(b: &[u8]) -> Option<usize> {
     let mut i = 0;
-    while i + 1 < b.len() {
-        if b[i] == b'\n' {
-            if b[i + 1] == b'\n' {
-                return Some(i + 2);
-            }
-            if b[i + 1] == b'\r' && b.get(i + 2) == Some(&b'\n') {
-                return Some(i + 3);
-            }
+    while let Some(p) = memchr::memchr(b'\n', &b[i..]) {
+        let j = i + p;
+        match b.get(j + 1) {
+            Some(b'\n') => return Some(j + 2),
+            Some(b'\r') if b.get(j + 2) == Some(&b'\n') => return Some(j + 3),
+            _ => i = j + 1,
         }
-        i += 1;
     }
     None
 }
 
+/// RFC 9110 `tchar`s.
+const TCHAR: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut c = 0;
+    while c < 256 {
+        let b = c as u8;
+        t[c] = b.is_ascii_alphanumeric()
+            || matches!(
+                b,
+                b'!' | b'#'
+                    | b'$'
+                    | b'%'
+                    | b'&'
+                    | b'\''
+                    | b'*'
+                    | b'+'
+                    | b'-'
+                    | b'.'
+                    | b'^'
+                    | b'_'
+                    | b'`'
+                    | b'|'
+                    | b'~'
+            );
+        c += 1;
+    }
+    t
+};
+
 fn token_ok(s: &str) -> bool {
-    !s.is_empty()
-        && s.bytes()
-            .all(|c| c.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&c))
+    !s.is_empty() && s.bytes().all(|c| TCHAR[c as usize])
+}
+
+/// `s` up to the first `c` and the rest after it (or all of `s` and "").
+fn split_at_byte(s: &str, c: u8) -> (&str, &str) {
+    match memchr::memchr(c, s.as_bytes()) {
+        Some(i) => (&s[..i], &s[i + 1..]),
+        None => (s, ""),
+    }
+}
+
+fn trim_cr(l: &str) -> &str {
+    l.strip_suffix('\r').unwrap_or(l)
 }
 
 /// Parses the head at the start of `b`.
 pub fn parse_head(b: &[u8]) -> Parsed<'_> {
+    parse_head_with(b, Vec::new())
+}
+
+/// [`parse_head`] with a vector (emptied first) to hold the headers, so a caller can reuse
+/// its allocation (see [`recycle`]).
+pub fn parse_head_with<'a>(b: &'a [u8], mut headers: Vec<(&'a str, &'a str)>) -> Parsed<'a> {
     let Some(len) = end_of_head(b) else {
         return if b.len() > MAX_HEAD {
             Parsed::Invalid("HTTP head longer than 8 KiB")
@@ -94,18 +138,15 @@ pub fn parse_head(b: &[u8]) -> Parsed<'_> {
     let Ok(text) = std::str::from_utf8(&b[..len]) else {
         return Parsed::Invalid("HTTP head is not UTF-8");
     };
-    let mut lines = text.split('\n').map(|l| l.strip_suffix('\r').unwrap_or(l));
-    let start = lines.next().unwrap_or("");
+    headers.clear();
+    let (start, mut rest) = split_at_byte(text, b'\n');
+    let (a, tail) = split_at_byte(trim_cr(start), b' ');
+    let (b2, c) = split_at_byte(tail, b' ');
     let mut h = Head {
         len,
+        headers,
         ..Head::default()
     };
-    let mut parts = start.splitn(3, ' ');
-    let (a, b2, c) = (
-        parts.next().unwrap_or(""),
-        parts.next().unwrap_or(""),
-        parts.next().unwrap_or(""),
-    );
     if let Some(v) = a.strip_prefix("HTTP/") {
         if !matches!(v, "1.0" | "1.1") {
             return Parsed::Invalid("unsupported HTTP version");
@@ -119,7 +160,7 @@ pub fn parse_head(b: &[u8]) -> Parsed<'_> {
         h.protocol = a;
         h.code = code;
     } else {
-        if !token_ok(a) || b2.is_empty() || b2.contains(' ') {
+        if !token_ok(a) || b2.is_empty() {
             return Parsed::Invalid("bad HTTP request line");
         }
         if !matches!(c, "HTTP/1.0" | "HTTP/1.1") {
@@ -130,24 +171,30 @@ pub fn parse_head(b: &[u8]) -> Parsed<'_> {
         h.target = b2;
         h.protocol = c;
     }
-    for line in lines {
+    while !rest.is_empty() {
+        let (line, next) = split_at_byte(rest, b'\n');
+        rest = next;
+        let line = trim_cr(line);
         if line.is_empty() {
             break;
         }
-        let Some((k, v)) = line.split_once(':') else {
+        let Some(colon) = memchr::memchr(b':', line.as_bytes()) else {
             return Parsed::Invalid("HTTP header line without ':'");
         };
+        let k = &line[..colon];
         if !token_ok(k) {
             return Parsed::Invalid("bad HTTP header name");
         }
-        let v = v.trim_matches(|c| c == ' ' || c == '\t');
+        let v = line[colon + 1..].trim_matches(|c| c == ' ' || c == '\t');
         if k.eq_ignore_ascii_case("content-length") {
             match v.parse::<u64>() {
                 Ok(n) => h.content_length = Some(n),
                 Err(_) => return Parsed::Invalid("bad Content-Length"),
             }
         } else if k.eq_ignore_ascii_case("transfer-encoding")
-            && v.to_ascii_lowercase().contains("chunked")
+            && v.as_bytes()
+                .windows(7)
+                .any(|w| w.eq_ignore_ascii_case(b"chunked"))
         {
             h.chunked = true;
         }
@@ -156,6 +203,13 @@ pub fn parse_head(b: &[u8]) -> Parsed<'_> {
         }
     }
     Parsed::Complete(h)
+}
+
+/// An emptied vector of borrowed pairs with its allocation kept, for another lifetime
+/// (the standard library collects a mapped `into_iter` in place).
+pub fn recycle<'b>(mut v: Vec<(&str, &str)>) -> Vec<(&'b str, &'b str)> {
+    v.clear();
+    v.into_iter().map(|_| ("", "")).collect()
 }
 
 /// What one message on a connection produced (borrowed for the time of the callback).
@@ -203,7 +257,7 @@ impl From<&Exchange<'_>> for OwnedExchange {
     }
 }
 
-#[derive(Debug)]
+#[derive(Debug, Default)]
 struct Pending {
     method: String,
     url: String,
@@ -238,12 +292,17 @@ pub struct Conn {
     req: Side,
     resp: Side,
     pending: VecDeque<Pending>,
+    /// A request slot whose strings are reused by the next request (keep-alive).
+    spare: Option<Pending>,
+    /// Always empty between calls: its allocation holds the headers of the head in hand.
+    head_buf: Vec<(&'static str, &'static str)>,
     pub last_ns: u64,
 }
 
 impl Conn {
     /// Feeds a segment's payload (`request` = sent by the client) with its TCP sequence
-    /// number; hands each message it completes to `emit`, in order.
+    /// number; hands each message it completes to `emit`, in order. `server` names the
+    /// host in URLs of requests without a Host header.
     #[allow(clippy::too_many_arguments)]
     pub fn feed(
         &mut self,
@@ -251,7 +310,7 @@ impl Conn {
         seq: u32,
         mut data: &[u8],
         ktime_ns: u64,
-        authority: &str,
+        server: SocketAddr,
         stats: &mut HttpStats,
         emit: &mut dyn FnMut(&Exchange<'_>),
     ) {
@@ -287,13 +346,15 @@ impl Conn {
             side.resync = false;
         }
         let mut owned = std::mem::take(&mut side.buf);
-        let joined: &[u8] = if owned.is_empty() {
+        let from_owned = !owned.is_empty();
+        let joined: &[u8] = if !from_owned {
             data
         } else {
             owned.extend_from_slice(data);
             &owned
         };
         let mut rest = joined;
+        let mut headers = recycle(std::mem::take(&mut self.head_buf));
         loop {
             if side.body_left > 0 {
                 let n = side.body_left.min(rest.len() as u64) as usize;
@@ -304,7 +365,7 @@ impl Conn {
                 rest = &[];
                 break;
             }
-            match parse_head(rest) {
+            match parse_head_with(rest, std::mem::take(&mut headers)) {
                 Parsed::Partial => break,
                 Parsed::Invalid(_) => {
                     stats.malformed += 1;
@@ -322,14 +383,15 @@ impl Conn {
                         }
                         stats.requests += 1;
                         if self.pending.len() >= MAX_PENDING {
-                            self.pending.pop_front();
+                            self.spare = self.pending.pop_front();
                             stats.pending_dropped += 1;
                         }
-                        self.pending.push_back(Pending {
-                            method: h.method.to_string(),
-                            url: url_of(&h, authority),
-                            ktime_ns,
-                        });
+                        let mut p = self.spare.take().unwrap_or_default();
+                        p.method.clear();
+                        p.method.push_str(h.method);
+                        url_into(&mut p.url, &h, server);
+                        p.ktime_ns = ktime_ns;
+                        self.pending.push_back(p);
                         let url = self.pending.back().map_or("", |p| p.url.as_str());
                         emit(&Exchange {
                             request: true,
@@ -340,8 +402,10 @@ impl Conn {
                             headers: &h.headers,
                             latency_ns: 0,
                         });
+                        headers = h.headers;
                     } else {
                         if h.code < 200 {
+                            headers = h.headers;
                             continue; // 1xx: the real response follows
                         }
                         let head_req = self.pending.front().is_some_and(|p| p.method == "HEAD");
@@ -370,17 +434,24 @@ impl Conn {
                             headers: &h.headers,
                             latency_ns,
                         });
+                        headers = h.headers;
+                        if p.is_some() {
+                            self.spare = p;
+                        }
                     }
                 }
             }
         }
+        self.head_buf = recycle(headers);
+        // Keep what did not complete a message: the tail of `joined`.
         let keep = rest.len();
-        if keep > 0 {
-            let tail = rest.to_vec();
-            owned.clear();
-            owned.extend_from_slice(&tail);
+        if from_owned {
+            let from = owned.len() - keep;
+            owned.copy_within(from.., 0);
+            owned.truncate(keep);
         } else {
             owned.clear();
+            owned.extend_from_slice(&data[data.len() - keep..]);
         }
         let side = if request {
             &mut self.req
@@ -391,20 +462,24 @@ impl Conn {
     }
 }
 
-/// `http://<Host or the server address><target>`, or the target when it is absolute.
-fn url_of(h: &Head<'_>, authority: &str) -> String {
+/// `u` = `http://<Host or the server address><target>`, or the target when it is absolute.
+fn url_into(u: &mut String, h: &Head<'_>, server: SocketAddr) {
+    u.clear();
     if h.target.starts_with("http://") || h.target.starts_with("https://") {
-        return h.target.to_string();
+        u.push_str(h.target);
+        return;
     }
-    let host = h.header("host").unwrap_or(authority);
-    let mut u = String::with_capacity(7 + host.len() + h.target.len());
     u.push_str("http://");
-    u.push_str(host);
+    match h.header("host") {
+        Some(host) => u.push_str(host),
+        None => {
+            let _ = write!(u, "{server}");
+        }
+    }
     if !h.target.starts_with('/') && h.target != "*" {
         u.push('/');
     }
     u.push_str(h.target);
-    u
 }
 
 #[cfg(test)]
@@ -420,7 +495,7 @@ mod tests {
             seq: u32,
             data: &[u8],
             ktime_ns: u64,
-            authority: &str,
+            server: &str,
             stats: &mut HttpStats,
             out: &mut Vec<OwnedExchange>,
         );
@@ -432,13 +507,19 @@ mod tests {
             seq: u32,
             data: &[u8],
             ktime_ns: u64,
-            authority: &str,
+            server: &str,
             stats: &mut HttpStats,
             out: &mut Vec<OwnedExchange>,
         ) {
-            self.feed(request, seq, data, ktime_ns, authority, stats, &mut |x| {
-                out.push(x.into())
-            });
+            self.feed(
+                request,
+                seq,
+                data,
+                ktime_ns,
+                server.parse().expect("server address"),
+                stats,
+                &mut |x| out.push(x.into()),
+            );
         }
     }
 
@@ -524,11 +605,11 @@ mod tests {
         let mut c = Conn::default();
         let mut st = HttpStats::default();
         let mut out = Vec::new();
-        c.feed_v(true, 1, &REQ[..30], 1, "a", &mut st, &mut out);
+        c.feed_v(true, 1, &REQ[..30], 1, "10.0.0.9:80", &mut st, &mut out);
         assert!(out.is_empty());
         // The same bytes again (a retransmission) change nothing.
-        c.feed_v(true, 1, &REQ[..30], 2, "a", &mut st, &mut out);
-        c.feed_v(true, 31, &REQ[30..], 3, "a", &mut st, &mut out);
+        c.feed_v(true, 1, &REQ[..30], 2, "10.0.0.9:80", &mut st, &mut out);
+        c.feed_v(true, 31, &REQ[30..], 3, "10.0.0.9:80", &mut st, &mut out);
         assert_eq!(out.len(), 1);
         // Response body split: the next response after it is still found.
         c.feed_v(
@@ -536,11 +617,19 @@ mod tests {
             100,
             &RESP[..RESP.len() - 3],
             4,
-            "a",
+            "10.0.0.9:80",
             &mut st,
             &mut out,
         );
-        c.feed_v(true, 1 + REQ.len() as u32, REQ, 5, "a", &mut st, &mut out);
+        c.feed_v(
+            true,
+            1 + REQ.len() as u32,
+            REQ,
+            5,
+            "10.0.0.9:80",
+            &mut st,
+            &mut out,
+        );
         let rest = &RESP[RESP.len() - 3..];
         let mut seg = rest.to_vec();
         seg.extend_from_slice(RESP);
@@ -549,12 +638,60 @@ mod tests {
             100 + (RESP.len() - 3) as u32,
             &seg,
             6,
-            "a",
+            "10.0.0.9:80",
             &mut st,
             &mut out,
         );
         assert_eq!(out.iter().filter(|e| !e.request).count(), 2);
         assert_eq!(st.unpaired_responses, 0);
+    }
+
+    #[test]
+    fn url_without_host_names_the_server_address() {
+        let mut st = HttpStats::default();
+        for (server, url) in [
+            ("10.0.0.9:8080", "http://10.0.0.9:8080/x"),
+            ("[fd00::9]:80", "http://[fd00::9]:80/x"),
+        ] {
+            let mut c = Conn::default();
+            let mut out = Vec::new();
+            c.feed_v(
+                true,
+                1,
+                b"GET /x HTTP/1.0\r\n\r\n",
+                1,
+                server,
+                &mut st,
+                &mut out,
+            );
+            c.feed_v(
+                false,
+                1,
+                b"HTTP/1.0 204 No\r\n\r\n",
+                2,
+                server,
+                &mut st,
+                &mut out,
+            );
+            assert_eq!(out.len(), 2);
+            assert_eq!(out[0].url, url);
+            assert_eq!((out[1].url.as_str(), out[1].method.as_str()), (url, "GET"));
+            assert_eq!(out[1].latency_ns, 1);
+        }
+    }
+
+    #[test]
+    fn recycled_header_buffers_keep_their_allocation() {
+        let mut v: Vec<(&'static str, &'static str)> = Vec::with_capacity(16);
+        v.push(("a", "b"));
+        let cap = v.capacity();
+        let text = String::from("k");
+        let mut w = recycle(v);
+        assert!(w.is_empty());
+        assert_eq!(w.capacity(), cap);
+        w.push((text.as_str(), text.as_str()));
+        let back: Vec<(&'static str, &'static str)> = recycle(w);
+        assert_eq!((back.len(), back.capacity()), (0, cap));
     }
 
     #[test]
@@ -567,14 +704,22 @@ mod tests {
             1,
             b"\x00\x01garbage that is not http at all\r\n\r\n",
             1,
-            "a",
+            "10.0.0.9:80",
             &mut st,
             &mut out,
         );
         assert_eq!(st.malformed, 1);
-        c.feed_v(true, 100, b"more garbage", 2, "a", &mut st, &mut out);
+        c.feed_v(
+            true,
+            100,
+            b"more garbage",
+            2,
+            "10.0.0.9:80",
+            &mut st,
+            &mut out,
+        );
         assert!(out.is_empty());
-        c.feed_v(true, 112, REQ, 3, "a", &mut st, &mut out);
+        c.feed_v(true, 112, REQ, 3, "10.0.0.9:80", &mut st, &mut out);
         assert_eq!(out.len(), 1);
         // A response without a request.
         c.feed_v(
@@ -582,7 +727,7 @@ mod tests {
             1,
             b"HTTP/1.1 204 No Content\r\n\r\n",
             4,
-            "a",
+            "10.0.0.9:80",
             &mut st,
             &mut out,
         );
@@ -591,7 +736,7 @@ mod tests {
             28,
             b"HTTP/1.1 204 No Content\r\n\r\n",
             5,
-            "a",
+            "10.0.0.9:80",
             &mut st,
             &mut out,
         );
@@ -600,7 +745,7 @@ mod tests {
         let mut c = Conn::default();
         let mut big = b"GET / HTTP/1.1\r\nX: ".to_vec();
         big.extend(std::iter::repeat_n(b'a', MAX_HEAD + 10));
-        c.feed_v(true, 1, &big, 1, "a", &mut st, &mut out);
+        c.feed_v(true, 1, &big, 1, "10.0.0.9:80", &mut st, &mut out);
         assert!(c.req.buf.is_empty());
     }
 }

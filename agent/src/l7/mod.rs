@@ -12,7 +12,9 @@ pub mod dns;
 pub mod fqdn;
 pub mod http;
 
-use std::collections::HashMap;
+/// Keys come from packets: hashed with per-map random seeds (foldhash), much cheaper than
+/// SipHash per L7 message.
+type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 use std::mem::{offset_of, size_of};
 use std::net::IpAddr;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -326,10 +328,6 @@ impl L7Engine {
                 if !seg.tcp || seg.payload.is_empty() {
                     return Ok(0);
                 }
-                let authority = match key.2 {
-                    IpAddr::V4(a) => format!("{a}:{}", key.3),
-                    IpAddr::V6(a) => format!("[{a}]:{}", key.3),
-                };
                 let full = self.conns.len() >= MAX_CONNS;
                 let conn = match self.conns.entry(key) {
                     std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
@@ -345,7 +343,7 @@ impl L7Engine {
                     seg.seq,
                     seg.payload,
                     ev.ktime_ns,
-                    &authority,
+                    std::net::SocketAddr::new(key.2, key.3),
                     &mut self.stats.http,
                     &mut |x| {
                         let f = next_flow(out, n);
@@ -440,6 +438,10 @@ fn push_quoted(s: &mut String, parts: &[String]) {
     for (i, p) in parts.iter().enumerate() {
         if i > 0 {
             s.push(',');
+        }
+        if !p.bytes().any(|c| c == b'"' || c == b'\\') {
+            s.push_str(p);
+            continue;
         }
         for c in p.chars() {
             if c == '"' || c == '\\' {

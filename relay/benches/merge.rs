@@ -11,6 +11,10 @@ use relay::sort::SortBuffer;
 
 mod common;
 
+// As in the hubble-relay binary.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const PER_NODE: u64 = 100_000;
 
 fn sort_buffer(c: &mut Criterion) {

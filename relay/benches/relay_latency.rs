@@ -10,6 +10,10 @@ use hubble_api::observer::GetFlowsRequest;
 
 mod common;
 
+// As in the hubble-relay binary.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() {
     if std::env::args().any(|a| a == "--list" || a == "--test") {
         return;

@@ -24,8 +24,12 @@ use bytes::Bytes;
 
 /// During a follow request, peers that connected since are joined this often.
 pub const PEER_UPDATE_INTERVAL: Duration = Duration::from_secs(2);
-/// Responses in flight from all peers of one request to its merge task.
-const PEER_QUEUE: usize = 4096;
+/// Batches in flight from all peers of one request to its merge task.
+const PEER_QUEUE: usize = 32;
+/// Most responses a peer's task hands to the merge at once (all those already received).
+const PEER_BATCH: usize = 128;
+/// Most merged responses handed to the client's stream at once.
+const CLIENT_BATCH: usize = 256;
 
 /// The merge settings (`--sort-buffer-len-max`, `--sort-buffer-drain-timeout`).
 #[derive(Debug, Clone)]
@@ -57,13 +61,17 @@ pub struct RelayObserver {
 }
 
 enum PeerMsg {
-    Resp(Source, RawResponse),
+    /// The peer accepted the request: its stream is open.
+    Open(Source),
+    /// Responses of one peer, in the order it sent them.
+    Batch(Source, Vec<RawResponse>),
     End(Source),
     Failed(Source, String),
 }
 
-/// What goes to the client: an encoded GetFlowsResponse, or the end with an error.
-pub type Reply = Result<Bytes, Status>;
+/// What goes to the client: encoded GetFlowsResponses in order, or the end with an error.
+/// Batched, so a busy stream costs one channel operation per batch rather than per flow.
+pub type Reply = Result<Vec<Bytes>, Status>;
 
 impl RelayObserver {
     pub fn new(peers: Arc<Peers>, opts: MergeOptions) -> Self {
@@ -232,6 +240,19 @@ struct Merge<'a> {
     sent: u64,
     /// The newest `number` responses (non-follow, not first: sent at the end).
     tail: Option<VecDeque<Bytes>>,
+    /// Merged responses not yet handed to the client's stream.
+    out: Vec<Bytes>,
+    /// `first N` has its N flows.
+    complete: bool,
+    /// Peers started together, announced as connected (one node status event) once each
+    /// has its stream open or has failed: a client told a node is connected does not miss
+    /// its next flows.
+    announce: Vec<Vec<Source>>,
+    /// Per source: stream open; stream over (ended or failed).
+    open: Vec<bool>,
+    gone: Vec<bool>,
+    /// The first group is not announced yet.
+    initial_pending: bool,
     client_gone: bool,
 }
 
@@ -264,6 +285,12 @@ impl<'a> Merge<'a> {
             started_at: now_ts(),
             sent: 0,
             tail,
+            out: Vec::new(),
+            complete: false,
+            announce: Vec::new(),
+            open: Vec::new(),
+            gone: Vec::new(),
+            initial_pending: false,
             client_gone: false,
         }
     }
@@ -271,117 +298,174 @@ impl<'a> Merge<'a> {
     async fn run(&mut self) {
         let peers = self.obs.peers.list();
         let (up, down): (Vec<_>, Vec<_>) = peers.into_iter().partition(|p| p.channel.is_some());
-        if !up.is_empty() {
-            let names = up.iter().map(|p| p.name.clone()).collect();
-            self.status(NodeState::NodeConnected, names, String::new())
-                .await;
-        }
         if !down.is_empty() {
             let names = down.iter().map(|p| p.name.clone()).collect();
-            self.status(NodeState::NodeUnavailable, names, String::new())
-                .await;
+            self.status(NodeState::NodeUnavailable, names, String::new());
         }
-        for p in up {
-            self.start_peer(p, self.req.clone());
-        }
+        let group = up
+            .into_iter()
+            .filter_map(|p| self.start_peer(p, self.req.clone()))
+            .collect();
+        self.announce.push(group);
+        self.initial_pending = true;
+        self.announce_open();
+        self.send_out().await;
         let mut changes = self.obs.peers.subscribe();
         let mut rejoin = tokio::time::interval(PEER_UPDATE_INTERVAL);
         rejoin.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         rejoin.reset();
         let tx = self.tx.clone();
-        while !self.client_gone {
+        // One timer for the window, moved only when the deadline changes (registering a
+        // fresh timer on every wake-up costs more than the merge itself).
+        let mut deadline = self.buf.deadline();
+        let timer = tokio::time::sleep_until(far_future(deadline).into());
+        tokio::pin!(timer);
+        let mut batch = Vec::with_capacity(PEER_QUEUE);
+        while !self.client_gone && !self.complete {
             if !self.req.follow && self.buf.live_sources() == 0 {
                 break;
             }
-            let deadline = self.buf.deadline();
+            let d = self.buf.deadline();
+            if d != deadline {
+                deadline = d;
+                timer.as_mut().reset(far_future(d).into());
+            }
             tokio::select! {
-                msg = self.peer_rx.recv() => {
-                    let Some(msg) = msg else { break };
-                    self.handle(msg).await;
-                    // Take whatever else is already queued before sorting out what can go.
-                    let mut n = 0;
-                    while n < 1024 {
-                        match self.peer_rx.try_recv() {
-                            Ok(msg) => self.handle(msg).await,
-                            Err(_) => break,
-                        }
-                        n += 1;
+                // Everything already queued is taken before sorting out what can go.
+                n = self.peer_rx.recv_many(&mut batch, PEER_QUEUE) => {
+                    if n == 0 { break }
+                    for msg in batch.drain(..) {
+                        self.handle(msg);
                     }
+                    self.announce_open();
                 }
-                _ = sleep_until(deadline) => {}
-                _ = rejoin.tick(), if self.req.follow => self.join_new_peers().await,
+                _ = &mut timer, if deadline.is_some() && !self.initial_pending => {}
+                _ = rejoin.tick(), if self.req.follow => self.join_new_peers(),
                 r = changes.changed(), if self.req.follow => {
                     if r.is_err() { break }
-                    self.join_new_peers().await;
+                    self.join_new_peers();
                 }
                 _ = tx.closed() => break,
             }
-            self.flush().await;
+            // Flows wait for the first connected event (at most the dial timeout).
+            if self.initial_announced() {
+                self.flush();
+            }
+            self.send_out().await;
         }
         self.tasks.abort_all();
+        self.gone.iter_mut().for_each(|g| *g = true);
+        self.announce_open();
         if self.client_gone || self.tx.is_closed() {
             return;
         }
+        if self.complete {
+            self.send_out().await;
+            return;
+        }
         while let Some(r) = self.buf.pop_any() {
-            if !self.emit(r).await {
-                return;
+            if !self.emit(r) {
+                break;
+            }
+            if self.out.len() >= CLIENT_BATCH {
+                self.send_out().await;
             }
         }
         if let Some(tail) = self.tail.take() {
-            for r in tail {
-                if self.tx.send(Ok(r)).await.is_err() {
-                    return;
-                }
+            self.out.extend(tail);
+        }
+        self.send_out().await;
+    }
+
+    /// Emits the connected events of the groups whose peers have all opened or failed.
+    fn announce_open(&mut self) {
+        while let Some(group) = self.announce.first() {
+            if !group.iter().all(|&s| self.open[s] || self.gone[s]) {
+                break;
+            }
+            let group = self.announce.remove(0);
+            self.initial_pending = false;
+            let names: Vec<String> = group
+                .into_iter()
+                .filter(|&s| self.open[s])
+                .map(|s| self.names[s].clone())
+                .collect();
+            if !names.is_empty() {
+                self.status(NodeState::NodeConnected, names, String::new());
             }
         }
     }
 
-    async fn handle(&mut self, msg: PeerMsg) {
+    /// The peers the request started with are announced.
+    fn initial_announced(&self) -> bool {
+        !self.initial_pending
+    }
+
+    /// Hands the merged responses to the client's stream (waits while it is full).
+    async fn send_out(&mut self) {
+        if self.out.is_empty() || self.client_gone {
+            return;
+        }
+        let out = std::mem::replace(&mut self.out, Vec::with_capacity(CLIENT_BATCH));
+        if self.tx.send(Ok(out)).await.is_err() {
+            self.client_gone = true;
+        }
+    }
+
+    fn handle(&mut self, msg: PeerMsg) {
         match msg {
-            PeerMsg::Resp(s, mut r) => {
+            PeerMsg::Batch(s, rs) => {
                 let name = &self.names[s];
-                if !r.has_node_name {
-                    r.bytes = r.clone().with_node_name(name);
-                    r.has_node_name = true;
+                let now = Instant::now();
+                let mut newest = i128::MIN;
+                for mut r in rs {
+                    if !r.has_node_name {
+                        r.bytes = r.clone().with_node_name(name);
+                        r.has_node_name = true;
+                    }
+                    newest = newest.max(r.time);
+                    self.buf.push(s, r.time, r, now);
                 }
-                if r.time != i128::MIN {
+                if newest != i128::MIN {
                     match self.last_seen.get_mut(name) {
-                        Some(l) => *l = (*l).max(r.time),
+                        Some(l) => *l = (*l).max(newest),
                         None => {
-                            self.last_seen.insert(name.clone(), r.time);
+                            self.last_seen.insert(name.clone(), newest);
                         }
                     }
                 }
-                self.buf.push(s, r.time, r, Instant::now());
             }
+            PeerMsg::Open(s) => self.open[s] = true,
             PeerMsg::End(s) => {
+                self.gone[s] = true;
                 self.buf.end_source(s);
                 self.active.remove(&self.names[s]);
             }
             PeerMsg::Failed(s, err) => {
+                self.gone[s] = true;
                 self.buf.end_source(s);
                 let name = self.names[s].clone();
                 self.active.remove(&name);
                 self.obs.peers.report_failure(&name, &err);
-                self.status(NodeState::NodeUnavailable, vec![name], err)
-                    .await;
+                self.status(NodeState::NodeUnavailable, vec![name], err);
             }
         }
     }
 
-    async fn flush(&mut self) {
+    /// Moves what the sort window lets go to the client's batch.
+    fn flush(&mut self) {
         let now = Instant::now();
         while let Some(r) = self.buf.pop(now) {
-            if !self.emit(r).await {
+            if !self.emit(r) {
                 return;
             }
         }
     }
 
-    /// Sends (or keeps, for `--last N`) one merged response; false when the client is gone
+    /// Queues (or keeps, for `--last N`) one merged response; false when the client is gone
     /// or `first N` is complete.
-    async fn emit(&mut self, r: RawResponse) -> bool {
-        if self.client_gone {
+    fn emit(&mut self, r: RawResponse) -> bool {
+        if self.client_gone || self.complete {
             return false;
         }
         let is_flow = r.is_flow;
@@ -394,25 +478,19 @@ impl<'a> Merge<'a> {
             }
             return true;
         }
-        if self.req.first && self.req.number > 0 && is_flow && self.sent >= self.req.number {
-            self.client_gone = true;
-            return false;
-        }
-        if self.tx.send(Ok(r.bytes)).await.is_err() {
-            self.client_gone = true;
-            return false;
-        }
+        self.out.push(r.bytes);
         if is_flow {
             self.sent += 1;
             if self.req.first && self.req.number > 0 && self.sent >= self.req.number {
-                self.client_gone = true;
+                self.complete = true;
                 return false;
             }
         }
         true
     }
 
-    async fn status(&mut self, state: NodeState, node_names: Vec<String>, message: String) {
+    /// Queues a node status event (after the flows already merged).
+    fn status(&mut self, state: NodeState, node_names: Vec<String>, message: String) {
         let r = RawResponse::encode(&GetFlowsResponse {
             node_name: self.obs.opts.relay_name.clone(),
             time: Some(now_ts()),
@@ -422,14 +500,12 @@ impl<'a> Merge<'a> {
                 message,
             })),
         });
-        if self.tx.send(Ok(r)).await.is_err() {
-            self.client_gone = true;
-        }
+        self.out.push(r);
     }
 
     /// Follow requests: peers connected since the request started (or reconnected) join,
     /// resuming after the newest flow this request saw from them.
-    async fn join_new_peers(&mut self) {
+    fn join_new_peers(&mut self) {
         let fresh: Vec<_> = self
             .obs
             .peers
@@ -440,9 +516,7 @@ impl<'a> Merge<'a> {
         if fresh.is_empty() {
             return;
         }
-        let names = fresh.iter().map(|p| p.name.clone()).collect();
-        self.status(NodeState::NodeConnected, names, String::new())
-            .await;
+        let mut group = Vec::new();
         for p in fresh {
             let mut req = self.req.clone();
             req.number = 0;
@@ -450,13 +524,18 @@ impl<'a> Merge<'a> {
                 Some(t) => from_key(t + 1),
                 None => self.started_at,
             });
-            self.start_peer(p, req);
+            group.extend(self.start_peer(p, req));
         }
+        self.announce.push(group);
+        self.announce_open();
     }
 
-    fn start_peer(&mut self, p: PeerSnapshot, req: GetFlowsRequest) {
-        let Some(ch) = p.channel else { return };
+    /// Starts the request on a connected peer: its new source.
+    fn start_peer(&mut self, p: PeerSnapshot, req: GetFlowsRequest) -> Option<Source> {
+        let ch = p.channel?;
         let s = self.buf.add_source();
+        self.open.push(false);
+        self.gone.push(false);
         self.names.push(p.name.clone());
         self.active.insert(p.name.clone(), s);
         let tx = self.peer_tx.clone();
@@ -471,10 +550,12 @@ impl<'a> Merge<'a> {
             };
             let _ = tx.send(msg).await;
         });
+        Some(s)
     }
 }
 
-/// Streams one peer's GetFlows into the merge. Ends Ok at the end of the peer's stream.
+/// Streams one peer's GetFlows into the merge, in batches of what has already arrived.
+/// Ends Ok at the end of the peer's stream.
 #[allow(clippy::too_many_arguments)]
 async fn fetch(
     s: Source,
@@ -492,40 +573,73 @@ async fn fetch(
         Ok(Err(st)) => return Err(format!("GetFlows: {}", st.message())),
         Ok(Ok(s)) => s,
     };
+    if tx.send(PeerMsg::Open(s)).await.is_err() {
+        return Ok(());
+    }
+    let mut batch = Vec::with_capacity(PEER_BATCH);
     loop {
         let next = async {
+            let next = std::future::poll_fn(|cx| poll_batch(&mut stream, &mut batch, cx));
             if follow {
-                Ok(stream.message().await)
+                Ok(next.await)
             } else {
-                tokio::time::timeout(opts.stream_idle_timeout, stream.message()).await
+                tokio::time::timeout(opts.stream_idle_timeout, next).await
             }
         };
-        tokio::select! {
+        let end = tokio::select! {
             r = next => match r {
                 Err(_) => return Err(format!("no response for {:?}", opts.stream_idle_timeout)),
-                Ok(Ok(Some(resp))) => {
-                    if tx.send(PeerMsg::Resp(s, resp)).await.is_err() {
-                        return Ok(());
-                    }
-                }
-                // A follow stream only ends when the agent goes away.
-                Ok(Ok(None)) if follow => return Err("stream ended".into()),
-                Ok(Ok(None)) => return Ok(()),
-                Ok(Err(st)) if st.code() == tonic::Code::Cancelled && !follow => return Ok(()),
-                Ok(Err(st)) => return Err(st.message().to_string()),
+                Ok(end) => end,
             },
             _ = async { drop(down.wait_for(|d| *d).await) } => {
                 return Err("connection lost".into())
             }
+        };
+        if !batch.is_empty() {
+            let full = std::mem::replace(&mut batch, Vec::with_capacity(PEER_BATCH));
+            if tx.send(PeerMsg::Batch(s, full)).await.is_err() {
+                return Ok(());
+            }
+        }
+        match end {
+            None => {}
+            // A follow stream only ends when the agent goes away.
+            Some(Ok(())) if follow => return Err("stream ended".into()),
+            Some(Ok(())) => return Ok(()),
+            Some(Err(st)) if st.code() == tonic::Code::Cancelled && !follow => return Ok(()),
+            Some(Err(st)) => return Err(st.message().to_string()),
         }
     }
 }
 
-async fn sleep_until(deadline: Option<Instant>) {
-    match deadline {
-        Some(d) => tokio::time::sleep_until(d.into()).await,
-        None => std::future::pending().await,
+/// Reads every response already received (up to [`PEER_BATCH`]) into `batch`; ready once
+/// there is at least one, or at the end of the stream (`Some(Ok)`) or its failure.
+fn poll_batch(
+    stream: &mut tonic::Streaming<RawResponse>,
+    batch: &mut Vec<RawResponse>,
+    cx: &mut std::task::Context<'_>,
+) -> std::task::Poll<Option<Result<(), Status>>> {
+    use std::task::Poll;
+    use tokio_stream::Stream;
+    loop {
+        match std::pin::Pin::new(&mut *stream).poll_next(cx) {
+            Poll::Ready(Some(Ok(r))) => {
+                batch.push(r);
+                if batch.len() >= PEER_BATCH {
+                    return Poll::Ready(None);
+                }
+            }
+            Poll::Ready(Some(Err(st))) => return Poll::Ready(Some(Err(st))),
+            Poll::Ready(None) => return Poll::Ready(Some(Ok(()))),
+            Poll::Pending if batch.is_empty() => return Poll::Pending,
+            Poll::Pending => return Poll::Ready(None),
+        }
     }
+}
+
+/// The timer's instant for a deadline (none: far enough never to fire).
+fn far_future(deadline: Option<Instant>) -> Instant {
+    deadline.unwrap_or_else(|| Instant::now() + Duration::from_secs(86_400))
 }
 
 /// A timestamp from nanoseconds since the epoch.

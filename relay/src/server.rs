@@ -5,6 +5,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use hubble_api::observer::observer_server::{Observer, ObserverServer};
 use hubble_api::observer::{
     GetAgentEventsRequest, GetAgentEventsResponse, GetDebugEventsRequest, GetDebugEventsResponse,
@@ -13,7 +14,6 @@ use hubble_api::observer::{
 };
 use std::task::Poll;
 use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::{Stream, StreamExt};
 use tonic::codegen::{BoxFuture, http};
 use tonic::metadata::MetadataValue;
@@ -28,8 +28,8 @@ pub const DEFAULT_LISTEN_ADDRESS: &str = ":4245";
 pub const HEALTH_SERVICE: &str = "hubble.server.Observer";
 /// Response header carrying the relay version.
 pub const VERSION_HEADER: &str = "hubble-relay-version";
-/// Merged responses waiting for the client.
-const CLIENT_QUEUE: usize = 1024;
+/// Batches of merged responses waiting for the client.
+const CLIENT_QUEUE: usize = 8;
 /// How often health follows the peers' state.
 const HEALTH_INTERVAL: Duration = Duration::from_millis(500);
 
@@ -70,7 +70,7 @@ impl Observer for RelayService {
         // Only for callers of this service type itself: the server routes GetFlows to
         // [`RawGetFlows`], which forwards the encoded responses without decoding them.
         let rx = start_get_flows(&self.relay, req);
-        let s = ReceiverStream::new(rx).map(|r| {
+        let s = ReplyStream::new(rx).map(|r| {
             r.and_then(|b| {
                 <GetFlowsResponse as prost::Message>::decode(b)
                     .map_err(|e| Status::internal(e.to_string()))
@@ -129,12 +129,48 @@ fn start_get_flows(
     rx
 }
 
+/// The merge's batches as one response at a time: tonic's encoder takes every response that
+/// is ready into one buffer, so a batch goes out in few HTTP/2 DATA frames.
+pub struct ReplyStream {
+    rx: mpsc::Receiver<crate::observer::Reply>,
+    batch: std::vec::IntoIter<Bytes>,
+}
+
+impl ReplyStream {
+    pub fn new(rx: mpsc::Receiver<crate::observer::Reply>) -> Self {
+        ReplyStream {
+            rx,
+            batch: Vec::new().into_iter(),
+        }
+    }
+}
+
+impl Stream for ReplyStream {
+    type Item = Result<Bytes, Status>;
+
+    fn poll_next(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> Poll<Option<Self::Item>> {
+        loop {
+            if let Some(b) = self.batch.next() {
+                return Poll::Ready(Some(Ok(b)));
+            }
+            match std::task::ready!(self.rx.poll_recv(cx)) {
+                Some(Ok(batch)) => self.batch = batch.into_iter(),
+                Some(Err(st)) => return Poll::Ready(Some(Err(st))),
+                None => return Poll::Ready(None),
+            }
+        }
+    }
+}
+
 /// GetFlows with responses forwarded as the peers encoded them.
 struct RawGetFlows(Arc<RelayObserver>);
 
 impl tonic::server::ServerStreamingService<GetFlowsRequest> for RawGetFlows {
-    type Response = bytes::Bytes;
-    type ResponseStream = ReceiverStream<crate::observer::Reply>;
+    type Response = Bytes;
+    type ResponseStream = ReplyStream;
     type Future = BoxFuture<Response<Self::ResponseStream>, Status>;
 
     fn call(&mut self, req: Request<GetFlowsRequest>) -> Self::Future {
@@ -143,7 +179,7 @@ impl tonic::server::ServerStreamingService<GetFlowsRequest> for RawGetFlows {
             let req = req.into_inner();
             RelayObserver::validate(&req)?;
             let rx = start_get_flows(&relay, req);
-            let mut r = Response::new(ReceiverStream::new(rx));
+            let mut r = Response::new(ReplyStream::new(rx));
             if let Ok(v) = MetadataValue::try_from(relay.version()) {
                 r.metadata_mut().insert(VERSION_HEADER, v);
             }
@@ -264,7 +300,13 @@ pub async fn serve(
             r.serve_with_incoming_shutdown(incoming, shutdown).await?
         }
         None => {
-            let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+            // serve_with_incoming leaves Nagle on: the tail of a burst would wait for the
+            // client's delayed ACK (tens of ms of added latency).
+            let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener).map(|c| {
+                c.inspect(|tcp| {
+                    let _ = tcp.set_nodelay(true);
+                })
+            });
             r.serve_with_incoming_shutdown(incoming, shutdown).await?
         }
     }

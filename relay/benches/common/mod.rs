@@ -1,8 +1,10 @@
 //! Fake agents for the relay benches: an Observer server whose GetFlows streams copies of a
-//! realistic flow (the first line of fixtures/flows/demo.jsonl) stamped with the current time,
-//! either as fast as the relay reads or paced at a rate, in batches every half millisecond.
-//! The flow is encoded once; each response is that encoding plus node_name and time, so the
-//! benches measure the relay rather than the fake agents' protobuf encoding.
+//! realistic flow (the first line of fixtures/flows/demo.jsonl, ~1 KB) stamped with the
+//! current time, either as fast as the relay reads or paced at a rate, in batches every half
+//! millisecond. The flow is encoded once and each batch's response (that encoding plus
+//! node_name and time) once per batch, then sent as shared bytes, as the agent sends its
+//! ring's encoded flows: the fake agents' CPU (on a real cluster, other machines') stays
+//! small beside the relay's and the client's.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -11,8 +13,7 @@ use hubble_api::observer::get_flows_response::ResponseTypes;
 use hubble_api::observer::observer_server::{Observer, ObserverServer};
 use hubble_api::observer::*;
 use pbjson_types::Timestamp;
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status};
 
 pub fn template() -> GetFlowsResponse {
@@ -53,53 +54,90 @@ fn encoded(flow: &[u8], name: &str, t: Timestamp) -> bytes::Bytes {
     out.freeze()
 }
 
+/// One fake GetFlows stream, produced as it is read (no task, no channel): like the agent,
+/// which sends each stored flow's encoding as it is, it hands out shared bytes. Paced
+/// streams release what is due every half millisecond, all stamped with that instant (so
+/// one encoding serves the whole batch); unpaced ones stamp every 64 flows.
+struct Paced {
+    flow: Vec<u8>,
+    name: String,
+    count: u64,
+    rate: u64,
+    start: Instant,
+    sent: u64,
+    /// The current batch's response and how many more copies of it to send.
+    cur: bytes::Bytes,
+    left: u64,
+    tick: std::pin::Pin<Box<tokio::time::Sleep>>,
+}
+
+impl tokio_stream::Stream for Paced {
+    type Item = Result<bytes::Bytes, Status>;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        use std::task::Poll;
+        let me = &mut *self;
+        loop {
+            if me.left > 0 {
+                me.left -= 1;
+                me.sent += 1;
+                return Poll::Ready(Some(Ok(me.cur.clone())));
+            }
+            if me.sent >= me.count {
+                // Follow streams stay open (until the reader goes away and drops this).
+                return Poll::Pending;
+            }
+            let due = if me.rate == 0 {
+                me.sent + 64
+            } else {
+                (me.start.elapsed().as_secs_f64() * me.rate as f64) as u64
+            };
+            if due <= me.sent {
+                let next = tokio::time::Instant::now() + Duration::from_micros(500);
+                me.tick.as_mut().reset(next);
+                std::task::ready!(me.tick.as_mut().poll(cx));
+                continue;
+            }
+            me.cur = encoded(&me.flow, &me.name, now_ts());
+            me.left = due.min(me.count) - me.sent;
+        }
+    }
+}
+
 struct RawFlows(FakeAgent);
 
 impl tonic::server::ServerStreamingService<GetFlowsRequest> for RawFlows {
     type Response = bytes::Bytes;
-    type ResponseStream = ReceiverStream<Result<bytes::Bytes, Status>>;
+    type ResponseStream = Paced;
     type Future = tonic::codegen::BoxFuture<Response<Self::ResponseStream>, Status>;
 
     fn call(&mut self, _req: Request<GetFlowsRequest>) -> Self::Future {
         let me = self.0.clone();
         Box::pin(async move {
-            let (tx, rx) = mpsc::channel(1024);
-            tokio::spawn(async move {
-                let flow = {
-                    use prost::Message;
-                    let mut t = (*me.template).clone();
-                    t.node_name.clear();
-                    t.time = None;
-                    if let Some(ResponseTypes::Flow(f)) = &mut t.response_types {
-                        f.node_name = me.name.clone();
-                    }
-                    t.encode_to_vec()
-                };
-                let start = Instant::now();
-                let mut sent = 0u64;
-                while sent < me.count {
-                    let batch = if me.rate == 0 {
-                        64
-                    } else {
-                        let due = (start.elapsed().as_secs_f64() * me.rate as f64) as u64;
-                        if due <= sent {
-                            tokio::time::sleep(Duration::from_micros(500)).await;
-                            continue;
-                        }
-                        due - sent
-                    };
-                    let t = now_ts();
-                    for _ in 0..batch.min(me.count - sent) {
-                        if tx.send(Ok(encoded(&flow, &me.name, t))).await.is_err() {
-                            return;
-                        }
-                        sent += 1;
-                    }
+            let flow = {
+                use prost::Message;
+                let mut t = (*me.template).clone();
+                t.node_name.clear();
+                t.time = None;
+                if let Some(ResponseTypes::Flow(f)) = &mut t.response_types {
+                    f.node_name = me.name.clone();
                 }
-                // Follow streams stay open.
-                tx.closed().await;
-            });
-            Ok(Response::new(ReceiverStream::new(rx)))
+                t.encode_to_vec()
+            };
+            Ok(Response::new(Paced {
+                flow,
+                name: me.name,
+                count: me.count,
+                rate: me.rate,
+                start: Instant::now(),
+                sent: 0,
+                cur: bytes::Bytes::new(),
+                left: 0,
+                tick: Box::pin(tokio::time::sleep(Duration::ZERO)),
+            }))
         })
     }
 }
@@ -198,7 +236,14 @@ pub async fn start(agent: FakeAgent) -> String {
                 inner: ObserverServer::new(agent.clone()),
                 agent,
             })
-            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(l)),
+            .serve_with_incoming(
+                // As the agent's TLS listener does (serve_with_incoming leaves Nagle on).
+                tokio_stream::wrappers::TcpListenerStream::new(l).map(|c| {
+                    c.inspect(|tcp| {
+                        let _ = tcp.set_nodelay(true);
+                    })
+                }),
+            ),
     );
     addr
 }

@@ -5,6 +5,8 @@ use std::io::{self, Read};
 
 use hubble_api::observer::GetFlowsResponse;
 
+pub mod fastjson;
+
 /// Longest line accepted; longer ones are reported and skipped so memory stays bounded.
 pub const MAX_LINE: usize = 16 << 20;
 const BLOCK: usize = 1 << 20;
@@ -288,8 +290,13 @@ pub fn parse_line(line_no: u64, line: &[u8]) -> Result<Option<GetFlowsResponse>,
     }
     // Validating UTF-8 once for the whole line is much cheaper than serde_json doing it
     // string by string.
+    // The lean front end takes the common case; serde_json decides everything else and
+    // words the errors.
     let result = match std::str::from_utf8(trimmed) {
-        Ok(text) => serde_json::from_str(text),
+        Ok(text) => match fastjson::from_str(text) {
+            Some(resp) => Ok(resp),
+            None => serde_json::from_str(text),
+        },
         Err(_) => serde_json::from_slice(trimmed),
     };
     result

@@ -7,7 +7,7 @@ use bytes::{Buf, BufMut, Bytes};
 use hubble_api::observer::GetFlowsRequest;
 use prost::Message;
 use tonic::Status;
-use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
+use tonic::codec::{BufferSettings, Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 
 /// gRPC path of GetFlows.
 pub const GET_FLOWS_PATH: &str = "/observer.Observer/GetFlows";
@@ -59,6 +59,29 @@ impl Decoder for BytesDecoder {
         let n = src.remaining();
         Ok(Some(src.copy_to_bytes(n)))
     }
+    fn buffer_settings(&self) -> BufferSettings {
+        decode_buffer_settings()
+    }
+}
+
+/// Encode buffer of a raw stream: tonic puts every response that is ready into one buffer
+/// and hands it to HTTP/2 once it holds [`YIELD_THRESHOLD`] bytes (or nothing more is
+/// ready). tonic's defaults (8 KiB, grown by copying, split at 32 KiB) reallocate and copy
+/// several times per chunk of a busy stream.
+pub const ENCODE_BUFFER: usize = 256 << 10;
+/// See [`ENCODE_BUFFER`].
+pub const YIELD_THRESHOLD: usize = 64 << 10;
+/// Initial decode buffer of a raw stream (tonic's default is 8 KiB).
+pub const DECODE_BUFFER: usize = 64 << 10;
+
+/// Buffer settings of the raw encoders.
+pub fn encode_buffer_settings() -> BufferSettings {
+    BufferSettings::new(ENCODE_BUFFER, YIELD_THRESHOLD)
+}
+
+/// Buffer settings of the raw decoders (the yield threshold is an encoder setting).
+pub fn decode_buffer_settings() -> BufferSettings {
+    BufferSettings::new(DECODE_BUFFER, 32 << 10)
 }
 
 impl Encoder for RawEncoder {
@@ -67,6 +90,9 @@ impl Encoder for RawEncoder {
     fn encode(&mut self, item: Bytes, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
         dst.put_slice(&item);
         Ok(())
+    }
+    fn buffer_settings(&self) -> BufferSettings {
+        encode_buffer_settings()
     }
 }
 

@@ -134,6 +134,9 @@ impl Decoder for RawDecoder {
             .map(Some)
             .map_err(|e| Status::internal(format!("malformed GetFlowsResponse: {e}")))
     }
+    fn buffer_settings(&self) -> tonic::codec::BufferSettings {
+        hubble::wire::decode_buffer_settings()
+    }
 }
 
 /// Relay → client: GetFlowsRequest in (prost), raw responses out.

@@ -226,7 +226,10 @@ fn gen_message(out: &mut String, prefix: &str, msg: &DescriptorProto) {
     for (i, f) in msg.field.iter().enumerate() {
         let ty = f.r#type();
         let tn = f.type_name();
-        let key = format!("enc::key(out, &mut first, {:?});", f.name());
+        let key = format!(
+            "enc::comma_key(out, &mut first, b{:?});",
+            format!(",\"{}\":", f.name())
+        );
         let slot = format!("s[{i}]");
         if f.label() == Label::Repeated {
             let body = if is_len(ty) {

@@ -225,10 +225,9 @@ pub mod enc {
         out.push(b'"');
     }
 
-    #[allow(dead_code)] // the portable scan; x86_64 uses SSE2 (checked against it in tests)
     /// Bytes that stop the clean-run scan: what [`ESCAPE`] escapes, and 0xe2 (the lead byte
     /// of U+2028/U+2029).
-    const SPECIAL: [bool; 256] = {
+    pub(super) const SPECIAL: [bool; 256] = {
         let mut t = [false; 256];
         let mut i = 0;
         while i < 128 {
@@ -239,35 +238,46 @@ pub mod enc {
         t
     };
 
-    /// The first byte at or after `i` in [`SPECIAL`].
+    /// The first byte at or after `i` in [`SPECIAL`]: 16 bytes at a time (SSE2), then 8
+    /// (SWAR), then one by one.
     #[inline(always)]
     fn find_special(b: &[u8], mut i: usize) -> Option<usize> {
         #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
-        {
-            while i + 16 <= b.len() {
-                let chunk: &[u8; 16] = b[i..i + 16].try_into().expect("16 bytes");
-                let m = special_mask16(chunk);
-                if m != 0 {
-                    return Some(i + m.trailing_zeros() as usize);
-                }
-                i += 16;
+        while i + 16 <= b.len() {
+            let chunk: &[u8; 16] = b[i..i + 16].try_into().expect("16 bytes");
+            let m = special_mask16(chunk);
+            if m != 0 {
+                return Some(i + m.trailing_zeros() as usize);
             }
-            if i < b.len() {
-                // The tail, padded with a byte that needs no escape.
-                let mut chunk = [b'a'; 16];
-                chunk[..b.len() - i].copy_from_slice(&b[i..]);
-                let m = special_mask16(&chunk);
-                return (m != 0).then(|| i + m.trailing_zeros() as usize);
+            i += 16;
+        }
+        while i + 8 <= b.len() {
+            let w = u64::from_le_bytes(b[i..i + 8].try_into().expect("8 bytes"));
+            let m = special_mask8(w);
+            if m != 0 {
+                return Some(i + (m.trailing_zeros() / 8) as usize);
             }
-            None
+            i += 8;
         }
-        #[cfg(not(all(target_arch = "x86_64", target_feature = "sse2")))]
-        {
-            b[i..]
-                .iter()
-                .position(|&c| SPECIAL[c as usize])
-                .map(|j| i + j)
-        }
+        b[i..]
+            .iter()
+            .position(|&c| SPECIAL[c as usize])
+            .map(|j| i + j)
+    }
+
+    /// The high bit of byte k set when byte k of `w` (little endian) is in [`SPECIAL`]; bytes
+    /// after the first such byte may be flagged wrongly (borrows), so only the lowest
+    /// flag counts.
+    #[inline(always)]
+    pub(super) fn special_mask8(w: u64) -> u64 {
+        const ONES: u64 = 0x0101_0101_0101_0101;
+        const HIGH: u64 = 0x8080_8080_8080_8080;
+        let zero = |v: u64| v.wrapping_sub(ONES) & !v & HIGH;
+        let eq = |c: u8| zero(w ^ (ONES * c as u64));
+        let ctrl = w.wrapping_sub(ONES * 0x20) & !w & HIGH;
+        let quote_amp = zero((w | (ONES * 0x04)) ^ (ONES * 0x26));
+        let angle = zero((w | (ONES * 0x02)) ^ (ONES * 0x3e));
+        ctrl | quote_amp | angle | eq(b'\\') | eq(0xe2)
     }
 
     /// Bit k set when byte k of `chunk` is in [`SPECIAL`].
@@ -293,6 +303,16 @@ pub mod enc {
             );
             _mm_movemask_epi8(any) as u32
         }
+    }
+
+    /// [`key`] from `,"name":` written out in advance (one copy instead of five pushes).
+    #[inline(always)]
+    pub fn comma_key(out: &mut Vec<u8>, first: &mut bool, comma_key: &'static [u8]) {
+        out.extend_from_slice(if std::mem::take(first) {
+            &comma_key[1..]
+        } else {
+            comma_key
+        });
     }
 
     pub fn key(out: &mut Vec<u8>, first: &mut bool, name: &str) {
@@ -522,6 +542,29 @@ mod enc_tests {
                     let mut v = Vec::new();
                     enc::string(&mut v, &s);
                     assert_eq!(v, escape_reference(&s), "{s:?}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_8_byte_scan_finds_the_first_special_byte() {
+        let fill = [
+            b'a', b'"', 0x1f, 0x20, 0xe2, 0x7f, 0x80, b'\\', b'<', b'&', 0x00, 0xff,
+        ];
+        for c in 0..=255u8 {
+            for pos in 0..8 {
+                for &other in &fill {
+                    // `c` at `pos`, `other` after it, clean bytes before.
+                    let mut w = [b'a'; 8];
+                    w[pos] = c;
+                    for x in w.iter_mut().skip(pos + 1) {
+                        *x = other;
+                    }
+                    let want = w.iter().position(|&b| enc::SPECIAL[b as usize]);
+                    let m = enc::special_mask8(u64::from_le_bytes(w));
+                    let got = (m != 0).then(|| (m.trailing_zeros() / 8) as usize);
+                    assert_eq!(got, want, "{w:?}");
                 }
             }
         }

@@ -221,18 +221,29 @@ fn print_encoded(
         printer.options().format,
         OutputFormat::Json | OutputFormat::JsonPb
     );
-    let mut line = Vec::with_capacity(4 << 10);
+    // Transcoded lines go into `lines`, handed to the writer in big pieces (which pass
+    // through its buffer without a copy) and always before anything the printer writes.
+    const LINES: usize = 256 << 10;
+    let mut lines: Vec<u8> = Vec::with_capacity(if transcode { LINES + (64 << 10) } else { 0 });
     loop {
         for msg in batch.drain(..) {
             if transcode {
                 use hubble_api::transcode::{ResponseKind, get_flows_response};
-                line.clear();
-                if let Ok(ResponseKind::Flow | ResponseKind::LostEvents) =
-                    get_flows_response(&msg, &mut line)
-                {
-                    line.push(b'\n');
-                    printer.get_mut().write_all(&line)?;
-                    continue;
+                let start = lines.len();
+                match get_flows_response(&msg, &mut lines) {
+                    Ok(ResponseKind::Flow | ResponseKind::LostEvents) => {
+                        lines.push(b'\n');
+                        if lines.len() >= LINES {
+                            printer.get_mut().write_all(&lines)?;
+                            lines.clear();
+                        }
+                        continue;
+                    }
+                    _ => {
+                        lines.truncate(start);
+                        printer.get_mut().write_all(&lines)?;
+                        lines.clear();
+                    }
                 }
             }
             let resp = GetFlowsResponse::decode(msg)
@@ -243,6 +254,8 @@ fn print_encoded(
             Ok(b) => b,
             Err(std::sync::mpsc::TryRecvError::Empty) => {
                 // Caught up with the connection: show what we have.
+                printer.get_mut().write_all(&lines)?;
+                lines.clear();
                 printer.get_mut().flush()?;
                 match rx.recv() {
                     Ok(b) => b,
@@ -252,6 +265,7 @@ fn print_encoded(
             Err(std::sync::mpsc::TryRecvError::Disconnected) => break,
         };
     }
+    printer.get_mut().write_all(&lines)?;
     printer.finish().map_err(Into::into)
 }
 

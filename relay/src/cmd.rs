@@ -47,8 +47,8 @@ Merge: each GetFlows request goes to every connected peer with its filters; resp
 merged by flow time. A flow waits at most --sort-buffer-drain-timeout, and at most \
 --sort-buffer-len-max flows wait. Nodes that are unavailable or fail mid-stream are reported \
 as node status events (hubble observe prints them on stderr); the other nodes keep streaming. \
-Without --follow, --last N returns the N newest flows across all nodes and --first N the N \
-oldest.
+As with Hubble Relay, --last N and --first N get N flows per node (the newest or oldest of \
+each), merged in time order.
 
 Exit codes: 0 stopped by SIGINT/SIGTERM, 2 bad flags or cannot start.")]
 pub struct ServeArgs {

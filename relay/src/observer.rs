@@ -2,7 +2,7 @@
 //! (one stream per connected peer, merged through the sort window, node status events for
 //! nodes that are or become unavailable), ServerStatus sums, GetNodes and GetNamespaces.
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -236,14 +236,8 @@ struct Merge<'a> {
     peer_tx: mpsc::Sender<PeerMsg>,
     peer_rx: mpsc::Receiver<PeerMsg>,
     started_at: Timestamp,
-    /// Flows sent (for `first` with `number`).
-    sent: u64,
-    /// The newest `number` responses (non-follow, not first: sent at the end).
-    tail: Option<VecDeque<Bytes>>,
     /// Merged responses not yet handed to the client's stream.
     out: Vec<Bytes>,
-    /// `first N` has its N flows.
-    complete: bool,
     /// Peers started together, announced as connected (one node status event) once each
     /// has its stream open or has failed: a client told a node is connected does not miss
     /// its next flows.
@@ -259,9 +253,8 @@ struct Merge<'a> {
 impl<'a> Merge<'a> {
     fn new(obs: &'a RelayObserver, req: &'a GetFlowsRequest, tx: mpsc::Sender<Reply>) -> Self {
         let (peer_tx, peer_rx) = mpsc::channel(PEER_QUEUE);
-        // `--all` (number = u64::MAX) streams as it merges.
-        let tail = (!req.follow && !req.first && req.number > 0 && req.number < u64::MAX)
-            .then(|| VecDeque::with_capacity(req.number.min(1 << 16) as usize));
+        // `number` (`--last`/`--first` N) is each peer's business: as with Hubble Relay, the
+        // client gets N flows per node, merged in time order.
         Merge {
             obs,
             req,
@@ -283,10 +276,7 @@ impl<'a> Merge<'a> {
             peer_tx,
             peer_rx,
             started_at: now_ts(),
-            sent: 0,
-            tail,
             out: Vec::new(),
-            complete: false,
             announce: Vec::new(),
             open: Vec::new(),
             gone: Vec::new(),
@@ -321,7 +311,7 @@ impl<'a> Merge<'a> {
         let timer = tokio::time::sleep_until(far_future(deadline).into());
         tokio::pin!(timer);
         let mut batch = Vec::with_capacity(PEER_QUEUE);
-        while !self.client_gone && !self.complete {
+        while !self.client_gone {
             if !self.req.follow && self.buf.live_sources() == 0 {
                 break;
             }
@@ -359,10 +349,6 @@ impl<'a> Merge<'a> {
         if self.client_gone || self.tx.is_closed() {
             return;
         }
-        if self.complete {
-            self.send_out().await;
-            return;
-        }
         while let Some(r) = self.buf.pop_any() {
             if !self.emit(r) {
                 break;
@@ -370,9 +356,6 @@ impl<'a> Merge<'a> {
             if self.out.len() >= CLIENT_BATCH {
                 self.send_out().await;
             }
-        }
-        if let Some(tail) = self.tail.take() {
-            self.out.extend(tail);
         }
         self.send_out().await;
     }
@@ -462,30 +445,12 @@ impl<'a> Merge<'a> {
         }
     }
 
-    /// Queues (or keeps, for `--last N`) one merged response; false when the client is gone
-    /// or `first N` is complete.
+    /// Queues one merged response; false when the client is gone.
     fn emit(&mut self, r: RawResponse) -> bool {
-        if self.client_gone || self.complete {
+        if self.client_gone {
             return false;
         }
-        let is_flow = r.is_flow;
-        if let Some(tail) = &mut self.tail {
-            if is_flow {
-                if tail.len() as u64 == self.req.number {
-                    tail.pop_front();
-                }
-                tail.push_back(r.bytes);
-            }
-            return true;
-        }
         self.out.push(r.bytes);
-        if is_flow {
-            self.sent += 1;
-            if self.req.first && self.req.number > 0 && self.sent >= self.req.number {
-                self.complete = true;
-                return false;
-            }
-        }
         true
     }
 

@@ -64,15 +64,26 @@ pub enum ClientError {
 
 impl ClientError {
     fn from_status(s: tonic::Status) -> Self {
+        // The transport's own reason (TLS alerts, resets) hides in the source chain.
+        let mut msg = s.message().to_string();
+        if let Some(src) = std::error::Error::source(&s) {
+            let chain = error_chain(src);
+            if chain.starts_with(&msg) {
+                msg = chain;
+            } else if !msg.contains(&chain) {
+                msg = format!("{msg}: {chain}");
+            }
+        }
+        if let Some(tls) = crate::tls::last_read_error()
+            && !msg.contains(&tls)
+        {
+            msg = format!("{msg}: {tls}");
+        }
         // Go's CLI prints only the message for an Unknown code.
         if s.code() == tonic::Code::Unknown {
-            ClientError::Status(s.message().to_string())
+            ClientError::Status(msg)
         } else {
-            ClientError::Status(format!(
-                "rpc error: code = {:?} desc = {}",
-                s.code(),
-                s.message()
-            ))
+            ClientError::Status(format!("rpc error: code = {:?} desc = {msg}", s.code()))
         }
     }
 }

@@ -203,13 +203,113 @@ impl ClientTls {
         &self,
         host: &str,
         tcp: TcpStream,
-    ) -> io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
+    ) -> io::Result<Watched<tokio_rustls::client::TlsStream<TcpStream>>> {
         let name = self.server_name_for(host);
         let name = ServerName::try_from(name.clone())
             .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, TlsError::ServerName(name)))?;
         TlsConnector::from(self.config.clone())
             .connect(name, tcp)
             .await
+            .map(Watched)
+    }
+}
+
+/// The last error read from a client's TLS connection. A server that refuses the client's
+/// certificate says so with an alert after the TLS 1.3 handshake; HTTP/2 then reports only
+/// a closed connection, so the command's error names the alert from here.
+static LAST_READ_ERROR: std::sync::Mutex<Option<(std::time::Instant, String)>> =
+    std::sync::Mutex::new(None);
+
+/// The error last read from a client TLS connection in the past few seconds (see
+/// [`Watched`]).
+pub fn last_read_error() -> Option<String> {
+    let last = LAST_READ_ERROR.lock().ok()?;
+    let (at, e) = last.as_ref()?;
+    (at.elapsed() < Duration::from_secs(5)).then(|| e.clone())
+}
+
+/// A client TLS stream that remembers its read errors (see [`last_read_error`]).
+pub struct Watched<S>(S);
+
+impl<S: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Watched<S> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        let r = std::pin::Pin::new(&mut self.0).poll_read(cx, buf);
+        if let std::task::Poll::Ready(Err(e)) = &r {
+            remember(e);
+        }
+        r
+    }
+}
+
+fn remember(e: &io::Error) {
+    if let Ok(mut last) = LAST_READ_ERROR.lock() {
+        *last = Some((std::time::Instant::now(), e.to_string()));
+    }
+}
+
+impl<S: tokio::io::AsyncRead + Unpin> Watched<S> {
+    /// After a failed write (the server closed the connection), reads what the server sent
+    /// before closing: its alert explains why.
+    fn read_alert(&mut self, cx: &mut std::task::Context<'_>) {
+        let mut tmp = [0u8; 512];
+        let mut rb = tokio::io::ReadBuf::new(&mut tmp);
+        if let std::task::Poll::Ready(Err(e)) =
+            std::pin::Pin::new(&mut self.0).poll_read(cx, &mut rb)
+        {
+            remember(&e);
+        }
+    }
+}
+
+impl<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Watched<S> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<io::Result<usize>> {
+        let r = std::pin::Pin::new(&mut self.0).poll_write(cx, buf);
+        if let std::task::Poll::Ready(Err(_)) = &r {
+            self.read_alert(cx);
+        }
+        r
+    }
+
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> std::task::Poll<io::Result<usize>> {
+        let r = std::pin::Pin::new(&mut self.0).poll_write_vectored(cx, bufs);
+        if let std::task::Poll::Ready(Err(_)) = &r {
+            self.read_alert(cx);
+        }
+        r
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.0.is_write_vectored()
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        let r = std::pin::Pin::new(&mut self.0).poll_flush(cx);
+        if let std::task::Poll::Ready(Err(_)) = &r {
+            self.read_alert(cx);
+        }
+        r
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        std::pin::Pin::new(&mut self.0).poll_shutdown(cx)
     }
 }
 
@@ -400,11 +500,15 @@ pub fn incoming(
             let acceptor = acceptor.clone();
             let conn_tx = tx.clone();
             tokio::spawn(async move {
-                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                let accept = acceptor.accept(tcp).into_fallible();
+                match tokio::time::timeout(HANDSHAKE_TIMEOUT, accept).await {
                     Ok(Ok(s)) => {
                         let _ = conn_tx.send(Ok(s)).await;
                     }
-                    Ok(Err(e)) => eprintln!("{who}: TLS handshake with {peer} failed: {e}"),
+                    Ok(Err((e, tcp))) => {
+                        eprintln!("{who}: TLS handshake with {peer} failed: {e}");
+                        linger(tcp).await;
+                    }
                     Err(_) => eprintln!("{who}: TLS handshake with {peer} failed: timed out"),
                 }
             });
@@ -414,6 +518,26 @@ pub fn incoming(
         }
     });
     tokio_stream::wrappers::ReceiverStream::new(rx)
+}
+
+/// Closes a connection whose handshake failed without resetting it: the client's request
+/// may already be on its way, and closing with unread data would send a reset that discards
+/// our alert (say, "certificate required") before the client reads it. Bounded: 64 KiB or
+/// one second.
+async fn linger(mut tcp: TcpStream) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let _ = tcp.shutdown().await;
+    let drain = async {
+        let mut buf = [0u8; 4096];
+        let mut left: usize = 64 * 1024;
+        while left > 0 {
+            match tcp.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => left = left.saturating_sub(n),
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(1), drain).await;
 }
 
 /// Accept errors that concern one connection or a passing shortage, not the listener.

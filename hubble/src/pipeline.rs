@@ -243,7 +243,7 @@ pub fn observe_parallel<R: Read + Send, W: Write>(
     threads: usize,
     on_error: &mut dyn FnMut(&LineError),
 ) -> io::Result<Stats> {
-    const BLOCK_SIZE: usize = 128 << 10;
+    const BLOCK_SIZE: usize = 256 << 10;
     let threads = threads.max(1);
     let proc = LineProcessor::new(filters, sel, is_json(opts));
     let first_n = sel.first_n();
@@ -251,7 +251,7 @@ pub fn observe_parallel<R: Read + Send, W: Write>(
     let (job_tx, job_rx) = mpsc::sync_channel::<(u64, Block)>(threads);
     let job_rx = Mutex::new(job_rx);
     let (res_tx, res_rx) = mpsc::sync_channel::<BlockResult>(threads);
-    // Buffers go round instead of being allocated per block: fresh 128 KiB allocations
+    // Buffers go round instead of being allocated per block: fresh block-sized allocations
     // cost page faults on every block.
     let (free_in_tx, free_in_rx) = mpsc::channel::<Vec<u8>>();
     let (free_out_tx, free_out_rx) = mpsc::channel::<Vec<u8>>();

@@ -61,14 +61,15 @@ fn port(flow: &Flow, side: Side) -> u32 {
     if side == Side::Source { s } else { d }
 }
 
-/// Whether Go's `path.Clean` would change `p` (only called with non-empty `p`).
-fn needs_clean(p: &str) -> bool {
-    let body = p.strip_prefix('/').unwrap_or(p);
+/// Whether Go's `path.Clean` would change `p` (only called with non-empty `p`). On bytes:
+/// it runs twice per printed flow.
+fn needs_clean(p: &[u8]) -> bool {
+    let body = p.strip_prefix(b"/").unwrap_or(p);
     if body.is_empty() {
         return p.is_empty();
     }
-    body.split('/')
-        .any(|e| e.is_empty() || e == "." || e == "..")
+    body.split(|&c| c == b'/')
+        .any(|e| matches!(e, b"" | b"." | b".."))
 }
 
 /// Go's `path.Clean`.
@@ -104,9 +105,9 @@ fn push_path_join(buf: &mut Vec<u8>, ns: &str, name: &str) {
         buf.push(b'/');
     }
     push_str(buf, name);
-    // Both parts came from `&str`, so the joined bytes are UTF-8.
-    let joined = std::str::from_utf8(&buf[start..]).unwrap_or_default();
-    if needs_clean(joined) {
+    if needs_clean(&buf[start..]) {
+        // Both parts came from `&str`, so the joined bytes are UTF-8.
+        let joined = std::str::from_utf8(&buf[start..]).unwrap_or_default();
         let c = clean(joined);
         buf.truncate(start);
         push_str(buf, &c);
@@ -529,11 +530,11 @@ mod tests {
 
     #[test]
     fn path_clean() {
-        assert!(!needs_clean("ns/pod"));
-        assert!(!needs_clean("/"));
-        assert!(needs_clean("ns//pod"));
-        assert!(needs_clean("ns/../pod"));
-        assert!(needs_clean("ns/pod/"));
+        assert!(!needs_clean(b"ns/pod"));
+        assert!(!needs_clean(b"/"));
+        assert!(needs_clean(b"ns//pod"));
+        assert!(needs_clean(b"ns/../pod"));
+        assert!(needs_clean(b"ns/pod/"));
         assert_eq!(clean("ns/../pod"), "pod");
         assert_eq!(clean("../../a"), "../../a");
         assert_eq!(clean("/../a/./b/"), "/a/b");

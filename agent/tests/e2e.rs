@@ -2,9 +2,9 @@
 //! run --print-flows`, bounded traffic inside the lab's namespaces, assertions on the flows,
 //! then nothing left behind. Without root or BPF it skips, but fails when CI=true.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -95,47 +95,22 @@ fn s<'a>(v: &'a Value, path: &[&str]) -> &'a Value {
     cur
 }
 
-/// Starts `hubble-agent run --print-flows` and waits until it has attached; returns the
-/// child and its stdout lines.
-fn start_agent(spec: &std::path::Path, aggregation: &str) -> (Child, mpsc::Receiver<String>) {
-    let mut agent = Command::new(BIN)
-        .args(["run", "--lab"])
-        .arg(spec)
-        .args([
-            "--print-flows",
-            "--no-hubble-server",
-            "--aggregation",
-            aggregation,
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn hubble-agent run");
-    let stdout = agent.stdout.take().unwrap();
-    let stderr = agent.stderr.take().unwrap();
-    let (etx, erx) = mpsc::channel::<String>();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            eprintln!("agent: {line}");
-            let _ = etx.send(line);
-        }
-    });
-    let (otx, orx) = mpsc::channel::<String>();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = otx.send(line);
-        }
-    });
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        match erx.recv_timeout(Duration::from_millis(200)) {
-            Ok(l) if l.contains("datapath attached") => return (agent, orx),
-            _ => {
-                assert!(agent.try_wait().unwrap().is_none(), "agent exited early");
-                assert!(Instant::now() < deadline, "agent did not attach in 30s");
-            }
-        }
-    }
+/// Starts `hubble-agent run --print-flows` as the guard's agent and waits until it has
+/// attached; returns its stdout lines.
+fn start_agent(
+    guard: &mut LabGuard,
+    spec: &std::path::Path,
+    aggregation: &str,
+) -> mpsc::Receiver<String> {
+    let mut cmd = Command::new(BIN);
+    cmd.args(["run", "--lab"]).arg(spec).args([
+        "--print-flows",
+        "--no-hubble-server",
+        "--aggregation",
+        aggregation,
+    ]);
+    // The test's first agent attached already: BPF works here.
+    common::spawn_attached(guard, &mut cmd, TEST).expect("the datapath attaches")
 }
 
 /// SIGTERMs the agent and returns the flows it printed.
@@ -438,8 +413,7 @@ fn datapath_flows_end_to_end() {
             .any(|f| f["trace_observation_point"] == "FROM_ENDPOINT"),
         "no FROM_ENDPOINT traces at medium aggregation"
     );
-    let (agent, lines) = start_agent(&spec_path, "none");
-    guard.agent = Some(agent);
+    let lines = start_agent(&mut guard, &spec_path, "none");
     run_in(&client.netns, move || {
         let _ = traffic::ping(other_ip, 7, Duration::from_secs(1));
         Ok(())
@@ -477,7 +451,8 @@ fn datapath_flows_end_to_end() {
     // A crashed agent leaves its tc filters; the next one cleans them up at start and
     // removes everything when it stops.
     let node_ns = spec.node_netns();
-    let (mut crashed, _lines) = start_agent(&spec_path, "medium");
+    let _lines = start_agent(&mut guard, &spec_path, "medium");
+    let mut crashed = guard.agent.take().unwrap();
     crashed.kill().unwrap();
     crashed.wait().unwrap();
     let left = tc_show(
@@ -488,7 +463,7 @@ fn datapath_flows_end_to_end() {
         left.contains("bpf"),
         "a killed agent leaves its filter: {left:?}"
     );
-    let (agent, lines) = start_agent(&spec_path, "medium");
+    let lines = start_agent(&mut guard, &spec_path, "medium");
     let f = tc_show(
         &node_ns,
         &["filter", "show", "dev", &client.host_veth, "ingress"],
@@ -498,7 +473,7 @@ fn datapath_flows_end_to_end() {
         1,
         "one program after restart: {f}"
     );
-    let _ = stop_agent(agent, &lines);
+    let _ = stop_agent(guard.agent.take().unwrap(), &lines);
 
     // The agent removed its qdiscs and filters.
     for p in &spec.pods {

@@ -5,11 +5,10 @@
 //! same flows but the denied ones. Without root or BPF it skips, but fails when CI=true.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex, mpsc};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use agent::lab::spec::LabSpec;
 use agent::lab::topology;
@@ -146,8 +145,8 @@ fn scrape_matches_the_flows_seen() {
     let mut guard = LabGuard::new(&spec);
     topology::up(&spec).expect("lab up");
 
-    let mut agent = Command::new(BIN)
-        .args(["run", "--print-flows", "--lab"])
+    let mut cmd = Command::new(BIN);
+    cmd.args(["run", "--print-flows", "--lab"])
         .arg(&spec_path)
         .arg("--socket")
         .arg(&sock)
@@ -155,55 +154,14 @@ fn scrape_matches_the_flows_seen() {
         .args(["--metrics", SPEC, "--metrics-server", "127.0.0.1:0"])
         .arg("--hubble-export-file-path")
         .arg(dir.path().join("export/events.log"))
-        .args(["--export-denylist", r#"{"verdict":["DROPPED"]}"#])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn hubble-agent run");
-    let stderr = agent.stderr.take().unwrap();
-    let stdout = agent.stdout.take().unwrap();
-    guard.agent = Some(agent);
-    let (etx, erx) = mpsc::channel::<String>();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            eprintln!("agent: {line}");
-            let _ = etx.send(line);
-        }
+        .args(["--export-denylist", r#"{"verdict":["DROPPED"]}"#]);
+    let Some((stdout, log)) = common::spawn_attached_logged(&mut guard, &mut cmd, TEST) else {
+        return;
+    };
+    let addr = log.iter().find_map(|l| {
+        l.strip_prefix("hubble-agent: metrics on http://")
+            .and_then(|r| r.strip_suffix("/metrics"))
     });
-    let printed = Arc::new(Mutex::new(Vec::<String>::new()));
-    let p = printed.clone();
-    let reader = std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            p.lock().unwrap().push(line);
-        }
-    });
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let mut log = Vec::new();
-    let mut addr = None;
-    loop {
-        match erx.recv_timeout(Duration::from_millis(200)) {
-            Ok(l) if l.contains("datapath attached") => break,
-            Ok(l) => {
-                if let Some(a) = l
-                    .strip_prefix("hubble-agent: metrics on http://")
-                    .and_then(|r| r.strip_suffix("/metrics"))
-                {
-                    addr = Some(a.to_string());
-                }
-                log.push(l)
-            }
-            Err(_) => {
-                if let Some(status) = guard.agent.as_mut().unwrap().try_wait().unwrap() {
-                    let msg = log.join("\n");
-                    if msg.contains("cannot load the eBPF datapath") {
-                        return skip_or_fail(TEST, &format!("no BPF: {msg}"));
-                    }
-                    panic!("agent exited early ({status}): {msg}");
-                }
-                assert!(Instant::now() < deadline, "agent did not attach in 30s");
-            }
-        }
-    }
     let addr = addr.unwrap_or_else(|| panic!("no metrics address in {log:?}"));
 
     let st = Command::new(BIN)
@@ -216,13 +174,13 @@ fn scrape_matches_the_flows_seen() {
     assert!(st.code().is_some(), "lab traffic was killed: {st}");
     std::thread::sleep(Duration::from_millis(500));
 
-    let (status, headers, body) = http_get(&addr, "/metrics");
+    let (status, headers, body) = http_get(addr, "/metrics");
     assert!(status.ends_with("200 OK"), "{status}");
     assert!(
         headers.contains("content-type: application/openmetrics-text"),
         "{headers}"
     );
-    let (status, _, _) = http_get(&addr, "/nope");
+    let (status, _, _) = http_get(addr, "/nope");
     assert!(status.contains("404"), "{status}");
     let scrape = prometheus_parse::Scrape::parse(body.lines().map(|l| Ok(l.to_string())))
         .expect("the scrape parses as Prometheus text");
@@ -233,13 +191,12 @@ fn scrape_matches_the_flows_seen() {
     unsafe { libc::kill(agent.id() as i32, libc::SIGTERM) };
     let status = agent.wait().unwrap();
     assert!(status.success(), "agent exit status {status}");
-    reader.join().unwrap();
+    // Its stdout closed: the channel holds every line it printed.
+    let printed: Vec<String> = stdout.iter().collect();
 
     // The in-agent exporter wrote every printed flow but the denied (DROPPED) ones, as
     // ExportEvent lines.
     let all: Vec<Value> = printed
-        .lock()
-        .unwrap()
         .iter()
         .map(|l| serde_json::from_str::<Value>(l).expect("JSON line"))
         .collect();
@@ -261,8 +218,6 @@ fn scrape_matches_the_flows_seen() {
     // one lock, in print order).
     let seen = series(&scrape, "hubble_agent_flows_total", &[])[&vec![]];
     let flows: Vec<Value> = printed
-        .lock()
-        .unwrap()
         .iter()
         .map(|l| serde_json::from_str::<Value>(l).expect("JSON line"))
         .filter_map(|v| v.get("flow").cloned())

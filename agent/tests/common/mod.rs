@@ -52,6 +52,17 @@ pub fn spawn_attached(
     cmd: &mut Command,
     test: &str,
 ) -> Option<mpsc::Receiver<String>> {
+    spawn_attached_logged(guard, cmd, test).map(|(stdout, _)| stdout)
+}
+
+/// [`spawn_attached`], also returning the agent's stderr lines before "datapath attached"
+/// (where it says, for one, its metrics address).
+#[allow(dead_code)]
+pub fn spawn_attached_logged(
+    guard: &mut LabGuard,
+    cmd: &mut Command,
+    test: &str,
+) -> Option<(mpsc::Receiver<String>, Vec<String>)> {
     let mut agent = cmd
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -77,7 +88,7 @@ pub fn spawn_attached(
     let mut stderr_lines = Vec::new();
     loop {
         match erx.recv_timeout(Duration::from_millis(200)) {
-            Ok(l) if l.contains("datapath attached") => return Some(orx),
+            Ok(l) if l.contains("datapath attached") => return Some((orx, stderr_lines)),
             Ok(l) => stderr_lines.push(l),
             Err(_) => {
                 if let Some(status) = guard.agent.as_mut().unwrap().try_wait().unwrap() {

@@ -64,7 +64,7 @@ fn scalar(ty: Type, type_name: &str) -> (&'static str, &'static str, String) {
 
 /// Code writing the length-delimited value `x` (a `&[u8]`) of a string, bytes or message
 /// field, inside a function returning `Result`.
-fn len_value(ty: Type, type_name: &str) -> String {
+fn len_value(ty: Type, type_name: &str, memo: &Memo) -> String {
     match ty {
         Type::String => "string(out, x);".into(),
         Type::Bytes => "enc::bytes(out, x);".into(),
@@ -93,10 +93,62 @@ fn len_value(ty: Type, type_name: &str) -> String {
                 "return Err(TranscodeError::Unsupported({:?}));",
                 t.trim_start_matches('.')
             ),
-            t => format!("{}(x, out, depth + 1)?;", fn_name(t)),
+            t => match memo.iter().position(|(name, _)| name == t) {
+                Some(kind) => format!(
+                    "memo(x, out, depth + 1, {kind}, {nest}, {f})?;",
+                    nest = memo[kind].1,
+                    f = fn_name(t)
+                ),
+                None => format!("{}(x, out, depth + 1)?;", fn_name(t)),
+            },
         },
         _ => unreachable!("not length-delimited: {ty:?}"),
     }
+}
+
+/// Message types whose JSON is memoized per encoding (see `memo` in src/transcode.rs): the
+/// ones that repeat from flow to flow and cost most to transcode.
+const MEMOIZED: &[&str] = &[".flow.Endpoint", ".flow.Service"];
+
+/// (full type name, how many levels of sub-messages it nests) of each memoized type; the
+/// position is the type's `kind` for the runtime.
+type Memo = Vec<(String, u32)>;
+
+/// How many levels of sub-messages `full` nests below itself (0: none); panics on recursion.
+fn nesting(
+    types: &std::collections::HashMap<String, &DescriptorProto>,
+    full: &str,
+    seen: &mut Vec<String>,
+) -> u32 {
+    assert!(
+        !seen.iter().any(|s| s == full),
+        "memoized type {full} is recursive"
+    );
+    seen.push(full.to_string());
+    let msg = types
+        .get(full)
+        .unwrap_or_else(|| panic!("unknown message {full}"));
+    let mut deepest = 0;
+    for f in &msg.field {
+        let t = f.type_name();
+        if f.r#type() == Type::Message && !t.starts_with(".google.protobuf.") {
+            deepest = deepest.max(1 + nesting(types, t, seen));
+        }
+    }
+    seen.pop();
+    deepest
+}
+
+fn collect_types<'a>(
+    types: &mut std::collections::HashMap<String, &'a DescriptorProto>,
+    prefix: &str,
+    msg: &'a DescriptorProto,
+) {
+    let full = format!("{prefix}.{}", msg.name());
+    for nested in &msg.nested_type {
+        collect_types(types, &full, nested);
+    }
+    types.insert(full, msg);
 }
 
 fn is_len(ty: Type) -> bool {
@@ -157,13 +209,13 @@ fn gen_enum(out: &mut String, prefix: &str, e: &EnumDescriptorProto) {
     writeln!(out, "        _ => None,\n    }}\n}}\n").unwrap();
 }
 
-fn gen_message(out: &mut String, prefix: &str, msg: &DescriptorProto) {
+fn gen_message(out: &mut String, prefix: &str, msg: &DescriptorProto, memo: &Memo) {
     let full = format!("{prefix}.{}", msg.name());
     for nested in &msg.nested_type {
         if nested.options.as_ref().is_some_and(|o| o.map_entry()) {
             panic!("map fields are not supported by the transcoder generator ({full})");
         }
-        gen_message(out, &full, nested);
+        gen_message(out, &full, nested, memo);
     }
     for e in &msg.enum_type {
         gen_enum(out, &full, e);
@@ -235,7 +287,7 @@ fn gen_message(out: &mut String, prefix: &str, msg: &DescriptorProto) {
             let body = if is_len(ty) {
                 format!(
                     "each_len(b, &{slot}, {num}, |x| {{ comma(out, &mut e); {} Ok(()) }})?;",
-                    len_value(ty, tn),
+                    len_value(ty, tn, memo),
                     num = f.number()
                 )
             } else {
@@ -260,7 +312,7 @@ fn gen_message(out: &mut String, prefix: &str, msg: &DescriptorProto) {
             writeln!(
                 out,
                 "    {{ let x = {slot}.slice(b); if {present} {{ {key} {} }} }}",
-                len_value(ty, tn)
+                len_value(ty, tn, memo)
             )
             .unwrap();
         } else {
@@ -315,6 +367,16 @@ pub fn generate(fds: &FileDescriptorSet) -> String {
         }
     }
     out.push_str("        _ => None,\n    }\n}\n\n");
+    let mut types = std::collections::HashMap::new();
+    for file in &fds.file {
+        for msg in &file.message_type {
+            collect_types(&mut types, &format!(".{}", file.package()), msg);
+        }
+    }
+    let memo: Memo = MEMOIZED
+        .iter()
+        .map(|t| (t.to_string(), nesting(&types, t, &mut Vec::new())))
+        .collect();
     for file in &fds.file {
         let pkg = file.package();
         if pkg.starts_with("google.") {
@@ -325,7 +387,7 @@ pub fn generate(fds: &FileDescriptorSet) -> String {
             gen_enum(&mut out, &prefix, e);
         }
         for msg in &file.message_type {
-            gen_message(&mut out, &prefix, msg);
+            gen_message(&mut out, &prefix, msg, &memo);
         }
     }
     out

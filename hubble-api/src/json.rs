@@ -395,15 +395,48 @@ pub mod enc {
         }
     }
 
-    /// RFC 3339 in UTC with 0, 3, 6 or 9 fractional digits, as protojson writes Timestamps.
-    pub fn timestamp(out: &mut Vec<u8>, seconds: i64, nanos: i32) -> Result<(), JsonError> {
-        const MIN: i64 = -62_135_596_800; // 0001-01-01T00:00:00Z
-        const MAX: i64 = 253_402_300_799; // 9999-12-31T23:59:59Z
-        if !(MIN..=MAX).contains(&seconds) || !(0..1_000_000_000).contains(&nanos) {
-            return Err(JsonError::InvalidTimestamp { seconds, nanos });
+    /// "00" to "99".
+    const PAIRS: [[u8; 2]; 100] = {
+        let mut t = [[0u8; 2]; 100];
+        let mut i = 0;
+        while i < 100 {
+            t[i] = [b'0' + (i / 10) as u8, b'0' + (i % 10) as u8];
+            i += 1;
         }
-        let days = seconds.div_euclid(86_400);
-        let secs = seconds.rem_euclid(86_400);
+        t
+    };
+
+    /// `v` (< 100) as two digits.
+    #[inline(always)]
+    fn pair(buf: &mut [u8], v: u32) {
+        buf.copy_from_slice(&PAIRS[v as usize]);
+    }
+
+    /// `v` as exactly `buf.len()` digits, zero-padded (higher digits dropped).
+    #[inline(always)]
+    fn digits(buf: &mut [u8], mut v: u32) {
+        let mut i = buf.len();
+        while i >= 2 {
+            buf[i - 2..i].copy_from_slice(&PAIRS[(v % 100) as usize]);
+            v /= 100;
+            i -= 2;
+        }
+        if i == 1 {
+            buf[0] = b'0' + (v % 10) as u8;
+        }
+    }
+
+    /// `YYYY-MM-DD` of a day counted from 1970-01-01 (0001 to 9999), remembering the last
+    /// one asked for on this thread: flows come in runs from the same day.
+    fn date(days: i64) -> [u8; 10] {
+        use std::cell::Cell;
+        thread_local! {
+            static LAST: Cell<(i64, [u8; 10])> = const { Cell::new((i64::MIN, [0; 10])) };
+        }
+        let (d, s) = LAST.get();
+        if d == days {
+            return s;
+        }
         // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
         let z = days + 719_468;
         let era = z.div_euclid(146_097);
@@ -414,28 +447,37 @@ pub mod enc {
         let day = doy - (153 * mp + 2) / 5 + 1;
         let month = if mp < 10 { mp + 3 } else { mp - 9 };
         let year = yoe + era * 400 + if month <= 2 { 1 } else { 0 };
+        let mut s = [0u8; 10];
+        digits(&mut s[0..4], year as u32);
+        s[4] = b'-';
+        pair(&mut s[5..7], month as u32);
+        s[7] = b'-';
+        pair(&mut s[8..10], day as u32);
+        LAST.set((days, s));
+        s
+    }
+
+    /// RFC 3339 in UTC with 0, 3, 6 or 9 fractional digits, as protojson writes Timestamps.
+    pub fn timestamp(out: &mut Vec<u8>, seconds: i64, nanos: i32) -> Result<(), JsonError> {
+        const MIN: i64 = -62_135_596_800; // 0001-01-01T00:00:00Z
+        const MAX: i64 = 253_402_300_799; // 9999-12-31T23:59:59Z
+        if !(MIN..=MAX).contains(&seconds) || !(0..1_000_000_000).contains(&nanos) {
+            return Err(JsonError::InvalidTimestamp { seconds, nanos });
+        }
+        let days = seconds.div_euclid(86_400);
+        let secs = seconds.rem_euclid(86_400) as u32;
         let mut buf = [0u8; 32];
-        let digits = |buf: &mut [u8], mut v: i64| {
-            for slot in buf.iter_mut().rev() {
-                *slot = b'0' + (v % 10) as u8;
-                v /= 10;
-            }
-        };
         buf[0] = b'"';
-        digits(&mut buf[1..5], year);
-        buf[5] = b'-';
-        digits(&mut buf[6..8], month);
-        buf[8] = b'-';
-        digits(&mut buf[9..11], day);
+        buf[1..11].copy_from_slice(&date(days));
         buf[11] = b'T';
-        digits(&mut buf[12..14], secs / 3600);
+        pair(&mut buf[12..14], secs / 3600);
         buf[14] = b':';
-        digits(&mut buf[15..17], secs / 60 % 60);
+        pair(&mut buf[15..17], secs / 60 % 60);
         buf[17] = b':';
-        digits(&mut buf[18..20], secs % 60);
+        pair(&mut buf[18..20], secs % 60);
         let mut len = 20;
         if nanos != 0 {
-            let n = nanos as i64;
+            let n = nanos as u32;
             let (v, width) = if n % 1_000_000 == 0 {
                 (n / 1_000_000, 3)
             } else if n % 1_000 == 0 {

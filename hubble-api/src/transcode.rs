@@ -194,12 +194,48 @@ const FIXED64: u8 = 1;
 const LEN: u8 = 2;
 const FIXED32: u8 = 5;
 
-/// A varint as prost reads it: at most 10 bytes, the 10th at most 1.
+/// A varint as prost reads it: at most 10 bytes, the 10th at most 1. One- and two-byte
+/// values (keys, lengths, small numbers) take the inlined path.
 #[inline(always)]
 pub(crate) fn varint(b: &[u8], p: &mut usize) -> Result<u64> {
+    let i = *p;
+    if let Some(&b0) = b.get(i) {
+        if b0 < 0x80 {
+            *p = i + 1;
+            return Ok(u64::from(b0));
+        }
+        if let Some(&b1) = b.get(i + 1)
+            && b1 < 0x80
+        {
+            *p = i + 2;
+            return Ok(u64::from(b0 & 0x7f) | u64::from(b1) << 7);
+        }
+    }
+    varint_long(b, p)
+}
+
+/// [`varint`] of three bytes or more (or truncated).
+#[inline(never)]
+fn varint_long(b: &[u8], p: &mut usize) -> Result<u64> {
+    let i = *p;
+    if let Some(w) = b.get(i..i + 10) {
+        // Ten bytes at hand: no bounds checks in the loop.
+        let mut v = 0u64;
+        for (k, &byte) in w.iter().enumerate() {
+            v |= u64::from(byte & 0x7f) << (7 * k);
+            if byte < 0x80 {
+                if k == 9 && byte > 1 {
+                    break;
+                }
+                *p = i + k + 1;
+                return Ok(v);
+            }
+        }
+        return Err(TranscodeError::Malformed("invalid varint"));
+    }
     let mut v = 0u64;
     let mut shift = 0;
-    let mut i = *p;
+    let mut i = i;
     loop {
         let Some(&byte) = b.get(i) else {
             return Err(TranscodeError::Malformed("truncated varint"));
@@ -220,6 +256,19 @@ pub(crate) fn varint(b: &[u8], p: &mut usize) -> Result<u64> {
 /// A field key: (field number, wire type).
 #[inline(always)]
 pub(crate) fn key(b: &[u8], p: &mut usize) -> Result<(u32, u8)> {
+    // Fields 1 to 15 with a valid wire type: one byte.
+    if let Some(&k) = b.get(*p)
+        && (8..0x80).contains(&k)
+        && k & 7 <= 5
+    {
+        *p += 1;
+        return Ok((u32::from(k >> 3), k & 7));
+    }
+    key_long(b, p)
+}
+
+#[inline(always)]
+fn key_long(b: &[u8], p: &mut usize) -> Result<(u32, u8)> {
     let k = varint(b, p)?;
     if k > u64::from(u32::MAX) {
         return Err(TranscodeError::Malformed("invalid key value"));
@@ -464,6 +513,105 @@ pub(crate) fn each_scalar(
     Ok(())
 }
 
+/// Sub-messages that repeat from flow to flow (a node has few endpoints and services) are
+/// transcoded once per distinct encoding and then copied: [`memo`] keeps, per thread, the
+/// JSON of the last few hundred such encodings seen. The JSON depends only on the bytes, so
+/// a hit writes exactly what transcoding would; errors are never kept.
+mod memo_table {
+    use std::cell::RefCell;
+
+    /// Slots (a power of two), each holding one encoding and its JSON.
+    pub(super) const SLOTS: usize = 512;
+    /// Encodings longer than this are transcoded every time.
+    pub(super) const MAX_KEY: usize = 4096;
+
+    #[derive(Default)]
+    pub(super) struct Entry {
+        pub hash: u64,
+        /// The type's kind + 1; 0 for a slot never filled.
+        pub kind: u32,
+        pub key: Vec<u8>,
+        pub json: Vec<u8>,
+    }
+
+    pub(super) struct Table {
+        pub entries: Vec<Entry>,
+    }
+
+    thread_local! {
+        pub(super) static TABLE: RefCell<Table> = const { RefCell::new(Table { entries: Vec::new() }) };
+    }
+
+    /// A fast, non-cryptographic hash of `b` (8 bytes per step).
+    #[inline]
+    pub(super) fn hash(b: &[u8], kind: u32) -> u64 {
+        const K: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut h = (b.len() as u64) ^ (u64::from(kind) << 40);
+        let mut chunks = b.chunks_exact(8);
+        for c in &mut chunks {
+            let w = u64::from_le_bytes(c.try_into().expect("8 bytes"));
+            h = (h.rotate_left(23) ^ w).wrapping_mul(K);
+        }
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            let mut t = [0u8; 8];
+            t[..rest.len()].copy_from_slice(rest);
+            h = (h.rotate_left(23) ^ u64::from_le_bytes(t)).wrapping_mul(K);
+        }
+        h ^ (h >> 29)
+    }
+}
+
+/// Writes the JSON of sub-message `b` of a memoized type (`kind` tells the types apart) by
+/// calling `f` (its generated transcoder) or by copying the JSON `f` wrote for the same
+/// bytes before. `nest` bounds how deep the type's own sub-messages go, so a copy is only
+/// used where transcoding could not have failed on depth.
+#[inline]
+pub(crate) fn memo(
+    b: &[u8],
+    out: &mut Vec<u8>,
+    depth: u32,
+    kind: u32,
+    nest: u32,
+    f: fn(&[u8], &mut Vec<u8>, u32) -> Result<()>,
+) -> Result<()> {
+    use memo_table::{Entry, MAX_KEY, SLOTS, TABLE, hash};
+    if b.len() > MAX_KEY || depth + nest > MAX_DEPTH {
+        return f(b, out, depth);
+    }
+    let h = hash(b, kind);
+    let slot = (h >> 32) as usize & (SLOTS - 1);
+    let hit = TABLE.with(|t| {
+        let t = t.borrow();
+        match t.entries.get(slot) {
+            Some(e) if e.hash == h && e.kind == kind + 1 && e.key == b => {
+                out.extend_from_slice(&e.json);
+                true
+            }
+            _ => false,
+        }
+    });
+    if hit {
+        return Ok(());
+    }
+    let start = out.len();
+    f(b, out, depth)?;
+    TABLE.with(|t| {
+        let mut t = t.borrow_mut();
+        if t.entries.is_empty() {
+            t.entries.resize_with(SLOTS, Entry::default);
+        }
+        let e = &mut t.entries[slot];
+        e.hash = h;
+        e.kind = kind + 1;
+        e.key.clear();
+        e.key.extend_from_slice(b);
+        e.json.clear();
+        e.json.extend_from_slice(&out[start..]);
+    });
+    Ok(())
+}
+
 /// Writes `,` before every element but the first.
 #[inline(always)]
 pub(crate) fn comma(out: &mut Vec<u8>, i: &mut bool) {
@@ -639,6 +787,58 @@ mod tests {
                 i + 1
             );
         }
+    }
+
+    /// Memoized sub-messages (endpoints, services): an empty one before any other, the same
+    /// bytes again, a different endpoint in the same slot's place, and one nested deeper than
+    /// the memo may be used at all give what decode + encode give, on a fresh thread.
+    #[test]
+    fn memoized_endpoints_agree_with_decode_and_encode() {
+        std::thread::spawn(|| {
+            let flows: Vec<Flow> = demo()
+                .into_iter()
+                .filter_map(|r| match r.response_types {
+                    Some(crate::observer::get_flows_response::ResponseTypes::Flow(f)) => Some(f),
+                    _ => None,
+                })
+                .collect();
+            let mut empty = flows[0].clone();
+            empty.source = Some(Default::default());
+            empty.destination = Some(Default::default());
+            let mut swapped = flows[0].clone();
+            std::mem::swap(&mut swapped.source, &mut swapped.destination);
+            let mut order = vec![empty.clone(), flows[0].clone(), swapped, empty];
+            order.extend(flows.iter().cloned());
+            order.extend(flows.iter().rev().cloned());
+            for f in &order {
+                let b = f.encode_to_vec();
+                assert_eq!(
+                    transcode_with(generated::flow_Flow, &b).unwrap(),
+                    f.to_json_vec().unwrap()
+                );
+            }
+            // Near the depth limit the memo is bypassed: an endpoint with workloads, cached
+            // at depth 1, is still refused where its workloads would be too deep.
+            let ep = crate::flow::Endpoint {
+                pod_name: "p".into(),
+                workloads: vec![crate::flow::Workload {
+                    name: "w".into(),
+                    kind: "Deployment".into(),
+                }],
+                ..Default::default()
+            };
+            let b = ep.encode_to_vec();
+            let mut out = Vec::new();
+            memo(&b, &mut out, 1, 0, 1, generated::flow_Endpoint).unwrap();
+            assert_eq!(out, ep.to_json_vec().unwrap());
+            out.clear();
+            memo(&b, &mut out, 1, 0, 1, generated::flow_Endpoint).unwrap();
+            assert_eq!(out, ep.to_json_vec().unwrap());
+            assert!(memo(&b, &mut out, MAX_DEPTH, 0, 1, generated::flow_Endpoint).is_err());
+            assert!(memo(&b, &mut out, MAX_DEPTH - 1, 0, 1, generated::flow_Endpoint).is_ok());
+        })
+        .join()
+        .unwrap();
     }
 
     #[test]

@@ -191,6 +191,12 @@ pub mod enc {
     pub fn string_bytes(out: &mut Vec<u8>, b: &[u8]) {
         out.reserve(b.len() + 2);
         out.push(b'"');
+        if !has_special(b) {
+            // Most strings (names, labels, addresses) need no escape: one copy.
+            out.extend_from_slice(b);
+            out.push(b'"');
+            return;
+        }
         let mut start = 0;
         let mut i = 0;
         while let Some(j) = find_special(b, i) {
@@ -237,6 +243,38 @@ pub mod enc {
         t[0xe2] = true;
         t
     };
+
+    /// Whether any byte of `b` is in [`SPECIAL`]: whole words only, the last one
+    /// overlapping the one before (bytes looked at twice do no harm to a yes/no answer).
+    #[inline(always)]
+    fn has_special(b: &[u8]) -> bool {
+        let n = b.len();
+        let word = |at: usize| u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"));
+        if n >= 16 {
+            #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+            {
+                let chunk = |at: usize| -> &[u8; 16] { b[at..at + 16].try_into().expect("16") };
+                let mut i = 0;
+                while i + 16 <= n {
+                    if special_mask16(chunk(i)) != 0 {
+                        return true;
+                    }
+                    i += 16;
+                }
+                return i < n && special_mask16(chunk(n - 16)) != 0;
+            }
+            #[cfg(not(all(target_arch = "x86_64", target_feature = "sse2")))]
+            return find_special(b, 0).is_some();
+        }
+        if n >= 8 {
+            return special_mask8(word(0)) | special_mask8(word(n - 8)) != 0;
+        }
+        if n >= 4 {
+            let half = |at: usize| u32::from_le_bytes(b[at..at + 4].try_into().expect("4 bytes"));
+            return special_mask8(u64::from(half(0)) | u64::from(half(n - 4)) << 32) != 0;
+        }
+        b.iter().any(|&c| SPECIAL[c as usize])
+    }
 
     /// The first byte at or after `i` in [`SPECIAL`]: 16 bytes at a time (SSE2), then 8
     /// (SWAR), then one by one.
@@ -426,17 +464,20 @@ pub mod enc {
         }
     }
 
-    /// `YYYY-MM-DD` of a day counted from 1970-01-01 (0001 to 9999), remembering the last
-    /// one asked for on this thread: flows come in runs from the same day.
-    fn date(days: i64) -> [u8; 10] {
+    /// `"YYYY-MM-DDTHH:MM:SS` of a time in seconds since 1970 (years 0001 to 9999),
+    /// remembering the last one asked for on this thread: flows come in runs from the same
+    /// second.
+    fn date_time(seconds: i64) -> [u8; 20] {
         use std::cell::Cell;
         thread_local! {
-            static LAST: Cell<(i64, [u8; 10])> = const { Cell::new((i64::MIN, [0; 10])) };
+            static LAST: Cell<(i64, [u8; 20])> = const { Cell::new((i64::MIN, [0; 20])) };
         }
-        let (d, s) = LAST.get();
-        if d == days {
+        let (last, s) = LAST.get();
+        if last == seconds {
             return s;
         }
+        let days = seconds.div_euclid(86_400);
+        let secs = seconds.rem_euclid(86_400) as u32;
         // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
         let z = days + 719_468;
         let era = z.div_euclid(146_097);
@@ -447,13 +488,20 @@ pub mod enc {
         let day = doy - (153 * mp + 2) / 5 + 1;
         let month = if mp < 10 { mp + 3 } else { mp - 9 };
         let year = yoe + era * 400 + if month <= 2 { 1 } else { 0 };
-        let mut s = [0u8; 10];
-        digits(&mut s[0..4], year as u32);
-        s[4] = b'-';
-        pair(&mut s[5..7], month as u32);
-        s[7] = b'-';
-        pair(&mut s[8..10], day as u32);
-        LAST.set((days, s));
+        let mut s = [0u8; 20];
+        s[0] = b'"';
+        digits(&mut s[1..5], year as u32);
+        s[5] = b'-';
+        pair(&mut s[6..8], month as u32);
+        s[8] = b'-';
+        pair(&mut s[9..11], day as u32);
+        s[11] = b'T';
+        pair(&mut s[12..14], secs / 3600);
+        s[14] = b':';
+        pair(&mut s[15..17], secs / 60 % 60);
+        s[17] = b':';
+        pair(&mut s[18..20], secs % 60);
+        LAST.set((seconds, s));
         s
     }
 
@@ -464,17 +512,8 @@ pub mod enc {
         if !(MIN..=MAX).contains(&seconds) || !(0..1_000_000_000).contains(&nanos) {
             return Err(JsonError::InvalidTimestamp { seconds, nanos });
         }
-        let days = seconds.div_euclid(86_400);
-        let secs = seconds.rem_euclid(86_400) as u32;
         let mut buf = [0u8; 32];
-        buf[0] = b'"';
-        buf[1..11].copy_from_slice(&date(days));
-        buf[11] = b'T';
-        pair(&mut buf[12..14], secs / 3600);
-        buf[14] = b':';
-        pair(&mut buf[15..17], secs / 60 % 60);
-        buf[17] = b':';
-        pair(&mut buf[18..20], secs % 60);
+        buf[..20].copy_from_slice(&date_time(seconds));
         let mut len = 20;
         if nanos != 0 {
             let n = nanos as u32;
@@ -577,7 +616,7 @@ mod enc_tests {
             .chain([0x2027, 0x2028, 0x2029, 0x202a, 0x20ac, 0xe200, 0x1f600])
             .filter_map(char::from_u32)
             .collect();
-        for len in [1, 7, 15, 16, 17, 31, 32, 40] {
+        for len in [1, 2, 3, 4, 5, 7, 8, 9, 12, 15, 16, 17, 24, 31, 32, 40] {
             for pos in 0..len {
                 for &c in &chars {
                     let s: String = (0..len).map(|i| if i == pos { c } else { 'x' }).collect();

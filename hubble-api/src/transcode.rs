@@ -58,11 +58,20 @@ pub enum ResponseKind {
 /// response it was. On error `out` is left as it was.
 pub fn get_flows_response(b: &[u8], out: &mut Vec<u8>) -> Result<ResponseKind> {
     let start = out.len();
-    let res = generated::observer_GetFlowsResponse(b, out, 0).and_then(|()| response_kind(b));
-    if res.is_err() {
-        out.truncate(start);
+    match generated::observer_GetFlowsResponse(b, out, 0) {
+        // The oneof's members are the first fields declared and at most one occurs (the
+        // transcoder refuses a oneof twice), so the document's first key tells which.
+        Ok(()) => Ok(match &out[start..] {
+            [b'{', b'"', b'f', b'l', b'o', b'w', b'"', ..] => ResponseKind::Flow,
+            j if j.starts_with(b"{\"lost_events\":") => ResponseKind::LostEvents,
+            j if j.starts_with(b"{\"node_status\":") => ResponseKind::NodeStatus,
+            _ => ResponseKind::None,
+        }),
+        Err(e) => {
+            out.truncate(start);
+            Err(e)
+        }
     }
-    res
 }
 
 /// Appends the JSON document of an encoded `flow.Flow` to `out`; on error `out` is unchanged.
@@ -159,7 +168,8 @@ pub(crate) const MAX_DEPTH: u32 = 64;
 
 /// Where one field of a message occurs: how many times (values, for repeated scalars), where
 /// the first occurrence's tag starts (repeated fields are read again from there), and the
-/// last value (a varint or fixed value, or `start << 32 | len` of a length-delimited one).
+/// last value (a varint or fixed value, or `start << 32 | len` of a length-delimited one);
+/// for a repeated field, where its last occurrence ends instead.
 #[derive(Clone, Copy)]
 pub(crate) struct Slot {
     pub n: u32,
@@ -218,6 +228,36 @@ pub(crate) fn varint(b: &[u8], p: &mut usize) -> Result<u64> {
 #[inline(never)]
 fn varint_long(b: &[u8], p: &mut usize) -> Result<u64> {
     let i = *p;
+    // Up to eight bytes without a loop: find the last byte, then squeeze out the
+    // continuation bits (7-bit groups to 14, 28, then 56 bits). Near the end of the input
+    // the word is zero-padded: a last byte found in the padding means a truncated varint.
+    let rest = b.get(i..).unwrap_or_default();
+    let w = match rest.get(..8) {
+        Some(w) => u64::from_le_bytes(w.try_into().expect("8 bytes")),
+        None => {
+            let mut t = [0u8; 8];
+            t[..rest.len()].copy_from_slice(rest);
+            u64::from_le_bytes(t)
+        }
+    };
+    let stops = !w & 0x8080_8080_8080_8080;
+    if stops != 0 {
+        let len = (stops.trailing_zeros() / 8 + 1) as usize;
+        if len > rest.len() {
+            return Err(TranscodeError::Malformed("truncated varint"));
+        }
+        let x = if len == 8 {
+            w
+        } else {
+            w & ((1u64 << (len * 8)) - 1)
+        };
+        let x = x & 0x7f7f_7f7f_7f7f_7f7f;
+        let x = (x & 0x007f_007f_007f_007f) | ((x & 0x7f00_7f00_7f00_7f00) >> 1);
+        let x = (x & 0x0000_3fff_0000_3fff) | ((x & 0x3fff_0000_3fff_0000) >> 2);
+        let x = (x & 0x0000_0000_0fff_ffff) | ((x & 0x0fff_ffff_0000_0000) >> 4);
+        *p = i + len;
+        return Ok(x);
+    }
     if let Some(w) = b.get(i..i + 10) {
         // Ten bytes at hand: no bounds checks in the loop.
         let mut v = 0u64;
@@ -403,13 +443,13 @@ pub(crate) fn rep_varint(b: &[u8], p: &mut usize, wt: u8, s: &mut Slot, tag: usi
             varint(packed, &mut q)?;
             s.n += 1;
         }
-        Ok(())
     } else {
         wire(wt, VARINT)?;
         varint(b, p)?;
         s.n += 1;
-        Ok(())
     }
+    s.v = *p as u64;
+    Ok(())
 }
 
 /// Repeated fixed-width field (`N` = 4 or 8 bytes), packed or not.
@@ -429,13 +469,13 @@ pub(crate) fn rep_fixed<const N: usize>(
             return Err(TranscodeError::Malformed("buffer underflow"));
         }
         s.n += (len / N) as u32;
-        Ok(())
     } else {
         wire(wt, if N == 8 { FIXED64 } else { FIXED32 })?;
         fixed::<N>(b, p)?;
         s.n += 1;
-        Ok(())
     }
+    s.v = *p as u64;
+    Ok(())
 }
 
 /// Repeated bytes or message field.
@@ -445,6 +485,7 @@ pub(crate) fn rep_bytes(b: &[u8], p: &mut usize, wt: u8, s: &mut Slot, tag: usiz
     wire(wt, LEN)?;
     len_delimited(b, p)?;
     s.n += 1;
+    s.v = *p as u64;
     Ok(())
 }
 
@@ -455,10 +496,12 @@ pub(crate) fn rep_string(b: &[u8], p: &mut usize, wt: u8, s: &mut Slot, tag: usi
     wire(wt, LEN)?;
     let (start, len) = len_delimited(b, p)?;
     s.n += 1;
+    s.v = *p as u64;
     utf8(&b[start..start + len])
 }
 
-/// Calls `f` with each length-delimited value of field `num`, from the first occurrence on.
+/// Calls `f` with each length-delimited value of field `num`, from its first occurrence to
+/// its last.
 #[inline]
 pub(crate) fn each_len(
     b: &[u8],
@@ -467,7 +510,8 @@ pub(crate) fn each_len(
     mut f: impl FnMut(&[u8]) -> Result<()>,
 ) -> Result<()> {
     let mut p = s.pos as usize;
-    while p < b.len() {
+    let end = (s.v as usize).min(b.len());
+    while p < end {
         let (n, wt) = key(b, &mut p)?;
         if n == num && wt == LEN {
             let (start, len) = len_delimited(b, &mut p)?;
@@ -480,7 +524,7 @@ pub(crate) fn each_len(
 }
 
 /// Calls `f` with each value of repeated scalar field `num` (varints, or fixed values of
-/// `width` bytes), packed or not, from the first occurrence on.
+/// `width` bytes), packed or not, from its first occurrence to its last.
 #[inline]
 pub(crate) fn each_scalar(
     b: &[u8],
@@ -495,7 +539,8 @@ pub(crate) fn each_scalar(
         _ => varint(b, p),
     };
     let mut p = s.pos as usize;
-    while p < b.len() {
+    let end = (s.v as usize).min(b.len());
+    while p < end {
         let (n, wt) = key(b, &mut p)?;
         if n != num {
             skip(b, &mut p, wt)?;
@@ -542,21 +587,23 @@ mod memo_table {
         pub(super) static TABLE: RefCell<Table> = const { RefCell::new(Table { entries: Vec::new() }) };
     }
 
-    /// A fast, non-cryptographic hash of `b` (8 bytes per step).
+    /// Which slot `b` goes to: a hash of its length and its first and last 16 bytes (the
+    /// whole bytes are compared on a hit, so similar encodings only share a slot).
     #[inline]
     pub(super) fn hash(b: &[u8], kind: u32) -> u64 {
         const K: u64 = 0x9e37_79b9_7f4a_7c15;
-        let mut h = (b.len() as u64) ^ (u64::from(kind) << 40);
-        let mut chunks = b.chunks_exact(8);
-        for c in &mut chunks {
-            let w = u64::from_le_bytes(c.try_into().expect("8 bytes"));
-            h = (h.rotate_left(23) ^ w).wrapping_mul(K);
-        }
-        let rest = chunks.remainder();
-        if !rest.is_empty() {
+        let word = |at: usize| {
             let mut t = [0u8; 8];
-            t[..rest.len()].copy_from_slice(rest);
-            h = (h.rotate_left(23) ^ u64::from_le_bytes(t)).wrapping_mul(K);
+            let end = (at + 8).min(b.len());
+            if at < end {
+                t[..end - at].copy_from_slice(&b[at..end]);
+            }
+            u64::from_le_bytes(t)
+        };
+        let tail = b.len().saturating_sub(16);
+        let mut h = (b.len() as u64) ^ (u64::from(kind) << 40);
+        for w in [word(0), word(8), word(tail), word(tail + 8)] {
+            h = (h.rotate_left(23) ^ w).wrapping_mul(K);
         }
         h ^ (h >> 29)
     }
@@ -841,6 +888,47 @@ mod tests {
         .unwrap();
     }
 
+    /// Varints of every length, with and without bytes after them, overlong and truncated,
+    /// read as prost reads them.
+    #[test]
+    fn varints_agree_with_prost() {
+        let mut values = vec![0u64, 1, u64::MAX, 1 << 63];
+        for bits in 1..64 {
+            values.extend([(1u64 << bits) - 1, 1u64 << bits, (1u64 << bits) | 1]);
+        }
+        for v in values {
+            let mut enc = Vec::new();
+            prost::encoding::encode_varint(v, &mut enc);
+            for pad in 0..10 {
+                let mut b = enc.clone();
+                b.extend(std::iter::repeat_n(0xffu8, pad));
+                let mut p = 0;
+                assert_eq!(varint(&b, &mut p).unwrap(), v, "{b:02x?}");
+                assert_eq!(p, enc.len());
+                let mut short = &b[..enc.len() - 1];
+                let mut q = 0;
+                assert!(varint(short, &mut q).is_err());
+                assert!(prost::encoding::decode_varint(&mut short).is_err());
+            }
+        }
+        // Overlong zeros, an 11th byte and a 10th byte above 1, with room to read 8 at once.
+        for b in [
+            vec![0x80, 0x80, 0x00, 0, 0, 0, 0, 0, 0],
+            vec![0x80; 11],
+            vec![
+                0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02, 0,
+            ],
+            vec![
+                0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01, 0,
+            ],
+        ] {
+            let mut p = 0;
+            let ours = varint(&b, &mut p).ok();
+            let theirs = prost::encoding::decode_varint(&mut &b[..]).ok();
+            assert_eq!(ours, theirs, "{b:02x?}");
+        }
+    }
+
     #[test]
     fn field_numbers_and_wire_fields() {
         assert_eq!(field_number("flow.Endpoint", "identity"), Some(2));
@@ -870,6 +958,27 @@ mod tests {
             .collect();
         assert!(kinds.contains(&ResponseKind::Flow));
         assert!(kinds.contains(&ResponseKind::LostEvents));
+        // The kind read from the document is the wire's, for every kind.
+        let mut all = demo();
+        all.push(GetFlowsResponse {
+            response_types: Some(
+                crate::observer::get_flows_response::ResponseTypes::NodeStatus(Default::default()),
+            ),
+            node_name: "n".into(),
+            ..Default::default()
+        });
+        all.push(GetFlowsResponse {
+            node_name: "only a name".into(),
+            ..Default::default()
+        });
+        let mut seen = Vec::new();
+        for r in &all {
+            let b = r.encode_to_vec();
+            let kind = get_flows_response(&b, &mut Vec::new()).unwrap();
+            assert_eq!(kind, response_kind(&b).unwrap());
+            seen.push(kind);
+        }
+        assert!(seen.contains(&ResponseKind::NodeStatus) && seen.contains(&ResponseKind::None));
         assert_eq!(response_kind(&[]).unwrap(), ResponseKind::None);
         assert_eq!(
             get_flows_response(&[], &mut Vec::new()).unwrap(),

@@ -533,10 +533,13 @@ pub async fn serve(
                 tasks.spawn(async move { r.serve_with_incoming_shutdown(incoming, stop).await });
             }
             None => {
-                tasks.spawn(async move {
-                    r.serve_with_incoming_shutdown(TcpListenerStream::new(l), stop)
-                        .await
+                // Responses are batched already; Nagle would only hold the last one back.
+                let incoming = TcpListenerStream::new(l).map(|conn| {
+                    conn.inspect(|s| {
+                        let _ = s.set_nodelay(true);
+                    })
                 });
+                tasks.spawn(async move { r.serve_with_incoming_shutdown(incoming, stop).await });
             }
         }
     }
@@ -563,3 +566,4 @@ pub async fn serve(
     }
     result
 }
+

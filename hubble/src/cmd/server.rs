@@ -133,6 +133,42 @@ pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("building the tokio runtime")
 }
 
+/// Responses handed from the connection thread to the printer thread: their bytes end to
+/// end in one buffer. Batches go back to the connection thread to be filled again, so the
+/// client streams through the same few buffers (no fresh pages, no cross-thread frees)
+/// and the connection's receive buffer is released as soon as each response is copied out.
+#[derive(Default)]
+struct Batch {
+    data: Vec<u8>,
+    /// End offset in `data` of each response.
+    ends: Vec<usize>,
+}
+
+impl Batch {
+    fn push(&mut self, msg: &[u8]) {
+        self.data.extend_from_slice(msg);
+        self.ends.push(self.data.len());
+    }
+
+    fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    fn messages(&self) -> impl Iterator<Item = &[u8]> {
+        let mut start = 0;
+        self.ends.iter().map(move |&end| {
+            let m = &self.data[start..end];
+            start = end;
+            m
+        })
+    }
+
+    fn clear(&mut self) {
+        self.data.clear();
+        self.ends.clear();
+    }
+}
+
 /// Streams GetFlows from the server into the printer until the stream ends or Ctrl-C.
 ///
 /// Two threads share the work: this one runs the connection and hands over the responses
@@ -146,10 +182,11 @@ pub fn observe(
 ) -> anyhow::Result<u8> {
     const BATCH: usize = 256;
     let rt = runtime()?;
-    let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<bytes::Bytes>>(64);
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Batch>(4);
+    let (back_tx, back_rx) = std::sync::mpsc::channel::<Batch>();
     let printer = std::thread::Builder::new()
         .name("printer".into())
-        .spawn(move || print_encoded(rx, popts, debug))
+        .spawn(move || print_encoded(rx, back_tx, popts, debug))
         .context("starting the printer thread")?;
     let res: anyhow::Result<()> = rt.block_on(async {
         let ctrl_c = tokio::signal::ctrl_c();
@@ -163,8 +200,12 @@ pub fn observe(
                     None => return Ok(()),
                     Some(r) => r?,
                 };
-                let mut batch = Vec::with_capacity(BATCH);
-                batch.push(first);
+                let mut batch = back_rx.try_recv().unwrap_or_else(|_| Batch {
+                    data: Vec::with_capacity(256 << 10),
+                    ends: Vec::with_capacity(BATCH),
+                });
+                batch.push(&first);
+                drop(first);
                 let mut end = false;
                 while batch.len() < BATCH {
                     match flows.try_next() {
@@ -173,7 +214,7 @@ pub fn observe(
                             end = true;
                             break;
                         }
-                        Poll::Ready(Some(r)) => batch.push(r?),
+                        Poll::Ready(Some(r)) => batch.push(&r?),
                     }
                 }
                 // The printer went away (its error is reported below).
@@ -200,9 +241,11 @@ pub fn observe(
     }
 }
 
-/// The printer thread of [`observe`]: decodes and prints every batch, in order.
+/// The printer thread of [`observe`]: decodes and prints every batch, in order, and hands
+/// the emptied batches back.
 fn print_encoded(
-    rx: std::sync::mpsc::Receiver<Vec<bytes::Bytes>>,
+    rx: std::sync::mpsc::Receiver<Batch>,
+    back: std::sync::mpsc::Sender<Batch>,
     popts: PrinterOptions,
     debug: bool,
 ) -> anyhow::Result<()> {
@@ -226,11 +269,11 @@ fn print_encoded(
     const LINES: usize = 256 << 10;
     let mut lines: Vec<u8> = Vec::with_capacity(if transcode { LINES + (64 << 10) } else { 0 });
     loop {
-        for msg in batch.drain(..) {
+        for msg in batch.messages() {
             if transcode {
                 use hubble_api::transcode::{ResponseKind, get_flows_response};
                 let start = lines.len();
-                match get_flows_response(&msg, &mut lines) {
+                match get_flows_response(msg, &mut lines) {
                     Ok(ResponseKind::Flow | ResponseKind::LostEvents) => {
                         lines.push(b'\n');
                         if lines.len() >= LINES {
@@ -250,6 +293,9 @@ fn print_encoded(
                 .map_err(|e| anyhow::anyhow!("invalid response from the server: {e}"))?;
             printer.write_response(&resp)?;
         }
+        batch.clear();
+        // The connection thread may be gone; the batch is then simply dropped.
+        let _ = back.send(batch);
         batch = match rx.try_recv() {
             Ok(b) => b,
             Err(std::sync::mpsc::TryRecvError::Empty) => {

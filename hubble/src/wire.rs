@@ -18,9 +18,15 @@ pub const MAX_MESSAGE: usize = 64 << 20;
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ClientCodec<D>(pub D);
 
-/// Server side: GetFlowsRequest in, already-encoded responses out.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct ServerCodec;
+/// Server side: GetFlowsRequest in, already-encoded responses out (`T`: how they are kept).
+#[derive(Debug, Clone, Copy)]
+pub struct ServerCodec<T = Bytes>(std::marker::PhantomData<fn() -> T>);
+
+impl<T> Default for ServerCodec<T> {
+    fn default() -> Self {
+        ServerCodec(std::marker::PhantomData)
+    }
+}
 
 #[derive(Debug, Clone, Copy, Default)]
 pub struct RequestEncoder;
@@ -30,8 +36,20 @@ pub struct RequestDecoder;
 #[derive(Debug, Clone, Copy, Default)]
 pub struct BytesDecoder;
 /// Writes a message that is already protobuf.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct RawEncoder;
+#[derive(Debug, Clone, Copy)]
+pub struct RawEncoder<T = Bytes>(std::marker::PhantomData<fn() -> T>);
+
+/// A response already encoded as protobuf, possibly in pieces: written straight into the
+/// stream's buffer.
+pub trait RawMessage: Send + Sync + 'static {
+    fn write_to(&self, dst: &mut EncodeBuf<'_>);
+}
+
+impl RawMessage for Bytes {
+    fn write_to(&self, dst: &mut EncodeBuf<'_>) {
+        dst.put_slice(self);
+    }
+}
 
 impl Encoder for RequestEncoder {
     type Item = GetFlowsRequest;
@@ -84,11 +102,11 @@ pub fn decode_buffer_settings() -> BufferSettings {
     BufferSettings::new(DECODE_BUFFER, 32 << 10)
 }
 
-impl Encoder for RawEncoder {
-    type Item = Bytes;
+impl<T: RawMessage> Encoder for RawEncoder<T> {
+    type Item = T;
     type Error = Status;
-    fn encode(&mut self, item: Bytes, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
-        dst.put_slice(&item);
+    fn encode(&mut self, item: T, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
+        item.write_to(dst);
         Ok(())
     }
     fn buffer_settings(&self) -> BufferSettings {
@@ -113,13 +131,13 @@ where
     }
 }
 
-impl Codec for ServerCodec {
-    type Encode = Bytes;
+impl<T: RawMessage> Codec for ServerCodec<T> {
+    type Encode = T;
     type Decode = GetFlowsRequest;
-    type Encoder = RawEncoder;
+    type Encoder = RawEncoder<T>;
     type Decoder = RequestDecoder;
-    fn encoder(&mut self) -> RawEncoder {
-        RawEncoder
+    fn encoder(&mut self) -> RawEncoder<T> {
+        RawEncoder(std::marker::PhantomData)
     }
     fn decoder(&mut self) -> RequestDecoder {
         RequestDecoder

@@ -228,8 +228,9 @@ where
         if req.uri().path() == crate::wire::GET_FLOWS_PATH {
             let svc = RawGetFlows(self.relay.clone());
             Box::pin(async move {
-                let mut grpc = tonic::server::Grpc::new(crate::wire::ClientCodec)
-                    .apply_max_message_size_config(Some(64 << 20), None);
+                let mut grpc =
+                    tonic::server::Grpc::new(crate::wire::ClientCodec::<bytes::Bytes>::default())
+                        .apply_max_message_size_config(Some(64 << 20), None);
                 Ok(grpc.server_streaming(svc, req).await)
             })
         } else {

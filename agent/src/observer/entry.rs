@@ -64,26 +64,55 @@ impl Entry {
 
     /// The response encoded as protobuf (assembled for each call).
     pub fn encoded(&self) -> Bytes {
+        let mut out = Vec::with_capacity(self.encoded_len());
+        self.write_encoded(&mut out);
+        Bytes::from(out)
+    }
+
+    /// Length of [`Entry::encoded`].
+    pub fn encoded_len(&self) -> usize {
+        match self.split {
+            None => self.own.len(),
+            Some((_, flow_end)) => {
+                let flow_len = self.flow_len(flow_end as usize);
+                self.own.len() - flow_end as usize + 1 + varint_len(flow_len as u64) + flow_len
+            }
+        }
+    }
+
+    fn flow_len(&self, flow_end: usize) -> usize {
+        flow_end
+            + self
+                .endpoints
+                .iter()
+                .flatten()
+                .map(|e| e.len())
+                .sum::<usize>()
+    }
+
+    /// Writes the response's encoding into `out` piece by piece (no assembled copy).
+    pub fn write_encoded(&self, out: &mut impl bytes::BufMut) {
         let Some((cut, flow_end)) = self.split else {
-            return Bytes::copy_from_slice(&self.own);
+            out.put_slice(&self.own);
+            return;
         };
         let (cut, flow_end) = (cut as usize, flow_end as usize);
-        let ends = self.endpoints.iter().flatten();
-        let flow_len = flow_end + ends.clone().map(|e| e.len()).sum::<usize>();
-        let mut out = Vec::with_capacity(self.own.len() + flow_len - flow_end + 11);
-        out.push(0x0a);
-        let mut v = flow_len as u64;
+        let mut head = [0u8; 11];
+        head[0] = 0x0a;
+        let mut n = 1;
+        let mut v = self.flow_len(flow_end) as u64;
         while v >= 0x80 {
-            out.push(v as u8 | 0x80);
+            head[n] = v as u8 | 0x80;
             v >>= 7;
+            n += 1;
         }
-        out.push(v as u8);
-        out.extend_from_slice(&self.own[..cut]);
-        for e in ends {
-            out.extend_from_slice(e);
+        head[n] = v as u8;
+        out.put_slice(&head[..=n]);
+        out.put_slice(&self.own[..cut]);
+        for e in self.endpoints.iter().flatten() {
+            out.put_slice(e);
         }
-        out.extend_from_slice(&self.own[cut..]);
-        Bytes::from(out)
+        out.put_slice(&self.own[cut..]);
     }
 
     /// True when the entry holds a flow (not a lost event).
@@ -200,6 +229,11 @@ pub(crate) fn ts_key(t: Option<&Timestamp>) -> (i64, i32) {
     t.map_or((0, 0), |t| (t.seconds, t.nanos))
 }
 
+/// Bytes of `v` as a protobuf varint.
+fn varint_len(v: u64) -> usize {
+    (64 - (v | 1).leading_zeros() as usize).div_ceil(7)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -226,6 +260,7 @@ mod tests {
         for (r, e) in responses.iter().zip(&entries) {
             let want = r.encode_to_vec();
             assert_eq!(e.encoded().to_vec(), want);
+            assert_eq!(e.encoded_len(), want.len());
             assert_eq!(&e.decode(), r);
             whole += want.len();
             own += e.own_len();

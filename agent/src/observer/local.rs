@@ -30,6 +30,39 @@ pub fn encode(resp: &GetFlowsResponse) -> Bytes {
 /// A ring entry, shared by every reader.
 pub type Event = Arc<Entry>;
 
+/// A response of [`LocalObserver::next_encoded`]: a stored entry as it is, or bytes made
+/// for this reader (masked flows, LostEvents).
+#[derive(Clone)]
+pub enum Encoded {
+    Entry(Event),
+    Bytes(Bytes),
+}
+
+impl std::fmt::Debug for Encoded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Encoded({} bytes)", self.to_bytes().len())
+    }
+}
+
+impl Encoded {
+    /// The response's protobuf encoding in one piece.
+    pub fn to_bytes(&self) -> Bytes {
+        match self {
+            Encoded::Entry(e) => e.encoded(),
+            Encoded::Bytes(b) => b.clone(),
+        }
+    }
+}
+
+impl hubble::wire::RawMessage for Encoded {
+    fn write_to(&self, dst: &mut tonic::codec::EncodeBuf<'_>) {
+        match self {
+            Encoded::Entry(e) => e.write_encoded(dst),
+            Encoded::Bytes(b) => b.write_to(dst),
+        }
+    }
+}
+
 /// What a query yields next: a stored entry (decoded when the query's filters needed it)
 /// or a LostEvent made for this reader.
 enum Next {
@@ -344,14 +377,15 @@ impl LocalObserver {
     /// [`next`](Self::next), encoded as protobuf: entries are stored encoded, so sending the
     /// ring to many clients costs a copy per flow, not an encoding; field masks cut the
     /// stored bytes.
-    pub async fn next_encoded(&self, q: &mut FlowQuery) -> Option<Bytes> {
+    pub async fn next_encoded(&self, q: &mut FlowQuery) -> Option<Encoded> {
         Some(match self.next_entry(q).await? {
-            Next::Entry(e, _) if q.mask.is_empty() => e.encoded(),
-            Next::Entry(e, decoded) => match q.mask.apply_encoded(&e.encoded()) {
+            // Written into the stream's buffer straight from the entry's pieces.
+            Next::Entry(e, _) if q.mask.is_empty() => Encoded::Entry(e),
+            Next::Entry(e, decoded) => Encoded::Bytes(match q.mask.apply_encoded(&e.encoded()) {
                 Some(cut) => Bytes::from(cut),
                 None => encode(&q.mask.apply(&decoded.map_or_else(|| e.decode(), |d| *d))),
-            },
-            Next::Lost(r) => encode(&r),
+            }),
+            Next::Lost(r) => Encoded::Bytes(encode(&r)),
         })
     }
 
@@ -610,7 +644,9 @@ mod tests {
                     rt.block_on(async { (o.next(&mut a).await, o.next_encoded(&mut b).await) });
                 match (x, y) {
                     (None, None) => break,
-                    (Some(x), Some(y)) => assert_eq!(x.encode_to_vec(), y.to_vec(), "{req:?}"),
+                    (Some(x), Some(y)) => {
+                        assert_eq!(x.encode_to_vec(), y.to_bytes().to_vec(), "{req:?}")
+                    }
                     other => panic!("{other:?}"),
                 }
                 n += 1;

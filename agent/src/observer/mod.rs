@@ -7,6 +7,6 @@ pub mod ring;
 pub mod run;
 pub mod server;
 
-pub use local::{Event, FlowQuery, LocalObserver, RequestError};
+pub use local::{Encoded, Event, FlowQuery, LocalObserver, RequestError};
 pub use ring::{DEFAULT_CAPACITY, Read, Ring, RingError};
 pub use server::{Listeners, ServeError, ServeOptions, serve};

@@ -6,7 +6,6 @@ use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Arc;
 
-use bytes::Bytes;
 use hubble_api::observer::observer_server::{Observer, ObserverServer};
 use hubble_api::observer::{
     GetAgentEventsRequest, GetAgentEventsResponse, GetDebugEventsRequest, GetDebugEventsResponse,
@@ -24,7 +23,7 @@ use tonic::metadata::MetadataValue;
 use tonic::transport::server::Router;
 use tonic::{Request, Response, Status};
 
-use super::local::LocalObserver;
+use super::local::{Encoded, LocalObserver};
 
 /// Default unix socket of the agent's Hubble server.
 pub const DEFAULT_SOCKET: &str = "/var/run/cilium/hubble.sock";
@@ -37,6 +36,45 @@ pub const VERSION_HEADER: &str = "hubble-server-version";
 
 /// Flows waiting to be sent to one client; past this the client's reader simply lags.
 const CLIENT_QUEUE: usize = 256;
+/// Responses a GetFlows reader hands over at once, at most.
+const SEND_BATCH: usize = 64;
+
+/// The encoded responses of one GetFlows stream, as its reader task sends them (in
+/// batches). Dropping it (the client went away) ends the reader at once.
+pub struct EncodedStream {
+    rx: mpsc::Receiver<Vec<Encoded>>,
+    batch: std::vec::IntoIter<Encoded>,
+}
+
+impl Stream for EncodedStream {
+    type Item = Result<Encoded, Status>;
+
+    fn poll_next(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        loop {
+            if let Some(b) = self.batch.next() {
+                return std::task::Poll::Ready(Some(Ok(b)));
+            }
+            match std::task::ready!(self.rx.poll_recv(cx)) {
+                Some(batch) => self.batch = batch.into_iter(),
+                None => return std::task::Poll::Ready(None),
+            }
+        }
+    }
+}
+
+/// Polls `fut` once: its output if it is ready now, else `None` (and `fut` is dropped).
+fn poll_once<F: Future>(fut: F) -> Option<F::Output> {
+    let mut fut = std::pin::pin!(fut);
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    match fut.as_mut().poll(&mut cx) {
+        std::task::Poll::Ready(v) => Some(v),
+        std::task::Poll::Pending => None,
+    }
+}
+
 /// After shutdown, streams that do not end by themselves (followers of idle peers) are cut.
 const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_millis(500);
 
@@ -84,12 +122,12 @@ impl ObserverService {
     pub fn get_flows_encoded(
         &self,
         req: Request<GetFlowsRequest>,
-    ) -> Result<Response<ReceiverStream<Result<Bytes, Status>>>, Status> {
+    ) -> Result<Response<EncodedStream>, Status> {
         let mut q = self
             .obs
             .query(req.get_ref())
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
-        let (tx, rx) = mpsc::channel(CLIENT_QUEUE);
+        let (tx, rx) = mpsc::channel(CLIENT_QUEUE / SEND_BATCH);
         let obs = self.obs.clone();
         tokio::spawn(async move {
             loop {
@@ -98,14 +136,32 @@ impl ObserverService {
                     _ = obs.closed() => break,
                     next = obs.next_encoded(&mut q) => {
                         let Some(resp) = next else { break };
-                        if tx.send(Ok(resp)).await.is_err() {
+                        // Whatever else is ready goes with it: one wake-up and one channel
+                        // send per batch, not per flow.
+                        let mut batch = Vec::with_capacity(SEND_BATCH);
+                        batch.push(resp);
+                        let mut end = false;
+                        while batch.len() < SEND_BATCH {
+                            match poll_once(obs.next_encoded(&mut q)) {
+                                Some(Some(resp)) => batch.push(resp),
+                                Some(None) => {
+                                    end = true;
+                                    break;
+                                }
+                                None => break,
+                            }
+                        }
+                        if tx.send(batch).await.is_err() || end {
                             break;
                         }
                     }
                 }
             }
         });
-        Ok(self.respond(ReceiverStream::new(rx)))
+        Ok(self.respond(EncodedStream {
+            rx,
+            batch: Vec::new().into_iter(),
+        }))
     }
 }
 
@@ -157,7 +213,8 @@ impl tonic::codegen::Service<http::Request<tonic::body::Body>> for ObserverRoute
         }
         let method = RawGetFlows(self.svc.clone());
         Box::pin(async move {
-            let mut grpc = tonic::server::Grpc::new(hubble::wire::ServerCodec);
+            let mut grpc =
+                tonic::server::Grpc::new(hubble::wire::ServerCodec::<Encoded>::default());
             Ok(grpc.server_streaming(method, req).await)
         })
     }
@@ -166,8 +223,8 @@ impl tonic::codegen::Service<http::Request<tonic::body::Body>> for ObserverRoute
 struct RawGetFlows(ObserverService);
 
 impl tonic::server::ServerStreamingService<GetFlowsRequest> for RawGetFlows {
-    type Response = Bytes;
-    type ResponseStream = ReceiverStream<Result<Bytes, Status>>;
+    type Response = Encoded;
+    type ResponseStream = EncodedStream;
     type Future = Pin<
         Box<dyn Future<Output = Result<Response<Self::ResponseStream>, Status>> + Send + 'static>,
     >;
@@ -197,7 +254,8 @@ impl Observer for ObserverService {
             let mut encoded = encoded;
             while let Some(item) = encoded.next().await {
                 let item = item.and_then(|b| {
-                    GetFlowsResponse::decode(b).map_err(|e| Status::internal(e.to_string()))
+                    GetFlowsResponse::decode(b.to_bytes())
+                        .map_err(|e| Status::internal(e.to_string()))
                 });
                 if tx.send(item).await.is_err() {
                     break;
@@ -566,4 +624,3 @@ pub async fn serve(
     }
     result
 }
-

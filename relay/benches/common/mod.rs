@@ -173,7 +173,8 @@ where
         if req.uri().path() == relay::wire::GET_FLOWS_PATH {
             let svc = RawFlows(self.agent.clone());
             Box::pin(async move {
-                let mut grpc = tonic::server::Grpc::new(relay::wire::ClientCodec);
+                let mut grpc =
+                    tonic::server::Grpc::new(relay::wire::ClientCodec::<bytes::Bytes>::default());
                 Ok(grpc.server_streaming(svc, req).await)
             })
         } else {

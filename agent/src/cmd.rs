@@ -290,6 +290,11 @@ pub struct Attached {
     pub banner: String,
     /// How `start_readers` reads the perf rings.
     pub reader: datapath::ReaderOptions,
+    /// What bringing up the node did, as agent events (ipcache entries, policies,
+    /// endpoints), for the Hubble server to record once it runs.
+    pub events_up: Vec<hubble_api::flow::AgentEvent>,
+    /// The agent events of tearing the node down (its endpoints deleted).
+    pub events_down: Vec<hubble_api::flow::AgentEvent>,
 }
 
 impl Attached {
@@ -399,11 +404,26 @@ pub fn attach_lab(args: &DatapathArgs) -> Result<Attached> {
         l7_rules.len(),
         args.l7_capture_len
     );
+    let policies: Vec<(String, String)> = spec
+        .policies
+        .iter()
+        .map(|p| (p.namespace.clone(), p.name.clone()))
+        .collect();
+    let is_own = |e: &crate::enrich::state::EndpointInfo| own.contains(e.ifname.as_str());
+    let events_up = crate::observer::events::lab_up(&state, &policies, is_own);
+    let events_down = state
+        .endpoints
+        .iter()
+        .filter(|e| is_own(e))
+        .map(crate::observer::events::endpoint_deleted)
+        .collect();
     Ok(Attached {
         datapath: dp,
         state,
         banner,
         reader: args.reader_options(),
+        events_up,
+        events_down,
     })
 }
 
@@ -555,6 +575,11 @@ pub fn run(args: RunArgs) -> Result<()> {
             s.start(&node_name)
         })
         .transpose()?;
+    if let Some(s) = &server {
+        for e in &att.events_up {
+            s.observer().agent_events().push(e.clone());
+        }
+    }
     let (metrics, _metrics_server) = match metrics {
         Some((m, srv)) => {
             match att.datapath.stats() {
@@ -604,6 +629,11 @@ pub fn run(args: RunArgs) -> Result<()> {
     let _ = out.flush();
     if let Some(e) = exporter {
         e.stop();
+    }
+    if let Some(s) = &server {
+        for e in &att.events_down {
+            s.observer().agent_events().push(e.clone());
+        }
     }
     if let Some(s) = server
         && let Err(e) = s.stop()

@@ -18,6 +18,7 @@ use pbjson_types::Timestamp;
 use tokio::sync::watch;
 
 use super::entry::{Entry, Interner};
+use super::events::AgentEvents;
 use super::ring::{Read, Ring, RingError};
 use hubble::field_mask::FlowMask;
 
@@ -102,6 +103,8 @@ pub struct LocalObserver {
     namespaces: Mutex<HashMap<String, HashMap<String, Instant>>>,
     /// Set when the server shuts down: streams end.
     closing: watch::Sender<bool>,
+    /// Agent events (GetAgentEvents), in a ring of their own.
+    agent_events: AgentEvents,
 }
 
 /// A validated GetFlows request, ready to be streamed with [`LocalObserver::next`].
@@ -128,15 +131,17 @@ pub struct FlowQuery {
 impl LocalObserver {
     /// An observer keeping the last `max_flows` events (2^n − 1).
     pub fn new(max_flows: u64, node_name: impl Into<String>) -> Result<Self, RingError> {
+        let node_name = node_name.into();
         Ok(LocalObserver {
             ring: Ring::new(max_flows)?,
-            node_name: node_name.into(),
             version: env!("CARGO_PKG_VERSION").to_string(),
             started: Instant::now(),
             seen_flows: AtomicU64::new(0),
             interner: Interner::default(),
             namespaces: Mutex::new(HashMap::new()),
             closing: watch::Sender::new(false),
+            agent_events: AgentEvents::new(node_name.clone()),
+            node_name,
         })
     }
 
@@ -165,6 +170,11 @@ impl LocalObserver {
                 return;
             }
         }
+    }
+
+    /// The agent events (GetAgentEvents) of this node.
+    pub fn agent_events(&self) -> &AgentEvents {
+        &self.agent_events
     }
 
     pub fn ring(&self) -> &Ring<Event> {

@@ -142,6 +142,9 @@ impl HubbleServer {
 
     pub fn start(self, node_name: &str) -> Result<RunningServer> {
         let obs = Arc::new(LocalObserver::new(self.max_flows, node_name)?);
+        let now = std::time::SystemTime::now();
+        obs.agent_events()
+            .push_at(super::events::agent_started(now), now);
         let (stop, stopped) = oneshot::channel::<()>();
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()

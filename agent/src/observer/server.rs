@@ -269,14 +269,47 @@ impl Observer for ObserverService {
         &self,
         req: Request<GetAgentEventsRequest>,
     ) -> Result<Response<Self::GetAgentEventsStream>, Status> {
-        // The agent records no agent events: stored ones are none, followers wait.
-        Ok(self.respond(idle_stream(req.get_ref().follow)))
+        let mut q = self
+            .obs
+            .agent_events()
+            .query(req.get_ref())
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let (tx, rx) = mpsc::channel(CLIENT_QUEUE);
+        let obs = self.obs.clone();
+        tokio::spawn(async move {
+            let events = obs.agent_events();
+            loop {
+                tokio::select! {
+                    biased;
+                    _ = tx.closed() => break,
+                    next = events.next(&mut q) => {
+                        let Some(e) = next else { break };
+                        if tx.send(Ok((*e).clone())).await.is_err() {
+                            break;
+                        }
+                    }
+                    _ = obs.closed() => {
+                        // Events recorded while shutting down (e.g. ENDPOINT_DELETED) still
+                        // reach followers.
+                        while let Some(e) = events.next_now(&mut q) {
+                            if tx.send(Ok((*e).clone())).await.is_err() {
+                                break;
+                            }
+                        }
+                        break;
+                    }
+                }
+            }
+        });
+        Ok(self.respond(Box::pin(ReceiverStream::new(rx))))
     }
 
     async fn get_debug_events(
         &self,
         req: Request<GetDebugEventsRequest>,
     ) -> Result<Response<Self::GetDebugEventsStream>, Status> {
+        // Our datapath emits no debug events (Cilium's come from datapath debug mode):
+        // nothing is stored, followers wait.
         Ok(self.respond(idle_stream(req.get_ref().follow)))
     }
 

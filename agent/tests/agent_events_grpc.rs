@@ -288,3 +288,47 @@ fn agent_started_carries_its_time() {
         other => panic!("{other:?}"),
     }
 }
+
+/// `run`, `serve-flows` and `serve-replay` start their server through `HubbleServer`,
+/// which records AGENT_STARTED first thing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_started_server_records_agent_started() {
+    use agent::observer::run::{HubbleServer, ServerArgs};
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("hubble.sock");
+    let args = ServerArgs {
+        max_flows: 7,
+        socket: sock.clone(),
+        listen_address: String::new(),
+        no_hubble_server: false,
+        tls_cert_file: None,
+        tls_key_file: None,
+        tls_client_ca_files: Vec::new(),
+    };
+    let before = SystemTime::now();
+    let running = HubbleServer::bind_any(&args)
+        .unwrap()
+        .unwrap()
+        .start("lab-node")
+        .unwrap();
+    let mut s = stream(
+        &format!("unix://{}", sock.display()),
+        GetAgentEventsRequest::default(),
+    )
+    .await
+    .unwrap();
+    let r = next(&mut s).await.expect("AGENT_STARTED");
+    let e = r.agent_event.unwrap();
+    assert_eq!(e.r#type, AgentEventType::AgentStarted as i32);
+    let Some(Notification::AgentStart(t)) = e.notification else {
+        panic!("{e:?}");
+    };
+    let t = t.time.unwrap();
+    let since_epoch = before.duration_since(SystemTime::UNIX_EPOCH).unwrap();
+    assert!(t.seconds >= since_epoch.as_secs() as i64);
+    assert_eq!(r.time, Some(t), "recorded when it started");
+    assert!(next(&mut s).await.is_none());
+    tokio::task::spawn_blocking(move || running.stop().unwrap())
+        .await
+        .unwrap();
+}

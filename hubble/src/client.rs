@@ -431,6 +431,52 @@ pub async fn server_status(
         .map_err(ClientError::from_status)
 }
 
+/// A GetAgentEvents or GetDebugEvents stream.
+pub struct EventStream<T> {
+    inner: tonic::Streaming<T>,
+    /// Hubble's version-skew warning for this server, if it applies.
+    pub version_warning: Option<String>,
+}
+
+impl<T> EventStream<T> {
+    fn new(resp: tonic::Response<tonic::Streaming<T>>) -> Self {
+        let version_warning = version_warning(resp.metadata());
+        EventStream {
+            inner: resp.into_inner(),
+            version_warning,
+        }
+    }
+
+    /// The next event; `None` at the end of the stream (a cancelled stream also ends).
+    pub async fn next(&mut self) -> Option<Result<T, ClientError>> {
+        next_of(&mut self.inner).await
+    }
+}
+
+/// Starts GetAgentEvents.
+pub async fn get_agent_events(
+    channel: Channel,
+    req: hubble_api::observer::GetAgentEventsRequest,
+) -> Result<EventStream<hubble_api::observer::GetAgentEventsResponse>, ClientError> {
+    observer(channel)
+        .get_agent_events(req)
+        .await
+        .map(EventStream::new)
+        .map_err(ClientError::from_status)
+}
+
+/// Starts GetDebugEvents.
+pub async fn get_debug_events(
+    channel: Channel,
+    req: hubble_api::observer::GetDebugEventsRequest,
+) -> Result<EventStream<hubble_api::observer::GetDebugEventsResponse>, ClientError> {
+    observer(channel)
+        .get_debug_events(req)
+        .await
+        .map(EventStream::new)
+        .map_err(ClientError::from_status)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use clap::{Arg, ArgAction, Command};
 
 pub mod config;
+pub mod events;
 pub mod list;
 pub mod observe;
 pub mod server;

@@ -1,4 +1,4 @@
-//! `hubble observe [flows]`: selector, formatting and filter flags → a Selection, FlowFilters
+//! `hubble observe [flows]` (`agent-events` and `debug-events` are in `events`): selector, formatting and filter flags → a Selection, FlowFilters
 //! and a Printer; then the flows are read from `--input-file` (a file, or `-` for stdin).
 
 use std::fs::File;
@@ -214,12 +214,16 @@ pub fn command() -> Command {
             .after_help(OBSERVE_EXAMPLES),
     )
     .subcommand(flows)
+    .subcommand(super::events::agent_events_command())
+    .subcommand(super::events::debug_events_command())
 }
 
 /// Runs `observe` (or `observe flows`).
 pub fn run(m: &ArgMatches) -> anyhow::Result<u8> {
     let m = match m.subcommand() {
         Some(("flows", sub)) => sub,
+        Some(("agent-events", sub)) => return super::events::run(sub, false),
+        Some(("debug-events", sub)) => return super::events::run(sub, true),
         _ => m,
     };
     let Filters {

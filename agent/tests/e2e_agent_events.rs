@@ -1,0 +1,305 @@
+//! End-to-end test of agent events (needs root and BPF): a uniquely named lab, `hubble-agent
+//! run` serving a temporary unix socket, then `hubble observe agent-events` (the real CLI when
+//! the workspace built it, else the client library) lists what the agent did: AGENT_STARTED,
+//! the ipcache entries, one POLICY_UPDATED per policy, one ENDPOINT_CREATED per pod; a
+//! follower sees ENDPOINT_DELETED of every pod when the agent stops. Without root or BPF it
+//! skips, but fails when CI=true.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use agent::lab::spec::LabSpec;
+use agent::lab::topology;
+use hubble_api::observer::{GetAgentEventsRequest, GetAgentEventsResponse};
+use serde_json::Value;
+
+mod common;
+use common::{LabGuard, skip_or_fail, spawn_attached};
+
+const BIN: &str = env!("CARGO_BIN_EXE_hubble-agent");
+const TEST: &str = "e2e agent events test";
+
+fn spec_text(name: &str) -> String {
+    format!(
+        r#"
+[lab]
+name = "{name}"
+node = "{name}-node"
+ipv4_cidr = "10.250.61.0/24"
+ipv6_cidr = "fd00:250:61::/64"
+
+[[pods]]
+namespace = "ev"
+name = "client"
+labels = {{ app = "client" }}
+ipv4 = "10.250.61.10"
+ipv6 = "fd00:250:61::10"
+
+[[pods]]
+namespace = "ev"
+name = "server"
+labels = {{ app = "server" }}
+ipv4 = "10.250.61.20"
+ipv6 = "fd00:250:61::20"
+
+[[pods]]
+namespace = "other"
+name = "probe"
+labels = {{ app = "probe" }}
+ipv4 = "10.250.61.30"
+ipv6 = "fd00:250:61::30"
+
+[[policies]]
+name = "server-ingress"
+namespace = "ev"
+endpoint_selector = {{ app = "server" }}
+ingress = [{{ from = [{{ labels = {{ app = "client" }} }}], ports = [{{ port = 8080, protocol = "TCP" }}] }}]
+
+[[policies]]
+name = "probe-egress"
+namespace = "other"
+endpoint_selector = {{}}
+egress = [{{ to = [{{ entity = "world" }}] }}]
+"#
+    )
+}
+
+/// The workspace's `hubble` binary (built by `cargo test --workspace` / `cargo build`).
+fn hubble_bin() -> Option<PathBuf> {
+    let exe = std::env::current_exe().ok()?;
+    let bin = exe.parent()?.parent()?.join("hubble");
+    bin.is_file().then_some(bin)
+}
+
+/// Every stored agent event as JSON (CLI `-o json`, or the client library's responses
+/// written as JSON by the same generated encoder).
+fn all_events(server: &str) -> Vec<Value> {
+    if let Some(bin) = hubble_bin() {
+        let o = Command::new(&bin)
+            .args([
+                "observe",
+                "agent-events",
+                "--server",
+                server,
+                "--all",
+                "-o",
+                "json",
+            ])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{o:?}");
+        return String::from_utf8(o.stdout)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("JSON line"))
+            .collect();
+    }
+    eprintln!("no hubble binary next to the tests: checking with the client library");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let ch = hubble::client::connect(server, Duration::from_secs(5))
+            .await
+            .unwrap();
+        let mut s = hubble::client::get_agent_events(
+            ch,
+            GetAgentEventsRequest {
+                number: u64::MAX,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+        let mut out = Vec::new();
+        while let Some(r) = s.next().await {
+            out.push(to_json(&r.unwrap()));
+        }
+        out
+    })
+}
+
+fn to_json(r: &GetAgentEventsResponse) -> Value {
+    use hubble_api::json::ProtoJson;
+    let mut b = Vec::new();
+    r.write_json(&mut b).unwrap();
+    serde_json::from_slice(&b).unwrap()
+}
+
+fn of_type<'a>(events: &'a [Value], t: &str) -> Vec<&'a Value> {
+    events
+        .iter()
+        .filter(|e| e["agent_event"]["type"] == t)
+        .collect()
+}
+
+#[test]
+fn agent_events_of_a_live_lab() {
+    if !topology::is_root() {
+        return skip_or_fail(TEST, "needs root");
+    }
+    let name = format!("e{}", std::process::id() % 10_000_000);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let spec_path = dir.path().join("events.toml");
+    std::fs::write(&spec_path, spec_text(&name)).unwrap();
+    let spec = LabSpec::load(&spec_path).expect("spec");
+    let sock = dir.path().join("run/hubble.sock");
+    let server = format!("unix://{}", sock.display());
+    let mut guard = LabGuard::new(&spec);
+    topology::up(&spec).expect("lab up");
+    let mut cmd = Command::new(BIN);
+    cmd.args(["run", "--lab"])
+        .arg(&spec_path)
+        .arg("--socket")
+        .arg(&sock)
+        .args(["--listen-address", "", "--max-flows", "1023"]);
+    if spawn_attached(&mut guard, &mut cmd, TEST).is_none() {
+        return;
+    }
+
+    let events = all_events(&server);
+    let node = format!("{name}-node");
+    assert!(
+        events.iter().all(|e| e["node_name"] == node.as_str()),
+        "{events:#?}"
+    );
+    assert_eq!(
+        events[0]["agent_event"]["type"], "AGENT_STARTED",
+        "{events:#?}"
+    );
+    assert!(events[0]["agent_event"]["agent_start"]["time"].is_string());
+
+    let created = of_type(&events, "ENDPOINT_CREATED");
+    let mut pods: Vec<(String, String)> = created
+        .iter()
+        .map(|e| {
+            let u = &e["agent_event"]["endpoint_update"];
+            assert!(u["id"].as_str().is_some_and(|id| id.parse::<u64>().is_ok()));
+            assert!(
+                u["labels"].as_array().is_some_and(|l| l
+                    .iter()
+                    .any(|l| l.as_str().unwrap().starts_with("k8s:app="))),
+                "{u}"
+            );
+            (
+                u["namespace"].as_str().unwrap().to_string(),
+                u["pod_name"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    pods.sort();
+    assert_eq!(
+        pods,
+        [("ev", "client"), ("ev", "server"), ("other", "probe")]
+            .map(|(n, p)| (n.to_string(), p.to_string()))
+    );
+
+    let policies = of_type(&events, "POLICY_UPDATED");
+    assert_eq!(policies.len(), spec.policies.len(), "{policies:#?}");
+    let total: u64 = policies
+        .iter()
+        .map(|p| {
+            p["agent_event"]["policy_update"]["rule_count"]
+                .as_str()
+                .unwrap()
+                .parse::<u64>()
+                .unwrap()
+        })
+        .sum();
+    assert_eq!(total, spec.policies.len() as u64);
+    assert!(policies.iter().any(|p| {
+        p["agent_event"]["policy_update"]["labels"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|l| l == "k8s:io.cilium.k8s.policy.name=server-ingress")
+    }));
+
+    let ipcache = of_type(&events, "IPCACHE_UPSERTED");
+    for pod in &spec.pods {
+        let cidr = format!("{}/32", pod.ipv4);
+        let e = ipcache
+            .iter()
+            .map(|e| &e["agent_event"]["ipcache_update"])
+            .find(|u| u["cidr"] == cidr.as_str())
+            .unwrap_or_else(|| panic!("no ipcache event for {cidr}: {ipcache:#?}"));
+        assert_eq!(e["pod_name"], pod.name.as_str());
+        assert_eq!(e["namespace"], pod.namespace.as_str());
+    }
+
+    // Compact output: one line per event.
+    if let Some(bin) = hubble_bin() {
+        let o = Command::new(&bin)
+            .args([
+                "observe",
+                "agent-events",
+                "--server",
+                &server,
+                "--last",
+                "3",
+            ])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{o:?}");
+        let out = String::from_utf8(o.stdout).unwrap();
+        assert_eq!(out.lines().count(), 3, "{out}");
+        assert!(
+            out.lines().all(|l| l.contains(": ENDPOINT_CREATED (")),
+            "{out}"
+        );
+    }
+
+    // A follower sees every endpoint deleted when the agent stops.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let follower_server = server.clone();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let ch = hubble::client::connect(&follower_server, Duration::from_secs(5))
+                .await
+                .unwrap();
+            let mut s = hubble::client::get_agent_events(
+                ch,
+                GetAgentEventsRequest {
+                    follow: true,
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+            let _ = tx.send(None);
+            while let Some(Ok(r)) = s.next().await {
+                if tx.send(Some(to_json(&r))).is_err() {
+                    break;
+                }
+            }
+        });
+    });
+    assert!(
+        rx.recv_timeout(Duration::from_secs(10)).unwrap().is_none(),
+        "follower subscribed"
+    );
+    let pid = guard.agent.as_ref().unwrap().id() as i32;
+    // SAFETY: signalling the agent this test spawned.
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    let mut deleted = Vec::new();
+    while let Ok(Some(e)) = rx.recv_timeout(Duration::from_secs(10)) {
+        if e["agent_event"]["type"] == "ENDPOINT_DELETED" {
+            deleted.push(
+                e["agent_event"]["endpoint_update"]["pod_name"]
+                    .as_str()
+                    .unwrap()
+                    .to_string(),
+            );
+        }
+    }
+    deleted.sort();
+    assert_eq!(deleted, ["client", "probe", "server"]);
+    let st = guard.agent.as_mut().unwrap().wait().unwrap();
+    assert!(st.success(), "agent exit: {st}");
+}

@@ -6,13 +6,16 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use agent::observer::events::{self, AgentEvents};
-use agent::observer::{Listeners, LocalObserver, ServeOptions, serve};
+use agent::observer::LocalObserver;
 use hubble::client;
 use hubble_api::flow::agent_event::Notification;
 use hubble_api::flow::{AgentEventType, EndpointUpdateNotification};
 use hubble_api::observer::{GetAgentEventsRequest, GetAgentEventsResponse};
 use pbjson_types::Timestamp;
-use tokio::sync::oneshot;
+
+#[path = "support/grpc_server.rs"]
+mod grpc_server;
+use grpc_server::Server;
 
 const T0: u64 = 1_700_000_000;
 
@@ -50,56 +53,13 @@ fn id(r: &GetAgentEventsResponse) -> u64 {
     }
 }
 
-struct Server {
-    obs: Arc<LocalObserver>,
-    unix: String,
-    tcp: String,
-    stop: Option<oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<()>,
-    _dir: tempfile::TempDir,
-}
-
-impl Server {
-    async fn start(events: u64) -> Server {
-        let dir = tempfile::tempdir().unwrap();
-        let sock = dir.path().join("hubble.sock");
-        let obs = Arc::new(LocalObserver::new(7, "lab-node").unwrap());
-        for i in 0..events {
-            push(obs.agent_events(), i);
-        }
-        let l = Listeners::bind(&ServeOptions {
-            socket: Some(sock.clone()),
-            listen_address: Some("127.0.0.1:0".into()),
-            tls: None,
-        })
-        .unwrap();
-        let tcp = l.tcp_addr().unwrap().to_string();
-        let (tx, rx) = oneshot::channel();
-        let o = obs.clone();
-        let task = tokio::spawn(async move {
-            serve(o, l, async {
-                let _ = rx.await;
-            })
-            .await
-            .unwrap();
-        });
-        Server {
-            obs,
-            unix: format!("unix://{}", sock.display()),
-            tcp,
-            stop: Some(tx),
-            task,
-            _dir: dir,
-        }
+/// An observer holding `events` endpoint-created events.
+fn observer(events: u64) -> Arc<LocalObserver> {
+    let obs = Arc::new(LocalObserver::new(7, "lab-node").unwrap());
+    for i in 0..events {
+        push(obs.agent_events(), i);
     }
-
-    async fn stop(mut self) {
-        let _ = self.stop.take().unwrap().send(());
-        tokio::time::timeout(Duration::from_secs(5), self.task)
-            .await
-            .expect("server stops")
-            .unwrap();
-    }
+    obs
 }
 
 async fn stream(
@@ -131,7 +91,7 @@ async fn ids(server: &str, req: GetAgentEventsRequest) -> Vec<u64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn last_first_since_until_over_unix_and_tcp() {
-    let srv = Server::start(10).await;
+    let srv = Server::start(observer(10)).await;
     for addr in [&srv.unix, &srv.tcp] {
         assert_eq!(
             ids(addr, GetAgentEventsRequest::default()).await,
@@ -174,7 +134,7 @@ async fn next(s: &mut tonic::Streaming<GetAgentEventsResponse>) -> Option<GetAge
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn follower_sees_new_events_and_those_of_shutdown() {
-    let srv = Server::start(4).await;
+    let srv = Server::start(observer(4)).await;
     let mut s = stream(
         &srv.unix,
         GetAgentEventsRequest {
@@ -206,7 +166,7 @@ async fn follower_sees_new_events_and_those_of_shutdown() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn disconnected_follower_never_holds_the_writer() {
-    let srv = Server::start(0).await;
+    let srv = Server::start(observer(0)).await;
     let mut s = stream(
         &srv.tcp,
         GetAgentEventsRequest {
@@ -240,7 +200,7 @@ async fn disconnected_follower_never_holds_the_writer() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_requests_are_invalid_argument() {
-    let srv = Server::start(1).await;
+    let srv = Server::start(observer(1)).await;
     let err = stream(
         &srv.tcp,
         GetAgentEventsRequest {

@@ -5,13 +5,16 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use agent::observer::{Listeners, LocalObserver, ServeOptions, serve};
+use agent::observer::LocalObserver;
 use hubble::client;
 use hubble_api::flow::{Endpoint, Flow, FlowFilter, Verdict};
 use hubble_api::observer::get_flows_response::ResponseTypes;
 use hubble_api::observer::{GetFlowsRequest, GetFlowsResponse};
 use pbjson_types::Timestamp;
-use tokio::sync::oneshot;
+
+#[path = "support/grpc_server.rs"]
+mod grpc_server;
+use grpc_server::Server;
 
 fn flow(i: u64) -> Flow {
     Flow {
@@ -34,56 +37,13 @@ fn flow(i: u64) -> Flow {
     }
 }
 
-struct Server {
-    obs: Arc<LocalObserver>,
-    unix: String,
-    tcp: String,
-    stop: Option<oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<()>,
-    _dir: tempfile::TempDir,
-}
-
-impl Server {
-    async fn start(flows: u64, cap: u64) -> Server {
-        let dir = tempfile::tempdir().unwrap();
-        let sock = dir.path().join("sub/hubble.sock");
-        let obs = Arc::new(LocalObserver::new(cap, "lab-node").unwrap());
-        for i in 0..flows {
-            obs.push_flow(flow(i));
-        }
-        let l = Listeners::bind(&ServeOptions {
-            socket: Some(sock.clone()),
-            listen_address: Some("127.0.0.1:0".into()),
-            tls: None,
-        })
-        .unwrap();
-        let tcp = l.tcp_addr().unwrap().to_string();
-        let (tx, rx) = oneshot::channel();
-        let o = obs.clone();
-        let task = tokio::spawn(async move {
-            serve(o, l, async {
-                let _ = rx.await;
-            })
-            .await
-            .unwrap();
-        });
-        Server {
-            obs,
-            unix: format!("unix://{}", sock.display()),
-            tcp,
-            stop: Some(tx),
-            task,
-            _dir: dir,
-        }
+/// An observer of `cap` flows that was given `flows` flows.
+fn observer(flows: u64, cap: u64) -> Arc<LocalObserver> {
+    let obs = Arc::new(LocalObserver::new(cap, "lab-node").unwrap());
+    for i in 0..flows {
+        obs.push_flow(flow(i));
     }
-
-    async fn stop(mut self) {
-        let _ = self.stop.take().unwrap().send(());
-        tokio::time::timeout(Duration::from_secs(5), self.task)
-            .await
-            .expect("server stops")
-            .unwrap();
-    }
+    obs
 }
 
 async fn collect(server: &str, req: GetFlowsRequest) -> Vec<GetFlowsResponse> {
@@ -107,7 +67,7 @@ fn pod(r: &GetFlowsResponse) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn get_flows_last_first_filters_over_unix_and_tcp() {
-    let srv = Server::start(30, 15).await;
+    let srv = Server::start(observer(30, 15)).await;
     for addr in [srv.unix.clone(), srv.tcp.clone()] {
         let last = collect(
             &addr,
@@ -160,7 +120,7 @@ async fn get_flows_last_first_filters_over_unix_and_tcp() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn field_mask_keeps_listed_fields() {
-    let srv = Server::start(3, 7).await;
+    let srv = Server::start(observer(3, 7)).await;
     let got = collect(
         &srv.unix,
         GetFlowsRequest {
@@ -183,7 +143,7 @@ async fn field_mask_keeps_listed_fields() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalid_requests_are_invalid_argument() {
-    let srv = Server::start(3, 7).await;
+    let srv = Server::start(observer(3, 7)).await;
     let ch = client::connect(&srv.tcp, Duration::from_secs(5))
         .await
         .unwrap();
@@ -223,7 +183,7 @@ async fn invalid_requests_are_invalid_argument() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn follow_receives_new_flows_and_disconnect_frees_reader() {
-    let srv = Server::start(5, 7).await;
+    let srv = Server::start(observer(5, 7)).await;
     let ch = client::connect(&srv.unix, Duration::from_secs(5))
         .await
         .unwrap();
@@ -260,7 +220,7 @@ async fn follow_receives_new_flows_and_disconnect_frees_reader() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_health_namespaces_and_peers() {
-    let srv = Server::start(10, 7).await;
+    let srv = Server::start(observer(10, 7)).await;
     let ch = client::connect(&srv.unix, Duration::from_secs(5))
         .await
         .unwrap();
@@ -322,7 +282,7 @@ async fn reflection_lists_the_services() {
     use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
     use tonic_reflection::pb::v1::{ServerReflectionRequest, ServerReflectionResponse};
 
-    let srv = Server::start(1, 7).await;
+    let srv = Server::start(observer(1, 7)).await;
     let ch = client::connect(&srv.unix, Duration::from_secs(5))
         .await
         .unwrap();
@@ -362,7 +322,7 @@ async fn reflection_lists_the_services() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_client_never_blocks_the_writer_and_gets_lost_events() {
-    let srv = Server::start(0, 1023).await;
+    let srv = Server::start(observer(0, 1023)).await;
     let ch = client::connect(&srv.unix, Duration::from_secs(5))
         .await
         .unwrap();
@@ -420,7 +380,7 @@ async fn slow_client_never_blocks_the_writer_and_gets_lost_events() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn agent_and_debug_events_are_empty_streams() {
-    let srv = Server::start(1, 7).await;
+    let srv = Server::start(observer(1, 7)).await;
     let ch = client::connect(&srv.tcp, Duration::from_secs(5))
         .await
         .unwrap();

@@ -5,8 +5,8 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use agent::observer::events::{self, AgentEvents};
 use agent::observer::LocalObserver;
+use agent::observer::events::{self, AgentEvents};
 use hubble::client;
 use hubble_api::flow::agent_event::Notification;
 use hubble_api::flow::{AgentEventType, EndpointUpdateNotification};

@@ -8,12 +8,11 @@ use std::process::{Child, Command};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use agent::lab::spec::LabSpec;
-use agent::lab::{netns, topology, traffic};
+use agent::lab::{netns, traffic};
 use serde_json::Value;
 
 mod common;
-use common::{LabGuard, skip_or_fail};
+use common::{LabGuard, TestLab};
 
 const BIN: &str = env!("CARGO_BIN_EXE_hubble-agent");
 const TEST: &str = "e2e datapath test";
@@ -143,16 +142,16 @@ fn collect_flows(lines: &mpsc::Receiver<String>) -> Vec<Value> {
 
 #[test]
 fn datapath_flows_end_to_end() {
-    if !topology::is_root() {
-        return skip_or_fail(TEST, "needs root");
-    }
     let name = format!("e{}", std::process::id() % 10_000_000);
-    let dir = tempfile::tempdir().expect("tempdir");
-    let spec_path = dir.path().join("e2e.toml");
-    std::fs::write(&spec_path, spec_text(&name)).unwrap();
-    let spec = LabSpec::load(&spec_path).expect("spec");
-    let mut guard = LabGuard::new(&spec);
-    topology::up(&spec).expect("lab up");
+    let Some(TestLab {
+        dir: _dir,
+        spec_path,
+        spec,
+        mut guard,
+    }) = TestLab::up(TEST, &name, spec_text)
+    else {
+        return;
+    };
 
     let mut cmd = Command::new(BIN);
     cmd.args(["run", "--lab"]).arg(&spec_path).args([

@@ -5,17 +5,14 @@
 //! follower sees ENDPOINT_DELETED of every pod when the agent stops. Without root or BPF it
 //! skips, but fails when CI=true.
 
-use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
-use agent::lab::spec::LabSpec;
-use agent::lab::topology;
 use hubble_api::observer::{GetAgentEventsRequest, GetAgentEventsResponse};
 use serde_json::Value;
 
 mod common;
-use common::{LabGuard, skip_or_fail, spawn_attached};
+use common::{TestLab, hubble_bin, spawn_attached};
 
 const BIN: &str = env!("CARGO_BIN_EXE_hubble-agent");
 const TEST: &str = "e2e agent events test";
@@ -63,13 +60,6 @@ endpoint_selector = {{}}
 egress = [{{ to = [{{ entity = "world" }}] }}]
 "#
     )
-}
-
-/// The workspace's `hubble` binary (built by `cargo test --workspace` / `cargo build`).
-fn hubble_bin() -> Option<PathBuf> {
-    let exe = std::env::current_exe().ok()?;
-    let bin = exe.parent()?.parent()?.join("hubble");
-    bin.is_file().then_some(bin)
 }
 
 /// Every stored agent event as JSON (CLI `-o json`, or the client library's responses
@@ -137,18 +127,18 @@ fn of_type<'a>(events: &'a [Value], t: &str) -> Vec<&'a Value> {
 
 #[test]
 fn agent_events_of_a_live_lab() {
-    if !topology::is_root() {
-        return skip_or_fail(TEST, "needs root");
-    }
     let name = format!("e{}", std::process::id() % 10_000_000);
-    let dir = tempfile::tempdir().expect("tempdir");
-    let spec_path = dir.path().join("events.toml");
-    std::fs::write(&spec_path, spec_text(&name)).unwrap();
-    let spec = LabSpec::load(&spec_path).expect("spec");
+    let Some(TestLab {
+        dir,
+        spec_path,
+        spec,
+        mut guard,
+    }) = TestLab::up(TEST, &name, spec_text)
+    else {
+        return;
+    };
     let sock = dir.path().join("run/hubble.sock");
     let server = format!("unix://{}", sock.display());
-    let mut guard = LabGuard::new(&spec);
-    topology::up(&spec).expect("lab up");
     let mut cmd = Command::new(BIN);
     cmd.args(["run", "--lab"])
         .arg(&spec_path)

@@ -3,19 +3,16 @@
 //! status) and a follower reading it. Without root or BPF it skips, but fails when CI=true.
 
 use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use agent::lab::spec::LabSpec;
-use agent::lab::topology;
 use hubble_api::observer::GetFlowsRequest;
 use hubble_api::observer::get_flows_response::ResponseTypes;
 use serde_json::Value;
 
 mod common;
-use common::{LabGuard, skip_or_fail};
+use common::{TestLab, hubble_bin, skip_or_fail};
 
 const BIN: &str = env!("CARGO_BIN_EXE_hubble-agent");
 const TEST: &str = "e2e Hubble API test";
@@ -52,13 +49,6 @@ ports = [{{ port = 8080, protocol = "TCP", name = "http" }}]
     )
 }
 
-/// The workspace's `hubble` binary (built by `cargo test --workspace` / `cargo build`).
-fn hubble_bin() -> Option<PathBuf> {
-    let exe = std::env::current_exe().ok()?;
-    let bin = exe.parent()?.parent()?.join("hubble");
-    bin.is_file().then_some(bin)
-}
-
 fn traffic(spec: &std::path::Path) {
     let st = Command::new(BIN)
         .args(["lab", "traffic"])
@@ -73,18 +63,18 @@ fn traffic(spec: &std::path::Path) {
 
 #[test]
 fn hubble_cli_reads_live_agent() {
-    if !topology::is_root() {
-        return skip_or_fail(TEST, "needs root");
-    }
     let name = format!("h{}", std::process::id() % 10_000_000);
-    let dir = tempfile::tempdir().expect("tempdir");
-    let spec_path = dir.path().join("hubble.toml");
-    std::fs::write(&spec_path, spec_text(&name)).unwrap();
-    let spec = LabSpec::load(&spec_path).expect("spec");
+    let Some(TestLab {
+        dir,
+        spec_path,
+        spec: _,
+        mut guard,
+    }) = TestLab::up(TEST, &name, spec_text)
+    else {
+        return;
+    };
     let sock = dir.path().join("run/hubble.sock");
     let server = format!("unix://{}", sock.display());
-    let mut guard = LabGuard::new(&spec);
-    topology::up(&spec).expect("lab up");
 
     let mut agent = Command::new(BIN)
         .args(["run", "--lab"])

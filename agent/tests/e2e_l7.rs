@@ -10,12 +10,11 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use agent::lab::spec::LabSpec;
-use agent::lab::{dns, netns, serve, topology};
+use agent::lab::{dns, netns, serve};
 use serde_json::Value;
 
 mod common;
-use common::{LabGuard, skip_or_fail};
+use common::TestLab;
 
 const BIN: &str = env!("CARGO_BIN_EXE_hubble-agent");
 const TEST: &str = "e2e L7 test";
@@ -88,16 +87,16 @@ fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<String> {
 
 #[test]
 fn l7_dns_and_http_flows_end_to_end() {
-    if !topology::is_root() {
-        return skip_or_fail(TEST, "needs root");
-    }
     let name = format!("l7{}", std::process::id() % 1_000_000);
-    let dir = tempfile::tempdir().expect("tempdir");
-    let spec_path = dir.path().join("l7.toml");
-    std::fs::write(&spec_path, spec_text(&name)).unwrap();
-    let spec = LabSpec::load(&spec_path).expect("spec");
-    let mut guard = LabGuard::new(&spec);
-    topology::up(&spec).expect("lab up");
+    let Some(TestLab {
+        dir: _dir,
+        spec_path,
+        spec,
+        mut guard,
+    }) = TestLab::up(TEST, &name, spec_text)
+    else {
+        return;
+    };
 
     let mut cmd = Command::new(BIN);
     cmd.args(["run", "--lab"])

@@ -10,12 +10,10 @@ use std::net::TcpStream;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use agent::lab::spec::LabSpec;
-use agent::lab::topology;
 use serde_json::Value;
 
 mod common;
-use common::{LabGuard, skip_or_fail};
+use common::TestLab;
 
 const BIN: &str = env!("CARGO_BIN_EXE_hubble-agent");
 const TEST: &str = "e2e metrics test";
@@ -133,17 +131,17 @@ fn l4_proto(f: &Value) -> &'static str {
 
 #[test]
 fn scrape_matches_the_flows_seen() {
-    if !topology::is_root() {
-        return skip_or_fail(TEST, "needs root");
-    }
     let name = format!("m{}", std::process::id() % 10_000_000);
-    let dir = tempfile::tempdir().expect("tempdir");
-    let spec_path = dir.path().join("metrics.toml");
-    std::fs::write(&spec_path, spec_text(&name)).unwrap();
-    let spec = LabSpec::load(&spec_path).expect("spec");
+    let Some(TestLab {
+        dir,
+        spec_path,
+        spec: _,
+        mut guard,
+    }) = TestLab::up(TEST, &name, spec_text)
+    else {
+        return;
+    };
     let sock = dir.path().join("hubble.sock");
-    let mut guard = LabGuard::new(&spec);
-    topology::up(&spec).expect("lab up");
 
     let mut cmd = Command::new(BIN);
     cmd.args(["run", "--print-flows", "--lab"])

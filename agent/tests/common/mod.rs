@@ -17,6 +17,50 @@ pub fn skip_or_fail(test: &str, why: &str) {
     eprintln!("SKIP {test}: {why}");
 }
 
+/// A root test's lab, up: its spec (`spec_text` of the lab's name) written to a temporary
+/// directory. Fields drop in reverse order when destructured in this order (`guard` last, so
+/// it goes first: the agent stops and the lab comes down before the directory goes).
+#[allow(dead_code)] // not every test binary that shares this module uses every field
+pub struct TestLab {
+    pub dir: tempfile::TempDir,
+    pub spec_path: std::path::PathBuf,
+    pub spec: LabSpec,
+    pub guard: LabGuard,
+}
+
+#[allow(dead_code)]
+impl TestLab {
+    /// Brings up lab `name` (unique per test process: tests run at the same time), or returns
+    /// `None` after [`skip_or_fail`] when not root.
+    pub fn up(test: &str, name: &str, spec_text: impl FnOnce(&str) -> String) -> Option<TestLab> {
+        if !topology::is_root() {
+            skip_or_fail(test, "needs root");
+            return None;
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        let spec_path = dir.path().join(format!("{name}.toml"));
+        std::fs::write(&spec_path, spec_text(name)).expect("write the lab spec");
+        let spec = LabSpec::load(&spec_path).expect("spec");
+        let guard = LabGuard::new(&spec);
+        topology::up(&spec).expect("lab up");
+        Some(TestLab {
+            dir,
+            spec_path,
+            spec,
+            guard,
+        })
+    }
+}
+
+/// The workspace's `hubble` binary (built by `cargo test --workspace` / `cargo build`; a
+/// test run of the agent package alone may find an older one).
+#[allow(dead_code)]
+pub fn hubble_bin() -> Option<std::path::PathBuf> {
+    let exe = std::env::current_exe().ok()?;
+    let bin = exe.parent()?.parent()?.join("hubble");
+    bin.is_file().then_some(bin)
+}
+
 /// Stops the agent (if any) and takes the lab down even when an assertion fails.
 pub struct LabGuard {
     pub spec: LabSpec,

@@ -7,6 +7,7 @@ use anyhow::Context;
 use clap::{Arg, ArgAction, ArgMatches, Command, value_parser};
 
 use super::exit;
+use super::observe::output_args;
 use super::server::{DEFAULT_FLOW_COUNT, ServerOpts, runtime, warn_version};
 use crate::printer::{OutputFormat, Printer, PrinterOptions, TimeFormat};
 use crate::timefmt::parse_time;
@@ -79,20 +80,7 @@ fn event_args(cmd: Command, what: &'static str) -> Command {
                 )),
         )
         .next_help_heading("Formatting")
-        .arg(
-            Arg::new("output")
-                .short('o')
-                .long("output")
-                .value_name("FORMAT")
-                .default_value("compact")
-                .help("Output format: compact, dict, jsonpb, json (alias for jsonpb), table"),
-        )
-        .arg(
-            Arg::new("print-node-name")
-                .long("print-node-name")
-                .action(ArgAction::SetTrue)
-                .help("Print node name in output"),
-        )
+        .args(output_args())
         .arg(
             Arg::new("time-format")
                 .long("time-format")

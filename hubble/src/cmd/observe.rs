@@ -112,20 +112,7 @@ fn add_flow_args(cmd: Command) -> Command {
                 .long_help(format!("Filter flows until a specific date. {TIME_LAYOUTS_HELP}")),
         )
         .next_help_heading("Formatting")
-        .arg(
-            Arg::new("output")
-                .short('o')
-                .long("output")
-                .value_name("FORMAT")
-                .default_value("compact")
-                .help("Output format: compact, dict, jsonpb, json (alias for jsonpb), table"),
-        )
-        .arg(
-            Arg::new("print-node-name")
-                .long("print-node-name")
-                .action(ArgAction::SetTrue)
-                .help("Print node name in output"),
-        )
+        .args(output_args())
         .arg(
             Arg::new("print-policy-names")
                 .long("print-policy-names")
@@ -449,4 +436,20 @@ fn print_raw_filters(
         }
     }
     Ok(())
+}
+
+/// `-o/--output` and `--print-node-name`, shared by `observe` and its event subcommands.
+pub(crate) fn output_args() -> [Arg; 2] {
+    [
+        Arg::new("output")
+            .short('o')
+            .long("output")
+            .value_name("FORMAT")
+            .default_value("compact")
+            .help("Output format: compact, dict, jsonpb, json (alias for jsonpb), table"),
+        Arg::new("print-node-name")
+            .long("print-node-name")
+            .action(ArgAction::SetTrue)
+            .help("Print node name in output"),
+    ]
 }

@@ -288,15 +288,8 @@ mod tests {
     use super::*;
 
     fn demo() -> Vec<GetFlowsResponse> {
-        let text = std::fs::read(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../fixtures/flows/demo.jsonl"
-        ))
-        .unwrap();
-        text.split(|b| *b == b'\n')
-            .enumerate()
-            .filter_map(|(i, l)| crate::source::parse_line(i as u64 + 1, l).unwrap())
-            .collect()
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../fixtures/flows/demo.jsonl");
+        crate::source::read_responses(std::path::Path::new(path)).unwrap()
     }
 
     fn paths(v: &[&str]) -> Vec<String> {

@@ -240,15 +240,8 @@ mod tests {
     use prost::Message;
 
     fn corpus() -> Vec<GetFlowsResponse> {
-        let text = std::fs::read(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../fixtures/flows/demo.jsonl"
-        ))
-        .unwrap();
-        text.split(|b| *b == b'\n')
-            .enumerate()
-            .filter_map(|(i, l)| hubble::source::parse_line(i as u64 + 1, l).unwrap())
-            .collect()
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../fixtures/flows/demo.jsonl");
+        hubble::source::read_responses(std::path::Path::new(path)).unwrap()
     }
 
     #[test]

@@ -282,6 +282,22 @@ fn json_reason(err: &serde_json::Error) -> String {
     }
 }
 
+/// Every response of a whole (small) JSON-lines file, for tools and tests: blank lines are
+/// skipped, the first malformed line is the error. `hubble observe` streams instead.
+pub fn read_responses(path: &std::path::Path) -> anyhow::Result<Vec<GetFlowsResponse>> {
+    use anyhow::Context;
+    let text = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let mut out = Vec::new();
+    for (i, line) in text.split(|b| *b == b'\n').enumerate() {
+        if let Some(r) = parse_line(i as u64 + 1, line)
+            .with_context(|| format!("{}:{}", path.display(), i + 1))?
+        {
+            out.push(r);
+        }
+    }
+    Ok(out)
+}
+
 /// Parses one JSON line into a response. Blank lines yield `Ok(None)`.
 pub fn parse_line(line_no: u64, line: &[u8]) -> Result<Option<GetFlowsResponse>, LineError> {
     let trimmed = line.trim_ascii();

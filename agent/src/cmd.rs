@@ -572,12 +572,31 @@ pub fn run(args: RunArgs) -> Result<()> {
     let server = server
         .map(|mut s| {
             s.set_other_peers(lab_peers(&args.dp.lab, &att.state.node));
+            if let Some(e) = &exporter {
+                s.set_agent_event_sink(e.agent_event_sink());
+            }
             s.start(&node_name)
         })
         .transpose()?;
-    if let Some(s) = &server {
+    // Agent events go to the server's store, which hands them to the exporter; without a
+    // server, to a store of our own that only feeds the exporter (AGENT_STARTED first).
+    let own_events = match (&server, &exporter) {
+        (None, Some(e)) => {
+            let events = crate::observer::events::AgentEvents::new(node_name.clone());
+            let _ = events.set_sink(e.agent_event_sink());
+            let now = std::time::SystemTime::now();
+            events.push_at(crate::observer::events::agent_started(now), now);
+            Some(events)
+        }
+        _ => None,
+    };
+    let agent_events = server
+        .as_ref()
+        .map(|s| s.observer().agent_events())
+        .or(own_events.as_ref());
+    if let Some(events) = agent_events {
         for e in &att.events_up {
-            s.observer().agent_events().push(e.clone());
+            events.push(e.clone());
         }
     }
     let (metrics, _metrics_server) = match metrics {
@@ -627,13 +646,13 @@ pub fn run(args: RunArgs) -> Result<()> {
     });
     let (att, res) = res;
     let _ = out.flush();
+    if let Some(events) = agent_events {
+        for e in &att.events_down {
+            events.push(e.clone());
+        }
+    }
     if let Some(e) = exporter {
         e.stop();
-    }
-    if let Some(s) = &server {
-        for e in &att.events_down {
-            s.observer().agent_events().push(e.clone());
-        }
     }
     if let Some(s) = server
         && let Err(e) = s.stop()

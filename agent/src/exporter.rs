@@ -1,14 +1,22 @@
-//! The agent's static flow exporter (Hubble's `--hubble-export-*`): flows that pass the
-//! allow / deny lists go through a bounded queue to a writer thread that applies the field
-//! mask and writes ExportEvent lines to a rotating file, with the flow-exporter crate's code.
+//! The agent's static exporter (Hubble's `--hubble-export-*`): flows, lost events and agent
+//! events that pass the allow / deny lists go through a bounded queue to a writer thread that
+//! applies the field mask (flows only) and writes ExportEvent lines to a rotating file, with
+//! the flow-exporter crate's code.
 //!
-//! The datapath loop only filters and enqueues; when the queue is full the flow is dropped
+//! Like Cilium's exporter, the lists see every event but their criteria look at flows: a
+//! FlowFilter matches a non-flow event only when it sets nothing but `event_type` (or nothing
+//! at all), and then an agent event matches an event type 0 or 130 (agent) whose sub-type, if
+//! matched, is the AgentEventType; a lost event matches any event type. So an allowlist of
+//! flow criteria keeps agent and lost events out, and a denylist of flow criteria lets them
+//! through.
+//!
+//! The datapath loop only filters and enqueues; when the queue is full the event is dropped
 //! and counted, so a slow disk never slows the agent.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -18,14 +26,22 @@ use flow_exporter::config::{parse_field_mask, parse_filters};
 use flow_exporter::export::{Exporter, Stats};
 use flow_exporter::writer::{RotateOptions, RotatingFile, Sink};
 use hubble::filter::FlowFilters;
-use hubble_api::observer::GetFlowsResponse;
+use hubble_api::flow::{EventTypeFilter, FlowFilter};
+use hubble_api::observer::get_flows_response::ResponseTypes;
+use hubble_api::observer::{ExportEvent, GetAgentEventsResponse, GetFlowsResponse, export_event};
+
+use crate::observer::events::EventSink;
+
+/// Cilium's monitor message type of agent notifications (`MessageTypeAgent`).
+const MESSAGE_TYPE_AGENT: i32 = 130;
 
 /// Flags of the static exporter, Hubble's names without the `hubble-` prefix (which the
 /// aliases accept).
 #[derive(Debug, Clone, Args)]
 pub struct ExportArgs {
-    /// Write flows as ExportEvent JSON lines (Hubble's exporter format, readable with
-    /// `hubble observe --input-file`) to this file, or `stdout`; unset: no export.
+    /// Write flows, lost events and agent events as ExportEvent JSON lines (Hubble's exporter
+    /// format, readable with `hubble observe --input-file`) to this file, or `stdout`; unset:
+    /// no export.
     #[arg(long, alias = "hubble-export-file-path", value_name = "PATH")]
     pub export_file_path: Option<String>,
     /// Rotate the export file when it would grow beyond this many megabytes (MiB).
@@ -43,8 +59,10 @@ pub struct ExportArgs {
     /// Gzip rotated export files.
     #[arg(long, alias = "hubble-export-file-compress")]
     pub export_file_compress: bool,
-    /// Export only flows matching one of these FlowFilters (JSON objects separated by commas,
-    /// e.g. '{"verdict":["DROPPED"]},{"source_pod":["kube-system/"]}').
+    /// Export only events matching one of these FlowFilters (JSON objects separated by
+    /// commas, e.g. '{"verdict":["DROPPED"]},{"source_pod":["kube-system/"]}'); as in Cilium,
+    /// flow criteria match no agent or lost event: add '{"event_type":[{"type":130}]}' to keep
+    /// agent events.
     #[arg(
         long,
         alias = "hubble-export-allowlist",
@@ -52,7 +70,7 @@ pub struct ExportArgs {
         value_name = "FILTERS"
     )]
     pub export_allowlist: String,
-    /// Do not export flows matching any of these FlowFilters (same form).
+    /// Do not export events matching any of these FlowFilters (same form).
     #[arg(
         long,
         alias = "hubble-export-denylist",
@@ -69,16 +87,111 @@ pub struct ExportArgs {
         value_name = "PATHS"
     )]
     pub export_fieldmask: String,
-    /// Flows queued for the export writer; beyond it flows are dropped and counted.
+    /// Events queued for the export writer; beyond it events are dropped and counted.
     #[arg(long, default_value_t = 16_384, value_name = "N", hide = true)]
     pub export_queue: usize,
 }
 
-/// The running exporter: `offer` from the datapath loop, `stop` at the end.
+/// What goes through the queue: a GetFlows response (flows are masked by the writer) or a
+/// finished ExportEvent (agent events).
+enum Item {
+    Response(GetFlowsResponse),
+    Event(ExportEvent),
+}
+
+/// A non-flow event, as the allow / deny lists see it.
+#[derive(Debug, Clone, Copy)]
+enum NonFlow {
+    /// An agent event of this AgentEventType.
+    Agent(i32),
+    Lost,
+}
+
+/// The allow / deny lists as they apply to non-flow events: per FlowFilter, its event types
+/// when it sets nothing else, `None` when it has a flow criterion (and so never matches).
+#[derive(Debug, Default)]
+struct NonFlowLists {
+    allow: Vec<Option<Vec<EventTypeFilter>>>,
+    deny: Vec<Option<Vec<EventTypeFilter>>>,
+}
+
+impl NonFlowLists {
+    fn new(allow: &[FlowFilter], deny: &[FlowFilter]) -> Self {
+        let event_types_only = |ff: &FlowFilter| {
+            let mut rest = ff.clone();
+            let types = std::mem::take(&mut rest.event_type);
+            if rest
+                .experimental
+                .as_ref()
+                .is_some_and(|x| x.cel_expression.is_empty())
+            {
+                rest.experimental = None;
+            }
+            (rest == FlowFilter::default()).then_some(types)
+        };
+        NonFlowLists {
+            allow: allow.iter().map(event_types_only).collect(),
+            deny: deny.iter().map(event_types_only).collect(),
+        }
+    }
+
+    fn matches(filter: &Option<Vec<EventTypeFilter>>, ev: NonFlow) -> bool {
+        let Some(types) = filter else { return false };
+        if types.is_empty() {
+            return true;
+        }
+        match ev {
+            NonFlow::Lost => true,
+            NonFlow::Agent(sub) => types.iter().any(|t| {
+                (t.r#type == 0 || t.r#type == MESSAGE_TYPE_AGENT)
+                    && (!t.match_sub_type || t.sub_type == sub)
+            }),
+        }
+    }
+
+    /// Cilium's `filters.Apply`: some allow filter (or none) and no deny filter match.
+    fn passes(&self, ev: NonFlow) -> bool {
+        (self.allow.is_empty() || self.allow.iter().any(|f| Self::matches(f, ev)))
+            && !self.deny.iter().any(|f| Self::matches(f, ev))
+    }
+}
+
+/// What the agent-event sink shares with the exporter.
+struct Shared {
+    lists: NonFlowLists,
+    /// The queue for agent events; taken at `stop` so the writer can finish.
+    events_tx: Mutex<Option<SyncSender<Item>>>,
+    dropped: Arc<AtomicU64>,
+}
+
+impl Shared {
+    fn offer_agent_event(&self, ev: &GetAgentEventsResponse) {
+        let Some(agent_event) = &ev.agent_event else {
+            return;
+        };
+        if !self.lists.passes(NonFlow::Agent(agent_event.r#type)) {
+            return;
+        }
+        let item = Item::Event(ExportEvent {
+            response_types: Some(export_event::ResponseTypes::AgentEvent(agent_event.clone())),
+            node_name: ev.node_name.clone(),
+            time: ev.time,
+        });
+        let tx = self.events_tx.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(tx) = tx.as_ref()
+            && tx.try_send(item).is_err()
+        {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// The running exporter: `offer` from the datapath loop, agent events through
+/// `agent_event_sink` (or `offer_agent_event`), `stop` at the end.
 pub struct AgentExporter {
     filters: FlowFilters,
-    tx: Option<SyncSender<GetFlowsResponse>>,
-    dropped: Arc<AtomicU64>,
+    tx: Option<SyncSender<Item>>,
+    shared: Arc<Shared>,
     thread: Option<JoinHandle<Stats>>,
     what: String,
 }
@@ -99,6 +212,7 @@ impl AgentExporter {
             )
         })?;
         let filters = FlowFilters::compile(&allow, &deny).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let lists = NonFlowLists::new(&allow, &deny);
         let sink = if path == "stdout" {
             Sink::Stdout(std::io::stdout())
         } else {
@@ -124,43 +238,74 @@ impl AgentExporter {
             .name("flow-export".into())
             .spawn(move || writer(rx, exporter, sink))
             .context("starting the export thread")?;
-        eprintln!("hubble-agent: exporting flows to {what}");
+        eprintln!("hubble-agent: exporting flows and agent events to {what}");
         Ok(Some(Self {
             filters,
+            shared: Arc::new(Shared {
+                lists,
+                events_tx: Mutex::new(Some(tx.clone())),
+                dropped: Arc::new(AtomicU64::new(0)),
+            }),
             tx: Some(tx),
-            dropped: Arc::new(AtomicU64::new(0)),
             thread: Some(thread),
             what,
         }))
     }
 
-    /// Queues one response if it passes the lists (lost events always do); never blocks.
+    /// Queues one response if it passes the lists; never blocks.
     pub fn offer(&self, resp: &GetFlowsResponse) {
-        if !self.filters.matches_response(resp) {
+        let pass = match &resp.response_types {
+            Some(ResponseTypes::Flow(flow)) => self.filters.matches(flow),
+            Some(ResponseTypes::LostEvents(_)) => self.shared.lists.passes(NonFlow::Lost),
+            _ => true,
+        };
+        if !pass {
             return;
         }
         let Some(tx) = &self.tx else { return };
-        match tx.try_send(resp.clone()) {
+        match tx.try_send(Item::Response(resp.clone())) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
-                self.dropped.fetch_add(1, Ordering::Relaxed);
+                self.shared.dropped.fetch_add(1, Ordering::Relaxed);
             }
         }
     }
 
-    /// The counter of flows dropped because the writer fell behind (for metrics).
-    pub fn dropped_counter(&self) -> Arc<AtomicU64> {
-        self.dropped.clone()
+    /// Queues one agent event if it passes the lists; never blocks (a full queue drops it
+    /// and counts it with the flows). Events offered after `stop` are ignored.
+    pub fn offer_agent_event(&self, ev: &GetAgentEventsResponse) {
+        self.shared.offer_agent_event(ev);
     }
 
-    /// Flows dropped because the writer fell behind.
+    /// A sink for [`crate::observer::events::AgentEvents::set_sink`] doing `offer_agent_event`.
+    pub fn agent_event_sink(&self) -> EventSink {
+        let shared = self.shared.clone();
+        Box::new(move |ev| shared.offer_agent_event(ev))
+    }
+
+    /// The counter of events dropped because the writer fell behind (for metrics).
+    pub fn dropped_counter(&self) -> Arc<AtomicU64> {
+        self.shared.dropped.clone()
+    }
+
+    /// Events dropped because the writer fell behind.
     pub fn dropped(&self) -> u64 {
-        self.dropped.load(Ordering::Relaxed)
+        self.shared.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Closes both ends of the queue held here, so the writer ends once it is drained.
+    fn close(&mut self) {
+        self.tx.take();
+        self.shared
+            .events_tx
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
     }
 
     /// Writes what is queued, stops the writer and prints its counters.
     pub fn stop(mut self) -> Stats {
-        self.tx.take();
+        self.close();
         let stats = self
             .thread
             .take()
@@ -180,7 +325,7 @@ impl AgentExporter {
 
 impl Drop for AgentExporter {
     fn drop(&mut self) {
-        self.tx.take();
+        self.close();
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
@@ -189,7 +334,11 @@ impl Drop for AgentExporter {
 
 /// The writer thread: batches what the queue holds, writes it, retries failed writes (the
 /// exporter keeps failed lines pending, bounded) and logs errors at most every 10 s.
-fn writer(rx: Receiver<GetFlowsResponse>, mut exp: Exporter, mut sink: Sink) -> Stats {
+fn writer(rx: Receiver<Item>, mut exp: Exporter, mut sink: Sink) -> Stats {
+    let push = |exp: &mut Exporter, item: Item| match item {
+        Item::Response(r) => exp.push(r),
+        Item::Event(e) => exp.push_event(&e),
+    };
     let mut last_error: Option<Instant> = None;
     let mut flush = |exp: &mut Exporter, sink: &mut Sink| {
         if let Err(e) = exp.flush(sink)
@@ -204,11 +353,11 @@ fn writer(rx: Receiver<GetFlowsResponse>, mut exp: Exporter, mut sink: Sink) -> 
     };
     loop {
         match rx.recv_timeout(Duration::from_millis(200)) {
-            Ok(r) => {
-                exp.push(r);
+            Ok(item) => {
+                push(&mut exp, item);
                 while exp.pending_bytes() < (1 << 20) {
                     match rx.try_recv() {
-                        Ok(r) => exp.push(r),
+                        Ok(item) => push(&mut exp, item),
                         Err(_) => break,
                     }
                 }
@@ -231,7 +380,10 @@ fn writer(rx: Receiver<GetFlowsResponse>, mut exp: Exporter, mut sink: Sink) -> 
 mod tests {
     use super::*;
     use clap::Parser;
-    use hubble_api::observer::get_flows_response::ResponseTypes;
+    use hubble_api::flow::{AgentEventType, LostEvent};
+    use hubble_api::json::ProtoJson;
+    use hubble_api::pbjson_types::Timestamp;
+    use std::time::SystemTime;
 
     #[derive(Parser)]
     struct Cli {
@@ -300,9 +452,17 @@ mod tests {
                             .as_ref()
                             .is_none_or(|s| s.namespace != "kube-system")
                 }
+                // Cilium: a lost event matches no verdict filter, so the allowlist drops it.
+                Some(ResponseTypes::LostEvents(_)) => false,
                 _ => true,
             })
             .collect();
+        assert!(
+            flows
+                .iter()
+                .any(|r| matches!(r.response_types, Some(ResponseTypes::LostEvents(_)))),
+            "the fixture has a lost event"
+        );
         let e = AgentExporter::start(&a).unwrap().unwrap();
         for r in &flows {
             e.offer(r);
@@ -386,5 +546,163 @@ mod tests {
         );
         assert!(!e.contains('\n'));
         assert!(AgentExporter::start(&args(&[])).unwrap().is_none());
+    }
+
+    fn agent_event(t: AgentEventType, seconds: i64) -> GetAgentEventsResponse {
+        let time = SystemTime::UNIX_EPOCH + Duration::from_secs(seconds as u64);
+        let mut ev = crate::observer::events::agent_started(time);
+        ev.r#type = t as i32;
+        GetAgentEventsResponse {
+            agent_event: Some(ev),
+            node_name: "kind-worker".into(),
+            time: Some(Timestamp { seconds, nanos: 5 }),
+        }
+    }
+
+    /// The export file's lines, raw.
+    fn raw_lines(allow: &str, deny: &str, feed: impl FnOnce(&AgentExporter)) -> Vec<String> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("events.log");
+        let a = args(&[
+            "--export-file-path",
+            path.to_str().unwrap(),
+            "--export-allowlist",
+            allow,
+            "--export-denylist",
+            deny,
+            "--export-fieldmask",
+            "time,verdict",
+        ]);
+        let e = AgentExporter::start(&a).unwrap().unwrap();
+        feed(&e);
+        e.stop();
+        std::fs::read_to_string(&path)
+            .unwrap_or_default()
+            .lines()
+            .map(String::from)
+            .collect()
+    }
+
+    #[test]
+    fn agent_events_are_written_as_export_events_byte_for_byte() {
+        let ev = agent_event(AgentEventType::AgentStarted, 1_700_000_000);
+        let got = raw_lines("", "", |e| {
+            let sink = e.agent_event_sink();
+            sink(&ev);
+            e.offer_agent_event(&agent_event(AgentEventType::EndpointCreated, 1_700_000_001));
+        });
+        let mut want = Vec::new();
+        ExportEvent {
+            response_types: Some(export_event::ResponseTypes::AgentEvent(
+                ev.agent_event.clone().unwrap(),
+            )),
+            node_name: "kind-worker".into(),
+            time: ev.time,
+        }
+        .write_json(&mut want)
+        .unwrap();
+        let want = String::from_utf8(want).unwrap();
+        assert_eq!(got.len(), 2, "{got:?}");
+        // The field mask is for flows: the agent event is whole.
+        assert_eq!(got[0], want);
+        assert!(
+            got[0].starts_with(r#"{"agent_event":{"type":"AGENT_STARTED","agent_start":{"time":"2023-11-14T22:13:20Z"}},"node_name":"kind-worker","time":"2023-11-14T22:13:20.000000005Z"}"#),
+            "{}",
+            got[0]
+        );
+        assert!(
+            got[1].contains(r#""type":"ENDPOINT_CREATED""#),
+            "{}",
+            got[1]
+        );
+    }
+
+    #[test]
+    fn lists_treat_agent_and_lost_events_as_cilium_does() {
+        let lost = GetFlowsResponse {
+            response_types: Some(ResponseTypes::LostEvents(LostEvent {
+                source: 1,
+                num_events_lost: 3,
+                ..Default::default()
+            })),
+            node_name: "kind-worker".into(),
+            time: Some(Timestamp {
+                seconds: 1_700_000_002,
+                nanos: 0,
+            }),
+        };
+        let kinds = |allow: &str, deny: &str| {
+            raw_lines(allow, deny, |e| {
+                e.offer_agent_event(&agent_event(AgentEventType::AgentStarted, 1_700_000_000));
+                e.offer_agent_event(&agent_event(AgentEventType::EndpointCreated, 1_700_000_001));
+                e.offer(&lost);
+            })
+            .iter()
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                v.get("agent_event")
+                    .map_or("LOST".into(), |a| a["type"].as_str().unwrap().to_string())
+            })
+            .collect::<Vec<String>>()
+        };
+        let all = ["AGENT_STARTED", "ENDPOINT_CREATED", "LOST"];
+        // No lists, an empty FlowFilter, a denylist of flow criteria: everything.
+        assert_eq!(kinds("", ""), all);
+        assert_eq!(kinds("{}", ""), all);
+        assert_eq!(
+            kinds("", r#"{"verdict":["DROPPED"]},{"reply":[false]}"#),
+            all
+        );
+        // An allowlist of flow criteria: no agent or lost event.
+        assert!(kinds(r#"{"verdict":["FORWARDED","DROPPED"]}"#, "").is_empty());
+        assert!(kinds(r#"{"reply":[false]}"#, "").is_empty());
+        // Event types: agent (130) and its sub-type, the AgentEventType; lost events match
+        // any event type filter.
+        assert_eq!(
+            kinds(r#"{"event_type":[{"type":130}]}"#, ""),
+            ["AGENT_STARTED", "ENDPOINT_CREATED", "LOST"]
+        );
+        assert_eq!(
+            kinds(
+                &format!(
+                    r#"{{"event_type":[{{"type":130,"match_sub_type":true,"sub_type":{}}}]}}"#,
+                    AgentEventType::AgentStarted as i32
+                ),
+                ""
+            ),
+            ["AGENT_STARTED", "LOST"]
+        );
+        assert_eq!(kinds(r#"{"event_type":[{"type":1}]}"#, ""), ["LOST"]);
+        assert_eq!(
+            kinds("", r#"{"event_type":[{"type":130}]}"#),
+            Vec::<String>::new()
+        );
+        // A flow criterion next to the event type: the filter matches no non-flow event.
+        assert!(kinds(r#"{"event_type":[{"type":130}],"verdict":["DROPPED"]}"#, "").is_empty());
+        assert_eq!(
+            kinds("", r#"{"event_type":[{"type":130}],"verdict":["DROPPED"]}"#),
+            all
+        );
+    }
+
+    #[test]
+    fn a_sink_outliving_the_exporter_neither_blocks_stop_nor_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("events.log");
+        let e = AgentExporter::start(&args(&["--export-file-path", path.to_str().unwrap()]))
+            .unwrap()
+            .unwrap();
+        let store = crate::observer::events::AgentEvents::new("kind-worker");
+        assert!(store.set_sink(e.agent_event_sink()).is_ok());
+        assert!(store.set_sink(e.agent_event_sink()).is_err(), "one sink");
+        let t = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        store.push_at(crate::observer::events::agent_started(t), t);
+        let stats = e.stop();
+        assert_eq!(stats.written, 1);
+        store.push_at(crate::observer::events::agent_started(t), t);
+        assert_eq!(store.len(), 2);
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(text.lines().count(), 1, "{text}");
+        assert!(text.starts_with(r#"{"agent_event":{"type":"AGENT_STARTED""#));
     }
 }

@@ -198,11 +198,50 @@ fn scrape_matches_the_flows_seen() {
         .iter()
         .map(|l| serde_json::from_str::<Value>(l).expect("JSON line"))
         .collect();
-    let exported: Vec<Value> = std::fs::read_to_string(dir.path().join("export/events.log"))
-        .expect("export file")
-        .lines()
-        .map(|l| serde_json::from_str::<Value>(l).expect("whole exported line"))
-        .collect();
+    let (agent_events, exported): (Vec<Value>, Vec<Value>) =
+        std::fs::read_to_string(dir.path().join("export/events.log"))
+            .expect("export file")
+            .lines()
+            .map(|l| serde_json::from_str::<Value>(l).expect("whole exported line"))
+            .partition(|v| v.get("agent_event").is_some());
+    // As Cilium's exporter, it also wrote the agent events (a verdict denylist matches none):
+    // AGENT_STARTED first, one ENDPOINT_CREATED and, at teardown, one ENDPOINT_DELETED per
+    // pod, each with the node name and time of the event.
+    let of_type = |t: &str| -> Vec<&Value> {
+        agent_events
+            .iter()
+            .filter(|v| v["agent_event"]["type"] == t)
+            .collect()
+    };
+    assert_eq!(
+        agent_events[0]["agent_event"]["type"], "AGENT_STARTED",
+        "{agent_events:?}"
+    );
+    assert_eq!(of_type("AGENT_STARTED").len(), 1);
+    for t in ["ENDPOINT_CREATED", "ENDPOINT_DELETED"] {
+        let mut pods: Vec<String> = of_type(t)
+            .iter()
+            .map(|v| {
+                let ep = &v["agent_event"]["endpoint_update"];
+                format!(
+                    "{}/{}",
+                    ep["namespace"].as_str().unwrap(),
+                    ep["pod_name"].as_str().unwrap()
+                )
+            })
+            .collect();
+        pods.sort();
+        assert_eq!(
+            pods,
+            ["default/client", "default/intruder", "default/server"],
+            "{t}: {agent_events:?}"
+        );
+    }
+    assert!(!of_type("IPCACHE_UPSERTED").is_empty(), "{agent_events:?}");
+    for v in &agent_events {
+        assert_eq!(v["node_name"], format!("{name}-node"), "{v}");
+        assert!(v["time"].as_str().is_some_and(|t| t.ends_with('Z')), "{v}");
+    }
     let want: Vec<&Value> = all
         .iter()
         .filter(|v| v.get("flow").is_none_or(|f| f["verdict"] != "DROPPED"))

@@ -13,7 +13,7 @@
 //! Debug events (GetDebugEvents) are not recorded: our datapath emits no debug messages.
 
 use std::net::IpAddr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::SystemTime;
 
 use hubble_api::flow::agent_event::Notification;
@@ -50,10 +50,14 @@ pub enum EventRequestError {
     },
 }
 
+/// Called with every event the store records (the exporter's queue): must not block.
+pub type EventSink = Box<dyn Fn(&GetAgentEventsResponse) + Send + Sync>;
+
 /// The agent's event store.
 pub struct AgentEvents {
     ring: Ring<StoredEvent>,
     node_name: String,
+    sink: OnceLock<EventSink>,
 }
 
 /// A validated GetAgentEvents request, read with [`AgentEvents::next`].
@@ -108,6 +112,7 @@ impl AgentEvents {
         AgentEvents {
             ring: Ring::new(AGENT_EVENTS_CAPACITY).expect("valid capacity"),
             node_name: node_name.into(),
+            sink: OnceLock::new(),
         }
     }
 
@@ -128,11 +133,21 @@ impl AgentEvents {
     /// Records an event with its time (events should be pushed in time order: `since`
     /// looks for its start walking back from the newest).
     pub fn push_at(&self, event: AgentEvent, time: SystemTime) {
-        self.ring.push(Arc::new(GetAgentEventsResponse {
+        let ev = Arc::new(GetAgentEventsResponse {
             agent_event: Some(event),
             node_name: self.node_name.clone(),
             time: Some(timestamp(time)),
-        }));
+        });
+        if let Some(sink) = self.sink.get() {
+            sink(&ev);
+        }
+        self.ring.push(ev);
+    }
+
+    /// Sends every event recorded from now on to `sink` too (the agent's exporter); a store
+    /// has at most one sink: a second one is refused (returned).
+    pub fn set_sink(&self, sink: EventSink) -> Result<(), EventSink> {
+        self.sink.set(sink)
     }
 
     /// Validates a request and finds where it starts.

@@ -83,6 +83,7 @@ impl ServerArgs {
 pub struct HubbleServer {
     max_flows: u64,
     listeners: Listeners,
+    agent_event_sink: Option<super::events::EventSink>,
 }
 
 /// The server thread; flows go in with `observer().push(..)`.
@@ -131,17 +132,27 @@ impl HubbleServer {
         Ok(Some(HubbleServer {
             max_flows: args.max_flows,
             listeners,
+            agent_event_sink: None,
         }))
     }
 
-    /// Starts serving on a thread of its own.
     /// Other nodes for Peer Notify to announce (a multi-node lab's agents), name and address.
     pub fn set_other_peers(&mut self, peers: Vec<(String, String)>) {
         self.listeners.set_other_peers(peers);
     }
 
+    /// Every agent event the server records (AGENT_STARTED first) also goes to `sink`.
+    pub fn set_agent_event_sink(&mut self, sink: super::events::EventSink) {
+        self.agent_event_sink = Some(sink);
+    }
+
+    /// Starts serving on a thread of its own.
     pub fn start(self, node_name: &str) -> Result<RunningServer> {
         let obs = Arc::new(LocalObserver::new(self.max_flows, node_name)?);
+        if let Some(sink) = self.agent_event_sink {
+            // A fresh store has no sink yet.
+            let _ = obs.agent_events().set_sink(sink);
+        }
         let now = std::time::SystemTime::now();
         obs.agent_events()
             .push_at(super::events::agent_started(now), now);

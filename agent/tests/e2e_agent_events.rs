@@ -2,8 +2,10 @@
 //! run` serving a temporary unix socket, then `hubble observe agent-events` (the real CLI when
 //! the workspace built it, else the client library) lists what the agent did: AGENT_STARTED,
 //! the ipcache entries, one POLICY_UPDATED per policy, one ENDPOINT_CREATED per pod; a
-//! follower sees ENDPOINT_DELETED of every pod when the agent stops. Without root or BPF it
-//! skips, but fails when CI=true.
+//! follower sees ENDPOINT_DELETED of every pod when the agent stops; the agent's exporter
+//! (allowlist: agent events) wrote the same events, then the deletions. Without a Hubble
+//! server, the exporter still gets every agent event. Without root or BPF it skips, but fails
+//! when CI=true.
 
 use std::process::Command;
 use std::time::Duration;
@@ -16,36 +18,51 @@ use common::{TestLab, hubble_bin, spawn_attached};
 
 const BIN: &str = env!("CARGO_BIN_EXE_hubble-agent");
 const TEST: &str = "e2e agent events test";
+const ALLOW_AGENT_EVENTS: &str = r#"{"event_type":[{"type":130}]}"#;
+
+/// The export file's lines as JSON.
+fn exported(path: &std::path::Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .expect("export file")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("whole exported line"))
+        .collect()
+}
 
 fn spec_text(name: &str) -> String {
+    spec_text_in(name, 61)
+}
+
+/// The lab spec with its addresses in 10.250.`net`.0/24 and fd00:250:`net`::/64.
+fn spec_text_in(name: &str, net: u8) -> String {
     format!(
         r#"
 [lab]
 name = "{name}"
 node = "{name}-node"
-ipv4_cidr = "10.250.61.0/24"
-ipv6_cidr = "fd00:250:61::/64"
+ipv4_cidr = "10.250.{net}.0/24"
+ipv6_cidr = "fd00:250:{net}::/64"
 
 [[pods]]
 namespace = "ev"
 name = "client"
 labels = {{ app = "client" }}
-ipv4 = "10.250.61.10"
-ipv6 = "fd00:250:61::10"
+ipv4 = "10.250.{net}.10"
+ipv6 = "fd00:250:{net}::10"
 
 [[pods]]
 namespace = "ev"
 name = "server"
 labels = {{ app = "server" }}
-ipv4 = "10.250.61.20"
-ipv6 = "fd00:250:61::20"
+ipv4 = "10.250.{net}.20"
+ipv6 = "fd00:250:{net}::20"
 
 [[pods]]
 namespace = "other"
 name = "probe"
 labels = {{ app = "probe" }}
-ipv4 = "10.250.61.30"
-ipv6 = "fd00:250:61::30"
+ipv4 = "10.250.{net}.30"
+ipv6 = "fd00:250:{net}::30"
 
 [[policies]]
 name = "server-ingress"
@@ -144,7 +161,10 @@ fn agent_events_of_a_live_lab() {
         .arg(&spec_path)
         .arg("--socket")
         .arg(&sock)
-        .args(["--listen-address", "", "--max-flows", "1023"]);
+        .args(["--listen-address", "", "--max-flows", "1023"])
+        .arg("--export-file-path")
+        .arg(dir.path().join("export/events.log"))
+        .args(["--export-allowlist", ALLOW_AGENT_EVENTS]);
     if spawn_attached(&mut guard, &mut cmd, TEST).is_none() {
         return;
     }
@@ -292,4 +312,77 @@ fn agent_events_of_a_live_lab() {
     assert_eq!(deleted, ["client", "probe", "server"]);
     let st = guard.agent.as_mut().unwrap().wait().unwrap();
     assert!(st.success(), "agent exit: {st}");
+
+    // The exporter wrote every event the server served, identical (ExportEvent and
+    // GetAgentEventsResponse share agent_event, node_name and time), then the deletions;
+    // the allowlist kept flows out.
+    let lines = exported(&dir.path().join("export/events.log"));
+    assert!(lines.len() >= events.len(), "{lines:#?}");
+    assert_eq!(lines[..events.len()], events[..]);
+    let rest: Vec<&str> = lines[events.len()..]
+        .iter()
+        .map(|l| {
+            l["agent_event"]["type"]
+                .as_str()
+                .unwrap_or("not an agent event")
+        })
+        .collect();
+    assert_eq!(rest, ["ENDPOINT_DELETED"; 3], "{lines:#?}");
+}
+
+#[test]
+fn export_without_a_hubble_server() {
+    let name = format!("x{}", std::process::id() % 10_000_000);
+    let Some(TestLab {
+        dir,
+        mut guard,
+        spec_path,
+        ..
+    }) = TestLab::up(TEST, &name, |n| spec_text_in(n, 62))
+    else {
+        return;
+    };
+    let path = dir.path().join("events.log");
+    let mut cmd = Command::new(BIN);
+    cmd.args(["run", "--no-hubble-server", "--duration", "1s", "--lab"])
+        .arg(&spec_path)
+        .arg("--export-file-path")
+        .arg(&path)
+        .args(["--export-allowlist", ALLOW_AGENT_EVENTS]);
+    if spawn_attached(&mut guard, &mut cmd, TEST).is_none() {
+        return;
+    }
+    // It stops by itself (a SIGTERM right after "datapath attached" can come before the
+    // agent listens for it).
+    let st = guard.agent.as_mut().unwrap().wait().unwrap();
+    assert!(st.success(), "agent exit: {st}");
+    let lines = exported(&path);
+    let types: Vec<&str> = lines
+        .iter()
+        .map(|l| {
+            l["agent_event"]["type"]
+                .as_str()
+                .unwrap_or("not an agent event")
+        })
+        .collect();
+    assert_eq!(types[0], "AGENT_STARTED", "{lines:#?}");
+    for (t, n) in [
+        ("AGENT_STARTED", 1),
+        ("POLICY_UPDATED", 2),
+        ("ENDPOINT_CREATED", 3),
+        ("ENDPOINT_DELETED", 3),
+    ] {
+        assert_eq!(
+            types.iter().filter(|&&x| x == t).count(),
+            n,
+            "{t}: {types:?}"
+        );
+    }
+    assert!(types.contains(&"IPCACHE_UPSERTED"), "{types:?}");
+    assert!(
+        lines
+            .iter()
+            .all(|l| l["node_name"] == format!("{name}-node")),
+        "{lines:#?}"
+    );
 }

@@ -372,7 +372,7 @@ impl Metrics {
         self.sources().observer = Some(obs);
     }
 
-    /// Reports the flows the in-agent exporter dropped because its queue was full.
+    /// Reports the events the in-agent exporter dropped because its queue was full.
     pub fn set_export_dropped(&self, c: Arc<std::sync::atomic::AtomicU64>) {
         self.sources().export_dropped = Some(c);
     }
@@ -430,7 +430,7 @@ impl Collector for Metrics {
             counter(
                 &mut enc,
                 "hubble_agent_export_dropped",
-                "Flows the exporter dropped because its queue was full",
+                "Events (flows, lost and agent events) the exporter dropped because its queue was full",
                 c.load(std::sync::atomic::Ordering::Relaxed),
             )?;
         }

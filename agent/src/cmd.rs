@@ -435,27 +435,35 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
         .context("building the tokio runtime")
 }
 
-async fn shutdown_signal(duration: Option<Duration>) {
+/// Resolves on SIGINT, SIGTERM or after `duration`. The signal handlers are installed by
+/// this call, not at the first poll: a signal that comes right after the agent says it is
+/// attached still stops it cleanly (must be called inside the runtime).
+fn shutdown_signal(duration: Option<Duration>) -> impl std::future::Future<Output = ()> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).ok();
-    let sleep = async {
-        match duration {
-            Some(d) => tokio::time::sleep(d).await,
-            None => std::future::pending().await,
-        }
-    };
-    let term_fut = async {
-        match term.as_mut() {
-            Some(t) => {
-                t.recv().await;
+    let mut int = signal(SignalKind::interrupt()).ok();
+    async move {
+        let sleep = async {
+            match duration {
+                Some(d) => tokio::time::sleep(d).await,
+                None => std::future::pending().await,
             }
-            None => std::future::pending().await,
+        };
+        tokio::select! {
+            _ = received(int.as_mut()) => {}
+            _ = received(term.as_mut()) => {}
+            _ = sleep => {}
         }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term_fut => {}
-        _ = sleep => {}
+    }
+}
+
+/// Resolves when `s` is received (never without a handler).
+async fn received(s: Option<&mut tokio::signal::unix::Signal>) {
+    match s {
+        Some(s) => {
+            s.recv().await;
+        }
+        None => std::future::pending().await,
     }
 }
 
@@ -479,8 +487,8 @@ fn pump_inner(
     let result = rt.block_on(async {
         let (tx, mut rx) = mpsc::channel::<RawRecord>(8192);
         let handles = att.start_readers(tx, lost.clone())?;
-        eprintln!("{}", att.banner);
         let stop = shutdown_signal(duration);
+        eprintln!("{}", att.banner);
         tokio::pin!(stop);
         let mut r: Result<()> = loop {
             tokio::select! {

@@ -3,14 +3,12 @@
 
 use std::io::{self, Write};
 
-use anyhow::Context;
 use clap::{Arg, ArgAction, ArgMatches, Command, value_parser};
 
 use super::exit;
-use super::observe::output_args;
-use super::server::{DEFAULT_FLOW_COUNT, ServerOpts, runtime, warn_version};
-use crate::printer::{OutputFormat, Printer, PrinterOptions, TimeFormat};
-use crate::timefmt::parse_time;
+use super::observe::{output_args, time_bounds, time_format, time_format_arg, timestamp};
+use super::server::{DEFAULT_FLOW_COUNT, ServerOpts, is_broken_pipe, runtime, warn_version};
+use crate::printer::{OutputFormat, Printer, PrinterOptions};
 
 const AGENT_LONG: &str = "\
 Observe Cilium agent events: what the agent did (started, endpoints created or deleted, \
@@ -81,17 +79,7 @@ fn event_args(cmd: Command, what: &'static str) -> Command {
         )
         .next_help_heading("Formatting")
         .args(output_args())
-        .arg(
-            Arg::new("time-format")
-                .long("time-format")
-                .value_name("FORMAT")
-                .default_value("StampMilli")
-                .help(
-                    "Time format for printing (not for json): StampMilli, YearMonthDay, \
-                     YearMonthDayHour, YearMonthDayHourMinute, RFC3339, RFC3339Milli, \
-                     RFC3339Micro, RFC3339Nano, RFC1123Z",
-                ),
-        )
+        .arg(time_format_arg())
 }
 
 pub fn agent_events_command() -> Command {
@@ -137,22 +125,8 @@ pub fn selection(m: &ArgMatches) -> anyhow::Result<EventSelection> {
     if first > 0 && follow {
         anyhow::bail!("cannot set both --first and --follow");
     }
-    let now = chrono::Utc::now();
-    let ts = |t: chrono::DateTime<chrono::Utc>| hubble_api::pbjson_types::Timestamp {
-        seconds: t.timestamp(),
-        nanos: t.timestamp_subsec_nanos() as i32,
-    };
-    let since = m
-        .get_one::<String>("since")
-        .map(|s| parse_time(s, now).context("failed to parse the since time"))
-        .transpose()?
-        .map(ts);
-    let until = match (m.get_one::<String>("until"), follow) {
-        (Some(s), false) => Some(ts(
-            parse_time(s, now).context("failed to parse the until time")?
-        )),
-        _ => None,
-    };
+    let (since, until) = time_bounds(m, follow)?;
+    let (since, until) = (since.map(timestamp), until.map(timestamp));
     if first > 0 {
         return Ok(EventSelection {
             number: first,
@@ -187,14 +161,9 @@ fn printer_options(m: &ArgMatches, follow: bool) -> anyhow::Result<PrinterOption
     if format == OutputFormat::Table && follow {
         anyhow::bail!("table output format is not compatible with follow mode");
     }
-    let time_format: TimeFormat = m
-        .get_one::<String>("time-format")
-        .expect("default")
-        .parse()
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
     Ok(PrinterOptions {
         format,
-        time_format,
+        time_format: time_format(m)?,
         node_name: m.get_flag("print-node-name"),
         ..PrinterOptions::default()
     })
@@ -251,12 +220,7 @@ pub fn run(m: &ArgMatches, debug_events: bool) -> anyhow::Result<u8> {
     drop(rt);
     match res.and_then(|()| printer.finish().map_err(Into::into)) {
         Ok(()) => Ok(exit::OK),
-        Err(e)
-            if e.downcast_ref::<io::Error>()
-                .is_some_and(|e| e.kind() == io::ErrorKind::BrokenPipe) =>
-        {
-            Ok(exit::OK)
-        }
+        Err(e) if is_broken_pipe(&e) => Ok(exit::OK),
         Err(e) => Err(e),
     }
 }

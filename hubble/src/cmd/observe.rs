@@ -119,17 +119,7 @@ fn add_flow_args(cmd: Command) -> Command {
                 .action(ArgAction::SetTrue)
                 .help("Print policy names in output"),
         )
-        .arg(
-            Arg::new("time-format")
-                .long("time-format")
-                .value_name("FORMAT")
-                .default_value("StampMilli")
-                .help(
-                    "Time format for printing (not for json): StampMilli, YearMonthDay, \
-                     YearMonthDayHour, YearMonthDayHourMinute, RFC3339, RFC3339Milli, \
-                     RFC3339Micro, RFC3339Nano, RFC1123Z",
-                ),
-        )
+        .arg(time_format_arg())
         .arg(
             Arg::new("color")
                 .long("color")
@@ -254,15 +244,7 @@ pub fn run(m: &ArgMatches) -> anyhow::Result<u8> {
     if last > 0 && all {
         bail!("cannot set both --last and --all");
     }
-    let now = chrono::Utc::now();
-    let since = m
-        .get_one::<String>("since")
-        .map(|s| parse_time(s, now).context("failed to parse the since time"))
-        .transpose()?;
-    let until = match (m.get_one::<String>("until"), follow) {
-        (Some(s), false) => Some(parse_time(s, now).context("failed to parse the until time")?),
-        _ => None,
-    };
+    let (since, until) = time_bounds(m, follow)?;
     let number = if first > 0 {
         first
     } else if all {
@@ -281,11 +263,7 @@ pub fn run(m: &ArgMatches) -> anyhow::Result<u8> {
 
     let filters = FlowFilters::compile(&whitelist, &blacklist)?;
 
-    let time_format: TimeFormat = m
-        .get_one::<String>("time-format")
-        .expect("default")
-        .parse()
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let time_format = time_format(m)?;
     let stdout = io::stdout();
     let color = match m.get_one::<String>("color").map(String::as_str) {
         Some("always") => true,
@@ -401,18 +379,14 @@ fn server_request(
             .map(|p| p.to_string())
             .collect();
     }
-    let ts = |t: chrono::DateTime<chrono::Utc>| hubble_api::pbjson_types::Timestamp {
-        seconds: t.timestamp(),
-        nanos: t.timestamp_subsec_nanos() as i32,
-    };
     hubble_api::observer::GetFlowsRequest {
         number,
         first: sel.first,
         follow,
         whitelist,
         blacklist,
-        since: sel.since.map(ts),
-        until: sel.until.map(ts),
+        since: sel.since.map(timestamp),
+        until: sel.until.map(timestamp),
         field_mask: (!paths.is_empty()).then_some(hubble_api::pbjson_types::FieldMask { paths }),
         ..Default::default()
     }
@@ -452,4 +426,54 @@ pub(crate) fn output_args() -> [Arg; 2] {
             .action(ArgAction::SetTrue)
             .help("Print node name in output"),
     ]
+}
+
+/// `--time-format`, shared by `observe` and its event subcommands.
+pub(crate) fn time_format_arg() -> Arg {
+    Arg::new("time-format")
+        .long("time-format")
+        .value_name("FORMAT")
+        .default_value("StampMilli")
+        .help(
+            "Time format for printing (not for json): StampMilli, YearMonthDay, \
+             YearMonthDayHour, YearMonthDayHourMinute, RFC3339, RFC3339Milli, \
+             RFC3339Micro, RFC3339Nano, RFC1123Z",
+        )
+}
+
+/// The parsed `--time-format`.
+pub(crate) fn time_format(m: &ArgMatches) -> anyhow::Result<TimeFormat> {
+    m.get_one::<String>("time-format")
+        .expect("default")
+        .parse()
+        .map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+/// A point in time, as the CLI parses it.
+type Time = chrono::DateTime<chrono::Utc>;
+
+/// `--since` and `--until` (relative to now, or absolute); `--until` is dropped when
+/// following, as Hubble does.
+pub(crate) fn time_bounds(
+    m: &ArgMatches,
+    follow: bool,
+) -> anyhow::Result<(Option<Time>, Option<Time>)> {
+    let now = chrono::Utc::now();
+    let since = m
+        .get_one::<String>("since")
+        .map(|s| parse_time(s, now).context("failed to parse the since time"))
+        .transpose()?;
+    let until = match (m.get_one::<String>("until"), follow) {
+        (Some(s), false) => Some(parse_time(s, now).context("failed to parse the until time")?),
+        _ => None,
+    };
+    Ok((since, until))
+}
+
+/// A time as the protobuf Timestamp of a request.
+pub(crate) fn timestamp(t: chrono::DateTime<chrono::Utc>) -> hubble_api::pbjson_types::Timestamp {
+    hubble_api::pbjson_types::Timestamp {
+        seconds: t.timestamp(),
+        nanos: t.timestamp_subsec_nanos() as i32,
+    }
 }

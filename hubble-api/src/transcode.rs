@@ -84,24 +84,6 @@ pub fn flow(b: &[u8], out: &mut Vec<u8>) -> Result<()> {
     res
 }
 
-/// The `response_types` member of an encoded GetFlowsResponse (the last one on the wire, as
-/// prost keeps it), from a scan of the top level only.
-pub fn response_kind(b: &[u8]) -> Result<ResponseKind> {
-    let mut p = 0;
-    let mut kind = ResponseKind::None;
-    while p < b.len() {
-        let (num, wt) = key(b, &mut p)?;
-        match num {
-            1 => kind = ResponseKind::Flow,
-            2 => kind = ResponseKind::NodeStatus,
-            3 => kind = ResponseKind::LostEvents,
-            _ => {}
-        }
-        skip(b, &mut p, wt)?;
-    }
-    Ok(kind)
-}
-
 /// One field occurrence of an encoded message, for code that edits messages without
 /// decoding them (e.g. applying a field mask to stored flows).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -258,21 +240,7 @@ fn varint_long(b: &[u8], p: &mut usize) -> Result<u64> {
         *p = i + len;
         return Ok(x);
     }
-    if let Some(w) = b.get(i..i + 10) {
-        // Ten bytes at hand: no bounds checks in the loop.
-        let mut v = 0u64;
-        for (k, &byte) in w.iter().enumerate() {
-            v |= u64::from(byte & 0x7f) << (7 * k);
-            if byte < 0x80 {
-                if k == 9 && byte > 1 {
-                    break;
-                }
-                *p = i + k + 1;
-                return Ok(v);
-            }
-        }
-        return Err(TranscodeError::Malformed("invalid varint"));
-    }
+    // Nine or ten bytes (negative numbers), or too long: byte by byte.
     let mut v = 0u64;
     let mut shift = 0;
     let mut i = i;
@@ -948,6 +916,25 @@ mod tests {
         assert_eq!(rebuilt, f[0].raw);
         let bad: Vec<_> = fields(&b[..b.len() - 1]).collect();
         assert!(bad.last().unwrap().is_err());
+    }
+
+    /// The reference for [`get_flows_response`]'s kind: the `response_types` member of an
+    /// encoded GetFlowsResponse (the last one on the wire, as prost keeps it), from a scan
+    /// of the top level.
+    fn response_kind(b: &[u8]) -> Result<ResponseKind> {
+        let mut p = 0;
+        let mut kind = ResponseKind::None;
+        while p < b.len() {
+            let (num, wt) = key(b, &mut p)?;
+            match num {
+                1 => kind = ResponseKind::Flow,
+                2 => kind = ResponseKind::NodeStatus,
+                3 => kind = ResponseKind::LostEvents,
+                _ => {}
+            }
+            skip(b, &mut p, wt)?;
+        }
+        Ok(kind)
     }
 
     #[test]

@@ -24,6 +24,8 @@ use hubble_api::flow::{
 use hubble_api::observer::{GetAgentEventsRequest, GetAgentEventsResponse};
 use pbjson_types::Timestamp;
 
+use super::entry::ts_key;
+use super::local::timestamp;
 use super::ring::{Read, Ring};
 use crate::enrich::state::{EndpointInfo, NodeState};
 
@@ -75,16 +77,9 @@ pub struct EventQuery {
     done: bool,
 }
 
-fn timestamp(t: SystemTime) -> Timestamp {
-    let d = t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
-    Timestamp {
-        seconds: d.as_secs() as i64,
-        nanos: d.subsec_nanos() as i32,
-    }
-}
-
+/// The stored event's time, as a comparable key.
 fn time_key(r: &GetAgentEventsResponse) -> (i64, i32) {
-    r.time.as_ref().map_or((0, 0), |t| (t.seconds, t.nanos))
+    ts_key(r.time.as_ref())
 }
 
 fn valid(

@@ -618,12 +618,12 @@ static __always_inline int handle(struct __sk_buff *skb, const int from_endpoint
 
 	ep = bpf_map_lookup_elem(&hl_endpoints, &ifindex);
 	if (!ep)
-		return TC_ACT_OK;
+		return TC_ACT_UNSPEC;
 	cfg = bpf_map_lookup_elem(&hl_config, &zero);
 
 	ret = parse(skb, &p);
 	if (ret > 0)
-		return TC_ACT_OK;
+		return TC_ACT_UNSPEC;
 	if (ret < 0) {
 		c.src_id = from_endpoint ? ep->sec_identity : 0;
 		c.dst_id = from_endpoint ? 0 : ep->sec_identity;
@@ -714,7 +714,7 @@ static __always_inline int handle(struct __sk_buff *skb, const int from_endpoint
 	else
 		obs = TRACE_TO_LXC;
 	send_trace(skb, cfg, obs, ep, &c, &p);
-	return TC_ACT_OK;
+	return TC_ACT_UNSPEC;
 }
 
 /* TC ingress of the host-side veth: packets sent by the pod. */

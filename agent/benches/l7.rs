@@ -5,7 +5,7 @@
 use std::net::IpAddr;
 use std::time::UNIX_EPOCH;
 
-use agent::enrich::{Enricher, NodeState};
+use agent::enrich::Enricher;
 use agent::l7::build::{capture, tcp4, udp4};
 use agent::l7::{L7_F_INGRESS, L7_F_RESPONSE, L7_KIND_DNS, L7_KIND_HTTP, L7Engine, dns};
 use agent::lab::spec::LabSpec;
@@ -24,7 +24,7 @@ fn bench(c: &mut Criterion) {
         "/../fixtures/lab/demo.toml"
     ))
     .expect("demo.toml");
-    let state = NodeState::from_spec(&spec, |_| 0);
+    let state = agent::sources::lab::state_of(&spec);
     let ep = |ip: [u8; 4]| {
         state
             .endpoints

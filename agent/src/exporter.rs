@@ -706,3 +706,19 @@ mod tests {
         assert!(text.starts_with(r#"{"agent_event":{"type":"AGENT_STARTED""#));
     }
 }
+
+/// The exporter as a sink of the flow pipeline: flows and lost events are offered to its
+/// queue (allow/deny applied first; a full queue drops and counts).
+impl crate::flows::FlowSink for &AgentExporter {
+    fn take(
+        &mut self,
+        responses: &[GetFlowsResponse],
+        _: &crate::flows::Counters,
+        _: bool,
+    ) -> std::io::Result<()> {
+        for r in responses {
+            self.offer(r);
+        }
+        Ok(())
+    }
+}

@@ -1,13 +1,19 @@
-//! hubble-agent: loads the eBPF datapath onto lab endpoints, decodes the kernel's monitor
-//! events and enriches them into Hubble flows.
+//! hubble-agent: sources (the lab, …) feed a node model that drives the eBPF datapath; the
+//! kernel's monitor events are decoded and enriched into Hubble flows for the sinks (the
+//! observer ring served over gRPC, the exporter, metrics, a JSON-lines printer).
 
+pub mod args;
 pub mod certs;
 pub mod cmd;
+pub mod daemon;
 pub mod datapath;
 pub mod enrich;
 pub mod exporter;
+pub mod flows;
 pub mod l7;
 pub mod lab;
 pub mod metrics;
+pub mod model;
 pub mod monitor;
 pub mod observer;
+pub mod sources;

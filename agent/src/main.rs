@@ -1,6 +1,6 @@
 //! `hubble-agent`: the node agent binary.
 //!
-//! A small clap dispatcher: `run`, `record`, `replay` (agent::cmd) and `lab` (agent::lab::cli).
+//! A small clap dispatcher over `agent::cmd` (one module per subcommand).
 
 use std::process::ExitCode;
 
@@ -27,12 +27,12 @@ enum Command {
     Replay(agent::cmd::ReplayArgs),
     /// Serve the flows of a recording over the Hubble API, like a live agent (debugging).
     #[command(hide = true)]
-    ServeReplay(agent::observer::run::ServeReplayArgs),
+    ServeReplay(agent::cmd::serve::ServeReplayArgs),
     /// Serve the flows of a JSON-lines file over the Hubble API (benchmarks, no root needed).
     #[command(hide = true)]
-    ServeFlows(agent::observer::run::ServeFlowsArgs),
+    ServeFlows(agent::cmd::serve::ServeFlowsArgs),
     /// Build, drive and tear down a lab of pods as network namespaces (needs root).
-    Lab(agent::lab::cli::LabCmd),
+    Lab(agent::cmd::lab::LabCmd),
     /// Make a CA and TLS certificates for the Hubble API, the relay and clients.
     #[command(subcommand)]
     Certs(agent::certs::CertsCmd),
@@ -55,8 +55,8 @@ fn main() -> ExitCode {
         Command::Run(args) => agent::cmd::run(*args),
         Command::Record(args) => agent::cmd::record(args),
         Command::Replay(args) => agent::cmd::replay(args),
-        Command::ServeReplay(args) => agent::observer::run::serve_replay(args),
-        Command::ServeFlows(args) => agent::observer::run::serve_flows(args),
+        Command::ServeReplay(args) => agent::cmd::serve::serve_replay(args),
+        Command::ServeFlows(args) => agent::cmd::serve::serve_flows(args),
         Command::Certs(cmd) => cmd.run(),
     };
     match res {

@@ -1,11 +1,12 @@
 //! Insta snapshots (snapshots/agent_events__*.snap) of the agent events `hubble-agent run
-//! --lab fixtures/lab/mini.toml` records (the same builders as the live agent, at fixed times),
-//! as `hubble observe agent-events` prints them: the field contents show up in review.
+//! --lab fixtures/lab/mini.toml` records (the lab source's changes applied by the node model,
+//! as in the live agent, with a fake datapath and fixed times), as `hubble observe
+//! agent-events` prints them: the field contents show up in review.
 
 use std::time::{Duration, SystemTime};
 
-use agent::enrich::state::NodeState;
 use agent::lab::spec::LabSpec;
+use agent::model::{NoMaps, NodeMaps, NodeModel};
 use agent::observer::events::{self, AgentEvents};
 use hubble::printer::{OutputFormat, Printer, PrinterOptions, TimeFormat};
 use hubble_api::observer::GetAgentEventsRequest;
@@ -13,17 +14,15 @@ use hubble_api::observer::GetAgentEventsRequest;
 fn recorded() -> Vec<hubble_api::observer::GetAgentEventsResponse> {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/lab/mini.toml");
     let spec = LabSpec::load(&path).unwrap();
-    let state = NodeState::from_spec(&spec, |_| 0);
+    let mut model = NodeModel::new();
+    let maps: &mut dyn NodeMaps = &mut NoMaps;
+    let up = model
+        .apply(agent::sources::lab::changes(&spec, &spec.lab.node), maps)
+        .events;
+    let down = model.detach_all(maps).events;
     let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_767_225_600);
-    let store = AgentEvents::new(state.node_name());
+    let store = AgentEvents::new(model.state().node_name());
     store.push_at(events::agent_started(t0), t0);
-    let policies: Vec<(String, String)> = spec
-        .policies
-        .iter()
-        .map(|p| (p.namespace.clone(), p.name.clone()))
-        .collect();
-    let up = events::lab_up(&state, &policies, |_| true);
-    let down = state.endpoints.iter().map(events::endpoint_deleted);
     for (i, e) in up.into_iter().chain(down).enumerate() {
         store.push_at(e, t0 + Duration::from_millis(10 * (i as u64 + 1)));
     }

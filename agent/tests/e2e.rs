@@ -9,6 +9,8 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use agent::lab::{netns, traffic};
+use aya::programs::SchedClassifier;
+use aya::programs::tc::TcAttachType;
 use serde_json::Value;
 
 mod common;
@@ -75,6 +77,41 @@ fn run_in<T: Send + 'static>(
     f: impl FnOnce() -> std::io::Result<T> + Send + 'static,
 ) -> std::io::Result<T> {
     netns::run_in(ns, f)
+}
+
+/// Names of the TCX programs on `ifname` (in the lab's node netns), in chain order; empty
+/// without TCX.
+fn tcx_programs(node_ns: &str, ifname: &str, t: TcAttachType) -> Vec<String> {
+    if !agent::datapath::node_maps::has_tcx() {
+        return Vec::new();
+    }
+    let (ns, ifname) = (node_ns.to_string(), ifname.to_string());
+    // setns is per thread: query from a thread of its own.
+    std::thread::spawn(move || {
+        netns::enter(&ns).expect("entering the node netns");
+        match SchedClassifier::query_tcx(&ifname, t) {
+            Ok((_, progs)) => progs
+                .iter()
+                .map(|p| p.name_as_str().unwrap_or("?").to_string())
+                .collect(),
+            Err(e) => panic!("querying TCX programs of {ifname}: {e}"),
+        }
+    })
+    .join()
+    .unwrap()
+}
+
+/// Every TCX program on any pod interface of the lab, as `ifname hook: name`.
+fn tcx_left(node_ns: &str, spec: &agent::lab::LabSpec) -> Vec<String> {
+    let mut left = Vec::new();
+    for p in &spec.pods {
+        for t in [TcAttachType::Ingress, TcAttachType::Egress] {
+            for n in tcx_programs(node_ns, &p.host_veth, t) {
+                left.push(format!("{} {t:?}: {n}", p.host_veth));
+            }
+        }
+    }
+    left
 }
 
 fn tc_show(node_ns: &str, args: &[&str]) -> String {
@@ -447,34 +484,66 @@ fn datapath_flows_end_to_end() {
     assert_eq!(from["traffic_direction"], "EGRESS");
     assert_eq!(pod_name(from, "source"), "client");
 
-    // A crashed agent leaves its tc filters; the next one cleans them up at start and
-    // removes everything when it stops.
+    // A killed agent (SIGKILL): on a kernel with TCX its links die with its process, so no
+    // program is left on any lab interface to enforce a stale policy; without TCX its clsact
+    // filters stay until the next agent cleans them up at start.
     let node_ns = spec.node_netns();
+    let tcx = agent::datapath::node_maps::has_tcx();
     let _lines = start_agent(&mut guard, &spec_path, "medium");
+    assert_eq!(
+        tcx_programs(&node_ns, &client.host_veth, TcAttachType::Ingress),
+        if tcx {
+            vec!["from_container".to_string()]
+        } else {
+            Vec::new()
+        },
+        "the running agent's program on {}",
+        client.host_veth
+    );
     let mut crashed = guard.agent.take().unwrap();
     crashed.kill().unwrap();
     crashed.wait().unwrap();
-    let left = tc_show(
-        &node_ns,
-        &["filter", "show", "dev", &client.host_veth, "ingress"],
-    );
-    assert!(
-        left.contains("bpf"),
-        "a killed agent leaves its filter: {left:?}"
-    );
+    if tcx {
+        let deadline = Instant::now() + Duration::from_secs(2);
+        let left = loop {
+            let left = tcx_left(&node_ns, &spec);
+            if left.is_empty() || Instant::now() > deadline {
+                break left;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        assert!(left.is_empty(), "a SIGKILLed agent left programs: {left:?}");
+    } else {
+        let left = tc_show(
+            &node_ns,
+            &["filter", "show", "dev", &client.host_veth, "ingress"],
+        );
+        assert!(
+            left.contains("bpf"),
+            "a killed agent leaves its filter: {left:?}"
+        );
+    }
     let lines = start_agent(&mut guard, &spec_path, "medium");
-    let f = tc_show(
-        &node_ns,
-        &["filter", "show", "dev", &client.host_veth, "ingress"],
-    );
-    assert_eq!(
-        f.matches("name from_container").count(),
-        1,
-        "one program after restart: {f}"
-    );
+    if tcx {
+        assert_eq!(
+            tcx_programs(&node_ns, &client.host_veth, TcAttachType::Ingress),
+            vec!["from_container".to_string()],
+            "one program after restart"
+        );
+    } else {
+        let f = tc_show(
+            &node_ns,
+            &["filter", "show", "dev", &client.host_veth, "ingress"],
+        );
+        assert_eq!(
+            f.matches("name from_container").count(),
+            1,
+            "one program after restart: {f}"
+        );
+    }
     let _ = stop_agent(guard.agent.take().unwrap(), &lines);
 
-    // The agent removed its qdiscs and filters.
+    // The agent removed its programs, qdiscs and filters.
     for p in &spec.pods {
         let q = tc_show(&node_ns, &["qdisc", "show", "dev", &p.host_veth]);
         assert!(!q.contains("clsact"), "clsact left on {}: {q}", p.host_veth);
@@ -483,6 +552,14 @@ fn datapath_flows_end_to_end() {
             &["filter", "show", "dev", &p.host_veth, "ingress"],
         );
         assert!(f.trim().is_empty(), "filter left on {}: {f}", p.host_veth);
+        for t in [TcAttachType::Ingress, TcAttachType::Egress] {
+            let left = tcx_programs(&node_ns, &p.host_veth, t);
+            assert!(
+                left.is_empty(),
+                "TCX programs left on {}: {left:?}",
+                p.host_veth
+            );
+        }
     }
 
     // Lab down leaves no namespace behind.

@@ -31,7 +31,7 @@ pub const L7_CAPTURE_MAX: u16 = 4096;
 
 /// `struct l7_key`: an endpoint's L7 visibility rule (ingress = the endpoint serves `port`).
 #[repr(C)]
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct L7Key {
     pub ep_id: u16,
     pub port: u16,

@@ -2,29 +2,25 @@
 //! from the node state, attach it with clsact on every endpoint's host veth, read the perf rings.
 
 pub mod maps;
+pub mod node_maps;
 pub mod perf;
-pub mod policy;
 pub mod record;
 
 use std::io;
-use std::net::IpAddr;
 use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::SystemTime;
 
-use aya::maps::lpm_trie::{Key, LpmTrie};
 use aya::maps::perf::PerfEvent;
-use aya::maps::{Array, HashMap, MapData, PerCpuArray, PerfEventArray};
-use aya::programs::tc::{self, NlOptions, SchedClassifier, TcAttachOptions, TcAttachType};
+use aya::maps::{Array, MapData, PerCpuArray, PerfEventArray};
+use aya::programs::SchedClassifier;
 use aya::{Ebpf, EbpfLoader};
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 use tokio::sync::mpsc;
 
-use crate::enrich::state::{IDENTITY_HOST, NodeState};
 use maps::*;
-pub use policy::CompiledPolicy;
 pub use record::RawRecord;
 
 /// The compiled datapath object, built by build.rs from ebpf/lxc.bpf.c.
@@ -129,10 +125,15 @@ pub fn is_root() -> bool {
     unsafe { libc::geteuid() == 0 }
 }
 
-/// A loaded datapath. Dropping it detaches the programs; `shutdown` also removes the qdiscs.
+/// A loaded datapath. Dropping it detaches the programs; `shutdown` also removes the clsact
+/// qdiscs it added where the kernel has no TCX.
 pub struct Datapath {
     bpf: Ebpf,
-    attached: Vec<String>,
+    /// Interfaces attached to, and how.
+    attached: std::collections::HashMap<String, node_maps::Attachment>,
+    /// The L7 rules and port bitmap words in the maps now.
+    l7_in_map: std::collections::BTreeSet<(L7Key, u8)>,
+    l7_port_words: std::collections::BTreeMap<u32, u32>,
     /// Keeps the kernel's BPF run-time statistics on while the datapath lives.
     _stats: Option<std::os::fd::OwnedFd>,
 }
@@ -201,163 +202,11 @@ impl Datapath {
         let stats = aya::sys::enable_stats(aya::sys::Stats::RunTime).ok();
         Ok(Self {
             bpf,
-            attached: Vec::new(),
+            attached: Default::default(),
+            l7_in_map: Default::default(),
+            l7_port_words: Default::default(),
             _stats: stats,
         })
-    }
-
-    /// Fills ipcache, endpoints and policy from the node state.
-    pub fn fill(
-        &mut self,
-        state: &NodeState,
-        policy: &CompiledPolicy,
-    ) -> Result<(), DatapathError> {
-        {
-            let m = self
-                .bpf
-                .map_mut(MAP_IPCACHE)
-                .ok_or(DatapathError::MissingMap(MAP_IPCACHE))?;
-            let mut ipc: LpmTrie<_, IpcacheAddr, IpcacheValue> =
-                LpmTrie::try_from(m).map_err(map_err(MAP_IPCACHE))?;
-            let mut put = |ip: IpAddr, v: IpcacheValue| {
-                let (k, bits) = ipcache_key(ip);
-                ipc.insert(&Key::new(IPCACHE_STATIC_PREFIX + bits, k), v, 0)
-            };
-            for ep in &state.endpoints {
-                for ip in &ep.ips {
-                    put(
-                        *ip,
-                        IpcacheValue {
-                            sec_identity: ep.identity,
-                            ep_id: ep.id,
-                            flags: IPCACHE_F_LOCAL_ENDPOINT,
-                            pad: 0,
-                        },
-                    )
-                    .map_err(map_err(MAP_IPCACHE))?;
-                }
-            }
-            for ip in &state.host_ips {
-                put(
-                    *ip,
-                    IpcacheValue {
-                        sec_identity: IDENTITY_HOST,
-                        ..Default::default()
-                    },
-                )
-                .map_err(map_err(MAP_IPCACHE))?;
-            }
-        }
-        {
-            let m = self
-                .bpf
-                .map_mut(MAP_ENDPOINTS)
-                .ok_or(DatapathError::MissingMap(MAP_ENDPOINTS))?;
-            let mut eps: HashMap<_, u32, EndpointInfo> =
-                HashMap::try_from(m).map_err(map_err(MAP_ENDPOINTS))?;
-            for ep in &state.endpoints {
-                if ep.ifindex == 0 {
-                    continue;
-                }
-                let (ing, egr) = policy.enforced.get(&ep.id).copied().unwrap_or_default();
-                let flags = if ing { EP_F_INGRESS_ENFORCED } else { 0 }
-                    | if egr { EP_F_EGRESS_ENFORCED } else { 0 };
-                eps.insert(
-                    ep.ifindex,
-                    EndpointInfo {
-                        sec_identity: ep.identity,
-                        ep_id: ep.id,
-                        flags,
-                        pad: 0,
-                    },
-                    0,
-                )
-                .map_err(map_err(MAP_ENDPOINTS))?;
-            }
-        }
-        {
-            let m = self
-                .bpf
-                .map_mut(MAP_POLICY)
-                .ok_or(DatapathError::MissingMap(MAP_POLICY))?;
-            let mut pol: HashMap<_, PolicyKey, PolicyValue> =
-                HashMap::try_from(m).map_err(map_err(MAP_POLICY))?;
-            for (k, deny) in &policy.entries {
-                pol.insert(
-                    k,
-                    PolicyValue {
-                        deny: *deny as u8,
-                        pad: [0; 3],
-                    },
-                    0,
-                )
-                .map_err(map_err(MAP_POLICY))?;
-            }
-        }
-        Ok(())
-    }
-
-    /// Writes the L7 visibility rules (endpoint, port, protocol, direction) → what to parse.
-    pub fn fill_l7(&mut self, rules: &[(L7Key, u8)]) -> Result<(), DatapathError> {
-        {
-            // One bit per port named by a rule: the datapath's first, cheap check.
-            let mut words: std::collections::BTreeMap<u32, u32> = Default::default();
-            for (k, _) in rules {
-                *words.entry(u32::from(k.port >> 5)).or_default() |= 1 << (k.port & 31);
-            }
-            let m = self
-                .bpf
-                .map_mut(MAP_L7_PORTS)
-                .ok_or(DatapathError::MissingMap(MAP_L7_PORTS))?;
-            let mut ports: Array<_, u32> = Array::try_from(m).map_err(map_err(MAP_L7_PORTS))?;
-            for (i, w) in words {
-                ports.set(i, w, 0).map_err(map_err(MAP_L7_PORTS))?;
-            }
-        }
-        let m = self
-            .bpf
-            .map_mut(MAP_L7)
-            .ok_or(DatapathError::MissingMap(MAP_L7))?;
-        let mut map: HashMap<_, L7Key, L7Value> = HashMap::try_from(m).map_err(map_err(MAP_L7))?;
-        for (k, kind) in rules.iter().take(L7_RULES_MAX as usize) {
-            map.insert(
-                k,
-                L7Value {
-                    kind: *kind,
-                    pad: [0; 3],
-                },
-                0,
-            )
-            .map_err(map_err(MAP_L7))?;
-        }
-        Ok(())
-    }
-
-    /// Attaches both programs to `iface` (clsact ingress = from the pod, egress = to the pod).
-    pub fn attach(&mut self, iface: &str) -> Result<(), DatapathError> {
-        // An existing clsact qdisc (e.g. from a crashed run) is fine.
-        let _ = tc::qdisc_add_clsact(iface);
-        self.attached.push(iface.to_string());
-        for (name, kind) in [
-            (PROG_FROM_CONTAINER, TcAttachType::Ingress),
-            (PROG_TO_CONTAINER, TcAttachType::Egress),
-        ] {
-            let p: &mut SchedClassifier = self
-                .bpf
-                .program_mut(name)
-                .ok_or(DatapathError::Program {
-                    name,
-                    source: aya::programs::ProgramError::UnexpectedProgramType,
-                })?
-                .try_into()
-                .map_err(|source| DatapathError::Program { name, source })?;
-            p.attach_with_options(iface, kind, TcAttachOptions::Netlink(NlOptions::default()))
-                .map_err(|source| DatapathError::Attach {
-                    iface: iface.to_string(),
-                    source,
-                })?;
-        }
-        Ok(())
     }
 
     /// Takes the perf event array out of the object (once).
@@ -457,9 +306,14 @@ impl Datapath {
 
     /// Detaches the programs and removes the clsact qdiscs this datapath added.
     pub fn shutdown(self) {
-        let ifaces = self.attached.clone();
+        let clsact: Vec<String> = self
+            .attached
+            .iter()
+            .filter(|(_, a)| a.netlink)
+            .map(|(i, _)| i.clone())
+            .collect();
         drop(self.bpf);
-        for i in ifaces {
+        for i in clsact {
             remove_clsact(&i);
         }
     }
@@ -511,22 +365,6 @@ impl DatapathStats {
                 })
             })
             .collect()
-    }
-}
-
-fn ipcache_key(ip: IpAddr) -> (IpcacheAddr, u32) {
-    let mut k = IpcacheAddr::default();
-    match ip {
-        IpAddr::V4(a) => {
-            k.family = FAMILY_IPV4;
-            k.addr[..4].copy_from_slice(&a.octets());
-            (k, 32)
-        }
-        IpAddr::V6(a) => {
-            k.family = FAMILY_IPV6;
-            k.addr = a.octets();
-            (k, 128)
-        }
     }
 }
 
@@ -629,8 +467,7 @@ pub fn spawn_l7_reader(
             };
             let now = SystemTime::now();
             while let Some(item) = g.get_inner_mut().next() {
-                batch.push(RawRecord::Sample {
-                    cpu: 0,
+                batch.push(RawRecord::L7 {
                     time: now,
                     data: item.to_vec(),
                 });

@@ -1,11 +1,14 @@
 //! Recordings of raw perf samples: what `hubble-agent record` writes and `replay` reads.
 //! Format (little endian): magic `HLREC001`, u32 length + JSON `NodeState`, then records
 //! `u8 kind (1 sample, 2 lost) | u32 cpu | u64 unix ns | u32 len + bytes (sample) or u64 count (lost)`.
+//! An L7 capture is stored as a sample of CPU 0 whose first byte is its message type
+//! (`MSG_L7_CAPTURE`, which no monitor event uses), and read back as [`RawRecord::L7`].
 
 use std::io::{self, Read, Write};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::enrich::NodeState;
+use crate::model::NodeState;
+use crate::monitor::abi::MSG_L7_CAPTURE;
 
 pub const MAGIC: &[u8; 8] = b"HLREC001";
 const KIND_SAMPLE: u8 = 1;
@@ -14,11 +17,16 @@ const KIND_LOST: u8 = 2;
 const MAX_SAMPLE: u32 = 1 << 20;
 const MAX_STATE: u32 = 64 << 20;
 
-/// One thing read from a perf ring.
+/// One thing the datapath's readers hand over: a monitor event from a perf ring, an L7
+/// capture from the L7 ring buffer, or samples a perf ring lost.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RawRecord {
     Sample {
         cpu: u32,
+        time: SystemTime,
+        data: Vec<u8>,
+    },
+    L7 {
         time: SystemTime,
         data: Vec<u8>,
     },
@@ -61,13 +69,8 @@ impl<W: Write> Writer<W> {
 
     pub fn write(&mut self, r: &RawRecord) -> Result<(), RecordError> {
         match r {
-            RawRecord::Sample { cpu, time, data } => {
-                self.out.write_all(&[KIND_SAMPLE])?;
-                self.out.write_all(&cpu.to_le_bytes())?;
-                self.out.write_all(&nanos(*time).to_le_bytes())?;
-                self.out.write_all(&(data.len() as u32).to_le_bytes())?;
-                self.out.write_all(data)?;
-            }
+            RawRecord::Sample { cpu, time, data } => self.sample(*cpu, *time, data)?,
+            RawRecord::L7 { time, data } => self.sample(0, *time, data)?,
             RawRecord::Lost { cpu, time, count } => {
                 self.out.write_all(&[KIND_LOST])?;
                 self.out.write_all(&cpu.to_le_bytes())?;
@@ -75,6 +78,15 @@ impl<W: Write> Writer<W> {
                 self.out.write_all(&count.to_le_bytes())?;
             }
         }
+        Ok(())
+    }
+
+    fn sample(&mut self, cpu: u32, time: SystemTime, data: &[u8]) -> Result<(), RecordError> {
+        self.out.write_all(&[KIND_SAMPLE])?;
+        self.out.write_all(&cpu.to_le_bytes())?;
+        self.out.write_all(&nanos(time).to_le_bytes())?;
+        self.out.write_all(&(data.len() as u32).to_le_bytes())?;
+        self.out.write_all(data)?;
         Ok(())
     }
 
@@ -150,6 +162,9 @@ impl<R: Read> Reader<R> {
                 let mut data = vec![0u8; len as usize];
                 if len > 0 && !read_exact_or_eof(&mut self.input, &mut data)? {
                     return Err(RecordError::Corrupt("truncated sample".into()));
+                }
+                if data.first() == Some(&MSG_L7_CAPTURE) {
+                    return Ok(Some(RawRecord::L7 { time, data }));
                 }
                 Ok(Some(RawRecord::Sample { cpu, time, data }))
             }

@@ -4,7 +4,8 @@
 // Hubble still fills the deprecated `summary`, `drop_reason` and `reply` fields.
 #![allow(deprecated)]
 
-pub mod state;
+pub mod fqdn;
+pub mod getters;
 
 use std::net::IpAddr;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -15,10 +16,10 @@ use hubble_api::flow::{
 };
 use pbjson_types::{BoolValue, Timestamp};
 
+pub use crate::model::{EndpointInfo, NodeState};
 use crate::monitor::abi::*;
 use crate::monitor::packet::{self, L4, Packet, tcp_flags};
 use crate::monitor::{DecodeError, MonitorEvent};
-pub use state::{EndpointInfo, NodeState};
 
 /// Local endpoints by address or id, and interface names.
 pub trait EndpointGetter {
@@ -91,7 +92,7 @@ pub struct Enricher<G> {
     /// The summary of every combination of the 9 TCP flags.
     tcp_summaries: Vec<String>,
     /// Names learnt from observed DNS answers (filled by the L7 engine).
-    dns: crate::l7::fqdn::DnsCache,
+    dns: fqdn::DnsCache,
     /// Services taken off reused flows, refilled when the next flow has one (a request
     /// and its response swap which side has the service).
     spare_services: Vec<Service>,
@@ -170,13 +171,18 @@ impl<G: Getters> Enricher<G> {
                     s
                 })
                 .collect(),
-            dns: crate::l7::fqdn::DnsCache::new(),
+            dns: fqdn::DnsCache::new(),
             spare_services: Vec::new(),
         }
     }
 
+    /// Replaces the lookups (a new snapshot of the model); the DNS cache and the rest stay.
+    pub fn set_getters(&mut self, getters: G) {
+        self.getters = getters;
+    }
+
     /// The DNS cache behind `source_names` / `destination_names`.
-    pub fn dns_cache_mut(&mut self) -> &mut crate::l7::fqdn::DnsCache {
+    pub fn dns_cache_mut(&mut self) -> &mut fqdn::DnsCache {
         &mut self.dns
     }
 
@@ -639,7 +645,7 @@ impl<G: Getters> Enricher<G> {
         out.namespace.clear();
         out.pod_name.clear();
         out.workloads.clear();
-        match state::reserved_labels(identity) {
+        match crate::model::reserved_labels(identity) {
             Some(l) => set_strs(&mut out.labels, l),
             None => match self.getters.labels_of(identity) {
                 Some(l) => set_strs(&mut out.labels, l),

@@ -40,14 +40,14 @@ fn fake() -> NodeState {
             .map(|e| (e.identity, e.labels.clone()))
             .collect::<BTreeMap<_, _>>(),
         endpoints: eps,
-        services: vec![state::ServiceInfo {
+        services: vec![crate::model::ServiceInfo {
             namespace: "shop".into(),
             name: "backend".into(),
             backends: vec![101],
             ports: vec![(8080, "TCP".into())],
         }],
         policy_rules: vec![
-            state::PolicyRule {
+            crate::model::PolicyRule {
                 ep_id: 101,
                 egress: false,
                 identity: 256,
@@ -57,7 +57,7 @@ fn fake() -> NodeState {
                 name: "backend-ingress".into(),
                 namespace: "shop".into(),
             },
-            state::PolicyRule {
+            crate::model::PolicyRule {
                 ep_id: 101,
                 egress: false,
                 identity: 258,

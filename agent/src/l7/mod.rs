@@ -9,33 +9,24 @@
 #![allow(deprecated)] // Hubble still fills the deprecated `summary` and `reply`.
 
 pub mod dns;
-pub mod fqdn;
 pub mod http;
 
 /// Keys come from packets: hashed with per-map random seeds (foldhash), much cheaper than
 /// SipHash per L7 message.
 type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
-use std::mem::{offset_of, size_of};
 use std::net::IpAddr;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use hubble_api::flow::{self, Flow, HttpHeader, Layer7, layer7};
 
 use crate::enrich::{Enricher, Getters, set_str};
-use crate::monitor::abi::NotifyCaptureHdr;
+pub use crate::monitor::abi::{
+    L7_F_INGRESS, L7_F_RESPONSE, L7_KIND_DNS, L7_KIND_HTTP, L7_NOTIFY_LEN, L7Notify, MSG_L7_CAPTURE,
+};
 use crate::monitor::packet::{self, L4};
 
-/// Message type of an L7 capture (ours: Cilium has no datapath L7 event; 64 sits in the
-/// datapath range 0–128, unused by Cilium).
-pub const MSG_L7_CAPTURE: u8 = 64;
 /// Hubble's access-log message type, the `event_type.type` of L7 flows.
 pub const MSG_ACCESS_LOG: i32 = 129;
-/// Subtypes (what the packet was captured as).
-pub const L7_KIND_DNS: u8 = 1;
-pub const L7_KIND_HTTP: u8 = 2;
-/// `l7_flags`: the packet is the server's answer; the rule is the endpoint's ingress.
-pub const L7_F_RESPONSE: u8 = 1;
-pub const L7_F_INGRESS: u8 = 2;
 /// DNS `observation_source` of our flows: seen in the datapath (Cilium's proxy says "proxy").
 pub const DNS_OBSERVATION_SOURCE: &str = "datapath";
 
@@ -45,79 +36,6 @@ pub const MAX_CONNS: usize = 16_384;
 /// Idle state older than this is dropped (sweeps run at most once per second).
 pub const IDLE_NS: u64 = 30_000_000_000;
 const DNS_TIMEOUT_NS: u64 = 10_000_000_000;
-
-/// Mirror of `struct l7_notify` (40 bytes; packet bytes follow).
-#[repr(C)]
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct L7Notify {
-    pub hdr: NotifyCaptureHdr,
-    pub src_label: u32,
-    pub dst_label: u32,
-    pub dst_id: u16,
-    pub flags: u8,
-    pub l7_flags: u8,
-    pub ifindex: u32,
-    pub ktime_ns: u64,
-}
-pub const L7_NOTIFY_LEN: usize = 40;
-const _: () = assert!(size_of::<L7Notify>() == L7_NOTIFY_LEN);
-const _: () = assert!(offset_of!(L7Notify, src_label) == 16);
-const _: () = assert!(offset_of!(L7Notify, dst_id) == 24);
-const _: () = assert!(offset_of!(L7Notify, l7_flags) == 27);
-const _: () = assert!(offset_of!(L7Notify, ifindex) == 28);
-const _: () = assert!(offset_of!(L7Notify, ktime_ns) == 32);
-
-fn u32_at(b: &[u8], o: usize) -> u32 {
-    u32::from_ne_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]])
-}
-
-impl L7Notify {
-    /// Decodes the header of a sample and returns it with the captured packet.
-    pub fn decode(b: &[u8]) -> Result<(L7Notify, &[u8]), L7Error> {
-        if b.len() < L7_NOTIFY_LEN {
-            return Err(L7Error::Truncated);
-        }
-        if b[0] != MSG_L7_CAPTURE {
-            return Err(L7Error::NotL7);
-        }
-        let hdr = NotifyCaptureHdr::read(b);
-        let n = L7Notify {
-            hdr,
-            src_label: u32_at(b, 16),
-            dst_label: u32_at(b, 20),
-            dst_id: u16::from_ne_bytes([b[24], b[25]]),
-            flags: b[26],
-            l7_flags: b[27],
-            ifindex: u32_at(b, 28),
-            ktime_ns: u64::from_ne_bytes(b[32..40].try_into().unwrap_or([0; 8])),
-        };
-        let rest = &b[L7_NOTIFY_LEN..];
-        Ok((n, &rest[..rest.len().min(hdr.len_cap as usize)]))
-    }
-
-    /// A sample: this header followed by `pkt` (for tests, fixtures and benches).
-    pub fn encode(&self, pkt: &[u8]) -> Vec<u8> {
-        let mut o = Vec::with_capacity(L7_NOTIFY_LEN + pkt.len());
-        let h = &self.hdr;
-        o.push(MSG_L7_CAPTURE);
-        o.push(h.subtype);
-        o.extend_from_slice(&h.source.to_ne_bytes());
-        o.extend_from_slice(&h.hash.to_ne_bytes());
-        o.extend_from_slice(&h.len_orig.to_ne_bytes());
-        o.extend_from_slice(&(pkt.len() as u16).to_ne_bytes());
-        o.push(h.version);
-        o.push(h.ext_version);
-        o.extend_from_slice(&self.src_label.to_ne_bytes());
-        o.extend_from_slice(&self.dst_label.to_ne_bytes());
-        o.extend_from_slice(&self.dst_id.to_ne_bytes());
-        o.push(self.flags);
-        o.push(self.l7_flags);
-        o.extend_from_slice(&self.ifindex.to_ne_bytes());
-        o.extend_from_slice(&self.ktime_ns.to_ne_bytes());
-        o.extend_from_slice(pkt);
-        o
-    }
-}
 
 /// Why a capture gave no flow (counted by the caller).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -257,7 +175,10 @@ impl L7Engine {
         enricher: &mut Enricher<G>,
         out: &mut Vec<Flow>,
     ) -> Result<usize, L7Error> {
-        let (ev, pkt) = L7Notify::decode(sample)?;
+        if sample.first().is_some_and(|t| *t != MSG_L7_CAPTURE) {
+            return Err(L7Error::NotL7);
+        }
+        let (ev, pkt) = L7Notify::decode(sample).ok_or(L7Error::Truncated)?;
         let l3 = ev.flags & crate::monitor::abi::CLS_FLAG_L3_DEV != 0;
         let seg = segment(pkt, l3).ok_or(L7Error::NoTransport)?;
         let response = ev.l7_flags & L7_F_RESPONSE != 0;
@@ -614,58 +535,11 @@ pub fn parse_packet(pkt: &[u8], l3: bool) -> packet::Packet {
     packet::parse(pkt, l3)
 }
 
-/// The datapath's L7 visibility map from the spec: every pod's `l7` rules, plus DNS on
-/// egress UDP and TCP 53 for every pod when `[lab] dns_visibility` (the default).
-pub fn datapath_rules(
-    spec: &crate::lab::spec::LabSpec,
-    state: &crate::enrich::NodeState,
-) -> Vec<(crate::datapath::maps::L7Key, u8)> {
-    use crate::datapath::maps::L7Key;
-    use crate::lab::spec::{L7Protocol, L7Rule, Protocol};
-    let mut out = Vec::new();
-    for pod in &spec.pods {
-        let Some(ep) = state
-            .endpoints
-            .iter()
-            .find(|e| e.namespace == pod.namespace && e.pod_name == pod.name)
-        else {
-            continue;
-        };
-        let mut rules = pod.l7.clone();
-        if spec.lab.dns_visibility {
-            for protocol in [Protocol::Udp, Protocol::Tcp] {
-                rules.push(L7Rule {
-                    ingress: false,
-                    port: 53,
-                    protocol,
-                    l7: L7Protocol::Dns,
-                });
-            }
-        }
-        for r in rules {
-            let key = L7Key {
-                ep_id: ep.id,
-                port: r.port,
-                proto: if r.protocol == Protocol::Udp { 17 } else { 6 },
-                ingress: r.ingress as u8,
-                pad: 0,
-            };
-            let kind = match r.l7 {
-                L7Protocol::Http => L7_KIND_HTTP,
-                L7Protocol::Dns => L7_KIND_DNS,
-            };
-            if !out.iter().any(|(k, _)| *k == key) {
-                out.push((key, kind));
-            }
-        }
-    }
-    out
-}
-
 /// Builders of L7 captures (tests, benches, fuzz seeds): Ethernet + IPv4 + UDP/TCP frames
 /// with a payload, wrapped in an L7Notify.
 pub mod build {
     use super::*;
+    use crate::monitor::abi::NotifyCaptureHdr;
 
     fn frame(src: [u8; 4], dst: [u8; 4], proto: u8, l4: &[u8]) -> Vec<u8> {
         let mut f = vec![0x02, 0, 0, 0, 0, 0xbb, 0x02, 0, 0, 0, 0, 0xaa, 0x08, 0x00];

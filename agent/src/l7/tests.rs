@@ -13,7 +13,7 @@ fn demo() -> (NodeState, LabSpec) {
         "/../fixtures/lab/demo.toml"
     ))
     .unwrap();
-    (NodeState::from_spec(&spec, |_| 0), spec)
+    (crate::sources::lab::state_of(&spec), spec)
 }
 
 const LOADGEN: [u8; 4] = [10, 244, 1, 40];

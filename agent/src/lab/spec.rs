@@ -5,7 +5,7 @@
 //! `eth0`, with host routes and a default route via the node address, like Cilium does.
 //! Services are headless: DNS answers with the addresses of the selected pods.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::Path;
@@ -13,8 +13,10 @@ use std::path::Path;
 use ipnet::{Ipv4Net, Ipv6Net};
 use serde::Deserialize;
 
-/// Label key every pod carries with its namespace (as in Cilium, `k8s:io.kubernetes.pod.namespace`).
-pub const NAMESPACE_LABEL: &str = "io.kubernetes.pod.namespace";
+pub use crate::model::policy::{
+    Entity, Labels, NAMESPACE_LABEL, PeerSelector, Policy, PortSpec, Protocol, Rule,
+};
+
 /// Label key carrying the cluster name (Cilium's `io.cilium.k8s.policy.cluster`).
 pub const CLUSTER_LABEL: &str = "io.cilium.k8s.policy.cluster";
 /// DNS suffix of service names: `<svc>.<ns>.svc.cluster.local.`.
@@ -27,9 +29,6 @@ pub const NODE_HOST_IFNAME: &str = "cilium_host";
 pub const NODE_NET_IFNAME: &str = "cilium_net";
 /// Node-side interface of the veth to the world netns.
 pub const NODE_WORLD_IFNAME: &str = "world0";
-
-/// Labels: key to value, ordered so output is stable.
-pub type Labels = BTreeMap<String, String>;
 
 /// A spec that could not be read, parsed or validated: one line naming the file and field.
 #[derive(Debug, thiserror::Error)]
@@ -53,42 +52,6 @@ pub enum SpecError {
     },
 }
 
-/// L4 protocol of a port in a service or policy.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Protocol {
-    Tcp,
-    Udp,
-    /// TCP or UDP (Cilium's `ANY`).
-    Any,
-}
-
-impl Protocol {
-    fn parse(s: &str) -> Option<Self> {
-        match s {
-            "TCP" => Some(Self::Tcp),
-            "UDP" => Some(Self::Udp),
-            "ANY" => Some(Self::Any),
-            _ => None,
-        }
-    }
-
-    /// True when a port rule with protocol `self` covers traffic of protocol `other`.
-    pub fn covers(self, other: Protocol) -> bool {
-        self == Protocol::Any || other == Protocol::Any || self == other
-    }
-}
-
-impl fmt::Display for Protocol {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Self::Tcp => "TCP",
-            Self::Udp => "UDP",
-            Self::Any => "ANY",
-        })
-    }
-}
-
-/// `[lab]`: the lab's identity and address plan.
 #[derive(Debug, Clone)]
 pub struct LabMeta {
     /// Short name (<= 8 chars of `[a-z0-9-]`), part of every netns name.
@@ -248,16 +211,6 @@ impl Pod {
     }
 }
 
-/// One port of a service or of a policy rule.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PortSpec {
-    pub port: u16,
-    pub protocol: Protocol,
-    /// Optional port name (`http`, `dns`, `postgres`): the traffic generator speaks HTTP on
-    /// ports named `http*` (and 80/8080), DNS on `dns`/53, and echoes bytes otherwise.
-    pub name: Option<String>,
-}
-
 /// A Kubernetes-style service: headless, its endpoints are the pods its selector matches
 /// in its own namespace.
 #[derive(Debug, Clone)]
@@ -275,63 +228,6 @@ impl Service {
     }
 }
 
-/// Reserved identities a policy peer can name (Cilium's `fromEntities`/`toEntities`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Entity {
-    /// Anything outside the cluster: in the lab, the world netns.
-    World,
-    /// The node itself (the node netns).
-    Host,
-    /// Every pod and the host.
-    Cluster,
-    /// Everything.
-    All,
-}
-
-impl Entity {
-    fn parse(s: &str) -> Option<Self> {
-        match s {
-            "world" => Some(Self::World),
-            "host" => Some(Self::Host),
-            "cluster" => Some(Self::Cluster),
-            "all" => Some(Self::All),
-            _ => None,
-        }
-    }
-}
-
-/// One peer of a policy rule.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PeerSelector {
-    /// Pods whose effective labels contain these. Scoped to the policy's namespace unless
-    /// the selector names `io.kubernetes.pod.namespace` itself (Cilium semantics).
-    Labels(Labels),
-    Entity(Entity),
-}
-
-/// One allow or deny rule: peers (empty = any peer, when ports are given) and ports (empty = any).
-/// A rule with neither peers nor ports matches nothing (Cilium's `ingress: [{}]`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Rule {
-    pub peers: Vec<PeerSelector>,
-    pub ports: Vec<PortSpec>,
-}
-
-/// A CiliumNetworkPolicy-like policy. Selecting an endpoint with any ingress (or
-/// ingress_deny) rule makes its ingress default-deny; same for egress. Deny beats allow.
-#[derive(Debug, Clone)]
-pub struct Policy {
-    pub name: String,
-    pub namespace: String,
-    /// Pods of `namespace` this policy applies to (`{}` = all of them).
-    pub endpoint_selector: Labels,
-    pub ingress: Vec<Rule>,
-    pub egress: Vec<Rule>,
-    pub ingress_deny: Vec<Rule>,
-    pub egress_deny: Vec<Rule>,
-}
-
-/// `[[nodes]]`: a simulated node of a multi-node lab. Its agent runs
 /// `hubble-agent run --lab SPEC --node NAME` and owns the pods with `node = NAME`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NodeSpec {

@@ -21,8 +21,8 @@ use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, NoLabelSet};
 use prometheus_client::metrics::MetricType;
 
-use crate::cmd::Counters;
 use crate::datapath::DatapathStats;
+use crate::flows::{Counters, FlowSink};
 use crate::observer::local::LocalObserver;
 use handlers::Handler;
 use vec::{CounterVec, KeyBuf, Limits};
@@ -50,7 +50,7 @@ pub struct MetricsArgs {
     #[arg(long, alias = "hubble-metrics-server", value_name = "ADDR")]
     pub metrics_server: Option<String>,
     /// Series not updated for this long are removed (0s: never), e.g. 10m.
-    #[arg(long, default_value = "1h", value_parser = crate::lab::cli::parse_duration, value_name = "DURATION")]
+    #[arg(long, default_value = "1h", value_parser = crate::args::parse_duration, value_name = "DURATION")]
     pub metrics_expiration: Duration,
     /// Most series one metric keeps; new label sets beyond it are dropped and counted in
     /// hubble_agent_metrics_series_dropped_total.
@@ -443,3 +443,15 @@ impl Collector for Metrics {
 
 #[cfg(test)]
 mod tests;
+
+impl FlowSink for Metrics {
+    fn take(
+        &mut self,
+        responses: &[GetFlowsResponse],
+        counters: &Counters,
+        _: bool,
+    ) -> std::io::Result<()> {
+        self.record_all(responses, counters);
+        Ok(())
+    }
+}

@@ -207,3 +207,81 @@ impl NotifyCaptureHdr {
         }
     }
 }
+
+// ---- L7 captures (ebpf/include/l7_notify.h) ---------------------------------------------
+
+/// Message type of an L7 capture (ours: Cilium has no datapath L7 event; 64 sits in the
+/// datapath range 0–128, unused by Cilium).
+pub const MSG_L7_CAPTURE: u8 = 64;
+/// Subtypes (what the packet was captured as).
+pub const L7_KIND_DNS: u8 = 1;
+pub const L7_KIND_HTTP: u8 = 2;
+/// `l7_flags`: the packet is the server's answer; the rule is the endpoint's ingress.
+pub const L7_F_RESPONSE: u8 = 1;
+pub const L7_F_INGRESS: u8 = 2;
+/// Mirror of `struct l7_notify` (40 bytes; packet bytes follow).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct L7Notify {
+    pub hdr: NotifyCaptureHdr,
+    pub src_label: u32,
+    pub dst_label: u32,
+    pub dst_id: u16,
+    pub flags: u8,
+    pub l7_flags: u8,
+    pub ifindex: u32,
+    pub ktime_ns: u64,
+}
+pub const L7_NOTIFY_LEN: usize = 40;
+const _: () = assert!(size_of::<L7Notify>() == L7_NOTIFY_LEN);
+const _: () = assert!(offset_of!(L7Notify, src_label) == 16);
+const _: () = assert!(offset_of!(L7Notify, dst_id) == 24);
+const _: () = assert!(offset_of!(L7Notify, l7_flags) == 27);
+const _: () = assert!(offset_of!(L7Notify, ifindex) == 28);
+const _: () = assert!(offset_of!(L7Notify, ktime_ns) == 32);
+
+impl L7Notify {
+    /// Decodes the header of a sample and returns it with the captured packet.
+    /// None when `b` is shorter than the header.
+    pub fn decode(b: &[u8]) -> Option<(L7Notify, &[u8])> {
+        if b.len() < L7_NOTIFY_LEN {
+            return None;
+        }
+        let hdr = NotifyCaptureHdr::read(b);
+        let n = L7Notify {
+            hdr,
+            src_label: u32_at(b, 16),
+            dst_label: u32_at(b, 20),
+            dst_id: u16::from_ne_bytes([b[24], b[25]]),
+            flags: b[26],
+            l7_flags: b[27],
+            ifindex: u32_at(b, 28),
+            ktime_ns: u64::from_ne_bytes(b[32..40].try_into().unwrap_or([0; 8])),
+        };
+        let rest = &b[L7_NOTIFY_LEN..];
+        Some((n, &rest[..rest.len().min(hdr.len_cap as usize)]))
+    }
+
+    /// A sample: this header followed by `pkt` (for tests, fixtures and benches).
+    pub fn encode(&self, pkt: &[u8]) -> Vec<u8> {
+        let mut o = Vec::with_capacity(L7_NOTIFY_LEN + pkt.len());
+        let h = &self.hdr;
+        o.push(MSG_L7_CAPTURE);
+        o.push(h.subtype);
+        o.extend_from_slice(&h.source.to_ne_bytes());
+        o.extend_from_slice(&h.hash.to_ne_bytes());
+        o.extend_from_slice(&h.len_orig.to_ne_bytes());
+        o.extend_from_slice(&(pkt.len() as u16).to_ne_bytes());
+        o.push(h.version);
+        o.push(h.ext_version);
+        o.extend_from_slice(&self.src_label.to_ne_bytes());
+        o.extend_from_slice(&self.dst_label.to_ne_bytes());
+        o.extend_from_slice(&self.dst_id.to_ne_bytes());
+        o.push(self.flags);
+        o.push(self.l7_flags);
+        o.extend_from_slice(&self.ifindex.to_ne_bytes());
+        o.extend_from_slice(&self.ktime_ns.to_ne_bytes());
+        o.extend_from_slice(pkt);
+        o
+    }
+}

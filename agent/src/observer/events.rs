@@ -12,22 +12,18 @@
 //!
 //! Debug events (GetDebugEvents) are not recorded: our datapath emits no debug messages.
 
-use std::net::IpAddr;
 use std::sync::{Arc, OnceLock};
 use std::time::SystemTime;
 
 use hubble_api::flow::agent_event::Notification;
-use hubble_api::flow::{
-    AgentEvent, AgentEventType, EndpointUpdateNotification, IpCacheNotification,
-    PolicyUpdateNotification, TimeNotification,
-};
+use hubble_api::flow::{AgentEvent, AgentEventType, TimeNotification};
 use hubble_api::observer::{GetAgentEventsRequest, GetAgentEventsResponse};
 use pbjson_types::Timestamp;
 
 use super::entry::ts_key;
 use super::local::timestamp;
 use super::ring::{Read, Ring};
-use crate::enrich::state::{EndpointInfo, NodeState};
+use crate::model::events::event;
 
 /// Agent events kept (Cilium keeps them in its flow ring; ours have their own).
 pub const AGENT_EVENTS_CAPACITY: u64 = 4095;
@@ -245,13 +241,6 @@ enum Step {
     Done,
 }
 
-fn event(typ: AgentEventType, n: Notification) -> AgentEvent {
-    AgentEvent {
-        r#type: typ as i32,
-        notification: Some(n),
-    }
-}
-
 /// `AGENT_STARTED`, with the time the agent started (Cilium's StartMessage).
 pub fn agent_started(t: SystemTime) -> AgentEvent {
     event(
@@ -260,111 +249,6 @@ pub fn agent_started(t: SystemTime) -> AgentEvent {
             time: Some(timestamp(t)),
         }),
     )
-}
-
-fn endpoint_update(ep: &EndpointInfo) -> Notification {
-    Notification::EndpointUpdate(EndpointUpdateNotification {
-        id: u64::from(ep.id),
-        labels: ep.labels.clone(),
-        error: String::new(),
-        pod_name: ep.pod_name.clone(),
-        namespace: ep.namespace.clone(),
-    })
-}
-
-/// `ENDPOINT_CREATED` of a local endpoint: id, labels, pod and namespace.
-pub fn endpoint_created(ep: &EndpointInfo) -> AgentEvent {
-    event(AgentEventType::EndpointCreated, endpoint_update(ep))
-}
-
-/// `ENDPOINT_DELETED` of a local endpoint.
-pub fn endpoint_deleted(ep: &EndpointInfo) -> AgentEvent {
-    event(AgentEventType::EndpointDeleted, endpoint_update(ep))
-}
-
-fn cidr(ip: IpAddr) -> String {
-    match ip {
-        IpAddr::V4(_) => format!("{ip}/32"),
-        IpAddr::V6(_) => format!("{ip}/128"),
-    }
-}
-
-/// `IPCACHE_UPSERTED` for one address the agent maps to an identity: an endpoint's (with
-/// its pod, namespace and the node hosting it) or a node address (`reserved:host`).
-pub fn ipcache_upserted(
-    ip: IpAddr,
-    identity: u32,
-    host_ip: Option<IpAddr>,
-    ep: Option<&EndpointInfo>,
-) -> AgentEvent {
-    event(
-        AgentEventType::IpcacheUpserted,
-        Notification::IpcacheUpdate(IpCacheNotification {
-            cidr: cidr(ip),
-            identity,
-            old_identity: None,
-            host_ip: host_ip.map(|h| h.to_string()).unwrap_or_default(),
-            old_host_ip: String::new(),
-            encrypt_key: 0,
-            namespace: ep.map(|e| e.namespace.clone()).unwrap_or_default(),
-            pod_name: ep.map(|e| e.pod_name.clone()).unwrap_or_default(),
-        }),
-    )
-}
-
-/// `POLICY_UPDATED` for one imported network policy: its labels as Cilium derives them
-/// from a CiliumNetworkPolicy, the policy repository's revision after the import and the
-/// number of rules imported.
-pub fn policy_updated(namespace: &str, name: &str, revision: u64, rule_count: i64) -> AgentEvent {
-    event(
-        AgentEventType::PolicyUpdated,
-        Notification::PolicyUpdate(PolicyUpdateNotification {
-            labels: vec![
-                "k8s:io.cilium.k8s.policy.derived-from=CiliumNetworkPolicy".to_string(),
-                format!("k8s:io.cilium.k8s.policy.name={name}"),
-                format!("k8s:io.cilium.k8s.policy.namespace={namespace}"),
-            ],
-            revision,
-            rule_count,
-        }),
-    )
-}
-
-/// What the agent does to bring up a lab node, as agent events in that order: the ipcache
-/// entries it installs (every endpoint address, then the node's addresses), each policy it
-/// imports (one CiliumNetworkPolicy-like rule each; the repository starts at revision 1, so
-/// the first import makes revision 2), and the endpoints it attaches to (`own`).
-pub fn lab_up(
-    state: &NodeState,
-    policies: &[(String, String)],
-    own: impl Fn(&EndpointInfo) -> bool,
-) -> Vec<AgentEvent> {
-    let node_ip = state.host_ips.first().copied();
-    let mut out = Vec::new();
-    for ep in &state.endpoints {
-        for ip in &ep.ips {
-            out.push(ipcache_upserted(*ip, ep.identity, node_ip, Some(ep)));
-        }
-    }
-    for ip in &state.host_ips {
-        out.push(ipcache_upserted(
-            *ip,
-            crate::enrich::state::IDENTITY_HOST,
-            None,
-            None,
-        ));
-    }
-    for (i, (namespace, name)) in policies.iter().enumerate() {
-        out.push(policy_updated(namespace, name, 2 + i as u64, 1));
-    }
-    out.extend(
-        state
-            .endpoints
-            .iter()
-            .filter(|e| own(e))
-            .map(endpoint_created),
-    );
-    out
 }
 
 #[cfg(test)]

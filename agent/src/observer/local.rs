@@ -844,3 +844,18 @@ mod tests {
         assert_eq!(lost_events, 2, "lost={lost}");
     }
 }
+
+/// The flow ring as a sink of the flow pipeline (what GetFlows serves).
+impl crate::flows::FlowSink for Arc<LocalObserver> {
+    fn take(
+        &mut self,
+        responses: &[GetFlowsResponse],
+        _: &crate::flows::Counters,
+        _: bool,
+    ) -> std::io::Result<()> {
+        for r in responses {
+            self.push(r);
+        }
+        Ok(())
+    }
+}

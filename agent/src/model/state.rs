@@ -1,14 +1,12 @@
-//! What the agent knows about its node: endpoints, identities, ipcache, services and
-//! interfaces, built from a lab spec and serializable so recordings can be replayed.
+//! The node's state as the flow builder looks it up: endpoints, identities, ipcache,
+//! services and policy correlation, a snapshot the model rebuilds on every change and
+//! recordings serialize so they can be replayed.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::OnceLock;
 
 use serde::{Deserialize, Serialize};
-
-use super::{EndpointGetter, IdentityGetter, IpcacheGetter, PolicyGetter, ServiceGetter};
-use crate::lab::spec::LabSpec;
 
 /// Reserved identities (Cilium's numbers).
 pub const IDENTITY_UNKNOWN: u32 = 0;
@@ -161,79 +159,21 @@ impl std::fmt::Debug for LookupIndex {
     }
 }
 
-/// Endpoint ids: small, stable, Cilium-like numbers per pod position in the spec.
-pub fn endpoint_id(pod_index: usize) -> u16 {
-    100 + pod_index as u16
-}
-
 impl NodeState {
-    /// Builds the state of a lab. `ifindex` resolves a host-side veth name (0 when unknown).
-    pub fn from_spec(spec: &LabSpec, ifindex: impl Fn(&str) -> u32) -> NodeState {
-        let cluster = spec.lab.cluster.clone();
-        // One identity per unique label set, numbered in label order from 256.
-        let mut sets: BTreeMap<Vec<String>, u32> = spec
-            .pods
-            .iter()
-            .map(|p| (p.k8s_labels(&cluster), 0))
-            .collect();
-        for (i, id) in sets.values_mut().enumerate() {
-            *id = MIN_ALLOCATED_IDENTITY + i as u32;
-        }
-        let endpoints = spec
-            .pods
-            .iter()
-            .map(|p| {
-                let labels = p.k8s_labels(&cluster);
-                EndpointInfo {
-                    id: endpoint_id(p.index),
-                    identity: sets[&labels],
-                    cluster: cluster.clone(),
-                    namespace: p.namespace.clone(),
-                    pod_name: p.name.clone(),
-                    labels,
-                    workload: p
-                        .workload
-                        .as_ref()
-                        .map(|w| (w.kind.clone(), w.name.clone())),
-                    ips: vec![IpAddr::V4(p.ipv4), IpAddr::V6(p.ipv6)],
-                    ifname: p.host_veth.clone(),
-                    ifindex: ifindex(&p.host_veth),
-                }
-            })
-            .collect();
-        let services = spec
-            .services
-            .iter()
-            .map(|s| ServiceInfo {
-                namespace: s.namespace.clone(),
-                name: s.name.clone(),
-                backends: spec
-                    .service_backends(s)
-                    .iter()
-                    .map(|p| endpoint_id(p.index))
-                    .collect(),
-                ports: s
-                    .ports
-                    .iter()
-                    .map(|p| (p.port, p.protocol.to_string()))
-                    .collect(),
-            })
-            .collect();
-        NodeState {
-            cluster,
-            node: spec.lab.node.clone(),
-            host_ips: vec![
-                IpAddr::V4(spec.lab.node_ipv4),
-                IpAddr::V6(spec.lab.node_ipv6),
-                IpAddr::V4(spec.world_gateway_ipv4()),
-                IpAddr::V6(spec.world_gateway_ipv6()),
-            ],
-            endpoints,
-            services,
-            identities: sets.into_iter().map(|(l, id)| (id, l)).collect(),
-            policy_rules: Vec::new(),
-            index: LookupIndex::default(),
-        }
+    /// The endpoint holding `ip` (the first one, when several claim it).
+    pub fn endpoint_with_ip(&self, ip: IpAddr) -> Option<&EndpointInfo> {
+        let i = *self.index.get(self).by_ip.get(&ip)?;
+        self.endpoints.get(i)
+    }
+
+    /// Services with a port `port`/`proto`, in order (none for most ports).
+    pub fn services_on_port(
+        &self,
+        port: u16,
+        proto: u8,
+    ) -> Option<impl Iterator<Item = &ServiceInfo>> {
+        let on_port = self.index.get(self).by_port.get(&(port, proto))?;
+        Some(on_port.iter().map(|&i| &self.services[i]))
     }
 
     /// Hubble's node name: `cluster/node` unless the cluster is `default`.
@@ -243,79 +183,5 @@ impl NodeState {
         } else {
             format!("{}/{}", self.cluster, self.node)
         }
-    }
-}
-
-impl EndpointGetter for NodeState {
-    fn endpoint_by_ip(&self, ip: IpAddr) -> Option<&EndpointInfo> {
-        let i = *self.index.get(self).by_ip.get(&ip)?;
-        self.endpoints.get(i)
-    }
-
-    fn endpoint_by_id(&self, id: u16) -> Option<&EndpointInfo> {
-        self.endpoints.iter().find(|e| e.id == id)
-    }
-
-    fn interface_name(&self, ifindex: u32) -> Option<&str> {
-        self.endpoints
-            .iter()
-            .find(|e| e.ifindex == ifindex && ifindex != 0)
-            .map(|e| e.ifname.as_str())
-    }
-}
-
-impl IdentityGetter for NodeState {
-    fn labels_of(&self, identity: u32) -> Option<&[String]> {
-        self.identities.get(&identity).map(Vec::as_slice)
-    }
-}
-
-impl IpcacheGetter for NodeState {
-    fn identity_of(&self, ip: IpAddr) -> u32 {
-        if let Some(e) = self.endpoint_by_ip(ip) {
-            e.identity
-        } else if self.host_ips.contains(&ip) {
-            IDENTITY_HOST
-        } else {
-            IDENTITY_WORLD
-        }
-    }
-}
-
-impl ServiceGetter for NodeState {
-    fn service_of(&self, ip: IpAddr, port: u16, proto: u8) -> Option<(&str, &str)> {
-        // Most ports (ephemeral ones) belong to no service: skip the endpoint lookup then.
-        let on_port = self.index.get(self).by_port.get(&(port, proto))?;
-        let ep = self.endpoint_by_ip(ip)?;
-        on_port
-            .iter()
-            .map(|&i| &self.services[i])
-            .find(|s| s.backends.contains(&ep.id))
-            .map(|s| (s.namespace.as_str(), s.name.as_str()))
-    }
-}
-
-impl PolicyGetter for NodeState {
-    fn policies_matching(
-        &self,
-        ep_id: u16,
-        egress: bool,
-        identity: u32,
-        proto: u8,
-        port: u16,
-        deny: bool,
-    ) -> Vec<(&str, &str)> {
-        self.policy_rules
-            .iter()
-            .filter(|r| {
-                r.ep_id == ep_id
-                    && r.egress == egress
-                    && r.identity == identity
-                    && r.proto == proto
-                    && r.port == port
-                    && r.deny == deny
-            })
-            .map(|r| (r.namespace.as_str(), r.name.as_str()))
-            .collect()
     }
 }

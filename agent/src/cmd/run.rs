@@ -1,0 +1,148 @@
+//! `hubble-agent run`: the lab source feeds the model, which drives the datapath; records
+//! go through the flow builder to the sinks (JSON-lines printer, observer ring, exporter,
+//! metrics); agent events go to the Hubble server's store.
+
+use std::io::{self, BufWriter};
+use std::time::Duration;
+
+use anyhow::Result;
+use clap::Args;
+
+use super::{DatapathArgs, start_lab};
+use crate::daemon::{Event, Watcher};
+use crate::enrich::Enricher;
+use crate::flows::{FlowBuilder, FlowSink, JsonLines};
+use crate::observer::events::{self, AgentEvents};
+
+#[derive(Debug, Clone, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub dp: DatapathArgs,
+    /// Print every flow as one JSON line (`hubble observe -o json` format).
+    #[arg(long)]
+    pub print_flows: bool,
+    /// Stop after this long (default: until SIGINT/SIGTERM), e.g. 30s.
+    #[arg(long, value_parser = crate::args::parse_duration)]
+    pub duration: Option<Duration>,
+    #[command(flatten)]
+    pub server: crate::observer::run::ServerArgs,
+    #[command(flatten)]
+    pub metrics: crate::metrics::MetricsArgs,
+    #[command(flatten)]
+    pub export: crate::exporter::ExportArgs,
+}
+
+pub fn run(args: RunArgs) -> Result<()> {
+    // Bound before entering the node netns: TCP listens where the agent was started.
+    let metrics = crate::metrics::setup(&args.metrics)?;
+    let exporter = crate::exporter::AgentExporter::start(&args.export)?;
+    let server = crate::observer::run::HubbleServer::bind(&args.server)?;
+    let (mut node, lab, banner) = start_lab(&args.dp)?;
+    let node_name = node.model.state().node_name();
+    let server = server
+        .map(|mut s| {
+            s.set_other_peers(lab.peers());
+            if let Some(e) = &exporter {
+                s.set_agent_event_sink(e.agent_event_sink());
+            }
+            s.start(&node_name)
+        })
+        .transpose()?;
+    // Agent events go to the server's store, which hands them to the exporter; without a
+    // server, to a store of our own that only feeds the exporter (AGENT_STARTED first).
+    let own_events = match (&server, &exporter) {
+        (None, Some(e)) => {
+            let events = AgentEvents::new(node_name.clone());
+            let _ = events.set_sink(e.agent_event_sink());
+            let now = std::time::SystemTime::now();
+            events.push_at(events::agent_started(now), now);
+            Some(events)
+        }
+        _ => None,
+    };
+    let agent_events = server
+        .as_ref()
+        .map(|s| s.observer().agent_events())
+        .or(own_events.as_ref());
+    let record_events = |evs: &[hubble_api::flow::AgentEvent]| {
+        if let Some(store) = agent_events {
+            for e in evs {
+                store.push(e.clone());
+            }
+        }
+    };
+    record_events(&node.events_up);
+    let (metrics, metrics_server) = metrics.unzip();
+    let _metrics_server = match (&metrics, metrics_server) {
+        (Some(m), Some(srv)) => {
+            match node.datapath.stats() {
+                Ok(dp) => m.set_datapath(dp),
+                Err(e) => eprintln!("hubble-agent: warning: no datapath counters in metrics: {e}"),
+            }
+            if let Some(s) = &server {
+                m.set_observer(s.observer().clone());
+            }
+            if let Some(e) = &exporter {
+                m.set_export_dropped(e.dropped_counter());
+            }
+            Some(srv.start(m.clone())?)
+        }
+        _ => None,
+    };
+
+    // The sinks, in the order each record's flows reach them.
+    let stdout = io::stdout();
+    let mut sinks: Vec<Box<dyn FlowSink + '_>> = Vec::new();
+    if args.print_flows {
+        sinks.push(Box::new(JsonLines::new(BufWriter::new(stdout.lock()))));
+    }
+    if let Some(m) = &metrics {
+        sinks.push(Box::new(m.clone()));
+    }
+    if let Some(e) = &exporter {
+        sinks.push(Box::new(e));
+    }
+    if let Some(s) = &server {
+        sinks.push(Box::new(s.observer().clone()));
+    }
+    let mut builder = FlowBuilder::new(Enricher::new(node.model.state().clone(), node_name));
+    let watchers: Vec<Watcher> = vec![lab.watcher()];
+    let res = node.run(&banner, args.duration, watchers, |ev| {
+        match ev {
+            Event::Record(rec, more) => {
+                let (responses, counters) = builder.handle(rec);
+                for s in sinks.iter_mut() {
+                    s.take(responses, counters, more)?;
+                }
+            }
+            Event::Changed(state, applied) => {
+                builder.enricher_mut().set_getters(state.clone());
+                record_events(&applied.events);
+            }
+        }
+        Ok(())
+    });
+    for s in sinks.iter_mut() {
+        let _ = s.finish();
+    }
+    drop(sinks);
+    let down = node.shutdown(&builder.counters.to_string());
+    record_events(&down);
+    if let Some(e) = exporter {
+        e.stop();
+    }
+    if let Some(s) = server
+        && let Err(e) = s.stop()
+    {
+        eprintln!("hubble-agent: {e:#}");
+    }
+    match res {
+        Err(e) if !is_broken_pipe(&e) => Err(e),
+        _ => Ok(()),
+    }
+}
+
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.downcast_ref::<io::Error>()
+        .is_some_and(|e| e.kind() == io::ErrorKind::BrokenPipe)
+}

@@ -1,0 +1,1 @@
+//! Model tests: fed by fake sources, checked against a fake datapath.

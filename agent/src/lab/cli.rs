@@ -1,6 +1,7 @@
 //! `hubble-agent lab …`: clap definitions and the code that runs them. Exit codes: 0 ok,
 //! 1 error (including "not root" and, with --check, a lab that is not up), 2 bad usage or spec.
 
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -9,7 +10,7 @@ use std::time::{Duration, Instant};
 use clap::{Args, Subcommand};
 
 use super::serve::{self, ServerSet};
-use super::spec::{LabSpec, mac_string};
+use super::spec::{LabSpec, Labels, PodDef, SpecError, WorkloadDef, mac_string, read_pods_file};
 use super::topology::{self, UpOutcome};
 use super::traffic::{self, TrafficOptions};
 
@@ -17,7 +18,7 @@ use super::traffic::{self, TrafficOptions};
 /// and tear it down. Needs root; nothing is created in the root network namespace.
 #[derive(Debug, Args)]
 #[command(
-    after_help = "Typical session:\n  hubble-agent lab up fixtures/lab/demo.toml\n  hubble-agent lab traffic fixtures/lab/demo.toml --count 20 --duration 10s\n  hubble-agent lab exec fixtures/lab/demo.toml shop/frontend -- ip route\n  hubble-agent lab down fixtures/lab/demo.toml\n\nExit codes: 0 ok, 1 error, 2 bad usage or invalid spec."
+    after_help = "Typical session:\n  hubble-agent lab up fixtures/lab/demo.toml\n  hubble-agent lab traffic fixtures/lab/demo.toml --count 20 --duration 10s\n  hubble-agent lab exec fixtures/lab/demo.toml shop/frontend -- ip route\n  hubble-agent lab add-pod fixtures/lab/demo.toml --namespace shop --name extra --label app=extra\n  hubble-agent lab remove-pod fixtures/lab/demo.toml shop/extra\n  hubble-agent lab down fixtures/lab/demo.toml\n\nExit codes: 0 ok, 1 error, 2 bad usage or invalid spec."
 )]
 pub struct LabCmd {
     #[command(subcommand)]
@@ -40,6 +41,21 @@ pub enum LabSub {
     },
     /// Check a spec file without touching the machine; print its pods and expected policy.
     Validate(SpecArg),
+    /// Add a pod to a running lab: its netns, veth, addresses and routes, then an entry in
+    /// the lab's runtime pods file, so an agent watching the lab sees a new endpoint.
+    AddPod(AddPodArgs),
+    /// Remove a pod added with `lab add-pod`: its entry in the runtime pods file first,
+    /// then its netns and veth. Pods of the spec file cannot be removed.
+    #[command(
+        after_help = "Exit codes: 0 removed, 1 error (not root, the pod is in the spec file, ...), 2 bad usage, invalid spec or no such pod."
+    )]
+    RemovePod {
+        #[command(flatten)]
+        spec: SpecArg,
+        /// The pod, as `namespace/name`.
+        #[arg(value_name = "NAMESPACE/NAME")]
+        pod: String,
+    },
     /// Drive bounded traffic: HTTP, TCP echo, DNS, ICMP/ICMPv6, world, denied paths.
     Traffic(TrafficArgs),
     /// Run a command inside a pod's netns (or `node` / `world`), e.g.
@@ -72,6 +88,222 @@ pub struct SpecArg {
     /// Lab spec file (TOML), e.g. fixtures/lab/demo.toml.
     #[arg(value_name = "SPEC")]
     pub spec: PathBuf,
+}
+
+#[derive(Debug, Args)]
+#[command(after_help = "\
+The lab must be up. The pod is recorded in /run/hubble-lab/<lab>.pods.toml (the spec's
+[[pods]] schema), written atomically and only after its interfaces exist; `lab status`,
+`lab exec` and `lab flood` see it, `lab remove-pod` and `lab down` remove it.
+
+Addresses: without --ipv4, the lowest host address of lab.ipv4_cidr above its first
+(.1) that neither the node nor any pod uses. Without --ipv6, the address of
+lab.ipv6_cidr whose last digits repeat the IPv4's host number (10.244.9.12 in a /24 ->
+<ipv6 prefix>::12, like the fixtures), or the lowest free one if that is taken.
+
+Prints `added pod NAMESPACE/NAME (IPV4, IPV6, interface lxc...)`.
+Exit codes: 0 added, 1 error (not root, lab not up, ip failed), 2 bad usage or spec
+(including a name or address already in use).
+
+Example:
+  hubble-agent lab add-pod fixtures/lab/mini.toml --namespace default --name client-2 \\
+      --label app=client --workload Deployment/client")]
+pub struct AddPodArgs {
+    #[command(flatten)]
+    pub spec: SpecArg,
+    /// The pod's (Kubernetes) namespace.
+    #[arg(long, value_name = "NS")]
+    pub namespace: String,
+    /// The pod's name (1-63 chars of a-z, 0-9 and '-'), unique in its namespace.
+    #[arg(long, value_name = "NAME")]
+    pub name: String,
+    /// A label of the pod, KEY=VALUE (repeatable); policies and services select by them.
+    #[arg(long = "label", value_name = "KEY=VALUE", value_parser = parse_label)]
+    pub labels: Vec<(String, String)>,
+    /// The pod's IPv4 address, a free host address of lab.ipv4_cidr (default: allocated).
+    #[arg(long, value_name = "A")]
+    pub ipv4: Option<Ipv4Addr>,
+    /// The pod's IPv6 address, a free host address of lab.ipv6_cidr (default: allocated).
+    #[arg(long, value_name = "A")]
+    pub ipv6: Option<Ipv6Addr>,
+    /// The controller owning the pod, e.g. `Deployment/catalog`.
+    #[arg(long, value_name = "KIND/NAME", value_parser = parse_workload)]
+    pub workload: Option<(String, String)>,
+    /// The simulated node owning the pod (lab.node or a [[nodes]] name; default lab.node).
+    #[arg(long, value_name = "N")]
+    pub node: Option<String>,
+    /// An L7 visibility rule (repeatable): `http/8080`, `dns/53` or `<Egress/53/UDP/DNS>`.
+    #[arg(long = "l7", value_name = "RULE")]
+    pub l7: Vec<String>,
+}
+
+fn parse_label(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!("{s:?} is not KEY=VALUE")),
+    }
+}
+
+fn parse_workload(s: &str) -> Result<(String, String), String> {
+    match s.split_once('/') {
+        Some((k, n)) if !k.is_empty() && !n.is_empty() => Ok((k.to_string(), n.to_string())),
+        _ => Err(format!("{s:?} is not KIND/NAME (like Deployment/catalog)")),
+    }
+}
+
+/// Names a pod validation error by the `add-pod` option that caused it:
+/// `pods[3].ipv4` -> `--ipv4`, `pods[3].labels.app` -> `--label app`.
+fn option_of(field: &str) -> String {
+    let rest = field.split_once("].").map_or(field, |(_, r)| r).to_string();
+    let (head, tail) = rest.split_once('.').unwrap_or((&rest, ""));
+    match head {
+        "labels" if !tail.is_empty() => format!("--label {tail}"),
+        "labels" => "--label".to_string(),
+        "workload" => "--workload".to_string(),
+        h if h.starts_with("l7[") => "--l7".to_string(),
+        h => format!("--{h}"),
+    }
+}
+
+impl AddPodArgs {
+    fn run(self) -> ExitCode {
+        let base = match load(&self.spec) {
+            Ok(s) => s,
+            Err(c) => return c,
+        };
+        if !topology::is_root() {
+            return fail(topology::LabError::NotRoot);
+        }
+        let mut labels = Labels::new();
+        for (k, v) in &self.labels {
+            if labels.insert(k.clone(), v.clone()).is_some() {
+                eprintln!("error: --label {k} is given twice");
+                return ExitCode::from(2);
+            }
+        }
+        let _lock = match topology::lock_state() {
+            Ok(l) => l,
+            Err(e) => return fail(e),
+        };
+        if !super::netns::exists(&base.node_netns()) {
+            return fail(topology::LabError::NotUp {
+                lab: base.lab.name.clone(),
+                origin: base.origin.clone(),
+            });
+        }
+        let pods_path = base.live_pods_path();
+        let mut defs = match read_pods_file(&pods_path) {
+            Ok(d) => d,
+            Err(e) => return fail(e),
+        };
+        let live = match base.with_pods(&defs, &pods_path.display().to_string()) {
+            Ok(l) => l,
+            Err(e) => return fail(e),
+        };
+        let Some(ipv4) = self.ipv4.or_else(|| live.free_ipv4()) else {
+            return fail(format!(
+                "no free IPv4 address left in {}",
+                live.lab.ipv4_cidr
+            ));
+        };
+        let Some(ipv6) = self.ipv6.or_else(|| live.free_ipv6_for(ipv4)) else {
+            return fail(format!(
+                "no free IPv6 address left in {}",
+                live.lab.ipv6_cidr
+            ));
+        };
+        defs.push(PodDef {
+            node: self.node,
+            namespace: self.namespace,
+            name: self.name,
+            labels,
+            ipv4: ipv4.to_string(),
+            ipv6: ipv6.to_string(),
+            workload: self.workload.map(|(kind, name)| WorkloadDef { kind, name }),
+            l7: self.l7,
+        });
+        let new_live = match base.with_pods(&defs, "lab add-pod") {
+            Ok(l) => l,
+            Err(SpecError::Invalid { field, message, .. }) => {
+                eprintln!("error: {}: {message}", option_of(&field));
+                return ExitCode::from(2);
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(2);
+            }
+        };
+        let pod = new_live
+            .pods
+            .last()
+            .expect("the new pod was just added")
+            .clone();
+        // Interfaces first, then the file: whoever sees the pod in the file finds them.
+        if let Err(e) = topology::add_pod(&new_live, &pod) {
+            return fail(e);
+        }
+        if let Err(e) = super::spec::write_pods_file(&pods_path, &defs) {
+            let _ = topology::remove_pod(&new_live, &pod);
+            return fail(format!("{}: {e}", pods_path.display()));
+        }
+        println!(
+            "added pod {} ({}, {}, interface {})",
+            pod.id(),
+            pod.ipv4,
+            pod.ipv6,
+            pod.host_veth
+        );
+        ExitCode::SUCCESS
+    }
+}
+
+fn remove_pod(a: &SpecArg, target: &str) -> ExitCode {
+    let base = match load(a) {
+        Ok(s) => s,
+        Err(c) => return c,
+    };
+    let Some((ns, name)) = target.split_once('/') else {
+        eprintln!("error: {target:?} is not NAMESPACE/NAME");
+        return ExitCode::from(2);
+    };
+    if base.pod(ns, name).is_some() {
+        return fail(format!(
+            "pod {target} is in the spec file; only pods added with `lab add-pod` can be removed"
+        ));
+    }
+    if !topology::is_root() {
+        return fail(topology::LabError::NotRoot);
+    }
+    let _lock = match topology::lock_state() {
+        Ok(l) => l,
+        Err(e) => return fail(e),
+    };
+    let pods_path = base.live_pods_path();
+    let mut defs = match read_pods_file(&pods_path) {
+        Ok(d) => d,
+        Err(e) => return fail(e),
+    };
+    let live = match base.with_pods(&defs, &pods_path.display().to_string()) {
+        Ok(l) => l,
+        Err(e) => return fail(e),
+    };
+    let Some(pod) = live.pod(ns, name).cloned() else {
+        eprintln!(
+            "error: no pod {target} was added to lab {} (see `hubble-agent lab status {}`)",
+            base.lab.name, base.origin
+        );
+        return ExitCode::from(2);
+    };
+    // The file first: whoever watches it stops using the pod before its interfaces go.
+    defs.retain(|d| !(d.namespace == ns && d.name == name));
+    if let Err(e) = super::spec::write_pods_file(&pods_path, &defs) {
+        return fail(format!("{}: {e}", pods_path.display()));
+    }
+    if let Err(e) = topology::remove_pod(&live, &pod) {
+        return fail(e);
+    }
+    println!("removed pod {target}");
+    ExitCode::SUCCESS
 }
 
 #[derive(Debug, Args)]
@@ -146,6 +378,10 @@ impl FloodArgs {
         if !topology::is_root() {
             return fail(topology::LabError::NotRoot);
         }
+        let spec = match with_live(spec) {
+            Ok(s) => s,
+            Err(c) => return c,
+        };
         let agent = if self.agent {
             let exe = match std::env::current_exe() {
                 Ok(e) => e,
@@ -210,6 +446,18 @@ pub use crate::args::parse_duration;
 
 fn load(arg: &SpecArg) -> Result<LabSpec, ExitCode> {
     LabSpec::load(&arg.spec).map_err(|e| {
+        eprintln!("error: {e}");
+        ExitCode::from(2)
+    })
+}
+
+/// The spec plus the pods added to the running lab with `lab add-pod` (only root can read
+/// the runtime pods file; others get the spec alone). Exit 2 when they do not fit together.
+fn with_live(spec: LabSpec) -> Result<LabSpec, ExitCode> {
+    if !topology::is_root() {
+        return Ok(spec);
+    }
+    spec.with_live_pods().map_err(|e| {
         eprintln!("error: {e}");
         ExitCode::from(2)
     })
@@ -280,6 +528,10 @@ impl LabCmd {
                 if !topology::is_root() {
                     return fail(topology::LabError::NotRoot);
                 }
+                let spec = match with_live(spec) {
+                    Ok(s) => s,
+                    Err(c) => return c,
+                };
                 let st = topology::status(&spec);
                 print!("{}", render_status(&spec, &st));
                 if check && !st.is_up() {
@@ -325,12 +577,18 @@ impl LabCmd {
                 }
             }
             LabSub::Flood(f) => f.run(),
+            LabSub::AddPod(a) => a.run(),
+            LabSub::RemovePod { spec, pod } => remove_pod(&spec, &pod),
             LabSub::Exec {
                 spec: a,
                 target,
                 command,
             } => {
                 let spec = match load(&a) {
+                    Ok(s) => s,
+                    Err(c) => return c,
+                };
+                let spec = match with_live(spec) {
                     Ok(s) => s,
                     Err(c) => return c,
                 };
@@ -441,7 +699,15 @@ pub fn render_status(spec: &LabSpec, st: &topology::Status) -> String {
     } else {
         "partial"
     };
-    let _ = writeln!(s, "lab {} ({}): {state}", spec.lab.name, spec.origin);
+    let added = spec.pods.len() - spec.spec_pod_count();
+    let _ = writeln!(
+        s,
+        "lab {} ({}): {state}, {} pods ({} from the spec, {added} added)",
+        spec.lab.name,
+        spec.origin,
+        spec.pods.len(),
+        spec.spec_pod_count()
+    );
     let _ = writeln!(
         s,
         "node   {:<40} {}  {} {}",
@@ -461,7 +727,8 @@ pub fn render_status(spec: &LabSpec, st: &topology::Status) -> String {
     for (p, ps) in spec.pods.iter().zip(&st.pods) {
         let _ = writeln!(
             s,
-            "pod    {:<40} netns {} {} {} addrs {}  {} {}",
+            "{:<6} {:<40} netns {} {} {} addrs {}  {} {}",
+            if p.added { "added" } else { "pod" },
             p.netns,
             yes(ps.netns),
             p.host_veth,
@@ -567,6 +834,31 @@ mod tests {
                 .unwrap_err()
                 .starts_with("no pod")
         );
+    }
+
+    #[test]
+    fn add_pod_options() {
+        assert_eq!(parse_label("app=web"), Ok(("app".into(), "web".into())));
+        assert_eq!(parse_label("k="), Ok(("k".into(), String::new())));
+        assert!(parse_label("app").is_err() && parse_label("=x").is_err());
+        assert_eq!(
+            parse_workload("Deployment/catalog"),
+            Ok(("Deployment".into(), "catalog".into()))
+        );
+        assert!(parse_workload("Deployment").is_err() && parse_workload("/x").is_err());
+        assert_eq!(option_of("pods[3].ipv4"), "--ipv4");
+        assert_eq!(option_of("pods[0].name"), "--name");
+        assert_eq!(option_of("pods[0].labels.bad key"), "--label bad key");
+        assert_eq!(option_of("pods[0].workload.kind"), "--workload");
+        assert_eq!(option_of("pods[0].l7[1]"), "--l7");
+        // The clap definitions hold together (names, value parsers, help).
+        use clap::CommandFactory as _;
+        #[derive(clap::Parser)]
+        struct Top {
+            #[command(subcommand)]
+            lab: LabSub,
+        }
+        Top::command().debug_assert();
     }
 
     #[test]

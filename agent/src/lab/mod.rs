@@ -3,7 +3,8 @@
 //!
 //! - [`spec`]: the TOML spec, its validation, and the accessors the datapath uses
 //!   (netns and interface names, addresses, selectors, the expected policy verdict).
-//! - [`topology`]: `up` / `down` / `status` with iproute2.
+//! - [`topology`]: `up` / `down` / `status` with iproute2, and `add_pod` / `remove_pod` for
+//!   pods added to a running lab (listed in its runtime pods file, see `LabSpec::load_live`).
 //! - [`traffic`] and [`serve`]: bounded traffic and the small servers that answer it.
 //! - [`cli`]: the `hubble-agent lab` subcommands.
 

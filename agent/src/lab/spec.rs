@@ -8,7 +8,7 @@
 use std::collections::HashSet;
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use ipnet::{Ipv4Net, Ipv6Net};
 use serde::Deserialize;
@@ -182,6 +182,9 @@ pub struct Pod {
     pub pod_mac: [u8; 6],
     /// L7 visibility rules (`l7 = ["http/8080"]`).
     pub l7: Vec<L7Rule>,
+    /// True for a pod added at runtime with `lab add-pod` (listed in the lab's runtime
+    /// pods file, see [`LabSpec::live_pods_path`]), false for a pod of the spec file.
+    pub added: bool,
 }
 
 impl Pod {
@@ -325,27 +328,32 @@ struct RawNode {
     address: Option<String>,
 }
 
-#[derive(Deserialize)]
+/// One `[[pods]]` entry as written (in a spec file or in the runtime pods file of
+/// `lab add-pod`), before validation.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RawPod {
-    node: Option<String>,
-    namespace: String,
-    name: String,
+pub struct PodDef {
+    pub node: Option<String>,
+    pub namespace: String,
+    pub name: String,
     #[serde(default)]
-    labels: Labels,
-    ipv4: String,
-    ipv6: String,
-    workload: Option<RawWorkload>,
+    pub labels: Labels,
+    pub ipv4: String,
+    pub ipv6: String,
+    pub workload: Option<WorkloadDef>,
     #[serde(default)]
-    l7: Vec<String>,
+    pub l7: Vec<String>,
 }
 
-#[derive(Deserialize)]
+/// `workload = { kind = "...", name = "..." }` as written.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RawWorkload {
-    kind: String,
-    name: String,
+pub struct WorkloadDef {
+    pub kind: String,
+    pub name: String,
 }
+
+type RawPod = PodDef;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -569,6 +577,191 @@ fn line_of(text: &str, offset: usize) -> usize {
         + 1
 }
 
+/// Validates pods one by one against the lab and the pods before them (names, addresses,
+/// netns and interface names must be unique): shared by the spec's `[[pods]]` and the
+/// runtime pods file, so both give the same messages.
+struct PodChecker<'a> {
+    lab: &'a LabMeta,
+    nodes: &'a [NodeSpec],
+    ids: HashSet<(String, String)>,
+    v4: HashSet<IpAddr>,
+    v6: HashSet<IpAddr>,
+    netns: HashSet<String>,
+    veth: HashSet<String>,
+}
+
+impl<'a> PodChecker<'a> {
+    fn new(lab: &'a LabMeta, nodes: &'a [NodeSpec]) -> Self {
+        PodChecker {
+            lab,
+            nodes,
+            ids: HashSet::new(),
+            v4: HashSet::from([IpAddr::V4(lab.node_ipv4)]),
+            v6: HashSet::from([IpAddr::V6(lab.node_ipv6)]),
+            netns: HashSet::new(),
+            veth: HashSet::new(),
+        }
+    }
+
+    /// Records an already validated pod.
+    fn seed(&mut self, p: &Pod) {
+        self.ids.insert((p.namespace.clone(), p.name.clone()));
+        self.v4.insert(IpAddr::V4(p.ipv4));
+        self.v6.insert(IpAddr::V6(p.ipv6));
+        self.netns.insert(p.netns.clone());
+        self.veth.insert(p.host_veth.clone());
+    }
+
+    /// Validates one pod; `f` names it in errors (`pods[3]`), `index` is its position in
+    /// `LabSpec::pods`.
+    fn check(
+        &mut self,
+        c: &Ctx<'_>,
+        f: &str,
+        index: usize,
+        p: &PodDef,
+        added: bool,
+    ) -> Result<Pod, SpecError> {
+        let lab = self.lab;
+        let (ipv4_cidr, ipv6_cidr) = (lab.ipv4_cidr, lab.ipv6_cidr);
+        check_name(c, &format!("{f}.namespace"), &p.namespace)?;
+        check_name(c, &format!("{f}.name"), &p.name)?;
+        if !self.ids.insert((p.namespace.clone(), p.name.clone())) {
+            return Err(c.err(
+                format!("{f}.name"),
+                format!("pod {}/{} is defined twice", p.namespace, p.name),
+            ));
+        }
+        check_labels(c, &format!("{f}.labels"), &p.labels)?;
+        if p.labels.contains_key(NAMESPACE_LABEL) {
+            return Err(c.err(
+                format!("{f}.labels"),
+                format!("{NAMESPACE_LABEL} is set from `namespace`; remove it"),
+            ));
+        }
+        let ipv4 = parse_v4(c, &format!("{f}.ipv4"), &p.ipv4)?;
+        if !v4_host_ok(ipv4_cidr, ipv4) {
+            return Err(c.err(
+                format!("{f}.ipv4"),
+                format!("{ipv4} is not a host address inside lab.ipv4_cidr {ipv4_cidr}"),
+            ));
+        }
+        if !self.v4.insert(IpAddr::V4(ipv4)) {
+            return Err(c.err(
+                format!("{f}.ipv4"),
+                format!("{ipv4} is already used (by another pod or the node)"),
+            ));
+        }
+        let ipv6 = parse_v6(c, &format!("{f}.ipv6"), &p.ipv6)?;
+        if !v6_host_ok(ipv6_cidr, ipv6) {
+            return Err(c.err(
+                format!("{f}.ipv6"),
+                format!("{ipv6} is not a host address inside lab.ipv6_cidr {ipv6_cidr}"),
+            ));
+        }
+        if !self.v6.insert(IpAddr::V6(ipv6)) {
+            return Err(c.err(
+                format!("{f}.ipv6"),
+                format!("{ipv6} is already used (by another pod or the node)"),
+            ));
+        }
+        let workload = match &p.workload {
+            None => None,
+            Some(w) => {
+                let kind_ok = !w.kind.is_empty()
+                    && w.kind.len() <= 63
+                    && w.kind.bytes().all(|b| b.is_ascii_alphanumeric());
+                if !kind_ok {
+                    return Err(c.err(
+                        format!("{f}.workload.kind"),
+                        format!("{:?} is not a workload kind (like Deployment)", w.kind),
+                    ));
+                }
+                check_name(c, &format!("{f}.workload.name"), &w.name)?;
+                Some(Workload {
+                    kind: w.kind.clone(),
+                    name: w.name.clone(),
+                })
+            }
+        };
+        let netns = pod_netns_name(&lab.name, &p.namespace, &p.name);
+        if !self.netns.insert(netns.clone()) {
+            return Err(c.err(
+                format!("{f}.name"),
+                format!("netns name {netns} collides with another pod's; rename one"),
+            ));
+        }
+        let key = format!("{}/{}", p.namespace, p.name);
+        let h = fnv1a(key.as_bytes());
+        let host_veth = format!("lxc{:012x}", h >> 16);
+        if !self.veth.insert(host_veth.clone()) {
+            return Err(c.err(
+                format!("{f}.name"),
+                "interface name hash collision; rename the pod",
+            ));
+        }
+        let node = match &p.node {
+            None => lab.node.clone(),
+            Some(n) if *n == lab.node || self.nodes.iter().any(|x| x.name == *n) => n.clone(),
+            Some(n) => {
+                return Err(c.err(
+                    format!("{f}.node"),
+                    format!("node {n:?} is neither lab.node nor listed in [[nodes]]"),
+                ));
+            }
+        };
+        Ok(Pod {
+            index,
+            node,
+            namespace: p.namespace.clone(),
+            name: p.name.clone(),
+            labels: p.labels.clone(),
+            ipv4,
+            ipv6,
+            workload,
+            netns,
+            host_veth,
+            pod_ifname: POD_IFNAME,
+            host_mac: mac_from(fnv1a(format!("host:{key}").as_bytes())),
+            pod_mac: mac_from(fnv1a(format!("pod:{key}").as_bytes())),
+            l7: p
+                .l7
+                .iter()
+                .enumerate()
+                .map(|(j, r)| L7Rule::parse(r).map_err(|m| c.err(format!("{f}.l7[{j}]"), m)))
+                .collect::<Result<Vec<_>, _>>()?,
+            added,
+        })
+    }
+
+    /// No pod's netns may be named like the lab's own `node` or `world` netns.
+    fn check_reserved(&self, c: &Ctx<'_>) -> Result<(), SpecError> {
+        for reserved in ["node", "world"] {
+            let n = format!("hl-{}-{reserved}", self.lab.name);
+            if self.netns.contains(&n) {
+                return Err(c.err(
+                    "pods",
+                    format!("a pod's netns name collides with the lab's {n}"),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn v4_host_ok(cidr: Ipv4Net, a: Ipv4Addr) -> bool {
+    cidr.contains(&a) && a != cidr.network() && a != cidr.broadcast()
+}
+
+fn v6_host_ok(cidr: Ipv6Net, a: Ipv6Addr) -> bool {
+    cidr.contains(&a) && a != cidr.network()
+}
+
+/// Network namespace name of a pod: `hl-<lab>-<namespace>-<name>`.
+pub fn pod_netns_name(lab: &str, namespace: &str, name: &str) -> String {
+    format!("hl-{lab}-{namespace}-{name}")
+}
+
 impl LabSpec {
     /// Reads, parses and validates a spec file.
     pub fn load(path: impl AsRef<Path>) -> Result<LabSpec, SpecError> {
@@ -671,17 +864,13 @@ impl LabSpec {
             Some(s) => parse_v6(&c, "lab.node_ipv6", s)?,
             None => first_v6,
         };
-        let v4_host_ok = |a: Ipv4Addr| {
-            ipv4_cidr.contains(&a) && a != ipv4_cidr.network() && a != ipv4_cidr.broadcast()
-        };
-        let v6_host_ok = |a: Ipv6Addr| ipv6_cidr.contains(&a) && a != ipv6_cidr.network();
-        if !v4_host_ok(node_ipv4) {
+        if !v4_host_ok(ipv4_cidr, node_ipv4) {
             return Err(c.err(
                 "lab.node_ipv4",
                 format!("{node_ipv4} is not a host address of {ipv4_cidr}"),
             ));
         }
-        if !v6_host_ok(node_ipv6) {
+        if !v6_host_ok(ipv6_cidr, node_ipv6) {
             return Err(c.err(
                 "lab.node_ipv6",
                 format!("{node_ipv6} is not a host address of {ipv6_cidr}"),
@@ -741,131 +930,12 @@ impl LabSpec {
         if raw.pods.is_empty() {
             return Err(c.err("pods", "a lab needs at least one [[pods]] entry"));
         }
+        let mut checker = PodChecker::new(&lab, &nodes);
         let mut pods: Vec<Pod> = Vec::with_capacity(raw.pods.len());
-        let mut seen_ids = HashSet::new();
-        let mut seen_v4 = HashSet::from([IpAddr::V4(node_ipv4)]);
-        let mut seen_v6 = HashSet::from([IpAddr::V6(node_ipv6)]);
-        let mut seen_netns = HashSet::new();
-        let mut seen_veth = HashSet::new();
         for (i, p) in raw.pods.iter().enumerate() {
-            let f = format!("pods[{i}]");
-            check_name(&c, &format!("{f}.namespace"), &p.namespace)?;
-            check_name(&c, &format!("{f}.name"), &p.name)?;
-            if !seen_ids.insert((p.namespace.clone(), p.name.clone())) {
-                return Err(c.err(
-                    format!("{f}.name"),
-                    format!("pod {}/{} is defined twice", p.namespace, p.name),
-                ));
-            }
-            check_labels(&c, &format!("{f}.labels"), &p.labels)?;
-            if p.labels.contains_key(NAMESPACE_LABEL) {
-                return Err(c.err(
-                    format!("{f}.labels"),
-                    format!("{NAMESPACE_LABEL} is set from `namespace`; remove it"),
-                ));
-            }
-            let ipv4 = parse_v4(&c, &format!("{f}.ipv4"), &p.ipv4)?;
-            if !v4_host_ok(ipv4) {
-                return Err(c.err(
-                    format!("{f}.ipv4"),
-                    format!("{ipv4} is not a host address inside lab.ipv4_cidr {ipv4_cidr}"),
-                ));
-            }
-            if !seen_v4.insert(IpAddr::V4(ipv4)) {
-                return Err(c.err(
-                    format!("{f}.ipv4"),
-                    format!("{ipv4} is already used (by another pod or the node)"),
-                ));
-            }
-            let ipv6 = parse_v6(&c, &format!("{f}.ipv6"), &p.ipv6)?;
-            if !v6_host_ok(ipv6) {
-                return Err(c.err(
-                    format!("{f}.ipv6"),
-                    format!("{ipv6} is not a host address inside lab.ipv6_cidr {ipv6_cidr}"),
-                ));
-            }
-            if !seen_v6.insert(IpAddr::V6(ipv6)) {
-                return Err(c.err(
-                    format!("{f}.ipv6"),
-                    format!("{ipv6} is already used (by another pod or the node)"),
-                ));
-            }
-            let workload = match &p.workload {
-                None => None,
-                Some(w) => {
-                    let kind_ok = !w.kind.is_empty()
-                        && w.kind.len() <= 63
-                        && w.kind.bytes().all(|b| b.is_ascii_alphanumeric());
-                    if !kind_ok {
-                        return Err(c.err(
-                            format!("{f}.workload.kind"),
-                            format!("{:?} is not a workload kind (like Deployment)", w.kind),
-                        ));
-                    }
-                    check_name(&c, &format!("{f}.workload.name"), &w.name)?;
-                    Some(Workload {
-                        kind: w.kind.clone(),
-                        name: w.name.clone(),
-                    })
-                }
-            };
-            let netns = format!("hl-{}-{}-{}", lab.name, p.namespace, p.name);
-            if !seen_netns.insert(netns.clone()) {
-                return Err(c.err(
-                    format!("{f}.name"),
-                    format!("netns name {netns} collides with another pod's; rename one"),
-                ));
-            }
-            let key = format!("{}/{}", p.namespace, p.name);
-            let h = fnv1a(key.as_bytes());
-            let host_veth = format!("lxc{:012x}", h >> 16);
-            if !seen_veth.insert(host_veth.clone()) {
-                return Err(c.err(
-                    format!("{f}.name"),
-                    "interface name hash collision; rename the pod",
-                ));
-            }
-            let node = match &p.node {
-                None => l.node.clone(),
-                Some(n) if *n == l.node || nodes.iter().any(|x| x.name == *n) => n.clone(),
-                Some(n) => {
-                    return Err(c.err(
-                        format!("{f}.node"),
-                        format!("node {n:?} is neither lab.node nor listed in [[nodes]]"),
-                    ));
-                }
-            };
-            pods.push(Pod {
-                index: i,
-                node,
-                namespace: p.namespace.clone(),
-                name: p.name.clone(),
-                labels: p.labels.clone(),
-                ipv4,
-                ipv6,
-                workload,
-                netns,
-                host_veth,
-                pod_ifname: POD_IFNAME,
-                host_mac: mac_from(fnv1a(format!("host:{key}").as_bytes())),
-                pod_mac: mac_from(fnv1a(format!("pod:{key}").as_bytes())),
-                l7: p
-                    .l7
-                    .iter()
-                    .enumerate()
-                    .map(|(j, r)| L7Rule::parse(r).map_err(|m| c.err(format!("{f}.l7[{j}]"), m)))
-                    .collect::<Result<Vec<_>, _>>()?,
-            });
+            pods.push(checker.check(&c, &format!("pods[{i}]"), i, p, false)?);
         }
-        for reserved in ["node", "world"] {
-            let n = format!("hl-{}-{reserved}", lab.name);
-            if seen_netns.contains(&n) {
-                return Err(c.err(
-                    "pods",
-                    format!("a pod's netns name collides with the lab's {n}"),
-                ));
-            }
-        }
+        checker.check_reserved(&c)?;
 
         let mut services = Vec::with_capacity(raw.services.len());
         let mut seen_svc = HashSet::new();
@@ -1194,6 +1264,252 @@ impl fmt::Display for Peer {
             Peer::Host => f.write_str("host"),
             Peer::World => f.write_str("world"),
         }
+    }
+}
+
+// ---- runtime pods (`lab add-pod`) ------------------------------------------------------
+
+/// The runtime pods file: the `[[pods]]` entries `lab add-pod` added to a running lab.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPodsFile {
+    #[serde(default)]
+    pods: Vec<PodDef>,
+}
+
+/// Reads a runtime pods file (`[[pods]]` entries, the spec's pod schema); a missing file
+/// has no pods. Parse errors name the file and line.
+pub fn read_pods_file(path: impl AsRef<Path>) -> Result<Vec<PodDef>, SpecError> {
+    let path = path.as_ref();
+    let origin = path.display().to_string();
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(source) => return Err(SpecError::Read { origin, source }),
+    };
+    let raw: RawPodsFile = toml::from_str(&text).map_err(|e| SpecError::Parse {
+        origin: origin.clone(),
+        line: e.span().map_or(1, |s| line_of(&text, s.start)),
+        message: e.message().trim().replace('\n', " "),
+    })?;
+    Ok(raw.pods)
+}
+
+/// A TOML basic string: `"..."` with `"`, `\` and control characters escaped.
+fn toml_str(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for ch in s.chars() {
+        match ch {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            c if c.is_control() => out.push_str(&format!("\\u{:04X}", u32::from(c))),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// The text of a runtime pods file: one `[[pods]]` table per pod, fields in the spec's
+/// order, absent options left out.
+pub fn pods_file_text(pods: &[PodDef]) -> String {
+    use std::fmt::Write as _;
+    let mut s = String::from(
+        "# Pods added to a running lab with `hubble-agent lab add-pod` (removed by\n\
+         # `lab remove-pod` and `lab down`). Same schema as the spec's [[pods]].\n",
+    );
+    for p in pods {
+        let _ = writeln!(s, "\n[[pods]]");
+        if let Some(n) = &p.node {
+            let _ = writeln!(s, "node = {}", toml_str(n));
+        }
+        let _ = writeln!(s, "namespace = {}", toml_str(&p.namespace));
+        let _ = writeln!(s, "name = {}", toml_str(&p.name));
+        let labels: Vec<String> = p
+            .labels
+            .iter()
+            .map(|(k, v)| format!("{} = {}", toml_str(k), toml_str(v)))
+            .collect();
+        if labels.is_empty() {
+            let _ = writeln!(s, "labels = {{}}");
+        } else {
+            let _ = writeln!(s, "labels = {{ {} }}", labels.join(", "));
+        }
+        let _ = writeln!(s, "ipv4 = {}", toml_str(&p.ipv4));
+        let _ = writeln!(s, "ipv6 = {}", toml_str(&p.ipv6));
+        if let Some(w) = &p.workload {
+            let _ = writeln!(
+                s,
+                "workload = {{ kind = {}, name = {} }}",
+                toml_str(&w.kind),
+                toml_str(&w.name)
+            );
+        }
+        if !p.l7.is_empty() {
+            let rules: Vec<String> = p.l7.iter().map(|r| toml_str(r)).collect();
+            let _ = writeln!(s, "l7 = [{}]", rules.join(", "));
+        }
+    }
+    s
+}
+
+/// Writes a runtime pods file atomically: a temporary file (mode 0600) in the same
+/// directory, fsync, rename over `path`, fsync of the directory. A reader polling the file
+/// sees the old or the new list, never half of one. No pods removes the file.
+pub fn write_pods_file(path: impl AsRef<Path>, pods: &[PodDef]) -> std::io::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let path = path.as_ref();
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    if pods.is_empty() {
+        match std::fs::remove_file(path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e),
+        }
+    } else {
+        let file_name = path
+            .file_name()
+            .ok_or_else(|| std::io::Error::other(format!("{}: not a file path", path.display())))?
+            .to_string_lossy()
+            .into_owned();
+        let tmp = dir.join(format!(".{file_name}.tmp.{}", std::process::id()));
+        let write = || -> std::io::Result<()> {
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&tmp)?;
+            f.write_all(pods_file_text(pods).as_bytes())?;
+            f.sync_all()?;
+            std::fs::rename(&tmp, path)
+        };
+        if let Err(e) = write() {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
+        }
+    }
+    // Make the rename (or removal) itself durable.
+    std::fs::File::open(&dir)?.sync_all()
+}
+
+impl LabSpec {
+    /// The runtime pods file of this lab: `/run/hubble-lab/<lab>.pods.toml`, next to the
+    /// `<lab>.netns` state file. `lab add-pod` writes it, `lab remove-pod` and `lab down`
+    /// shrink or remove it.
+    pub fn live_pods_path(&self) -> PathBuf {
+        Path::new(super::topology::STATE_DIR).join(format!("{}.pods.toml", self.lab.name))
+    }
+
+    /// The spec file plus the pods added at runtime ([`LabSpec::live_pods_path`]), validated
+    /// together: the runtime pods follow the spec's (their `index` continues after them,
+    /// `added` is true) and must not repeat a name or address. A missing runtime file gives
+    /// just the spec. Errors in the runtime file name that file.
+    pub fn load_live(path: impl AsRef<Path>) -> Result<LabSpec, SpecError> {
+        Self::load(path)?.with_live_pods()
+    }
+
+    /// [`LabSpec::load_live`] with the runtime pods read from `pods_path`.
+    pub fn load_with_pods(
+        path: impl AsRef<Path>,
+        pods_path: impl AsRef<Path>,
+    ) -> Result<LabSpec, SpecError> {
+        Self::load(path)?.with_pods_file(pods_path)
+    }
+
+    /// This spec's own pods plus the lab's current runtime pods (any runtime pods this
+    /// value already carries are replaced).
+    pub fn with_live_pods(&self) -> Result<LabSpec, SpecError> {
+        self.with_pods_file(self.live_pods_path())
+    }
+
+    /// This spec's own pods plus the pods of a runtime pods file (missing = none).
+    pub fn with_pods_file(&self, pods_path: impl AsRef<Path>) -> Result<LabSpec, SpecError> {
+        let pods_path = pods_path.as_ref();
+        let defs = read_pods_file(pods_path)?;
+        self.with_pods(&defs, &pods_path.display().to_string())
+    }
+
+    /// This spec's own pods plus `defs` (added pods), validated like the spec's `[[pods]]`;
+    /// errors name `origin` and `pods[i]`, `i` counting in `defs`.
+    pub fn with_pods(&self, defs: &[PodDef], origin: &str) -> Result<LabSpec, SpecError> {
+        let mut out = self.spec_only();
+        let c = Ctx { origin };
+        let mut checker = PodChecker::new(&out.lab, &out.nodes);
+        for p in &out.pods {
+            checker.seed(p);
+        }
+        let first = out.pods.len();
+        let mut added = Vec::with_capacity(defs.len());
+        for (j, d) in defs.iter().enumerate() {
+            added.push(checker.check(&c, &format!("pods[{j}]"), first + j, d, true)?);
+        }
+        checker.check_reserved(&c)?;
+        out.pods.extend(added);
+        Ok(out)
+    }
+
+    /// The spec file's part of this spec: without the pods added at runtime.
+    pub fn spec_only(&self) -> LabSpec {
+        let mut s = self.clone();
+        s.pods.retain(|p| !p.added);
+        s
+    }
+
+    /// How many pods come from the spec file (they are `pods[..spec_pod_count()]`).
+    pub fn spec_pod_count(&self) -> usize {
+        self.pods.iter().filter(|p| !p.added).count()
+    }
+
+    /// The lowest free host address of `lab.ipv4_cidr` above its first one (`.1`), not the
+    /// node's and not any pod's; `None` when the CIDR is full.
+    pub fn free_ipv4(&self) -> Option<Ipv4Addr> {
+        let cidr = self.lab.ipv4_cidr;
+        let used: HashSet<Ipv4Addr> = self
+            .pods
+            .iter()
+            .map(|p| p.ipv4)
+            .chain([self.lab.node_ipv4])
+            .collect();
+        let (lo, hi) = (u32::from(cidr.network()), u32::from(cidr.broadcast()));
+        (lo.saturating_add(2)..hi)
+            .map(Ipv4Addr::from)
+            .find(|a| !used.contains(a))
+    }
+
+    /// The IPv6 address for a pod with IPv4 `ipv4`: the address of `lab.ipv6_cidr` whose
+    /// last hex digits spell the IPv4's host number in decimal (10.244.9.12 in a /24 ->
+    /// `<ipv6 prefix>::12`, the fixtures' convention) when that is free, else the lowest
+    /// free host address above the CIDR's first one. `None` when nothing is free.
+    pub fn free_ipv6_for(&self, ipv4: Ipv4Addr) -> Option<Ipv6Addr> {
+        let cidr = self.lab.ipv6_cidr;
+        let used: HashSet<Ipv6Addr> = self
+            .pods
+            .iter()
+            .map(|p| p.ipv6)
+            .chain([self.lab.node_ipv6])
+            .collect();
+        let free = |a: Ipv6Addr| v6_host_ok(cidr, a) && !used.contains(&a);
+        let net = u128::from(cidr.network());
+        let host = u32::from(ipv4).wrapping_sub(u32::from(self.lab.ipv4_cidr.network()));
+        let derived = u128::from_str_radix(&host.to_string(), 16)
+            .ok()
+            .and_then(|h| net.checked_add(h))
+            .map(Ipv6Addr::from);
+        if let Some(a) = derived.filter(|&a| free(a)) {
+            return Some(a);
+        }
+        // At most used.len() candidates are taken, so this ends quickly.
+        (2..=used.len() as u128 + 2)
+            .filter_map(|h| net.checked_add(h).map(Ipv6Addr::from))
+            .find(|&a| free(a))
     }
 }
 
@@ -1582,5 +1898,205 @@ ingress = [{}]
             .unwrap_err()
             .to_string();
         assert!(missing.starts_with("/nonexistent/lab.toml: "), "{missing}");
+    }
+
+    /// A file in a fresh temporary directory.
+    fn temp_file(name: &str, text: &str) -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        (dir, path)
+    }
+
+    const RUNTIME: &str = r#"
+[[pods]]
+namespace = "default"
+name = "c"
+labels = { app = "b" }
+ipv4 = "10.9.0.12"
+ipv6 = "fd00:9::12"
+workload = { kind = "Deployment", name = "c" }
+l7 = ["http/8080"]
+
+[[pods]]
+namespace = "other"
+name = "d"
+ipv4 = "10.9.0.13"
+ipv6 = "fd00:9::13"
+"#;
+
+    #[test]
+    fn load_live_merges_runtime_pods() {
+        let (_d, spec_path) = temp_file("t.toml", MINI);
+        let pods_path = spec_path.with_file_name("t1.pods.toml");
+        // Missing runtime file: just the spec.
+        let s = LabSpec::load_with_pods(&spec_path, &pods_path).unwrap();
+        assert_eq!(s.pods.len(), 2);
+        assert_eq!(s.spec_pod_count(), 2);
+        assert!(s.pods.iter().all(|p| !p.added));
+
+        std::fs::write(&pods_path, RUNTIME).unwrap();
+        let s = LabSpec::load_with_pods(&spec_path, &pods_path).unwrap();
+        assert_eq!(s.pods.len(), 4);
+        assert_eq!(s.spec_pod_count(), 2);
+        let idx: Vec<_> = s.pods.iter().map(|p| (p.index, p.added)).collect();
+        assert_eq!(idx, [(0, false), (1, false), (2, true), (3, true)]);
+        let c = s.pod("default", "c").unwrap();
+        assert_eq!(c.netns, "hl-t1-default-c");
+        assert_eq!(c.l7.len(), 1);
+        assert_eq!(c.workload.as_ref().unwrap().kind, "Deployment");
+        assert_eq!(s.peer_of("10.9.0.13".parse().unwrap()), Peer::Pod(3));
+        // Runtime pods are selected like spec pods.
+        let sel = Labels::from([("app".to_string(), "b".to_string())]);
+        assert_eq!(s.pods_selected_by(&sel).len(), 2);
+        // The spec file alone is unchanged, and merging again replaces the runtime pods.
+        assert_eq!(LabSpec::load(&spec_path).unwrap().pods.len(), 2);
+        assert_eq!(s.spec_only().pods.len(), 2);
+        assert_eq!(s.with_pods_file(&pods_path).unwrap().pods.len(), 4);
+        assert_eq!(s.all_netns().len(), 6);
+        assert_eq!(
+            LabSpec::parse(MINI, "t.toml").unwrap().live_pods_path(),
+            PathBuf::from("/run/hubble-lab/t1.pods.toml")
+        );
+    }
+
+    #[test]
+    fn load_live_rejects_clashes_naming_the_runtime_file() {
+        let (_d, spec_path) = temp_file("t.toml", MINI);
+        let pods_path = spec_path.with_file_name("t1.pods.toml");
+        let origin = pods_path.display().to_string();
+        let err = |text: &str| {
+            std::fs::write(&pods_path, text).unwrap();
+            LabSpec::load_with_pods(&spec_path, &pods_path)
+                .unwrap_err()
+                .to_string()
+        };
+        // Same name as a spec pod.
+        assert_eq!(
+            err(&RUNTIME.replacen("name = \"c\"", "name = \"a\"", 1)),
+            format!("{origin}: pods[0].name: pod default/a is defined twice")
+        );
+        // Same name twice in the runtime file.
+        assert_eq!(
+            err(&RUNTIME
+                .replacen("name = \"d\"", "name = \"c\"", 1)
+                .replacen("namespace = \"other\"", "namespace = \"default\"", 1)),
+            format!("{origin}: pods[1].name: pod default/c is defined twice")
+        );
+        // A spec pod's address, the node's address.
+        assert_eq!(
+            err(&RUNTIME.replacen("10.9.0.13", "10.9.0.11", 1)),
+            format!(
+                "{origin}: pods[1].ipv4: 10.9.0.11 is already used (by another pod or the node)"
+            )
+        );
+        assert_eq!(
+            err(&RUNTIME.replacen("fd00:9::12", "fd00:9::1", 1)),
+            format!(
+                "{origin}: pods[0].ipv6: fd00:9::1 is already used (by another pod or the node)"
+            )
+        );
+        assert_eq!(
+            err(&RUNTIME.replacen("10.9.0.12", "10.9.1.12", 1)),
+            format!(
+                "{origin}: pods[0].ipv4: 10.9.1.12 is not a host address inside lab.ipv4_cidr 10.9.0.0/24"
+            )
+        );
+        // Parse errors name the runtime file and its line; unknown fields are rejected.
+        let e = err(&RUNTIME.replacen("labels", "lables", 1));
+        assert!(
+            e.starts_with(&format!("{origin}: line 5: unknown field `lables`")),
+            "{e}"
+        );
+        let e = err("[lab]\nname = \"x\"\n");
+        assert!(e.starts_with(&format!("{origin}: line 1: ")), "{e}");
+    }
+
+    #[test]
+    fn pods_file_round_trip_and_atomic_write() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t1.pods.toml");
+        let mut defs = read_pods_file(&path).unwrap();
+        assert!(defs.is_empty(), "a missing file has no pods");
+        let (_d, spec_path) = temp_file("t.toml", MINI);
+        let runtime = dir.path().join("runtime.toml");
+        std::fs::write(&runtime, RUNTIME).unwrap();
+        defs.extend(read_pods_file(&runtime).unwrap());
+        defs[1].labels.insert("we\"ird".into(), "x".into());
+        defs[1].node = Some("n1".into());
+        write_pods_file(&path, &defs).unwrap();
+        assert_eq!(read_pods_file(&path).unwrap(), defs);
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        // Only the file itself is left (no temporary).
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert_eq!(names.len(), 2, "{names:?}");
+        // What we write loads back as runtime pods (with a valid label key).
+        defs[1].labels.clear();
+        write_pods_file(&path, &defs).unwrap();
+        let s = LabSpec::load_with_pods(&spec_path, &path).unwrap();
+        assert_eq!(s.pods.len(), 4);
+        assert_eq!(s.pods[3].node, "n1");
+        // No pods: no file.
+        write_pods_file(&path, &[]).unwrap();
+        assert!(!path.exists());
+        write_pods_file(&path, &[]).unwrap();
+    }
+
+    #[test]
+    fn address_allocation() {
+        let s = LabSpec::parse(MINI, "t.toml").unwrap();
+        // .1 is the node; .2 is the lowest free; its IPv6 repeats the host number.
+        assert_eq!(s.free_ipv4(), Some(Ipv4Addr::new(10, 9, 0, 2)));
+        assert_eq!(
+            s.free_ipv6_for(Ipv4Addr::new(10, 9, 0, 2)),
+            Some("fd00:9::2".parse().unwrap())
+        );
+        assert_eq!(
+            s.free_ipv6_for(Ipv4Addr::new(10, 9, 0, 123)),
+            Some("fd00:9::123".parse().unwrap())
+        );
+        // Taken by pod a (fd00:9::10): the lowest free one instead.
+        assert_eq!(
+            s.free_ipv6_for(Ipv4Addr::new(10, 9, 0, 10)),
+            Some("fd00:9::2".parse().unwrap())
+        );
+        // Fill .2 to .9: next is .12 (.10 and .11 are pods a and b).
+        let defs: Vec<PodDef> = (2..10)
+            .map(|i| PodDef {
+                node: None,
+                namespace: "default".into(),
+                name: format!("p{i}"),
+                labels: Labels::new(),
+                ipv4: format!("10.9.0.{i}"),
+                ipv6: format!("fd00:9::{i}"),
+                workload: None,
+                l7: Vec::new(),
+            })
+            .collect();
+        let live = s.with_pods(&defs, "runtime").unwrap();
+        assert_eq!(live.free_ipv4(), Some(Ipv4Addr::new(10, 9, 0, 12)));
+        assert_eq!(
+            live.free_ipv6_for(Ipv4Addr::new(10, 9, 0, 12)),
+            Some("fd00:9::12".parse().unwrap())
+        );
+        assert_eq!(
+            live.free_ipv6_for(Ipv4Addr::new(10, 9, 0, 5)),
+            Some("fd00:9::a".parse().unwrap()),
+            "::2-::9 and ::10-::11 are taken; ::a is the lowest free"
+        );
+        // A full /30: .9 is the node, .10 pod a, .11 the broadcast address.
+        let one_pod = MINI
+            .split("\n[[pods]]")
+            .take(2)
+            .collect::<Vec<_>>()
+            .join("\n[[pods]]");
+        let t =
+            LabSpec::parse(&one_pod.replacen("10.9.0.0/24", "10.9.0.8/30", 1), "t.toml").unwrap();
+        assert_eq!(t.free_ipv4(), None, "node .9 and pod .10 fill 10.9.0.8/30");
     }
 }

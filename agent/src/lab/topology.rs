@@ -22,7 +22,10 @@ use std::path::PathBuf;
 use std::process::Command;
 
 use super::netns;
-use super::spec::{LabSpec, NODE_HOST_IFNAME, NODE_NET_IFNAME, NODE_WORLD_IFNAME, mac_string};
+use super::spec::{
+    LabSpec, NODE_HOST_IFNAME, NODE_NET_IFNAME, NODE_WORLD_IFNAME, Pod, mac_string, pod_netns_name,
+    read_pods_file,
+};
 
 /// Where `lab up` records the namespaces it creates, so `lab down` finds them even when
 /// the spec changed in between.
@@ -36,6 +39,8 @@ pub enum LabError {
     Command { cmd: String, stderr: String },
     #[error("cannot run `ip` (install iproute2): {0}")]
     NoIp(io::Error),
+    #[error("lab {lab} is not up: run `hubble-agent lab up {origin}` first")]
+    NotUp { lab: String, origin: String },
     #[error("{0}")]
     Io(#[from] io::Error),
 }
@@ -72,6 +77,26 @@ fn ip(args: &[&str]) -> Result<String, LabError> {
 
 fn state_file(spec: &LabSpec) -> PathBuf {
     PathBuf::from(STATE_DIR).join(format!("{}.netns", spec.lab.name))
+}
+
+/// Netns names of the pods in the lab's runtime pods file (none when it is missing or
+/// unreadable): they belong to the running lab even when `spec` is the spec file alone.
+fn runtime_netns(spec: &LabSpec) -> Vec<String> {
+    read_pods_file(spec.live_pods_path())
+        .map(|defs| {
+            defs.iter()
+                .map(|d| pod_netns_name(&spec.lab.name, &d.namespace, &d.name))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn remove_if_exists(path: &std::path::Path) -> io::Result<()> {
+    match std::fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
 }
 
 fn recorded_netns(spec: &LabSpec) -> Vec<String> {
@@ -112,7 +137,8 @@ pub struct Status {
     /// Per pod (spec order): netns exists, host veth exists in the node netns, and the
     /// pod's `eth0` carries both its addresses.
     pub pods: Vec<PodStatus>,
-    /// Namespaces recorded by an earlier `lab up` that this spec no longer names.
+    /// Namespaces recorded by an earlier `lab up` that this spec no longer names (pods
+    /// listed in the lab's runtime pods file are not stale, even when `spec` lacks them).
     pub stale: Vec<String>,
 }
 
@@ -184,7 +210,8 @@ pub fn status(spec: &LabSpec) -> Status {
             }
         })
         .collect();
-    let named: BTreeSet<String> = spec.all_netns().into_iter().collect();
+    let mut named: BTreeSet<String> = spec.all_netns().into_iter().collect();
+    named.extend(runtime_netns(spec));
     let stale = recorded_netns(spec)
         .into_iter()
         .filter(|n| !named.contains(n) && netns::exists(n))
@@ -206,24 +233,36 @@ pub enum UpOutcome {
     AlreadyUp,
 }
 
-/// Creates the lab. Idempotent: a complete lab is left alone; a partial one is removed and
-/// made again. On failure, whatever was created is removed again.
+/// Creates the lab. Idempotent: a complete lab (with the pods added to it at runtime) is
+/// left alone; a partial one is removed and made again (without runtime pods). Creating a
+/// lab also removes a runtime pods file left from an earlier one. On failure, whatever was
+/// created is removed again.
 pub fn up(spec: &LabSpec) -> Result<UpOutcome, LabError> {
     require_root()?;
-    let st = status(spec);
+    let spec = spec.spec_only();
+    let st = match spec.with_live_pods() {
+        Ok(live) => status(&live),
+        // A runtime pods file that no longer fits the spec: recreate the lab without it.
+        Err(_) => {
+            let mut st = status(&spec);
+            st.stale.push(spec.live_pods_path().display().to_string());
+            st
+        }
+    };
     if st.is_up() {
         return Ok(UpOutcome::AlreadyUp);
     }
     let outcome = if st.is_down() {
         UpOutcome::Created
     } else {
-        down(spec)?;
         UpOutcome::Recreated
     };
+    // Even for a lab that is down: removes a stale runtime pods file and state file.
+    down(&spec)?;
     std::fs::create_dir_all(STATE_DIR)?;
-    std::fs::write(state_file(spec), spec.all_netns().join("\n") + "\n")?;
-    if let Err(e) = build(spec) {
-        let _ = down(spec);
+    std::fs::write(state_file(&spec), spec.all_netns().join("\n") + "\n")?;
+    if let Err(e) = build(&spec) {
+        let _ = down(&spec);
         return Err(e);
     }
     Ok(outcome)
@@ -310,59 +349,70 @@ fn build(spec: &LabSpec) -> Result<(), LabError> {
 
     // Pods.
     for p in &spec.pods {
-        let ns = p.netns.as_str();
-        let hv = p.host_veth.as_str();
-        let eth = p.pod_ifname;
-        let hmac = mac_string(&p.host_mac);
-        let pmac = mac_string(&p.pod_mac);
-        let (p4, p6) = (p.ipv4, p.ipv6);
-        ipl(&format!("netns add {ns}"))?;
-        ipl(&format!("-n {ns} link set lo up"))?;
-        ipl(&format!(
-            "-n {node} link add {hv} address {hmac} type veth peer name {eth} address {pmac} netns {ns}"
-        ))?;
-        no_link_local(&node, hv)?;
-        no_link_local(ns, eth)?;
-        ipl(&format!("-n {node} link set {hv} up"))?;
-        ipl(&format!("-n {ns} addr add {p4}/32 dev {eth}"))?;
-        ipl(&format!("-n {ns} addr add {p6}/128 dev {eth} nodad"))?;
-        ipl(&format!("-n {ns} link set {eth} up"))?;
-        // Pod side: node address on-link, default via the node, node MAC pinned.
-        ipl(&format!("-n {ns} route add {n4}/32 dev {eth} scope link"))?;
-        ipl(&format!("-n {ns} route add default via {n4} dev {eth}"))?;
-        ipl(&format!("-n {ns} -6 route add {n6}/128 dev {eth}"))?;
-        ipl(&format!("-n {ns} -6 route add default via {n6} dev {eth}"))?;
-        ipl(&format!(
-            "-n {ns} neigh replace {n4} lladdr {hmac} dev {eth} nud permanent"
-        ))?;
-        ipl(&format!(
-            "-n {ns} neigh replace {n6} lladdr {hmac} dev {eth} nud permanent"
-        ))?;
-        // Node side: host routes to the pod, sourced from the node address.
-        ipl(&format!("-n {node} route add {p4}/32 dev {hv} src {n4}"))?;
-        ipl(&format!(
-            "-n {node} -6 route add {p6}/128 dev {hv} src {n6}"
-        ))?;
-        ipl(&format!(
-            "-n {node} neigh replace {p4} lladdr {pmac} dev {hv} nud permanent"
-        ))?;
-        ipl(&format!(
-            "-n {node} neigh replace {p6} lladdr {pmac} dev {hv} nud permanent"
-        ))?;
+        build_pod(spec, p)?;
     }
     Ok(())
 }
 
-/// Deletes every namespace of the lab (which removes its veths). Idempotent; returns the
-/// namespaces it deleted.
+/// One pod: its netns, the `lxc*` veth to the node with fixed MACs, its addresses, routes
+/// both ways and permanent neighbour entries. The node netns must exist.
+fn build_pod(spec: &LabSpec, p: &Pod) -> Result<(), LabError> {
+    let node = spec.node_netns();
+    let (n4, n6) = (spec.lab.node_ipv4, spec.lab.node_ipv6);
+    let ns = p.netns.as_str();
+    let hv = p.host_veth.as_str();
+    let eth = p.pod_ifname;
+    let hmac = mac_string(&p.host_mac);
+    let pmac = mac_string(&p.pod_mac);
+    let (p4, p6) = (p.ipv4, p.ipv6);
+    ipl(&format!("netns add {ns}"))?;
+    ipl(&format!("-n {ns} link set lo up"))?;
+    ipl(&format!(
+        "-n {node} link add {hv} address {hmac} type veth peer name {eth} address {pmac} netns {ns}"
+    ))?;
+    no_link_local(&node, hv)?;
+    no_link_local(ns, eth)?;
+    ipl(&format!("-n {node} link set {hv} up"))?;
+    ipl(&format!("-n {ns} addr add {p4}/32 dev {eth}"))?;
+    ipl(&format!("-n {ns} addr add {p6}/128 dev {eth} nodad"))?;
+    ipl(&format!("-n {ns} link set {eth} up"))?;
+    // Pod side: node address on-link, default via the node, node MAC pinned.
+    ipl(&format!("-n {ns} route add {n4}/32 dev {eth} scope link"))?;
+    ipl(&format!("-n {ns} route add default via {n4} dev {eth}"))?;
+    ipl(&format!("-n {ns} -6 route add {n6}/128 dev {eth}"))?;
+    ipl(&format!("-n {ns} -6 route add default via {n6} dev {eth}"))?;
+    ipl(&format!(
+        "-n {ns} neigh replace {n4} lladdr {hmac} dev {eth} nud permanent"
+    ))?;
+    ipl(&format!(
+        "-n {ns} neigh replace {n6} lladdr {hmac} dev {eth} nud permanent"
+    ))?;
+    // Node side: host routes to the pod, sourced from the node address.
+    ipl(&format!("-n {node} route add {p4}/32 dev {hv} src {n4}"))?;
+    ipl(&format!(
+        "-n {node} -6 route add {p6}/128 dev {hv} src {n6}"
+    ))?;
+    ipl(&format!(
+        "-n {node} neigh replace {p4} lladdr {pmac} dev {hv} nud permanent"
+    ))?;
+    ipl(&format!(
+        "-n {node} neigh replace {p6} lladdr {pmac} dev {hv} nud permanent"
+    ))?;
+    Ok(())
+}
+
+/// Deletes every namespace of the lab (which removes its veths), including the pods added
+/// at runtime, and removes the runtime pods file (first, so a reader sees the pods go
+/// before their interfaces). Idempotent; returns the namespaces it deleted.
 pub fn down(spec: &LabSpec) -> Result<Vec<String>, LabError> {
     require_root()?;
     let mut names = spec.all_netns();
-    for n in recorded_netns(spec) {
+    for n in recorded_netns(spec).into_iter().chain(runtime_netns(spec)) {
         if !names.contains(&n) {
             names.push(n);
         }
     }
+    remove_if_exists(&spec.live_pods_path())?;
     let mut deleted = Vec::new();
     let mut first_err = None;
     for n in names.iter().rev() {
@@ -379,10 +429,96 @@ pub fn down(spec: &LabSpec) -> Result<Vec<String>, LabError> {
     if let Some(e) = first_err {
         return Err(e);
     }
-    match std::fs::remove_file(state_file(spec)) {
-        Ok(()) => {}
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-        Err(e) => return Err(e.into()),
-    }
+    remove_if_exists(&state_file(spec))?;
     Ok(deleted)
+}
+
+/// Holds the lab state lock (an exclusive `flock` on [`STATE_DIR`]) until dropped, so
+/// concurrent `lab add-pod` / `lab remove-pod` runs do not lose each other's pods.
+#[derive(Debug)]
+pub struct StateLock {
+    _dir: std::fs::File,
+}
+
+/// Takes the lab state lock, waiting for another holder to let go.
+pub fn lock_state() -> Result<StateLock, LabError> {
+    use std::os::fd::AsRawFd as _;
+    std::fs::create_dir_all(STATE_DIR)?;
+    let dir = std::fs::File::open(STATE_DIR)?;
+    // SAFETY: flock on an open descriptor we own; released when the File is closed.
+    if unsafe { libc::flock(dir.as_raw_fd(), libc::LOCK_EX) } != 0 {
+        let e = io::Error::last_os_error();
+        return Err(io::Error::new(e.kind(), format!("flock {STATE_DIR}: {e}")).into());
+    }
+    Ok(StateLock { _dir: dir })
+}
+
+/// Removes a pod's interfaces and netns: its host veth first (which takes `eth0`, the
+/// node-side routes and neighbours with it even while some process still holds the netns),
+/// then the netns. Missing parts are fine.
+fn delete_pod_netns(spec: &LabSpec, pod: &Pod) -> Result<(), LabError> {
+    let node = spec.node_netns();
+    if netns::exists(&node) && link_names(&node).contains(&pod.host_veth) {
+        ip(&["-n", &node, "link", "del", &pod.host_veth])?;
+    }
+    if netns::exists(&pod.netns) {
+        ip(&["netns", "del", &pod.netns])?;
+    }
+    Ok(())
+}
+
+fn forget_netns(spec: &LabSpec, name: &str) -> Result<(), LabError> {
+    let path = state_file(spec);
+    let kept: Vec<String> = recorded_netns(spec)
+        .into_iter()
+        .filter(|n| n != name)
+        .collect();
+    if path.exists() {
+        std::fs::write(&path, kept.join("\n") + "\n")?;
+    }
+    Ok(())
+}
+
+/// Adds one pod to a running lab: its netns, veth, addresses, routes and neighbours exactly
+/// as `up` makes them for the spec's pods, recorded in the `<lab>.netns` state file so
+/// `down` removes it. `spec_live` is the lab with its runtime pods (for the node netns and
+/// addresses). The lab's node netns must exist and the pod's netns must not. On failure,
+/// whatever was created is removed again. Does not touch the runtime pods file.
+pub fn add_pod(spec_live: &LabSpec, pod: &Pod) -> Result<(), LabError> {
+    require_root()?;
+    if !netns::exists(&spec_live.node_netns()) || !state_file(spec_live).exists() {
+        return Err(LabError::NotUp {
+            lab: spec_live.lab.name.clone(),
+            origin: spec_live.origin.clone(),
+        });
+    }
+    if netns::exists(&pod.netns) {
+        return Err(io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            format!("netns {} already exists", pod.netns),
+        )
+        .into());
+    }
+    {
+        use std::io::Write as _;
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(state_file(spec_live))?;
+        writeln!(f, "{}", pod.netns)?;
+    }
+    if let Err(e) = build_pod(spec_live, pod) {
+        let _ = delete_pod_netns(spec_live, pod);
+        let _ = forget_netns(spec_live, &pod.netns);
+        return Err(e);
+    }
+    Ok(())
+}
+
+/// Removes a pod from a running lab: deletes its host veth and netns (the node-side routes
+/// go with the veth) and drops it from the `<lab>.netns` state file. Idempotent. Does not
+/// touch the runtime pods file.
+pub fn remove_pod(spec: &LabSpec, pod: &Pod) -> Result<(), LabError> {
+    require_root()?;
+    delete_pod_netns(spec, pod)?;
+    forget_netns(spec, &pod.netns)
 }

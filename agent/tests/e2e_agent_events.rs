@@ -10,11 +10,11 @@
 use std::process::Command;
 use std::time::Duration;
 
-use hubble_api::observer::{GetAgentEventsRequest, GetAgentEventsResponse};
 use serde_json::Value;
 
 mod common;
-use common::{TestLab, hubble_bin, spawn_attached};
+use common::{TestLab, all_events, hubble_bin, of_type, spawn_attached, to_json};
+use hubble_api::observer::GetAgentEventsRequest;
 
 const BIN: &str = env!("CARGO_BIN_EXE_hubble-agent");
 const TEST: &str = "e2e agent events test";
@@ -77,69 +77,6 @@ endpoint_selector = {{}}
 egress = [{{ to = [{{ entity = "world" }}] }}]
 "#
     )
-}
-
-/// Every stored agent event as JSON (CLI `-o json`, or the client library's responses
-/// written as JSON by the same generated encoder).
-fn all_events(server: &str) -> Vec<Value> {
-    if let Some(bin) = hubble_bin() {
-        let o = Command::new(&bin)
-            .args([
-                "observe",
-                "agent-events",
-                "--server",
-                server,
-                "--all",
-                "-o",
-                "json",
-            ])
-            .output()
-            .unwrap();
-        assert!(o.status.success(), "{o:?}");
-        return String::from_utf8(o.stdout)
-            .unwrap()
-            .lines()
-            .map(|l| serde_json::from_str(l).expect("JSON line"))
-            .collect();
-    }
-    eprintln!("no hubble binary next to the tests: checking with the client library");
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let ch = hubble::client::connect(server, Duration::from_secs(5))
-            .await
-            .unwrap();
-        let mut s = hubble::client::get_agent_events(
-            ch,
-            GetAgentEventsRequest {
-                number: u64::MAX,
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
-        let mut out = Vec::new();
-        while let Some(r) = s.next().await {
-            out.push(to_json(&r.unwrap()));
-        }
-        out
-    })
-}
-
-fn to_json(r: &GetAgentEventsResponse) -> Value {
-    use hubble_api::json::ProtoJson;
-    let mut b = Vec::new();
-    r.write_json(&mut b).unwrap();
-    serde_json::from_slice(&b).unwrap()
-}
-
-fn of_type<'a>(events: &'a [Value], t: &str) -> Vec<&'a Value> {
-    events
-        .iter()
-        .filter(|e| e["agent_event"]["type"] == t)
-        .collect()
 }
 
 #[test]

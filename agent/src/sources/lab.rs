@@ -177,7 +177,7 @@ pub async fn watch(
 
 /// The spec with the pods added at runtime.
 pub fn load(path: &Path) -> Result<LabSpec, String> {
-    LabSpec::load(path).map_err(|e| e.to_string())
+    LabSpec::load_live(path).map_err(|e| e.to_string())
 }
 
 /// A running lab this agent observes, playing one of its nodes.

@@ -8,7 +8,6 @@
 //! while the readers keep reading the others' events.
 
 use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,9 +18,7 @@ use tokio::sync::mpsc;
 use crate::datapath::{self, Datapath, LostCounter, Options, RawRecord, ReaderOptions};
 use crate::model::{Applied, Change, NodeModel, NodeState};
 
-/// A source's watcher: a task sending changes until the channel closes.
-pub type Watcher =
-    Box<dyn FnOnce(mpsc::Sender<Vec<Change>>) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send>;
+pub use crate::sources::Watcher;
 
 /// The loaded datapath and the model driving it.
 pub struct Node {

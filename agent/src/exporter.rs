@@ -376,6 +376,22 @@ fn writer(rx: Receiver<Item>, mut exp: Exporter, mut sink: Sink) -> Stats {
     }
 }
 
+/// The exporter as a sink of the flow pipeline: flows and lost events are offered to its
+/// queue (allow/deny applied first; a full queue drops and counts).
+impl crate::flows::FlowSink for &AgentExporter {
+    fn take(
+        &mut self,
+        responses: &[GetFlowsResponse],
+        _: &crate::flows::Counters,
+        _: bool,
+    ) -> std::io::Result<()> {
+        for r in responses {
+            self.offer(r);
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -704,21 +720,5 @@ mod tests {
         let text = std::fs::read_to_string(&path).unwrap();
         assert_eq!(text.lines().count(), 1, "{text}");
         assert!(text.starts_with(r#"{"agent_event":{"type":"AGENT_STARTED""#));
-    }
-}
-
-/// The exporter as a sink of the flow pipeline: flows and lost events are offered to its
-/// queue (allow/deny applied first; a full queue drops and counts).
-impl crate::flows::FlowSink for &AgentExporter {
-    fn take(
-        &mut self,
-        responses: &[GetFlowsResponse],
-        _: &crate::flows::Counters,
-        _: bool,
-    ) -> std::io::Result<()> {
-        for r in responses {
-            self.offer(r);
-        }
-        Ok(())
     }
 }

@@ -71,7 +71,7 @@ enum Step {
     Done,
 }
 
-fn flow_of<'a>(line: &'a Value) -> Option<&'a Value> {
+fn flow_of(line: &Value) -> Option<&Value> {
     line.get("flow")
 }
 

@@ -40,7 +40,7 @@ pub struct L7Key {
     pub pad: u16,
 }
 
-/// `struct l7_value`: what to parse (`crate::l7::L7_KIND_*`).
+/// `struct l7_value`: what to parse (`L7_KIND_*` of `monitor::abi`).
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct L7Value {

@@ -227,14 +227,14 @@ impl<G: Getters> Enricher<G> {
         f.r#type = flow::FlowType::L7 as i32;
         set_str(&mut f.node_name, &self.node_name);
         f.event_type = Some(CiliumEventType {
-            r#type: crate::l7::MSG_ACCESS_LOG,
+            r#type: MSG_ACCESS_LOG as i32,
             sub_type: 0,
         });
         f.verdict = flow::Verdict::Forwarded as i32;
         f.summary.clear();
         f.ethernet = None;
         f.interface = None;
-        f.l4 = crate::l7::l7_layer4(p.l4);
+        f.l4 = l7_layer4(p.l4);
         let Some(ip) = p.ip else {
             f.ip = None;
             f.source = None;
@@ -1077,6 +1077,23 @@ pub fn icmpv6_type_code(typ: u8, code: u8) -> String {
         _ => None,
     };
     type_code(info, typ, code)
+}
+
+/// The L4 of an L7 flow: ports only, as Hubble's L7 parser fills it.
+pub fn l7_layer4(l4: Option<L4>) -> Option<flow::Layer4> {
+    let p = match l4? {
+        L4::Tcp { sport, dport, .. } => flow::layer4::Protocol::Tcp(flow::Tcp {
+            source_port: sport as u32,
+            destination_port: dport as u32,
+            flags: None,
+        }),
+        L4::Udp { sport, dport } => flow::layer4::Protocol::Udp(flow::Udp {
+            source_port: sport as u32,
+            destination_port: dport as u32,
+        }),
+        _ => return None,
+    };
+    Some(flow::Layer4 { protocol: Some(p) })
 }
 
 #[cfg(test)]

@@ -23,10 +23,10 @@ use crate::enrich::{Enricher, Getters, set_str};
 pub use crate::monitor::abi::{
     L7_F_INGRESS, L7_F_RESPONSE, L7_KIND_DNS, L7_KIND_HTTP, L7_NOTIFY_LEN, L7Notify, MSG_L7_CAPTURE,
 };
-use crate::monitor::packet::{self, L4};
+use crate::monitor::packet;
 
 /// Hubble's access-log message type, the `event_type.type` of L7 flows.
-pub const MSG_ACCESS_LOG: i32 = 129;
+pub const MSG_ACCESS_LOG: i32 = crate::monitor::abi::MSG_ACCESS_LOG as i32;
 /// DNS `observation_source` of our flows: seen in the datapath (Cilium's proxy says "proxy").
 pub const DNS_OBSERVATION_SOURCE: &str = "datapath";
 
@@ -511,23 +511,6 @@ fn fill_http(f: &mut Flow, x: &http::Exchange<'_>) {
         s.push(')');
     }
     f.summary = summary;
-}
-
-/// The L4 of an L7 flow: ports only, as Hubble's L7 parser fills it.
-pub fn l7_layer4(l4: Option<L4>) -> Option<flow::Layer4> {
-    let p = match l4? {
-        L4::Tcp { sport, dport, .. } => flow::layer4::Protocol::Tcp(flow::Tcp {
-            source_port: sport as u32,
-            destination_port: dport as u32,
-            flags: None,
-        }),
-        L4::Udp { sport, dport } => flow::layer4::Protocol::Udp(flow::Udp {
-            source_port: sport as u32,
-            destination_port: dport as u32,
-        }),
-        _ => return None,
-    };
-    Some(flow::Layer4 { protocol: Some(p) })
 }
 
 /// Decodes the packet of an L7 capture (Ethernet unless `l3`).

@@ -52,6 +52,7 @@ pub enum SpecError {
     },
 }
 
+/// `[lab]`: the lab's identity and address plan.
 #[derive(Debug, Clone)]
 pub struct LabMeta {
     /// Short name (<= 8 chars of `[a-z0-9-]`), part of every netns name.
@@ -231,6 +232,7 @@ impl Service {
     }
 }
 
+/// `[[nodes]]`: a simulated node of a multi-node lab. Its agent runs
 /// `hubble-agent run --lab SPEC --node NAME` and owns the pods with `node = NAME`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NodeSpec {

@@ -441,9 +441,6 @@ impl Collector for Metrics {
     }
 }
 
-#[cfg(test)]
-mod tests;
-
 impl FlowSink for Metrics {
     fn take(
         &mut self,
@@ -455,3 +452,6 @@ impl FlowSink for Metrics {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -48,8 +48,6 @@ impl fmt::Display for Protocol {
     }
 }
 
-/// `[lab]`: the lab's identity and address plan.
-
 /// One port of a service or of a policy rule.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PortSpec {
@@ -115,8 +113,6 @@ pub struct Policy {
     pub ingress_deny: Vec<Rule>,
     pub egress_deny: Vec<Rule>,
 }
-
-/// `[[nodes]]`: a simulated node of a multi-node lab. Its agent runs
 
 /// One entry of the compiled policy: what the datapath's policy map is keyed by.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]

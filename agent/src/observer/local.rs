@@ -503,6 +503,21 @@ fn time_key_of(t: SystemTime) -> (i64, i32) {
     (ts.seconds, ts.nanos)
 }
 
+/// The flow ring as a sink of the flow pipeline (what GetFlows serves).
+impl crate::flows::FlowSink for Arc<LocalObserver> {
+    fn take(
+        &mut self,
+        responses: &[GetFlowsResponse],
+        _: &crate::flows::Counters,
+        _: bool,
+    ) -> std::io::Result<()> {
+        for r in responses {
+            self.push(r);
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -842,20 +857,5 @@ mod tests {
         // Ten laps within far less than a second: the first loss at once, the rest in one
         // event when the reader caught up.
         assert_eq!(lost_events, 2, "lost={lost}");
-    }
-}
-
-/// The flow ring as a sink of the flow pipeline (what GetFlows serves).
-impl crate::flows::FlowSink for Arc<LocalObserver> {
-    fn take(
-        &mut self,
-        responses: &[GetFlowsResponse],
-        _: &crate::flows::Counters,
-        _: bool,
-    ) -> std::io::Result<()> {
-        for r in responses {
-            self.push(r);
-        }
-        Ok(())
     }
 }

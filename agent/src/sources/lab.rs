@@ -245,14 +245,7 @@ impl Lab {
     }
 
     /// The watcher following pods added to and removed from the running lab.
-    pub fn watcher(
-        &self,
-    ) -> Box<
-        dyn FnOnce(
-                mpsc::Sender<Vec<Change>>,
-            ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>
-            + Send,
-    > {
+    pub fn watcher(&self) -> super::Watcher {
         let (path, spec, node) = (self.path.clone(), self.spec.clone(), self.node.clone());
         Box::new(move |tx| Box::pin(watch(path, spec, node, tx)))
     }

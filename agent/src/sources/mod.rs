@@ -4,3 +4,15 @@
 //! - [`lab`]: a lab spec file (and the pods `lab add-pod` adds to a running lab).
 
 pub mod lab;
+
+use std::future::Future;
+use std::pin::Pin;
+
+use tokio::sync::mpsc;
+
+use crate::model::Change;
+
+/// A source's watcher: started inside the agent's runtime with the model's channel, it
+/// sends batches of changes until the channel closes.
+pub type Watcher =
+    Box<dyn FnOnce(mpsc::Sender<Vec<Change>>) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send>;

@@ -127,12 +127,14 @@ impl Node {
             };
             // Let the readers hand over what the rings still hold (the watermark readers
             // flush every 50 ms), handling records meanwhile so that no reader waits on a
-            // full channel; then stop them and drain the channel.
-            let grace = tokio::time::sleep(Duration::from_millis(150));
-            tokio::pin!(grace);
+            // full channel, until none came for 150 ms (a reader behind on a busy machine
+            // still empties its ring) or 2 s passed; then stop them and drain the channel.
+            let hard = tokio::time::sleep(Duration::from_secs(2));
+            tokio::pin!(hard);
             while r.is_ok() {
                 tokio::select! {
-                    _ = &mut grace => break,
+                    _ = &mut hard => break,
+                    _ = tokio::time::sleep(Duration::from_millis(150)) => break,
                     rec = rx.recv() => {
                         let Some(rec) = rec else { break };
                         let more = !rx.is_empty();

@@ -5,7 +5,7 @@
 type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 use std::net::IpAddr;
 
-use crate::enrich::DnsGetter;
+use crate::enrich::{DnsGetter, DnsStore};
 
 /// Most (endpoint, address) entries kept; beyond it expired ones are swept, then new ones
 /// are refused (counted in `refused`).
@@ -111,5 +111,15 @@ mod tests {
         assert_eq!(out, ["catalog.shop.svc.cluster.local"]);
         c.expire(1031);
         assert!(c.is_empty());
+    }
+}
+
+impl DnsStore for DnsCache {
+    fn learn(&mut self, ep: u32, ip: IpAddr, name: &str, ttl: u32, now: i64) {
+        self.insert(ep, ip, name, ttl, now);
+    }
+
+    fn is_empty(&self) -> bool {
+        DnsCache::is_empty(self)
     }
 }

@@ -63,6 +63,14 @@ pub trait DnsGetter {
     fn names_into(&self, endpoint_id: u32, ip: IpAddr, now: i64, out: &mut Vec<String>);
 }
 
+/// The names the L7 parsers learn from DNS answers, read back as a [`DnsGetter`].
+pub trait DnsStore: DnsGetter + Send {
+    /// `ep` resolved `name` to `ip`, valid for `ttl` seconds from `now` (Unix seconds).
+    fn learn(&mut self, ep: u32, ip: IpAddr, name: &str, ttl: u32, now: i64);
+    /// True when no name is known (enrichment skips the lookups).
+    fn is_empty(&self) -> bool;
+}
+
 /// Everything enrichment needs, in one bound.
 pub trait Getters:
     EndpointGetter + IdentityGetter + IpcacheGetter + ServiceGetter + PolicyGetter
@@ -92,7 +100,7 @@ pub struct Enricher<G> {
     /// The summary of every combination of the 9 TCP flags.
     tcp_summaries: Vec<String>,
     /// Names learnt from observed DNS answers (filled by the L7 engine).
-    dns: fqdn::DnsCache,
+    dns: Box<dyn DnsStore>,
     /// Services taken off reused flows, refilled when the next flow has one (a request
     /// and its response swap which side has the service).
     spare_services: Vec<Service>,
@@ -171,7 +179,7 @@ impl<G: Getters> Enricher<G> {
                     s
                 })
                 .collect(),
-            dns: fqdn::DnsCache::new(),
+            dns: Box::new(fqdn::DnsCache::new()),
             spare_services: Vec::new(),
         }
     }
@@ -182,8 +190,14 @@ impl<G: Getters> Enricher<G> {
     }
 
     /// The DNS cache behind `source_names` / `destination_names`.
-    pub fn dns_cache_mut(&mut self) -> &mut fqdn::DnsCache {
-        &mut self.dns
+    pub fn dns_mut(&mut self) -> &mut dyn DnsStore {
+        self.dns.as_mut()
+    }
+
+    /// The same enricher with `dns` answering for names (tests fake it).
+    pub fn with_dns(mut self, dns: Box<dyn DnsStore>) -> Self {
+        self.dns = dns;
+        self
     }
 
     /// FQDN enrichment, as Hubble does it: the names the source endpoint resolved for the
@@ -210,14 +224,12 @@ impl<G: Getters> Enricher<G> {
     #[allow(clippy::too_many_arguments)]
     pub fn fill_l7_base(
         &mut self,
-        pkt: &[u8],
-        l3_device: bool,
+        p: &Packet,
         src_label: u32,
         dst_label: u32,
         time: SystemTime,
         f: &mut Flow,
     ) {
-        let p = packet::parse(pkt, l3_device);
         // The L7 record is refilled in place by the caller: keep its buffers.
         let l7 = f.l7.take();
         reset_rare(f);

@@ -23,7 +23,7 @@ use crate::enrich::{Enricher, Getters, set_str};
 pub use crate::monitor::abi::{
     L7_F_INGRESS, L7_F_RESPONSE, L7_KIND_DNS, L7_KIND_HTTP, L7_NOTIFY_LEN, L7Notify, MSG_L7_CAPTURE,
 };
-use crate::monitor::packet;
+use crate::monitor::packet::{self, L4};
 
 /// Hubble's access-log message type, the `event_type.type` of L7 flows.
 pub const MSG_ACCESS_LOG: i32 = crate::monitor::abi::MSG_ACCESS_LOG as i32;
@@ -63,7 +63,7 @@ pub struct L7Stats {
     pub state_evicted: u64,
 }
 
-/// Transport view of a captured packet.
+/// Transport view of a captured packet, from the monitor's packet parser.
 struct Segment<'a> {
     src: IpAddr,
     dst: IpAddr,
@@ -74,73 +74,23 @@ struct Segment<'a> {
     payload: &'a [u8],
 }
 
-/// Finds the L4 payload of a captured frame (`l3` = no Ethernet header).
-fn segment(data: &[u8], l3: bool) -> Option<Segment<'_>> {
-    let ip = if l3 { data } else { data.get(14..)? };
-    let (src, dst, proto, l4) = match ip.first()? >> 4 {
-        4 => {
-            let ihl = (ip[0] & 0x0f) as usize * 4;
-            if ip.len() < 20 || ihl < 20 || ip.len() < ihl {
-                return None;
-            }
-            if u16::from_be_bytes([ip[6], ip[7]]) & 0x1fff != 0 {
-                return None;
-            }
-            let total = u16::from_be_bytes([ip[2], ip[3]]) as usize;
-            let end = total.clamp(ihl, ip.len());
-            let s = IpAddr::from([ip[12], ip[13], ip[14], ip[15]]);
-            let d = IpAddr::from([ip[16], ip[17], ip[18], ip[19]]);
-            (s, d, ip[9], &ip[ihl..end])
-        }
-        6 => {
-            if ip.len() < 40 {
-                return None;
-            }
-            let mut s = [0u8; 16];
-            let mut d = [0u8; 16];
-            s.copy_from_slice(&ip[8..24]);
-            d.copy_from_slice(&ip[24..40]);
-            let plen = u16::from_be_bytes([ip[4], ip[5]]) as usize;
-            let end = (40 + plen).min(ip.len());
-            (IpAddr::from(s), IpAddr::from(d), ip[6], &ip[40..end])
-        }
+/// The TCP or UDP segment of a parsed capture.
+fn segment<'a>(p: &packet::Packet, data: &'a [u8]) -> Option<Segment<'a>> {
+    let ip = p.ip?;
+    let (sport, dport, tcp) = match p.l4? {
+        L4::Tcp { sport, dport, .. } => (sport, dport, true),
+        L4::Udp { sport, dport } => (sport, dport, false),
         _ => return None,
     };
-    match proto {
-        6 => {
-            if l4.len() < 20 {
-                return None;
-            }
-            let off = (l4[12] >> 4) as usize * 4;
-            if off < 20 || off > l4.len() {
-                return None;
-            }
-            Some(Segment {
-                src,
-                dst,
-                sport: u16::from_be_bytes([l4[0], l4[1]]),
-                dport: u16::from_be_bytes([l4[2], l4[3]]),
-                tcp: true,
-                seq: u32::from_be_bytes([l4[4], l4[5], l4[6], l4[7]]),
-                payload: &l4[off..],
-            })
-        }
-        17 => {
-            if l4.len() < 8 {
-                return None;
-            }
-            Some(Segment {
-                src,
-                dst,
-                sport: u16::from_be_bytes([l4[0], l4[1]]),
-                dport: u16::from_be_bytes([l4[2], l4[3]]),
-                tcp: false,
-                seq: 0,
-                payload: &l4[8..],
-            })
-        }
-        _ => None,
-    }
+    Some(Segment {
+        src: ip.src,
+        dst: ip.dst,
+        sport,
+        dport,
+        tcp,
+        seq: p.tcp_seq,
+        payload: p.payload(data),
+    })
 }
 
 /// (client address, client port, server address, server port)
@@ -180,7 +130,8 @@ impl L7Engine {
         }
         let (ev, pkt) = L7Notify::decode(sample).ok_or(L7Error::Truncated)?;
         let l3 = ev.flags & crate::monitor::abi::CLS_FLAG_L3_DEV != 0;
-        let seg = segment(pkt, l3).ok_or(L7Error::NoTransport)?;
+        let parsed = packet::parse(pkt, l3);
+        let seg = segment(&parsed, pkt).ok_or(L7Error::NoTransport)?;
         let response = ev.l7_flags & L7_F_RESPONSE != 0;
         let key: ConnKey = if response {
             (seg.dst, seg.dport, seg.src, seg.sport)
@@ -232,15 +183,15 @@ impl L7Engine {
                 if is_resp && self.msg.rcode == 0 {
                     let ep = ev.hdr.source as u32;
                     let ttl = self.msg.min_ip_ttl();
-                    let cache = enricher.dns_cache_mut();
+                    let names = enricher.dns_mut();
                     for a in &self.msg.answers {
                         if let dns::Rdata::Ip(ip) = a.data {
-                            cache.insert(ep, ip, &self.msg.query, ttl, now_s);
+                            names.learn(ep, ip, &self.msg.query, ttl, now_s);
                         }
                     }
                 }
                 let f = next_flow(out, 0);
-                enricher.fill_l7_base(pkt, l3, ev.src_label, ev.dst_label, time, f);
+                enricher.fill_l7_base(&parsed, ev.src_label, ev.dst_label, time, f);
                 fill_dns(f, &self.msg, latency);
                 finish(f, &ev);
                 Ok(1)
@@ -268,7 +219,7 @@ impl L7Engine {
                     &mut self.stats.http,
                     &mut |x| {
                         let f = next_flow(out, n);
-                        enricher.fill_l7_base(pkt, l3, ev.src_label, ev.dst_label, time, f);
+                        enricher.fill_l7_base(&parsed, ev.src_label, ev.dst_label, time, f);
                         fill_http(f, x);
                         finish(f, &ev);
                         n += 1;
@@ -511,11 +462,6 @@ fn fill_http(f: &mut Flow, x: &http::Exchange<'_>) {
         s.push(')');
     }
     f.summary = summary;
-}
-
-/// Decodes the packet of an L7 capture (Ethernet unless `l3`).
-pub fn parse_packet(pkt: &[u8], l3: bool) -> packet::Packet {
-    packet::parse(pkt, l3)
 }
 
 /// Builders of L7 captures (tests, benches, fuzz seeds): Ethernet + IPv4 + UDP/TCP frames

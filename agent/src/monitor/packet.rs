@@ -77,6 +77,18 @@ pub struct Packet {
     pub ip: Option<Ip>,
     pub l4: Option<L4>,
     pub last: Layer,
+    /// Where the TCP or UDP payload sits in the parsed bytes: (offset, length).
+    pub payload: (u32, u32),
+    /// The TCP sequence number (0 for other protocols).
+    pub tcp_seq: u32,
+}
+
+impl Packet {
+    /// The TCP or UDP payload of `data`, the bytes this packet was parsed from.
+    pub fn payload<'a>(&self, data: &'a [u8]) -> &'a [u8] {
+        let (off, len) = (self.payload.0 as usize, self.payload.1 as usize);
+        data.get(off..off + len).unwrap_or(&[])
+    }
 }
 
 const ETH_P_IP: u16 = 0x0800;
@@ -169,6 +181,8 @@ pub fn parse(data: &[u8], l3_device: bool) -> Packet {
         _ => return p,
     };
 
+    // Offset of the transport header in `data`.
+    let l4_off = (l4.as_ptr() as usize).wrapping_sub(data.as_ptr() as usize);
     match proto {
         6 if l4.len() >= 20 => {
             let data_off = (l4[12] >> 4) as usize * 4;
@@ -182,6 +196,8 @@ pub fn parse(data: &[u8], l3_device: bool) -> Packet {
                 flags,
             });
             p.last = Layer::Tcp;
+            p.tcp_seq = u32::from_be_bytes([l4[4], l4[5], l4[6], l4[7]]);
+            p.payload = ((l4_off + data_off) as u32, (l4.len() - data_off) as u32);
         }
         17 if l4.len() >= 8 => {
             p.l4 = Some(L4::Udp {
@@ -189,6 +205,7 @@ pub fn parse(data: &[u8], l3_device: bool) -> Packet {
                 dport: be16(l4, 2),
             });
             p.last = Layer::Udp;
+            p.payload = ((l4_off + 8) as u32, (l4.len() - 8) as u32);
         }
         132 if l4.len() >= 12 => {
             p.l4 = Some(L4::Sctp {

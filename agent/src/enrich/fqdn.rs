@@ -90,6 +90,16 @@ impl DnsGetter for DnsCache {
     }
 }
 
+impl DnsStore for DnsCache {
+    fn learn(&mut self, ep: u32, ip: IpAddr, name: &str, ttl: u32, now: i64) {
+        self.insert(ep, ip, name, ttl, now);
+    }
+
+    fn is_empty(&self) -> bool {
+        DnsCache::is_empty(self)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -111,15 +121,5 @@ mod tests {
         assert_eq!(out, ["catalog.shop.svc.cluster.local"]);
         c.expire(1031);
         assert!(c.is_empty());
-    }
-}
-
-impl DnsStore for DnsCache {
-    fn learn(&mut self, ep: u32, ip: IpAddr, name: &str, ttl: u32, now: i64) {
-        self.insert(ep, ip, name, ttl, now);
-    }
-
-    fn is_empty(&self) -> bool {
-        DnsCache::is_empty(self)
     }
 }

@@ -10,6 +10,7 @@ use super::*;
 #[derive(Default)]
 struct FakeMaps {
     ipcache: BTreeMap<IpAddr, IpcacheEntry>,
+    prefixes: BTreeMap<IpNet, IpcacheEntry>,
     endpoints: BTreeMap<u32, EndpointEntry>,
     policy: BTreeMap<PolicyEntry, bool>,
     l7: BTreeSet<(u16, L7Visibility)>,
@@ -27,6 +28,14 @@ impl NodeMaps for FakeMaps {
     }
     fn delete_ipcache(&mut self, ip: IpAddr) -> Result<(), MapError> {
         self.ipcache.remove(&ip);
+        Ok(())
+    }
+    fn upsert_ipcache_prefix(&mut self, net: IpNet, e: IpcacheEntry) -> Result<(), MapError> {
+        self.prefixes.insert(net, e);
+        Ok(())
+    }
+    fn delete_ipcache_prefix(&mut self, net: IpNet) -> Result<(), MapError> {
+        self.prefixes.remove(&net);
         Ok(())
     }
     fn upsert_endpoint(&mut self, ifindex: u32, e: EndpointEntry) -> Result<(), MapError> {
@@ -105,10 +114,9 @@ fn policy() -> Policy {
                 [("app".to_string(), "client".to_string())].into(),
             )],
             ports: vec![],
+            l7: None,
         }],
-        egress: vec![],
-        ingress_deny: vec![],
-        egress_deny: vec![],
+        ..Default::default()
     }
 }
 

@@ -221,7 +221,11 @@ impl NodeMaps for Datapath {
         deleted(m.remove(&ipcache_key(ip)), MAP_IPCACHE)
     }
 
-    fn upsert_ipcache_prefix(&mut self, net: ipnet::IpNet, e: IpcacheEntry) -> Result<(), MapError> {
+    fn upsert_ipcache_prefix(
+        &mut self,
+        net: ipnet::IpNet,
+        e: IpcacheEntry,
+    ) -> Result<(), MapError> {
         let mut m: LpmTrie<_, IpcacheAddr, IpcacheValue> =
             LpmTrie::try_from(self.map_mut(MAP_IPCACHE)?)
                 .map_err(|e| me(map_err(MAP_IPCACHE)(e)))?;

@@ -100,6 +100,14 @@ pub enum Change {
     },
     /// A policy was imported (or re-imported with new rules).
     PolicyUpsert(Policy),
+    /// A policy of several rules, each with its own endpoint selector (Cilium's `specs`),
+    /// all under one namespace and name: replaces what the model had under that name (one
+    /// POLICY_UPDATED with the rule count). Every rule's `namespace`/`name` must be these.
+    PolicyRules {
+        namespace: String,
+        name: String,
+        rules: Vec<Policy>,
+    },
     PolicyRemove {
         namespace: String,
         name: String,
@@ -385,13 +393,48 @@ impl NodeModel {
                     None => self.policies.push(p),
                 }
             }
+            Change::PolicyRules {
+                namespace,
+                name,
+                rules,
+            } => {
+                self.revision += 1;
+                policy_events.push(events::policy_updated(
+                    &namespace,
+                    &name,
+                    self.revision,
+                    rules.len() as i64,
+                ));
+                let at = self
+                    .policies
+                    .iter()
+                    .position(|x| x.namespace == namespace && x.name == name)
+                    .unwrap_or(self.policies.len());
+                self.policies
+                    .retain(|x| !(x.namespace == namespace && x.name == name));
+                let at = at.min(self.policies.len());
+                self.policies.splice(
+                    at..at,
+                    rules.into_iter().map(|mut r| {
+                        r.namespace.clone_from(&namespace);
+                        r.name.clone_from(&name);
+                        r
+                    }),
+                );
+            }
             Change::PolicyRemove { namespace, name } => {
                 let before = self.policies.len();
                 self.policies
                     .retain(|x| !(x.namespace == namespace && x.name == name));
-                if self.policies.len() != before {
+                let removed = before - self.policies.len();
+                if removed != 0 {
                     self.revision += 1;
-                    policy_events.push(events::policy_deleted(&namespace, &name, self.revision, 1));
+                    policy_events.push(events::policy_deleted(
+                        &namespace,
+                        &name,
+                        self.revision,
+                        removed as i64,
+                    ));
                 }
             }
         }

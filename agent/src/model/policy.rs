@@ -151,7 +151,10 @@ impl Selector {
     /// peer selector is not confined to the policy's namespace).
     pub fn names_namespace(&self) -> bool {
         self.match_labels.contains_key(NAMESPACE_LABEL)
-            || self.match_expressions.iter().any(|e| e.key == NAMESPACE_LABEL)
+            || self
+                .match_expressions
+                .iter()
+                .any(|e| e.key == NAMESPACE_LABEL)
     }
 }
 
@@ -168,7 +171,10 @@ pub enum PeerSelector {
     /// Addresses in `net` but in none of `except` (Cilium's `toCIDRSet`): the local
     /// identities the model gives the policies' prefixes (see [`cidr_prefixes`]) that lie
     /// within `net` and outside every `except`; `/0` also stands for world.
-    Cidr { net: IpNet, except: Vec<IpNet> },
+    Cidr {
+        net: IpNet,
+        except: Vec<IpNet>,
+    },
 }
 
 /// One allow or deny rule: peers (empty = any peer, when ports are given) and ports (empty = any).

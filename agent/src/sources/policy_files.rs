@@ -601,8 +601,8 @@ fn document(field: &str, v: &Value, out: &mut Vec<FilePolicy>) -> Res<()> {
     Ok(())
 }
 
-/// Parses a file's text: its policies, or the first error as `field: message` (with the
-/// document's number when the file has several).
+/// Parses a file's text: its policies, or the first error as `field: message` (followed by
+/// ` (document N)` when the file has several).
 pub fn parse(text: &str) -> Result<Vec<FilePolicy>, String> {
     let mut docs = Vec::new();
     for d in serde_yaml::Deserializer::from_str(text) {
@@ -614,7 +614,7 @@ pub fn parse(text: &str) -> Result<Vec<FilePolicy>, String> {
     for (i, d) in docs.iter().enumerate() {
         document("", d, &mut out).map_err(|e| {
             if docs.len() > 1 {
-                format!("document {}: {e}", i + 1)
+                format!("{e} (document {})", i + 1)
             } else {
                 e
             }
@@ -745,7 +745,7 @@ impl PolicyDir {
                     let keeping = if loaded.policies.is_empty() {
                         ""
                     } else {
-                        " (its previous version stays in force)"
+                        ", keeping its previous version in force"
                     };
                     errors.push(format!("policy file {}: {e}{keeping}", path.display()));
                 }

@@ -313,7 +313,7 @@ items:
     let e = parse_err(
         "kind: CiliumNetworkPolicy\nmetadata: {name: a}\nspec: {endpointSelector: {}}\n---\nkind: CiliumNetworkPolicy\nmetadata: {name: b}\nspec: {ingress: []}\n",
     );
-    assert_eq!(e, "document 2: spec.endpointSelector: missing");
+    assert_eq!(e, "spec.endpointSelector: missing (document 2)");
     let e = parse_err(
         "kind: CiliumNetworkPolicy\nmetadata: {name: a}\nspec: {endpointSelector: {}}\n---\nkind: CiliumNetworkPolicy\nmetadata: {name: a}\nspec: {endpointSelector: {}}\n",
     );
@@ -535,7 +535,7 @@ fn a_directory_followed_through_writes_errors_and_deletes() {
         "{}",
         errors[0]
     );
-    assert!(errors[0].ends_with("(its previous version stays in force)"));
+    assert!(errors[0].ends_with(", keeping its previous version in force"));
     assert_eq!(pd.poll(), (vec![], vec![]), "reported once");
     assert_eq!(pd.policies().count(), 1);
 

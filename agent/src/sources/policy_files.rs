@@ -520,7 +520,8 @@ fn document(field: &str, v: &Value, out: &mut Vec<FilePolicy>) -> Res<()> {
     )?;
     if let Some(a) = f.get("apiVersion") {
         let a = as_str(&f.path("apiVersion"), a)?;
-        if !a.starts_with("cilium.io/") && !(a == "v1" && f.get("items").is_some()) {
+        let list = a == "v1" && f.get("items").is_some();
+        if !(a.starts_with("cilium.io/") || list) {
             return err(&f.path("apiVersion"), format!("{a:?} is not cilium.io/v2"));
         }
     }

@@ -657,6 +657,9 @@ struct Loaded {
     text: Result<String, String>,
     /// The policies in force from it (its last valid version).
     policies: Vec<FilePolicy>,
+    /// What is wrong with the text read (reported once); such a file is tried again at
+    /// every poll, as a name another file held may have been freed.
+    error: Option<String>,
 }
 
 /// A directory of policy files and what its files put in force.
@@ -727,7 +730,11 @@ impl PolicyDir {
         self.files.retain(|p, _| paths.contains(p));
         for path in &paths {
             let text = read_bounded(path);
-            if self.files.get(path).is_some_and(|l| l.text == text) {
+            if self
+                .files
+                .get(path)
+                .is_some_and(|l| l.text == text && l.error.is_none())
+            {
                 continue;
             }
             let parsed = text
@@ -738,11 +745,18 @@ impl PolicyDir {
             let loaded = self.files.entry(path.clone()).or_insert(Loaded {
                 text: Ok(String::new()),
                 policies: Vec::new(),
+                error: None,
             });
+            let same_text = loaded.text == text;
             loaded.text = text;
             match parsed {
-                Ok(ps) => loaded.policies = ps,
+                Ok(ps) => {
+                    loaded.policies = ps;
+                    loaded.error = None;
+                }
+                Err(e) if same_text && loaded.error.as_ref() == Some(&e) => {}
                 Err(e) => {
+                    loaded.error = Some(e.clone());
                     let keeping = if loaded.policies.is_empty() {
                         ""
                     } else {

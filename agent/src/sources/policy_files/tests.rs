@@ -555,14 +555,31 @@ fn a_directory_followed_through_writes_errors_and_deletes() {
         errors[0]
     );
     assert!(errors[1].contains("a/lab-owned is also defined by the lab spec"));
-    std::fs::remove_file(dir.join("q.yml")).unwrap();
+    assert_eq!(pd.poll(), (vec![], vec![]), "reported once");
     std::fs::remove_file(dir.join("r.json")).unwrap();
 
-    // Fixed: the new version replaces the old one.
+    // p.yaml fixed under another name: q.yml's a/p is refused no longer.
+    write(dir, "p.yaml", &ALLOW.replace("name: p,", "name: p2,"));
+    let (changes, errors) = pd.poll();
+    assert!(errors.is_empty(), "{errors:?}");
+    assert!(
+        matches!(&changes[..], [Change::PolicyRules { name, .. }] if name == "p2"),
+        "q.yml's a/p is p.yaml's old a/p: {changes:?}"
+    );
+    assert!(
+        pd.policies().any(|p| p.name == "p") && pd.policies().any(|p| p.name == "p2"),
+        "q.yml's a/p and p.yaml's a/p2"
+    );
+    std::fs::remove_file(dir.join("q.yml")).unwrap();
+
+    // Fixed: the new version replaces the old one (and q.yml's a/p, gone, goes with p2).
     write(dir, "p.yaml", &ALLOW.replace("host", "world"));
     let (changes, errors) = pd.poll();
     assert!(errors.is_empty());
-    assert!(matches!(&changes[..], [Change::PolicyRules { .. }]));
+    assert!(
+        matches!(&changes[..], [Change::PolicyRemove { name, .. }, Change::PolicyRules { .. }] if name == "p2"),
+        "{changes:?}"
+    );
 
     // Too big: refused, the old version stays.
     write(dir, "p.yaml", &" ".repeat(MAX_FILE_BYTES as usize + 1));

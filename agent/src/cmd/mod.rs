@@ -19,6 +19,7 @@ use clap::Args;
 
 use crate::daemon::Node;
 use crate::datapath::{self, Aggregation, node_maps::has_tcx};
+use crate::model::Change;
 use crate::sources::lab::Lab;
 
 pub use crate::flows::Counters;
@@ -85,12 +86,22 @@ impl DatapathArgs {
 /// datapath loaded, the lab's endpoints applied to the model and attached. Must run before
 /// any tokio runtime exists (setns is per thread).
 pub fn start_lab(args: &DatapathArgs) -> Result<(Node, Lab, String)> {
+    start_lab_with(args, |_| Ok(Vec::new()))
+}
+
+/// [`start_lab`] with more changes in the first apply (other sources' first view, e.g. the
+/// policies of `--policy-dir`), made by `more` once the lab is open.
+pub fn start_lab_with(
+    args: &DatapathArgs,
+    more: impl FnOnce(&Lab) -> Result<Vec<Change>>,
+) -> Result<(Node, Lab, String)> {
     if !datapath::is_root() {
         bail!("the datapath needs root (CAP_BPF, CAP_NET_ADMIN): run hubble-agent as root");
     }
     let lab = Lab::open(&args.lab, args.node.as_deref()).map_err(|e| anyhow!("{e}"))?;
     lab.enter().context("entering the node netns")?;
-    let changes = lab.changes();
+    let mut changes = lab.changes();
+    changes.extend(more(&lab)?);
     if !has_tcx() {
         // Leftovers of a crashed run on a kernel without TCX: its clsact qdiscs.
         for ifname in lab.own_interfaces() {

@@ -3,16 +3,18 @@
 //! metrics); agent events go to the Hubble server's store.
 
 use std::io::{self, BufWriter};
+use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::Result;
+use anyhow::{Result, bail};
 use clap::Args;
 
-use super::{DatapathArgs, start_lab};
+use super::{DatapathArgs, start_lab_with};
 use crate::daemon::{Event, Watcher};
 use crate::enrich::Enricher;
 use crate::flows::{FlowBuilder, FlowSink, JsonLines};
 use crate::observer::events::{self, AgentEvents};
+use crate::sources::policy_files::{self, PolicyDir};
 
 #[derive(Debug, Clone, Args)]
 pub struct RunArgs {
@@ -21,6 +23,11 @@ pub struct RunArgs {
     /// Print every flow as one JSON line (`hubble observe -o json` format).
     #[arg(long)]
     pub print_flows: bool,
+    /// Enforce the CiliumNetworkPolicy / CiliumClusterwideNetworkPolicy files (*.yaml,
+    /// *.yml, *.json) of this directory, besides the lab's policies; it is watched, and an
+    /// invalid file is reported on stderr while its last valid version stays in force.
+    #[arg(long, value_name = "DIR")]
+    pub policy_dir: Option<PathBuf>,
     /// Stop after this long (default: until SIGINT/SIGTERM), e.g. 30s.
     #[arg(long, value_parser = crate::args::parse_duration)]
     pub duration: Option<Duration>,
@@ -37,7 +44,39 @@ pub fn run(args: RunArgs) -> Result<()> {
     let metrics = crate::metrics::setup(&args.metrics)?;
     let exporter = crate::exporter::AgentExporter::start(&args.export)?;
     let server = crate::observer::run::HubbleServer::bind(&args.server)?;
-    let (mut node, lab, banner) = start_lab(&args.dp)?;
+    let mut policy_dir: Option<PolicyDir> = None;
+    let (mut node, lab, banner) = start_lab_with(&args.dp, |lab| {
+        let Some(dir) = &args.policy_dir else {
+            return Ok(Vec::new());
+        };
+        if !dir.is_dir() {
+            bail!("--policy-dir {}: not a directory", dir.display());
+        }
+        // The lab's policy names are the lab's: a file defining one is refused.
+        let reserved = lab
+            .spec
+            .policies
+            .iter()
+            .map(|p| (p.namespace.clone(), p.name.clone()))
+            .collect();
+        let mut pd = PolicyDir::new(dir, reserved);
+        let (changes, errors) = pd.poll();
+        for e in errors {
+            eprintln!("hubble-agent: {e}");
+        }
+        let names: Vec<String> = pd
+            .policies()
+            .map(|p| policy_files::display_key(&p.key()))
+            .collect();
+        eprintln!(
+            "hubble-agent: {} policies from {}: {}",
+            names.len(),
+            dir.display(),
+            names.join(", ")
+        );
+        policy_dir = Some(pd);
+        Ok(changes)
+    })?;
     let node_name = node.model.state().node_name();
     let server = server
         .map(|mut s| {
@@ -106,7 +145,8 @@ pub fn run(args: RunArgs) -> Result<()> {
         sinks.push(Box::new(s.observer().clone()));
     }
     let mut builder = FlowBuilder::new(Enricher::new(node.model.state().clone(), node_name));
-    let watchers: Vec<Watcher> = vec![lab.watcher()];
+    let mut watchers: Vec<Watcher> = vec![lab.watcher()];
+    watchers.extend(policy_dir.map(PolicyDir::watcher));
     let res = node.run(&banner, args.duration, watchers, |ev| {
         match ev {
             Event::Record(rec, more) => {

@@ -50,6 +50,23 @@ fn ipcache_key(ip: IpAddr) -> Key<IpcacheAddr> {
     Key::new(IPCACHE_STATIC_PREFIX + bits, k)
 }
 
+/// The LPM key of a prefix: the address bits after the key's 32 static bits (pad and
+/// family, matched in full), as `ipcache_lookup` in ebpf/lxc.bpf.c builds its keys.
+fn ipcache_prefix_key(net: ipnet::IpNet) -> Key<IpcacheAddr> {
+    let mut k = IpcacheAddr::default();
+    match net.trunc() {
+        ipnet::IpNet::V4(n) => {
+            k.family = FAMILY_IPV4;
+            k.addr[..4].copy_from_slice(&n.network().octets());
+        }
+        ipnet::IpNet::V6(n) => {
+            k.family = FAMILY_IPV6;
+            k.addr = n.network().octets();
+        }
+    }
+    Key::new(IPCACHE_STATIC_PREFIX + u32::from(net.prefix_len()), k)
+}
+
 fn policy_key(k: PolicyEntry) -> PolicyKey {
     PolicyKey {
         sec_identity: k.identity,
@@ -202,6 +219,31 @@ impl NodeMaps for Datapath {
             LpmTrie::try_from(self.map_mut(MAP_IPCACHE)?)
                 .map_err(|e| me(map_err(MAP_IPCACHE)(e)))?;
         deleted(m.remove(&ipcache_key(ip)), MAP_IPCACHE)
+    }
+
+    fn upsert_ipcache_prefix(
+        &mut self,
+        net: ipnet::IpNet,
+        e: IpcacheEntry,
+    ) -> Result<(), MapError> {
+        let mut m: LpmTrie<_, IpcacheAddr, IpcacheValue> =
+            LpmTrie::try_from(self.map_mut(MAP_IPCACHE)?)
+                .map_err(|e| me(map_err(MAP_IPCACHE)(e)))?;
+        let v = IpcacheValue {
+            sec_identity: e.identity,
+            ep_id: e.ep_id,
+            flags: if e.local { IPCACHE_F_LOCAL_ENDPOINT } else { 0 },
+            pad: 0,
+        };
+        m.insert(&ipcache_prefix_key(net), v, 0)
+            .map_err(|e| me(map_err(MAP_IPCACHE)(e)))
+    }
+
+    fn delete_ipcache_prefix(&mut self, net: ipnet::IpNet) -> Result<(), MapError> {
+        let mut m: LpmTrie<_, IpcacheAddr, IpcacheValue> =
+            LpmTrie::try_from(self.map_mut(MAP_IPCACHE)?)
+                .map_err(|e| me(map_err(MAP_IPCACHE)(e)))?;
+        deleted(m.remove(&ipcache_prefix_key(net)), MAP_IPCACHE)
     }
 
     fn upsert_endpoint(&mut self, ifindex: u32, e: EndpointEntry) -> Result<(), MapError> {

@@ -35,7 +35,7 @@ impl IpcacheGetter for NodeState {
         } else if self.host_ips.contains(&ip) {
             IDENTITY_HOST
         } else {
-            IDENTITY_WORLD
+            self.cidr_identity_of(ip).unwrap_or(IDENTITY_WORLD)
         }
     }
 }

@@ -560,16 +560,27 @@ impl<G: Getters> Enricher<G> {
             .policies_matching(p.hdr.source, egress, id, proto, port, deny);
         let policies: Vec<flow::Policy> = names
             .into_iter()
-            .map(|(namespace, name)| flow::Policy {
-                name: name.to_string(),
-                namespace: namespace.to_string(),
-                labels: vec![
-                    "k8s:io.cilium.k8s.policy.derived-from=CiliumNetworkPolicy".to_string(),
+            .map(|(namespace, name)| {
+                // A cluster-wide policy has no namespace (and no namespace label).
+                let kind = if namespace.is_empty() {
+                    "CiliumClusterwideNetworkPolicy"
+                } else {
+                    "CiliumNetworkPolicy"
+                };
+                let mut labels = vec![
+                    format!("k8s:io.cilium.k8s.policy.derived-from={kind}"),
                     format!("k8s:io.cilium.k8s.policy.name={name}"),
-                    format!("k8s:io.cilium.k8s.policy.namespace={namespace}"),
-                ],
-                revision: 1,
-                kind: "CiliumNetworkPolicy".to_string(),
+                ];
+                if !namespace.is_empty() {
+                    labels.push(format!("k8s:io.cilium.k8s.policy.namespace={namespace}"));
+                }
+                flow::Policy {
+                    name: name.to_string(),
+                    namespace: namespace.to_string(),
+                    labels,
+                    revision: 1,
+                    kind: kind.to_string(),
+                }
             })
             .collect();
         match (egress, deny) {

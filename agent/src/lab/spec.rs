@@ -993,6 +993,7 @@ impl LabSpec {
                         Ok(Rule {
                             peers: parse_peers(&c, &format!("{f}.{field}[{j}].from"), &r.from)?,
                             ports: parse_ports(&c, &format!("{f}.{field}[{j}].ports"), &r.ports)?,
+                            l7: None,
                         })
                     })
                     .collect()
@@ -1005,6 +1006,7 @@ impl LabSpec {
                         Ok(Rule {
                             peers: parse_peers(&c, &format!("{f}.{field}[{j}].to"), &r.to)?,
                             ports: parse_ports(&c, &format!("{f}.{field}[{j}].ports"), &r.ports)?,
+                            l7: None,
                         })
                     })
                     .collect()
@@ -1017,6 +1019,7 @@ impl LabSpec {
                 egress: egress_rules("egress", &p.egress)?,
                 ingress_deny: ingress_rules("ingress_deny", &p.ingress_deny)?,
                 egress_deny: egress_rules("egress_deny", &p.egress_deny)?,
+                ..Policy::default()
             };
             if policy.ingress.is_empty()
                 && policy.egress.is_empty()

@@ -69,6 +69,30 @@ pub fn ipcache_upserted(
     )
 }
 
+/// `IPCACHE_UPSERTED` for a CIDR prefix a policy names (or world for its excepts).
+pub fn ipcache_prefix_upserted(net: ipnet::IpNet, identity: u32) -> AgentEvent {
+    event(
+        AgentEventType::IpcacheUpserted,
+        Notification::IpcacheUpdate(IpCacheNotification {
+            cidr: net.to_string(),
+            identity,
+            ..Default::default()
+        }),
+    )
+}
+
+/// `IPCACHE_DELETED` for a CIDR prefix no policy names any longer.
+pub fn ipcache_prefix_deleted(net: ipnet::IpNet, identity: u32) -> AgentEvent {
+    event(
+        AgentEventType::IpcacheDeleted,
+        Notification::IpcacheUpdate(IpCacheNotification {
+            cidr: net.to_string(),
+            identity,
+            ..Default::default()
+        }),
+    )
+}
+
 /// `POLICY_UPDATED` for one imported network policy: its labels as Cilium derives them
 /// from a CiliumNetworkPolicy, the policy repository's revision after the import and the
 /// number of rules imported.
@@ -97,7 +121,15 @@ pub fn ipcache_deleted(ip: IpAddr, identity: u32, ep: Option<&EndpointInfo>) -> 
     )
 }
 
+/// A policy's labels as Cilium derives them: a CiliumClusterwideNetworkPolicy (no
+/// namespace) has no namespace label.
 fn policy_labels(namespace: &str, name: &str) -> Vec<String> {
+    if namespace.is_empty() {
+        return vec![
+            "k8s:io.cilium.k8s.policy.derived-from=CiliumClusterwideNetworkPolicy".to_string(),
+            format!("k8s:io.cilium.k8s.policy.name={name}"),
+        ];
+    }
     vec![
         "k8s:io.cilium.k8s.policy.derived-from=CiliumNetworkPolicy".to_string(),
         format!("k8s:io.cilium.k8s.policy.name={name}"),

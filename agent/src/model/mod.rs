@@ -17,11 +17,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
 use hubble_api::flow::AgentEvent;
+use ipnet::IpNet;
 
 pub use policy::{CompiledPolicy, Labels, Policy, PolicyEntry};
 pub use state::{
-    EndpointInfo, IDENTITY_HOST, IDENTITY_UNKNOWN, IDENTITY_WORLD, MIN_ALLOCATED_IDENTITY,
-    NodeState, PolicyRule, ServiceInfo, reserved_labels,
+    EndpointInfo, IDENTITY_HOST, IDENTITY_LOCAL_BASE, IDENTITY_UNKNOWN, IDENTITY_WORLD,
+    MIN_ALLOCATED_IDENTITY, NodeState, PolicyRule, ServiceInfo, reserved_labels,
 };
 
 /// First endpoint id (Cilium's start small too; ids below are never handed out).
@@ -99,6 +100,14 @@ pub enum Change {
     },
     /// A policy was imported (or re-imported with new rules).
     PolicyUpsert(Policy),
+    /// A policy of several rules, each with its own endpoint selector (Cilium's `specs`),
+    /// all under one namespace and name: replaces what the model had under that name (one
+    /// POLICY_UPDATED with the rule count). Every rule's `namespace`/`name` must be these.
+    PolicyRules {
+        namespace: String,
+        name: String,
+        rules: Vec<Policy>,
+    },
     PolicyRemove {
         namespace: String,
         name: String,
@@ -134,6 +143,10 @@ pub trait NodeMaps {
     fn ifindex(&self, ifname: &str) -> u32;
     fn upsert_ipcache(&mut self, ip: IpAddr, e: IpcacheEntry) -> Result<(), MapError>;
     fn delete_ipcache(&mut self, ip: IpAddr) -> Result<(), MapError>;
+    /// Maps every address of `net` without a longer entry to `e` (CIDR identities, and world
+    /// for a CIDR's `except`s).
+    fn upsert_ipcache_prefix(&mut self, net: IpNet, e: IpcacheEntry) -> Result<(), MapError>;
+    fn delete_ipcache_prefix(&mut self, net: IpNet) -> Result<(), MapError>;
     fn upsert_endpoint(&mut self, ifindex: u32, e: EndpointEntry) -> Result<(), MapError>;
     fn delete_endpoint(&mut self, ifindex: u32) -> Result<(), MapError>;
     fn upsert_policy(&mut self, k: PolicyEntry, deny: bool) -> Result<(), MapError>;
@@ -159,6 +172,12 @@ impl NodeMaps for NoMaps {
         Ok(())
     }
     fn delete_ipcache(&mut self, _: IpAddr) -> Result<(), MapError> {
+        Ok(())
+    }
+    fn upsert_ipcache_prefix(&mut self, _: IpNet, _: IpcacheEntry) -> Result<(), MapError> {
+        Ok(())
+    }
+    fn delete_ipcache_prefix(&mut self, _: IpNet) -> Result<(), MapError> {
         Ok(())
     }
     fn upsert_endpoint(&mut self, _: u32, _: EndpointEntry) -> Result<(), MapError> {
@@ -206,6 +225,8 @@ struct Known {
 #[derive(Debug, Default)]
 struct InMaps {
     ipcache: BTreeMap<IpAddr, IpcacheEntry>,
+    /// CIDR prefixes (policies' CIDR peers and their excepts).
+    prefixes: BTreeMap<IpNet, IpcacheEntry>,
     endpoints: BTreeMap<u32, EndpointEntry>,
     policy: BTreeMap<PolicyEntry, bool>,
     l7: BTreeSet<(u16, L7Visibility)>,
@@ -224,6 +245,8 @@ pub struct NodeModel {
     next_endpoint_id: u16,
     /// Sorted label set → identity.
     identities: BTreeMap<Vec<String>, u32>,
+    /// CIDR prefix a policy names → its local identity (from `IDENTITY_LOCAL_BASE + 1`).
+    cidr_identities: BTreeMap<IpNet, u32>,
     services: Vec<ServiceSpec>,
     policies: Vec<Policy>,
     /// The policy repository's revision (Cilium starts at 1; every import or removal adds 1).
@@ -247,6 +270,7 @@ impl NodeModel {
             endpoints: Vec::new(),
             next_endpoint_id: FIRST_ENDPOINT_ID,
             identities: BTreeMap::new(),
+            cidr_identities: BTreeMap::new(),
             services: Vec::new(),
             policies: Vec::new(),
             revision: 1,
@@ -369,13 +393,48 @@ impl NodeModel {
                     None => self.policies.push(p),
                 }
             }
+            Change::PolicyRules {
+                namespace,
+                name,
+                rules,
+            } => {
+                self.revision += 1;
+                policy_events.push(events::policy_updated(
+                    &namespace,
+                    &name,
+                    self.revision,
+                    rules.len() as i64,
+                ));
+                let at = self
+                    .policies
+                    .iter()
+                    .position(|x| x.namespace == namespace && x.name == name)
+                    .unwrap_or(self.policies.len());
+                self.policies
+                    .retain(|x| !(x.namespace == namespace && x.name == name));
+                let at = at.min(self.policies.len());
+                self.policies.splice(
+                    at..at,
+                    rules.into_iter().map(|mut r| {
+                        r.namespace.clone_from(&namespace);
+                        r.name.clone_from(&name);
+                        r
+                    }),
+                );
+            }
             Change::PolicyRemove { namespace, name } => {
                 let before = self.policies.len();
                 self.policies
                     .retain(|x| !(x.namespace == namespace && x.name == name));
-                if self.policies.len() != before {
+                let removed = before - self.policies.len();
+                if removed != 0 {
                     self.revision += 1;
-                    policy_events.push(events::policy_deleted(&namespace, &name, self.revision, 1));
+                    policy_events.push(events::policy_deleted(
+                        &namespace,
+                        &name,
+                        self.revision,
+                        removed as i64,
+                    ));
                 }
             }
         }
@@ -404,9 +463,29 @@ impl NodeModel {
         }
     }
 
+    /// Local identities for the policies' CIDR prefixes: kept while named, new prefixes
+    /// numbered from the next free local id in prefix order.
+    fn allocate_cidr_identities(&mut self) {
+        let used = policy::cidr_prefixes(&self.policies);
+        self.cidr_identities.retain(|n, _| used.contains(n));
+        let taken: BTreeSet<u32> = self.cidr_identities.values().copied().collect();
+        let mut next = IDENTITY_LOCAL_BASE + 1;
+        for net in used {
+            if self.cidr_identities.contains_key(&net) {
+                continue;
+            }
+            while taken.contains(&next) {
+                next += 1;
+            }
+            self.cidr_identities.insert(net, next);
+            next += 1;
+        }
+    }
+
     /// Rebuilds the snapshot from the sources of truth.
     fn rebuild(&mut self) {
         self.allocate_identities();
+        self.allocate_cidr_identities();
         let endpoints: Vec<EndpointInfo> = self
             .endpoints
             .iter()
@@ -450,6 +529,13 @@ impl NodeModel {
                 .identities
                 .iter()
                 .map(|(l, id)| (*id, l.clone()))
+                .chain(self.cidr_identities.iter().map(|(net, id)| {
+                    let labels = vec![
+                        format!("{}{net}", state::CIDR_LABEL_SOURCE),
+                        "reserved:world".to_string(),
+                    ];
+                    (*id, labels)
+                }))
                 .collect(),
             policy_rules: Vec::new(),
             index: Default::default(),
@@ -497,6 +583,27 @@ impl NodeModel {
             );
             ipcache_order.push((*ip, None));
         }
+        // CIDR prefixes: their identities, and world for excepts that are no CIDR peer.
+        let mut prefixes: BTreeMap<IpNet, IpcacheEntry> = self
+            .cidr_identities
+            .iter()
+            .map(|(net, id)| {
+                let e = IpcacheEntry {
+                    identity: *id,
+                    ep_id: 0,
+                    local: false,
+                };
+                (*net, e)
+            })
+            .collect();
+        for net in policy::except_prefixes(&self.policies) {
+            let e = IpcacheEntry {
+                identity: IDENTITY_WORLD,
+                ep_id: 0,
+                local: false,
+            };
+            prefixes.insert(net, e);
+        }
         let mut endpoints: BTreeMap<u32, EndpointEntry> = BTreeMap::new();
         for ep in st.endpoints.iter().filter(|e| e.ifindex != 0) {
             let (ing, egr) = compiled.enforced.get(&ep.id).copied().unwrap_or_default();
@@ -520,6 +627,15 @@ impl NodeModel {
                 attach.push((ep.ifname.clone(), ep.clone()));
             }
         }
+        // Policies' L7 visibility, where the source's own rules do not already name the port.
+        for (ep_id, r) in &compiled.l7 {
+            let taken = l7.iter().any(|(id, x): &(u16, L7Visibility)| {
+                *id == *ep_id && (x.ingress, x.port, x.proto) == (r.ingress, r.port, r.proto)
+            });
+            if !taken {
+                l7.insert((*ep_id, *r));
+            }
+        }
 
         let mut errors = Vec::new();
         let mut err = |r: Result<(), MapError>| {
@@ -540,6 +656,12 @@ impl NodeModel {
                 err(maps.upsert_ipcache(*ip, e));
                 let host = if ep.is_some() { node_ip } else { None };
                 ipcache_events.push(events::ipcache_upserted(*ip, e.identity, host, *ep));
+            }
+        }
+        for (net, e) in &prefixes {
+            if self.in_maps.prefixes.get(net) != Some(e) {
+                err(maps.upsert_ipcache_prefix(*net, *e));
+                ipcache_events.push(events::ipcache_prefix_upserted(*net, e.identity));
             }
         }
         for (ifindex, e) in &endpoints {
@@ -591,6 +713,12 @@ impl NodeModel {
                 ipcache_deleted.push(events::ipcache_deleted(*ip, e.identity, None));
             }
         }
+        for (net, e) in &self.in_maps.prefixes {
+            if !prefixes.contains_key(net) {
+                err(maps.delete_ipcache_prefix(*net));
+                ipcache_deleted.push(events::ipcache_prefix_deleted(*net, e.identity));
+            }
+        }
         for k in self.in_maps.policy.keys() {
             if !compiled.entries.contains_key(k) {
                 err(maps.delete_policy(*k));
@@ -598,6 +726,7 @@ impl NodeModel {
         }
         out.errors.extend(errors);
         self.in_maps.ipcache = ipcache;
+        self.in_maps.prefixes = prefixes;
         self.in_maps.endpoints = endpoints;
         self.in_maps.policy = compiled.entries;
         self.in_maps.l7 = l7;

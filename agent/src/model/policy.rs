@@ -5,7 +5,10 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
+use ipnet::IpNet;
+
 use super::state::{EndpointInfo, IDENTITY_HOST, IDENTITY_WORLD, NodeState, PolicyRule};
+use super::{L7Kind, L7Visibility};
 
 /// Label key every pod carries with its namespace (as in Cilium, `k8s:io.kubernetes.pod.namespace`).
 pub const NAMESPACE_LABEL: &str = "io.kubernetes.pod.namespace";
@@ -69,9 +72,13 @@ pub enum Entity {
     Cluster,
     /// Everything.
     All,
+    /// One more of Cilium's reserved identities (`remote-node` 6, `health` 4, `init` 5,
+    /// `kube-apiserver` 7, `unmanaged` 3): only that identity.
+    Reserved(u32),
 }
 
 impl Entity {
+    /// The lab's entities: world, host, cluster, all.
     pub fn parse(s: &str) -> Option<Self> {
         match s {
             "world" => Some(Self::World),
@@ -80,6 +87,74 @@ impl Entity {
             "all" => Some(Self::All),
             _ => None,
         }
+    }
+
+    /// Cilium's entity names (`fromEntities` / `toEntities`): the lab's and the other
+    /// reserved identities.
+    pub fn parse_cilium(s: &str) -> Option<Self> {
+        Self::parse(s).or(match s {
+            "remote-node" => Some(Self::Reserved(6)),
+            "health" => Some(Self::Reserved(4)),
+            "init" => Some(Self::Reserved(5)),
+            "kube-apiserver" => Some(Self::Reserved(7)),
+            "unmanaged" => Some(Self::Reserved(3)),
+            _ => None,
+        })
+    }
+}
+
+/// The operator of a label selector's expression (Kubernetes' `matchExpressions`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LabelOp {
+    In,
+    NotIn,
+    Exists,
+    DoesNotExist,
+}
+
+/// One `matchExpressions` item: `key` (without a label source) `op` `values`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LabelExpr {
+    pub key: String,
+    pub op: LabelOp,
+    pub values: Vec<String>,
+}
+
+impl LabelExpr {
+    /// Kubernetes' semantics: `In` needs the label with one of the values, `NotIn` the
+    /// label absent or with none of them, `Exists` / `DoesNotExist` its presence / absence.
+    pub fn matches(&self, ep: &EndpointInfo) -> bool {
+        let v = label_value(ep, &self.key);
+        match self.op {
+            LabelOp::In => v.is_some_and(|v| self.values.iter().any(|x| x == v)),
+            LabelOp::NotIn => v.is_none_or(|v| !self.values.iter().any(|x| x == v)),
+            LabelOp::Exists => v.is_some(),
+            LabelOp::DoesNotExist => v.is_none(),
+        }
+    }
+}
+
+/// A Kubernetes label selector: every `match_labels` pair and every expression must hold
+/// (empty = everything).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Selector {
+    pub match_labels: Labels,
+    pub match_expressions: Vec<LabelExpr>,
+}
+
+impl Selector {
+    pub fn matches(&self, ep: &EndpointInfo) -> bool {
+        selects(&self.match_labels, ep) && self.match_expressions.iter().all(|e| e.matches(ep))
+    }
+
+    /// True when the selector itself names the namespace label (then a namespaced policy's
+    /// peer selector is not confined to the policy's namespace).
+    pub fn names_namespace(&self) -> bool {
+        self.match_labels.contains_key(NAMESPACE_LABEL)
+            || self
+                .match_expressions
+                .iter()
+                .any(|e| e.key == NAMESPACE_LABEL)
     }
 }
 
@@ -90,24 +165,43 @@ pub enum PeerSelector {
     /// the selector names `io.kubernetes.pod.namespace` itself (Cilium semantics).
     Labels(Labels),
     Entity(Entity),
+    /// Pods matching a label selector with expressions; scoped like `Labels` (and not
+    /// scoped at all in a cluster-wide policy).
+    Selector(Selector),
+    /// Addresses in `net` but in none of `except` (Cilium's `toCIDRSet`): the local
+    /// identities the model gives the policies' prefixes (see [`cidr_prefixes`]) that lie
+    /// within `net` and outside every `except`; `/0` also stands for world.
+    Cidr {
+        net: IpNet,
+        except: Vec<IpNet>,
+    },
 }
 
 /// One allow or deny rule: peers (empty = any peer, when ports are given) and ports (empty = any).
 /// A rule with neither peers nor ports matches nothing (Cilium's `ingress: [{}]`).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Rule {
     pub peers: Vec<PeerSelector>,
     pub ports: Vec<PortSpec>,
+    /// L7 visibility on the rule's ports (from Cilium's `toPorts.rules`): what the parsers
+    /// should see there. Visibility only: nothing is enforced at L7.
+    pub l7: Option<L7Kind>,
 }
 
 /// A CiliumNetworkPolicy-like policy. Selecting an endpoint with any ingress (or
 /// ingress_deny) rule makes its ingress default-deny; same for egress. Deny beats allow.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Policy {
     pub name: String,
+    /// The policy's namespace (empty for a cluster-wide policy).
     pub namespace: String,
     /// Pods of `namespace` this policy applies to (`{}` = all of them).
     pub endpoint_selector: Labels,
+    /// More conditions on the pods selected (`matchExpressions`; empty = none).
+    pub endpoint_expressions: Vec<LabelExpr>,
+    /// A CiliumClusterwideNetworkPolicy: selects pods of every namespace, and its label peers
+    /// are not confined to a namespace.
+    pub cluster_wide: bool,
     pub ingress: Vec<Rule>,
     pub egress: Vec<Rule>,
     pub ingress_deny: Vec<Rule>,
@@ -137,6 +231,8 @@ pub struct CompiledPolicy {
     /// Entry → the policies (namespace, name) whose rules wrote it, with whether each wrote
     /// a deny.
     pub sources: BTreeMap<PolicyEntry, Vec<(usize, bool)>>,
+    /// L7 visibility the policies' rules ask for: (endpoint id, rule).
+    pub l7: BTreeSet<(u16, L7Visibility)>,
 }
 
 const ANY: u32 = 0;
@@ -157,12 +253,81 @@ pub fn selects(selector: &Labels, ep: &EndpointInfo) -> bool {
         .all(|(k, v)| label_value(ep, k) == Some(v.as_str()))
 }
 
+/// True when `pol` applies to `ep`: its namespace (any, cluster-wide) and its selector.
+pub fn policy_selects(pol: &Policy, ep: &EndpointInfo) -> bool {
+    (pol.cluster_wide || pol.namespace == ep.namespace)
+        && selects(&pol.endpoint_selector, ep)
+        && pol.endpoint_expressions.iter().all(|e| e.matches(ep))
+}
+
+/// Every CIDR prefix the policies name as a peer (their `net`s, not their `except`s): each
+/// gets a local identity from the model.
+pub fn cidr_prefixes(policies: &[Policy]) -> BTreeSet<IpNet> {
+    peer_cidrs(policies)
+        .map(|(net, _)| net.trunc())
+        .filter(|n| n.prefix_len() > 0)
+        .collect()
+}
+
+/// The `except` prefixes of the policies' CIDR peers that are not themselves peers: the
+/// model maps them to world.
+pub fn except_prefixes(policies: &[Policy]) -> BTreeSet<IpNet> {
+    let nets = cidr_prefixes(policies);
+    peer_cidrs(policies)
+        .flat_map(|(_, except)| except.iter().map(IpNet::trunc))
+        .filter(|n| !nets.contains(n))
+        .collect()
+}
+
+fn peer_cidrs(policies: &[Policy]) -> impl Iterator<Item = (&IpNet, &Vec<IpNet>)> {
+    policies
+        .iter()
+        .flat_map(|p| [&p.ingress, &p.egress, &p.ingress_deny, &p.egress_deny])
+        .flatten()
+        .flat_map(|r| &r.peers)
+        .filter_map(|s| match s {
+            PeerSelector::Cidr { net, except } => Some((net, except)),
+            _ => None,
+        })
+}
+
 /// Identities a peer selector stands for (0 = any).
-fn peer_identities(state: &NodeState, policy_ns: &str, sel: &PeerSelector) -> Vec<u32> {
+fn peer_identities(state: &NodeState, pol: &Policy, sel: &PeerSelector) -> Vec<u32> {
+    let policy_ns = pol.namespace.as_str();
     match sel {
         PeerSelector::Entity(Entity::All) => vec![ANY],
-        PeerSelector::Entity(Entity::World) => vec![IDENTITY_WORLD],
+        PeerSelector::Entity(Entity::World) => {
+            // CIDR identities are outside the cluster too (Cilium gives them reserved:world).
+            let mut v = vec![IDENTITY_WORLD];
+            v.extend(state.cidr_identities().map(|(_, id)| id));
+            v
+        }
         PeerSelector::Entity(Entity::Host) => vec![IDENTITY_HOST],
+        PeerSelector::Entity(Entity::Reserved(id)) => vec![*id],
+        PeerSelector::Selector(sel) => {
+            let ids: BTreeSet<u32> = state
+                .endpoints
+                .iter()
+                .filter(|e| {
+                    (pol.cluster_wide || sel.names_namespace() || e.namespace == policy_ns)
+                        && sel.matches(e)
+                })
+                .map(|e| e.identity)
+                .collect();
+            ids.into_iter().collect()
+        }
+        PeerSelector::Cidr { net, except } => {
+            let within = |p: &IpNet| net.contains(p) && !except.iter().any(|x| x.contains(p));
+            let mut v: Vec<u32> = state
+                .cidr_identities()
+                .filter(|(p, _)| within(p))
+                .map(|(_, id)| id)
+                .collect();
+            if net.prefix_len() == 0 {
+                v.push(IDENTITY_WORLD);
+            }
+            v
+        }
         PeerSelector::Entity(Entity::Cluster) => {
             let mut v: BTreeSet<u32> = state.endpoints.iter().map(|e| e.identity).collect();
             v.insert(IDENTITY_HOST);
@@ -173,7 +338,10 @@ fn peer_identities(state: &NodeState, policy_ns: &str, sel: &PeerSelector) -> Ve
                 .endpoints
                 .iter()
                 .filter(|e| {
-                    (l.contains_key(NAMESPACE_LABEL) || e.namespace == policy_ns) && selects(l, e)
+                    (pol.cluster_wide
+                        || l.contains_key(NAMESPACE_LABEL)
+                        || e.namespace == policy_ns)
+                        && selects(l, e)
                 })
                 .map(|e| e.identity)
                 .collect();
@@ -210,7 +378,7 @@ pub fn compile(policies: &[Policy], state: &NodeState) -> CompiledPolicy {
     for ep in &state.endpoints {
         let mut enforced = (false, false);
         for (pol_idx, pol) in policies.iter().enumerate() {
-            if pol.namespace != ep.namespace || !selects(&pol.endpoint_selector, ep) {
+            if !policy_selects(pol, ep) {
                 continue;
             }
             let dirs: [(&[Rule], bool, bool); 4] = [
@@ -232,12 +400,26 @@ pub fn compile(policies: &[Policy], state: &NodeState) -> CompiledPolicy {
                     if rule.peers.is_empty() && rule.ports.is_empty() {
                         continue;
                     }
+                    if let (Some(kind), false) = (rule.l7, deny) {
+                        for (proto, port) in rule_ports(rule) {
+                            if port != 0 && proto != 132 {
+                                let ingress = !egress;
+                                let v = L7Visibility {
+                                    ingress,
+                                    port,
+                                    proto,
+                                    kind,
+                                };
+                                out.l7.insert((ep.id, v));
+                            }
+                        }
+                    }
                     let ids = if rule.peers.is_empty() {
                         vec![ANY]
                     } else {
                         let mut s = BTreeSet::new();
                         for sel in &rule.peers {
-                            s.extend(peer_identities(state, &pol.namespace, sel));
+                            s.extend(peer_identities(state, pol, sel));
                         }
                         s.into_iter().collect()
                     };

@@ -14,6 +14,11 @@ pub const IDENTITY_HOST: u32 = 1;
 pub const IDENTITY_WORLD: u32 = 2;
 /// First identity allocated to a label set.
 pub const MIN_ALLOCATED_IDENTITY: u32 = 256;
+/// Cilium's local identities (scope 1 << 24): the model gives one to each CIDR prefix a
+/// policy names, from `IDENTITY_LOCAL_BASE + 1`.
+pub const IDENTITY_LOCAL_BASE: u32 = 1 << 24;
+/// The label of a CIDR identity (`cidr:10.0.0.0/8`), beside `reserved:world`.
+pub const CIDR_LABEL_SOURCE: &str = "cidr:";
 
 /// Labels of a reserved identity, as Hubble shows them.
 pub fn reserved_labels(identity: u32) -> Option<&'static [&'static str]> {
@@ -160,6 +165,26 @@ impl std::fmt::Debug for LookupIndex {
 }
 
 impl NodeState {
+    /// The CIDR identities (local identities labelled `cidr:<prefix>`) and their prefixes.
+    pub fn cidr_identities(&self) -> impl Iterator<Item = (ipnet::IpNet, u32)> + '_ {
+        self.identities
+            .range(IDENTITY_LOCAL_BASE..)
+            .filter_map(|(id, labels)| {
+                let net = labels
+                    .iter()
+                    .find_map(|l| l.strip_prefix(CIDR_LABEL_SOURCE)?.parse().ok())?;
+                Some((net, *id))
+            })
+    }
+
+    /// The identity of the longest CIDR prefix holding `ip` (none when no prefix does).
+    pub fn cidr_identity_of(&self, ip: IpAddr) -> Option<u32> {
+        self.cidr_identities()
+            .filter(|(net, _)| net.contains(&ip))
+            .max_by_key(|(net, _)| net.prefix_len())
+            .map(|(_, id)| id)
+    }
+
     /// The endpoint holding `ip` (the first one, when several claim it).
     pub fn endpoint_with_ip(&self, ip: IpAddr) -> Option<&EndpointInfo> {
         let i = *self.index.get(self).by_ip.get(&ip)?;

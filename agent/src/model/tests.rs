@@ -10,6 +10,7 @@ use super::*;
 #[derive(Default)]
 struct FakeMaps {
     ipcache: BTreeMap<IpAddr, IpcacheEntry>,
+    prefixes: BTreeMap<IpNet, IpcacheEntry>,
     endpoints: BTreeMap<u32, EndpointEntry>,
     policy: BTreeMap<PolicyEntry, bool>,
     l7: BTreeSet<(u16, L7Visibility)>,
@@ -27,6 +28,14 @@ impl NodeMaps for FakeMaps {
     }
     fn delete_ipcache(&mut self, ip: IpAddr) -> Result<(), MapError> {
         self.ipcache.remove(&ip);
+        Ok(())
+    }
+    fn upsert_ipcache_prefix(&mut self, net: IpNet, e: IpcacheEntry) -> Result<(), MapError> {
+        self.prefixes.insert(net, e);
+        Ok(())
+    }
+    fn delete_ipcache_prefix(&mut self, net: IpNet) -> Result<(), MapError> {
+        self.prefixes.remove(&net);
         Ok(())
     }
     fn upsert_endpoint(&mut self, ifindex: u32, e: EndpointEntry) -> Result<(), MapError> {
@@ -105,10 +114,9 @@ fn policy() -> Policy {
                 [("app".to_string(), "client".to_string())].into(),
             )],
             ports: vec![],
+            l7: None,
         }],
-        egress: vec![],
-        ingress_deny: vec![],
-        egress_deny: vec![],
+        ..Default::default()
     }
 }
 
@@ -288,4 +296,184 @@ fn identities_are_stable_and_freed() {
             .values()
             .any(|l| l.contains(&"k8s:app=a".to_string()))
     );
+}
+
+fn cidr_policy(name: &str, nets: &[(&str, &[&str])], l7_port: Option<u16>) -> Policy {
+    let peers = nets
+        .iter()
+        .map(|(n, ex)| policy::PeerSelector::Cidr {
+            net: n.parse().unwrap(),
+            except: ex.iter().map(|e| e.parse().unwrap()).collect(),
+        })
+        .collect();
+    Policy {
+        name: name.into(),
+        namespace: "shop".into(),
+        endpoint_selector: [("app".to_string(), "web".to_string())].into(),
+        egress: vec![policy::Rule {
+            peers,
+            ports: l7_port
+                .map(|port| policy::PortSpec {
+                    port,
+                    protocol: policy::Protocol::Tcp,
+                    name: None,
+                })
+                .into_iter()
+                .collect(),
+            l7: l7_port.map(|_| L7Kind::Http),
+        }],
+        ..Default::default()
+    }
+}
+
+#[test]
+fn cidr_peers_get_local_identities_and_ipcache_prefixes() {
+    let mut m = NodeModel::new();
+    let mut maps = FakeMaps::default();
+    let n = |s: &str| -> IpNet { s.parse().unwrap() };
+    let a = m.apply(
+        vec![
+            node(),
+            Change::EndpointUpsert(ep("web", "web", 2)),
+            Change::PolicyUpsert(cidr_policy(
+                "wide",
+                &[("10.0.0.0/8", &["10.9.0.0/16"]), ("2001:db8::/32", &[])],
+                None,
+            )),
+            Change::PolicyUpsert(cidr_policy("narrow", &[("10.1.0.0/16", &[])], Some(8080))),
+        ],
+        &mut maps,
+    );
+    assert!(a.errors.is_empty());
+    let base = IDENTITY_LOCAL_BASE;
+    // One local identity per prefix, in prefix order; the except maps to world.
+    let want: BTreeMap<IpNet, u32> = [
+        (n("10.0.0.0/8"), base + 1),
+        (n("10.1.0.0/16"), base + 2),
+        (n("10.9.0.0/16"), IDENTITY_WORLD),
+        (n("2001:db8::/32"), base + 3),
+    ]
+    .into();
+    let got: BTreeMap<IpNet, u32> = maps
+        .prefixes
+        .iter()
+        .map(|(k, e)| (*k, e.identity))
+        .collect();
+    assert_eq!(got, want);
+    assert!(maps.prefixes.values().all(|e| !e.local && e.ep_id == 0));
+    // The enricher names them as Cilium does, and finds them by address.
+    assert_eq!(
+        m.state().identities[&(base + 1)],
+        ["cidr:10.0.0.0/8", "reserved:world"]
+    );
+    assert_eq!(
+        m.state().cidr_identity_of(IpAddr::from([10, 1, 2, 3])),
+        Some(base + 2)
+    );
+    assert_eq!(
+        m.state().cidr_identity_of(IpAddr::from([11, 0, 0, 1])),
+        None
+    );
+    // The /8 covers the /16 inside it (an address there has the /16's identity); the /16
+    // does not cover the /8. The narrow policy's HTTP rule gives L7 visibility on 8080.
+    let peers = |name: &str| -> BTreeSet<u32> {
+        m.state()
+            .policy_rules
+            .iter()
+            .filter(|r| r.name == name)
+            .map(|r| r.identity)
+            .collect()
+    };
+    assert_eq!(peers("wide"), [base + 1, base + 2, base + 3].into());
+    assert_eq!(peers("narrow"), [base + 2].into());
+    assert!(maps.l7.contains(&(
+        FIRST_ENDPOINT_ID,
+        L7Visibility {
+            ingress: false,
+            port: 8080,
+            proto: 6,
+            kind: L7Kind::Http
+        }
+    )));
+    assert_eq!(
+        a.events
+            .iter()
+            .filter(|e| e.r#type == T::IpcacheUpserted as i32)
+            .count(),
+        2 + 4,
+        "two addresses, four prefixes"
+    );
+
+    // The narrow policy removed: its prefix goes, the others keep their identities, and a
+    // new prefix takes the freed number.
+    m.apply(
+        vec![Change::PolicyRemove {
+            namespace: "shop".into(),
+            name: "narrow".into(),
+        }],
+        &mut maps,
+    );
+    assert!(!maps.prefixes.contains_key(&n("10.1.0.0/16")));
+    assert_eq!(maps.prefixes[&n("2001:db8::/32")].identity, base + 3);
+    assert_eq!(maps.l7.len(), 1, "only the endpoint's own DNS rule");
+    m.apply(
+        vec![Change::PolicyUpsert(cidr_policy(
+            "other",
+            &[("192.0.2.0/24", &[])],
+            None,
+        ))],
+        &mut maps,
+    );
+    assert_eq!(maps.prefixes[&n("192.0.2.0/24")].identity, base + 2);
+    // World covers CIDR identities too.
+    let mut world = cidr_policy("world", &[], None);
+    world.egress[0].peers = vec![policy::PeerSelector::Entity(policy::Entity::World)];
+    m.apply(vec![Change::PolicyUpsert(world)], &mut maps);
+    let ids: BTreeSet<u32> = m
+        .state()
+        .policy_rules
+        .iter()
+        .filter(|r| r.name == "world")
+        .map(|r| r.identity)
+        .collect();
+    assert_eq!(ids, [IDENTITY_WORLD, base + 1, base + 2, base + 3].into());
+}
+
+#[test]
+fn policy_rules_replace_a_name_and_count_their_rules() {
+    let mut m = NodeModel::new();
+    let mut maps = FakeMaps::default();
+    m.apply(
+        vec![node(), Change::EndpointUpsert(ep("web", "web", 2))],
+        &mut maps,
+    );
+    let rules = vec![policy(), policy()];
+    let a = m.apply(
+        vec![Change::PolicyRules {
+            namespace: "shop".into(),
+            name: "two".into(),
+            rules,
+        }],
+        &mut maps,
+    );
+    assert_eq!(types(&a), [T::PolicyUpdated as i32]);
+    let a = m.apply(
+        vec![Change::PolicyRules {
+            namespace: "shop".into(),
+            name: "two".into(),
+            rules: vec![policy()],
+        }],
+        &mut maps,
+    );
+    assert_eq!(types(&a), [T::PolicyUpdated as i32]);
+    assert!(m.state().policy_rules.iter().all(|r| r.name == "two"));
+    let a = m.apply(
+        vec![Change::PolicyRemove {
+            namespace: "shop".into(),
+            name: "two".into(),
+        }],
+        &mut maps,
+    );
+    assert_eq!(types(&a), [T::PolicyDeleted as i32]);
+    assert!(maps.policy.is_empty());
 }

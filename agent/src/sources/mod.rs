@@ -2,8 +2,11 @@
 //! model [`crate::model::Change`]s. A source knows nothing of the datapath or of flows.
 //!
 //! - [`lab`]: a lab spec file (and the pods `lab add-pod` adds to a running lab).
+//! - [`policy_files`]: CiliumNetworkPolicy / CiliumClusterwideNetworkPolicy files in a
+//!   directory (`run --policy-dir`).
 
 pub mod lab;
+pub mod policy_files;
 
 use std::future::Future;
 use std::pin::Pin;

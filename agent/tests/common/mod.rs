@@ -109,6 +109,17 @@ pub fn spawn_attached_logged(
     cmd: &mut Command,
     test: &str,
 ) -> Option<(mpsc::Receiver<String>, Vec<String>)> {
+    spawn_attached_streams(guard, cmd, test).map(|(stdout, _, before)| (stdout, before))
+}
+
+/// [`spawn_attached_logged`], also returning the receiver of the agent's stderr lines after
+/// "datapath attached" (each is still echoed as `agent: …`).
+#[allow(dead_code)]
+pub fn spawn_attached_streams(
+    guard: &mut LabGuard,
+    cmd: &mut Command,
+    test: &str,
+) -> Option<(mpsc::Receiver<String>, mpsc::Receiver<String>, Vec<String>)> {
     let mut agent = cmd
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -134,7 +145,7 @@ pub fn spawn_attached_logged(
     let mut stderr_lines = Vec::new();
     loop {
         match erx.recv_timeout(Duration::from_millis(200)) {
-            Ok(l) if l.contains("datapath attached") => return Some((orx, stderr_lines)),
+            Ok(l) if l.contains("datapath attached") => return Some((orx, erx, stderr_lines)),
             Ok(l) => stderr_lines.push(l),
             Err(_) => {
                 if let Some(status) = guard.agent.as_mut().unwrap().try_wait().unwrap() {

@@ -1,4 +1,5 @@
-//! `hubble-agent run`: the lab source feeds the model, which drives the datapath; records
+//! `hubble-agent run`: the lab source (or, without a lab, the host and its container
+//! runtimes) feeds the model, which drives the datapath; records
 //! go through the flow builder to the sinks (JSON-lines printer, observer ring, exporter,
 //! metrics); agent events go to the Hubble server's store.
 
@@ -8,8 +9,8 @@ use std::time::Duration;
 use anyhow::Result;
 use clap::Args;
 
-use super::{DatapathArgs, start_lab};
-use crate::daemon::{Event, Watcher};
+use super::{DatapathArgs, Started, start};
+use crate::daemon::Event;
 use crate::enrich::Enricher;
 use crate::flows::{FlowBuilder, FlowSink, JsonLines};
 use crate::observer::events::{self, AgentEvents};
@@ -37,11 +38,16 @@ pub fn run(args: RunArgs) -> Result<()> {
     let metrics = crate::metrics::setup(&args.metrics)?;
     let exporter = crate::exporter::AgentExporter::start(&args.export)?;
     let server = crate::observer::run::HubbleServer::bind(&args.server)?;
-    let (mut node, lab, banner) = start_lab(&args.dp)?;
+    let Started {
+        mut node,
+        banner,
+        watchers,
+        peers,
+    } = start(&args.dp)?;
     let node_name = node.model.state().node_name();
     let server = server
         .map(|mut s| {
-            s.set_other_peers(lab.peers());
+            s.set_other_peers(peers);
             if let Some(e) = &exporter {
                 s.set_agent_event_sink(e.agent_event_sink());
             }
@@ -106,7 +112,6 @@ pub fn run(args: RunArgs) -> Result<()> {
         sinks.push(Box::new(s.observer().clone()));
     }
     let mut builder = FlowBuilder::new(Enricher::new(node.model.state().clone(), node_name));
-    let watchers: Vec<Watcher> = vec![lab.watcher()];
     let res = node.run(&banner, args.duration, watchers, |ev| {
         match ev {
             Event::Record(rec, more) => {

@@ -2,8 +2,14 @@
 //! model [`crate::model::Change`]s. A source knows nothing of the datapath or of flows.
 //!
 //! - [`lab`]: a lab spec file (and the pods `lab add-pod` adds to a running lab).
+//! - [`host`]: the machine the agent runs on (node name and addresses), without a lab.
+//! - [`containerd`]: containerd's containers and Kubernetes pods (CRI), followed live.
+//! - [`netlink`]: rtnetlink dumps of links and addresses, shared by the host sources.
 
+pub mod containerd;
+pub mod host;
 pub mod lab;
+pub mod netlink;
 
 use std::future::Future;
 use std::pin::Pin;

@@ -530,13 +530,7 @@ impl Containerd {
         let mut down: Option<String> = None;
         let socket = self.socket.display().to_string();
         loop {
-            let connected = async {
-                let client = self.connect().await?;
-                let stream = client.subscribe(TOPICS).await?;
-                Ok::<_, String>((client, stream))
-            }
-            .await;
-            let (client, mut stream) = match connected {
+            let client = match self.connect().await {
                 Ok(c) => c,
                 Err(e) => {
                     if down.as_deref() != Some(e.as_str()) {
@@ -554,19 +548,32 @@ impl Containerd {
                 eprintln!("hubble-agent: containerd: connected to {socket}");
             }
             backoff = Duration::from_millis(100);
+            // containerd answers a subscription only with its first event, so the call
+            // is polled alongside the rest: sent first, then the resync.
+            let subscribe = client.subscribe(TOPICS);
+            tokio::pin!(subscribe);
+            let mut stream: Option<tonic::Streaming<api::Envelope>> = None;
             let mut ticker = tokio::time::interval(RESYNC);
             ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             // The first tick is now: the resync after (re)connecting.
             let lost = loop {
                 tokio::select! {
+                    biased;
                     _ = tx.closed() => return,
-                    _ = ticker.tick() => {}
-                    m = stream.message() => match m {
+                    r = &mut subscribe, if stream.is_none() => match r {
+                        Ok(s) => {
+                            stream = Some(s);
+                            continue;
+                        }
+                        Err(e) => break e,
+                    },
+                    m = next_event(&mut stream) => match m {
                         Ok(Some(env)) if TOPICS.contains(&env.topic.as_str()) => {}
                         Ok(Some(_)) => continue,
                         Ok(None) => break "the event stream ended".to_string(),
                         Err(s) => break format!("event stream: {}", api::status_line(&s)),
                     },
+                    _ = ticker.tick() => {}
                 }
                 match self.sync(&client).await {
                     Ok((changes, _)) => {
@@ -583,6 +590,16 @@ impl Containerd {
                 return;
             }
         }
+    }
+}
+
+/// The next event of the stream; never, while there is no stream yet.
+async fn next_event(
+    stream: &mut Option<tonic::Streaming<api::Envelope>>,
+) -> Result<Option<api::Envelope>, tonic::Status> {
+    match stream {
+        Some(s) => s.message().await,
+        None => std::future::pending().await,
     }
 }
 

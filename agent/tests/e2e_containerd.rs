@@ -522,7 +522,7 @@ fn containerd_containers_are_endpoints_while_they_run() {
         f["destination"]["identity"].as_u64().unwrap(),
     );
     assert!(si >= 256 && di >= 256 && si != di, "identities {si} {di}");
-    assert_eq!(f["destination"]["ID"].is_u64(), true);
+    assert!(f["destination"]["ID"].is_u64());
     assert_eq!(f["l4"]["TCP"]["destination_port"], 8080);
 
     // A container started now is an endpoint within 1 s.

@@ -207,7 +207,10 @@ pub fn start_host(args: &DatapathArgs) -> Result<Started> {
             Err(e) if explicit || args.runtime == Runtime::Containerd => {
                 bail!("containerd: {e}");
             }
-            Err(e) => eprintln!("hubble-agent: containerd: {e} (watching for it)"),
+            Err(e) => {
+                eprintln!("hubble-agent: containerd: {e} (retrying in the background)");
+                source.set_down(e);
+            }
         }
         watchers.push(source.watcher());
     }

@@ -461,6 +461,8 @@ pub struct Containerd {
     known: BTreeMap<String, EndpointSpec>,
     /// Skipped containers and the reason last printed for each.
     reported: BTreeMap<String, String>,
+    /// Why containerd could not be reached, as last printed (not repeated by the watcher).
+    down: Option<String>,
 }
 
 impl Containerd {
@@ -469,7 +471,13 @@ impl Containerd {
             socket: socket.to_path_buf(),
             known: BTreeMap::new(),
             reported: BTreeMap::new(),
+            down: None,
         }
+    }
+
+    /// Notes that containerd could not be reached for `why`, already said to the user.
+    pub fn set_down(&mut self, why: String) {
+        self.down = Some(why);
     }
 
     pub fn socket(&self) -> &Path {
@@ -527,7 +535,7 @@ impl Containerd {
 
     async fn watch(mut self, tx: mpsc::Sender<Vec<Change>>) {
         let mut backoff = Duration::from_millis(100);
-        let mut down: Option<String> = None;
+        let mut down: Option<String> = self.down.take();
         let socket = self.socket.display().to_string();
         loop {
             let client = match self.connect().await {

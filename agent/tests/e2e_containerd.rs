@@ -7,7 +7,8 @@
 //! `hubble-agent run --containerd-socket` without a lab attaches to the containers' veths:
 //! flows between them name their containers and `container:` labels; a container started
 //! later is an endpoint within 1 s (ENDPOINT_CREATED), a killed and removed one is gone
-//! (ENDPOINT_DELETED); a missing socket named on the command line is one line and exit 1.
+//! (ENDPOINT_DELETED); containerd restarting is followed (reconnect, resync, no duplicate
+//! endpoints); a missing socket named on the command line is one line and exit 1.
 //! Traffic flows only between the test's containers. Everything is torn down on failure too.
 //! Without root or the packages it skips, but fails when CI=true.
 
@@ -154,6 +155,44 @@ impl Env {
         ip
     }
 
+    /// Starts the test's containerd (config.toml in the directory) and waits for its API.
+    fn start_containerd(&mut self) {
+        let d = self.dir.path();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(d.join("containerd.log"))
+            .unwrap();
+        self.containerd = Some(
+            Command::new("containerd")
+                .arg("--config")
+                .arg(d.join("config.toml"))
+                .stdout(log.try_clone().unwrap())
+                .stderr(log)
+                .spawn()
+                .expect("containerd"),
+        );
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !self.ctr(&["version"]).status.success() {
+            assert!(Instant::now() < deadline, "containerd did not come up");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Stops the test's containerd (its containers' shims keep them running).
+    fn stop_containerd(&mut self) {
+        if let Some(mut c) = self.containerd.take() {
+            // SAFETY: signalling the containerd we started.
+            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while c.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
     /// Kills and removes a container (task and container record).
     fn remove(&mut self, name: &str) {
         let _ = self.ctr(&["task", "kill", "-s", "SIGKILL", name]);
@@ -187,16 +226,7 @@ impl Drop for Env {
             let _ = self.cni("DEL", &n);
             let _ = Command::new("ip").args(["netns", "del", &n]).output();
         }
-        if let Some(mut c) = self.containerd.take() {
-            // SAFETY: signalling the containerd we started.
-            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while c.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        self.stop_containerd();
         // Shims of this containerd still running (a task that would not die): by pid.
         let addr = self.sock.display().to_string();
         for pid in shim_pids(&addr) {
@@ -395,21 +425,7 @@ fn containerd_containers_are_endpoints_while_they_run() {
         d.join("debug.sock").display().to_string(),
     );
     std::fs::write(d.join("config.toml"), config).unwrap();
-    let log = std::fs::File::create(d.join("containerd.log")).unwrap();
-    env.containerd = Some(
-        Command::new("containerd")
-            .arg("--config")
-            .arg(d.join("config.toml"))
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("containerd"),
-    );
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !env.ctr(&["version"]).status.success() {
-        assert!(Instant::now() < deadline, "containerd did not come up");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    env.start_containerd();
     let archive = build_image(&d.join("image"));
     ok(
         env.ctr(&["image", "import", archive.to_str().unwrap()]),
@@ -562,6 +578,37 @@ fn containerd_containers_are_endpoints_while_they_run() {
     assert!(
         !deleted.contains(&"web".to_string()),
         "web is still running: {deleted:?}"
+    );
+
+    // containerd restarts: the agent reconnects and resyncs, the running containers keep
+    // their endpoints (no second ENDPOINT_CREATED) and a container started afterwards is
+    // observed.
+    env.stop_containerd();
+    std::thread::sleep(Duration::from_millis(300));
+    env.start_containerd();
+    env.run("after", "after", &["sleep", "3600"]);
+    let restarted = Instant::now();
+    loop {
+        if event_pods(&server, "ENDPOINT_CREATED").contains(&"after".to_string()) {
+            break;
+        }
+        assert!(
+            restarted.elapsed() < Duration::from_secs(10),
+            "no ENDPOINT_CREATED after containerd restarted"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let created = event_pods(&server, "ENDPOINT_CREATED");
+    for pod in ["web", "client", "after"] {
+        assert_eq!(
+            created.iter().filter(|p| *p == pod).count(),
+            1,
+            "{pod}: {created:?}"
+        );
+    }
+    assert!(
+        !event_pods(&server, "ENDPOINT_DELETED").contains(&"web".to_string()),
+        "web lost its endpoint over the restart"
     );
 
     // A clean stop.

@@ -157,6 +157,11 @@ impl Env {
 
     /// Starts the test's containerd (config.toml in the directory) and waits for its API.
     fn start_containerd(&mut self) {
+        assert!(self.try_start_containerd(), "containerd did not come up");
+    }
+
+    /// [`Env::start_containerd`]; false when its API does not answer within 20 s.
+    fn try_start_containerd(&mut self) -> bool {
         let d = self.dir.path();
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -174,9 +179,12 @@ impl Env {
         );
         let deadline = Instant::now() + Duration::from_secs(20);
         while !self.ctr(&["version"]).status.success() {
-            assert!(Instant::now() < deadline, "containerd did not come up");
+            if Instant::now() > deadline {
+                return false;
+            }
             std::thread::sleep(Duration::from_millis(100));
         }
+        true
     }
 
     /// Stops the test's containerd (its containers' shims keep them running).
@@ -216,6 +224,11 @@ impl Drop for Env {
             }
             let _ = a.kill();
             let _ = a.wait();
+        }
+        // Containers left by a failure while containerd was down: bring it back to remove
+        // them.
+        if !self.containers.is_empty() && self.containerd.is_none() {
+            self.try_start_containerd();
         }
         if self.containerd.is_some() {
             for c in self.containers.clone() {

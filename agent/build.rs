@@ -1,5 +1,7 @@
 //! Compiles the C datapath in ../ebpf with clang (-target bpf) into OUT_DIR, where
-//! src/datapath embeds it with include_bytes!.
+//! src/datapath embeds it with include_bytes!, and our containerd API subset
+//! (proto/containerd, compiled with protox: no protoc) into tonic clients for
+//! src/sources/containerd.
 
 use std::env;
 use std::path::PathBuf;
@@ -8,6 +10,7 @@ use std::process::Command;
 const PROGRAMS: &[&str] = &["lxc"];
 
 fn main() {
+    compile_containerd_protos();
     let manifest = PathBuf::from(env::var("CARGO_MANIFEST_DIR").expect("CARGO_MANIFEST_DIR"));
     let ebpf = manifest.join("../ebpf");
     let out = PathBuf::from(env::var("OUT_DIR").expect("OUT_DIR"));
@@ -67,4 +70,24 @@ fn find_clang() -> Option<String> {
             .map(|o| o.status.success())
             .unwrap_or(false)
     })
+}
+
+/// The containerd API subset the containerd source uses: prost types and tonic clients.
+fn compile_containerd_protos() {
+    let protos = [
+        "proto/containerd/types.proto",
+        "proto/containerd/containers.proto",
+        "proto/containerd/tasks.proto",
+        "proto/containerd/namespaces.proto",
+        "proto/containerd/events.proto",
+    ];
+    for p in &protos {
+        println!("cargo:rerun-if-changed={p}");
+    }
+    let fds = protox::compile(protos, ["proto/containerd"]).expect("compiling proto/containerd");
+    tonic_prost_build::configure()
+        .build_server(false)
+        .skip_protoc_run()
+        .compile_fds(fds)
+        .expect("generating the containerd clients");
 }

@@ -19,7 +19,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Attach the eBPF datapath to a lab's endpoints and turn its events into flows (root).
+    /// Attach the eBPF datapath to a lab's endpoints, or without a lab to this host's
+    /// containers, and turn its events into flows (root).
     Run(Box<agent::cmd::RunArgs>),
     /// Save raw datapath events and the endpoint state to a file (root).
     Record(agent::cmd::RecordArgs),

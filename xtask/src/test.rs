@@ -5,7 +5,8 @@ use std::process::Command;
 
 use anyhow::{Context, bail};
 
-/// System packages the build (eBPF C, clang) and the end-to-end tests (ip, ping, tmux) need.
+/// System packages the build (eBPF C, clang) and the end-to-end tests (ip, ping, tmux; a
+/// containerd of their own with runc, CNI plugins and a static busybox for its image) need.
 const PACKAGES: &[&str] = &[
     "clang",
     "llvm",
@@ -14,6 +15,10 @@ const PACKAGES: &[&str] = &[
     "iproute2",
     "iputils-ping",
     "tmux",
+    "containerd",
+    "runc",
+    "containernetworking-plugins",
+    "busybox-static",
 ];
 
 fn run(cmd: &mut Command) -> anyhow::Result<()> {

@@ -20,6 +20,7 @@ use clap::Args;
 use crate::daemon::Node;
 use crate::datapath::{self, Aggregation, node_maps::has_tcx};
 use crate::model::Change;
+use crate::sources::containerd::{self, Containerd};
 use crate::sources::lab::Lab;
 
 pub use crate::flows::Counters;
@@ -31,13 +32,22 @@ pub use run::{RunArgs, run};
 pub struct DatapathArgs {
     /// Lab spec whose endpoints the datapath attaches to (the lab must be up); pods added
     /// with `hubble-agent lab add-pod` are attached while the agent runs, removed ones
-    /// detached.
+    /// detached. Without it the agent observes this host: the containers of the runtimes
+    /// it finds (`--runtime`).
     #[arg(long, value_name = "SPEC")]
-    pub lab: PathBuf,
+    pub lab: Option<PathBuf>,
     /// In a multi-node lab, the node this agent plays: only its pods (`node = NAME` in the
-    /// spec) are attached and flows carry its name (default: the spec's lab.node).
+    /// spec) are attached and flows carry its name (default: the spec's lab.node). Without
+    /// a lab, the node's name (default: the hostname).
     #[arg(long, value_name = "NAME")]
     pub node: Option<String>,
+    /// Without a lab: the container runtimes to observe (`all`: those found).
+    #[arg(long, value_enum, default_value_t = Runtime::All, conflicts_with = "lab")]
+    pub runtime: Runtime,
+    /// containerd's socket (default: /run/containerd/containerd.sock, skipped with one line
+    /// when missing; a socket named here must be there).
+    #[arg(long, value_name = "PATH", conflicts_with = "lab")]
+    pub containerd_socket: Option<PathBuf>,
     /// Monitor aggregation level (Cilium's meaning).
     #[arg(long, value_enum, default_value_t = Aggregation::Medium)]
     pub aggregation: Aggregation,
@@ -56,6 +66,24 @@ pub struct DatapathArgs {
     /// 0 = aya's reader with a wakeup per sample.
     #[arg(long, value_name = "BYTES", hide = true)]
     pub perf_wakeup_bytes: Option<u32>,
+}
+
+/// The container runtimes a host agent observes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Runtime {
+    /// Every runtime found (today: containerd).
+    All,
+    Containerd,
+    /// Docker (not observed yet).
+    Docker,
+    /// None: the host's node identity only.
+    None,
+}
+
+impl Runtime {
+    fn containerd(self) -> bool {
+        matches!(self, Runtime::All | Runtime::Containerd)
+    }
 }
 
 impl DatapathArgs {
@@ -82,6 +110,58 @@ impl DatapathArgs {
     }
 }
 
+/// A started node and what keeps feeding it.
+pub struct Started {
+    pub node: Node,
+    /// Printed once the readers run.
+    pub banner: String,
+    /// The sources' watchers, for `Node::run`.
+    pub watchers: Vec<crate::sources::Watcher>,
+    /// Other nodes of a multi-node lab (name, address), for Peer Notify.
+    pub peers: Vec<(String, String)>,
+}
+
+/// More sources a subcommand adds to the node (e.g. `--policy-dir`): given the policy names
+/// the node's own source holds (namespace, name), their first view and their watchers.
+pub type Extra<'a> = Box<
+    dyn FnOnce(Vec<(String, String)>) -> Result<(Vec<Change>, Vec<crate::sources::Watcher>)> + 'a,
+>;
+
+/// No more sources.
+pub fn no_extra<'a>() -> Extra<'a> {
+    Box::new(|_| Ok((Vec::new(), Vec::new())))
+}
+
+/// Brings the node up from the lab of `--lab`, or from this host's runtimes without it,
+/// with `extra`'s first view in the first apply. Must run before any tokio runtime exists
+/// (the lab enters its node netns; setns is per thread).
+pub fn start(args: &DatapathArgs, extra: Extra<'_>) -> Result<Started> {
+    if args.lab.is_none() {
+        return start_host(args, extra);
+    }
+    let mut more = Vec::new();
+    let (node, lab, banner) = start_lab_with(args, |lab| {
+        // The lab's policy names are the lab's.
+        let reserved = lab
+            .spec
+            .policies
+            .iter()
+            .map(|p| (p.namespace.clone(), p.name.clone()))
+            .collect();
+        let (changes, watchers) = extra(reserved)?;
+        more = watchers;
+        Ok(changes)
+    })?;
+    let mut watchers = vec![lab.watcher()];
+    watchers.extend(more);
+    Ok(Started {
+        node,
+        banner,
+        watchers,
+        peers: lab.peers(),
+    })
+}
+
 /// Opens the lab of `--lab`/`--node`, enters its node netns and brings the node up: the
 /// datapath loaded, the lab's endpoints applied to the model and attached. Must run before
 /// any tokio runtime exists (setns is per thread).
@@ -98,7 +178,8 @@ pub fn start_lab_with(
     if !datapath::is_root() {
         bail!("the datapath needs root (CAP_BPF, CAP_NET_ADMIN): run hubble-agent as root");
     }
-    let lab = Lab::open(&args.lab, args.node.as_deref()).map_err(|e| anyhow!("{e}"))?;
+    let spec = args.lab.as_deref().context("no --lab given")?;
+    let lab = Lab::open(spec, args.node.as_deref()).map_err(|e| anyhow!("{e}"))?;
     lab.enter().context("entering the node netns")?;
     let mut changes = lab.changes();
     changes.extend(more(&lab)?);
@@ -120,4 +201,91 @@ pub fn start_lab_with(
         if has_tcx() { "tcx" } else { "clsact" }
     );
     Ok((node, lab, banner))
+}
+
+/// Observes this host: the agent stays in its own netns; the node is the host (hostname,
+/// addresses) and the endpoints are the containers of the runtimes found, listed once
+/// before the datapath is attached and then followed by their watchers.
+pub fn start_host(args: &DatapathArgs, extra: Extra<'_>) -> Result<Started> {
+    if !datapath::is_root() {
+        bail!("the datapath needs root (CAP_BPF, CAP_NET_ADMIN): run hubble-agent as root");
+    }
+    let (extra_changes, extra_watchers) = extra(Vec::new())?;
+    let node_change = crate::sources::host::node_change(args.node.as_deref())
+        .context("reading the host's addresses")?;
+    let mut initial: Vec<Change> = Vec::new();
+    let mut watchers: Vec<crate::sources::Watcher> = Vec::new();
+    let mut found: Vec<String> = Vec::new();
+    if args.runtime.containerd() {
+        let explicit = args.containerd_socket.is_some();
+        let socket = args
+            .containerd_socket
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(containerd::DEFAULT_SOCKET));
+        let mut source = Containerd::new(&socket);
+        // The first listing, on a runtime of its own that is gone before the node's.
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("building a tokio runtime")?;
+        let first = rt.block_on(async {
+            let client = source.connect().await?;
+            source.sync(&client).await
+        });
+        drop(rt);
+        match first {
+            Ok((changes, report)) => {
+                eprintln!("hubble-agent: containerd: {report}");
+                found.push(format!("containerd ({} endpoints)", report.endpoints));
+                initial.extend(changes);
+            }
+            Err(e) if explicit || args.runtime == Runtime::Containerd => {
+                bail!("containerd: {e}");
+            }
+            Err(e) => {
+                eprintln!("hubble-agent: containerd: {e} (retrying in the background)");
+                source.set_down(e);
+            }
+        }
+        watchers.push(source.watcher());
+    }
+    if args.runtime == Runtime::Docker {
+        eprintln!("hubble-agent: docker: not observed yet (only containerd is)");
+    }
+    if !has_tcx() {
+        // Leftovers of a crashed run on a kernel without TCX: its clsact qdiscs.
+        for c in &initial {
+            if let Change::EndpointUpsert(e) = c {
+                datapath::remove_clsact(&e.ifname);
+            }
+        }
+    }
+    watchers.extend(extra_watchers);
+    let mut first = vec![node_change];
+    first.extend(extra_changes);
+    let mut node = Node::start(&args.options(), args.reader_options(), first)?;
+    // A container whose interface cannot be attached is a warning, not a failed start.
+    let applied = node.apply(initial);
+    node.events_up.extend(applied.events);
+    let banner = format!(
+        "hubble-agent: datapath attached to {} endpoints of host {} ({}; aggregation {:?}, capture {} bytes, {} L7 rules, L7 capture {} bytes, {})",
+        node.model.attached().count(),
+        node.model.state().node_name(),
+        if found.is_empty() {
+            "no runtime".to_string()
+        } else {
+            found.join(", ")
+        },
+        args.aggregation,
+        args.capture_len,
+        node.model.l7_rule_count(),
+        args.l7_capture_len,
+        if has_tcx() { "tcx" } else { "clsact" }
+    );
+    Ok(Started {
+        node,
+        banner,
+        watchers,
+        peers: Vec::new(),
+    })
 }

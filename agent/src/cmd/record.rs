@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use clap::Args;
 
-use super::{DatapathArgs, start_lab};
+use super::{DatapathArgs, Started, no_extra, start};
 use crate::daemon::Event;
 use crate::datapath::record::Writer;
 
@@ -28,7 +28,10 @@ pub struct RecordArgs {
 pub fn record(args: RecordArgs) -> Result<()> {
     let file = File::create(&args.output)
         .with_context(|| format!("creating {}", args.output.display()))?;
-    let (mut node, _lab, banner) = start_lab(&args.dp)?;
+    // The recording holds the state at its start: no watcher changes it afterwards.
+    let Started {
+        mut node, banner, ..
+    } = start(&args.dp, no_extra())?;
     let mut w = Writer::new(BufWriter::new(file), node.model.state())?;
     let mut n = 0u64;
     let started = Instant::now();

@@ -1,4 +1,5 @@
-//! `hubble-agent run`: the lab source feeds the model, which drives the datapath; records
+//! `hubble-agent run`: the lab source (or, without a lab, the host and its container
+//! runtimes) feeds the model, which drives the datapath; records
 //! go through the flow builder to the sinks (JSON-lines printer, observer ring, exporter,
 //! metrics); agent events go to the Hubble server's store.
 
@@ -9,7 +10,7 @@ use std::time::Duration;
 use anyhow::{Result, bail};
 use clap::Args;
 
-use super::{DatapathArgs, start_lab_with};
+use super::{DatapathArgs, Started, start};
 use crate::daemon::{Event, Watcher};
 use crate::enrich::Enricher;
 use crate::flows::{FlowBuilder, FlowSink, JsonLines};
@@ -44,43 +45,20 @@ pub fn run(args: RunArgs) -> Result<()> {
     let metrics = crate::metrics::setup(&args.metrics)?;
     let exporter = crate::exporter::AgentExporter::start(&args.export)?;
     let server = crate::observer::run::HubbleServer::bind(&args.server)?;
-    let mut policy_dir: Option<PolicyDir> = None;
-    let (mut node, lab, banner) = start_lab_with(&args.dp, |lab| {
-        let Some(dir) = &args.policy_dir else {
-            return Ok(Vec::new());
-        };
-        if !dir.is_dir() {
-            bail!("--policy-dir {}: not a directory", dir.display());
-        }
-        // The lab's policy names are the lab's: a file defining one is refused.
-        let reserved = lab
-            .spec
-            .policies
-            .iter()
-            .map(|p| (p.namespace.clone(), p.name.clone()))
-            .collect();
-        let mut pd = PolicyDir::new(dir, reserved);
-        let (changes, errors) = pd.poll();
-        for e in errors {
-            eprintln!("hubble-agent: {e}");
-        }
-        let names: Vec<String> = pd
-            .policies()
-            .map(|p| policy_files::display_key(&p.key()))
-            .collect();
-        eprintln!(
-            "hubble-agent: {} policies from {}: {}",
-            names.len(),
-            dir.display(),
-            names.join(", ")
-        );
-        policy_dir = Some(pd);
-        Ok(changes)
-    })?;
+    let policy_dir = args.policy_dir.clone();
+    let Started {
+        mut node,
+        banner,
+        watchers,
+        peers,
+    } = start(
+        &args.dp,
+        Box::new(move |reserved| policy_dir_source(policy_dir.as_deref(), reserved)),
+    )?;
     let node_name = node.model.state().node_name();
     let server = server
         .map(|mut s| {
-            s.set_other_peers(lab.peers());
+            s.set_other_peers(peers);
             if let Some(e) = &exporter {
                 s.set_agent_event_sink(e.agent_event_sink());
             }
@@ -145,8 +123,6 @@ pub fn run(args: RunArgs) -> Result<()> {
         sinks.push(Box::new(s.observer().clone()));
     }
     let mut builder = FlowBuilder::new(Enricher::new(node.model.state().clone(), node_name));
-    let mut watchers: Vec<Watcher> = vec![lab.watcher()];
-    watchers.extend(policy_dir.map(PolicyDir::watcher));
     let res = node.run(&banner, args.duration, watchers, |ev| {
         match ev {
             Event::Record(rec, more) => {
@@ -185,4 +161,34 @@ pub fn run(args: RunArgs) -> Result<()> {
 fn is_broken_pipe(e: &anyhow::Error) -> bool {
     e.downcast_ref::<io::Error>()
         .is_some_and(|e| e.kind() == io::ErrorKind::BrokenPipe)
+}
+
+/// The policies of `--policy-dir` (none without it): their first view, printed, and the
+/// directory's watcher. `reserved` policy names belong to another source.
+fn policy_dir_source(
+    dir: Option<&std::path::Path>,
+    reserved: Vec<(String, String)>,
+) -> Result<(Vec<crate::model::Change>, Vec<Watcher>)> {
+    let Some(dir) = dir else {
+        return Ok((Vec::new(), Vec::new()));
+    };
+    if !dir.is_dir() {
+        bail!("--policy-dir {}: not a directory", dir.display());
+    }
+    let mut pd = PolicyDir::new(dir, reserved.into_iter().collect());
+    let (changes, errors) = pd.poll();
+    for e in errors {
+        eprintln!("hubble-agent: {e}");
+    }
+    let names: Vec<String> = pd
+        .policies()
+        .map(|p| policy_files::display_key(&p.key()))
+        .collect();
+    eprintln!(
+        "hubble-agent: {} policies from {}: {}",
+        names.len(),
+        dir.display(),
+        names.join(", ")
+    );
+    Ok((changes, vec![pd.watcher()]))
 }

@@ -4,8 +4,14 @@
 //! - [`lab`]: a lab spec file (and the pods `lab add-pod` adds to a running lab).
 //! - [`policy_files`]: CiliumNetworkPolicy / CiliumClusterwideNetworkPolicy files in a
 //!   directory (`run --policy-dir`).
+//! - [`host`]: the machine the agent runs on (node name and addresses), without a lab.
+//! - [`containerd`]: containerd's containers and Kubernetes pods (CRI), followed live.
+//! - [`netlink`]: rtnetlink dumps of links and addresses, shared by the host sources.
 
+pub mod containerd;
+pub mod host;
 pub mod lab;
+pub mod netlink;
 pub mod policy_files;
 
 use std::future::Future;

@@ -1,0 +1,633 @@
+//! End-to-end test of the containerd source (needs root, BPF and Debian's containerd, runc,
+//! containernetworking-plugins and busybox-static; installs nothing): a containerd of the
+//! test's own (root, state and socket in a temporary directory, no CRI plugin), a busybox
+//! image built locally and imported, containers on a CNI bridge of the test's own (the
+//! bridge plugin with host-local IPAM run directly into a netns the test made, which the
+//! container joins with `ctr run --with-ns`: `ctr run --cni` only reads /etc/cni/net.d).
+//! `hubble-agent run --containerd-socket` without a lab attaches to the containers' veths:
+//! flows between them name their containers and `container:` labels; a container started
+//! later is an endpoint within 1 s (ENDPOINT_CREATED), a killed and removed one is gone
+//! (ENDPOINT_DELETED); containerd restarting is followed (reconnect, resync, no duplicate
+//! endpoints); a missing socket named on the command line is one line and exit 1.
+//! Traffic flows only between the test's containers. Everything is torn down on failure too.
+//! Without root or the packages it skips, but fails when CI=true.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+mod common;
+use common::{all_events, of_type, skip_or_fail};
+
+const BIN: &str = env!("CARGO_BIN_EXE_hubble-agent");
+const TEST: &str = "e2e containerd test";
+const NS: &str = "testns";
+const IMAGE: &str = "docker.io/hubble-e2e/busybox:latest";
+const SUBNET: &str = "10.250.65.0/24";
+const CNI_DIR: &str = "/usr/lib/cni";
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+fn have(cmd: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {cmd}")])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+fn ok(o: Output, what: &str) -> String {
+    assert!(
+        o.status.success(),
+        "{what}: {}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// Everything the test starts, torn down in reverse whatever happens.
+struct Env {
+    dir: tempfile::TempDir,
+    sock: PathBuf,
+    bridge: String,
+    prefix: String,
+    containerd: Option<Child>,
+    agent: Option<Child>,
+    /// Containers (name) the test ran; their netns is `<prefix>-<name>`.
+    containers: Vec<String>,
+    /// Netns names the test made (CNI attached).
+    netns: Vec<String>,
+}
+
+impl Env {
+    fn ctr(&self, args: &[&str]) -> Output {
+        Command::new("ctr")
+            .arg("-a")
+            .arg(&self.sock)
+            .args(["-n", NS])
+            .args(args)
+            .output()
+            .expect("ctr")
+    }
+
+    fn cni_conf(&self) -> String {
+        serde_json::json!({
+            "cniVersion": "0.4.0",
+            "name": format!("{}-net", self.prefix),
+            "type": "bridge",
+            "bridge": self.bridge,
+            // No gateway: the bridge has no address, the host's forwarding is untouched.
+            "isGateway": false,
+            "ipMasq": false,
+            "ipam": {
+                "type": "host-local",
+                "subnet": SUBNET,
+                "dataDir": self.dir.path().join("cni-ipam"),
+            }
+        })
+        .to_string()
+    }
+
+    fn cni(&self, command: &str, netns: &str) -> Output {
+        use std::io::Write;
+        let mut child = Command::new(Path::new(CNI_DIR).join("bridge"))
+            .env("CNI_COMMAND", command)
+            .env("CNI_CONTAINERID", netns)
+            .env("CNI_NETNS", format!("/var/run/netns/{netns}"))
+            .env("CNI_IFNAME", "eth0")
+            .env("CNI_PATH", CNI_DIR)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("CNI bridge plugin");
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(self.cni_conf().as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    }
+
+    /// A netns on the test's bridge; returns the container side's IPv4 address.
+    fn network(&mut self, name: &str) -> String {
+        let netns = format!("{}-{name}", self.prefix);
+        ok(
+            Command::new("ip")
+                .args(["netns", "add", &netns])
+                .output()
+                .unwrap(),
+            "ip netns add",
+        );
+        self.netns.push(netns.clone());
+        let out = ok(self.cni("ADD", &netns), "CNI ADD");
+        let result: Value = serde_json::from_str(&out).expect("CNI result");
+        let addr = result["ips"][0]["address"].as_str().expect("an address");
+        addr.split('/').next().unwrap().to_string()
+    }
+
+    /// Runs a labelled busybox container in a netns of its own; returns its address.
+    fn run(&mut self, name: &str, app: &str, cmd: &[&str]) -> String {
+        let ip = self.network(name);
+        let netns = format!("network:/var/run/netns/{}-{name}", self.prefix);
+        let label = format!("app={app}");
+        let mut args = vec![
+            "run",
+            "-d",
+            "--with-ns",
+            &netns,
+            "--label",
+            &label,
+            IMAGE,
+            name,
+        ];
+        args.extend_from_slice(cmd);
+        self.containers.push(name.to_string());
+        ok(self.ctr(&args), "ctr run");
+        ip
+    }
+
+    /// Starts the test's containerd (config.toml in the directory) and waits for its API.
+    fn start_containerd(&mut self) {
+        assert!(self.try_start_containerd(), "containerd did not come up");
+    }
+
+    /// [`Env::start_containerd`]; false when its API does not answer within 20 s.
+    fn try_start_containerd(&mut self) -> bool {
+        let d = self.dir.path();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(d.join("containerd.log"))
+            .unwrap();
+        self.containerd = Some(
+            Command::new("containerd")
+                .arg("--config")
+                .arg(d.join("config.toml"))
+                .stdout(log.try_clone().unwrap())
+                .stderr(log)
+                .spawn()
+                .expect("containerd"),
+        );
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !self.ctr(&["version"]).status.success() {
+            if Instant::now() > deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        true
+    }
+
+    /// Stops the test's containerd (its containers' shims keep them running).
+    fn stop_containerd(&mut self) {
+        if let Some(mut c) = self.containerd.take() {
+            // SAFETY: signalling the containerd we started.
+            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while c.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Kills and removes a container (task and container record).
+    fn remove(&mut self, name: &str) {
+        let _ = self.ctr(&["task", "kill", "-s", "SIGKILL", name]);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !self.ctr(&["task", "rm", name]).status.success() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.ctr(&["container", "rm", name]);
+        self.containers.retain(|c| c != name);
+    }
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        if let Some(mut a) = self.agent.take() {
+            // SAFETY: signalling the agent we started.
+            unsafe { libc::kill(a.id() as i32, libc::SIGTERM) };
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while a.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = a.kill();
+            let _ = a.wait();
+        }
+        // Containers left by a failure while containerd was down: bring it back to remove
+        // them.
+        if !self.containers.is_empty() && self.containerd.is_none() {
+            self.try_start_containerd();
+        }
+        if self.containerd.is_some() {
+            for c in self.containers.clone() {
+                self.remove(&c);
+            }
+        }
+        for n in std::mem::take(&mut self.netns) {
+            let _ = self.cni("DEL", &n);
+            let _ = Command::new("ip").args(["netns", "del", &n]).output();
+        }
+        self.stop_containerd();
+        // Shims of this containerd still running (a task that would not die): by pid.
+        let addr = self.sock.display().to_string();
+        for pid in shim_pids(&addr) {
+            // SAFETY: a process whose command line names our own containerd's socket.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.bridge])
+            .output();
+        // Mounts left under our root (rootfs of a task that was not deleted).
+        let root = self.dir.path().display().to_string();
+        if let Ok(m) = std::fs::read_to_string("/proc/self/mounts") {
+            let mut ours: Vec<&str> = m
+                .lines()
+                .filter_map(|l| l.split(' ').nth(1))
+                .filter(|p| p.starts_with(&root))
+                .collect();
+            ours.reverse();
+            for p in ours {
+                let _ = Command::new("umount").args(["-l", p]).output();
+            }
+        }
+    }
+}
+
+/// Processes whose command line mentions `addr` (containerd shims get `-address ADDR`).
+fn shim_pids(addr: &str) -> Vec<i32> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        if let Ok(c) = std::fs::read(e.path().join("cmdline"))
+            && String::from_utf8_lossy(&c).contains(addr)
+            && String::from_utf8_lossy(&c).contains("containerd-shim")
+        {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+/// A docker-archive of a busybox rootfs (with /www/index.html for httpd) in `dir`.
+fn build_image(dir: &Path) -> PathBuf {
+    let rootfs = dir.join("rootfs");
+    let out = dir.join("out");
+    std::fs::create_dir_all(rootfs.join("bin")).unwrap();
+    std::fs::create_dir_all(rootfs.join("www")).unwrap();
+    std::fs::create_dir_all(&out).unwrap();
+    std::fs::copy("/bin/busybox", rootfs.join("bin/busybox")).unwrap();
+    for t in ["sh", "httpd", "wget", "sleep", "cat", "ip"] {
+        std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(t)).unwrap();
+    }
+    std::fs::write(rootfs.join("www/index.html"), "hello from web\n").unwrap();
+    ok(
+        Command::new("tar")
+            .arg("-C")
+            .arg(&rootfs)
+            .arg("-cf")
+            .arg(out.join("layer.tar"))
+            .arg(".")
+            .output()
+            .unwrap(),
+        "tar layer",
+    );
+    let sum = ok(
+        Command::new("sha256sum")
+            .arg(out.join("layer.tar"))
+            .output()
+            .unwrap(),
+        "sha256sum",
+    );
+    let sum = sum.split_whitespace().next().unwrap().to_string();
+    let config = serde_json::json!({
+        "architecture": std::env::consts::ARCH.replace("x86_64", "amd64").replace("aarch64", "arm64"),
+        "os": "linux",
+        "config": {"Env": ["PATH=/bin"], "Cmd": ["sh"]},
+        "rootfs": {"type": "layers", "diff_ids": [format!("sha256:{sum}")]},
+    });
+    std::fs::write(out.join("config.json"), config.to_string()).unwrap();
+    let manifest = serde_json::json!([{
+        "Config": "config.json",
+        "RepoTags": ["hubble-e2e/busybox:latest"],
+        "Layers": ["layer.tar"],
+    }]);
+    std::fs::write(out.join("manifest.json"), manifest.to_string()).unwrap();
+    let archive = dir.join("busybox.tar");
+    ok(
+        Command::new("tar")
+            .arg("-C")
+            .arg(&out)
+            .arg("-cf")
+            .arg(&archive)
+            .args(["manifest.json", "config.json", "layer.tar"])
+            .output()
+            .unwrap(),
+        "tar image",
+    );
+    archive
+}
+
+fn flow_of(v: &Value) -> Option<&Value> {
+    v.get("flow")
+}
+
+fn labels(ep: &Value) -> Vec<String> {
+    ep["labels"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|l| l.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The pods named in the stored agent events of type `t`.
+fn event_pods(server: &str, t: &str) -> Vec<String> {
+    let events = all_events(server);
+    of_type(&events, t)
+        .iter()
+        .filter_map(|e| {
+            e["agent_event"]["endpoint_update"]["pod_name"]
+                .as_str()
+                .map(str::to_string)
+        })
+        .collect()
+}
+
+#[test]
+fn containerd_containers_are_endpoints_while_they_run() {
+    if !is_root() {
+        return skip_or_fail(TEST, "needs root");
+    }
+    for cmd in [
+        "containerd",
+        "ctr",
+        "runc",
+        "busybox",
+        "tar",
+        "sha256sum",
+        "ip",
+    ] {
+        if !have(cmd) {
+            return skip_or_fail(
+                TEST,
+                &format!(
+                    "{cmd} not found (apt-get install containerd runc containernetworking-plugins busybox-static)"
+                ),
+            );
+        }
+    }
+    if !Path::new(CNI_DIR).join("bridge").is_file() {
+        return skip_or_fail(TEST, "no CNI bridge plugin in /usr/lib/cni");
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+
+    // A socket named on the command line that is not there: one line, exit 1.
+    let missing = dir.path().join("missing.sock");
+    let o = Command::new(BIN)
+        .arg("run")
+        .arg("--containerd-socket")
+        .arg(&missing)
+        .args(["--listen-address", "", "--duration", "1s"])
+        .arg("--socket")
+        .arg(dir.path().join("unused.sock"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("no socket at") && err.contains("missing.sock"),
+        "{err}"
+    );
+
+    let id = std::process::id() % 100_000;
+    let mut env = Env {
+        sock: dir.path().join("containerd.sock"),
+        bridge: format!("hbctr{id}"),
+        prefix: format!("hbctr{id}"),
+        dir,
+        containerd: None,
+        agent: None,
+        containers: Vec::new(),
+        netns: Vec::new(),
+    };
+    let d = env.dir.path().to_path_buf();
+    let config = format!(
+        "version = 2\nroot = {:?}\nstate = {:?}\ndisabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n\
+         [grpc]\n  address = {:?}\n[ttrpc]\n  address = {:?}\n[debug]\n  address = {:?}\n",
+        d.join("root").display().to_string(),
+        d.join("state").display().to_string(),
+        env.sock.display().to_string(),
+        format!("{}.ttrpc", env.sock.display()),
+        d.join("debug.sock").display().to_string(),
+    );
+    std::fs::write(d.join("config.toml"), config).unwrap();
+    env.start_containerd();
+    let archive = build_image(&d.join("image"));
+    ok(
+        env.ctr(&["image", "import", archive.to_str().unwrap()]),
+        "ctr image import",
+    );
+
+    let web_ip = env.run("web", "web", &["httpd", "-f", "-p", "8080", "-h", "/www"]);
+    let client_ip = env.run("client", "client", &["sleep", "3600"]);
+
+    // The agent, without a lab.
+    let hubble_sock = d.join("hubble.sock");
+    let server = format!("unix://{}", hubble_sock.display());
+    let mut agent = Command::new(BIN)
+        .arg("run")
+        .arg("--containerd-socket")
+        .arg(&env.sock)
+        .arg("--socket")
+        .arg(&hubble_sock)
+        .args(["--listen-address", "", "--print-flows"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("hubble-agent run");
+    let stdout = agent.stdout.take().unwrap();
+    let stderr = agent.stderr.take().unwrap();
+    env.agent = Some(agent);
+    let (etx, erx) = mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            eprintln!("agent: {line}");
+            let _ = etx.send(line);
+        }
+    });
+    let (otx, orx) = mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = otx.send(line);
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut before = Vec::new();
+    loop {
+        match erx.recv_timeout(Duration::from_millis(200)) {
+            Ok(l) if l.contains("datapath attached") => break,
+            Ok(l) => before.push(l),
+            Err(_) => {
+                if let Some(st) = env.agent.as_mut().unwrap().try_wait().unwrap() {
+                    let msg = before.join("\n");
+                    if msg.contains("cannot load the eBPF datapath") {
+                        return skip_or_fail(TEST, &format!("no BPF: {msg}"));
+                    }
+                    panic!("agent exited early ({st}): {msg}");
+                }
+                assert!(Instant::now() < deadline, "agent did not attach in 30s");
+            }
+        }
+    }
+    assert!(
+        before
+            .iter()
+            .any(|l| l == "hubble-agent: containerd: 2 containers in namespace testns; 2 endpoints"),
+        "{before:#?}"
+    );
+
+    // Bounded traffic, only between the test's containers.
+    let url = format!("http://{web_ip}:8080/");
+    for i in 0..3 {
+        let exec_id = format!("wget{i}");
+        let body = ok(
+            env.ctr(&[
+                "task",
+                "exec",
+                "--exec-id",
+                &exec_id,
+                "client",
+                "wget",
+                "-q",
+                "-O-",
+                &url,
+            ]),
+            "wget from the client container",
+        );
+        assert_eq!(body, "hello from web\n");
+    }
+    let mut to_web: Option<Value> = None;
+    let mut from_web: Option<Value> = None;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while (to_web.is_none() || from_web.is_none()) && Instant::now() < deadline {
+        let Ok(l) = orx.recv_timeout(Duration::from_millis(100)) else {
+            continue;
+        };
+        let v: Value = serde_json::from_str(&l).expect("JSON line");
+        let Some(f) = flow_of(&v) else { continue };
+        let (s, dst) = (&f["source"], &f["destination"]);
+        if s["pod_name"] == "client" && dst["pod_name"] == "web" && f["IP"]["source"] == client_ip {
+            to_web = Some(f.clone());
+        }
+        if s["pod_name"] == "web" && dst["pod_name"] == "client" {
+            from_web = Some(f.clone());
+        }
+    }
+    let f = to_web.expect("a client → web flow");
+    assert!(from_web.is_some(), "a web → client flow");
+    assert_eq!(f["source"]["namespace"], NS);
+    assert_eq!(f["destination"]["namespace"], NS);
+    assert_eq!(labels(&f["source"]), ["container:app=client"]);
+    assert_eq!(labels(&f["destination"]), ["container:app=web"]);
+    let (si, di) = (
+        f["source"]["identity"].as_u64().unwrap(),
+        f["destination"]["identity"].as_u64().unwrap(),
+    );
+    assert!(si >= 256 && di >= 256 && si != di, "identities {si} {di}");
+    assert!(f["destination"]["ID"].is_u64());
+    assert_eq!(f["l4"]["TCP"]["destination_port"], 8080);
+
+    // A container started now is an endpoint within 1 s.
+    let created = event_pods(&server, "ENDPOINT_CREATED");
+    assert!(
+        created.contains(&"web".to_string()) && created.contains(&"client".to_string()),
+        "{created:?}"
+    );
+    env.run("late", "late", &["sleep", "3600"]);
+    let started = Instant::now();
+    loop {
+        if event_pods(&server, "ENDPOINT_CREATED").contains(&"late".to_string()) {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "no ENDPOINT_CREATED for the late container within 1 s"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    eprintln!("late container observed after {:?}", started.elapsed());
+
+    // Killed and removed: ENDPOINT_DELETED.
+    env.remove("late");
+    let removed = Instant::now();
+    loop {
+        if event_pods(&server, "ENDPOINT_DELETED").contains(&"late".to_string()) {
+            break;
+        }
+        assert!(
+            removed.elapsed() < Duration::from_secs(2),
+            "no ENDPOINT_DELETED for the removed container within 2 s"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let deleted = event_pods(&server, "ENDPOINT_DELETED");
+    assert!(
+        !deleted.contains(&"web".to_string()),
+        "web is still running: {deleted:?}"
+    );
+
+    // containerd restarts: the agent reconnects and resyncs, the running containers keep
+    // their endpoints (no second ENDPOINT_CREATED) and a container started afterwards is
+    // observed.
+    env.stop_containerd();
+    std::thread::sleep(Duration::from_millis(300));
+    env.start_containerd();
+    env.run("after", "after", &["sleep", "3600"]);
+    let restarted = Instant::now();
+    loop {
+        if event_pods(&server, "ENDPOINT_CREATED").contains(&"after".to_string()) {
+            break;
+        }
+        assert!(
+            restarted.elapsed() < Duration::from_secs(10),
+            "no ENDPOINT_CREATED after containerd restarted"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let created = event_pods(&server, "ENDPOINT_CREATED");
+    for pod in ["web", "client", "after"] {
+        assert_eq!(
+            created.iter().filter(|p| *p == pod).count(),
+            1,
+            "{pod}: {created:?}"
+        );
+    }
+    assert!(
+        !event_pods(&server, "ENDPOINT_DELETED").contains(&"web".to_string()),
+        "web lost its endpoint over the restart"
+    );
+
+    // A clean stop.
+    let mut agent = env.agent.take().unwrap();
+    // SAFETY: signalling the agent we started.
+    unsafe { libc::kill(agent.id() as i32, libc::SIGTERM) };
+    let status = agent.wait().unwrap();
+    assert!(status.success(), "agent exit: {status}");
+}

@@ -12,16 +12,14 @@
 //! Traffic flows only between the test's containers. Everything is torn down on failure too.
 //! Without root or the packages it skips, but fails when CI=true.
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
 mod common;
-use common::{all_events, of_type, skip_or_fail};
+use common::{all_events, of_type, skip_or_fail, spawn_attached_into};
 
 const BIN: &str = env!("CARGO_BIN_EXE_hubble-agent");
 const TEST: &str = "e2e containerd test";
@@ -451,51 +449,16 @@ fn containerd_containers_are_endpoints_while_they_run() {
     // The agent, without a lab.
     let hubble_sock = d.join("hubble.sock");
     let server = format!("unix://{}", hubble_sock.display());
-    let mut agent = Command::new(BIN)
-        .arg("run")
+    let mut cmd = Command::new(BIN);
+    cmd.arg("run")
         .arg("--containerd-socket")
         .arg(&env.sock)
         .arg("--socket")
         .arg(&hubble_sock)
-        .args(["--listen-address", "", "--print-flows"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("hubble-agent run");
-    let stdout = agent.stdout.take().unwrap();
-    let stderr = agent.stderr.take().unwrap();
-    env.agent = Some(agent);
-    let (etx, erx) = mpsc::channel::<String>();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            eprintln!("agent: {line}");
-            let _ = etx.send(line);
-        }
-    });
-    let (otx, orx) = mpsc::channel::<String>();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = otx.send(line);
-        }
-    });
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let mut before = Vec::new();
-    loop {
-        match erx.recv_timeout(Duration::from_millis(200)) {
-            Ok(l) if l.contains("datapath attached") => break,
-            Ok(l) => before.push(l),
-            Err(_) => {
-                if let Some(st) = env.agent.as_mut().unwrap().try_wait().unwrap() {
-                    let msg = before.join("\n");
-                    if msg.contains("cannot load the eBPF datapath") {
-                        return skip_or_fail(TEST, &format!("no BPF: {msg}"));
-                    }
-                    panic!("agent exited early ({st}): {msg}");
-                }
-                assert!(Instant::now() < deadline, "agent did not attach in 30s");
-            }
-        }
-    }
+        .args(["--listen-address", "", "--print-flows"]);
+    let Some((orx, _stderr, before)) = spawn_attached_into(&mut env.agent, &mut cmd, TEST) else {
+        return;
+    };
     assert!(
         before
             .iter()

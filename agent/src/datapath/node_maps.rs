@@ -10,7 +10,7 @@
 use std::net::IpAddr;
 
 use aya::maps::lpm_trie::{Key, LpmTrie};
-use aya::maps::{Array, HashMap};
+use aya::maps::{Array, HashMap, MapData};
 use aya::programs::SchedClassifier;
 use aya::programs::links::LinkOrder;
 use aya::programs::tc::{self, NlOptions, SchedClassifierLinkId, TcAttachOptions, TcAttachType};
@@ -33,21 +33,9 @@ pub fn has_tcx() -> bool {
     KernelVersion::current().is_ok_and(|v| v >= KernelVersion::new(6, 6, 0))
 }
 
+/// The LPM key of one address (a full-length prefix).
 fn ipcache_key(ip: IpAddr) -> Key<IpcacheAddr> {
-    let mut k = IpcacheAddr::default();
-    let bits = match ip {
-        IpAddr::V4(a) => {
-            k.family = FAMILY_IPV4;
-            k.addr[..4].copy_from_slice(&a.octets());
-            32
-        }
-        IpAddr::V6(a) => {
-            k.family = FAMILY_IPV6;
-            k.addr = a.octets();
-            128
-        }
-    };
-    Key::new(IPCACHE_STATIC_PREFIX + bits, k)
+    ipcache_prefix_key(ipnet::IpNet::from(ip))
 }
 
 /// The LPM key of a prefix: the address bits after the key's 32 static bits (pad and
@@ -119,6 +107,28 @@ impl Datapath {
             })?
             .try_into()
             .map_err(|source| DatapathError::Program { name, source })
+    }
+
+    fn ipcache_map(
+        &mut self,
+    ) -> Result<LpmTrie<&mut MapData, IpcacheAddr, IpcacheValue>, MapError> {
+        LpmTrie::try_from(self.map_mut(MAP_IPCACHE)?).map_err(|e| me(map_err(MAP_IPCACHE)(e)))
+    }
+
+    fn ipcache_insert(&mut self, k: Key<IpcacheAddr>, e: IpcacheEntry) -> Result<(), MapError> {
+        let v = IpcacheValue {
+            sec_identity: e.identity,
+            ep_id: e.ep_id,
+            flags: if e.local { IPCACHE_F_LOCAL_ENDPOINT } else { 0 },
+            pad: 0,
+        };
+        self.ipcache_map()?
+            .insert(&k, v, 0)
+            .map_err(|e| me(map_err(MAP_IPCACHE)(e)))
+    }
+
+    fn ipcache_remove(&mut self, k: Key<IpcacheAddr>) -> Result<(), MapError> {
+        deleted(self.ipcache_map()?.remove(&k), MAP_IPCACHE)
     }
 
     /// Attaches both programs to `iface` (ingress = from the pod, egress = to the pod).
@@ -201,24 +211,11 @@ impl NodeMaps for Datapath {
     }
 
     fn upsert_ipcache(&mut self, ip: IpAddr, e: IpcacheEntry) -> Result<(), MapError> {
-        let mut m: LpmTrie<_, IpcacheAddr, IpcacheValue> =
-            LpmTrie::try_from(self.map_mut(MAP_IPCACHE)?)
-                .map_err(|e| me(map_err(MAP_IPCACHE)(e)))?;
-        let v = IpcacheValue {
-            sec_identity: e.identity,
-            ep_id: e.ep_id,
-            flags: if e.local { IPCACHE_F_LOCAL_ENDPOINT } else { 0 },
-            pad: 0,
-        };
-        m.insert(&ipcache_key(ip), v, 0)
-            .map_err(|e| me(map_err(MAP_IPCACHE)(e)))
+        self.ipcache_insert(ipcache_key(ip), e)
     }
 
     fn delete_ipcache(&mut self, ip: IpAddr) -> Result<(), MapError> {
-        let mut m: LpmTrie<_, IpcacheAddr, IpcacheValue> =
-            LpmTrie::try_from(self.map_mut(MAP_IPCACHE)?)
-                .map_err(|e| me(map_err(MAP_IPCACHE)(e)))?;
-        deleted(m.remove(&ipcache_key(ip)), MAP_IPCACHE)
+        self.ipcache_remove(ipcache_key(ip))
     }
 
     fn upsert_ipcache_prefix(
@@ -226,24 +223,11 @@ impl NodeMaps for Datapath {
         net: ipnet::IpNet,
         e: IpcacheEntry,
     ) -> Result<(), MapError> {
-        let mut m: LpmTrie<_, IpcacheAddr, IpcacheValue> =
-            LpmTrie::try_from(self.map_mut(MAP_IPCACHE)?)
-                .map_err(|e| me(map_err(MAP_IPCACHE)(e)))?;
-        let v = IpcacheValue {
-            sec_identity: e.identity,
-            ep_id: e.ep_id,
-            flags: if e.local { IPCACHE_F_LOCAL_ENDPOINT } else { 0 },
-            pad: 0,
-        };
-        m.insert(&ipcache_prefix_key(net), v, 0)
-            .map_err(|e| me(map_err(MAP_IPCACHE)(e)))
+        self.ipcache_insert(ipcache_prefix_key(net), e)
     }
 
     fn delete_ipcache_prefix(&mut self, net: ipnet::IpNet) -> Result<(), MapError> {
-        let mut m: LpmTrie<_, IpcacheAddr, IpcacheValue> =
-            LpmTrie::try_from(self.map_mut(MAP_IPCACHE)?)
-                .map_err(|e| me(map_err(MAP_IPCACHE)(e)))?;
-        deleted(m.remove(&ipcache_prefix_key(net)), MAP_IPCACHE)
+        self.ipcache_remove(ipcache_prefix_key(net))
     }
 
     fn upsert_endpoint(&mut self, ifindex: u32, e: EndpointEntry) -> Result<(), MapError> {

@@ -120,6 +120,16 @@ pub fn spawn_attached_streams(
     cmd: &mut Command,
     test: &str,
 ) -> Option<(mpsc::Receiver<String>, mpsc::Receiver<String>, Vec<String>)> {
+    spawn_attached_into(&mut guard.agent, cmd, test)
+}
+
+/// [`spawn_attached_streams`] for an agent kept in `slot` (a test without a lab guard).
+#[allow(dead_code)]
+pub fn spawn_attached_into(
+    slot: &mut Option<Child>,
+    cmd: &mut Command,
+    test: &str,
+) -> Option<(mpsc::Receiver<String>, mpsc::Receiver<String>, Vec<String>)> {
     let mut agent = cmd
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -127,7 +137,7 @@ pub fn spawn_attached_streams(
         .expect("spawn hubble-agent run");
     let stdout = agent.stdout.take().unwrap();
     let stderr = agent.stderr.take().unwrap();
-    guard.agent = Some(agent);
+    *slot = Some(agent);
     let (etx, erx) = mpsc::channel::<String>();
     std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
@@ -148,7 +158,7 @@ pub fn spawn_attached_streams(
             Ok(l) if l.contains("datapath attached") => return Some((orx, erx, stderr_lines)),
             Ok(l) => stderr_lines.push(l),
             Err(_) => {
-                if let Some(status) = guard.agent.as_mut().unwrap().try_wait().unwrap() {
+                if let Some(status) = slot.as_mut().unwrap().try_wait().unwrap() {
                     let msg = stderr_lines.join("\n");
                     if msg.contains("cannot load the eBPF datapath") {
                         skip_or_fail(test, &format!("no BPF: {msg}"));

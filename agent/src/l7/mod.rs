@@ -130,7 +130,7 @@ impl L7Engine {
         }
         let (ev, pkt) = L7Notify::decode(sample).ok_or(L7Error::Truncated)?;
         let l3 = ev.flags & crate::monitor::abi::CLS_FLAG_L3_DEV != 0;
-        let parsed = packet::parse(pkt, l3);
+        let parsed = packet::parse_with_payload(pkt, l3);
         let seg = segment(&parsed, pkt).ok_or(L7Error::NoTransport)?;
         let response = ev.l7_flags & L7_F_RESPONSE != 0;
         let key: ConnKey = if response {

@@ -77,7 +77,8 @@ pub struct Packet {
     pub ip: Option<Ip>,
     pub l4: Option<L4>,
     pub last: Layer,
-    /// Where the TCP or UDP payload sits in the parsed bytes: (offset, length).
+    /// Where the TCP or UDP payload sits in the parsed bytes: (offset, length); only
+    /// [`parse_with_payload`] fills it and `tcp_seq`.
     pub payload: (u32, u32),
     /// The TCP sequence number (0 for other protocols).
     pub tcp_seq: u32,
@@ -100,6 +101,16 @@ fn be16(b: &[u8], o: usize) -> u16 {
 
 /// Decodes `data`; `l3_device` means the capture starts at the IP header (no Ethernet).
 pub fn parse(data: &[u8], l3_device: bool) -> Packet {
+    parse_layers::<false>(data, l3_device)
+}
+
+/// [`parse`], also finding the TCP/UDP payload and the TCP sequence number (for the L7
+/// parsers; trace events do not need them).
+pub fn parse_with_payload(data: &[u8], l3_device: bool) -> Packet {
+    parse_layers::<true>(data, l3_device)
+}
+
+fn parse_layers<const PAYLOAD: bool>(data: &[u8], l3_device: bool) -> Packet {
     let mut p = Packet::default();
     let (ethertype, rest) = if l3_device {
         match data.first().map(|b| b >> 4) {
@@ -196,8 +207,10 @@ pub fn parse(data: &[u8], l3_device: bool) -> Packet {
                 flags,
             });
             p.last = Layer::Tcp;
-            p.tcp_seq = u32::from_be_bytes([l4[4], l4[5], l4[6], l4[7]]);
-            p.payload = ((l4_off + data_off) as u32, (l4.len() - data_off) as u32);
+            if PAYLOAD {
+                p.tcp_seq = u32::from_be_bytes([l4[4], l4[5], l4[6], l4[7]]);
+                p.payload = ((l4_off + data_off) as u32, (l4.len() - data_off) as u32);
+            }
         }
         17 if l4.len() >= 8 => {
             p.l4 = Some(L4::Udp {
@@ -205,7 +218,9 @@ pub fn parse(data: &[u8], l3_device: bool) -> Packet {
                 dport: be16(l4, 2),
             });
             p.last = Layer::Udp;
-            p.payload = ((l4_off + 8) as u32, (l4.len() - 8) as u32);
+            if PAYLOAD {
+                p.payload = ((l4_off + 8) as u32, (l4.len() - 8) as u32);
+            }
         }
         132 if l4.len() >= 12 => {
             p.l4 = Some(L4::Sctp {

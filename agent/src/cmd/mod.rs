@@ -344,3 +344,16 @@ fn first_docker(args: &DatapathArgs) -> Result<FirstView> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Runtime;
+
+    #[test]
+    fn all_observes_containerd_and_docker_each_flag_one() {
+        assert!(Runtime::All.containerd() && Runtime::All.docker());
+        assert!(Runtime::Containerd.containerd() && !Runtime::Containerd.docker());
+        assert!(Runtime::Docker.docker() && !Runtime::Docker.containerd());
+        assert!(!Runtime::None.containerd() && !Runtime::None.docker());
+    }
+}

@@ -8,7 +8,8 @@
 //! them carry container names, the `docker` namespace and `container:` labels; a container
 //! started later is an endpoint within 1 s (ENDPOINT_CREATED), a removed one is gone
 //! (ENDPOINT_DELETED); dockerd restarting is followed (reconnect, resync, no duplicate
-//! endpoints); a missing socket named on the command line is one line and exit 1.
+//! endpoints); a missing socket named on the command line is one line and exit 1. With
+//! both runtimes on, the containerd source leaves dockerd's `moby` namespace to Docker.
 //! Traffic flows only between the test's containers. Everything is torn down on failure too.
 //! Without root or the packages it skips, but fails when CI=true.
 
@@ -372,6 +373,51 @@ fn docker_containers_are_endpoints_while_they_run() {
 
     let web_ip = env.run("web", "web", &["httpd", "-f", "-p", "8080", "-h", "/www"]);
     let client_ip = env.run("client", "client", &["sleep", "3600"]);
+
+    // dockerd's containers are also in its containerd's `moby` namespace: with both
+    // runtimes on, containerd leaves them to Docker (no endpoint twice).
+    let ctrd = d.join("exec/containerd/containerd.sock");
+    if ctrd.exists() {
+        let o = Command::new(BIN)
+            .args(["run", "--runtime", "containerd", "--containerd-socket"])
+            .arg(&ctrd)
+            .args(["--listen-address", "", "--duration", "1s"])
+            .arg("--socket")
+            .arg(d.join("ctrd.sock"))
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            err.contains("containerd: 2 containers in namespace moby; 2 endpoints"),
+            "containerd alone sees dockerd's containers in moby: {err}"
+        );
+        let o = Command::new(BIN)
+            .args(["run", "--runtime", "all", "--containerd-socket"])
+            .arg(&ctrd)
+            .arg("--docker-socket")
+            .arg(&env.sock)
+            .args(["--listen-address", "", "--duration", "1s"])
+            .arg("--socket")
+            .arg(d.join("both.sock"))
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(o.status.success(), "{err}");
+        assert!(
+            err.lines()
+                .any(|l| l.starts_with("hubble-agent: containerd: ")
+                    && l.ends_with("; 0 endpoints")
+                    && !l.contains("moby")),
+            "{err}"
+        );
+        assert!(
+            err.contains("hubble-agent: docker: 2 containers; 2 endpoints"),
+            "{err}"
+        );
+        assert!(err.contains("datapath attached to 2 endpoints"), "{err}");
+    } else {
+        eprintln!("dockerd runs on another containerd: the moby check is left out");
+    }
 
     // The agent, without a lab, observing this dockerd only.
     let hubble_sock = d.join("hubble.sock");

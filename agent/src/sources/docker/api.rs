@@ -163,8 +163,9 @@ impl Client {
         Ok(resp)
     }
 
-    /// The JSON body of `GET path`, bounded in size and time.
-    async fn get_json<T: serde::de::DeserializeOwned>(&self, path: &str) -> Result<T, String> {
+    /// The status and body of `GET path`, the body bounded to [`MAX_RESPONSE`], all within
+    /// the call's timeout.
+    async fn get_body(&self, path: &str) -> Result<(hyper::StatusCode, BytesMut), String> {
         let call = async {
             let resp = self.get(path).await?;
             let status = resp.status();
@@ -179,31 +180,42 @@ impl Client {
                     buf.extend_from_slice(&data);
                 }
             }
-            if !status.is_success() {
-                return Err(format!("GET {path}: {status}: {}", error_message(&buf)));
-            }
-            serde_json::from_slice(&buf).map_err(|e| format!("GET {path}: {e}"))
+            Ok((status, buf))
         };
         tokio::time::timeout(self.timeout, call)
             .await
             .map_err(|_| format!("GET {path}: timed out"))?
     }
 
-    /// The running containers.
-    pub async fn containers(&self) -> Result<Vec<Summary>, String> {
-        self.get_json(&format!("/{VERSION}/containers/json")).await
+    /// The JSON of a successful answer to `GET path`; `None` for 404 (no such object).
+    async fn get_json<T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+    ) -> Result<Option<T>, String> {
+        let (status, body) = self.get_body(path).await?;
+        if status == hyper::StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        if !status.is_success() {
+            return Err(format!("GET {path}: {status}: {}", error_message(&body)));
+        }
+        serde_json::from_slice(&body)
+            .map(Some)
+            .map_err(|e| format!("GET {path}: {e}"))
     }
 
-    /// One container in full; `None` when it is gone (404).
+    /// The running containers.
+    pub async fn containers(&self) -> Result<Vec<Summary>, String> {
+        let path = format!("/{VERSION}/containers/json");
+        self.get_json(&path)
+            .await?
+            .ok_or_else(|| format!("GET {path}: 404 Not Found"))
+    }
+
+    /// One container in full; `None` when it is gone.
     pub async fn inspect(&self, id: &str) -> Result<Option<Inspect>, String> {
-        match self
-            .get_json(&format!("/{VERSION}/containers/{id}/json"))
+        self.get_json(&format!("/{VERSION}/containers/{id}/json"))
             .await
-        {
-            Ok(i) => Ok(Some(i)),
-            Err(e) if e.contains(": 404 ") => Ok(None),
-            Err(e) => Err(e),
-        }
     }
 
     /// The container event stream (its body), once dockerd answered.

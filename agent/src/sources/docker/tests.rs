@@ -243,8 +243,8 @@ fn a_missing_socket_is_one_line() {
     assert_eq!(e, format!("no socket at {}", sock.display()));
 }
 
-/// A fake dockerd on a unix socket: answers the list and inspect of one container, and
-/// refuses an unknown one with 404.
+/// A fake dockerd on a unix socket: answers the list and inspect of one container, refuses
+/// an unknown one with 404 and fails another with 500.
 #[tokio::test]
 async fn the_client_lists_and_inspects_over_http() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -275,6 +275,11 @@ async fn the_client_lists_and_inspects_over_http() {
                     ("200 OK", LIST.to_string())
                 } else if line.starts_with("GET /v1.41/containers/4f08/json ") {
                     ("200 OK", INSPECT.to_string())
+                } else if line.starts_with("GET /v1.41/containers/boom/json ") {
+                    (
+                        "500 Internal Server Error",
+                        r#"{"message":"boom"}"#.to_string(),
+                    )
                 } else {
                     (
                         "404 Not Found",
@@ -293,4 +298,6 @@ async fn the_client_lists_and_inspects_over_http() {
     assert_eq!(c.containers().await.unwrap().len(), 2);
     assert_eq!(c.inspect("4f08").await.unwrap().unwrap().state.pid, 16689);
     assert_eq!(c.inspect("gone").await.unwrap(), None);
+    let e = c.inspect("boom").await.unwrap_err();
+    assert!(e.ends_with("500 Internal Server Error: boom"), "{e}");
 }

@@ -98,7 +98,7 @@ pub fn host_side(
 }
 
 /// The name of interface `index` in the calling thread's netns.
-pub fn if_name(index: u32) -> Option<String> {
+fn if_name(index: u32) -> Option<String> {
     let mut buf = [0 as libc::c_char; libc::IF_NAMESIZE];
     // SAFETY: buf has IF_NAMESIZE bytes, as if_indextoname requires.
     let p = unsafe { libc::if_indextoname(index, buf.as_mut_ptr()) };
@@ -111,7 +111,7 @@ pub fn if_name(index: u32) -> Option<String> {
 }
 
 /// `/sys/class/net/NAME/iflink` (sysfs shows the agent's netns when the agent did not move).
-pub fn if_link(name: &str) -> Option<u32> {
+fn if_link(name: &str) -> Option<u32> {
     std::fs::read_to_string(format!("/sys/class/net/{name}/iflink"))
         .ok()?
         .trim()
@@ -175,7 +175,7 @@ fn probe_one(own_netns: u64, pid: u32) -> Probe {
 }
 
 /// [`probe_all`] on a fresh std thread, awaited without blocking the runtime.
-pub async fn probe_on_thread(pids: Vec<u32>) -> Vec<Probe> {
+async fn probe_on_thread(pids: Vec<u32>) -> Vec<Probe> {
     if pids.is_empty() {
         return Vec::new();
     }

@@ -6,7 +6,8 @@ use std::process::Command;
 use anyhow::{Context, bail};
 
 /// System packages the build (eBPF C, clang) and the end-to-end tests (ip, ping, tmux; a
-/// containerd of their own with runc, CNI plugins and a static busybox for its image) need.
+/// containerd of their own with runc, CNI plugins and a static busybox for its image; a
+/// dockerd of their own) need.
 const PACKAGES: &[&str] = &[
     "clang",
     "llvm",
@@ -19,6 +20,7 @@ const PACKAGES: &[&str] = &[
     "runc",
     "containernetworking-plugins",
     "busybox-static",
+    "docker.io",
 ];
 
 fn run(cmd: &mut Command) -> anyhow::Result<()> {

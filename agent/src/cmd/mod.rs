@@ -21,6 +21,7 @@ use crate::daemon::Node;
 use crate::datapath::{self, Aggregation, node_maps::has_tcx};
 use crate::model::Change;
 use crate::sources::containerd::{self, Containerd};
+use crate::sources::docker::{self, Docker};
 use crate::sources::lab::Lab;
 
 pub use crate::flows::Counters;
@@ -48,6 +49,10 @@ pub struct DatapathArgs {
     /// when missing; a socket named here must be there).
     #[arg(long, value_name = "PATH", conflicts_with = "lab")]
     pub containerd_socket: Option<PathBuf>,
+    /// dockerd's socket (default: /var/run/docker.sock, skipped with one line when missing;
+    /// a socket named here must be there).
+    #[arg(long, value_name = "PATH", conflicts_with = "lab")]
+    pub docker_socket: Option<PathBuf>,
     /// Monitor aggregation level (Cilium's meaning).
     #[arg(long, value_enum, default_value_t = Aggregation::Medium)]
     pub aggregation: Aggregation,
@@ -71,10 +76,9 @@ pub struct DatapathArgs {
 /// The container runtimes a host agent observes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Runtime {
-    /// Every runtime found (today: containerd).
+    /// Every runtime found: containerd (less its `moby` namespace, Docker's) and Docker.
     All,
     Containerd,
-    /// Docker (not observed yet).
     Docker,
     /// None: the host's node identity only.
     None,
@@ -83,6 +87,10 @@ pub enum Runtime {
 impl Runtime {
     fn containerd(self) -> bool {
         matches!(self, Runtime::All | Runtime::Containerd)
+    }
+
+    fn docker(self) -> bool {
+        matches!(self, Runtime::All | Runtime::Docker)
     }
 }
 
@@ -217,40 +225,16 @@ pub fn start_host(args: &DatapathArgs, extra: Extra<'_>) -> Result<Started> {
     let mut watchers: Vec<crate::sources::Watcher> = Vec::new();
     let mut found: Vec<String> = Vec::new();
     if args.runtime.containerd() {
-        let explicit = args.containerd_socket.is_some();
-        let socket = args
-            .containerd_socket
-            .clone()
-            .unwrap_or_else(|| PathBuf::from(containerd::DEFAULT_SOCKET));
-        let mut source = Containerd::new(&socket);
-        // The first listing, on a runtime of its own that is gone before the node's.
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .context("building a tokio runtime")?;
-        let first = rt.block_on(async {
-            let client = source.connect().await?;
-            source.sync(&client).await
-        });
-        drop(rt);
-        match first {
-            Ok((changes, report)) => {
-                eprintln!("hubble-agent: containerd: {report}");
-                found.push(format!("containerd ({} endpoints)", report.endpoints));
-                initial.extend(changes);
-            }
-            Err(e) if explicit || args.runtime == Runtime::Containerd => {
-                bail!("containerd: {e}");
-            }
-            Err(e) => {
-                eprintln!("hubble-agent: containerd: {e} (retrying in the background)");
-                source.set_down(e);
-            }
-        }
-        watchers.push(source.watcher());
+        let (changes, watcher, summary) = first_containerd(args)?;
+        initial.extend(changes);
+        watchers.push(watcher);
+        found.extend(summary);
     }
-    if args.runtime == Runtime::Docker {
-        eprintln!("hubble-agent: docker: not observed yet (only containerd is)");
+    if args.runtime.docker() {
+        let (changes, watcher, summary) = first_docker(args)?;
+        initial.extend(changes);
+        watchers.push(watcher);
+        found.extend(summary);
     }
     if !has_tcx() {
         // Leftovers of a crashed run on a kernel without TCX: its clsact qdiscs.
@@ -288,4 +272,88 @@ pub fn start_host(args: &DatapathArgs, extra: Extra<'_>) -> Result<Started> {
         watchers,
         peers: Vec::new(),
     })
+}
+
+/// The first view of a runtime source: its changes, its watcher and, when it answered, a
+/// summary for the banner.
+type FirstView = (Vec<Change>, crate::sources::Watcher, Option<String>);
+
+/// A tokio runtime for a source's first listing, gone before the node's.
+fn first_runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("building a tokio runtime")
+}
+
+/// containerd's first listing (its `moby` namespace left to Docker when that is observed
+/// too). A socket named on the command line, or `--runtime containerd`, must answer.
+fn first_containerd(args: &DatapathArgs) -> Result<FirstView> {
+    let explicit = args.containerd_socket.is_some();
+    let socket = args
+        .containerd_socket
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(containerd::DEFAULT_SOCKET));
+    let mut source = Containerd::new(&socket);
+    if args.runtime.docker() {
+        source.skip_namespace(containerd::MOBY_NAMESPACE);
+    }
+    let first = first_runtime()?.block_on(async {
+        let client = source.connect().await?;
+        source.sync(&client).await
+    });
+    match first {
+        Ok((changes, report)) => {
+            eprintln!("hubble-agent: containerd: {report}");
+            let summary = format!("containerd ({} endpoints)", report.endpoints);
+            Ok((changes, source.watcher(), Some(summary)))
+        }
+        Err(e) if explicit || args.runtime == Runtime::Containerd => bail!("containerd: {e}"),
+        Err(e) => {
+            eprintln!("hubble-agent: containerd: {e} (retrying in the background)");
+            source.set_down(e);
+            Ok((Vec::new(), source.watcher(), None))
+        }
+    }
+}
+
+/// Docker's first listing. A socket named on the command line, or `--runtime docker`, must
+/// answer.
+fn first_docker(args: &DatapathArgs) -> Result<FirstView> {
+    let explicit = args.docker_socket.is_some();
+    let socket = args
+        .docker_socket
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(docker::DEFAULT_SOCKET));
+    let mut source = Docker::new(&socket);
+    let first = first_runtime()?.block_on(async {
+        let client = source.client()?;
+        source.sync(&client).await
+    });
+    match first {
+        Ok((changes, report)) => {
+            eprintln!("hubble-agent: docker: {report}");
+            let summary = format!("docker ({} endpoints)", report.endpoints);
+            Ok((changes, source.watcher(), Some(summary)))
+        }
+        Err(e) if explicit || args.runtime == Runtime::Docker => bail!("docker: {e}"),
+        Err(e) => {
+            eprintln!("hubble-agent: docker: {e} (retrying in the background)");
+            source.set_down(e);
+            Ok((Vec::new(), source.watcher(), None))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Runtime;
+
+    #[test]
+    fn all_observes_containerd_and_docker_each_flag_one() {
+        assert!(Runtime::All.containerd() && Runtime::All.docker());
+        assert!(Runtime::Containerd.containerd() && !Runtime::Containerd.docker());
+        assert!(Runtime::Docker.docker() && !Runtime::Docker.containerd());
+        assert!(!Runtime::None.containerd() && !Runtime::None.docker());
+    }
 }

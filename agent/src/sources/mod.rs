@@ -6,12 +6,18 @@
 //!   directory (`run --policy-dir`).
 //! - [`host`]: the machine the agent runs on (node name and addresses), without a lab.
 //! - [`containerd`]: containerd's containers and Kubernetes pods (CRI), followed live.
+//! - [`docker`]: the Docker Engine's containers, followed live.
+//! - [`netns`]: a container's veth and addresses, read from its netns (containerd, docker).
+//! - [`endpoints`]: the endpoint diff, DNS visibility and skip reports they share.
 //! - [`netlink`]: rtnetlink dumps of links and addresses, shared by the host sources.
 
 pub mod containerd;
+pub mod docker;
+pub mod endpoints;
 pub mod host;
 pub mod lab;
 pub mod netlink;
+pub mod netns;
 pub mod policy_files;
 
 use std::future::Future;

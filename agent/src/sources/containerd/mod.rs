@@ -9,10 +9,12 @@
 //! - Other containers are endpoints of their own (`containerd:<ns>/<id>`), labelled
 //!   `container:KEY=VALUE`, named by their id in their containerd namespace.
 //!
-//! The network is read, never changed: a dedicated thread enters each container's netns
-//! (`/proc/<pid>/ns/net`) and dumps its links and addresses over rtnetlink; the veth's
-//! peer index names the host-side interface in the agent's netns. Containers sharing the
-//! host netns or without a veth (macvlan, none) are skipped, each reported once.
+//! The network is read, never changed ([`super::netns`]): the veth's peer index names the
+//! host-side interface in the agent's netns. Containers sharing the host netns or without a
+//! veth (macvlan, none) are skipped, each reported once.
+//!
+//! With the Docker source on too, containerd's `moby` namespace (dockerd's containers) is
+//! left to it ([`Containerd::skip_namespace`]): Docker names and labels them.
 //!
 //! Live: the watcher subscribes to task and container events and lists again on each (and
 //! every [`RESYNC`]), sending only what changed; when containerd goes away it reconnects
@@ -23,14 +25,14 @@ pub mod api;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use tokio::sync::mpsc;
 
-use super::netlink::{self, Addr, Link};
-use crate::model::{Change, EndpointSpec, L7Kind, L7Visibility};
+use super::endpoints::{Skips, diff, dns_visibility};
+use super::netns::{Located, locate};
+use crate::model::{Change, EndpointSpec};
 use api::Client;
 
 /// containerd's default socket.
@@ -41,6 +43,8 @@ pub const RESYNC: Duration = Duration::from_secs(10);
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long one full listing may take.
 pub const LIST_TIMEOUT: Duration = Duration::from_secs(10);
+/// containerd's namespace of dockerd's containers.
+pub const MOBY_NAMESPACE: &str = "moby";
 /// containerd's namespace of Kubernetes (CRI) containers.
 pub const K8S_NAMESPACE: &str = "k8s.io";
 /// The event topics after which the watcher lists again.
@@ -145,207 +149,6 @@ pub fn candidate(c: &Listed) -> Option<Candidate> {
     })
 }
 
-/// A container's side of its network: its veth and the veth's addresses.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NetInfo {
-    pub ifindex: u32,
-    pub ifname: String,
-    /// The peer's index (in the namespace holding the peer: the host's, for CNI bridges).
-    pub peer_ifindex: u32,
-    pub ips: Vec<IpAddr>,
-}
-
-/// What looking into a container's netns gave.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Probe {
-    Net(NetInfo),
-    /// Not an endpoint, and why (reported once).
-    Skip(String),
-    /// The process is gone (the container stopped meanwhile): nothing to say.
-    Gone,
-}
-
-/// The container's veth (`eth0` first) and its addresses among `links` and `addrs`.
-pub fn choose_veth(links: &[Link], addrs: &[Addr]) -> Result<NetInfo, String> {
-    let veths = links
-        .iter()
-        .filter(|l| l.kind == "veth" && l.link.is_some_and(|p| p > 0));
-    let chosen = veths
-        .clone()
-        .find(|l| l.name == "eth0")
-        .or_else(|| veths.clone().next());
-    let Some(l) = chosen else {
-        let others: Vec<String> = links
-            .iter()
-            .filter(|l| l.name != "lo")
-            .map(|l| {
-                if l.kind.is_empty() {
-                    l.name.clone()
-                } else {
-                    format!("{} ({})", l.name, l.kind)
-                }
-            })
-            .collect();
-        return Err(if others.is_empty() {
-            "no network interface but loopback".to_string()
-        } else {
-            format!("no veth interface ({})", others.join(", "))
-        });
-    };
-    let mut ips: Vec<IpAddr> = addrs
-        .iter()
-        .filter(|a| a.index == l.index && super::host::is_host_address(&a.ip))
-        .map(|a| a.ip)
-        .collect();
-    ips.sort();
-    ips.dedup();
-    if ips.is_empty() {
-        return Err(format!("{} has no address", l.name));
-    }
-    Ok(NetInfo {
-        ifindex: l.index,
-        ifname: l.name.clone(),
-        peer_ifindex: l.link.unwrap_or(0),
-        ips,
-    })
-}
-
-/// The host-side interface of a container's veth: the interface with the peer's index in
-/// the agent's netns (`name_of`), which must point back at the container's side
-/// (`iflink_of`, when known).
-pub fn host_side(
-    net: &NetInfo,
-    name_of: impl Fn(u32) -> Option<String>,
-    iflink_of: impl Fn(&str) -> Option<u32>,
-) -> Result<String, String> {
-    let name = name_of(net.peer_ifindex).ok_or_else(|| {
-        format!(
-            "the peer of {} (ifindex {}) is not in the agent's network namespace",
-            net.ifname, net.peer_ifindex
-        )
-    })?;
-    match iflink_of(&name) {
-        Some(i) if i != net.ifindex => Err(format!(
-            "{name} (ifindex {}) is not the peer of the container's {} (its peer is ifindex {i})",
-            net.peer_ifindex, net.ifname
-        )),
-        _ => Ok(name),
-    }
-}
-
-/// The name of interface `index` in the calling thread's netns.
-fn if_name(index: u32) -> Option<String> {
-    let mut buf = [0 as libc::c_char; libc::IF_NAMESIZE];
-    // SAFETY: buf has IF_NAMESIZE bytes, as if_indextoname requires.
-    let p = unsafe { libc::if_indextoname(index, buf.as_mut_ptr()) };
-    if p.is_null() {
-        return None;
-    }
-    // SAFETY: on success buf holds a NUL-terminated name.
-    let s = unsafe { std::ffi::CStr::from_ptr(buf.as_ptr()) };
-    Some(s.to_string_lossy().into_owned())
-}
-
-/// `/sys/class/net/NAME/iflink` (sysfs shows the agent's netns when the agent did not move).
-fn if_link(name: &str) -> Option<u32> {
-    std::fs::read_to_string(format!("/sys/class/net/{name}/iflink"))
-        .ok()?
-        .trim()
-        .parse()
-        .ok()
-}
-
-fn netns_inode(path: &str) -> std::io::Result<u64> {
-    Ok(std::fs::metadata(path)?.ino())
-}
-
-/// Looks into the netns of each pid, on a thread of its own (setns changes the calling
-/// thread; no tokio worker ever enters a container's netns). The thread ends afterwards.
-fn probe_all(pids: Vec<u32>) -> Vec<Probe> {
-    let own = netns_inode("/proc/thread-self/ns/net");
-    let own = match own {
-        Ok(i) => i,
-        Err(e) => {
-            let why = format!("reading the agent's netns: {e}");
-            return pids.iter().map(|_| Probe::Skip(why.clone())).collect();
-        }
-    };
-    pids.into_iter().map(|pid| probe_one(own, pid)).collect()
-}
-
-fn probe_one(own_netns: u64, pid: u32) -> Probe {
-    let path = format!("/proc/{pid}/ns/net");
-    let gone = |e: &std::io::Error| e.kind() == std::io::ErrorKind::NotFound;
-    match netns_inode(&path) {
-        Ok(i) if i == own_netns => {
-            return Probe::Skip("shares the host network namespace".to_string());
-        }
-        Ok(_) => {}
-        Err(e) if gone(&e) => return Probe::Gone,
-        Err(e) => return Probe::Skip(format!("{path}: {e}")),
-    }
-    let f = match std::fs::File::open(&path) {
-        Ok(f) => f,
-        Err(e) if gone(&e) => return Probe::Gone,
-        Err(e) => return Probe::Skip(format!("{path}: {e}")),
-    };
-    use std::os::fd::AsRawFd;
-    // SAFETY: setns on an open netns fd; it changes this (dedicated) thread only.
-    if unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-        return Probe::Skip(format!(
-            "entering its netns: {}",
-            std::io::Error::last_os_error()
-        ));
-    }
-    let read = || -> std::io::Result<(Vec<Link>, Vec<Addr>)> {
-        let s = netlink::Socket::open()?;
-        Ok((s.links()?, s.addrs()?))
-    };
-    match read() {
-        Ok((links, addrs)) => match choose_veth(&links, &addrs) {
-            Ok(n) => Probe::Net(n),
-            Err(why) => Probe::Skip(why),
-        },
-        Err(e) => Probe::Skip(format!("reading its interfaces: {e}")),
-    }
-}
-
-/// [`probe_all`] on a fresh std thread, awaited without blocking the runtime.
-async fn probe_on_thread(pids: Vec<u32>) -> Vec<Probe> {
-    if pids.is_empty() {
-        return Vec::new();
-    }
-    let n = pids.len();
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    let spawned = std::thread::Builder::new()
-        .name("containerd-netns".into())
-        .spawn(move || {
-            let _ = tx.send(probe_all(pids));
-        });
-    let why = match spawned {
-        Ok(_) => match rx.await {
-            Ok(p) => return p,
-            Err(_) => "the netns thread panicked".to_string(),
-        },
-        Err(e) => format!("starting the netns thread: {e}"),
-    };
-    (0..n).map(|_| Probe::Skip(why.clone())).collect()
-}
-
-/// L7 visibility of every container: DNS on egress port 53 (UDP and TCP), as the lab's
-/// default.
-fn l7_default() -> Vec<L7Visibility> {
-    [17, 6]
-        .into_iter()
-        .map(|proto| L7Visibility {
-            ingress: false,
-            port: 53,
-            proto,
-            kind: L7Kind::Dns,
-        })
-        .collect()
-}
-
 /// The endpoint of a candidate whose veth's host side is `ifname`.
 pub fn endpoint(c: &Candidate, ifname: String, ips: Vec<IpAddr>) -> EndpointSpec {
     EndpointSpec {
@@ -357,27 +160,8 @@ pub fn endpoint(c: &Candidate, ifname: String, ips: Vec<IpAddr>) -> EndpointSpec
         ips,
         ifname,
         attach: true,
-        l7: l7_default(),
+        l7: dns_visibility(),
     }
-}
-
-/// The changes taking a model that knows `old` to `new`: removals first, then upserts of
-/// what is new or different.
-pub fn diff(
-    old: &BTreeMap<String, EndpointSpec>,
-    new: &BTreeMap<String, EndpointSpec>,
-) -> Vec<Change> {
-    let mut out: Vec<Change> = old
-        .keys()
-        .filter(|k| !new.contains_key(*k))
-        .map(|k| Change::EndpointRemove { key: k.clone() })
-        .collect();
-    out.extend(
-        new.iter()
-            .filter(|(k, e)| old.get(*k) != Some(e))
-            .map(|(_, e)| Change::EndpointUpsert(e.clone())),
-    );
-    out
 }
 
 /// One listing of containerd: its namespaces and every container with its task's pid.
@@ -387,9 +171,12 @@ pub struct Listing {
     pub containers: Vec<Listed>,
 }
 
-async fn list(client: &Client) -> Result<Listing, String> {
+/// Lists every namespace but those of `skip`.
+async fn list(client: &Client, skip: &BTreeSet<String>) -> Result<Listing, String> {
+    let mut namespaces = client.namespaces().await?;
+    namespaces.retain(|n| !skip.contains(n));
     let mut listing = Listing {
-        namespaces: client.namespaces().await?,
+        namespaces,
         containers: Vec::new(),
     };
     for ns in &listing.namespaces {
@@ -460,7 +247,9 @@ pub struct Containerd {
     socket: PathBuf,
     known: BTreeMap<String, EndpointSpec>,
     /// Skipped containers and the reason last printed for each.
-    reported: BTreeMap<String, String>,
+    reported: Skips,
+    /// Namespaces not listed (another source's).
+    skip: BTreeSet<String>,
     /// Why containerd could not be reached, as last printed (not repeated by the watcher).
     down: Option<String>,
 }
@@ -470,7 +259,8 @@ impl Containerd {
         Containerd {
             socket: socket.to_path_buf(),
             known: BTreeMap::new(),
-            reported: BTreeMap::new(),
+            reported: Skips::default(),
+            skip: BTreeSet::new(),
             down: None,
         }
     }
@@ -478,6 +268,11 @@ impl Containerd {
     /// Notes that containerd could not be reached for `why`, already said to the user.
     pub fn set_down(&mut self, why: String) {
         self.down = Some(why);
+    }
+
+    /// Leaves containerd namespace `ns` alone (another source observes it).
+    pub fn skip_namespace(&mut self, ns: &str) {
+        self.skip.insert(ns.to_string());
     }
 
     pub fn socket(&self) -> &Path {
@@ -491,33 +286,28 @@ impl Containerd {
 
     /// Lists containerd and returns the changes since the last sync.
     pub async fn sync(&mut self, client: &Client) -> Result<(Vec<Change>, SyncReport), String> {
-        let listing = tokio::time::timeout(LIST_TIMEOUT, list(client))
+        let listing = tokio::time::timeout(LIST_TIMEOUT, list(client, &self.skip))
             .await
             .map_err(|_| "listing containers: timed out".to_string())??;
         let cands: Vec<Candidate> = listing.containers.iter().filter_map(candidate).collect();
-        let probes = probe_on_thread(cands.iter().map(|c| c.pid).collect()).await;
+        let found = locate(cands.iter().map(|c| c.pid).collect()).await;
         let mut next = BTreeMap::new();
-        for (c, probe) in cands.iter().zip(probes) {
-            let res = match probe {
-                Probe::Gone => continue,
-                Probe::Skip(why) => Err(why),
-                Probe::Net(n) => host_side(&n, if_name, if_link).map(|ifname| (ifname, n.ips)),
-            };
-            match res {
-                Ok((ifname, ips)) => {
-                    self.reported.remove(&c.key);
+        for (c, found) in cands.iter().zip(found) {
+            match found {
+                Located::Gone => {}
+                Located::Veth { ifname, ips } => {
+                    self.reported.forget(&c.key);
                     next.insert(c.key.clone(), endpoint(c, ifname, ips));
                 }
-                Err(why) => {
-                    if self.reported.get(&c.key) != Some(&why) {
+                Located::Skip(why) => {
+                    if self.reported.is_new(&c.key, &why) {
                         eprintln!("hubble-agent: containerd: {} skipped: {why}", c.container);
-                        self.reported.insert(c.key.clone(), why);
                     }
                 }
             }
         }
-        let live: BTreeSet<&String> = cands.iter().map(|c| &c.key).collect();
-        self.reported.retain(|k, _| live.contains(k));
+        let live: BTreeSet<&str> = cands.iter().map(|c| c.key.as_str()).collect();
+        self.reported.retain(|k| live.contains(k));
         let changes = diff(&self.known, &next);
         let report = SyncReport {
             containers: listing.containers.len(),

@@ -1,4 +1,6 @@
 use super::*;
+use crate::sources::netlink::{Addr, Link};
+use crate::sources::netns::{NetInfo, choose_veth, host_side};
 
 fn listed(ns: &str, id: &str, labels: &[(&str, &str)], pid: Option<u32>) -> Listed {
     Listed {

@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 mod common;
+use common::runtime::{build_image, have, kill_shims, ok, unmount_under};
 use common::{all_events, of_type, skip_or_fail, spawn_attached_into};
 
 const BIN: &str = env!("CARGO_BIN_EXE_hubble-agent");
@@ -31,23 +32,6 @@ const CNI_DIR: &str = "/usr/lib/cni";
 fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions.
     unsafe { libc::geteuid() == 0 }
-}
-
-fn have(cmd: &str) -> bool {
-    Command::new("sh")
-        .args(["-c", &format!("command -v {cmd}")])
-        .output()
-        .is_ok_and(|o| o.status.success())
-}
-
-fn ok(o: Output, what: &str) -> String {
-    assert!(
-        o.status.success(),
-        "{what}: {}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
 /// Everything the test starts, torn down in reverse whatever happens.
@@ -239,104 +223,13 @@ impl Drop for Env {
         }
         self.stop_containerd();
         // Shims of this containerd still running (a task that would not die): by pid.
-        let addr = self.sock.display().to_string();
-        for pid in shim_pids(&addr) {
-            // SAFETY: a process whose command line names our own containerd's socket.
-            unsafe { libc::kill(pid, libc::SIGKILL) };
-        }
+        kill_shims(&self.sock.display().to_string());
         let _ = Command::new("ip")
             .args(["link", "del", &self.bridge])
             .output();
         // Mounts left under our root (rootfs of a task that was not deleted).
-        let root = self.dir.path().display().to_string();
-        if let Ok(m) = std::fs::read_to_string("/proc/self/mounts") {
-            let mut ours: Vec<&str> = m
-                .lines()
-                .filter_map(|l| l.split(' ').nth(1))
-                .filter(|p| p.starts_with(&root))
-                .collect();
-            ours.reverse();
-            for p in ours {
-                let _ = Command::new("umount").args(["-l", p]).output();
-            }
-        }
+        unmount_under(self.dir.path());
     }
-}
-
-/// Processes whose command line mentions `addr` (containerd shims get `-address ADDR`).
-fn shim_pids(addr: &str) -> Vec<i32> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
-            continue;
-        };
-        if let Ok(c) = std::fs::read(e.path().join("cmdline"))
-            && String::from_utf8_lossy(&c).contains(addr)
-            && String::from_utf8_lossy(&c).contains("containerd-shim")
-        {
-            out.push(pid);
-        }
-    }
-    out
-}
-
-/// A docker-archive of a busybox rootfs (with /www/index.html for httpd) in `dir`.
-fn build_image(dir: &Path) -> PathBuf {
-    let rootfs = dir.join("rootfs");
-    let out = dir.join("out");
-    std::fs::create_dir_all(rootfs.join("bin")).unwrap();
-    std::fs::create_dir_all(rootfs.join("www")).unwrap();
-    std::fs::create_dir_all(&out).unwrap();
-    std::fs::copy("/bin/busybox", rootfs.join("bin/busybox")).unwrap();
-    for t in ["sh", "httpd", "wget", "sleep", "cat", "ip"] {
-        std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(t)).unwrap();
-    }
-    std::fs::write(rootfs.join("www/index.html"), "hello from web\n").unwrap();
-    ok(
-        Command::new("tar")
-            .arg("-C")
-            .arg(&rootfs)
-            .arg("-cf")
-            .arg(out.join("layer.tar"))
-            .arg(".")
-            .output()
-            .unwrap(),
-        "tar layer",
-    );
-    let sum = ok(
-        Command::new("sha256sum")
-            .arg(out.join("layer.tar"))
-            .output()
-            .unwrap(),
-        "sha256sum",
-    );
-    let sum = sum.split_whitespace().next().unwrap().to_string();
-    let config = serde_json::json!({
-        "architecture": std::env::consts::ARCH.replace("x86_64", "amd64").replace("aarch64", "arm64"),
-        "os": "linux",
-        "config": {"Env": ["PATH=/bin"], "Cmd": ["sh"]},
-        "rootfs": {"type": "layers", "diff_ids": [format!("sha256:{sum}")]},
-    });
-    std::fs::write(out.join("config.json"), config.to_string()).unwrap();
-    let manifest = serde_json::json!([{
-        "Config": "config.json",
-        "RepoTags": ["hubble-e2e/busybox:latest"],
-        "Layers": ["layer.tar"],
-    }]);
-    std::fs::write(out.join("manifest.json"), manifest.to_string()).unwrap();
-    let archive = dir.join("busybox.tar");
-    ok(
-        Command::new("tar")
-            .arg("-C")
-            .arg(&out)
-            .arg("-cf")
-            .arg(&archive)
-            .args(["manifest.json", "config.json", "layer.tar"])
-            .output()
-            .unwrap(),
-        "tar image",
-    );
-    archive
 }
 
 fn flow_of(v: &Value) -> Option<&Value> {
@@ -437,7 +330,7 @@ fn containerd_containers_are_endpoints_while_they_run() {
     );
     std::fs::write(d.join("config.toml"), config).unwrap();
     env.start_containerd();
-    let archive = build_image(&d.join("image"));
+    let archive = build_image(&d.join("image"), "hubble-e2e/busybox:latest", &["sh"]);
     ok(
         env.ctr(&["image", "import", archive.to_str().unwrap()]),
         "ctr image import",

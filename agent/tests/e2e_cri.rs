@@ -1,0 +1,632 @@
+//! End-to-end test of Kubernetes pods through CRI (needs root, BPF and Debian's containerd,
+//! runc, containernetworking-plugins and busybox-static; installs nothing): a containerd of
+//! the test's own with its CRI plugin enabled (root, state and socket in a temporary
+//! directory; a locally built pause image as `sandbox_image`; a CNI bridge config of its own
+//! in its own `conf_dir`, host-local IPAM with its own `dataDir`), and pods made the way the
+//! kubelet makes them: `runtime.v1.RuntimeService` RunPodSandbox (pod metadata and labels,
+//! the kubelet's `io.kubernetes.pod.*` labels, pod network namespace), CreateContainer,
+//! StartContainer, on containerd's socket (our own CRI subset, `agent::cri_testing`).
+//! `hubble-agent run --runtime containerd` sees each pod's sandbox as its endpoint: flows
+//! between the pods carry the Kubernetes namespace, the pod names and `k8s:` labels; a pod
+//! run later is an endpoint within 1 s (ENDPOINT_CREATED), a stopped and removed one is
+//! gone (ENDPOINT_DELETED). Traffic (CRI ExecSync wget) flows only between the test's pods.
+//! Everything is torn down on failure too. Without root or the packages it skips, but fails
+//! when CI=true.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output};
+use std::time::{Duration, Instant};
+
+use agent::cri_testing::{self, RuntimeServiceClient, v1};
+use serde_json::Value;
+use tonic::transport::Channel;
+
+mod common;
+use common::runtime::{build_image, have, kill_shims, ok, unmount_under};
+use common::{all_events, of_type, skip_or_fail, spawn_attached_into};
+
+const BIN: &str = env!("CARGO_BIN_EXE_hubble-agent");
+const TEST: &str = "e2e CRI test";
+/// The Kubernetes namespace of the test's pods.
+const POD_NS: &str = "shop";
+const PAUSE_TAG: &str = "hubble-e2e/pause:cri";
+const PAUSE_IMAGE: &str = "docker.io/hubble-e2e/pause:cri";
+const APP_TAG: &str = "hubble-e2e/busybox:cri";
+const APP_IMAGE: &str = "docker.io/hubble-e2e/busybox:cri";
+const SUBNET: &str = "10.250.67.0/24";
+const CNI_DIR: &str = "/usr/lib/cni";
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// A pod the test made: its name, its app container's id, its address.
+#[derive(Debug, Clone)]
+struct Pod {
+    name: String,
+    container: String,
+    ip: String,
+}
+
+/// Everything the test starts, torn down in reverse whatever happens.
+struct Env {
+    dir: tempfile::TempDir,
+    sock: PathBuf,
+    bridge: String,
+    rt: tokio::runtime::Runtime,
+    cri: Option<RuntimeServiceClient<Channel>>,
+    containerd: Option<Child>,
+    agent: Option<Child>,
+    /// Sandboxes (id) the test ran and has not removed.
+    sandboxes: Vec<String>,
+}
+
+impl Env {
+    fn ctr(&self, args: &[&str]) -> Output {
+        Command::new("ctr")
+            .arg("-a")
+            .arg(&self.sock)
+            .args(["-n", "k8s.io"])
+            .args(args)
+            .output()
+            .expect("ctr")
+    }
+
+    fn cri(&self) -> RuntimeServiceClient<Channel> {
+        self.cri.clone().expect("a CRI client")
+    }
+
+    /// containerd's config: the CRI plugin on, with the test's pause image and CNI config.
+    fn config(&self) -> String {
+        let d = self.dir.path();
+        let s = |p: PathBuf| p.display().to_string();
+        format!(
+            r#"version = 2
+root = {root:?}
+state = {state:?}
+
+[grpc]
+  address = {sock:?}
+[ttrpc]
+  address = {ttrpc:?}
+[debug]
+  address = {debug:?}
+
+[plugins."io.containerd.grpc.v1.cri"]
+  sandbox_image = {PAUSE_IMAGE:?}
+  disable_apparmor = true
+  restrict_oom_score_adj = true
+  netns_mounts_under_state_dir = true
+  stream_server_address = "127.0.0.1"
+  stream_server_port = "0"
+  [plugins."io.containerd.grpc.v1.cri".cni]
+    bin_dir = {CNI_DIR:?}
+    conf_dir = {confdir:?}
+    max_conf_num = 1
+  [plugins."io.containerd.grpc.v1.cri".containerd]
+    snapshotter = "overlayfs"
+    default_runtime_name = "runc"
+    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+      runtime_type = "io.containerd.runc.v2"
+"#,
+            root = s(d.join("root")),
+            state = s(d.join("state")),
+            sock = s(self.sock.clone()),
+            ttrpc = format!("{}.ttrpc", self.sock.display()),
+            debug = s(d.join("debug.sock")),
+            confdir = s(d.join("net.d")),
+        )
+    }
+
+    /// The CNI network the CRI plugin gives pods: a bridge of the test's own.
+    fn cni_conf(&self) -> String {
+        serde_json::json!({
+            "cniVersion": "0.4.0",
+            "name": format!("{}-net", self.bridge),
+            "plugins": [{
+                "type": "bridge",
+                "bridge": self.bridge,
+                // No gateway: the bridge has no address, the host's forwarding is untouched.
+                "isGateway": false,
+                "ipMasq": false,
+                "ipam": {
+                    "type": "host-local",
+                    "subnet": SUBNET,
+                    "dataDir": self.dir.path().join("cni-ipam"),
+                }
+            }]
+        })
+        .to_string()
+    }
+
+    /// Starts the test's containerd and connects the CRI client; false when its API does
+    /// not answer within 20 s.
+    fn start_containerd(&mut self) -> bool {
+        let d = self.dir.path();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(d.join("containerd.log"))
+            .unwrap();
+        self.containerd = Some(
+            Command::new("containerd")
+                .arg("--config")
+                .arg(d.join("config.toml"))
+                .stdout(log.try_clone().unwrap())
+                .stderr(log)
+                .spawn()
+                .expect("containerd"),
+        );
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !self.ctr(&["version"]).status.success() {
+            if Instant::now() > deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let sock = self.sock.clone();
+        let mut c = self
+            .rt
+            .block_on(cri_testing::connect(&sock, Duration::from_secs(5)))
+            .expect("CRI client");
+        let v = self
+            .rt
+            .block_on(c.version(v1::VersionRequest {
+                version: "v1".into(),
+            }))
+            .expect("CRI Version: is the CRI plugin up? (see containerd.log)")
+            .into_inner();
+        eprintln!(
+            "CRI: {} {} (API {})",
+            v.runtime_name, v.runtime_version, v.runtime_api_version
+        );
+        self.cri = Some(c);
+        true
+    }
+
+    /// The sandbox config of pod `name` as the kubelet writes it: metadata, the pod's labels
+    /// plus the kubelet's `io.kubernetes.pod.*` ones, the pod network namespace.
+    fn sandbox_config(&self, name: &str, app: &str) -> v1::PodSandboxConfig {
+        let uid = format!("{name}-{}", std::process::id());
+        let labels = HashMap::from([
+            ("app".to_string(), app.to_string()),
+            ("io.kubernetes.pod.name".to_string(), name.to_string()),
+            (
+                "io.kubernetes.pod.namespace".to_string(),
+                POD_NS.to_string(),
+            ),
+            ("io.kubernetes.pod.uid".to_string(), uid.clone()),
+        ]);
+        let logs = self.dir.path().join("pods").join(name);
+        std::fs::create_dir_all(&logs).unwrap();
+        v1::PodSandboxConfig {
+            metadata: Some(v1::PodSandboxMetadata {
+                name: name.to_string(),
+                uid,
+                namespace: POD_NS.to_string(),
+                attempt: 0,
+            }),
+            hostname: name.to_string(),
+            log_directory: logs.display().to_string(),
+            labels,
+            annotations: HashMap::new(),
+            linux: Some(v1::LinuxPodSandboxConfig {
+                cgroup_parent: String::new(),
+                security_context: Some(v1::LinuxSandboxSecurityContext {
+                    namespace_options: Some(v1::NamespaceOption {
+                        network: v1::NamespaceMode::Pod as i32,
+                        pid: v1::NamespaceMode::Container as i32,
+                        ipc: v1::NamespaceMode::Pod as i32,
+                    }),
+                }),
+            }),
+        }
+    }
+
+    /// RunPodSandbox; returns the sandbox id. The CRI plugin learns of an image imported
+    /// just before through containerd's events, so "not found" is retried for a while.
+    fn run_sandbox(&mut self, config: &v1::PodSandboxConfig) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let mut c = self.cri();
+            let r = self
+                .rt
+                .block_on(c.run_pod_sandbox(v1::RunPodSandboxRequest {
+                    config: Some(config.clone()),
+                    runtime_handler: String::new(),
+                }));
+            match r {
+                Ok(r) => {
+                    let id = r.into_inner().pod_sandbox_id;
+                    self.sandboxes.push(id.clone());
+                    return id;
+                }
+                Err(s) if Instant::now() < deadline && s.message().contains("not found") => {
+                    eprintln!("RunPodSandbox: {} (retrying)", s.message());
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+                Err(s) => panic!("RunPodSandbox: {s:?} (see containerd.log)"),
+            }
+        }
+    }
+
+    /// A pod as the kubelet makes it: sandbox, app container created and started.
+    fn run_pod(&mut self, name: &str, app: &str, cmd: &[&str]) -> Pod {
+        let config = self.sandbox_config(name, app);
+        let sandbox = self.run_sandbox(&config);
+        let mut c = self.cri();
+        let labels = HashMap::from([
+            ("io.kubernetes.container.name".to_string(), app.to_string()),
+            ("io.kubernetes.pod.name".to_string(), name.to_string()),
+            (
+                "io.kubernetes.pod.namespace".to_string(),
+                POD_NS.to_string(),
+            ),
+        ]);
+        let container = self
+            .rt
+            .block_on(c.create_container(v1::CreateContainerRequest {
+                pod_sandbox_id: sandbox.clone(),
+                config: Some(v1::ContainerConfig {
+                    metadata: Some(v1::ContainerMetadata {
+                        name: app.to_string(),
+                        attempt: 0,
+                    }),
+                    image: Some(v1::ImageSpec {
+                        image: APP_IMAGE.to_string(),
+                    }),
+                    command: cmd.iter().map(|s| s.to_string()).collect(),
+                    labels,
+                    log_path: format!("{app}.log"),
+                    ..Default::default()
+                }),
+                sandbox_config: Some(config),
+            }))
+            .expect("CreateContainer")
+            .into_inner()
+            .container_id;
+        self.rt
+            .block_on(c.start_container(v1::StartContainerRequest {
+                container_id: container.clone(),
+            }))
+            .expect("StartContainer");
+        let ip = self.pod_ip(&sandbox);
+        Pod {
+            name: name.to_string(),
+            container,
+            ip,
+        }
+    }
+
+    fn pod_ip(&self, sandbox: &str) -> String {
+        let mut c = self.cri();
+        let st = self
+            .rt
+            .block_on(c.pod_sandbox_status(v1::PodSandboxStatusRequest {
+                pod_sandbox_id: sandbox.to_string(),
+                verbose: false,
+            }))
+            .expect("PodSandboxStatus")
+            .into_inner();
+        st.status
+            .and_then(|s| s.network)
+            .map(|n| n.ip)
+            .filter(|ip| !ip.is_empty())
+            .expect("the pod has an address")
+    }
+
+    /// Runs `cmd` in a container with CRI ExecSync; returns (exit code, stdout, stderr).
+    fn exec(&self, container: &str, cmd: &[&str]) -> (i32, String, String) {
+        let mut c = self.cri();
+        let r = self
+            .rt
+            .block_on(c.exec_sync(v1::ExecSyncRequest {
+                container_id: container.to_string(),
+                cmd: cmd.iter().map(|s| s.to_string()).collect(),
+                timeout: 10,
+            }))
+            .expect("ExecSync")
+            .into_inner();
+        (
+            r.exit_code,
+            String::from_utf8_lossy(&r.stdout).into_owned(),
+            String::from_utf8_lossy(&r.stderr).into_owned(),
+        )
+    }
+
+    /// StopPodSandbox + RemovePodSandbox, as the kubelet does when a pod is deleted.
+    fn remove_sandbox(&mut self, id: &str) -> Result<(), String> {
+        let mut c = self.cri();
+        self.rt
+            .block_on(c.stop_pod_sandbox(v1::StopPodSandboxRequest {
+                pod_sandbox_id: id.to_string(),
+            }))
+            .map_err(|s| format!("StopPodSandbox: {s:?}"))?;
+        self.rt
+            .block_on(c.remove_pod_sandbox(v1::RemovePodSandboxRequest {
+                pod_sandbox_id: id.to_string(),
+            }))
+            .map_err(|s| format!("RemovePodSandbox: {s:?}"))?;
+        self.sandboxes.retain(|s| s != id);
+        Ok(())
+    }
+
+    fn stop_containerd(&mut self) {
+        if let Some(mut c) = self.containerd.take() {
+            // SAFETY: signalling the containerd we started.
+            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while c.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        if let Some(mut a) = self.agent.take() {
+            // SAFETY: signalling the agent we started.
+            unsafe { libc::kill(a.id() as i32, libc::SIGTERM) };
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while a.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = a.kill();
+            let _ = a.wait();
+        }
+        // Pods: stopped (containers killed, CNI DEL) and removed through CRI.
+        if self.cri.is_some() && self.containerd.is_some() {
+            for id in self.sandboxes.clone() {
+                if let Err(e) = self.remove_sandbox(&id) {
+                    eprintln!("cleanup: {id}: {e}");
+                }
+            }
+        }
+        self.cri = None;
+        self.stop_containerd();
+        kill_shims(&self.sock.display().to_string());
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.bridge])
+            .output();
+        // Rootfs and netns bind mounts left under our root and state.
+        unmount_under(self.dir.path());
+    }
+}
+
+fn flow_of(v: &Value) -> Option<&Value> {
+    v.get("flow")
+}
+
+fn labels(ep: &Value) -> Vec<String> {
+    ep["labels"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|l| l.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The pods named in the stored agent events of type `t`.
+fn event_pods(server: &str, t: &str) -> Vec<String> {
+    let events = all_events(server);
+    of_type(&events, t)
+        .iter()
+        .filter_map(|e| {
+            e["agent_event"]["endpoint_update"]["pod_name"]
+                .as_str()
+                .map(str::to_string)
+        })
+        .collect()
+}
+
+/// Prints what containerd's k8s.io namespace holds (labels of each container): what the
+/// agent's containerd source reads.
+fn show_containers(env: &Env) {
+    let list = env.ctr(&["containers", "ls", "-q"]);
+    for id in String::from_utf8_lossy(&list.stdout).lines() {
+        let info = env.ctr(&["containers", "info", id]);
+        let v: Value = serde_json::from_slice(&info.stdout).unwrap_or(Value::Null);
+        eprintln!("k8s.io container {id}: labels {}", v["Labels"]);
+        eprintln!("  extensions {}", v["Extensions"]);
+    }
+}
+
+#[test]
+fn cri_pods_are_endpoints_with_kubernetes_identity() {
+    if !is_root() {
+        return skip_or_fail(TEST, "needs root");
+    }
+    for cmd in [
+        "containerd",
+        "ctr",
+        "runc",
+        "busybox",
+        "tar",
+        "sha256sum",
+        "ip",
+    ] {
+        if !have(cmd) {
+            return skip_or_fail(
+                TEST,
+                &format!(
+                    "{cmd} not found (apt-get install containerd runc containernetworking-plugins busybox-static)"
+                ),
+            );
+        }
+    }
+    for plugin in ["bridge", "host-local", "loopback"] {
+        if !Path::new(CNI_DIR).join(plugin).is_file() {
+            return skip_or_fail(TEST, &format!("no CNI {plugin} plugin in {CNI_DIR}"));
+        }
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let id = std::process::id() % 100_000;
+    let mut env = Env {
+        sock: dir.path().join("containerd.sock"),
+        bridge: format!("hbcri{id}"),
+        dir,
+        rt: tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap(),
+        cri: None,
+        containerd: None,
+        agent: None,
+        sandboxes: Vec::new(),
+    };
+    let d = env.dir.path().to_path_buf();
+    std::fs::write(d.join("config.toml"), env.config()).unwrap();
+    std::fs::create_dir_all(d.join("net.d")).unwrap();
+    std::fs::write(d.join("net.d/10-hubble-cri.conflist"), env.cni_conf()).unwrap();
+    assert!(env.start_containerd(), "containerd did not come up");
+
+    // The pause image (busybox sleep as a stand-in) and the app image, in k8s.io.
+    let pause = build_image(
+        &d.join("pause-image"),
+        PAUSE_TAG,
+        &["/bin/busybox", "sleep", "2147483647"],
+    );
+    let app = build_image(&d.join("app-image"), APP_TAG, &["sh"]);
+    for a in [&pause, &app] {
+        ok(
+            env.ctr(&["image", "import", a.to_str().unwrap()]),
+            "ctr -n k8s.io image import",
+        );
+    }
+
+    let web = env.run_pod("web", "web", &["httpd", "-f", "-p", "8080", "-h", "/www"]);
+    let client = env.run_pod("client", "client", &["sleep", "3600"]);
+    eprintln!("pods: {web:?} {client:?}");
+    show_containers(&env);
+
+    // The agent, without a lab, on containerd only.
+    let hubble_sock = d.join("hubble.sock");
+    let server = format!("unix://{}", hubble_sock.display());
+    let mut cmd = Command::new(BIN);
+    cmd.arg("run")
+        .args(["--runtime", "containerd"])
+        .arg("--containerd-socket")
+        .arg(&env.sock)
+        .arg("--socket")
+        .arg(&hubble_sock)
+        .args(["--listen-address", "", "--print-flows"]);
+    let Some((orx, _stderr, before)) = spawn_attached_into(&mut env.agent, &mut cmd, TEST) else {
+        return;
+    };
+    assert!(
+        before
+            .iter()
+            .any(|l| l.starts_with("hubble-agent: containerd: ")
+                && l.contains("namespace k8s.io")
+                && l.ends_with("; 2 endpoints")),
+        "{before:#?}"
+    );
+
+    // Bounded traffic, only between the test's pods: the kubelet's way, ExecSync.
+    let url = format!("http://{}:8080/", web.ip);
+    for _ in 0..3 {
+        let (code, out, err) = env.exec(&client.container, &["wget", "-q", "-O-", &url]);
+        assert_eq!(code, 0, "wget from the client pod: {out}{err}");
+        assert_eq!(out, "hello from web\n");
+    }
+    let mut to_web: Option<Value> = None;
+    let mut from_web: Option<Value> = None;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while (to_web.is_none() || from_web.is_none()) && Instant::now() < deadline {
+        let Ok(l) = orx.recv_timeout(Duration::from_millis(100)) else {
+            continue;
+        };
+        let v: Value = serde_json::from_str(&l).expect("JSON line");
+        let Some(f) = flow_of(&v) else { continue };
+        let (s, dst) = (&f["source"], &f["destination"]);
+        if s["pod_name"] == client.name.as_str()
+            && dst["pod_name"] == web.name.as_str()
+            && f["IP"]["source"] == client.ip.as_str()
+        {
+            to_web = Some(f.clone());
+        }
+        if s["pod_name"] == "web" && dst["pod_name"] == "client" {
+            from_web = Some(f.clone());
+        }
+    }
+    let f = to_web.expect("a client → web flow");
+    eprintln!("client → web: {f}");
+    assert!(from_web.is_some(), "a web → client flow");
+    assert_eq!(f["source"]["namespace"], POD_NS);
+    assert_eq!(f["destination"]["namespace"], POD_NS);
+    let (sl, dl) = (labels(&f["source"]), labels(&f["destination"]));
+    for (l, app) in [(&sl, "client"), (&dl, "web")] {
+        assert!(l.contains(&format!("k8s:app={app}")), "{l:?}");
+        assert!(
+            l.contains(&format!("k8s:io.kubernetes.pod.namespace={POD_NS}")),
+            "{l:?}"
+        );
+        assert!(
+            !l.iter().any(|x| x.contains("io.cri-containerd")
+                || x.contains("io.kubernetes.pod.name=")
+                || x.contains("io.kubernetes.pod.uid=")),
+            "runtime bookkeeping in the labels: {l:?}"
+        );
+    }
+    let (si, di) = (
+        f["source"]["identity"].as_u64().unwrap(),
+        f["destination"]["identity"].as_u64().unwrap(),
+    );
+    assert!(si >= 256 && di >= 256 && si != di, "identities {si} {di}");
+    assert!(f["destination"]["ID"].is_u64());
+    assert_eq!(f["l4"]["TCP"]["destination_port"], 8080);
+
+    // A pod run now is an endpoint within 1 s.
+    let created = event_pods(&server, "ENDPOINT_CREATED");
+    assert!(
+        created.contains(&"web".to_string()) && created.contains(&"client".to_string()),
+        "{created:?}"
+    );
+    let late_config = env.sandbox_config("late", "late");
+    let late = env.run_sandbox(&late_config);
+    let started = Instant::now();
+    loop {
+        if event_pods(&server, "ENDPOINT_CREATED").contains(&"late".to_string()) {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "no ENDPOINT_CREATED for the late pod within 1 s"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    eprintln!("late pod observed after {:?}", started.elapsed());
+
+    // Stopped and removed, as the kubelet deletes a pod: ENDPOINT_DELETED.
+    env.remove_sandbox(&late).expect("removing the late pod");
+    let removed = Instant::now();
+    loop {
+        if event_pods(&server, "ENDPOINT_DELETED").contains(&"late".to_string()) {
+            break;
+        }
+        assert!(
+            removed.elapsed() < Duration::from_secs(2),
+            "no ENDPOINT_DELETED for the removed pod within 2 s"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let deleted = event_pods(&server, "ENDPOINT_DELETED");
+    assert!(
+        !deleted.contains(&"web".to_string()),
+        "web is still running: {deleted:?}"
+    );
+
+    // A clean stop.
+    let mut agent = env.agent.take().unwrap();
+    // SAFETY: signalling the agent we started.
+    unsafe { libc::kill(agent.id() as i32, libc::SIGTERM) };
+    let status = agent.wait().unwrap();
+    assert!(status.success(), "agent exit: {status}");
+}

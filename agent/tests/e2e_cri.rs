@@ -8,8 +8,9 @@
 //! StartContainer, on containerd's socket (our own CRI subset, `agent::cri_testing`).
 //! `hubble-agent run --runtime containerd` sees each pod's sandbox as its endpoint: flows
 //! between the pods carry the Kubernetes namespace, the pod names and `k8s:` labels; a pod
-//! run later is an endpoint within 1 s (ENDPOINT_CREATED), a stopped and removed one is
-//! gone (ENDPOINT_DELETED). Traffic (CRI ExecSync wget) flows only between the test's pods.
+//! run later (as crictl does, without the kubelet's `io.kubernetes.pod.*` labels: named from
+//! the pod metadata the CRI plugin keeps) is an endpoint within 1 s (ENDPOINT_CREATED), a
+//! stopped and removed one is gone (ENDPOINT_DELETED). Traffic (CRI ExecSync wget) flows only between the test's pods.
 //! Everything is torn down on failure too. Without root or the packages it skips, but fails
 //! when CI=true.
 
@@ -187,18 +188,21 @@ state = {state:?}
     }
 
     /// The sandbox config of pod `name` as the kubelet writes it: metadata, the pod's labels
-    /// plus the kubelet's `io.kubernetes.pod.*` ones, the pod network namespace.
-    fn sandbox_config(&self, name: &str, app: &str) -> v1::PodSandboxConfig {
+    /// plus the kubelet's `io.kubernetes.pod.*` ones, the pod network namespace. Without
+    /// `kubelet`, as another CRI client (crictl) writes it: the pod's labels only.
+    fn sandbox_config(&self, name: &str, app: &str, kubelet: bool) -> v1::PodSandboxConfig {
         let uid = format!("{name}-{}", std::process::id());
-        let labels = HashMap::from([
-            ("app".to_string(), app.to_string()),
-            ("io.kubernetes.pod.name".to_string(), name.to_string()),
-            (
-                "io.kubernetes.pod.namespace".to_string(),
-                POD_NS.to_string(),
-            ),
-            ("io.kubernetes.pod.uid".to_string(), uid.clone()),
-        ]);
+        let mut labels = HashMap::from([("app".to_string(), app.to_string())]);
+        if kubelet {
+            labels.extend([
+                ("io.kubernetes.pod.name".to_string(), name.to_string()),
+                (
+                    "io.kubernetes.pod.namespace".to_string(),
+                    POD_NS.to_string(),
+                ),
+                ("io.kubernetes.pod.uid".to_string(), uid.clone()),
+            ]);
+        }
         let logs = self.dir.path().join("pods").join(name);
         std::fs::create_dir_all(&logs).unwrap();
         v1::PodSandboxConfig {
@@ -254,7 +258,7 @@ state = {state:?}
 
     /// A pod as the kubelet makes it: sandbox, app container created and started.
     fn run_pod(&mut self, name: &str, app: &str, cmd: &[&str]) -> Pod {
-        let config = self.sandbox_config(name, app);
+        let config = self.sandbox_config(name, app, true);
         let sandbox = self.run_sandbox(&config);
         let mut c = self.cri();
         let labels = HashMap::from([
@@ -413,15 +417,18 @@ fn labels(ep: &Value) -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// The pods named in the stored agent events of type `t`.
+/// The pods (`namespace/name`) named in the stored agent events of type `t`.
 fn event_pods(server: &str, t: &str) -> Vec<String> {
     let events = all_events(server);
     of_type(&events, t)
         .iter()
         .filter_map(|e| {
-            e["agent_event"]["endpoint_update"]["pod_name"]
-                .as_str()
-                .map(str::to_string)
+            let u = &e["agent_event"]["endpoint_update"];
+            Some(format!(
+                "{}/{}",
+                u["namespace"].as_str().unwrap_or_default(),
+                u["pod_name"].as_str()?
+            ))
         })
         .collect()
 }
@@ -434,7 +441,6 @@ fn show_containers(env: &Env) {
         let info = env.ctr(&["containers", "info", id]);
         let v: Value = serde_json::from_slice(&info.stdout).unwrap_or(Value::Null);
         eprintln!("k8s.io container {id}: labels {}", v["Labels"]);
-        eprintln!("  extensions {}", v["Extensions"]);
     }
 }
 
@@ -586,14 +592,16 @@ fn cri_pods_are_endpoints_with_kubernetes_identity() {
     // A pod run now is an endpoint within 1 s.
     let created = event_pods(&server, "ENDPOINT_CREATED");
     assert!(
-        created.contains(&"web".to_string()) && created.contains(&"client".to_string()),
+        created.contains(&"shop/web".to_string()) && created.contains(&"shop/client".to_string()),
         "{created:?}"
     );
-    let late_config = env.sandbox_config("late", "late");
+    // This one as crictl makes pods, without the kubelet's io.kubernetes.pod.* labels: the
+    // agent names it from the pod metadata containerd keeps.
+    let late_config = env.sandbox_config("late", "late", false);
     let late = env.run_sandbox(&late_config);
     let started = Instant::now();
     loop {
-        if event_pods(&server, "ENDPOINT_CREATED").contains(&"late".to_string()) {
+        if event_pods(&server, "ENDPOINT_CREATED").contains(&"shop/late".to_string()) {
             break;
         }
         assert!(
@@ -608,7 +616,7 @@ fn cri_pods_are_endpoints_with_kubernetes_identity() {
     env.remove_sandbox(&late).expect("removing the late pod");
     let removed = Instant::now();
     loop {
-        if event_pods(&server, "ENDPOINT_DELETED").contains(&"late".to_string()) {
+        if event_pods(&server, "ENDPOINT_DELETED").contains(&"shop/late".to_string()) {
             break;
         }
         assert!(
@@ -619,7 +627,7 @@ fn cri_pods_are_endpoints_with_kubernetes_identity() {
     }
     let deleted = event_pods(&server, "ENDPOINT_DELETED");
     assert!(
-        !deleted.contains(&"web".to_string()),
+        !deleted.contains(&"shop/web".to_string()),
         "web is still running: {deleted:?}"
     );
 

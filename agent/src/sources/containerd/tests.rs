@@ -9,6 +9,7 @@ fn listed(ns: &str, id: &str, labels: &[(&str, &str)], pid: Option<u32>) -> List
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect(),
         pid,
+        pod: None,
     }
 }
 
@@ -66,6 +67,50 @@ fn a_pod_sandbox_is_the_pods_endpoint_with_k8s_labels() {
             "k8s:pod-template-hash=7d4b9",
         ]
     );
+}
+
+#[test]
+fn a_sandbox_without_the_kubelets_labels_is_named_from_its_cri_metadata() {
+    // What containerd 1.6's CRI plugin keeps in a crictl-made sandbox's extension.
+    let ext = br#"{"Version":"v1","Metadata":{"ID":"abc123","Name":"web_shop_u1_0",
+        "Config":{"metadata":{"name":"web","uid":"u1","namespace":"shop"},
+        "labels":{"app":"web"}},"IP":"10.250.67.2"}}"#;
+    let pod = sandbox_pod_meta(ext);
+    assert_eq!(
+        pod,
+        Some(PodMeta {
+            name: "web".into(),
+            namespace: "shop".into()
+        })
+    );
+    let mut c = listed(
+        "k8s.io",
+        "abc123",
+        &[("io.cri-containerd.kind", "sandbox"), ("app", "web")],
+        Some(7),
+    );
+    c.pod = pod;
+    let e = candidate(&c).unwrap();
+    assert_eq!((e.namespace.as_str(), e.pod_name.as_str()), ("shop", "web"));
+    assert!(
+        e.labels
+            .contains(&"k8s:io.kubernetes.pod.namespace=shop".to_string()),
+        "{:?}",
+        e.labels
+    );
+    // The kubelet's labels win; no metadata, no labels: the id in `default`.
+    c.labels
+        .insert("io.kubernetes.pod.name".into(), "web-7d4b9".into());
+    assert_eq!(candidate(&c).unwrap().pod_name, "web-7d4b9");
+    c.pod = None;
+    c.labels.remove("io.kubernetes.pod.name");
+    let e = candidate(&c).unwrap();
+    assert_eq!(
+        (e.namespace.as_str(), e.pod_name.as_str()),
+        ("default", "abc123")
+    );
+    assert_eq!(sandbox_pod_meta(b"not json"), None);
+    assert_eq!(sandbox_pod_meta(br#"{"Version":"v1"}"#), None);
 }
 
 #[test]

@@ -15,7 +15,7 @@
 //! when CI=true.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Output};
 use std::time::{Duration, Instant};
 
@@ -24,8 +24,9 @@ use serde_json::Value;
 use tonic::transport::Channel;
 
 mod common;
-use common::runtime::{build_image, have, kill_shims, ok, unmount_under};
+use common::runtime::{build_image, ok};
 use common::{all_events, of_type, skip_or_fail, spawn_attached_into};
+use xtask::containerd::{CNI_DIR, CniBridge, Containerd, missing_prerequisite};
 
 const BIN: &str = env!("CARGO_BIN_EXE_hubble-agent");
 const TEST: &str = "e2e CRI test";
@@ -36,7 +37,6 @@ const PAUSE_IMAGE: &str = "docker.io/hubble-e2e/pause:cri";
 const APP_TAG: &str = "hubble-e2e/busybox:cri";
 const APP_IMAGE: &str = "docker.io/hubble-e2e/busybox:cri";
 const SUBNET: &str = "10.250.67.0/24";
-const CNI_DIR: &str = "/usr/lib/cni";
 
 fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions.
@@ -54,11 +54,10 @@ struct Pod {
 /// Everything the test starts, torn down in reverse whatever happens.
 struct Env {
     dir: tempfile::TempDir,
-    sock: PathBuf,
-    bridge: String,
+    containerd: Containerd,
+    cni: CniBridge,
     rt: tokio::runtime::Runtime,
     cri: Option<RuntimeServiceClient<Channel>>,
-    containerd: Option<Child>,
     agent: Option<Child>,
     /// Sandboxes (id) the test ran and has not removed.
     sandboxes: Vec<String>,
@@ -66,108 +65,17 @@ struct Env {
 
 impl Env {
     fn ctr(&self, args: &[&str]) -> Output {
-        Command::new("ctr")
-            .arg("-a")
-            .arg(&self.sock)
-            .args(["-n", "k8s.io"])
-            .args(args)
-            .output()
-            .expect("ctr")
+        self.containerd.ctr("k8s.io", args).expect("ctr")
     }
 
     fn cri(&self) -> RuntimeServiceClient<Channel> {
         self.cri.clone().expect("a CRI client")
     }
 
-    /// containerd's config: the CRI plugin on, with the test's pause image and CNI config.
-    fn config(&self) -> String {
-        let d = self.dir.path();
-        let s = |p: PathBuf| p.display().to_string();
-        format!(
-            r#"version = 2
-root = {root:?}
-state = {state:?}
-
-[grpc]
-  address = {sock:?}
-[ttrpc]
-  address = {ttrpc:?}
-[debug]
-  address = {debug:?}
-
-[plugins."io.containerd.grpc.v1.cri"]
-  sandbox_image = {PAUSE_IMAGE:?}
-  disable_apparmor = true
-  restrict_oom_score_adj = true
-  netns_mounts_under_state_dir = true
-  stream_server_address = "127.0.0.1"
-  stream_server_port = "0"
-  [plugins."io.containerd.grpc.v1.cri".cni]
-    bin_dir = {CNI_DIR:?}
-    conf_dir = {confdir:?}
-    max_conf_num = 1
-  [plugins."io.containerd.grpc.v1.cri".containerd]
-    snapshotter = "overlayfs"
-    default_runtime_name = "runc"
-    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
-      runtime_type = "io.containerd.runc.v2"
-"#,
-            root = s(d.join("root")),
-            state = s(d.join("state")),
-            sock = s(self.sock.clone()),
-            ttrpc = format!("{}.ttrpc", self.sock.display()),
-            debug = s(d.join("debug.sock")),
-            confdir = s(d.join("net.d")),
-        )
-    }
-
-    /// The CNI network the CRI plugin gives pods: a bridge of the test's own.
-    fn cni_conf(&self) -> String {
-        serde_json::json!({
-            "cniVersion": "0.4.0",
-            "name": format!("{}-net", self.bridge),
-            "plugins": [{
-                "type": "bridge",
-                "bridge": self.bridge,
-                // No gateway: the bridge has no address, the host's forwarding is untouched.
-                "isGateway": false,
-                "ipMasq": false,
-                "ipam": {
-                    "type": "host-local",
-                    "subnet": SUBNET,
-                    "dataDir": self.dir.path().join("cni-ipam"),
-                }
-            }]
-        })
-        .to_string()
-    }
-
-    /// Starts the test's containerd and connects the CRI client; false when its API does
-    /// not answer within 20 s.
-    fn start_containerd(&mut self) -> bool {
-        let d = self.dir.path();
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(d.join("containerd.log"))
-            .unwrap();
-        self.containerd = Some(
-            Command::new("containerd")
-                .arg("--config")
-                .arg(d.join("config.toml"))
-                .stdout(log.try_clone().unwrap())
-                .stderr(log)
-                .spawn()
-                .expect("containerd"),
-        );
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !self.ctr(&["version"]).status.success() {
-            if Instant::now() > deadline {
-                return false;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let sock = self.sock.clone();
+    /// Starts the test's containerd and connects the CRI client.
+    fn start_containerd(&mut self) {
+        self.containerd.start().expect("containerd");
+        let sock = self.containerd.sock.clone();
         let mut c = self
             .rt
             .block_on(cri_testing::connect(&sock, Duration::from_secs(5)))
@@ -184,7 +92,6 @@ state = {state:?}
             v.runtime_name, v.runtime_version, v.runtime_api_version
         );
         self.cri = Some(c);
-        true
     }
 
     /// The sandbox config of pod `name` as the kubelet writes it: metadata, the pod's labels
@@ -356,19 +263,6 @@ state = {state:?}
         self.sandboxes.retain(|s| s != id);
         Ok(())
     }
-
-    fn stop_containerd(&mut self) {
-        if let Some(mut c) = self.containerd.take() {
-            // SAFETY: signalling the containerd we started.
-            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while c.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
 }
 
 impl Drop for Env {
@@ -384,7 +278,7 @@ impl Drop for Env {
             let _ = a.wait();
         }
         // Pods: stopped (containers killed, CNI DEL) and removed through CRI.
-        if self.cri.is_some() && self.containerd.is_some() {
+        if self.cri.is_some() && self.containerd.running() {
             for id in self.sandboxes.clone() {
                 if let Err(e) = self.remove_sandbox(&id) {
                     eprintln!("cleanup: {id}: {e}");
@@ -392,14 +286,37 @@ impl Drop for Env {
             }
         }
         self.cri = None;
-        self.stop_containerd();
-        kill_shims(&self.sock.display().to_string());
-        let _ = Command::new("ip")
-            .args(["link", "del", &self.bridge])
-            .output();
-        // Rootfs and netns bind mounts left under our root and state.
-        unmount_under(self.dir.path());
+        self.containerd.stop();
+        // Shims still running, rootfs and netns bind mounts left under our root and state.
+        self.containerd.reap();
+        self.cni.remove();
     }
+}
+
+/// The CRI plugin's part of containerd's config: the test's pause image as the sandbox
+/// image, its own CNI config directory (a bridge of its own), nothing a container
+/// environment forbids (AppArmor, lowering the OOM score), netns mounts under its state.
+fn cri_config(dir: &Path) -> String {
+    format!(
+        r#"[plugins."io.containerd.grpc.v1.cri"]
+  sandbox_image = {PAUSE_IMAGE:?}
+  disable_apparmor = true
+  restrict_oom_score_adj = true
+  netns_mounts_under_state_dir = true
+  stream_server_address = "127.0.0.1"
+  stream_server_port = "0"
+  [plugins."io.containerd.grpc.v1.cri".cni]
+    bin_dir = {CNI_DIR:?}
+    conf_dir = {:?}
+    max_conf_num = 1
+  [plugins."io.containerd.grpc.v1.cri".containerd]
+    snapshotter = "overlayfs"
+    default_runtime_name = "runc"
+    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+      runtime_type = "io.containerd.runc.v2"
+"#,
+        dir.join("net.d").display().to_string()
+    )
 }
 
 fn flow_of(v: &Value) -> Option<&Value> {
@@ -449,49 +366,32 @@ fn cri_pods_are_endpoints_with_kubernetes_identity() {
     if !is_root() {
         return skip_or_fail(TEST, "needs root");
     }
-    for cmd in [
-        "containerd",
-        "ctr",
-        "runc",
-        "busybox",
-        "tar",
-        "sha256sum",
-        "ip",
-    ] {
-        if !have(cmd) {
-            return skip_or_fail(
-                TEST,
-                &format!(
-                    "{cmd} not found (apt-get install containerd runc containernetworking-plugins busybox-static)"
-                ),
-            );
-        }
-    }
-    for plugin in ["bridge", "host-local", "loopback"] {
-        if !Path::new(CNI_DIR).join(plugin).is_file() {
-            return skip_or_fail(TEST, &format!("no CNI {plugin} plugin in {CNI_DIR}"));
-        }
+    if let Some(why) = missing_prerequisite() {
+        return skip_or_fail(TEST, &why);
     }
     let dir = tempfile::tempdir().expect("tempdir");
     let id = std::process::id() % 100_000;
-    let mut env = Env {
-        sock: dir.path().join("containerd.sock"),
+    let d = dir.path().to_path_buf();
+    let cni = CniBridge {
         bridge: format!("hbcri{id}"),
+        subnet: SUBNET.to_string(),
+        data_dir: d.join("cni-ipam"),
+    };
+    std::fs::create_dir_all(d.join("net.d")).unwrap();
+    std::fs::write(d.join("net.d/10-hubble-cri.conflist"), cni.conflist()).unwrap();
+    let mut env = Env {
+        containerd: Containerd::new(&d, &cri_config(&d)).expect("containerd config"),
+        cni,
         dir,
         rt: tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .unwrap(),
         cri: None,
-        containerd: None,
         agent: None,
         sandboxes: Vec::new(),
     };
-    let d = env.dir.path().to_path_buf();
-    std::fs::write(d.join("config.toml"), env.config()).unwrap();
-    std::fs::create_dir_all(d.join("net.d")).unwrap();
-    std::fs::write(d.join("net.d/10-hubble-cri.conflist"), env.cni_conf()).unwrap();
-    assert!(env.start_containerd(), "containerd did not come up");
+    env.start_containerd();
 
     // The pause image (busybox sleep as a stand-in) and the app image, in k8s.io.
     let pause = build_image(
@@ -519,7 +419,7 @@ fn cri_pods_are_endpoints_with_kubernetes_identity() {
     cmd.arg("run")
         .args(["--runtime", "containerd"])
         .arg("--containerd-socket")
-        .arg(&env.sock)
+        .arg(&env.containerd.sock)
         .arg("--socket")
         .arg(&hubble_sock)
         .args(["--listen-address", "", "--print-flows"]);

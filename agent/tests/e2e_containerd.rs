@@ -208,7 +208,7 @@ fn containerd_containers_are_endpoints_while_they_run() {
         netns: Vec::new(),
     };
     env.containerd.start().expect("containerd");
-    let archive = build_image(&d.join("image"), "hubble-e2e/busybox:latest", &["sh"]);
+    let archive = build_image(&d.join("image"), "hubble-e2e/busybox:latest", &["sh"], &[]);
     ok(
         env.ctr(&["image", "import", archive.to_str().unwrap()]),
         "ctr image import",

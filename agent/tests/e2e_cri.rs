@@ -7,12 +7,13 @@
 //! the kubelet's `io.kubernetes.pod.*` labels, pod network namespace), CreateContainer,
 //! StartContainer, on containerd's socket (our own CRI subset, `agent::cri_testing`).
 //! `hubble-agent run --runtime containerd` sees each pod's sandbox as its endpoint: flows
-//! between the pods carry the Kubernetes namespace, the pod names and `k8s:` labels; a pod
+//! between the pods carry the Kubernetes namespace, the pod names and the pods' `k8s:`
+//! labels (not the pause image's labels, which the CRI plugin copies onto the sandbox); a pod
 //! run later (as crictl does, without the kubelet's `io.kubernetes.pod.*` labels: named from
 //! the pod metadata the CRI plugin keeps) is an endpoint within 1 s (ENDPOINT_CREATED), a
-//! stopped and removed one is gone (ENDPOINT_DELETED). Traffic (CRI ExecSync wget) flows only between the test's pods.
-//! Everything is torn down on failure too. Without root or the packages it skips, but fails
-//! when CI=true.
+//! stopped and removed one is gone (ENDPOINT_DELETED). Traffic (CRI ExecSync wget) flows
+//! only between the test's pods. Everything is torn down on failure too. Without root or the
+//! packages it skips, but fails when CI=true.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -398,8 +399,10 @@ fn cri_pods_are_endpoints_with_kubernetes_identity() {
         &d.join("pause-image"),
         PAUSE_TAG,
         &["/bin/busybox", "sleep", "2147483647"],
+        // The CRI plugin copies image labels onto the container: not the pod's labels.
+        &[("org.opencontainers.image.title", "pause")],
     );
-    let app = build_image(&d.join("app-image"), APP_TAG, &["sh"]);
+    let app = build_image(&d.join("app-image"), APP_TAG, &["sh"], &[]);
     for a in [&pause, &app] {
         ok(
             env.ctr(&["image", "import", a.to_str().unwrap()]),
@@ -476,6 +479,7 @@ fn cri_pods_are_endpoints_with_kubernetes_identity() {
         );
         assert!(
             !l.iter().any(|x| x.contains("io.cri-containerd")
+                || x.contains("org.opencontainers")
                 || x.contains("io.kubernetes.pod.name=")
                 || x.contains("io.kubernetes.pod.uid=")),
             "runtime bookkeeping in the labels: {l:?}"

@@ -61,8 +61,14 @@ fn checked(o: std::io::Result<Output>, what: &str) -> anyhow::Result<String> {
 }
 
 /// A docker-archive in `dir` of a busybox rootfs (with /www/index.html for httpd) tagged
-/// `repo_tag` (e.g. `hubble-e2e/busybox:latest`), whose default command is `cmd`.
-pub fn build_busybox_image(dir: &Path, repo_tag: &str, cmd: &[&str]) -> anyhow::Result<PathBuf> {
+/// `repo_tag` (e.g. `hubble-e2e/busybox:latest`), whose default command is `cmd` and whose
+/// config carries `labels`.
+pub fn build_busybox_image(
+    dir: &Path,
+    repo_tag: &str,
+    cmd: &[&str],
+    labels: &[(&str, &str)],
+) -> anyhow::Result<PathBuf> {
     let rootfs = dir.join("rootfs");
     let out = dir.join("out");
     std::fs::create_dir_all(rootfs.join("bin"))?;
@@ -99,7 +105,11 @@ pub fn build_busybox_image(dir: &Path, repo_tag: &str, cmd: &[&str]) -> anyhow::
     let config = serde_json::json!({
         "architecture": std::env::consts::ARCH.replace("x86_64", "amd64").replace("aarch64", "arm64"),
         "os": "linux",
-        "config": {"Env": ["PATH=/bin"], "Cmd": cmd},
+        "config": {
+            "Env": ["PATH=/bin"],
+            "Cmd": cmd,
+            "Labels": labels.iter().copied().collect::<std::collections::BTreeMap<_, _>>(),
+        },
         "rootfs": {"type": "layers", "diff_ids": [format!("sha256:{sum}")]},
     });
     std::fs::write(out.join("config.json"), config.to_string())?;

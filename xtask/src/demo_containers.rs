@@ -194,7 +194,7 @@ pub fn run(agent: &Path, hubble: &Path, count: u32, observe_args: &[String]) -> 
         env.cni.bridge
     );
     env.containerd.start()?;
-    let archive = build_busybox_image(&env.dir.join("image"), IMAGE_TAG, &["sh"])?;
+    let archive = build_busybox_image(&env.dir.join("image"), IMAGE_TAG, &["sh"], &[])?;
     env.containerd
         .ctr_ok(NS, &["image", "import", &archive.display().to_string()])?;
     let web = env.run("web", &["httpd", "-f", "-p", "8080", "-h", "/www"])?;

@@ -18,7 +18,7 @@ pub fn ok(o: Output, what: &str) -> String {
 }
 
 /// A docker-archive in `dir` of a busybox rootfs (with /www/index.html for httpd) tagged
-/// `repo_tag`, whose default command is `cmd`.
-pub fn build_image(dir: &Path, repo_tag: &str, cmd: &[&str]) -> PathBuf {
-    xtask::containerd::build_busybox_image(dir, repo_tag, cmd).expect("building the image")
+/// `repo_tag`, whose default command is `cmd` and whose config carries `labels`.
+pub fn build_image(dir: &Path, repo_tag: &str, cmd: &[&str], labels: &[(&str, &str)]) -> PathBuf {
+    xtask::containerd::build_busybox_image(dir, repo_tag, cmd, labels).expect("building the image")
 }

@@ -3,8 +3,10 @@
 //!
 //! - Containers in the `k8s.io` namespace are Kubernetes pods made by containerd's CRI
 //!   plugin: the pod sandbox (label `io.cri-containerd.kind=sandbox`) is the endpoint
-//!   (`containerd:k8s.io/<sandbox id>`), labelled from the pod labels CRI puts on it
-//!   (`k8s:KEY=VALUE`, plus the namespace and cluster labels, as Cilium) and named by the
+//!   (`containerd:k8s.io/<sandbox id>`), labelled from the pod's labels (`k8s:KEY=VALUE`,
+//!   plus the namespace and cluster labels, as Cilium): those of the pod config the CRI
+//!   plugin keeps in the sandbox's extension (the sandbox container's labels also carry the
+//!   pause image's labels), else the container's labels; named by the
 //!   kubelet's `io.kubernetes.pod.{name,namespace}` labels, or, for pods made by another
 //!   CRI client (crictl), by the pod metadata the CRI plugin keeps in the sandbox's
 //!   `io.cri-containerd.sandbox.metadata` extension; the pod's app containers share its
@@ -75,22 +77,32 @@ pub struct Listed {
     pub pod: Option<PodMeta>,
 }
 
-/// The pod of a CRI sandbox as the CRI client described it (`PodSandboxMetadata`).
+/// The pod of a CRI sandbox as the CRI client described it (`PodSandboxConfig`): its
+/// metadata and labels. The sandbox container's own labels also hold the pause image's
+/// labels (the CRI plugin merges image config labels in), which are not the pod's.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PodMeta {
     pub name: String,
     pub namespace: String,
+    pub labels: BTreeMap<String, String>,
 }
 
 /// The pod metadata in the value of a sandbox's [`SANDBOX_METADATA_EXTENSION`]; `None`
 /// when it is not that JSON document.
 pub fn sandbox_pod_meta(value: &[u8]) -> Option<PodMeta> {
     let v: serde_json::Value = serde_json::from_slice(value).ok()?;
-    let m = &v["Metadata"]["Config"]["metadata"];
+    let config = &v["Metadata"]["Config"];
+    let m = &config["metadata"];
     let text = |k: &str| m[k].as_str().unwrap_or_default().to_string();
     let meta = PodMeta {
         name: text("name"),
         namespace: text("namespace"),
+        labels: config["labels"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
+            .collect(),
     };
     (!meta.name.is_empty() || !meta.namespace.is_empty()).then_some(meta)
 }
@@ -146,8 +158,9 @@ pub fn candidate(c: &Listed) -> Option<Candidate> {
             .cloned()
             .or_else(|| meta(|m| &m.name))
             .unwrap_or_else(|| c.id.clone());
-        let mut labels: BTreeMap<&str, &str> = c
-            .labels
+        // The pod's own labels when the CRI plugin's record of them is at hand.
+        let pod_labels = c.pod.as_ref().map_or(&c.labels, |m| &m.labels);
+        let mut labels: BTreeMap<&str, &str> = pod_labels
             .iter()
             .filter(|(k, _)| !is_runtime_label(k))
             .map(|(k, v)| (k.as_str(), v.as_str()))

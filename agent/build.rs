@@ -1,7 +1,8 @@
 //! Compiles the C datapath in ../ebpf with clang (-target bpf) into OUT_DIR, where
 //! src/datapath embeds it with include_bytes!, and our containerd API subset
 //! (proto/containerd, compiled with protox: no protoc) into tonic clients for
-//! src/sources/containerd.
+//! src/sources/containerd, and our CRI subset (proto/cri) into a RuntimeService client
+//! that only the root tests use (src/cri_testing).
 
 use std::env;
 use std::path::PathBuf;
@@ -11,6 +12,7 @@ const PROGRAMS: &[&str] = &["lxc"];
 
 fn main() {
     compile_containerd_protos();
+    compile_cri_protos();
     let manifest = PathBuf::from(env::var("CARGO_MANIFEST_DIR").expect("CARGO_MANIFEST_DIR"));
     let ebpf = manifest.join("../ebpf");
     let out = PathBuf::from(env::var("OUT_DIR").expect("OUT_DIR"));
@@ -90,4 +92,17 @@ fn compile_containerd_protos() {
         .skip_protoc_run()
         .compile_fds(fds)
         .expect("generating the containerd clients");
+}
+
+/// Our CRI subset (`runtime.v1`): the RuntimeService client the root tests make pods with,
+/// as the kubelet does. Not used by the agent itself.
+fn compile_cri_protos() {
+    let proto = "proto/cri/api.proto";
+    println!("cargo:rerun-if-changed={proto}");
+    let fds = protox::compile([proto], ["proto/cri"]).expect("compiling proto/cri");
+    tonic_prost_build::configure()
+        .build_server(false)
+        .skip_protoc_run()
+        .compile_fds(fds)
+        .expect("generating the CRI client");
 }

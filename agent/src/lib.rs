@@ -5,6 +5,8 @@
 pub mod args;
 pub mod certs;
 pub mod cmd;
+#[doc(hidden)]
+pub mod cri_testing;
 pub mod daemon;
 pub mod datapath;
 pub mod enrich;

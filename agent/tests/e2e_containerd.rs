@@ -12,51 +12,35 @@
 //! Traffic flows only between the test's containers. Everything is torn down on failure too.
 //! Without root or the packages it skips, but fails when CI=true.
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::path::Path;
+use std::process::{Child, Command, Output};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
 mod common;
+use common::runtime::{build_image, ok};
 use common::{all_events, of_type, skip_or_fail, spawn_attached_into};
+use xtask::containerd::{CNI_DIR, CniBridge, Containerd, have};
 
 const BIN: &str = env!("CARGO_BIN_EXE_hubble-agent");
 const TEST: &str = "e2e containerd test";
 const NS: &str = "testns";
 const IMAGE: &str = "docker.io/hubble-e2e/busybox:latest";
 const SUBNET: &str = "10.250.65.0/24";
-const CNI_DIR: &str = "/usr/lib/cni";
 
 fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions.
     unsafe { libc::geteuid() == 0 }
 }
 
-fn have(cmd: &str) -> bool {
-    Command::new("sh")
-        .args(["-c", &format!("command -v {cmd}")])
-        .output()
-        .is_ok_and(|o| o.status.success())
-}
-
-fn ok(o: Output, what: &str) -> String {
-    assert!(
-        o.status.success(),
-        "{what}: {}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
 /// Everything the test starts, torn down in reverse whatever happens.
 struct Env {
-    dir: tempfile::TempDir,
-    sock: PathBuf,
-    bridge: String,
+    /// Holds containerd's root, state and sockets; removed after everything else.
+    _dir: tempfile::TempDir,
+    containerd: Containerd,
+    cni: CniBridge,
     prefix: String,
-    containerd: Option<Child>,
     agent: Option<Child>,
     /// Containers (name) the test ran; their netns is `<prefix>-<name>`.
     containers: Vec<String>,
@@ -66,82 +50,22 @@ struct Env {
 
 impl Env {
     fn ctr(&self, args: &[&str]) -> Output {
-        Command::new("ctr")
-            .arg("-a")
-            .arg(&self.sock)
-            .args(["-n", NS])
-            .args(args)
-            .output()
-            .expect("ctr")
+        self.containerd.ctr(NS, args).expect("ctr")
     }
 
-    fn cni_conf(&self) -> String {
-        serde_json::json!({
-            "cniVersion": "0.4.0",
-            "name": format!("{}-net", self.prefix),
-            "type": "bridge",
-            "bridge": self.bridge,
-            // No gateway: the bridge has no address, the host's forwarding is untouched.
-            "isGateway": false,
-            "ipMasq": false,
-            "ipam": {
-                "type": "host-local",
-                "subnet": SUBNET,
-                "dataDir": self.dir.path().join("cni-ipam"),
-            }
-        })
-        .to_string()
-    }
-
-    fn cni(&self, command: &str, netns: &str) -> Output {
-        use std::io::Write;
-        let mut child = Command::new(Path::new(CNI_DIR).join("bridge"))
-            .env("CNI_COMMAND", command)
-            .env("CNI_CONTAINERID", netns)
-            .env("CNI_NETNS", format!("/var/run/netns/{netns}"))
-            .env("CNI_IFNAME", "eth0")
-            .env("CNI_PATH", CNI_DIR)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("CNI bridge plugin");
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(self.cni_conf().as_bytes())
-            .unwrap();
-        child.wait_with_output().unwrap()
-    }
-
-    /// A netns on the test's bridge; returns the container side's IPv4 address.
-    fn network(&mut self, name: &str) -> String {
-        let netns = format!("{}-{name}", self.prefix);
-        ok(
-            Command::new("ip")
-                .args(["netns", "add", &netns])
-                .output()
-                .unwrap(),
-            "ip netns add",
-        );
-        self.netns.push(netns.clone());
-        let out = ok(self.cni("ADD", &netns), "CNI ADD");
-        let result: Value = serde_json::from_str(&out).expect("CNI result");
-        let addr = result["ips"][0]["address"].as_str().expect("an address");
-        addr.split('/').next().unwrap().to_string()
-    }
-
-    /// Runs a labelled busybox container in a netns of its own; returns its address.
+    /// Runs a labelled busybox container in a netns of its own on the test's bridge;
+    /// returns its address.
     fn run(&mut self, name: &str, app: &str, cmd: &[&str]) -> String {
-        let ip = self.network(name);
-        let netns = format!("network:/var/run/netns/{}-{name}", self.prefix);
+        let netns = format!("{}-{name}", self.prefix);
+        self.netns.push(netns.clone());
+        let ip = self.cni.attach(&netns).expect("a netns on the bridge");
+        let with_ns = format!("network:/var/run/netns/{netns}");
         let label = format!("app={app}");
         let mut args = vec![
             "run",
             "-d",
             "--with-ns",
-            &netns,
+            &with_ns,
             "--label",
             &label,
             IMAGE,
@@ -153,60 +77,9 @@ impl Env {
         ip
     }
 
-    /// Starts the test's containerd (config.toml in the directory) and waits for its API.
-    fn start_containerd(&mut self) {
-        assert!(self.try_start_containerd(), "containerd did not come up");
-    }
-
-    /// [`Env::start_containerd`]; false when its API does not answer within 20 s.
-    fn try_start_containerd(&mut self) -> bool {
-        let d = self.dir.path();
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(d.join("containerd.log"))
-            .unwrap();
-        self.containerd = Some(
-            Command::new("containerd")
-                .arg("--config")
-                .arg(d.join("config.toml"))
-                .stdout(log.try_clone().unwrap())
-                .stderr(log)
-                .spawn()
-                .expect("containerd"),
-        );
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !self.ctr(&["version"]).status.success() {
-            if Instant::now() > deadline {
-                return false;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        true
-    }
-
-    /// Stops the test's containerd (its containers' shims keep them running).
-    fn stop_containerd(&mut self) {
-        if let Some(mut c) = self.containerd.take() {
-            // SAFETY: signalling the containerd we started.
-            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while c.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-
     /// Kills and removes a container (task and container record).
     fn remove(&mut self, name: &str) {
-        let _ = self.ctr(&["task", "kill", "-s", "SIGKILL", name]);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !self.ctr(&["task", "rm", name]).status.success() && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.ctr(&["container", "rm", name]);
+        self.containerd.remove_container(NS, name);
         self.containers.retain(|c| c != name);
     }
 }
@@ -225,118 +98,22 @@ impl Drop for Env {
         }
         // Containers left by a failure while containerd was down: bring it back to remove
         // them.
-        if !self.containers.is_empty() && self.containerd.is_none() {
-            self.try_start_containerd();
+        if !self.containers.is_empty() && !self.containerd.running() {
+            let _ = self.containerd.start();
         }
-        if self.containerd.is_some() {
+        if self.containerd.running() {
             for c in self.containers.clone() {
                 self.remove(&c);
             }
         }
         for n in std::mem::take(&mut self.netns) {
-            let _ = self.cni("DEL", &n);
-            let _ = Command::new("ip").args(["netns", "del", &n]).output();
+            self.cni.detach(&n);
         }
-        self.stop_containerd();
-        // Shims of this containerd still running (a task that would not die): by pid.
-        let addr = self.sock.display().to_string();
-        for pid in shim_pids(&addr) {
-            // SAFETY: a process whose command line names our own containerd's socket.
-            unsafe { libc::kill(pid, libc::SIGKILL) };
-        }
-        let _ = Command::new("ip")
-            .args(["link", "del", &self.bridge])
-            .output();
-        // Mounts left under our root (rootfs of a task that was not deleted).
-        let root = self.dir.path().display().to_string();
-        if let Ok(m) = std::fs::read_to_string("/proc/self/mounts") {
-            let mut ours: Vec<&str> = m
-                .lines()
-                .filter_map(|l| l.split(' ').nth(1))
-                .filter(|p| p.starts_with(&root))
-                .collect();
-            ours.reverse();
-            for p in ours {
-                let _ = Command::new("umount").args(["-l", p]).output();
-            }
-        }
+        self.containerd.stop();
+        // Shims still running (a task that would not die) and mounts left under our root.
+        self.containerd.reap();
+        self.cni.remove();
     }
-}
-
-/// Processes whose command line mentions `addr` (containerd shims get `-address ADDR`).
-fn shim_pids(addr: &str) -> Vec<i32> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
-            continue;
-        };
-        if let Ok(c) = std::fs::read(e.path().join("cmdline"))
-            && String::from_utf8_lossy(&c).contains(addr)
-            && String::from_utf8_lossy(&c).contains("containerd-shim")
-        {
-            out.push(pid);
-        }
-    }
-    out
-}
-
-/// A docker-archive of a busybox rootfs (with /www/index.html for httpd) in `dir`.
-fn build_image(dir: &Path) -> PathBuf {
-    let rootfs = dir.join("rootfs");
-    let out = dir.join("out");
-    std::fs::create_dir_all(rootfs.join("bin")).unwrap();
-    std::fs::create_dir_all(rootfs.join("www")).unwrap();
-    std::fs::create_dir_all(&out).unwrap();
-    std::fs::copy("/bin/busybox", rootfs.join("bin/busybox")).unwrap();
-    for t in ["sh", "httpd", "wget", "sleep", "cat", "ip"] {
-        std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(t)).unwrap();
-    }
-    std::fs::write(rootfs.join("www/index.html"), "hello from web\n").unwrap();
-    ok(
-        Command::new("tar")
-            .arg("-C")
-            .arg(&rootfs)
-            .arg("-cf")
-            .arg(out.join("layer.tar"))
-            .arg(".")
-            .output()
-            .unwrap(),
-        "tar layer",
-    );
-    let sum = ok(
-        Command::new("sha256sum")
-            .arg(out.join("layer.tar"))
-            .output()
-            .unwrap(),
-        "sha256sum",
-    );
-    let sum = sum.split_whitespace().next().unwrap().to_string();
-    let config = serde_json::json!({
-        "architecture": std::env::consts::ARCH.replace("x86_64", "amd64").replace("aarch64", "arm64"),
-        "os": "linux",
-        "config": {"Env": ["PATH=/bin"], "Cmd": ["sh"]},
-        "rootfs": {"type": "layers", "diff_ids": [format!("sha256:{sum}")]},
-    });
-    std::fs::write(out.join("config.json"), config.to_string()).unwrap();
-    let manifest = serde_json::json!([{
-        "Config": "config.json",
-        "RepoTags": ["hubble-e2e/busybox:latest"],
-        "Layers": ["layer.tar"],
-    }]);
-    std::fs::write(out.join("manifest.json"), manifest.to_string()).unwrap();
-    let archive = dir.join("busybox.tar");
-    ok(
-        Command::new("tar")
-            .arg("-C")
-            .arg(&out)
-            .arg("-cf")
-            .arg(&archive)
-            .args(["manifest.json", "config.json", "layer.tar"])
-            .output()
-            .unwrap(),
-        "tar image",
-    );
-    archive
 }
 
 fn flow_of(v: &Value) -> Option<&Value> {
@@ -415,29 +192,23 @@ fn containerd_containers_are_endpoints_while_they_run() {
     );
 
     let id = std::process::id() % 100_000;
+    let d = dir.path().to_path_buf();
     let mut env = Env {
-        sock: dir.path().join("containerd.sock"),
-        bridge: format!("hbctr{id}"),
+        // No CRI plugin: plain containers only.
+        containerd: Containerd::new(&d, "").expect("containerd config"),
+        cni: CniBridge {
+            bridge: format!("hbctr{id}"),
+            subnet: SUBNET.to_string(),
+            data_dir: d.join("cni-ipam"),
+        },
         prefix: format!("hbctr{id}"),
-        dir,
-        containerd: None,
+        _dir: dir,
         agent: None,
         containers: Vec::new(),
         netns: Vec::new(),
     };
-    let d = env.dir.path().to_path_buf();
-    let config = format!(
-        "version = 2\nroot = {:?}\nstate = {:?}\ndisabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n\
-         [grpc]\n  address = {:?}\n[ttrpc]\n  address = {:?}\n[debug]\n  address = {:?}\n",
-        d.join("root").display().to_string(),
-        d.join("state").display().to_string(),
-        env.sock.display().to_string(),
-        format!("{}.ttrpc", env.sock.display()),
-        d.join("debug.sock").display().to_string(),
-    );
-    std::fs::write(d.join("config.toml"), config).unwrap();
-    env.start_containerd();
-    let archive = build_image(&d.join("image"));
+    env.containerd.start().expect("containerd");
+    let archive = build_image(&d.join("image"), "hubble-e2e/busybox:latest", &["sh"], &[]);
     ok(
         env.ctr(&["image", "import", archive.to_str().unwrap()]),
         "ctr image import",
@@ -452,7 +223,7 @@ fn containerd_containers_are_endpoints_while_they_run() {
     let mut cmd = Command::new(BIN);
     cmd.arg("run")
         .arg("--containerd-socket")
-        .arg(&env.sock)
+        .arg(&env.containerd.sock)
         .arg("--socket")
         .arg(&hubble_sock)
         .args(["--listen-address", "", "--print-flows"]);
@@ -559,9 +330,9 @@ fn containerd_containers_are_endpoints_while_they_run() {
     // containerd restarts: the agent reconnects and resyncs, the running containers keep
     // their endpoints (no second ENDPOINT_CREATED) and a container started afterwards is
     // observed.
-    env.stop_containerd();
+    env.containerd.stop();
     std::thread::sleep(Duration::from_millis(300));
-    env.start_containerd();
+    env.containerd.start().expect("containerd");
     env.run("after", "after", &["sleep", "3600"]);
     let restarted = Instant::now();
     loop {

@@ -1,6 +1,7 @@
 //! `cargo xtask demo`: the one-command demo. Builds the binaries, brings up the demo lab,
 //! runs the agent on it with flows piped into `hubble observe`, drives traffic, and always
-//! takes the lab down again (on success, error or Ctrl-C).
+//! takes the lab down again (on success, error or Ctrl-C). `--containers`: the same on
+//! containers of a containerd of its own (`demo_containers`).
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -11,7 +12,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 
 const USAGE: &str = "\
-usage: cargo xtask demo [--spec FILE] [--nodes N] [--count N] [--duration D] [--no-build] [-- OBSERVE-ARGS...]
+usage: cargo xtask demo [--spec FILE] [--nodes N] [--containers] [--count N] [--duration D] [--no-build] [-- OBSERVE-ARGS...]
 
 Needs root. Builds hubble-agent and hubble, runs `hubble-agent lab up FILE` (default
 fixtures/lab/demo.toml), starts `hubble-agent run --lab FILE --print-flows` piped into
@@ -26,8 +27,17 @@ agents through the first one's Peer service), and `hubble observe --server 127.0
 --follow --print-node-name OBSERVE-ARGS...` showing every node's flows merged in time order;
 `hubble status` and `hubble list nodes` against the relay at the end.
 
+With --containers: no lab. A containerd of the demo's own (temporary directory, Debian's
+containerd, runc, containernetworking-plugins and busybox-static), a busybox image built
+locally, containers web (httpd :8080), client1 and client2 on a CNI bridge of its own
+(10.250.68.0/24), `hubble-agent run --runtime containerd --policy-dir DIR` with one
+CiliumNetworkPolicy (web admits client1 on 8080, denies client2), --count N wgets per client
+(default 3), then `hubble observe --server unix://… --last 1000 OBSERVE-ARGS...` and the
+policy drops; everything is removed at the end or on Ctrl-C. No DNS server (busybox has none).
+
 examples:
   sudo cargo xtask demo
+  sudo cargo xtask demo --containers
   sudo cargo xtask demo --count 5 -- --verdict DROPPED
   sudo cargo xtask demo -- -o json
   sudo cargo xtask demo --nodes 3";
@@ -47,7 +57,7 @@ extern "C" fn on_signal(_: i32) {
     INTERRUPTED.store(true, Ordering::SeqCst);
 }
 
-fn interrupted() -> bool {
+pub(crate) fn interrupted() -> bool {
     INTERRUPTED.load(Ordering::SeqCst)
 }
 
@@ -55,7 +65,9 @@ struct Options {
     spec: PathBuf,
     spec_given: bool,
     nodes: u32,
+    containers: bool,
     count: u32,
+    count_given: bool,
     duration: String,
     build: bool,
     observe_args: Vec<String>,
@@ -66,7 +78,9 @@ fn parse(args: &[String]) -> anyhow::Result<Option<Options>> {
         spec: PathBuf::from("fixtures/lab/demo.toml"),
         spec_given: false,
         nodes: 1,
+        containers: false,
         count: 20,
+        count_given: false,
         duration: "10s".into(),
         build: true,
         observe_args: Vec::new(),
@@ -93,8 +107,10 @@ fn parse(args: &[String]) -> anyhow::Result<Option<Options>> {
             "--count" => {
                 o.count = value("--count")?
                     .parse()
-                    .with_context(|| format!("--count needs a number\n{USAGE}"))?
+                    .with_context(|| format!("--count needs a number\n{USAGE}"))?;
+                o.count_given = true;
             }
+            "--containers" => o.containers = true,
             "--duration" => o.duration = value("--duration")?,
             "--no-build" => o.build = false,
             "-h" | "--help" => {
@@ -107,6 +123,9 @@ fn parse(args: &[String]) -> anyhow::Result<Option<Options>> {
             }
             other => bail!("demo: unknown argument {other:?}\n{USAGE}"),
         }
+    }
+    if o.containers && (o.nodes > 1 || o.spec_given) {
+        bail!("demo: --containers takes neither --nodes nor --spec\n{USAGE}");
     }
     Ok(Some(o))
 }
@@ -157,7 +176,7 @@ fn wait_bounded(child: &mut Child, limit: Duration) -> anyhow::Result<Option<Exi
 }
 
 /// SIGINT first (lets the agent detach its programs), SIGKILL after `grace`.
-fn stop(child: &mut Child, grace: Duration) {
+pub(crate) fn stop(child: &mut Child, grace: Duration) {
     if matches!(child.try_wait(), Ok(Some(_))) {
         return;
     }
@@ -176,7 +195,7 @@ fn stop(child: &mut Child, grace: Duration) {
 
 /// Builds a command whose process is not in our process group, so a terminal Ctrl-C reaches
 /// only us and we stop the children in order.
-fn detached(program: &Path) -> Command {
+pub(crate) fn detached(program: &Path) -> Command {
     use std::os::unix::process::CommandExt;
     let mut c = Command::new(program);
     c.process_group(0);
@@ -195,6 +214,9 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         bail!(
             "the demo needs root (it creates network namespaces and loads eBPF): run `sudo cargo xtask demo`"
         );
+    }
+    if o.containers && !o.count_given {
+        o.count = 3;
     }
     let root = workspace_root();
     let spec = if o.spec.is_absolute() {
@@ -231,6 +253,9 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     unsafe {
         signal(SIGINT, on_signal as *const () as usize);
         signal(SIGTERM, on_signal as *const () as usize);
+    }
+    if o.containers {
+        return crate::demo_containers::run(&agent, &hubble, o.count, &o.observe_args);
     }
 
     let up = Command::new(&agent)

@@ -3,6 +3,7 @@
 mod bench;
 mod bench_server;
 mod demo;
+mod demo_containers;
 mod gen_flows;
 mod test;
 
@@ -12,6 +13,7 @@ usage: cargo xtask <task>
 tasks:
   test       everything CI checks: system packages (as root), fmt, clippy, all tests
   demo       (root) lab up, agent flows into `hubble observe`, traffic, lab down
+             (--containers: containers of a containerd of its own instead of the lab)
   bench      observe [--count N] [--runs R] [--compare OTHER_HUBBLE]: CLI throughput and memory
              server [--runs R] [--rate N] [--seconds S]: the Hubble API over its unix socket
              server [--runs R] [--rate N] [--seconds S]: a full ring over the unix socket, follow mode

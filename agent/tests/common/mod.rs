@@ -11,6 +11,8 @@ use agent::lab::topology;
 use hubble_api::observer::{GetAgentEventsRequest, GetAgentEventsResponse};
 use serde_json::Value;
 
+pub mod runtime;
+
 /// Skips `test` with a message, or fails it when CI=true: CI runs as root and must run it.
 pub fn skip_or_fail(test: &str, why: &str) {
     if std::env::var("CI").as_deref() == Ok("true") {

@@ -3,9 +3,14 @@
 //!
 //! - Containers in the `k8s.io` namespace are Kubernetes pods made by containerd's CRI
 //!   plugin: the pod sandbox (label `io.cri-containerd.kind=sandbox`) is the endpoint
-//!   (`containerd:k8s.io/<sandbox id>`), named and labelled from the pod labels CRI puts on
-//!   it (`k8s:KEY=VALUE`, plus the namespace and cluster labels, as Cilium); the pod's app
-//!   containers share its netns and are not endpoints of their own.
+//!   (`containerd:k8s.io/<sandbox id>`), labelled from the pod's labels (`k8s:KEY=VALUE`,
+//!   plus the namespace and cluster labels, as Cilium): those of the pod config the CRI
+//!   plugin keeps in the sandbox's extension (the sandbox container's labels also carry the
+//!   pause image's labels), else the container's labels; named by the
+//!   kubelet's `io.kubernetes.pod.{name,namespace}` labels, or, for pods made by another
+//!   CRI client (crictl), by the pod metadata the CRI plugin keeps in the sandbox's
+//!   `io.cri-containerd.sandbox.metadata` extension; the pod's app containers share its
+//!   netns and are not endpoints of their own.
 //! - Other containers are endpoints of their own (`containerd:<ns>/<id>`), labelled
 //!   `container:KEY=VALUE`, named by their id in their containerd namespace.
 //!
@@ -56,6 +61,9 @@ pub const TOPICS: &[&str] = &[
 ];
 
 const KIND_LABEL: &str = "io.cri-containerd.kind";
+/// The container extension where containerd 1.6's CRI plugin keeps a sandbox's metadata
+/// (JSON: `{"Version":"v1","Metadata":{"Config":{"metadata":{"name","namespace",…}},…}}`).
+pub const SANDBOX_METADATA_EXTENSION: &str = "io.cri-containerd.sandbox.metadata";
 const POD_NAME_LABEL: &str = "io.kubernetes.pod.name";
 const POD_NAMESPACE_LABEL: &str = "io.kubernetes.pod.namespace";
 const CLUSTER_LABEL: &str = "io.cilium.k8s.policy.cluster";
@@ -69,6 +77,38 @@ pub struct Listed {
     pub labels: BTreeMap<String, String>,
     /// The pid of its task while the task runs.
     pub pid: Option<u32>,
+    /// A CRI sandbox's pod metadata, from its extension.
+    pub pod: Option<PodMeta>,
+}
+
+/// The pod of a CRI sandbox as the CRI client described it (`PodSandboxConfig`): its
+/// metadata and labels. The sandbox container's own labels also hold the pause image's
+/// labels (the CRI plugin merges image config labels in), which are not the pod's.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PodMeta {
+    pub name: String,
+    pub namespace: String,
+    pub labels: BTreeMap<String, String>,
+}
+
+/// The pod metadata in the value of a sandbox's [`SANDBOX_METADATA_EXTENSION`]; `None`
+/// when it is not that JSON document.
+pub fn sandbox_pod_meta(value: &[u8]) -> Option<PodMeta> {
+    let v: serde_json::Value = serde_json::from_slice(value).ok()?;
+    let config = &v["Metadata"]["Config"];
+    let m = &config["metadata"];
+    let text = |k: &str| m[k].as_str().unwrap_or_default().to_string();
+    let meta = PodMeta {
+        name: text("name"),
+        namespace: text("namespace"),
+        labels: config["labels"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
+            .collect(),
+    };
+    (!meta.name.is_empty() || !meta.namespace.is_empty()).then_some(meta)
 }
 
 /// An endpoint to be, before its network is looked at.
@@ -107,18 +147,24 @@ pub fn candidate(c: &Listed) -> Option<Candidate> {
         if kind != Some("sandbox") {
             return None;
         }
+        // The kubelet's labels first, then what the CRI client said the pod is.
+        let meta =
+            |f: fn(&PodMeta) -> &String| c.pod.as_ref().map(f).filter(|s| !s.is_empty()).cloned();
         let pod_ns = c
             .labels
             .get(POD_NAMESPACE_LABEL)
             .cloned()
+            .or_else(|| meta(|m| &m.namespace))
             .unwrap_or_else(|| "default".to_string());
         let pod_name = c
             .labels
             .get(POD_NAME_LABEL)
             .cloned()
+            .or_else(|| meta(|m| &m.name))
             .unwrap_or_else(|| c.id.clone());
-        let mut labels: BTreeMap<&str, &str> = c
-            .labels
+        // The pod's own labels when the CRI plugin's record of them is at hand.
+        let pod_labels = c.pod.as_ref().map_or(&c.labels, |m| &m.labels);
+        let mut labels: BTreeMap<&str, &str> = pod_labels
             .iter()
             .filter(|(k, _)| !is_runtime_label(k))
             .map(|(k, v)| (k.as_str(), v.as_str()))
@@ -196,9 +242,14 @@ async fn list(client: &Client, skip: &BTreeSet<String>) -> Result<Listing, Strin
             })
             .collect();
         for c in client.containers(ns).await? {
+            let pod = c
+                .extensions
+                .get(SANDBOX_METADATA_EXTENSION)
+                .and_then(|e| sandbox_pod_meta(&e.value));
             listing.containers.push(Listed {
                 namespace: ns.clone(),
                 pid: running.get(c.id.as_str()).copied(),
+                pod,
                 labels: c.labels.into_iter().collect(),
                 id: c.id,
             });

@@ -11,6 +11,7 @@ fn listed(ns: &str, id: &str, labels: &[(&str, &str)], pid: Option<u32>) -> List
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect(),
         pid,
+        pod: None,
     }
 }
 
@@ -68,6 +69,59 @@ fn a_pod_sandbox_is_the_pods_endpoint_with_k8s_labels() {
             "k8s:pod-template-hash=7d4b9",
         ]
     );
+}
+
+#[test]
+fn a_sandbox_is_named_and_labelled_from_its_cri_metadata() {
+    // What containerd 1.6's CRI plugin keeps in a crictl-made sandbox's extension (no
+    // kubelet io.kubernetes.pod.* labels).
+    let ext = br#"{"Version":"v1","Metadata":{"ID":"abc123","Name":"web_shop_u1_0",
+        "Config":{"metadata":{"name":"web","uid":"u1","namespace":"shop"},
+        "labels":{"app":"web"}},"IP":"10.250.67.2"}}"#;
+    let pod = sandbox_pod_meta(ext);
+    assert_eq!(
+        pod,
+        Some(PodMeta {
+            name: "web".into(),
+            namespace: "shop".into(),
+            labels: [("app".to_string(), "web".to_string())].into(),
+        })
+    );
+    // The CRI plugin merged the pause image's labels into the container's: not the pod's.
+    let mut c = listed(
+        "k8s.io",
+        "abc123",
+        &[
+            ("io.cri-containerd.kind", "sandbox"),
+            ("app", "web"),
+            ("org.opencontainers.image.title", "pause"),
+        ],
+        Some(7),
+    );
+    c.pod = pod;
+    let e = candidate(&c).unwrap();
+    assert_eq!((e.namespace.as_str(), e.pod_name.as_str()), ("shop", "web"));
+    assert_eq!(
+        e.labels,
+        [
+            "k8s:app=web",
+            "k8s:io.cilium.k8s.policy.cluster=default",
+            "k8s:io.kubernetes.pod.namespace=shop",
+        ]
+    );
+    // The kubelet's labels win; no metadata, no labels: the id in `default`.
+    c.labels
+        .insert("io.kubernetes.pod.name".into(), "web-7d4b9".into());
+    assert_eq!(candidate(&c).unwrap().pod_name, "web-7d4b9");
+    c.pod = None;
+    c.labels.remove("io.kubernetes.pod.name");
+    let e = candidate(&c).unwrap();
+    assert_eq!(
+        (e.namespace.as_str(), e.pod_name.as_str()),
+        ("default", "abc123")
+    );
+    assert_eq!(sandbox_pod_meta(b"not json"), None);
+    assert_eq!(sandbox_pod_meta(br#"{"Version":"v1"}"#), None);
 }
 
 #[test]

@@ -152,8 +152,16 @@ pub async fn watch(
     let mut ticker = tokio::time::interval(POLL);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_error: Option<String> = None;
+    let pods_path = current.live_pods_path();
+    let mut seen = (stamp(&path), stamp(&pods_path));
     loop {
         ticker.tick().await;
+        // Parse again only when a file changed (a stat is far cheaper than a parse).
+        let now = (stamp(&path), stamp(&pods_path));
+        if now == seen && last_error.is_none() {
+            continue;
+        }
+        seen = now;
         let next = match load(&path) {
             Ok(s) => {
                 last_error = None;
@@ -173,6 +181,14 @@ pub async fn watch(
             return;
         }
     }
+}
+
+/// A file's inode, modification time and length (None when it is missing): the pods file
+/// is replaced by a rename, which gives it a new inode.
+fn stamp(path: &Path) -> Option<(u64, std::time::SystemTime, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(path).ok()?;
+    Some((m.ino(), m.modified().ok()?, m.len()))
 }
 
 /// The spec with the pods added at runtime.

@@ -35,7 +35,7 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 
-use super::endpoints::{Skips, diff, dns_visibility};
+use super::endpoints::{Reconnect, Skips, diff, dns_visibility};
 use super::netns::{Located, locate};
 use crate::model::{Change, EndpointSpec};
 use api::Client;
@@ -67,7 +67,6 @@ pub const SANDBOX_METADATA_EXTENSION: &str = "io.cri-containerd.sandbox.metadata
 const POD_NAME_LABEL: &str = "io.kubernetes.pod.name";
 const POD_NAMESPACE_LABEL: &str = "io.kubernetes.pod.namespace";
 const CLUSTER_LABEL: &str = "io.cilium.k8s.policy.cluster";
-const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 /// A container as containerd lists it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -375,28 +374,18 @@ impl Containerd {
     }
 
     async fn watch(mut self, tx: mpsc::Sender<Vec<Change>>) {
-        let mut backoff = Duration::from_millis(100);
-        let mut down: Option<String> = self.down.take();
-        let socket = self.socket.display().to_string();
+        let mut conn = Reconnect::new("containerd", &self.socket, self.down.take());
         loop {
             let client = match self.connect().await {
                 Ok(c) => c,
                 Err(e) => {
-                    if down.as_deref() != Some(e.as_str()) {
-                        eprintln!("hubble-agent: containerd: {e} (retrying)");
-                        down = Some(e);
-                    }
-                    if sleep_or_closed(&tx, backoff).await {
+                    if conn.failed(e, &tx).await {
                         return;
                     }
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
                     continue;
                 }
             };
-            if down.take().is_some() {
-                eprintln!("hubble-agent: containerd: connected to {socket}");
-            }
-            backoff = Duration::from_millis(100);
+            conn.connected();
             // containerd answers a subscription only with its first event, so the call
             // is polled alongside the rest: sent first, then the resync.
             let subscribe = client.subscribe(TOPICS);
@@ -433,9 +422,7 @@ impl Containerd {
                     Err(e) => break e,
                 }
             };
-            eprintln!("hubble-agent: containerd: {lost}; reconnecting");
-            down = Some(lost);
-            if sleep_or_closed(&tx, backoff).await {
+            if conn.lost(lost, &tx).await {
                 return;
             }
         }
@@ -449,14 +436,6 @@ async fn next_event(
     match stream {
         Some(s) => s.message().await,
         None => std::future::pending().await,
-    }
-}
-
-/// Sleeps `d`; true when the channel closed meanwhile.
-async fn sleep_or_closed(tx: &mpsc::Sender<Vec<Change>>, d: Duration) -> bool {
-    tokio::select! {
-        _ = tx.closed() => true,
-        _ = tokio::time::sleep(d) => false,
     }
 }
 

@@ -30,7 +30,7 @@ use bytes::BytesMut;
 use http_body_util::BodyExt;
 use tokio::sync::mpsc;
 
-use super::endpoints::{Skips, diff, dns_visibility};
+use super::endpoints::{Reconnect, Skips, diff, dns_visibility};
 use super::netns::{Located, locate};
 use crate::model::{Change, EndpointSpec};
 use api::Client;
@@ -55,7 +55,6 @@ pub const COMPOSE_WORKLOAD: &str = "DockerComposeService";
 const COMPOSE_PREFIX: &str = "com.docker.compose.";
 const COMPOSE_PROJECT: &str = "com.docker.compose.project";
 const COMPOSE_SERVICE: &str = "com.docker.compose.service";
-const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 /// The model key of a container.
 pub fn endpoint_key(id: &str) -> String {
@@ -253,9 +252,7 @@ impl Docker {
     }
 
     async fn watch(mut self, tx: mpsc::Sender<Vec<Change>>) {
-        let mut backoff = Duration::from_millis(100);
-        let mut down: Option<String> = self.down.take();
-        let socket = self.socket.display().to_string();
+        let mut conn = Reconnect::new("docker", &self.socket, self.down.take());
         loop {
             // Subscribed before listing: nothing happens unseen in between.
             let connected = match self.client() {
@@ -265,21 +262,13 @@ impl Docker {
             let (client, mut events) = match connected {
                 Ok(c) => c,
                 Err(e) => {
-                    if down.as_deref() != Some(e.as_str()) {
-                        eprintln!("hubble-agent: docker: {e} (retrying)");
-                        down = Some(e);
-                    }
-                    if sleep_or_closed(&tx, backoff).await {
+                    if conn.failed(e, &tx).await {
                         return;
                     }
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
                     continue;
                 }
             };
-            if down.take().is_some() {
-                eprintln!("hubble-agent: docker: connected to {socket}");
-            }
-            backoff = Duration::from_millis(100);
+            conn.connected();
             let mut buf = BytesMut::new();
             let mut ticker = tokio::time::interval(RESYNC);
             ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -319,20 +308,10 @@ impl Docker {
                     Err(e) => break e,
                 }
             };
-            eprintln!("hubble-agent: docker: {lost}; reconnecting");
-            down = Some(lost);
-            if sleep_or_closed(&tx, backoff).await {
+            if conn.lost(lost, &tx).await {
                 return;
             }
         }
-    }
-}
-
-/// Sleeps `d`; true when the channel closed meanwhile.
-async fn sleep_or_closed(tx: &mpsc::Sender<Vec<Change>>, d: Duration) -> bool {
-    tokio::select! {
-        _ = tx.closed() => true,
-        _ = tokio::time::sleep(d) => false,
     }
 }
 

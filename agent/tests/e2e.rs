@@ -101,6 +101,55 @@ fn tcx_programs(node_ns: &str, ifname: &str, t: TcAttachType) -> Vec<String> {
     .unwrap()
 }
 
+/// A second copy of the datapath attached to one interface, detached when dropped: it lives
+/// on a thread of its own in the node netns (setns is per thread).
+struct Foreign(
+    Option<mpsc::Sender<()>>,
+    Option<std::thread::JoinHandle<()>>,
+);
+
+impl Foreign {
+    fn attach(node_ns: &str, ifname: &str) -> Foreign {
+        let (ns, ifname) = (node_ns.to_string(), ifname.to_string());
+        let (ready_tx, ready) = mpsc::channel::<()>();
+        let (stop, stop_rx) = mpsc::channel::<()>();
+        let t = std::thread::spawn(move || {
+            netns::enter(&ns).expect("entering the node netns");
+            let mut dp = agent::datapath::Datapath::load(&Default::default()).expect("load");
+            dp.attach(&ifname).expect("attach the other program");
+            ready_tx.send(()).unwrap();
+            let _ = stop_rx.recv();
+            dp.shutdown();
+        });
+        ready.recv().expect("the other program attached");
+        Foreign(Some(stop), Some(t))
+    }
+}
+
+impl Drop for Foreign {
+    fn drop(&mut self) {
+        drop(self.0.take());
+        if let Some(t) = self.1.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Ids of the TCX programs on `ifname` (in the lab's node netns), in chain order.
+fn tcx_ids(node_ns: &str, ifname: &str, t: TcAttachType) -> Vec<u32> {
+    if !agent::datapath::node_maps::has_tcx() {
+        return Vec::new();
+    }
+    let (ns, ifname) = (node_ns.to_string(), ifname.to_string());
+    std::thread::spawn(move || {
+        netns::enter(&ns).expect("entering the node netns");
+        let (_, progs) = SchedClassifier::query_tcx(&ifname, t).expect("querying TCX programs");
+        progs.iter().map(|p| p.id()).collect()
+    })
+    .join()
+    .unwrap()
+}
+
 /// Every TCX program on any pod interface of the lab, as `ifname hook: name`.
 fn tcx_left(node_ns: &str, spec: &agent::lab::LabSpec) -> Vec<String> {
     let mut left = Vec::new();
@@ -487,19 +536,30 @@ fn datapath_flows_end_to_end() {
     // A killed agent (SIGKILL): on a kernel with TCX its links die with its process, so no
     // program is left on any lab interface to enforce a stale policy; without TCX its clsact
     // filters stay until the next agent cleans them up at start.
+    // Another program on the client's interface (another CNI's, played by a second copy of
+    // our object, whose empty maps make it pass every packet on) stays in place and in order.
     let node_ns = spec.node_netns();
     let tcx = agent::datapath::node_maps::has_tcx();
+    let foreign = tcx.then(|| Foreign::attach(&node_ns, &client.host_veth));
+    let foreign_ids = tcx_ids(&node_ns, &client.host_veth, TcAttachType::Ingress);
     let _lines = start_agent(&mut guard, &spec_path, "medium");
-    assert_eq!(
-        tcx_programs(&node_ns, &client.host_veth, TcAttachType::Ingress),
-        if tcx {
-            vec!["from_container".to_string()]
-        } else {
-            Vec::new()
-        },
-        "the running agent's program on {}",
-        client.host_veth
-    );
+    if tcx {
+        assert_eq!(foreign_ids.len(), 1, "{foreign_ids:?}");
+        let ids = tcx_ids(&node_ns, &client.host_veth, TcAttachType::Ingress);
+        assert_eq!(
+            ids.len(),
+            2,
+            "the agent's program and the other one: {ids:?}"
+        );
+        assert_eq!(
+            ids[1], foreign_ids[0],
+            "the other program stays, behind ours: {ids:?}"
+        );
+        assert_eq!(
+            tcx_programs(&node_ns, &client.host_veth, TcAttachType::Ingress),
+            ["from_container", "from_container"],
+        );
+    }
     let mut crashed = guard.agent.take().unwrap();
     crashed.kill().unwrap();
     crashed.wait().unwrap();
@@ -507,12 +567,26 @@ fn datapath_flows_end_to_end() {
         let deadline = Instant::now() + Duration::from_secs(2);
         let left = loop {
             let left = tcx_left(&node_ns, &spec);
-            if left.is_empty() || Instant::now() > deadline {
+            if left.len() == 2 || Instant::now() > deadline {
                 break left;
             }
             std::thread::sleep(Duration::from_millis(50));
         };
-        assert!(left.is_empty(), "a SIGKILLed agent left programs: {left:?}");
+        assert_eq!(
+            left,
+            [
+                format!("{} Ingress: from_container", client.host_veth),
+                format!("{} Egress: to_container", client.host_veth)
+            ],
+            "a SIGKILLed agent left programs (only the other ones may stay)"
+        );
+        assert_eq!(
+            tcx_ids(&node_ns, &client.host_veth, TcAttachType::Ingress),
+            foreign_ids,
+            "the other program is still there"
+        );
+        drop(foreign);
+        assert!(tcx_left(&node_ns, &spec).is_empty());
     } else {
         let left = tc_show(
             &node_ns,

@@ -20,7 +20,7 @@ use serde_json::Value;
 
 mod common;
 use common::runtime::{build_image, ok};
-use common::{all_events, of_type, skip_or_fail, spawn_attached_into};
+use common::{event_pods, flow_of, labels, skip_or_fail, spawn_attached_into};
 use xtask::containerd::{CNI_DIR, CniBridge, Containerd, have};
 
 const BIN: &str = env!("CARGO_BIN_EXE_hubble-agent");
@@ -28,11 +28,6 @@ const TEST: &str = "e2e containerd test";
 const NS: &str = "testns";
 const IMAGE: &str = "docker.io/hubble-e2e/busybox:latest";
 const SUBNET: &str = "10.250.65.0/24";
-
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
-}
 
 /// Everything the test starts, torn down in reverse whatever happens.
 struct Env {
@@ -116,37 +111,9 @@ impl Drop for Env {
     }
 }
 
-fn flow_of(v: &Value) -> Option<&Value> {
-    v.get("flow")
-}
-
-fn labels(ep: &Value) -> Vec<String> {
-    ep["labels"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|l| l.as_str().map(str::to_string))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-/// The pods named in the stored agent events of type `t`.
-fn event_pods(server: &str, t: &str) -> Vec<String> {
-    let events = all_events(server);
-    of_type(&events, t)
-        .iter()
-        .filter_map(|e| {
-            e["agent_event"]["endpoint_update"]["pod_name"]
-                .as_str()
-                .map(str::to_string)
-        })
-        .collect()
-}
-
 #[test]
 fn containerd_containers_are_endpoints_while_they_run() {
-    if !is_root() {
+    if !agent::datapath::is_root() {
         return skip_or_fail(TEST, "needs root");
     }
     for cmd in [
@@ -289,7 +256,7 @@ fn containerd_containers_are_endpoints_while_they_run() {
     assert_eq!(f["l4"]["TCP"]["destination_port"], 8080);
 
     // A container started now is an endpoint within 1 s.
-    let created = event_pods(&server, "ENDPOINT_CREATED");
+    let created = event_pods(&server, "ENDPOINT_CREATED", false);
     assert!(
         created.contains(&"web".to_string()) && created.contains(&"client".to_string()),
         "{created:?}"
@@ -297,7 +264,7 @@ fn containerd_containers_are_endpoints_while_they_run() {
     env.run("late", "late", &["sleep", "3600"]);
     let started = Instant::now();
     loop {
-        if event_pods(&server, "ENDPOINT_CREATED").contains(&"late".to_string()) {
+        if event_pods(&server, "ENDPOINT_CREATED", false).contains(&"late".to_string()) {
             break;
         }
         assert!(
@@ -312,7 +279,7 @@ fn containerd_containers_are_endpoints_while_they_run() {
     env.remove("late");
     let removed = Instant::now();
     loop {
-        if event_pods(&server, "ENDPOINT_DELETED").contains(&"late".to_string()) {
+        if event_pods(&server, "ENDPOINT_DELETED", false).contains(&"late".to_string()) {
             break;
         }
         assert!(
@@ -321,7 +288,7 @@ fn containerd_containers_are_endpoints_while_they_run() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-    let deleted = event_pods(&server, "ENDPOINT_DELETED");
+    let deleted = event_pods(&server, "ENDPOINT_DELETED", false);
     assert!(
         !deleted.contains(&"web".to_string()),
         "web is still running: {deleted:?}"
@@ -336,7 +303,7 @@ fn containerd_containers_are_endpoints_while_they_run() {
     env.run("after", "after", &["sleep", "3600"]);
     let restarted = Instant::now();
     loop {
-        if event_pods(&server, "ENDPOINT_CREATED").contains(&"after".to_string()) {
+        if event_pods(&server, "ENDPOINT_CREATED", false).contains(&"after".to_string()) {
             break;
         }
         assert!(
@@ -345,7 +312,7 @@ fn containerd_containers_are_endpoints_while_they_run() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-    let created = event_pods(&server, "ENDPOINT_CREATED");
+    let created = event_pods(&server, "ENDPOINT_CREATED", false);
     for pod in ["web", "client", "after"] {
         assert_eq!(
             created.iter().filter(|p| *p == pod).count(),
@@ -354,7 +321,7 @@ fn containerd_containers_are_endpoints_while_they_run() {
         );
     }
     assert!(
-        !event_pods(&server, "ENDPOINT_DELETED").contains(&"web".to_string()),
+        !event_pods(&server, "ENDPOINT_DELETED", false).contains(&"web".to_string()),
         "web lost its endpoint over the restart"
     );
 

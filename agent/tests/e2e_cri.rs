@@ -26,7 +26,7 @@ use tonic::transport::Channel;
 
 mod common;
 use common::runtime::{build_image, ok};
-use common::{all_events, of_type, skip_or_fail, spawn_attached_into};
+use common::{event_pods, flow_of, labels, skip_or_fail, spawn_attached_into};
 use xtask::containerd::{CNI_DIR, CniBridge, Containerd, missing_prerequisite};
 
 const BIN: &str = env!("CARGO_BIN_EXE_hubble-agent");
@@ -38,11 +38,6 @@ const PAUSE_IMAGE: &str = "docker.io/hubble-e2e/pause:cri";
 const APP_TAG: &str = "hubble-e2e/busybox:cri";
 const APP_IMAGE: &str = "docker.io/hubble-e2e/busybox:cri";
 const SUBNET: &str = "10.250.67.0/24";
-
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
-}
 
 /// A pod the test made: its name, its app container's id, its address.
 #[derive(Debug, Clone)]
@@ -320,37 +315,6 @@ fn cri_config(dir: &Path) -> String {
     )
 }
 
-fn flow_of(v: &Value) -> Option<&Value> {
-    v.get("flow")
-}
-
-fn labels(ep: &Value) -> Vec<String> {
-    ep["labels"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|l| l.as_str().map(str::to_string))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-/// The pods (`namespace/name`) named in the stored agent events of type `t`.
-fn event_pods(server: &str, t: &str) -> Vec<String> {
-    let events = all_events(server);
-    of_type(&events, t)
-        .iter()
-        .filter_map(|e| {
-            let u = &e["agent_event"]["endpoint_update"];
-            Some(format!(
-                "{}/{}",
-                u["namespace"].as_str().unwrap_or_default(),
-                u["pod_name"].as_str()?
-            ))
-        })
-        .collect()
-}
-
 /// Prints what containerd's k8s.io namespace holds (labels of each container): what the
 /// agent's containerd source reads.
 fn show_containers(env: &Env) {
@@ -364,7 +328,7 @@ fn show_containers(env: &Env) {
 
 #[test]
 fn cri_pods_are_endpoints_with_kubernetes_identity() {
-    if !is_root() {
+    if !agent::datapath::is_root() {
         return skip_or_fail(TEST, "needs root");
     }
     if let Some(why) = missing_prerequisite() {
@@ -494,7 +458,7 @@ fn cri_pods_are_endpoints_with_kubernetes_identity() {
     assert_eq!(f["l4"]["TCP"]["destination_port"], 8080);
 
     // A pod run now is an endpoint within 1 s.
-    let created = event_pods(&server, "ENDPOINT_CREATED");
+    let created = event_pods(&server, "ENDPOINT_CREATED", true);
     assert!(
         created.contains(&"shop/web".to_string()) && created.contains(&"shop/client".to_string()),
         "{created:?}"
@@ -505,7 +469,7 @@ fn cri_pods_are_endpoints_with_kubernetes_identity() {
     let late = env.run_sandbox(&late_config);
     let started = Instant::now();
     loop {
-        if event_pods(&server, "ENDPOINT_CREATED").contains(&"shop/late".to_string()) {
+        if event_pods(&server, "ENDPOINT_CREATED", true).contains(&"shop/late".to_string()) {
             break;
         }
         assert!(
@@ -520,7 +484,7 @@ fn cri_pods_are_endpoints_with_kubernetes_identity() {
     env.remove_sandbox(&late).expect("removing the late pod");
     let removed = Instant::now();
     loop {
-        if event_pods(&server, "ENDPOINT_DELETED").contains(&"shop/late".to_string()) {
+        if event_pods(&server, "ENDPOINT_DELETED", true).contains(&"shop/late".to_string()) {
             break;
         }
         assert!(
@@ -529,7 +493,7 @@ fn cri_pods_are_endpoints_with_kubernetes_identity() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-    let deleted = event_pods(&server, "ENDPOINT_DELETED");
+    let deleted = event_pods(&server, "ENDPOINT_DELETED", true);
     assert!(
         !deleted.contains(&"shop/web".to_string()),
         "web is still running: {deleted:?}"

@@ -20,17 +20,13 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 mod common;
-use common::{all_events, of_type, skip_or_fail, spawn_attached_into};
+use common::runtime::ok;
+use common::{event_pods, labels, skip_or_fail, spawn_attached_into};
 
 const BIN: &str = env!("CARGO_BIN_EXE_hubble-agent");
 const TEST: &str = "e2e docker test";
 const IMAGE: &str = "hubble-e2e/busybox:latest";
 const SUBNET: &str = "10.250.66.0/24";
-
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
-}
 
 fn have(cmd: &str) -> bool {
     Command::new("sh")
@@ -46,16 +42,6 @@ fn docker_cli() -> &'static str {
     } else {
         "docker"
     }
-}
-
-fn ok(o: Output, what: &str) -> String {
-    assert!(
-        o.status.success(),
-        "{what}: {}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
 /// Everything the test starts, torn down in reverse whatever happens.
@@ -261,35 +247,11 @@ fn image_context(dir: &Path) {
     .unwrap();
 }
 
-fn labels(ep: &Value) -> Vec<String> {
-    ep["labels"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|l| l.as_str().map(str::to_string))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-/// The pods named in the stored agent events of type `t`.
-fn event_pods(server: &str, t: &str) -> Vec<String> {
-    let events = all_events(server);
-    of_type(&events, t)
-        .iter()
-        .filter_map(|e| {
-            e["agent_event"]["endpoint_update"]["pod_name"]
-                .as_str()
-                .map(str::to_string)
-        })
-        .collect()
-}
-
 /// Waits up to `limit` for an event of type `t` naming `pod`; the time it took.
 fn wait_event(server: &str, t: &str, pod: &str, limit: Duration) -> Duration {
     let start = Instant::now();
     loop {
-        if event_pods(server, t).iter().any(|p| p == pod) {
+        if event_pods(server, t, false).iter().any(|p| p == pod) {
             return start.elapsed();
         }
         assert!(start.elapsed() < limit, "no {t} for {pod} within {limit:?}");
@@ -299,7 +261,7 @@ fn wait_event(server: &str, t: &str, pod: &str, limit: Duration) -> Duration {
 
 #[test]
 fn docker_containers_are_endpoints_while_they_run() {
-    if !is_root() {
+    if !agent::datapath::is_root() {
         return skip_or_fail(TEST, "needs root");
     }
     for cmd in ["dockerd", docker_cli(), "busybox", "ip"] {
@@ -479,7 +441,7 @@ fn docker_containers_are_endpoints_while_they_run() {
     assert_eq!(f["l4"]["TCP"]["destination_port"], 8080);
 
     // A container started now is an endpoint within 1 s.
-    let created = event_pods(&server, "ENDPOINT_CREATED");
+    let created = event_pods(&server, "ENDPOINT_CREATED", false);
     assert!(
         created.contains(&"web".to_string()) && created.contains(&"client".to_string()),
         "{created:?}"
@@ -491,7 +453,7 @@ fn docker_containers_are_endpoints_while_they_run() {
     // Removed: ENDPOINT_DELETED.
     env.remove("late");
     wait_event(&server, "ENDPOINT_DELETED", "late", Duration::from_secs(2));
-    let deleted = event_pods(&server, "ENDPOINT_DELETED");
+    let deleted = event_pods(&server, "ENDPOINT_DELETED", false);
     assert!(
         !deleted.contains(&"web".to_string()),
         "web is still running: {deleted:?}"
@@ -510,7 +472,7 @@ fn docker_containers_are_endpoints_while_they_run() {
         "after",
         Duration::from_secs(10),
     );
-    let created = event_pods(&server, "ENDPOINT_CREATED");
+    let created = event_pods(&server, "ENDPOINT_CREATED", false);
     for pod in ["web", "client", "after"] {
         assert_eq!(
             created.iter().filter(|p| *p == pod).count(),
@@ -519,7 +481,7 @@ fn docker_containers_are_endpoints_while_they_run() {
         );
     }
     assert!(
-        !event_pods(&server, "ENDPOINT_DELETED").contains(&"web".to_string()),
+        !event_pods(&server, "ENDPOINT_DELETED", false).contains(&"web".to_string()),
         "web lost its endpoint over the restart"
     );
 

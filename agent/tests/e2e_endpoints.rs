@@ -13,7 +13,8 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 mod common;
-use common::{TestLab, all_events, of_type, spawn_attached};
+use common::runtime::ok;
+use common::{TestLab, event_pods, flow_of, spawn_attached};
 
 const BIN: &str = env!("CARGO_BIN_EXE_hubble-agent");
 const TEST: &str = "e2e endpoints test";
@@ -44,16 +45,6 @@ ipv6 = "fd00:250:63::20"
     )
 }
 
-fn ok(o: Output, what: &str) -> String {
-    assert!(
-        o.status.success(),
-        "{what}: {}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
 fn lab(spec: &std::path::Path, args: &[&str]) -> Output {
     Command::new(BIN)
         .arg("lab")
@@ -69,10 +60,6 @@ enum Step {
     Added(Instant),
     Removed(Instant),
     Done,
-}
-
-fn flow_of(line: &Value) -> Option<&Value> {
-    line.get("flow")
 }
 
 fn src_pod(f: &Value) -> &str {
@@ -264,27 +251,16 @@ fn endpoints_come_and_go_while_the_agent_runs() {
     );
 
     // Agent events: both pods created, the removed one deleted, while the agent runs.
-    let events = all_events(&server);
-    let pods_of = |t: &str| -> Vec<String> {
-        of_type(&events, t)
-            .iter()
-            .map(|e| {
-                let u = &e["agent_event"]["endpoint_update"];
-                format!(
-                    "{}/{}",
-                    u["namespace"].as_str().unwrap(),
-                    u["pod_name"].as_str().unwrap()
-                )
-            })
-            .collect()
-    };
-    let created = pods_of("ENDPOINT_CREATED");
+    let created = event_pods(&server, "ENDPOINT_CREATED", true);
     for p in ["ep/client", "ep/server", "ep/late", "ep/twin"] {
         assert!(
             created.contains(&p.to_string()),
             "{p} not created: {created:?}"
         );
     }
-    assert_eq!(pods_of("ENDPOINT_DELETED"), vec!["ep/late".to_string()]);
+    assert_eq!(
+        event_pods(&server, "ENDPOINT_DELETED", true),
+        vec!["ep/late".to_string()]
+    );
     drop(guard);
 }

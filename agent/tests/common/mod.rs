@@ -239,3 +239,41 @@ pub fn of_type<'a>(events: &'a [Value], t: &str) -> Vec<&'a Value> {
         .filter(|e| e["agent_event"]["type"] == t)
         .collect()
 }
+
+/// The flow of a GetFlowsResponse JSON line (None for other responses).
+#[allow(dead_code)]
+pub fn flow_of(v: &Value) -> Option<&Value> {
+    v.get("flow")
+}
+
+/// An endpoint's labels in a flow's JSON.
+#[allow(dead_code)]
+pub fn labels(ep: &Value) -> Vec<String> {
+    ep["labels"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|l| l.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The pods named in the stored agent events of type `t`: `pod_name`, or
+/// `namespace/pod_name` with `namespaced`.
+#[allow(dead_code)]
+pub fn event_pods(server: &str, t: &str, namespaced: bool) -> Vec<String> {
+    let events = all_events(server);
+    of_type(&events, t)
+        .iter()
+        .filter_map(|e| {
+            let u = &e["agent_event"]["endpoint_update"];
+            let pod = u["pod_name"].as_str()?;
+            Some(if namespaced {
+                format!("{}/{pod}", u["namespace"].as_str().unwrap_or_default())
+            } else {
+                pod.to_string()
+            })
+        })
+        .collect()
+}

@@ -56,9 +56,6 @@ impl Node {
     /// Loads the datapath and applies `initial`; any failed attach or map write fails the
     /// start (and detaches what was attached).
     pub fn start(opts: &Options, reader: ReaderOptions, initial: Vec<Change>) -> Result<Node> {
-        if !datapath::is_root() {
-            bail!("the datapath needs root (CAP_BPF, CAP_NET_ADMIN): run hubble-agent as root");
-        }
         let mut dp = Datapath::load(opts)?;
         let mut model = NodeModel::new();
         let applied = model.apply(initial, &mut dp);

@@ -148,7 +148,7 @@ pub fn start(args: &DatapathArgs, extra: Extra<'_>) -> Result<Started> {
         return start_host(args, extra);
     }
     let mut more = Vec::new();
-    let (node, lab, banner) = start_lab_with(args, |lab| {
+    let (node, lab, banner) = start_lab(args, |lab| {
         // The lab's policy names are the lab's.
         let reserved = lab
             .spec
@@ -171,21 +171,14 @@ pub fn start(args: &DatapathArgs, extra: Extra<'_>) -> Result<Started> {
 }
 
 /// Opens the lab of `--lab`/`--node`, enters its node netns and brings the node up: the
-/// datapath loaded, the lab's endpoints applied to the model and attached. Must run before
-/// any tokio runtime exists (setns is per thread).
-pub fn start_lab(args: &DatapathArgs) -> Result<(Node, Lab, String)> {
-    start_lab_with(args, |_| Ok(Vec::new()))
-}
-
-/// [`start_lab`] with more changes in the first apply (other sources' first view, e.g. the
-/// policies of `--policy-dir`), made by `more` once the lab is open.
-pub fn start_lab_with(
+/// datapath loaded, the lab's endpoints and `more`'s changes (other sources' first view, e.g.
+/// the policies of `--policy-dir`, made once the lab is open) applied to the model and
+/// attached. Must run before any tokio runtime exists (setns is per thread).
+pub fn start_lab(
     args: &DatapathArgs,
     more: impl FnOnce(&Lab) -> Result<Vec<Change>>,
 ) -> Result<(Node, Lab, String)> {
-    if !datapath::is_root() {
-        bail!("the datapath needs root (CAP_BPF, CAP_NET_ADMIN): run hubble-agent as root");
-    }
+    datapath::require_root()?;
     let spec = args.lab.as_deref().context("no --lab given")?;
     let lab = Lab::open(spec, args.node.as_deref()).map_err(|e| anyhow!("{e}"))?;
     lab.enter().context("entering the node netns")?;
@@ -215,9 +208,7 @@ pub fn start_lab_with(
 /// addresses) and the endpoints are the containers of the runtimes found, listed once
 /// before the datapath is attached and then followed by their watchers.
 pub fn start_host(args: &DatapathArgs, extra: Extra<'_>) -> Result<Started> {
-    if !datapath::is_root() {
-        bail!("the datapath needs root (CAP_BPF, CAP_NET_ADMIN): run hubble-agent as root");
-    }
+    datapath::require_root()?;
     let (extra_changes, extra_watchers) = extra(Vec::new())?;
     let node_change = crate::sources::host::node_change(args.node.as_deref())
         .context("reading the host's addresses")?;

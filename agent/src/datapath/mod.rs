@@ -119,6 +119,16 @@ fn map_err(name: &'static str) -> impl FnOnce(aya::maps::MapError) -> DatapathEr
     move |source| DatapathError::Map { name, source }
 }
 
+/// `NotRoot` unless the process runs as root: the check to make before anything that
+/// would have to be undone (entering a netns, contacting runtimes) when the load fails.
+pub fn require_root() -> Result<(), DatapathError> {
+    if is_root() {
+        Ok(())
+    } else {
+        Err(DatapathError::NotRoot)
+    }
+}
+
 /// True when the process runs as root.
 pub fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions.
@@ -160,9 +170,7 @@ impl ProgStats {
 impl Datapath {
     /// Loads the object, writes the config and loads both programs into the kernel.
     pub fn load(opts: &Options) -> Result<Self, DatapathError> {
-        if !is_root() {
-            return Err(DatapathError::NotRoot);
-        }
+        require_root()?;
         let mut bpf = EbpfLoader::new()
             .load(LXC_OBJ)
             .map_err(DatapathError::Load)?;

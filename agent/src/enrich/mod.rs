@@ -855,7 +855,8 @@ fn orig_ip(b: &[u8; 16], v4: bool) -> Option<IpAddr> {
     })
 }
 
-fn timestamp(t: SystemTime) -> Timestamp {
+/// A protobuf Timestamp of `t` (the epoch for times before it).
+pub fn timestamp(t: SystemTime) -> Timestamp {
     let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
     Timestamp {
         seconds: d.as_secs() as i64,

@@ -7,7 +7,7 @@ use hubble_api::observer::{GetFlowsResponse, get_flows_response::ResponseTypes};
 use pbjson_types::Int32Value;
 
 use crate::datapath::RawRecord;
-use crate::enrich::{EnrichError, Enricher, Getters};
+use crate::enrich::{EnrichError, Enricher, Getters, timestamp};
 
 /// Counters of one run, printed to stderr at the end.
 #[derive(Debug, Default, Clone, Copy)]
@@ -170,13 +170,5 @@ impl<G: Getters> FlowBuilder<G> {
             }
         }
         self.last = 1;
-    }
-}
-
-fn timestamp(t: SystemTime) -> pbjson_types::Timestamp {
-    let d = t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
-    pbjson_types::Timestamp {
-        seconds: d.as_secs() as i64,
-        nanos: d.subsec_nanos() as i32,
     }
 }

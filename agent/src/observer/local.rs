@@ -15,6 +15,8 @@ use hubble_api::flow::{Flow, LostEvent, LostEventSource};
 use hubble_api::observer::get_flows_response::ResponseTypes;
 use hubble_api::observer::{GetFlowsRequest, GetFlowsResponse, Namespace, ServerStatusResponse};
 use pbjson_types::Timestamp;
+
+pub use crate::enrich::timestamp;
 use tokio::sync::watch;
 
 use super::entry::{Entry, Interner};
@@ -486,15 +488,6 @@ impl FlowQuery {
         }
         let r = e.decode();
         (self.filters.matches_response(&r), Some(Box::new(r)))
-    }
-}
-
-/// A protobuf timestamp of a system time.
-pub fn timestamp(t: SystemTime) -> Timestamp {
-    let d = t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
-    Timestamp {
-        seconds: d.as_secs() as i64,
-        nanos: d.subsec_nanos() as i32,
     }
 }
 

@@ -8,7 +8,11 @@
 //! flows between them name their containers and `container:` labels; a container started
 //! later is an endpoint within 1 s (ENDPOINT_CREATED), a killed and removed one is gone
 //! (ENDPOINT_DELETED); containerd restarting is followed (reconnect, resync, no duplicate
-//! endpoints); a missing socket named on the command line is one line and exit 1.
+//! endpoints); a missing socket named on the command line is one line and exit 1. A
+//! CiliumNetworkPolicy in `--policy-dir` lets the client reach web and denies an intruder
+//! (DROPPED, POLICY_DENY). Containers that vanish while the agent attaches them (their
+//! task exits at once, or their veth is deleted under them) leave no endpoint behind and
+//! the agent keeps serving.
 //! Traffic flows only between the test's containers. Everything is torn down on failure too.
 //! Without root or the packages it skips, but fails when CI=true.
 
@@ -28,6 +32,23 @@ const TEST: &str = "e2e containerd test";
 const NS: &str = "testns";
 const IMAGE: &str = "docker.io/hubble-e2e/busybox:latest";
 const SUBNET: &str = "10.250.65.0/24";
+
+/// web takes the client on 8080 and nothing from the intruder.
+const POLICY: &str = r#"apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata:
+  name: web-ingress
+  namespace: testns
+spec:
+  endpointSelector:
+    matchLabels: {app: web}
+  ingress:
+    - fromEndpoints: [{matchLabels: {app: client}}]
+      toPorts:
+        - ports: [{port: "8080", protocol: TCP}]
+  ingressDeny:
+    - fromEndpoints: [{matchLabels: {app: intruder}}]
+"#;
 
 /// Everything the test starts, torn down in reverse whatever happens.
 struct Env {
@@ -183,6 +204,10 @@ fn containerd_containers_are_endpoints_while_they_run() {
 
     let web_ip = env.run("web", "web", &["httpd", "-f", "-p", "8080", "-h", "/www"]);
     let client_ip = env.run("client", "client", &["sleep", "3600"]);
+    let intruder_ip = env.run("intruder", "intruder", &["sleep", "3600"]);
+    let policies = d.join("policies");
+    std::fs::create_dir_all(&policies).unwrap();
+    std::fs::write(policies.join("web-ingress.yaml"), POLICY).unwrap();
 
     // The agent, without a lab.
     let hubble_sock = d.join("hubble.sock");
@@ -193,6 +218,8 @@ fn containerd_containers_are_endpoints_while_they_run() {
         .arg(&env.containerd.sock)
         .arg("--socket")
         .arg(&hubble_sock)
+        .arg("--policy-dir")
+        .arg(&policies)
         .args(["--listen-address", "", "--print-flows"]);
     let Some((orx, _stderr, before)) = spawn_attached_into(&mut env.agent, &mut cmd, TEST) else {
         return;
@@ -200,7 +227,7 @@ fn containerd_containers_are_endpoints_while_they_run() {
     assert!(
         before
             .iter()
-            .any(|l| l == "hubble-agent: containerd: 2 containers in namespace testns; 2 endpoints"),
+            .any(|l| l == "hubble-agent: containerd: 3 containers in namespace testns; 3 endpoints"),
         "{before:#?}"
     );
 
@@ -224,10 +251,28 @@ fn containerd_containers_are_endpoints_while_they_run() {
         );
         assert_eq!(body, "hello from web\n");
     }
+    // The intruder is denied: busybox's wget gives up under `timeout 2`.
+    let denied = env.ctr(&[
+        "task",
+        "exec",
+        "--exec-id",
+        "intrude",
+        "intruder",
+        "busybox",
+        "timeout",
+        "2",
+        "wget",
+        "-q",
+        "-O-",
+        &url,
+    ]);
+    assert!(!denied.status.success(), "the intruder reached web");
     let mut to_web: Option<Value> = None;
     let mut from_web: Option<Value> = None;
+    let mut dropped: Option<Value> = None;
     let deadline = Instant::now() + Duration::from_secs(5);
-    while (to_web.is_none() || from_web.is_none()) && Instant::now() < deadline {
+    while (to_web.is_none() || from_web.is_none() || dropped.is_none()) && Instant::now() < deadline
+    {
         let Ok(l) = orx.recv_timeout(Duration::from_millis(100)) else {
             continue;
         };
@@ -240,7 +285,20 @@ fn containerd_containers_are_endpoints_while_they_run() {
         if s["pod_name"] == "web" && dst["pod_name"] == "client" {
             from_web = Some(f.clone());
         }
+        if s["pod_name"] == "intruder" && f["verdict"] == "DROPPED" {
+            dropped = Some(f.clone());
+        }
     }
+    let drop = dropped.expect("a DROPPED intruder → web flow");
+    // An ingressDeny rule: Cilium's POLICY_DENY (181), not the default deny's POLICY_DENIED.
+    assert_eq!(drop["drop_reason_desc"], "POLICY_DENY", "{drop}");
+    assert_eq!(
+        drop["ingress_denied_by"][0]["name"], "web-ingress",
+        "{drop}"
+    );
+    assert_eq!(drop["IP"]["source"], intruder_ip, "{drop}");
+    assert_eq!(drop["destination"]["pod_name"], "web", "{drop}");
+    assert_eq!(drop["l4"]["TCP"]["destination_port"], 8080, "{drop}");
     let f = to_web.expect("a client → web flow");
     assert!(from_web.is_some(), "a web → client flow");
     assert_eq!(f["source"]["namespace"], NS);
@@ -292,6 +350,47 @@ fn containerd_containers_are_endpoints_while_they_run() {
     assert!(
         !deleted.contains(&"web".to_string()),
         "web is still running: {deleted:?}"
+    );
+
+    // Containers that vanish while the agent attaches them: tasks that exit at once, and
+    // running containers whose veth is deleted under them (CNI DEL). None may keep an
+    // endpoint, and the agent keeps serving.
+    let brief: Vec<String> = (0..6).map(|i| format!("brief{i}")).collect();
+    for (i, name) in brief.iter().enumerate() {
+        if i % 2 == 0 {
+            env.run(name, "brief", &["sleep", "0.1"]);
+        } else {
+            env.run(name, "brief", &["sleep", "3600"]);
+            let netns = format!("{}-{name}", env.prefix);
+            env.cni.detach(&netns);
+            env.netns.retain(|n| *n != netns);
+        }
+    }
+    std::thread::sleep(Duration::from_millis(1500));
+    for name in &brief {
+        env.remove(name);
+    }
+    let settled = Instant::now();
+    loop {
+        let created = event_pods(&server, "ENDPOINT_CREATED", false);
+        let deleted = event_pods(&server, "ENDPOINT_DELETED", false);
+        let count = |v: &[String], n: &str| v.iter().filter(|p| *p == n).count();
+        let open: Vec<&String> = brief
+            .iter()
+            .filter(|n| count(&created, n) != count(&deleted, n))
+            .collect();
+        if open.is_empty() {
+            break;
+        }
+        assert!(
+            settled.elapsed() < Duration::from_secs(3),
+            "endpoints left behind by vanished containers: {open:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        env.agent.as_mut().unwrap().try_wait().unwrap().is_none(),
+        "the agent exited"
     );
 
     // containerd restarts: the agent reconnects and resyncs, the running containers keep

@@ -23,14 +23,15 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 mod common;
-use common::runtime::{build_image, ok};
+use common::runtime::ok;
 use common::{event_pods, flow_of, labels, skip_or_fail, spawn_attached_into};
-use xtask::containerd::{CNI_DIR, CniBridge, Containerd, have};
+use xtask::containerd::{CNI_DIR, have};
+use xtask::workloads::Workloads;
 
 const BIN: &str = env!("CARGO_BIN_EXE_hubble-agent");
 const TEST: &str = "e2e containerd test";
 const NS: &str = "testns";
-const IMAGE: &str = "docker.io/hubble-e2e/busybox:latest";
+const IMAGE_TAG: &str = "hubble-e2e/busybox:latest";
 const SUBNET: &str = "10.250.65.0/24";
 
 /// web takes the client on 8080 and nothing from the intruder.
@@ -52,51 +53,26 @@ spec:
 
 /// Everything the test starts, torn down in reverse whatever happens.
 struct Env {
+    agent: Option<Child>,
+    /// Dropped after the agent stops.
+    w: Option<Workloads>,
     /// Holds containerd's root, state and sockets; removed after everything else.
     _dir: tempfile::TempDir,
-    containerd: Containerd,
-    cni: CniBridge,
-    prefix: String,
-    agent: Option<Child>,
-    /// Containers (name) the test ran; their netns is `<prefix>-<name>`.
-    containers: Vec<String>,
-    /// Netns names the test made (CNI attached).
-    netns: Vec<String>,
 }
 
 impl Env {
-    fn ctr(&self, args: &[&str]) -> Output {
-        self.containerd.ctr(NS, args).expect("ctr")
+    fn w(&mut self) -> &mut Workloads {
+        self.w.as_mut().expect("workloads until drop")
     }
 
-    /// Runs a labelled busybox container in a netns of its own on the test's bridge;
-    /// returns its address.
+    fn ctr(&mut self, args: &[&str]) -> Output {
+        self.w().containerd.ctr(NS, args).expect("ctr")
+    }
+
+    /// Runs a busybox container labelled `app=APP` in a netns of its own on the test's
+    /// bridge; returns its address.
     fn run(&mut self, name: &str, app: &str, cmd: &[&str]) -> String {
-        let netns = format!("{}-{name}", self.prefix);
-        self.netns.push(netns.clone());
-        let ip = self.cni.attach(&netns).expect("a netns on the bridge");
-        let with_ns = format!("network:/var/run/netns/{netns}");
-        let label = format!("app={app}");
-        let mut args = vec![
-            "run",
-            "-d",
-            "--with-ns",
-            &with_ns,
-            "--label",
-            &label,
-            IMAGE,
-            name,
-        ];
-        args.extend_from_slice(cmd);
-        self.containers.push(name.to_string());
-        ok(self.ctr(&args), "ctr run");
-        ip
-    }
-
-    /// Kills and removes a container (task and container record).
-    fn remove(&mut self, name: &str) {
-        self.containerd.remove_container(NS, name);
-        self.containers.retain(|c| c != name);
+        self.w().run(name, app, cmd).expect("ctr run")
     }
 }
 
@@ -112,23 +88,7 @@ impl Drop for Env {
             let _ = a.kill();
             let _ = a.wait();
         }
-        // Containers left by a failure while containerd was down: bring it back to remove
-        // them.
-        if !self.containers.is_empty() && !self.containerd.running() {
-            let _ = self.containerd.start();
-        }
-        if self.containerd.running() {
-            for c in self.containers.clone() {
-                self.remove(&c);
-            }
-        }
-        for n in std::mem::take(&mut self.netns) {
-            self.cni.detach(&n);
-        }
-        self.containerd.stop();
-        // Shims still running (a task that would not die) and mounts left under our root.
-        self.containerd.reap();
-        self.cni.remove();
+        drop(self.w.take());
     }
 }
 
@@ -182,25 +142,13 @@ fn containerd_containers_are_endpoints_while_they_run() {
     let id = std::process::id() % 100_000;
     let d = dir.path().to_path_buf();
     let mut env = Env {
-        // No CRI plugin: plain containers only.
-        containerd: Containerd::new(&d, "").expect("containerd config"),
-        cni: CniBridge {
-            bridge: format!("hbctr{id}"),
-            subnet: SUBNET.to_string(),
-            data_dir: d.join("cni-ipam"),
-        },
-        prefix: format!("hbctr{id}"),
-        _dir: dir,
+        w: Some(Workloads::new(&d, NS, &format!("hbctr{id}"), SUBNET).expect("containerd config")),
         agent: None,
-        containers: Vec::new(),
-        netns: Vec::new(),
+        _dir: dir,
     };
-    env.containerd.start().expect("containerd");
-    let archive = build_image(&d.join("image"), "hubble-e2e/busybox:latest", &["sh"], &[]);
-    ok(
-        env.ctr(&["image", "import", archive.to_str().unwrap()]),
-        "ctr image import",
-    );
+    env.w()
+        .start(&d.join("image"), IMAGE_TAG)
+        .expect("containerd with the test's image");
 
     let web_ip = env.run("web", "web", &["httpd", "-f", "-p", "8080", "-h", "/www"]);
     let client_ip = env.run("client", "client", &["sleep", "3600"]);
@@ -215,7 +163,7 @@ fn containerd_containers_are_endpoints_while_they_run() {
     let mut cmd = Command::new(BIN);
     cmd.arg("run")
         .arg("--containerd-socket")
-        .arg(&env.containerd.sock)
+        .arg(&env.w().containerd.sock)
         .arg("--socket")
         .arg(&hubble_sock)
         .arg("--policy-dir")
@@ -334,7 +282,7 @@ fn containerd_containers_are_endpoints_while_they_run() {
     eprintln!("late container observed after {:?}", started.elapsed());
 
     // Killed and removed: ENDPOINT_DELETED.
-    env.remove("late");
+    env.w().remove("late");
     let removed = Instant::now();
     loop {
         if event_pods(&server, "ENDPOINT_DELETED", false).contains(&"late".to_string()) {
@@ -361,14 +309,12 @@ fn containerd_containers_are_endpoints_while_they_run() {
             env.run(name, "brief", &["sleep", "0.1"]);
         } else {
             env.run(name, "brief", &["sleep", "3600"]);
-            let netns = format!("{}-{name}", env.prefix);
-            env.cni.detach(&netns);
-            env.netns.retain(|n| *n != netns);
+            env.w().cut_network(name);
         }
     }
     std::thread::sleep(Duration::from_millis(1500));
     for name in &brief {
-        env.remove(name);
+        env.w().remove(name);
     }
     let settled = Instant::now();
     loop {
@@ -396,9 +342,9 @@ fn containerd_containers_are_endpoints_while_they_run() {
     // containerd restarts: the agent reconnects and resyncs, the running containers keep
     // their endpoints (no second ENDPOINT_CREATED) and a container started afterwards is
     // observed.
-    env.containerd.stop();
+    env.w().containerd.stop();
     std::thread::sleep(Duration::from_millis(300));
-    env.containerd.start().expect("containerd");
+    env.w().containerd.start().expect("containerd");
     env.run("after", "after", &["sleep", "3600"]);
     let restarted = Instant::now();
     loop {

@@ -48,7 +48,8 @@ pub fn missing_prerequisite() -> Option<String> {
     None
 }
 
-fn checked(o: std::io::Result<Output>, what: &str) -> anyhow::Result<String> {
+/// The stdout of a command that must succeed; else an error with its output.
+pub fn checked(o: std::io::Result<Output>, what: &str) -> anyhow::Result<String> {
     let o = o.with_context(|| format!("cannot run {what}"))?;
     if !o.status.success() {
         bail!(
@@ -222,14 +223,18 @@ impl Containerd {
     /// `ctr -a SOCK -n NAMESPACE ARGS…` (in a process group of its own, so a terminal's
     /// Ctrl-C does not cut a cleanup short).
     pub fn ctr(&self, namespace: &str, args: &[&str]) -> std::io::Result<Output> {
+        self.ctr_command(namespace).args(args).output()
+    }
+
+    /// The `ctr -a SOCK -n NAMESPACE` of [`Containerd::ctr`], for more arguments.
+    pub fn ctr_command(&self, namespace: &str) -> Command {
         use std::os::unix::process::CommandExt;
-        Command::new("ctr")
-            .process_group(0)
+        let mut c = Command::new("ctr");
+        c.process_group(0)
             .arg("-a")
             .arg(&self.sock)
-            .args(["-n", namespace])
-            .args(args)
-            .output()
+            .args(["-n", namespace]);
+        c
     }
 
     /// [`Containerd::ctr`] that must succeed; its stdout.

@@ -13,14 +13,14 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use xtask::containerd::{CniBridge, Containerd, build_busybox_image, missing_prerequisite};
+use xtask::containerd::missing_prerequisite;
+use xtask::workloads::Workloads;
 
 use crate::demo::{detached, interrupted, stop};
 
 /// containerd namespace of the demo's containers (the endpoints' namespace).
 const NS: &str = "demo";
 const IMAGE_TAG: &str = "hubble-demo/busybox:latest";
-const IMAGE: &str = "docker.io/hubble-demo/busybox:latest";
 const SUBNET: &str = "10.250.68.0/24";
 
 /// The policy: web takes client1 on 8080 and nothing from client2.
@@ -43,56 +43,21 @@ spec:
 /// Everything the demo starts, torn down in reverse when dropped.
 struct Env {
     dir: PathBuf,
-    containerd: Containerd,
-    cni: CniBridge,
-    prefix: String,
     agent: Option<Child>,
-    containers: Vec<String>,
-    netns: Vec<String>,
+    /// Dropped after the agent stops.
+    workloads: Option<Workloads>,
 }
 
 impl Env {
-    /// A labelled busybox container in a netns of its own on the bridge; its address.
-    fn run(&mut self, name: &str, cmd: &[&str]) -> anyhow::Result<String> {
-        let netns = format!("{}-{name}", self.prefix);
-        self.netns.push(netns.clone());
-        let ip = self.cni.attach(&netns)?;
-        let with_ns = format!("network:/var/run/netns/{netns}");
-        let label = format!("app={name}");
-        let mut args = vec![
-            "run",
-            "-d",
-            "--with-ns",
-            &with_ns,
-            "--label",
-            &label,
-            IMAGE,
-            name,
-        ];
-        args.extend_from_slice(cmd);
-        self.containers.push(name.to_string());
-        self.containerd.ctr_ok(NS, &args)?;
-        Ok(ip)
+    fn w(&mut self) -> &mut Workloads {
+        self.workloads.as_mut().expect("workloads until drop")
     }
 
     /// `wget` from container `from` to `url` (under `timeout 3`: busybox 1.35's `wget -T`
     /// segfaults): what it got, or why not.
-    fn wget(&self, from: &str, exec_id: &str, url: &str) -> Result<String, String> {
-        let args = [
-            "task",
-            "exec",
-            "--exec-id",
-            exec_id,
-            from,
-            "busybox",
-            "timeout",
-            "3",
-            "wget",
-            "-q",
-            "-O-",
-            url,
-        ];
-        match self.containerd.ctr(NS, &args) {
+    fn wget(&mut self, from: &str, exec_id: &str, url: &str) -> Result<String, String> {
+        let cmd = ["busybox", "timeout", "3", "wget", "-q", "-O-", url];
+        match self.w().exec(from, exec_id, &cmd) {
             Ok(o) if o.status.success() => Ok(String::from_utf8_lossy(&o.stdout).trim().into()),
             // timeout's SIGTERM (128 + 15).
             Ok(o) if o.status.code() == Some(143) => Err("no answer within 3 s".to_string()),
@@ -112,17 +77,7 @@ impl Drop for Env {
         if let Some(mut a) = self.agent.take() {
             stop(&mut a, Duration::from_secs(5));
         }
-        if self.containerd.running() {
-            for c in std::mem::take(&mut self.containers) {
-                self.containerd.remove_container(NS, &c);
-            }
-        }
-        for n in std::mem::take(&mut self.netns) {
-            self.cni.detach(&n);
-        }
-        self.containerd.stop();
-        self.containerd.reap();
-        self.cni.remove();
+        drop(self.workloads.take());
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
@@ -131,7 +86,7 @@ impl Drop for Env {
 fn start_agent(env: &mut Env, agent: &Path, policies: &Path, sock: &Path) -> anyhow::Result<()> {
     let mut a = detached(agent)
         .args(["run", "--runtime", "containerd", "--containerd-socket"])
-        .arg(&env.containerd.sock)
+        .arg(&env.w().containerd.sock)
         .arg("--socket")
         .arg(sock)
         .args(["--listen-address", ""])
@@ -175,31 +130,23 @@ pub fn run(agent: &Path, hubble: &Path, count: u32, observe_args: &[String]) -> 
     }
     let id = std::process::id() % 100_000;
     let dir = std::env::temp_dir().join(format!("hubble-demo-containers-{id}"));
+    let prefix = format!("hbdemo{id}");
     let mut env = Env {
-        containerd: Containerd::new(&dir, "")?,
-        cni: CniBridge {
-            bridge: format!("hbdemo{id}"),
-            subnet: SUBNET.to_string(),
-            data_dir: dir.join("cni-ipam"),
-        },
-        prefix: format!("hbdemo{id}"),
+        workloads: Some(Workloads::new(&dir, NS, &prefix, SUBNET)?),
         dir,
         agent: None,
-        containers: Vec::new(),
-        netns: Vec::new(),
     };
     eprintln!(
-        "demo: containerd of its own in {} (namespace {NS}), CNI bridge {} on {SUBNET}",
+        "demo: containerd of its own in {} (namespace {NS}), CNI bridge {prefix} on {SUBNET}",
         env.dir.display(),
-        env.cni.bridge
     );
-    env.containerd.start()?;
-    let archive = build_busybox_image(&env.dir.join("image"), IMAGE_TAG, &["sh"], &[])?;
-    env.containerd
-        .ctr_ok(NS, &["image", "import", &archive.display().to_string()])?;
-    let web = env.run("web", &["httpd", "-f", "-p", "8080", "-h", "/www"])?;
+    let image_dir = env.dir.join("image");
+    env.w().start(&image_dir, IMAGE_TAG)?;
+    let web = env
+        .w()
+        .run("web", "web", &["httpd", "-f", "-p", "8080", "-h", "/www"])?;
     for c in ["client1", "client2"] {
-        env.run(c, &["sleep", "3600"])?;
+        env.w().run(c, c, &["sleep", "3600"])?;
     }
     eprintln!("demo: containers web ({web}), client1, client2 running");
 

@@ -3,3 +3,4 @@
 
 pub mod containerd;
 pub mod flowgen;
+pub mod workloads;

@@ -120,8 +120,9 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     match args.first().map(String::as_str) {
         Some("observe") => observe(&args[1..]),
         Some("server") => crate::bench_server::run(&args[1..]),
+        Some("containers") => crate::bench_containers::run(&args[1..]),
         _ => bail!(
-            "usage: cargo xtask bench observe [--count N] [--runs R] [--compare OTHER_HUBBLE]\n       cargo xtask bench server [--runs R] [--rate N] [--seconds S]"
+            "usage: cargo xtask bench observe [--count N] [--runs R] [--compare OTHER_HUBBLE]\n       cargo xtask bench server [--runs R] [--rate N] [--seconds S]\n       cargo xtask bench containers [--count N] [--pings N]   (root)"
         ),
     }
 }

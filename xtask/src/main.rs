@@ -1,6 +1,7 @@
 //! `cargo xtask <task>`: build, test, demo, fixture and bench orchestration.
 
 mod bench;
+mod bench_containers;
 mod bench_server;
 mod demo;
 mod demo_containers;
@@ -16,7 +17,9 @@ tasks:
              (--containers: containers of a containerd of its own instead of the lab)
   bench      observe [--count N] [--runs R] [--compare OTHER_HUBBLE]: CLI throughput and memory
              server [--runs R] [--rate N] [--seconds S]: the Hubble API over its unix socket
-             server [--runs R] [--rate N] [--seconds S]: a full ring over the unix socket, follow mode
+               (a full ring read whole, then follow mode)
+             containers [--count N] [--pings N]: (root) N containers started at once under the
+               agent (time to observe, CPU per endpoint, RSS), BPF cost per packet vs the lab
   gen-flows  --count N [--seed S] [--out FILE|-]: write generated flows as JSON lines";
 
 fn main() -> std::process::ExitCode {

@@ -71,6 +71,18 @@ pub struct DatapathArgs {
     /// 0 = aya's reader with a wakeup per sample.
     #[arg(long, value_name = "BYTES", hide = true)]
     pub perf_wakeup_bytes: Option<u32>,
+    /// Size of the L7 captures' ring buffer (a power of two, at least 4096; shared by all
+    /// CPUs).
+    #[arg(long, value_name = "BYTES", default_value_t = datapath::L7_RING_BYTES, hide = true,
+          value_parser = l7_ring_bytes)]
+    pub l7_ring_bytes: u32,
+}
+
+fn l7_ring_bytes(s: &str) -> Result<u32, String> {
+    match s.parse::<u32>() {
+        Ok(n) if n >= 4096 && n.is_power_of_two() => Ok(n),
+        _ => Err(format!("{s:?} is not a power of two of at least 4096")),
+    }
 }
 
 /// The container runtimes a host agent observes.
@@ -113,6 +125,7 @@ impl DatapathArgs {
             aggregation: self.aggregation,
             capture_len: self.capture_len,
             l7_capture_len: self.l7_capture_len,
+            l7_ring_bytes: self.l7_ring_bytes,
             ..datapath::Options::default()
         }
     }

@@ -26,6 +26,9 @@ pub const L7_RULES_MAX: u32 = 4096;
 pub const MAP_L7_EVENTS: &str = "hl_l7_events";
 pub const MAP_L7_PORTS: &str = "hl_l7_ports";
 pub const MAP_L7_STATS: &str = "hl_l7_stats";
+/// `hl_l7_stats` slots: captures sent and captures lost (ring buffer full).
+pub const L7_STAT_SENT: u32 = 0;
+pub const L7_STAT_LOST: u32 = 1;
 /// `L7_CAPTURE_MAX`: most packet bytes in one L7 capture.
 pub const L7_CAPTURE_MAX: u16 = 4096;
 

@@ -70,7 +70,12 @@ pub struct Options {
     pub perf_pages: usize,
     /// Bytes of a DNS/HTTP packet copied for the L7 parsers (0 = no L7 visibility).
     pub l7_capture_len: u16,
+    /// Size of the L7 captures' ring buffer (a power of two, at least a page).
+    pub l7_ring_bytes: u32,
 }
+
+/// The L7 ring buffer's default size (the object's own).
+pub const L7_RING_BYTES: u32 = 4 << 20;
 
 impl Default for Options {
     fn default() -> Self {
@@ -79,6 +84,7 @@ impl Default for Options {
             capture_len: crate::monitor::abi::TRACE_PAYLOAD_LEN,
             perf_pages: 256,
             l7_capture_len: 1024,
+            l7_ring_bytes: L7_RING_BYTES,
         }
     }
 }
@@ -172,6 +178,7 @@ impl Datapath {
     pub fn load(opts: &Options) -> Result<Self, DatapathError> {
         require_root()?;
         let mut bpf = EbpfLoader::new()
+            .map_max_entries(MAP_L7_EVENTS, opts.l7_ring_bytes)
             .load(LXC_OBJ)
             .map_err(DatapathError::Load)?;
         {
@@ -248,7 +255,7 @@ impl Datapath {
         let sum = |i: u32| -> Result<u64, DatapathError> {
             Ok(arr.get(&i, 0).map_err(map_err(MAP_L7_STATS))?.iter().sum())
         };
-        Ok((sum(0)?, sum(1)?))
+        Ok((sum(L7_STAT_SENT)?, sum(L7_STAT_LOST)?))
     }
 
     /// Per-CPU counters summed: (direction, reason, packets, bytes), non-zero rows only.
@@ -291,17 +298,7 @@ impl Datapath {
     /// A second handle on the packet counters and program statistics, for a reader on
     /// another thread (the metrics server).
     pub fn stats(&self) -> Result<DatapathStats, DatapathError> {
-        let m = self
-            .bpf
-            .map(MAP_METRICS)
-            .ok_or(DatapathError::MissingMap(MAP_METRICS))?;
-        let aya::maps::Map::PerCpuArray(data) = m else {
-            return Err(DatapathError::MissingMap(MAP_METRICS));
-        };
-        let id = data.info().map_err(map_err(MAP_METRICS))?.id();
-        let data = MapData::from_id(id).map_err(map_err(MAP_METRICS))?;
-        let metrics = PerCpuArray::try_from(aya::maps::Map::PerCpuArray(data))
-            .map_err(map_err(MAP_METRICS))?;
+        let metrics = self.per_cpu_array(MAP_METRICS)?;
         let programs = [PROG_FROM_CONTAINER, PROG_TO_CONTAINER]
             .into_iter()
             .filter_map(|name| {
@@ -310,6 +307,19 @@ impl Datapath {
             })
             .collect();
         Ok(DatapathStats { metrics, programs })
+    }
+
+    /// A handle of its own on the per-CPU array `name` (for a reader on another thread).
+    fn per_cpu_array<V: aya::Pod>(
+        &self,
+        name: &'static str,
+    ) -> Result<PerCpuArray<MapData, V>, DatapathError> {
+        let Some(aya::maps::Map::PerCpuArray(data)) = self.bpf.map(name) else {
+            return Err(DatapathError::MissingMap(name));
+        };
+        let id = data.info().map_err(map_err(name))?.id();
+        let data = MapData::from_id(id).map_err(map_err(name))?;
+        PerCpuArray::try_from(aya::maps::Map::PerCpuArray(data)).map_err(map_err(name))
     }
 
     /// Detaches the programs and removes the clsact qdiscs this datapath added.
@@ -459,6 +469,7 @@ pub fn spawn_l7_reader(
     dp: &mut Datapath,
     tx: mpsc::Sender<RawRecord>,
 ) -> Result<tokio::task::JoinHandle<()>, DatapathError> {
+    let stats: PerCpuArray<MapData, u64> = dp.per_cpu_array(MAP_L7_STATS)?;
     let m = dp
         .bpf
         .take_map(MAP_L7_EVENTS)
@@ -467,20 +478,44 @@ pub fn spawn_l7_reader(
     // SAFETY: the fd belongs to `ring`, which the AsyncFd owns for its whole life.
     let mut afd = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
         .map_err(io::Error::from)?;
+    // Captures the ring could not take, as the datapath counts them (over all CPUs).
+    let lost_so_far = move || -> u64 {
+        stats
+            .get(&L7_STAT_LOST, 0)
+            .map(|v| v.iter().sum())
+            .unwrap_or(0)
+    };
     Ok(tokio::spawn(async move {
         let mut batch: Vec<RawRecord> = Vec::with_capacity(64);
+        let mut lost = lost_so_far();
+        // Losses are looked for at most once per L7_LOST_INTERVAL, as Cilium sends its
+        // queue's losses.
+        let mut tick = tokio::time::interval(L7_LOST_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            let Ok(mut g) = afd.readable_mut().await else {
-                return;
-            };
-            let now = SystemTime::now();
-            while let Some(item) = g.get_inner_mut().next() {
-                batch.push(RawRecord::L7 {
-                    time: now,
-                    data: item.to_vec(),
-                });
+            tokio::select! {
+                r = afd.readable_mut() => {
+                    let Ok(mut g) = r else { return };
+                    let now = SystemTime::now();
+                    while let Some(item) = g.get_inner_mut().next() {
+                        batch.push(RawRecord::L7 {
+                            time: now,
+                            data: item.to_vec(),
+                        });
+                    }
+                    g.clear_ready();
+                }
+                _ = tick.tick() => {
+                    let total = lost_so_far();
+                    if total > lost {
+                        batch.push(RawRecord::L7Lost {
+                            time: SystemTime::now(),
+                            count: total - lost,
+                        });
+                        lost = total;
+                    }
+                }
             }
-            g.clear_ready();
             for r in batch.drain(..) {
                 if tx.send(r).await.is_err() {
                     return;
@@ -489,6 +524,9 @@ pub fn spawn_l7_reader(
         }
     }))
 }
+
+/// How often the L7 reader looks for captures the L7 ring buffer lost.
+pub const L7_LOST_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// How the perf rings are read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

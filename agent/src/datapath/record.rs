@@ -2,7 +2,9 @@
 //! Format (little endian): magic `HLREC001`, u32 length + JSON `NodeState`, then records
 //! `u8 kind (1 sample, 2 lost) | u32 cpu | u64 unix ns | u32 len + bytes (sample) or u64 count (lost)`.
 //! An L7 capture is stored as a sample of CPU 0 whose first byte is its message type
-//! (`MSG_L7_CAPTURE`, which no monitor event uses), and read back as [`RawRecord::L7`].
+//! (`MSG_L7_CAPTURE`, which no monitor event uses), and read back as [`RawRecord::L7`];
+//! captures the L7 ring buffer lost are a lost record of CPU [`L7_LOST_CPU`], read back as
+//! [`RawRecord::L7Lost`].
 
 use std::io::{self, Read, Write};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -13,12 +15,15 @@ use crate::monitor::abi::MSG_L7_CAPTURE;
 pub const MAGIC: &[u8; 8] = b"HLREC001";
 const KIND_SAMPLE: u8 = 1;
 const KIND_LOST: u8 = 2;
+/// The CPU of a stored [`RawRecord::L7Lost`] (no CPU has it).
+pub const L7_LOST_CPU: u32 = u32::MAX;
 /// Upper bound on one sample (a perf sample is far smaller); guards against garbage lengths.
 const MAX_SAMPLE: u32 = 1 << 20;
 const MAX_STATE: u32 = 64 << 20;
 
 /// One thing the datapath's readers hand over: a monitor event from a perf ring, an L7
-/// capture from the L7 ring buffer, or samples a perf ring lost.
+/// capture from the L7 ring buffer, samples a perf ring lost, or captures the L7 ring
+/// buffer lost.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RawRecord {
     Sample {
@@ -32,6 +37,12 @@ pub enum RawRecord {
     },
     Lost {
         cpu: u32,
+        time: SystemTime,
+        count: u64,
+    },
+    /// L7 captures the datapath could not queue (its ring buffer was full), counted by the
+    /// datapath over all CPUs since the previous one.
+    L7Lost {
         time: SystemTime,
         count: u64,
     },
@@ -71,13 +82,17 @@ impl<W: Write> Writer<W> {
         match r {
             RawRecord::Sample { cpu, time, data } => self.sample(*cpu, *time, data)?,
             RawRecord::L7 { time, data } => self.sample(0, *time, data)?,
-            RawRecord::Lost { cpu, time, count } => {
-                self.out.write_all(&[KIND_LOST])?;
-                self.out.write_all(&cpu.to_le_bytes())?;
-                self.out.write_all(&nanos(*time).to_le_bytes())?;
-                self.out.write_all(&count.to_le_bytes())?;
-            }
+            RawRecord::Lost { cpu, time, count } => self.lost(*cpu, *time, *count)?,
+            RawRecord::L7Lost { time, count } => self.lost(L7_LOST_CPU, *time, *count)?,
         }
+        Ok(())
+    }
+
+    fn lost(&mut self, cpu: u32, time: SystemTime, count: u64) -> Result<(), RecordError> {
+        self.out.write_all(&[KIND_LOST])?;
+        self.out.write_all(&cpu.to_le_bytes())?;
+        self.out.write_all(&nanos(time).to_le_bytes())?;
+        self.out.write_all(&count.to_le_bytes())?;
         Ok(())
     }
 
@@ -172,11 +187,11 @@ impl<R: Read> Reader<R> {
                 if !read_exact_or_eof(&mut self.input, &mut n)? {
                     return Err(RecordError::Corrupt("truncated lost record".into()));
                 }
-                Ok(Some(RawRecord::Lost {
-                    cpu,
-                    time,
-                    count: u64::from_le_bytes(n),
-                }))
+                let count = u64::from_le_bytes(n);
+                if cpu == L7_LOST_CPU {
+                    return Ok(Some(RawRecord::L7Lost { time, count }));
+                }
+                Ok(Some(RawRecord::Lost { cpu, time, count }))
             }
             k => Err(RecordError::Corrupt(format!("record kind {k}"))),
         }
@@ -215,6 +230,7 @@ mod tests {
                 time: t,
                 count: 7,
             },
+            RawRecord::L7Lost { time: t, count: 3 },
         ];
         let mut w = Writer::new(Vec::new(), &state()).unwrap();
         for r in &recs {
@@ -225,6 +241,7 @@ mod tests {
         assert_eq!(r.state, state());
         assert_eq!(r.next_record().unwrap(), Some(recs[0].clone()));
         assert_eq!(r.next_record().unwrap(), Some(recs[1].clone()));
+        assert_eq!(r.next_record().unwrap(), Some(recs[2].clone()));
         assert_eq!(r.next_record().unwrap(), None);
         for n in 0..bytes.len() {
             if let Ok(mut r) = Reader::new(&bytes[..n]) {

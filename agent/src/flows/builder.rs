@@ -16,6 +16,8 @@ pub struct Counters {
     pub decode_errors: u64,
     pub non_ip: u64,
     pub lost: u64,
+    /// L7 captures the datapath's L7 ring buffer lost.
+    pub l7_lost: u64,
     /// L7 flows among `flows`, and L7 captures that gave no flow (malformed DNS, …).
     pub l7_flows: u64,
     pub l7_errors: u64,
@@ -25,14 +27,20 @@ impl std::fmt::Display for Counters {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "flows={} decode_errors={} non_ip={} lost_samples={} l7_flows={} l7_errors={}",
-            self.flows, self.decode_errors, self.non_ip, self.lost, self.l7_flows, self.l7_errors
+            "flows={} decode_errors={} non_ip={} lost_samples={} l7_flows={} l7_errors={} l7_lost={}",
+            self.flows,
+            self.decode_errors,
+            self.non_ip,
+            self.lost,
+            self.l7_flows,
+            self.l7_errors,
+            self.l7_lost
         )
     }
 }
 
 /// Turns datapath records into Hubble responses: a monitor sample into one flow, an L7
-/// capture into any number (pipelined HTTP), lost samples into a LostEvent. One response (and
+/// capture into any number (pipelined HTTP), lost samples or captures into a LostEvent. One response (and
 /// its flow's buffers) is reused from record to record.
 pub struct FlowBuilder<G> {
     pub enricher: Enricher<G>,
@@ -117,6 +125,25 @@ impl<G: Getters> FlowBuilder<G> {
         self.last = 2;
     }
 
+    /// Makes the response a LostEvent of `count` events from `source`.
+    fn lost(
+        &mut self,
+        source: LostEventSource,
+        cpu: Option<Int32Value>,
+        time: SystemTime,
+        count: u64,
+    ) {
+        let ts = timestamp(time);
+        self.resp.time = Some(ts);
+        self.resp.response_types = Some(ResponseTypes::LostEvents(LostEvent {
+            source: source as i32,
+            num_events_lost: count,
+            cpu,
+            first: Some(ts),
+            last: Some(ts),
+        }));
+    }
+
     /// The response of the last record handled (stale when that record gave no flow).
     pub fn response(&self) -> &GetFlowsResponse {
         &self.resp
@@ -158,15 +185,14 @@ impl<G: Getters> FlowBuilder<G> {
             }
             RawRecord::Lost { cpu, time, count } => {
                 self.counters.lost += count;
-                let ts = timestamp(*time);
-                self.resp.time = Some(ts);
-                self.resp.response_types = Some(ResponseTypes::LostEvents(LostEvent {
-                    source: LostEventSource::PerfEventRingBuffer as i32,
-                    num_events_lost: *count,
-                    cpu: Some(Int32Value { value: *cpu as i32 }),
-                    first: Some(ts),
-                    last: Some(ts),
-                }));
+                let cpu = Some(Int32Value { value: *cpu as i32 });
+                self.lost(LostEventSource::PerfEventRingBuffer, cpu, *time, *count);
+            }
+            // Cilium's L7 events reach Hubble through the observer's events queue, whose
+            // losses it reports as OBSERVER_EVENTS_QUEUE, without a CPU.
+            RawRecord::L7Lost { time, count } => {
+                self.counters.l7_lost += count;
+                self.lost(LostEventSource::ObserverEventsQueue, None, *time, *count);
             }
         }
         self.last = 1;

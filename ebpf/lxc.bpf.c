@@ -564,10 +564,43 @@ static __always_inline void ct_fill_key(struct ct_key *k, const struct pkt *p, i
 }
 
 /*
+ * Whether a conntrack entry outlived its lifetime past its last packet: TCP after FIN/RST,
+ * TCP not answered yet, TCP established, anything else (the agent's sweep uses the same
+ * rules to delete such entries).
+ */
+static __always_inline int ct_expired(const struct datapath_config *cfg, const struct ct_entry *ct,
+				      __u8 proto, __u64 now)
+{
+	__u64 s;
+
+	if (proto != PROTO_TCP)
+		s = cfg ? cfg->ct_any_s : 60;
+	else if (ct->closing)
+		s = cfg ? cfg->ct_tcp_fin_s : 10;
+	else if (!ct->rx_packets)
+		s = cfg ? cfg->ct_tcp_syn_s : 60;
+	else
+		s = cfg ? cfg->ct_tcp_s : 21600;
+	return ct->last_seen_ns + s * 1000000000ULL < now;
+}
+
+/* The live entry of `k`, or NULL (none, or expired). */
+static __always_inline struct ct_entry *ct_lookup(const struct datapath_config *cfg,
+						  const struct ct_key *k, __u64 now)
+{
+	struct ct_entry *ct = bpf_map_lookup_elem(&hl_ct, k);
+
+	if (ct && ct_expired(cfg, ct, k->proto, now))
+		return NULL;
+	return ct;
+}
+
+/*
  * An ICMP error travels against the connection it is about: its embedded tuple is the
  * connection's own (original direction), tracked under the opposite direction.
  */
-static __always_inline int ct_lookup_related(const struct pkt *p, __u8 dir)
+static __always_inline int ct_lookup_related(const struct datapath_config *cfg,
+					     const struct pkt *p, __u8 dir, __u64 now)
 {
 	struct ct_key k = {};
 
@@ -578,7 +611,7 @@ static __always_inline int ct_lookup_related(const struct pkt *p, __u8 dir)
 	k.proto = p->in_proto;
 	k.family = p->family;
 	k.dir = dir == CT_EGRESS ? CT_INGRESS : CT_EGRESS;
-	return bpf_map_lookup_elem(&hl_ct, &k) != NULL;
+	return ct_lookup(cfg, &k, now) != NULL;
 }
 
 /* Decides whether an existing connection has something worth reporting (ACTIVE_CT). */
@@ -651,7 +684,7 @@ static __always_inline int handle(struct __sk_buff *skb, const int from_endpoint
 
 	now = bpf_ktime_get_ns();
 	ct_fill_key(&key, &p, 0, dir);
-	ct = bpf_map_lookup_elem(&hl_ct, &key);
+	ct = ct_lookup(cfg, &key, now);
 	if (ct && !(ct->closing && (p.tcp_flags & (TCP_SYN | TCP_ACK)) == TCP_SYN)) {
 		c.reason = TRACE_REASON_CT_ESTABLISHED;
 		ct->last_seen_ns = now;
@@ -665,7 +698,7 @@ static __always_inline int handle(struct __sk_buff *skb, const int from_endpoint
 		struct ct_key rkey = {};
 
 		ct_fill_key(&rkey, &p, 1, dir == CT_EGRESS ? CT_INGRESS : CT_EGRESS);
-		ct = bpf_map_lookup_elem(&hl_ct, &rkey);
+		ct = ct_lookup(cfg, &rkey, now);
 		if (ct) {
 			c.reason = TRACE_REASON_CT_REPLY;
 			ct->last_seen_ns = now;
@@ -675,7 +708,7 @@ static __always_inline int handle(struct __sk_buff *skb, const int from_endpoint
 				ct->closing = 1;
 			c.monitor = ct_report(cfg, &ct->rx_flags_seen, &ct->last_rx_report_ns,
 					      p.tcp_flags, now);
-		} else if (p.related && ct_lookup_related(&p, dir)) {
+		} else if (p.related && ct_lookup_related(cfg, &p, dir, now)) {
 			/* an ICMP error about a connection we track */
 			c.reason = TRACE_REASON_CT_RELATED;
 			c.monitor = 1;

@@ -96,6 +96,7 @@ impl Node {
             let mut handles =
                 datapath::start_readers(&mut self.datapath, self.reader, tx.clone(), lost)?;
             handles.push(datapath::spawn_l7_reader(&mut self.datapath, tx)?);
+            handles.push(self.datapath.spawn_ct_sweeper()?);
             let (ctx, mut crx) = mpsc::channel::<Vec<Change>>(64);
             for w in watchers {
                 handles.push(tokio::spawn(w(ctx.clone())));
@@ -172,6 +173,8 @@ impl Node {
         if let Ok((sent, lost)) = dp.l7_stats() {
             eprintln!("hubble-agent: L7 captures sent={sent} lost={lost}");
         }
+        let (removed, live) = dp.ct_sweep_stats();
+        eprintln!("hubble-agent: conntrack expired_removed={removed} live_at_last_sweep={live}");
         for p in dp.prog_stats() {
             eprintln!(
                 "hubble-agent: bpf {} runs={} mean={:.0} ns/packet",

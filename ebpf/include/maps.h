@@ -120,6 +120,12 @@ struct datapath_config {
 	__u8 pad;
 	__u16 l7_capture_len;	  /* bytes copied with an L7 capture; 0 = no L7 captures */
 	__u32 pad1;
+	/* conntrack lifetimes past an entry's last packet, in seconds (Cilium's defaults:
+	 * TCP established 6 h, TCP after FIN/RST 10 s, TCP before a reply 60 s, other 60 s) */
+	__u32 ct_tcp_s;
+	__u32 ct_tcp_fin_s;
+	__u32 ct_tcp_syn_s;
+	__u32 ct_any_s;
 };
 
 /*
@@ -148,7 +154,7 @@ _Static_assert(sizeof(struct policy_value) == 4, "policy_value size");
 _Static_assert(sizeof(struct ct_key) == 40, "ct_key size");
 _Static_assert(sizeof(struct ct_entry) == 72, "ct_entry size");
 _Static_assert(sizeof(struct metrics_value) == 16, "metrics_value size");
-_Static_assert(sizeof(struct datapath_config) == 24, "datapath_config size");
+_Static_assert(sizeof(struct datapath_config) == 40, "datapath_config size");
 _Static_assert(sizeof(struct l7_key) == 8, "l7_key size");
 _Static_assert(sizeof(struct l7_value) == 4, "l7_value size");
 

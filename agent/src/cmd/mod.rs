@@ -76,6 +76,22 @@ pub struct DatapathArgs {
     #[arg(long, value_name = "BYTES", default_value_t = datapath::L7_RING_BYTES, hide = true,
           value_parser = l7_ring_bytes)]
     pub l7_ring_bytes: u32,
+    /// Conntrack lifetime of an answered TCP connection past its last packet (Cilium's
+    /// flag and default)
+    #[arg(long, value_name = "DURATION", default_value = "6h", value_parser = crate::args::parse_duration)]
+    pub bpf_ct_timeout_regular_tcp: std::time::Duration,
+    /// Conntrack lifetime of a TCP connection after its FIN or RST
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = crate::args::parse_duration)]
+    pub bpf_ct_timeout_regular_tcp_fin: std::time::Duration,
+    /// Conntrack lifetime of a TCP connection not answered yet
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = crate::args::parse_duration)]
+    pub bpf_ct_timeout_regular_tcp_syn: std::time::Duration,
+    /// Conntrack lifetime of anything but TCP (UDP, ICMP, …)
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = crate::args::parse_duration)]
+    pub bpf_ct_timeout_regular_any: std::time::Duration,
+    /// How often expired conntrack entries are deleted from the map
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = crate::args::parse_duration)]
+    pub conntrack_gc_interval: std::time::Duration,
 }
 
 fn l7_ring_bytes(s: &str) -> Result<u32, String> {
@@ -126,6 +142,13 @@ impl DatapathArgs {
             capture_len: self.capture_len,
             l7_capture_len: self.l7_capture_len,
             l7_ring_bytes: self.l7_ring_bytes,
+            ct_timeouts: datapath::conntrack::Timeouts {
+                tcp: self.bpf_ct_timeout_regular_tcp,
+                tcp_fin: self.bpf_ct_timeout_regular_tcp_fin,
+                tcp_syn: self.bpf_ct_timeout_regular_tcp_syn,
+                any: self.bpf_ct_timeout_regular_any,
+            },
+            ct_gc_interval: self.conntrack_gc_interval,
             ..datapath::Options::default()
         }
     }

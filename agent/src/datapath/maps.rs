@@ -145,6 +145,11 @@ pub struct DatapathConfig {
     /// Payload bytes copied with an L7 capture; 0 = no L7 captures.
     pub l7_capture_len: u16,
     pub pad1: u32,
+    /// Conntrack lifetimes in seconds (see `conntrack::Timeouts`).
+    pub ct_tcp_s: u32,
+    pub ct_tcp_fin_s: u32,
+    pub ct_tcp_syn_s: u32,
+    pub ct_any_s: u32,
 }
 
 const _: () = {
@@ -163,7 +168,7 @@ const _: () = {
     assert!(size_of::<CtEntry>() == 72);
     assert!(offset_of!(CtEntry, tx_flags_seen) == 64);
     assert!(size_of::<MetricsValue>() == 16);
-    assert!(size_of::<DatapathConfig>() == 24);
+    assert!(size_of::<DatapathConfig>() == 40);
     assert!(offset_of!(DatapathConfig, report_flags) == 16);
     assert!(offset_of!(DatapathConfig, l7_capture_len) == 18);
     assert!(size_of::<L7Key>() == 8);

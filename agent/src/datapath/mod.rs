@@ -1,6 +1,7 @@
 //! The eBPF datapath from user space (aya 0.14): load the embedded C object, fill its maps
 //! from the node state, attach it with clsact on every endpoint's host veth, read the perf rings.
 
+pub mod conntrack;
 pub mod maps;
 pub mod node_maps;
 pub mod perf;
@@ -72,7 +73,14 @@ pub struct Options {
     pub l7_capture_len: u16,
     /// Size of the L7 captures' ring buffer (a power of two, at least a page).
     pub l7_ring_bytes: u32,
+    /// How long conntrack entries live past their last packet.
+    pub ct_timeouts: conntrack::Timeouts,
+    /// How often expired conntrack entries are deleted.
+    pub ct_gc_interval: std::time::Duration,
 }
+
+/// The conntrack sweep's default interval.
+pub const CT_GC_INTERVAL: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// The L7 ring buffer's default size (the object's own).
 pub const L7_RING_BYTES: u32 = 4 << 20;
@@ -85,6 +93,8 @@ impl Default for Options {
             perf_pages: 256,
             l7_capture_len: 1024,
             l7_ring_bytes: L7_RING_BYTES,
+            ct_timeouts: conntrack::Timeouts::default(),
+            ct_gc_interval: CT_GC_INTERVAL,
         }
     }
 }
@@ -152,6 +162,10 @@ pub struct Datapath {
     l7_port_words: std::collections::BTreeMap<u32, u32>,
     /// Keeps the kernel's BPF run-time statistics on while the datapath lives.
     _stats: Option<std::os::fd::OwnedFd>,
+    /// Conntrack lifetimes (also in the datapath's config) and what the sweeps did.
+    ct_timeouts: conntrack::Timeouts,
+    ct_stats: Arc<conntrack::SweepStats>,
+    ct_gc_interval: std::time::Duration,
 }
 
 /// Kernel BPF statistics of one program (needs `BPF_ENABLE_STATS`, kernel >= 5.8).
@@ -171,6 +185,11 @@ impl ProgStats {
             self.run_time_ns as f64 / self.run_count as f64
         }
     }
+}
+
+/// Whole seconds, at least 1, at most u32::MAX.
+fn secs(d: std::time::Duration) -> u32 {
+    d.as_secs().clamp(1, u32::MAX as u64) as u32
 }
 
 impl Datapath {
@@ -197,6 +216,10 @@ impl Datapath {
                     pad: 0,
                     l7_capture_len: opts.l7_capture_len,
                     pad1: 0,
+                    ct_tcp_s: secs(opts.ct_timeouts.tcp),
+                    ct_tcp_fin_s: secs(opts.ct_timeouts.tcp_fin),
+                    ct_tcp_syn_s: secs(opts.ct_timeouts.tcp_syn),
+                    ct_any_s: secs(opts.ct_timeouts.any),
                 },
                 0,
             )
@@ -221,6 +244,9 @@ impl Datapath {
             l7_in_map: Default::default(),
             l7_port_words: Default::default(),
             _stats: stats,
+            ct_timeouts: opts.ct_timeouts,
+            ct_gc_interval: opts.ct_gc_interval,
+            ct_stats: Arc::default(),
         })
     }
 
@@ -309,17 +335,47 @@ impl Datapath {
         Ok(DatapathStats { metrics, programs })
     }
 
-    /// A handle of its own on the per-CPU array `name` (for a reader on another thread).
+    /// A handle of its own on map `name` (for a reader on another thread).
+    fn own_map_data(&self, name: &'static str) -> Result<MapData, DatapathError> {
+        use aya::maps::Map;
+        let data = match self.bpf.map(name) {
+            Some(Map::PerCpuArray(d) | Map::LruHashMap(d)) => d,
+            _ => return Err(DatapathError::MissingMap(name)),
+        };
+        let id = data.info().map_err(map_err(name))?.id();
+        MapData::from_id(id).map_err(map_err(name))
+    }
+
+    /// A handle of its own on the per-CPU array `name`.
     fn per_cpu_array<V: aya::Pod>(
         &self,
         name: &'static str,
     ) -> Result<PerCpuArray<MapData, V>, DatapathError> {
-        let Some(aya::maps::Map::PerCpuArray(data)) = self.bpf.map(name) else {
-            return Err(DatapathError::MissingMap(name));
-        };
-        let id = data.info().map_err(map_err(name))?.id();
-        let data = MapData::from_id(id).map_err(map_err(name))?;
+        let data = self.own_map_data(name)?;
         PerCpuArray::try_from(aya::maps::Map::PerCpuArray(data)).map_err(map_err(name))
+    }
+
+    /// Starts deleting expired conntrack entries every `ct_gc_interval` (see
+    /// [`conntrack`]), through a handle of its own on the map.
+    pub fn spawn_ct_sweeper(&self) -> Result<tokio::task::JoinHandle<()>, DatapathError> {
+        let data = self.own_map_data(MAP_CT)?;
+        let map = aya::maps::HashMap::try_from(aya::maps::Map::LruHashMap(data))
+            .map_err(map_err(MAP_CT))?;
+        Ok(conntrack::spawn_sweeper(
+            map,
+            self.ct_timeouts,
+            self.ct_gc_interval,
+            self.ct_stats.clone(),
+        ))
+    }
+
+    /// (entries the sweeps deleted, live entries the last sweep left).
+    pub fn ct_sweep_stats(&self) -> (u64, u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        (
+            self.ct_stats.removed.load(Relaxed),
+            self.ct_stats.live.load(Relaxed),
+        )
     }
 
     /// Detaches the programs and removes the clsact qdiscs this datapath added.

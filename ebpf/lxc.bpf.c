@@ -142,6 +142,7 @@ struct pkt {
 	__u8 tcp_flags;
 	__u8 l4_ok;
 	__u8 has_payload; /* TCP/UDP with bytes after the L4 header */
+	__u8 nd;	  /* ICMPv6 neighbour discovery (types 133-137): never subject to policy */
 	/* ICMP errors: the tuple of the packet the error is about (its original direction) */
 	__u8 related;
 	__u8 in_proto;
@@ -296,6 +297,7 @@ static __always_inline int parse(struct __sk_buff *skb, struct pkt *p)
 		if (bpf_skb_load_bytes(skb, l4_off, &type, 1) < 0)
 			return 0;
 		p->l4_ok = 1;
+		p->nd = p->proto == PROTO_ICMPV6 && type >= 133 && type <= 137;
 		if ((p->proto == PROTO_ICMP && (type == 3 || type == 11 || type == 12)) ||
 		    (p->proto == PROTO_ICMPV6 && type >= 1 && type <= 4)) {
 			parse_icmp_error(skb, p, l4_off + 8);
@@ -719,7 +721,9 @@ static __always_inline int handle(struct __sk_buff *skb, const int from_endpoint
 
 			c.reason = TRACE_REASON_POLICY;
 			c.monitor = 1;
-			if (enforced) {
+			/* Neighbour discovery passes, as in Cilium: without it no IPv6 peer is
+			 * reachable at all, whatever the policy allows. */
+			if (enforced && !p.nd) {
 				__u8 match = 0;
 				int verdict = policy_check(ep->ep_id, egress, c.remote_id, &p, &match);
 

@@ -53,11 +53,15 @@ fn report(applied: &Applied) {
 }
 
 impl Node {
-    /// Loads the datapath and applies `initial`; any failed attach or map write fails the
-    /// start (and detaches what was attached).
-    pub fn start(opts: &Options, reader: ReaderOptions, initial: Vec<Change>) -> Result<Node> {
+    /// Loads the datapath and has `model` apply `initial`; any failed attach or map write
+    /// fails the start (and detaches what was attached).
+    pub fn start(
+        opts: &Options,
+        reader: ReaderOptions,
+        mut model: NodeModel,
+        initial: Vec<Change>,
+    ) -> Result<Node> {
         let mut dp = Datapath::load(opts)?;
-        let mut model = NodeModel::new();
         let applied = model.apply(initial, &mut dp);
         if let Some(e) = applied.errors.first() {
             model.detach_all(&mut dp);

@@ -89,6 +89,11 @@ pub struct DatapathArgs {
     /// Conntrack lifetime of anything but TCP (UDP, ICMP, …)
     #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = crate::args::parse_duration)]
     pub bpf_ct_timeout_regular_any: std::time::Duration,
+    /// Whether the host reaches endpoints whose ingress policy does not allow it: auto and
+    /// always allow it (Cilium's default: kubelet probes keep working), policy leaves it
+    /// to the policies
+    #[arg(long, value_enum, default_value = "auto")]
+    pub allow_localhost: AllowLocalhost,
     /// How often expired conntrack entries are deleted from the map
     #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = crate::args::parse_duration)]
     pub conntrack_gc_interval: std::time::Duration,
@@ -99,6 +104,15 @@ fn l7_ring_bytes(s: &str) -> Result<u32, String> {
         Ok(n) if n >= 4096 && n.is_power_of_two() => Ok(n),
         _ => Err(format!("{s:?} is not a power of two of at least 4096")),
     }
+}
+
+/// Cilium's `--allow-localhost` modes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum AllowLocalhost {
+    /// As always (Cilium: always, but on some managed platforms).
+    Auto,
+    Always,
+    Policy,
 }
 
 /// The container runtimes a host agent observes.
@@ -135,6 +149,12 @@ impl DatapathArgs {
 }
 
 impl DatapathArgs {
+    /// A node model with the policy settings of these flags.
+    pub fn model(&self) -> crate::model::NodeModel {
+        crate::model::NodeModel::new()
+            .allow_localhost(self.allow_localhost != AllowLocalhost::Policy)
+    }
+
     /// The datapath's load options of these flags.
     pub fn options(&self) -> datapath::Options {
         datapath::Options {
@@ -226,7 +246,12 @@ pub fn start_lab(
             datapath::remove_clsact(&ifname);
         }
     }
-    let node = Node::start(&args.options(), args.reader_options(), changes)?;
+    let node = Node::start(
+        &args.options(),
+        args.reader_options(),
+        args.model(),
+        changes,
+    )?;
     let banner = format!(
         "hubble-agent: datapath attached to {} endpoints of lab {} (aggregation {:?}, capture {} bytes, {} L7 rules, L7 capture {} bytes, {})",
         node.model.attached().count(),
@@ -274,7 +299,7 @@ pub fn start_host(args: &DatapathArgs, extra: Extra<'_>) -> Result<Started> {
     watchers.extend(extra_watchers);
     let mut first = vec![node_change];
     first.extend(extra_changes);
-    let mut node = Node::start(&args.options(), args.reader_options(), first)?;
+    let mut node = Node::start(&args.options(), args.reader_options(), args.model(), first)?;
     // A container whose interface cannot be attached is a warning, not a failed start.
     let applied = node.apply(initial);
     node.events_up.extend(applied.events);

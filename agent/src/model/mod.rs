@@ -253,6 +253,9 @@ pub struct NodeModel {
     revision: u64,
     state: NodeState,
     in_maps: InMaps,
+    /// Traffic from the host to an endpoint is allowed whatever its ingress policy
+    /// (Cilium's `--allow-localhost`, on by default).
+    allow_localhost: bool,
 }
 
 impl Default for NodeModel {
@@ -285,7 +288,15 @@ impl NodeModel {
                 index: Default::default(),
             },
             in_maps: InMaps::default(),
+            allow_localhost: true,
         }
+    }
+
+    /// With `false`, traffic from the host reaches an endpoint whose ingress is enforced only
+    /// when a policy allows it (Cilium's `--allow-localhost=policy`).
+    pub fn allow_localhost(mut self, allow: bool) -> Self {
+        self.allow_localhost = allow;
+        self
     }
 
     /// The current snapshot, for the flow builder's lookups and recordings.
@@ -545,7 +556,7 @@ impl NodeModel {
     /// Compiles the snapshot and brings the maps to it: additions first (policy, then the
     /// ipcache, then endpoints and L7 rules, then attach), removals after (detach first).
     fn sync(&mut self, maps: &mut dyn NodeMaps, policy_events: Vec<AgentEvent>, out: &mut Applied) {
-        let compiled = policy::compile(&self.policies, &self.state);
+        let compiled = policy::compile(&self.policies, &self.state, self.allow_localhost);
         self.state.policy_rules = policy::rules(&self.policies, &compiled);
         let st = &self.state;
         let node_ip = st.host_ips.first().copied();

@@ -373,7 +373,10 @@ fn rule_ports(rule: &Rule) -> Vec<(u8, u16)> {
 /// Compiles `policies` against the endpoints of `state`: a policy applies to the endpoints
 /// of its namespace its selector matches; selecting an endpoint with any rule of a direction
 /// makes that direction default-deny (Cilium's semantics).
-pub fn compile(policies: &[Policy], state: &NodeState) -> CompiledPolicy {
+/// `allow_localhost`: an endpoint whose ingress is enforced still takes anything from the
+/// host (an allow entry for the host identity, which a deny entry of a policy overrides),
+/// as Cilium's default `--allow-localhost` does: node-local probes keep working.
+pub fn compile(policies: &[Policy], state: &NodeState, allow_localhost: bool) -> CompiledPolicy {
     let mut out = CompiledPolicy::default();
     for ep in &state.endpoints {
         let mut enforced = (false, false);
@@ -441,6 +444,16 @@ pub fn compile(policies: &[Policy], state: &NodeState) -> CompiledPolicy {
                     }
                 }
             }
+        }
+        if enforced.0 && allow_localhost {
+            let key = PolicyEntry {
+                identity: IDENTITY_HOST,
+                ep_id: ep.id,
+                port: 0,
+                proto: 0,
+                egress: false,
+            };
+            out.entries.entry(key).or_insert(false);
         }
         out.enforced.insert(ep.id, enforced);
     }

@@ -124,7 +124,8 @@ use hubble_api::flow::AgentEventType as T;
 
 #[test]
 fn endpoints_added_and_removed_drive_maps_and_events() {
-    let mut m = NodeModel::new();
+    // The host's allow entry has a test of its own.
+    let mut m = NodeModel::new().allow_localhost(false);
     let mut maps = FakeMaps::default();
     let a = m.apply(
         vec![node(), Change::EndpointUpsert(ep("web", "web", 2))],
@@ -228,6 +229,34 @@ fn endpoints_added_and_removed_drive_maps_and_events() {
     let a = m.detach_all(&mut maps);
     assert!(maps.attached.is_empty());
     assert_eq!(a.events.len(), 3);
+}
+
+#[test]
+fn the_host_reaches_enforced_endpoints_unless_policy_mode() {
+    let host = |ep_id| PolicyEntry {
+        identity: IDENTITY_HOST,
+        ep_id,
+        port: 0,
+        proto: 0,
+        egress: false,
+    };
+    for (allow, want) in [(true, Some(false)), (false, None)] {
+        let mut m = NodeModel::new().allow_localhost(allow);
+        let mut maps = FakeMaps::default();
+        m.apply(
+            vec![
+                node(),
+                Change::EndpointUpsert(ep("web", "web", 2)),
+                Change::EndpointUpsert(ep("client", "client", 3)),
+                Change::PolicyUpsert(policy()),
+            ],
+            &mut maps,
+        );
+        // web's ingress is enforced: the host may reach it (an allow entry); the client's
+        // is not, so it needs none.
+        assert_eq!(maps.policy.get(&host(FIRST_ENDPOINT_ID)).copied(), want);
+        assert!(!maps.policy.contains_key(&host(FIRST_ENDPOINT_ID + 1)));
+    }
 }
 
 #[test]

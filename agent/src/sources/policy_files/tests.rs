@@ -469,6 +469,7 @@ spec:
         .unwrap()[0]
             .rules,
         m.state(),
+        true,
     );
     let (web_a, _) = ep_of(&m, "a", "web");
     assert_eq!(

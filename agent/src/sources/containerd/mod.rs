@@ -406,7 +406,12 @@ impl Containerd {
                         Err(e) => break e,
                     },
                     m = next_event(&mut stream) => match m {
-                        Ok(Some(env)) if TOPICS.contains(&env.topic.as_str()) => {}
+                        // A burst of events (many containers starting) is one sync.
+                        Ok(Some(env)) if TOPICS.contains(&env.topic.as_str()) => {
+                            if let Err(e) = rest_of_burst(&mut stream).await {
+                                break e;
+                            }
+                        }
                         Ok(Some(_)) => continue,
                         Ok(None) => break "the event stream ended".to_string(),
                         Err(s) => break format!("event stream: {}", api::status_line(&s)),
@@ -425,6 +430,31 @@ impl Containerd {
             if conn.lost(lost, &tx).await {
                 return;
             }
+        }
+    }
+}
+
+/// How long the watcher waits for another event of a burst before it syncs.
+pub const BURST_QUIET: Duration = Duration::from_millis(20);
+/// The longest a burst delays its sync.
+pub const BURST_MAX: Duration = Duration::from_millis(200);
+
+/// Takes the events that follow within [`BURST_QUIET`] of each other (for at most
+/// [`BURST_MAX`]); the error that ended the stream meanwhile.
+async fn rest_of_burst(
+    stream: &mut Option<tonic::Streaming<api::Envelope>>,
+) -> Result<(), String> {
+    let until = tokio::time::Instant::now() + BURST_MAX;
+    loop {
+        let quiet = (tokio::time::Instant::now() + BURST_QUIET).min(until);
+        match tokio::time::timeout_at(quiet, next_event(stream)).await {
+            Err(_) => return Ok(()),
+            Ok(Ok(Some(_))) => {}
+            Ok(Ok(None)) => return Err("the event stream ended".to_string()),
+            Ok(Err(s)) => return Err(format!("event stream: {}", api::status_line(&s))),
+        }
+        if tokio::time::Instant::now() >= until {
+            return Ok(());
         }
     }
 }

@@ -70,11 +70,19 @@ policy:sourceContext=namespace";
 
 /// One HTTP/1.1 GET over a plain socket: (status line, headers, body).
 fn http_get(addr: &str, path: &str) -> (String, String, String) {
+    http_get_accepting(addr, path, None)
+}
+
+/// [`http_get`] with an Accept header.
+fn http_get_accepting(addr: &str, path: &str, accept: Option<&str>) -> (String, String, String) {
     let mut s = TcpStream::connect(addr).expect("connect to the metrics server");
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let accept = accept
+        .map(|a| format!("Accept: {a}\r\n"))
+        .unwrap_or_default();
     write!(
         s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\n{accept}Connection: close\r\n\r\n"
     )
     .unwrap();
     let mut buf = String::new();
@@ -82,6 +90,42 @@ fn http_get(addr: &str, path: &str) -> (String, String, String) {
     let (head, body) = buf.split_once("\r\n\r\n").expect("a header block");
     let (status, headers) = head.split_once("\r\n").unwrap_or((head, ""));
     (status.to_string(), headers.to_lowercase(), body.to_string())
+}
+
+/// `promtool check metrics` finds nothing to say about `body` (Debian's prometheus package;
+/// required under CI=true).
+fn promtool_accepts(body: &str) {
+    use std::process::Stdio;
+    let child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn();
+    let mut child = match child {
+        Ok(c) => c,
+        Err(e) => {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "promtool is needed under CI=true (apt-get install prometheus): {e}"
+            );
+            eprintln!("promtool not found ({e}): the exposition is not linted");
+            return;
+        }
+    };
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(body.as_bytes())
+        .unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert!(
+        o.status.success() && o.stdout.is_empty() && o.stderr.is_empty(),
+        "promtool check metrics: {}{}\n{body}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
 }
 
 fn value(v: &prometheus_parse::Value) -> f64 {
@@ -150,6 +194,7 @@ fn scrape_matches_the_flows_seen() {
         .arg(&sock)
         .args(["--listen-address", "", "--aggregation", "none"])
         .args(["--metrics", SPEC, "--metrics-server", "127.0.0.1:0"])
+        .arg("--enable-hubble-open-metrics")
         .arg("--hubble-export-file-path")
         .arg(dir.path().join("export/events.log"))
         .args(["--export-denylist", r#"{"verdict":["DROPPED"]}"#]);
@@ -172,12 +217,24 @@ fn scrape_matches_the_flows_seen() {
     assert!(st.code().is_some(), "lab traffic was killed: {st}");
     std::thread::sleep(Duration::from_millis(500));
 
+    // A scraper that does not ask for OpenMetrics gets the Prometheus text format, which
+    // Prometheus's own linter accepts.
     let (status, headers, body) = http_get(addr, "/metrics");
     assert!(status.ends_with("200 OK"), "{status}");
     assert!(
-        headers.contains("content-type: application/openmetrics-text"),
+        headers.contains("content-type: text/plain; version=0.0.4"),
         "{headers}"
     );
+    assert!(!body.contains("# EOF"), "{body}");
+    promtool_accepts(&body);
+    // Prometheus's own Accept header: OpenMetrics (--enable-hubble-open-metrics is on).
+    let prometheus_accept = "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
+    let (_, om_headers, om_body) = http_get_accepting(addr, "/metrics", Some(prometheus_accept));
+    assert!(
+        om_headers.contains("content-type: application/openmetrics-text"),
+        "{om_headers}"
+    );
+    assert!(om_body.ends_with("# EOF\n"), "{om_body}");
     let (status, _, _) = http_get(addr, "/nope");
     assert!(status.contains("404"), "{status}");
     let scrape = prometheus_parse::Scrape::parse(body.lines().map(|l| Ok(l.to_string())))

@@ -6,6 +6,7 @@
 //! and each family holds at most `--metrics-max-series` series.
 
 pub mod context;
+pub mod exposition;
 pub mod handlers;
 pub mod server;
 pub mod spec;
@@ -56,6 +57,11 @@ pub struct MetricsArgs {
     /// hubble_agent_metrics_series_dropped_total.
     #[arg(long, default_value_t = 10_000, value_name = "N")]
     pub metrics_max_series: usize,
+    /// Serve OpenMetrics (with exemplars) to scrapers that ask for it in their Accept
+    /// header, as Prometheus does; without it /metrics is always the Prometheus text
+    /// format (Cilium's default).
+    #[arg(long)]
+    pub enable_hubble_open_metrics: bool,
 }
 
 impl MetricsArgs {
@@ -87,7 +93,7 @@ pub fn setup(args: &MetricsArgs) -> anyhow::Result<Option<(Metrics, server::Metr
     let Some(addr) = args.address() else {
         return Ok(None);
     };
-    let srv = server::MetricsServer::bind(addr)?;
+    let srv = server::MetricsServer::bind(addr)?.open_metrics(args.enable_hubble_open_metrics);
     Ok(Some((Metrics::new(flows), srv)))
 }
 
@@ -384,6 +390,15 @@ impl Metrics {
 
     fn sources(&self) -> MutexGuard<'_, Sources> {
         self.0.sources.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The exposition in `format`.
+    pub fn encode(&self, format: exposition::Format) -> String {
+        let om = self.encode_text();
+        match format {
+            exposition::Format::OpenMetrics => om,
+            exposition::Format::PrometheusText => exposition::to_prometheus_text(&om),
+        }
     }
 
     /// The text exposition (OpenMetrics, ending in `# EOF`).

@@ -12,14 +12,13 @@ use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 use tokio::sync::oneshot;
 
-use super::Metrics;
-
-/// OpenMetrics text, which Prometheus negotiates and parses.
-pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+use super::{Metrics, exposition};
 
 /// A bound, not yet serving metrics listener (bound before the agent changes netns).
 pub struct MetricsServer {
     listener: std::net::TcpListener,
+    /// OpenMetrics for scrapers that ask for it (`--enable-hubble-open-metrics`).
+    open_metrics: bool,
 }
 
 /// The serving thread; stops on [`RunningMetricsServer::stop`] or drop.
@@ -37,7 +36,17 @@ impl MetricsServer {
         let listener = std::net::TcpListener::bind(sa)
             .with_context(|| format!("cannot listen on {addr} for metrics"))?;
         listener.set_nonblocking(true)?;
-        Ok(Self { listener })
+        Ok(Self {
+            listener,
+            open_metrics: false,
+        })
+    }
+
+    /// Serves OpenMetrics to scrapers whose Accept header asks for it (else the Prometheus
+    /// text format, Cilium's default).
+    pub fn open_metrics(mut self, on: bool) -> Self {
+        self.open_metrics = on;
+        self
     }
 
     pub fn local_addr(&self) -> Result<SocketAddr> {
@@ -52,7 +61,7 @@ impl MetricsServer {
             .build()
             .context("building the metrics runtime")?;
         let (stop, stopped) = oneshot::channel::<()>();
-        let std_listener = self.listener;
+        let (std_listener, open_metrics) = (self.listener, self.open_metrics);
         let thread = std::thread::Builder::new()
             .name("metrics-server".into())
             .spawn(move || {
@@ -64,7 +73,7 @@ impl MetricsServer {
                             return;
                         }
                     };
-                    serve(listener, metrics, stopped).await
+                    serve(listener, metrics, open_metrics, stopped).await
                 })
             })
             .context("starting the metrics server thread")?;
@@ -105,6 +114,7 @@ impl Drop for RunningMetricsServer {
 async fn serve(
     listener: tokio::net::TcpListener,
     metrics: Metrics,
+    open_metrics: bool,
     stopped: oneshot::Receiver<()>,
 ) {
     tokio::pin!(stopped);
@@ -122,7 +132,7 @@ async fn serve(
         };
         let m = metrics.clone();
         tokio::spawn(async move {
-            let svc = hyper::service::service_fn(move |req| handle(req, m.clone()));
+            let svc = hyper::service::service_fn(move |req| handle(req, m.clone(), open_metrics));
             let conn = hyper::server::conn::http1::Builder::new()
                 .serve_connection(hyper_util::rt::TokioIo::new(stream), svc);
             // Bounded: a client that neither sends nor reads is dropped.
@@ -134,6 +144,7 @@ async fn serve(
 async fn handle(
     req: Request<Incoming>,
     metrics: Metrics,
+    open_metrics: bool,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     let reply = |status: StatusCode, ctype: &'static str, body: String| {
         let mut r = Response::new(Full::new(Bytes::from(body)));
@@ -153,11 +164,16 @@ async fn handle(
     }
     Ok(match req.uri().path() {
         "/metrics" => {
+            let accept = req
+                .headers()
+                .get(hyper::header::ACCEPT)
+                .and_then(|v| v.to_str().ok());
+            let format = exposition::negotiate(accept, open_metrics);
             // Encoding takes the flow metrics lock: off the async worker.
-            let text = tokio::task::spawn_blocking(move || metrics.encode_text())
+            let text = tokio::task::spawn_blocking(move || metrics.encode(format))
                 .await
                 .unwrap_or_default();
-            reply(StatusCode::OK, CONTENT_TYPE, text)
+            reply(StatusCode::OK, format.content_type(), text)
         }
         "/" => reply(
             StatusCode::OK,

@@ -441,9 +441,7 @@ pub const BURST_MAX: Duration = Duration::from_millis(200);
 
 /// Takes the events that follow within [`BURST_QUIET`] of each other (for at most
 /// [`BURST_MAX`]); the error that ended the stream meanwhile.
-async fn rest_of_burst(
-    stream: &mut Option<tonic::Streaming<api::Envelope>>,
-) -> Result<(), String> {
+async fn rest_of_burst(stream: &mut Option<tonic::Streaming<api::Envelope>>) -> Result<(), String> {
     let until = tokio::time::Instant::now() + BURST_MAX;
     loop {
         let quiet = (tokio::time::Instant::now() + BURST_QUIET).min(until);

@@ -132,7 +132,7 @@ pub fn to_prometheus_text(om: &str) -> String {
         }
         let sample = without_exemplar(line);
         let name_end = sample
-            .find(|c: char| c == '{' || c == ' ')
+            .find(['{', ' '])
             .unwrap_or(sample.len());
         if fam.is_created(&sample[..name_end]) {
             continue;

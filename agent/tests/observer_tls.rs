@@ -47,6 +47,7 @@ impl Server {
             socket: None,
             listen_address: Some("127.0.0.1:0".into()),
             tls: Some(tls),
+            ..Default::default()
         })
         .unwrap();
         let addr = l.tcp_addr().unwrap().to_string();

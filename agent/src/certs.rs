@@ -167,7 +167,11 @@ fn validity(p: &mut CertificateParams) {
 /// earlier file there had (`--force`); a symbolic link at the path is an error.
 fn write_file(path: &Path, data: &[u8], secret: bool) -> Result<()> {
     use std::io::Write;
-    let mode = if secret { hubble::files::PRIVATE } else { 0o644 };
+    let mode = if secret {
+        hubble::files::PRIVATE
+    } else {
+        0o644
+    };
     let mut f = hubble::files::replace(path, mode)
         .with_context(|| format!("writing {}", path.display()))?;
     f.write_all(data)

@@ -8,7 +8,14 @@ const BIN: &str = env!("CARGO_BIN_EXE_hubble-agent");
 
 fn record_to(out: &std::path::Path) -> std::process::Output {
     Command::new(BIN)
-        .args(["record", "--lab", "/nonexistent/lab.toml", "--duration", "1s", "-o"])
+        .args([
+            "record",
+            "--lab",
+            "/nonexistent/lab.toml",
+            "--duration",
+            "1s",
+            "-o",
+        ])
         .arg(out)
         .output()
         .unwrap()

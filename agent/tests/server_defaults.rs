@@ -85,13 +85,19 @@ fn without_tls_the_default_port_is_loopback_only() {
 #[test]
 fn plaintext_beyond_loopback_needs_the_flag_and_is_announced() {
     let dir = tempfile::tempdir().unwrap();
-    let out = serve_flows(&dir.path().join("h.sock"), &["--listen-address", "0.0.0.0:0"])
-        .output()
-        .unwrap();
+    let out = serve_flows(
+        &dir.path().join("h.sock"),
+        &["--listen-address", "0.0.0.0:0"],
+    )
+    .output()
+    .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert_eq!(err.lines().count(), 1, "{err}");
-    assert!(err.contains("refusing to serve the Hubble API in plaintext on 0.0.0.0:"), "{err}");
+    assert!(
+        err.contains("refusing to serve the Hubble API in plaintext on 0.0.0.0:"),
+        "{err}"
+    );
     assert!(!dir.path().join("h.sock").exists(), "nothing was bound");
 
     let a = start(
@@ -100,8 +106,10 @@ fn plaintext_beyond_loopback_needs_the_flag_and_is_announced() {
     );
     assert!(tcp_of(&a).ip().is_unspecified());
     assert!(
-        a.log.iter().any(|l| l.contains("serving plaintext on 0.0.0.0:")
-            && l.contains("anyone who can reach it reads every flow")),
+        a.log
+            .iter()
+            .any(|l| l.contains("serving plaintext on 0.0.0.0:")
+                && l.contains("anyone who can reach it reads every flow")),
         "{:?}",
         a.log
     );

@@ -214,10 +214,9 @@ fn recover(path: &Path, opts: RotateOptions) {
                     backup.display()
                 )),
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) => crate::log::error(&format!(
-                    "failed to compress {}: {e}",
-                    backup.display()
-                )),
+                Err(e) => {
+                    crate::log::error(&format!("failed to compress {}: {e}", backup.display()))
+                }
             }
         }
     }

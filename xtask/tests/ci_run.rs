@@ -41,6 +41,10 @@ fn ci_refuses_to_run_unprivileged() {
 fn ci_sets_ci_true_for_the_tests() {
     let out = ci_run(0);
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(text.trim(), "cargo xtask test CI=true");
 }

@@ -179,7 +179,10 @@ fn dns_answers_teach_names_only_for_queries_in_flight() {
     };
 
     // Nobody asked: the answer is a flow with its addresses, and teaches nothing.
-    assert_eq!(l7.handle(&answer_from(COREDNS, 1_000), t0, &mut en, &mut out), Ok(1));
+    assert_eq!(
+        l7.handle(&answer_from(COREDNS, 1_000), t0, &mut en, &mut out),
+        Ok(1)
+    );
     let Some(layer7::Record::Dns(d)) = &out[0].l7.as_ref().unwrap().record else {
         panic!("no dns record")
     };
@@ -200,7 +203,11 @@ fn dns_answers_teach_names_only_for_queries_in_flight() {
     l7.handle(&answer_from(COREDNS, 3_000), t0, &mut en, &mut out)
         .unwrap();
     assert!(names_loadgen_to_catalog(&mut en, lg, later).is_empty());
-    assert_eq!(l7.state_len().1, 1, "the query still waits for its own answer");
+    assert_eq!(
+        l7.state_len().1,
+        1,
+        "the query still waits for its own answer"
+    );
 
     // The catalog query in flight, answered from another address (a spoofed server).
     let req = capture(

@@ -4,11 +4,11 @@
 //! Bounds: at most 1 M packets/s, 60 s and 20 M packets; only between the lab's own pods.
 
 use std::io::{self, BufRead, BufReader};
-use std::sync::mpsc;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use super::netns;
@@ -258,7 +258,11 @@ impl AgentChild {
         };
         let last = said.iter().rev().take(3).rev().cloned().collect::<Vec<_>>();
         Err(io::Error::other(if last.is_empty() {
-            format!("{failure}, saying nothing; try `{} run --lab {}` by hand", exe.display(), spec.display())
+            format!(
+                "{failure}, saying nothing; try `{} run --lab {}` by hand",
+                exe.display(),
+                spec.display()
+            )
         } else {
             format!("{failure}: {}", last.join(" / "))
         }))
@@ -329,7 +333,10 @@ mod tests {
         let e = start_error("exit 3", Duration::from_secs(10));
         assert!(e.contains("exited (exit status: 3)"), "{e}");
         assert!(e.contains("saying nothing; try `"), "{e}");
-        let e = start_error("echo >&2 'hubble-agent: thinking'; exec sleep 30", Duration::from_millis(300));
+        let e = start_error(
+            "echo >&2 'hubble-agent: thinking'; exec sleep 30",
+            Duration::from_millis(300),
+        );
         assert_eq!(
             e,
             "the agent did not attach its datapath within 300ms and was stopped: hubble-agent: thinking"

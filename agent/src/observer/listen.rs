@@ -188,7 +188,10 @@ mod tests {
         assert_eq!(t.addr, "[::]:4244".parse().unwrap());
         let n = t.notice.unwrap();
         assert!(n.contains("serving plaintext on [::]:4244"), "{n}");
-        assert!(n.contains("anyone who can reach it reads every flow"), "{n}");
+        assert!(
+            n.contains("anyone who can reach it reads every flow"),
+            "{n}"
+        );
     }
 
     #[test]

@@ -13,9 +13,9 @@ use anyhow::{Context, Result};
 use clap::Args;
 use tokio::sync::oneshot;
 
+use super::listen;
 use super::local::LocalObserver;
 use super::ring::DEFAULT_CAPACITY;
-use super::listen;
 use super::server::{self, DEFAULT_LISTEN_ADDRESS, DEFAULT_SOCKET, Listeners, ServeOptions};
 
 /// Flags of the agent's Hubble server.

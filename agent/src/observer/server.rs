@@ -475,11 +475,8 @@ impl Listeners {
         let mut notices = Vec::new();
         let tcp_addr = match opts.listen_address.as_deref().filter(|a| !a.is_empty()) {
             Some(addr) => {
-                let t = super::listen::tcp_address(
-                    addr,
-                    opts.tls.is_some(),
-                    opts.plaintext_anywhere,
-                )?;
+                let t =
+                    super::listen::tcp_address(addr, opts.tls.is_some(), opts.plaintext_anywhere)?;
                 notices.extend(t.notice);
                 Some(t.addr)
             }

@@ -163,16 +163,52 @@ fn validity(p: &mut CertificateParams) {
     p.not_after = (now + std::time::Duration::from_secs(365 * 24 * 3600)).into();
 }
 
+/// Writes `path` from scratch: 0600 for private keys, 0644 otherwise, whatever mode an
+/// earlier file there had (`--force`); a symbolic link at the path is an error.
 fn write_file(path: &Path, data: &[u8], secret: bool) -> Result<()> {
     use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(if secret { 0o600 } else { 0o644 })
-        .open(path)
+    let mode = if secret {
+        hubble::files::PRIVATE
+    } else {
+        0o644
+    };
+    let mut f = hubble::files::replace(path, mode)
         .with_context(|| format!("writing {}", path.display()))?;
     f.write_all(data)
         .with_context(|| format!("writing {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    fn mode(p: &std::path::Path) -> u32 {
+        std::fs::metadata(p).unwrap().permissions().mode() & 0o777
+    }
+
+    #[test]
+    fn force_rewrites_keys_private_whatever_their_old_mode() {
+        let dir = tempfile::tempdir().unwrap();
+        super::generate(dir.path(), "default", false).unwrap();
+        let key = dir.path().join("server.key");
+        assert_eq!(mode(&key), 0o600);
+        // Someone made the old key world-readable; --force replaces it with a private one.
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let before = std::fs::read_to_string(&key).unwrap();
+        super::generate(dir.path(), "default", true).unwrap();
+        assert_ne!(std::fs::read_to_string(&key).unwrap(), before);
+        assert_eq!(mode(&key), 0o600);
+        assert_eq!(mode(&dir.path().join("server.crt")), 0o644);
+    }
+
+    #[test]
+    fn a_symlink_in_place_of_a_key_is_not_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let elsewhere = dir.path().join("elsewhere");
+        std::fs::write(&elsewhere, "not a key").unwrap();
+        std::os::unix::fs::symlink(&elsewhere, dir.path().join("ca.key")).unwrap();
+        let e = super::generate(dir.path(), "default", true).unwrap_err();
+        assert!(format!("{e:#}").contains("symbolic link"), "{e:#}");
+        assert_eq!(std::fs::read_to_string(&elsewhere).unwrap(), "not a key");
+    }
 }

@@ -41,7 +41,7 @@ const MESSAGE_TYPE_AGENT: i32 = 130;
 pub struct ExportArgs {
     /// Write flows, lost events and agent events as ExportEvent JSON lines (Hubble's exporter
     /// format, readable with `hubble observe --input-file`) to this file, or `stdout`; unset:
-    /// no export.
+    /// no export. The file is created with mode 0600; a symbolic link there is an error.
     #[arg(long, alias = "hubble-export-file-path", value_name = "PATH")]
     pub export_file_path: Option<String>,
     /// Rotate the export file when it would grow beyond this many megabytes (MiB).
@@ -221,14 +221,17 @@ impl AgentExporter {
                 std::fs::create_dir_all(dir)
                     .with_context(|| format!("--export-file-path: creating {}", dir.display()))?;
             }
-            Sink::File(RotatingFile::new(
-                path,
+            let mut file = RotatingFile::new(
+                path.clone(),
                 RotateOptions {
                     max_size: args.export_file_max_size_mb.saturating_mul(1024 * 1024),
                     max_backups: args.export_file_max_backups,
                     compress: args.export_file_compress,
                 },
-            ))
+            );
+            file.open_now()
+                .with_context(|| format!("--export-file-path {}", path.display()))?;
+            Sink::File(file)
         };
         let what = sink.describe();
         // The writer only masks and encodes: the lists were applied before the queue.
@@ -370,6 +373,9 @@ fn writer(rx: Receiver<Item>, mut exp: Exporter, mut sink: Sink) -> Stats {
             }
             Err(RecvTimeoutError::Disconnected) => {
                 flush(&mut exp, &mut sink);
+                if let Err(e) = sink.sync() {
+                    eprintln!("hubble-agent: export: syncing {}: {e}", sink.describe());
+                }
                 return exp.stats();
             }
         }
@@ -562,6 +568,35 @@ mod tests {
         );
         assert!(!e.contains('\n'));
         assert!(AgentExporter::start(&args(&[])).unwrap().is_none());
+    }
+
+    /// The export file holds every flow: created 0600, and a symbolic link planted at its
+    /// path is refused at start (one line naming the flag) instead of followed.
+    #[test]
+    fn export_file_is_private_and_a_symlink_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("events.log");
+        let e = AgentExporter::start(&args(&["--export-file-path", path.to_str().unwrap()]))
+            .unwrap()
+            .unwrap();
+        e.offer(&demo()[0]);
+        e.stop();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "{mode:o}");
+
+        let target = dir.path().join("shadow");
+        std::fs::write(&target, "keep\n").unwrap();
+        let link = dir.path().join("link.log");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        let e = AgentExporter::start(&args(&["--export-file-path", link.to_str().unwrap()]))
+            .err()
+            .expect("refused");
+        let e = format!("{e:#}");
+        assert!(e.starts_with("--export-file-path"), "{e}");
+        assert!(e.contains("symbolic link"), "{e}");
+        assert!(!e.contains('\n'), "{e}");
+        assert_eq!(std::fs::read_to_string(&target).unwrap(), "keep\n");
     }
 
     fn agent_event(t: AgentEventType, seconds: i64) -> GetAgentEventsResponse {

@@ -259,7 +259,9 @@ async fn a_started_server_records_agent_started() {
     let args = ServerArgs {
         max_flows: 7,
         socket: sock.clone(),
+        socket_group: None,
         listen_address: String::new(),
+        disable_server_tls: false,
         no_hubble_server: false,
         tls_cert_file: None,
         tls_key_file: None,

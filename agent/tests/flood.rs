@@ -91,3 +91,31 @@ fn flood_events_are_read_or_counted_lost() {
     assert!(read + lost >= 2 * sent, "{text}");
     assert!(read + lost <= 2 * sent + 100, "{text}");
 }
+
+/// `lab flood --agent` on a lab that is not up says so, and what to do, in one line
+/// (it used to end in "the agent did not start: " and nothing after the colon).
+#[test]
+fn flood_on_a_lab_that_is_not_up_says_what_to_do() {
+    if !agent::datapath::is_root() {
+        return skip_or_fail("flood without a lab", "not root");
+    }
+    let name = format!("fn{}", std::process::id() % 100_000);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("flood.toml");
+    std::fs::write(&path, spec_text(&name)).unwrap();
+    let out = Command::new(BIN)
+        .args(["lab", "flood"])
+        .arg(&path)
+        .args(["--duration", "1s", "--agent"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert_eq!(
+        err.trim_end(),
+        format!(
+            "error: lab {name} is not up: run `hubble-agent lab up {}` first",
+            path.display()
+        )
+    );
+}

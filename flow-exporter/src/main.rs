@@ -23,7 +23,11 @@ it, and the oldest backups beyond --max-backups are removed.
 If the connection is lost, the exporter reconnects with backoff and resumes after the last
 flow it wrote (no flow is written twice; flows the server no longer holds are reported as a
 lost_events line). Started again on an existing file, it resumes after the file's last
-line the same way; on a new file it exports flows from now on. Write errors (full disk, unwritable directory) are logged and retried.
+line the same way (a last line torn by a crash is cut first); on a new file it exports
+flows from now on. The file is created with mode 0600, never through a symbolic link, and
+fsynced at each rotation and at exit; rotated files a crash left uncompressed (or a
+half-written .gz.tmp) are finished at start. Write errors (full disk, unwritable directory)
+are logged and retried; an output that cannot be opened at start is an error.
 
 Signals: SIGHUP closes and reopens the file (for logrotate); SIGTERM or SIGINT writes what
 is pending and exits.";
@@ -36,7 +40,8 @@ const AFTER: &str = "Examples:
 
 Exit status:
   0  stopped by SIGTERM or SIGINT after writing everything
-  1  runtime failure (pending flows could not be written when stopping)
+  1  runtime failure (the output cannot be opened at start, or pending flows could not be
+     written when stopping)
   2  bad usage or configuration (invalid flag, filter, field mask or server address)";
 
 #[derive(Debug, Parser)]
@@ -137,13 +142,21 @@ fn main() -> ExitCode {
             };
         }
     };
-    let cfg = match configure(args) {
+    let mut cfg = match configure(args) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("flow-exporter: {e}");
             return ExitCode::from(2);
         }
     };
+    // The output is opened at start: a path that cannot be written (or is a symbolic link)
+    // is one line now, and a line torn by an earlier crash is cut before anything resumes.
+    if let Sink::File(f) = &mut cfg.sink
+        && let Err(e) = f.open_now()
+    {
+        eprintln!("flow-exporter: {}: {e}", f.path().display());
+        return ExitCode::from(1);
+    }
     if let Err(e) = hubble::client::parse_target(&cfg.opts.server) {
         eprintln!("flow-exporter: {e}");
         return ExitCode::from(2);

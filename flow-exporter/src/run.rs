@@ -358,11 +358,15 @@ pub async fn run(
         }
         backoff = (backoff * 2).min(r.opts.backoff_max);
     }
-    // Stop: write what is pending, one last try.
+    // Stop: write what is pending, one last try, and make it durable.
     if r.closed {
         return Ok(r.exporter.stats());
     }
-    match r.exporter.flush(&mut r.sink) {
+    let flushed = r.exporter.flush(&mut r.sink);
+    if let Err(e) = r.sink.sync() {
+        log::error(&format!("failed to sync {}: {e}", r.sink.describe()));
+    }
+    match flushed {
         Ok(()) => Ok(r.exporter.stats()),
         Err(source) => Err(RunError {
             sink: r.sink.describe(),

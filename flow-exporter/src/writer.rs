@@ -1,17 +1,15 @@
 //! The exporter's output: whole JSON lines appended with one write per batch to stdout or to
-//! a file with lumberjack-style size rotation (`events-<UTC time>.log[.gz]`), pruning and reopen.
+//! a file with lumberjack-style size rotation (backups in [`crate::backups`]) and reopen. The
+//! file is created 0600 and never opened through a symbolic link; it is fsynced at rotation
+//! and at the end, and a torn last line (a crash mid-write) is cut before appending.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{self, Write};
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
-use std::thread::JoinHandle;
 
-use chrono::{DateTime, NaiveDateTime, TimeDelta, Utc};
+use chrono::{DateTime, TimeDelta, Utc};
 
-/// Timestamp format of backup names (lumberjack's `2006-01-02T15-04-05.000`, UTC).
-const BACKUP_TIME_FORMAT: &str = "%Y-%m-%dT%H-%M-%S%.3f";
+use crate::backups::{Mill, backup_name, gz_path, sync_dir};
 
 /// Rotation settings of a file output.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,6 +67,14 @@ impl Sink {
         }
     }
 
+    /// Makes what was written durable (fsync of the file); no-op for stdout.
+    pub fn sync(&mut self) -> io::Result<()> {
+        match self {
+            Sink::Stdout(_) => Ok(()),
+            Sink::File(f) => f.sync(),
+        }
+    }
+
     /// A description for log lines.
     pub fn describe(&self) -> String {
         match self {
@@ -79,13 +85,15 @@ impl Sink {
 }
 
 /// An append-only file that is renamed to a timestamped backup when it would grow past the
-/// maximum size. Every batch goes out in one `write` call, so lines are never torn by a
-/// rotation or by the process being killed; a failed write is truncated away.
+/// maximum size. Every batch goes out in one `write` call, so lines are not torn by a
+/// rotation or by the process being killed; a failed write is truncated away, and a line a
+/// crash tore anyway (the machine went down mid-write) is cut when the file is opened.
 pub struct RotatingFile {
     path: PathBuf,
     opts: RotateOptions,
     file: Option<File>,
     size: u64,
+    syncs: u64,
     mill: Mill,
     clock: Box<dyn FnMut() -> DateTime<Utc> + Send + Sync>,
 }
@@ -100,6 +108,7 @@ impl RotatingFile {
             opts,
             file: None,
             size: 0,
+            syncs: 0,
             mill,
             clock: Box::new(Utc::now),
         }
@@ -124,9 +133,34 @@ impl RotatingFile {
         self.size
     }
 
-    /// Closes the current file; the next write opens (or creates) `path` again.
+    /// Closes the current file (synced); the next write opens (or creates) `path` again.
     pub fn reopen(&mut self) {
+        if let Err(e) = self.sync() {
+            crate::log::error(&format!("failed to sync {}: {e}", self.path.display()));
+        }
         self.file = None;
+    }
+
+    /// Opens (or creates) the file now rather than at the first write, so a path that
+    /// cannot be written is reported at start.
+    pub fn open_now(&mut self) -> io::Result<()> {
+        self.open()
+    }
+
+    /// Makes what was written to the current file durable (fsync).
+    pub fn sync(&mut self) -> io::Result<()> {
+        match &self.file {
+            Some(f) => {
+                self.syncs += 1;
+                f.sync_all()
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// fsyncs done so far (at rotation, reopen and stop).
+    pub fn syncs(&self) -> u64 {
+        self.syncs
     }
 
     /// Up to the last `max` bytes of the current file, from its first whole line on (empty
@@ -162,12 +196,16 @@ impl RotatingFile {
         if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir)?;
         }
-        let f = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .mode(0o600)
-            .open(&self.path)?;
-        self.size = f.metadata()?.len();
+        let f = hubble::files::append(&self.path, hubble::files::PRIVATE)?;
+        let len = f.metadata()?.len();
+        let cut = cut_torn_line(&f, len)?;
+        if cut > 0 {
+            crate::log::warn(&format!(
+                "{}: removed a torn last line ({cut} bytes, no newline) before appending",
+                self.path.display()
+            ));
+        }
+        self.size = len - cut;
         self.file = Some(f);
         Ok(())
     }
@@ -231,12 +269,21 @@ impl RotatingFile {
         Ok(())
     }
 
-    /// Renames the current file to a backup name and starts a new one.
+    /// Renames the current file (synced) to a backup name and starts a new one.
     fn rotate(&mut self) -> io::Result<()> {
+        if let Err(e) = self.sync() {
+            // Retrying would not bring the data back (the kernel reported it lost).
+            crate::log::error(&format!("failed to sync {}: {e}", self.path.display()));
+        }
         self.file = None;
         let backup = self.backup_path();
         match std::fs::rename(&self.path, &backup) {
-            Ok(()) => self.mill.rotated(backup),
+            Ok(()) => {
+                if let Err(e) = sync_dir(&backup) {
+                    crate::log::error(&format!("failed to sync {}: {e}", backup.display()));
+                }
+                self.mill.rotated(backup)
+            }
             // Moved away by someone else: just start a new file.
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => return Err(e),
@@ -259,175 +306,43 @@ impl RotatingFile {
     }
 }
 
-/// `<stem>` and `<ext>` (with dot) of a file name: `events.log` → (`events`, `.log`).
-fn split_name(path: &Path) -> (String, String) {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    match name.rfind('.') {
-        Some(i) if i > 0 => (name[..i].to_string(), name[i..].to_string()),
-        _ => (name, String::new()),
-    }
-}
-
-/// The backup path of `path` rotated at `t`.
-pub fn backup_name(path: &Path, t: DateTime<Utc>) -> PathBuf {
-    let (stem, ext) = split_name(path);
-    let name = format!("{stem}-{}{ext}", t.format(BACKUP_TIME_FORMAT));
-    path.with_file_name(name)
-}
-
-fn gz_path(p: &Path) -> PathBuf {
-    let mut s = p.as_os_str().to_owned();
-    s.push(".gz");
-    PathBuf::from(s)
-}
-
-/// The rotation time encoded in a backup file name of `path`, if `name` is one.
-fn backup_time(name: &str, stem: &str, ext: &str) -> Option<NaiveDateTime> {
-    let name = name.strip_suffix(".gz").unwrap_or(name);
-    let ts = name
-        .strip_prefix(stem)?
-        .strip_prefix('-')?
-        .strip_suffix(ext)?;
-    NaiveDateTime::parse_from_str(ts, BACKUP_TIME_FORMAT).ok()
-}
-
-enum MillJob {
-    Rotated(PathBuf),
-    Barrier(mpsc::Sender<()>),
-}
-
-/// Background work after a rotation: gzip the backup, then remove backups beyond the maximum
-/// (like lumberjack's mill goroutine), off the write path.
-struct Mill {
-    tx: Option<mpsc::Sender<MillJob>>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl Mill {
-    fn start(path: &Path, opts: RotateOptions) -> Self {
-        let (tx, rx) = mpsc::channel::<MillJob>();
-        let path = path.to_path_buf();
-        let thread = std::thread::Builder::new()
-            .name("exporter-mill".into())
-            .spawn(move || {
-                for job in rx {
-                    match job {
-                        MillJob::Rotated(backup) => {
-                            // A backup may already be pruned when its turn comes.
-                            if opts.compress
-                                && let Err(e) = compress(&backup)
-                                && e.kind() != io::ErrorKind::NotFound
-                            {
-                                crate::log::error(&format!(
-                                    "failed to compress {}: {e}",
-                                    backup.display()
-                                ));
-                            }
-                            if opts.max_backups > 0 {
-                                prune(&path, opts.max_backups);
-                            }
-                        }
-                        MillJob::Barrier(done) => {
-                            let _ = done.send(());
-                        }
-                    }
-                }
-            })
-            .ok();
-        Mill {
-            tx: thread.as_ref().map(|_| tx),
-            thread,
-        }
-    }
-
-    fn rotated(&self, backup: PathBuf) {
-        if let Some(tx) = &self.tx {
-            let _ = tx.send(MillJob::Rotated(backup));
-        }
-    }
-
-    fn barrier(&self) {
-        if let Some(tx) = &self.tx {
-            let (done_tx, done_rx) = mpsc::channel();
-            if tx.send(MillJob::Barrier(done_tx)).is_ok() {
-                let _ = done_rx.recv();
-            }
-        }
-    }
-}
-
-impl Drop for Mill {
-    /// Finishes pending compression before the process goes on to exit.
+impl Drop for RotatingFile {
+    /// Whatever way the writer ends, what it wrote is made durable.
     fn drop(&mut self) {
-        self.tx = None;
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
+        let _ = self.sync();
     }
 }
 
-/// Gzips `src` into `src.gz` (written under a temporary name, then renamed) and removes `src`.
-fn compress(src: &Path) -> io::Result<()> {
-    let dst = gz_path(src);
-    let mut tmp = dst.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp = PathBuf::from(tmp);
-    let result = (|| {
-        let mut input = File::open(src)?;
-        let out = OpenOptions::new()
-            .create(true)
-            .write(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        let mut gz = flate2::write::GzEncoder::new(out, flate2::Compression::default());
-        io::copy(&mut input, &mut gz)?;
-        gz.finish()?.sync_all()?;
-        std::fs::rename(&tmp, &dst)?;
-        std::fs::remove_file(src)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
+/// Cuts the end of `f` (`len` bytes) back to its last `\n`: a last line without one was
+/// torn by a crash, and lines appended to it would be glued onto it. Returns the bytes cut.
+fn cut_torn_line(f: &File, len: u64) -> io::Result<u64> {
+    use std::os::unix::fs::FileExt;
+    const CHUNK: u64 = 64 * 1024;
+    if len == 0 {
+        return Ok(0);
     }
-    result
-}
-
-/// Removes the oldest backups of `path` beyond `keep` (a backup and its .gz count once).
-fn prune(path: &Path, keep: usize) {
-    let (stem, ext) = split_name(path);
-    let dir = match path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        Some(d) => d.to_path_buf(),
-        None => PathBuf::from("."),
-    };
-    let Ok(entries) = std::fs::read_dir(&dir) else {
-        return;
-    };
-    let mut backups: Vec<(NaiveDateTime, PathBuf)> = entries
-        .filter_map(Result::ok)
-        .filter_map(|e| {
-            let name = e.file_name().to_string_lossy().into_owned();
-            backup_time(&name, &stem, &ext).map(|t| (t, e.path()))
-        })
-        .collect();
-    backups.sort_by_key(|b| std::cmp::Reverse(b.0));
-    let mut kept = 0;
-    let mut last_kept: Option<NaiveDateTime> = None;
-    for (t, p) in backups {
-        if last_kept == Some(t) {
-            continue; // the .log of a .log.gz being written; compress removes it
-        }
-        if kept < keep {
-            kept += 1;
-            last_kept = Some(t);
-        } else if let Err(e) = std::fs::remove_file(&p)
-            && e.kind() != io::ErrorKind::NotFound
-        {
-            crate::log::error(&format!("failed to remove old backup {}: {e}", p.display()));
-        }
+    let mut last = [0u8; 1];
+    f.read_exact_at(&mut last, len - 1)?;
+    if last[0] == b'\n' {
+        return Ok(0);
     }
+    let mut buf = vec![0u8; CHUNK as usize];
+    let mut end = len;
+    let keep = loop {
+        let start = end.saturating_sub(CHUNK);
+        let chunk = &mut buf[..(end - start) as usize];
+        f.read_exact_at(chunk, start)?;
+        if let Some(i) = memchr::memrchr(b'\n', chunk) {
+            break start + i as u64 + 1;
+        }
+        if start == 0 {
+            break 0;
+        }
+        end = start;
+    };
+    f.set_len(keep)?;
+    f.sync_all()?;
+    Ok(len - keep)
 }
 
 #[cfg(test)]
@@ -482,28 +397,6 @@ mod tests {
             out.extend(text.lines().map(str::to_string));
         }
         (names, out)
-    }
-
-    #[test]
-    fn backup_names_are_lumberjack_style() {
-        let p = Path::new("/var/run/cilium/hubble/events.log");
-        assert_eq!(
-            backup_name(p, start()),
-            Path::new("/var/run/cilium/hubble/events-2025-03-04T09-15-02.123.log")
-        );
-        assert_eq!(
-            backup_name(Path::new("out"), start()),
-            Path::new("out-2025-03-04T09-15-02.123")
-        );
-        assert_eq!(
-            backup_time("events-2025-03-04T09-15-02.123.log.gz", "events", ".log"),
-            Some(start().naive_utc())
-        );
-        assert_eq!(backup_time("events.log", "events", ".log"), None);
-        assert_eq!(
-            backup_time("other-2025-03-04T09-15-02.123.log", "events", ".log"),
-            None
-        );
     }
 
     #[test]
@@ -633,5 +526,79 @@ mod tests {
         std::fs::remove_file(&blocker).unwrap();
         f.write_lines(b"x\n").unwrap();
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "x\n");
+    }
+
+    /// A crash mid-write left a last line without its newline: the next writer cuts it, so
+    /// every line of the file is a whole JSON document.
+    #[test]
+    fn a_torn_last_line_is_cut_before_appending() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("events.log");
+        let whole = r#"{"flow":{"verdict":"FORWARDED"},"time":"2025-03-04T09:15:02Z"}"#;
+        std::fs::write(&path, format!("{whole}\n{{\"flow\":{{\"verd")).unwrap();
+        let mut f = RotatingFile::new(&path, RotateOptions::default());
+        f.open_now().unwrap();
+        assert_eq!(f.size(), whole.len() as u64 + 1);
+        f.write_lines(format!("{whole}\n{whole}\n").as_bytes())
+            .unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(text.lines().count(), 3, "{text}");
+        for line in text.lines() {
+            serde_json::from_str::<serde_json::Value>(line)
+                .unwrap_or_else(|e| panic!("{line:?}: {e}"));
+        }
+    }
+
+    /// A file holding nothing but a torn line, longer than one read-back chunk.
+    #[test]
+    fn a_long_torn_line_alone_is_cut_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("events.log");
+        std::fs::write(&path, vec![b'x'; 200_000]).unwrap();
+        let mut f = RotatingFile::new(&path, RotateOptions::default());
+        f.write_lines(b"{}\n").unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "{}\n");
+    }
+
+    #[test]
+    fn synced_at_rotation_and_at_the_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("events.log");
+        let opts = RotateOptions {
+            max_size: 10,
+            max_backups: 0,
+            compress: false,
+        };
+        let mut f = RotatingFile::new(&path, opts).with_clock(clock_from(start()));
+        f.write_lines(b"0123456\n").unwrap();
+        assert_eq!(f.syncs(), 0);
+        f.write_lines(b"abcdefg\n").unwrap(); // rotates first
+        assert_eq!(f.syncs(), 1);
+        let mut sink = Sink::File(f);
+        sink.sync().unwrap();
+        let Sink::File(f) = sink else { unreachable!() };
+        assert_eq!(f.syncs(), 2);
+    }
+
+    #[test]
+    fn created_private_and_never_through_a_symlink() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("events.log");
+        let mut f = RotatingFile::new(&path, RotateOptions::default());
+        f.write_lines(b"{}\n").unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+
+        let target = dir.path().join("passwd");
+        std::fs::write(&target, "root:x:0:0\n").unwrap();
+        let link = dir.path().join("link.log");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        let mut f = RotatingFile::new(&link, RotateOptions::default());
+        let e = f.open_now().unwrap_err();
+        assert!(e.to_string().contains("symbolic link"), "{e}");
+        let e = f.write_lines(b"{}\n").unwrap_err();
+        assert_eq!(e.written, 0);
+        assert_eq!(std::fs::read_to_string(&target).unwrap(), "root:x:0:0\n");
     }
 }

@@ -3,6 +3,7 @@ pub mod client;
 pub mod cmd;
 pub mod config;
 pub mod field_mask;
+pub mod files;
 pub mod filter;
 pub mod pipeline;
 pub mod printer;

@@ -71,6 +71,7 @@ impl Agent {
             socket: None,
             listen_address: Some(listen.into()),
             tls,
+            ..Default::default()
         })
         .unwrap();
         l.set_other_peers(others);

@@ -14,7 +14,9 @@ use anyhow::{Context, bail};
 const USAGE: &str = "\
 usage: cargo xtask demo [--spec FILE] [--nodes N] [--containers] [--count N] [--duration D] [--no-build] [-- OBSERVE-ARGS...]
 
-Needs root. Builds hubble-agent and hubble, runs `hubble-agent lab up FILE` (default
+Needs root. Installs the Debian packages it needs when missing (clang, llvm, libbpf-dev,
+linux-libc-dev to build the datapath, iproute2 for the lab; with --containers containerd,
+runc, containernetworking-plugins, busybox-static), builds hubble-agent and hubble, runs `hubble-agent lab up FILE` (default
 fixtures/lab/demo.toml), starts `hubble-agent run --lab FILE --print-flows` piped into
 `hubble observe --input-file - OBSERVE-ARGS...`, drives `hubble-agent lab traffic FILE
 --count N --duration D` (default 20 rounds, 10s), then stops the agent and runs `lab down`.
@@ -48,7 +50,6 @@ const SIGINT: i32 = 2;
 const SIGTERM: i32 = 15;
 
 unsafe extern "C" {
-    fn geteuid() -> u32;
     fn signal(signum: i32, handler: usize) -> usize;
     fn kill(pid: i32, sig: i32) -> i32;
 }
@@ -202,6 +203,21 @@ pub(crate) fn detached(program: &Path) -> Command {
     c
 }
 
+/// The package groups the demo needs: the build's (unless --no-build), `ip` for the lab's
+/// namespaces (and the containers' CNI namespaces), the containers' runtime.
+fn packages(o: &Options) -> Vec<&'static [&'static str]> {
+    use crate::packages::{BUILD, CONTAINERS, LAB};
+    let mut groups = Vec::new();
+    if o.build {
+        groups.push(BUILD);
+    }
+    groups.push(LAB);
+    if o.containers {
+        groups.push(CONTAINERS);
+    }
+    groups
+}
+
 pub fn run(args: &[String]) -> anyhow::Result<()> {
     let Some(mut o) = parse(args)? else {
         return Ok(());
@@ -209,12 +225,12 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     if o.nodes > 1 && !o.spec_given {
         o.spec = PathBuf::from("fixtures/lab/multinode.toml");
     }
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { geteuid() } != 0 {
+    if !crate::packages::is_root() {
         bail!(
             "the demo needs root (it creates network namespaces and loads eBPF): run `sudo cargo xtask demo`"
         );
     }
+    crate::packages::ensure(&packages(&o))?;
     if o.containers && !o.count_given {
         o.count = 3;
     }
@@ -513,4 +529,31 @@ fn run_nodes(
         eprintln!("demo: interrupted");
     }
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn groups(args: &[&str]) -> Vec<&'static str> {
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        let o = parse(&args).unwrap().unwrap();
+        packages(&o).concat()
+    }
+
+    /// On a fresh machine the demo installs clang and the BPF headers before it builds (it
+    /// used to fail with "no clang found"), and what its lab or containers run on.
+    #[test]
+    fn the_demo_installs_what_it_builds_and_runs_with() {
+        let lab = groups(&[]);
+        for p in ["clang", "libbpf-dev", "linux-libc-dev", "iproute2"] {
+            assert!(lab.contains(&p), "{p} in {lab:?}");
+        }
+        assert!(!lab.contains(&"containerd"), "{lab:?}");
+        let containers = groups(&["--containers"]);
+        for p in ["clang", "iproute2", "containerd", "runc", "busybox-static"] {
+            assert!(containers.contains(&p), "{p} in {containers:?}");
+        }
+        assert!(!groups(&["--no-build"]).contains(&"clang"));
+    }
 }

@@ -6,6 +6,7 @@ mod bench_server;
 mod demo;
 mod demo_containers;
 mod gen_flows;
+mod packages;
 mod test;
 
 const USAGE: &str = "\
@@ -13,7 +14,8 @@ usage: cargo xtask <task>
 
 tasks:
   test       everything CI checks: system packages (as root), fmt, clippy, all tests
-  demo       (root) lab up, agent flows into `hubble observe`, traffic, lab down
+  demo       (root) installs what it needs, lab up, agent flows into `hubble observe`,
+             traffic, lab down
              (--containers: containers of a containerd of its own instead of the lab)
   bench      observe [--count N] [--runs R] [--compare OTHER_HUBBLE]: CLI throughput and memory
              server [--runs R] [--rate N] [--seconds S]: the Hubble API over its unix socket
@@ -21,6 +23,19 @@ tasks:
              containers [--count N] [--pings N]: (root) N containers started at once under the
                agent (time to observe, CPU per endpoint, RSS), BPF cost per packet vs the lab
   gen-flows  --count N [--seed S] [--out FILE|-]: write generated flows as JSON lines";
+
+/// Runs `cmd` (echoed first), failing unless it exits 0.
+fn run(cmd: &mut std::process::Command) -> anyhow::Result<()> {
+    use anyhow::Context;
+    eprintln!("xtask: running {cmd:?}");
+    let status = cmd
+        .status()
+        .with_context(|| format!("cannot start {cmd:?}"))?;
+    if !status.success() {
+        anyhow::bail!("{cmd:?} failed with {status}");
+    }
+    Ok(())
+}
 
 fn main() -> std::process::ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();

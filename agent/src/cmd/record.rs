@@ -17,7 +17,8 @@ use crate::datapath::record::Writer;
 pub struct RecordArgs {
     #[command(flatten)]
     pub dp: DatapathArgs,
-    /// File to write the recording to.
+    /// File to write the recording to (created or replaced with mode 0600; a symbolic link
+    /// there is an error).
     #[arg(long, short = 'o')]
     pub output: PathBuf,
     /// Stop after this long (default: until SIGINT/SIGTERM), e.g. 10s.
@@ -26,12 +27,21 @@ pub struct RecordArgs {
 }
 
 pub fn record(args: RecordArgs) -> Result<()> {
-    let file = File::create(&args.output)
+    // Opened first, so a bad path fails before the datapath is touched. Recordings hold
+    // every packet's headers and payloads of L7 captures: private, never through a symlink.
+    let file: File = hubble::files::replace(&args.output, hubble::files::PRIVATE)
         .with_context(|| format!("creating {}", args.output.display()))?;
     // The recording holds the state at its start: no watcher changes it afterwards.
     let Started {
         mut node, banner, ..
-    } = start(&args.dp, no_extra())?;
+    } = match start(&args.dp, no_extra()) {
+        Ok(s) => s,
+        Err(e) => {
+            // Nothing was recorded: no empty file left behind.
+            let _ = std::fs::remove_file(&args.output);
+            return Err(e);
+        }
+    };
     let mut w = Writer::new(BufWriter::new(file), node.model.state())?;
     let mut n = 0u64;
     let started = Instant::now();

@@ -4,7 +4,10 @@
 //! `L7Engine::handle` takes one L7Notify sample and produces zero or more flows (a segment
 //! may carry several pipelined HTTP messages). It keeps bounded per-connection state (DNS
 //! queries waiting for answers, HTTP connections) that expires when idle, and feeds the
-//! enricher's DNS cache from answers (FQDN enrichment of every later flow).
+//! enricher's DNS cache (FQDN enrichment of every later flow) from answers to queries it saw
+//! in flight: same client and server addresses and ports, query id and name. Any other
+//! answer still becomes its flow, but teaches no name (a forged answer must not rename
+//! addresses).
 
 #![allow(deprecated)] // Hubble still fills the deprecated `summary` and `reply`.
 
@@ -96,10 +99,18 @@ fn segment<'a>(p: &packet::Packet, data: &'a [u8]) -> Option<Segment<'a>> {
 /// (client address, client port, server address, server port)
 type ConnKey = (IpAddr, u16, IpAddr, u16);
 
+/// A DNS query waiting for its answer.
+struct PendingQuery {
+    sent_ns: u64,
+    /// The question's name: an answer must repeat it (case aside) to pair.
+    name: Box<str>,
+}
+
 /// DNS and HTTP state plus counters; one per agent pipeline.
 #[derive(Default)]
 pub struct L7Engine {
-    dns_pending: HashMap<(ConnKey, u16), u64>,
+    /// Queries in flight by connection and query id.
+    dns_pending: HashMap<(ConnKey, u16), PendingQuery>,
     conns: HashMap<ConnKey, http::Conn>,
     msg: dns::Message,
     last_sweep_ns: u64,
@@ -160,10 +171,14 @@ impl L7Engine {
                     return Err(e.into());
                 }
                 let is_resp = self.msg.response;
+                let mut paired = false;
                 let latency = if is_resp {
                     self.stats.dns_responses += 1;
-                    match self.dns_pending.remove(&(key, self.msg.id)) {
-                        Some(t) => ev.ktime_ns.saturating_sub(t),
+                    match self.take_pending(key) {
+                        Some(sent_ns) => {
+                            paired = true;
+                            ev.ktime_ns.saturating_sub(sent_ns)
+                        }
                         None => {
                             self.stats.dns_unpaired += 1;
                             0
@@ -172,15 +187,19 @@ impl L7Engine {
                 } else {
                     self.stats.dns_requests += 1;
                     if self.dns_pending.len() < MAX_DNS_PENDING {
-                        self.dns_pending.insert((key, self.msg.id), ev.ktime_ns);
+                        let q = PendingQuery {
+                            sent_ns: ev.ktime_ns,
+                            name: self.msg.query.as_str().into(),
+                        };
+                        self.dns_pending.insert((key, self.msg.id), q);
                     } else {
                         self.stats.state_evicted += 1;
                     }
                     0
                 };
-                // The answer teaches the querying endpoint's names (before the flow is built,
-                // so the response itself carries them, as in Hubble).
-                if is_resp && self.msg.rcode == 0 {
+                // An answer to a query in flight teaches the querying endpoint's names (before
+                // the flow is built, so the response itself carries them, as in Hubble).
+                if paired && self.msg.rcode == 0 {
                     let ep = ev.hdr.source as u32;
                     let ttl = self.msg.min_ip_ttl();
                     let names = enricher.dns_mut();
@@ -231,6 +250,18 @@ impl L7Engine {
         }
     }
 
+    /// The send time of the query in flight that the parsed answer (`self.msg`) on `key`
+    /// answers, which is no longer in flight then. An answer with another name leaves the
+    /// query waiting for its real answer.
+    fn take_pending(&mut self, key: ConnKey) -> Option<u64> {
+        let k = (key, self.msg.id);
+        let q = self.dns_pending.get(&k)?;
+        if !q.name.eq_ignore_ascii_case(&self.msg.query) {
+            return None;
+        }
+        self.dns_pending.remove(&k).map(|q| q.sent_ns)
+    }
+
     /// Drops idle connections and unanswered queries (at most once per second of `now`).
     fn sweep(&mut self, now: u64) {
         if now < self.last_sweep_ns + 1_000_000_000 {
@@ -241,7 +272,7 @@ impl L7Engine {
         self.conns
             .retain(|_, c| now.saturating_sub(c.last_ns) < IDLE_NS);
         self.dns_pending
-            .retain(|_, t| now.saturating_sub(*t) < DNS_TIMEOUT_NS);
+            .retain(|_, q| now.saturating_sub(q.sent_ns) < DNS_TIMEOUT_NS);
         let after = self.conns.len() + self.dns_pending.len();
         self.stats.state_evicted += (before - after) as u64;
     }

@@ -1,6 +1,6 @@
 #![allow(deprecated)]
 
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::build::*;
 use super::*;
@@ -137,6 +137,104 @@ fn dns_query_and_answer_become_hubble_flows_and_teach_names() {
         "DNS Answer RCode: Non-Existent Domain TTL: 0 (Query nope.example.com. A)"
     );
     assert_eq!(l7.stats.dns_unpaired, 1);
+}
+
+/// The names a TCP flow from loadgen to a catalog pod carries at `t`.
+fn names_loadgen_to_catalog(en: &mut Enricher<NodeState>, lg: u16, t: SystemTime) -> Vec<String> {
+    let sample = crate::monitor::encode::trace(
+        &crate::monitor::TraceNotify {
+            hdr: crate::monitor::NotifyCaptureHdr {
+                source: lg,
+                ..Default::default()
+            },
+            reason: 0,
+            ..Default::default()
+        },
+        &crate::monitor::packet::build::tcp4(LOADGEN, CATALOG, 41000, 8080, 0x02),
+    );
+    en.flow_from_sample(&sample, t).unwrap().destination_names
+}
+
+/// Only an answer to a query in flight (same addresses and ports, id and name) teaches
+/// names; an unsolicited or forged answer is still a flow, but renames nothing.
+#[test]
+fn dns_answers_teach_names_only_for_queries_in_flight() {
+    let (st, spec) = demo();
+    let lg = ep_of(&st, LOADGEN);
+    let mut en = Enricher::new(st.clone(), "lab-node-1");
+    let mut l7 = L7Engine::new();
+    let t0 = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+    let later = t0 + Duration::from_secs(5);
+    let mut out = Vec::new();
+    let catalog_q = query("catalog.shop.svc.cluster.local.");
+    let catalog_a = crate::lab::serve::answer_dns(&spec, &catalog_q).unwrap();
+    let answer_from = |server: [u8; 4], ktime: u64| {
+        capture(
+            L7_KIND_DNS,
+            lg,
+            L7_F_RESPONSE,
+            ktime,
+            &udp4(server, LOADGEN, 53, 40000, &catalog_a),
+        )
+    };
+
+    // Nobody asked: the answer is a flow with its addresses, and teaches nothing.
+    assert_eq!(
+        l7.handle(&answer_from(COREDNS, 1_000), t0, &mut en, &mut out),
+        Ok(1)
+    );
+    let Some(layer7::Record::Dns(d)) = &out[0].l7.as_ref().unwrap().record else {
+        panic!("no dns record")
+    };
+    assert_eq!(d.ips, ["10.244.1.11", "10.244.1.12"]);
+    assert_eq!(l7.stats.dns_unpaired, 1);
+    assert!(names_loadgen_to_catalog(&mut en, lg, later).is_empty());
+
+    // A query for another name with the same id: an answer naming catalog does not pair.
+    let other_q = query("other.example.com.");
+    let req = capture(
+        L7_KIND_DNS,
+        lg,
+        0,
+        2_000,
+        &udp4(LOADGEN, COREDNS, 40000, 53, &other_q),
+    );
+    assert_eq!(l7.handle(&req, t0, &mut en, &mut out), Ok(1));
+    l7.handle(&answer_from(COREDNS, 3_000), t0, &mut en, &mut out)
+        .unwrap();
+    assert!(names_loadgen_to_catalog(&mut en, lg, later).is_empty());
+    assert_eq!(
+        l7.state_len().1,
+        1,
+        "the query still waits for its own answer"
+    );
+
+    // The catalog query in flight, answered from another address (a spoofed server).
+    let req = capture(
+        L7_KIND_DNS,
+        lg,
+        0,
+        4_000,
+        &udp4(LOADGEN, COREDNS, 40000, 53, &catalog_q),
+    );
+    l7.handle(&req, t0, &mut en, &mut out).unwrap();
+    l7.handle(&answer_from([10, 244, 1, 99], 5_000), t0, &mut en, &mut out)
+        .unwrap();
+    assert!(names_loadgen_to_catalog(&mut en, lg, later).is_empty());
+    assert_eq!(l7.stats.dns_unpaired, 3);
+
+    // Its real answer pairs (with latency) and teaches the name.
+    l7.handle(&answer_from(COREDNS, 6_000), t0, &mut en, &mut out)
+        .unwrap();
+    let Some(l) = out[0].l7.as_ref() else {
+        panic!("no l7")
+    };
+    assert_eq!(l.latency_ns, 2_000);
+    assert_eq!(
+        names_loadgen_to_catalog(&mut en, lg, later),
+        ["catalog.shop.svc.cluster.local"]
+    );
+    assert_eq!(l7.state_len().1, 0);
 }
 
 #[test]

@@ -378,6 +378,9 @@ impl FloodArgs {
         if !topology::is_root() {
             return fail(topology::LabError::NotRoot);
         }
+        if let Err(c) = require_up(&spec) {
+            return c;
+        }
         let spec = match with_live(spec) {
             Ok(s) => s,
             Err(c) => return c,
@@ -461,6 +464,17 @@ fn with_live(spec: LabSpec) -> Result<LabSpec, ExitCode> {
         eprintln!("error: {e}");
         ExitCode::from(2)
     })
+}
+
+/// Exit 1 with "lab NAME is not up: run `hubble-agent lab up SPEC` first" unless it is.
+fn require_up(spec: &LabSpec) -> Result<(), ExitCode> {
+    if topology::status(spec).is_up() {
+        return Ok(());
+    }
+    Err(fail(topology::LabError::NotUp {
+        lab: spec.lab.name.clone(),
+        origin: spec.origin.clone(),
+    }))
 }
 
 fn fail(e: impl std::fmt::Display) -> ExitCode {
@@ -620,11 +634,8 @@ impl LabCmd {
                 if !topology::is_root() {
                     return fail(topology::LabError::NotRoot);
                 }
-                if !topology::status(&spec).is_up() {
-                    return fail(format!(
-                        "lab {} is not up: run `hubble-agent lab up {}` first",
-                        spec.lab.name, spec.origin
-                    ));
+                if let Err(c) = require_up(&spec) {
+                    return c;
                 }
                 let deadline = Instant::now() + duration;
                 let set = ServerSet::start(spec.clone(), serve::plan(&spec), deadline);

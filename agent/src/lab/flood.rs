@@ -8,6 +8,7 @@ use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use super::netns;
@@ -179,16 +180,30 @@ pub struct AgentReport {
     pub lines: Vec<String>,
 }
 
-/// A `hubble-agent run` child of this process.
+/// A `hubble-agent run` child of this process, its stderr lines read by a thread of their own
+/// (so a silent agent cannot hold up the deadline).
 pub struct AgentChild {
     child: Child,
-    stderr: BufReader<std::process::ChildStderr>,
+    stderr: mpsc::Receiver<String>,
 }
+
+/// How long the agent may take to attach its datapath.
+const START_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl AgentChild {
     /// Starts `exe run --lab SPEC --aggregation none --no-hubble-server EXTRA…` and waits
-    /// (at most 30 s) until its perf readers run.
+    /// (at most 30 s) until its perf readers run. When it does not get there, the error says
+    /// what the agent said last (or how it ended), never nothing.
     pub fn start(exe: &Path, spec: &Path, extra: &[String]) -> io::Result<Self> {
+        Self::start_within(exe, spec, extra, START_TIMEOUT)
+    }
+
+    fn start_within(
+        exe: &Path,
+        spec: &Path,
+        extra: &[String],
+        timeout: Duration,
+    ) -> io::Result<Self> {
         let mut child = Command::new(exe)
             .args(["run", "--lab"])
             .arg(spec)
@@ -203,25 +218,54 @@ impl AgentChild {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
-            .spawn()?;
-        let mut stderr = BufReader::new(child.stderr.take().expect("piped stderr"));
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let mut line = String::new();
-        loop {
-            line.clear();
-            if stderr.read_line(&mut line)? == 0 || Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(io::Error::other(format!(
-                    "the agent did not start: {}",
-                    line.trim()
-                )));
+            .spawn()
+            .map_err(|e| io::Error::new(e.kind(), format!("cannot run {}: {e}", exe.display())))?;
+        let stderr = BufReader::new(child.stderr.take().expect("piped stderr"));
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in stderr.lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
             }
-            if line.contains("datapath attached") {
-                break;
+        });
+        let deadline = Instant::now() + timeout;
+        // What the agent said, kept for the error: the reason is usually its last line.
+        let mut said: Vec<String> = Vec::new();
+        let failure = loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(line) if line.contains("datapath attached") => {
+                    return Ok(Self { child, stderr: rx });
+                }
+                Ok(line) => {
+                    if !line.trim().is_empty() {
+                        said.push(line.trim().to_string());
+                    }
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    let status = child.wait()?;
+                    break format!("the agent exited ({status}) before attaching its datapath");
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    break format!(
+                        "the agent did not attach its datapath within {timeout:?} and was stopped"
+                    );
+                }
             }
-        }
-        Ok(Self { child, stderr })
+        };
+        let last = said.iter().rev().take(3).rev().cloned().collect::<Vec<_>>();
+        Err(io::Error::other(if last.is_empty() {
+            format!(
+                "{failure}, saying nothing; try `{} run --lab {}` by hand",
+                exe.display(),
+                spec.display()
+            )
+        } else {
+            format!("{failure}: {}", last.join(" / "))
+        }))
     }
 
     /// Sends SIGTERM, waits for the exit and parses the counters it printed.
@@ -229,10 +273,9 @@ impl AgentChild {
         // SAFETY: kill on the pid of our own child.
         unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
         let mut rep = AgentReport::default();
-        let mut line = String::new();
-        while self.stderr.read_line(&mut line)? > 0 {
-            let l = line.trim().to_string();
-            line.clear();
+        // Until the agent closes its stderr (it exits).
+        for l in self.stderr.iter() {
+            let l = l.trim().to_string();
             for word in l.split_whitespace() {
                 if let Some(v) = word.strip_prefix("flows=") {
                     rep.flows = v.parse().unwrap_or(0);
@@ -244,5 +287,71 @@ impl AgentChild {
         }
         self.child.wait()?;
         Ok(rep)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    /// A stand-in for `hubble-agent` running `body` as a shell script.
+    fn fake_agent(dir: &Path, body: &str) -> std::path::PathBuf {
+        let p = dir.join("fake-agent");
+        std::fs::write(&p, format!("#!/bin/sh\n{body}\n")).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+        p
+    }
+
+    fn start_error(body: &str, timeout: Duration) -> String {
+        let dir = tempfile::tempdir().unwrap();
+        let exe = fake_agent(dir.path(), body);
+        match AgentChild::start_within(&exe, Path::new("lab.toml"), &[], timeout) {
+            Ok(_) => panic!("started"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn an_agent_that_fails_to_start_is_quoted() {
+        let e = start_error(
+            "echo 'hubble-agent: loading'; echo >&2 'hubble-agent: reading the lab'; echo >&2 'error: lab fl is not up: run `hubble-agent lab up lab.toml` first'; exit 1",
+            Duration::from_secs(10),
+        );
+        assert!(
+            e.starts_with("the agent exited (exit status: 1) before attaching its datapath: "),
+            "{e}"
+        );
+        assert!(
+            e.ends_with("hubble-agent: reading the lab / error: lab fl is not up: run `hubble-agent lab up lab.toml` first"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_silent_or_stuck_agent_still_gets_a_reason() {
+        let e = start_error("exit 3", Duration::from_secs(10));
+        assert!(e.contains("exited (exit status: 3)"), "{e}");
+        assert!(e.contains("saying nothing; try `"), "{e}");
+        let e = start_error(
+            "echo >&2 'hubble-agent: thinking'; exec sleep 30",
+            Duration::from_millis(300),
+        );
+        assert_eq!(
+            e,
+            "the agent did not attach its datapath within 300ms and was stopped: hubble-agent: thinking"
+        );
+    }
+
+    #[test]
+    fn an_attached_agent_is_stopped_and_its_counters_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let exe = fake_agent(
+            dir.path(),
+            "trap 'echo >&2 \"hubble-agent: flows=7 lost_samples=2\"; exit 0' TERM\necho >&2 'hubble-agent: datapath attached to 2 endpoints'\nwhile :; do sleep 0.05; done",
+        );
+        let a = AgentChild::start(&exe, Path::new("lab.toml"), &[]).unwrap();
+        let rep = a.stop().unwrap();
+        assert_eq!((rep.flows, rep.lost), (7, 2), "{:?}", rep.lines);
     }
 }

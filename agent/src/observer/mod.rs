@@ -3,6 +3,7 @@
 
 pub mod entry;
 pub mod events;
+pub mod listen;
 pub mod local;
 pub mod ring;
 pub mod run;

@@ -1,5 +1,6 @@
 //! Running the Hubble server next to the agent's datapath loop: the `--max-flows`,
-//! `--socket` and `--listen-address` flags, and a server thread with its own small runtime.
+//! `--socket`, `--listen-address` and TLS flags, and a server thread with its own small
+//! runtime.
 //!
 //! Sockets are bound by [`HubbleServer::bind`] before the agent enters the lab's node
 //! network namespace, so TCP listens in the namespace the agent was started in.
@@ -12,6 +13,7 @@ use anyhow::{Context, Result};
 use clap::Args;
 use tokio::sync::oneshot;
 
+use super::listen;
 use super::local::LocalObserver;
 use super::ring::DEFAULT_CAPACITY;
 use super::server::{self, DEFAULT_LISTEN_ADDRESS, DEFAULT_SOCKET, Listeners, ServeOptions};
@@ -22,12 +24,28 @@ pub struct ServerArgs {
     /// Flows kept for GetFlows (2^n − 1, at most 65535; Hubble's own default is 4095).
     #[arg(long, default_value_t = DEFAULT_CAPACITY, value_name = "N")]
     pub max_flows: u64,
-    /// Unix socket of the Hubble API (empty: none).
+    /// Unix socket of the Hubble API (empty: none), mode 0660. An agent already answering
+    /// there is an error; a socket file left by one that died is replaced.
     #[arg(long, default_value = DEFAULT_SOCKET, value_name = "PATH", value_parser = path_or_empty)]
     pub socket: PathBuf,
-    /// TCP address of the Hubble API, HOST:PORT or :PORT (empty: none).
+    /// Group that may connect to --socket (a name or a gid; default: the agent's group).
+    #[arg(long, value_name = "GROUP", value_parser = listen::parse_group)]
+    pub socket_group: Option<u32>,
+    /// TCP address of the Hubble API, HOST:PORT or :PORT (empty: none). With TLS
+    /// (--tls-cert-file), :PORT is every interface. Without TLS the API is plaintext and
+    /// stays on loopback: :PORT means 127.0.0.1:PORT, and another non-loopback address is
+    /// refused unless --disable-server-tls.
     #[arg(long, default_value = DEFAULT_LISTEN_ADDRESS, value_name = "ADDR")]
     pub listen_address: String,
+    /// Serve the TCP address in plaintext even beyond loopback (Cilium's
+    /// --hubble-disable-tls): anyone who can reach it reads every flow, HTTP URLs and
+    /// headers included.
+    #[arg(
+        long,
+        visible_alias = "hubble-disable-tls",
+        conflicts_with = "tls_cert_file"
+    )]
+    pub disable_server_tls: bool,
     /// Do not serve the Hubble API at all.
     #[arg(long)]
     pub no_hubble_server: bool,
@@ -114,21 +132,25 @@ impl HubbleServer {
             socket: Some(args.socket.clone()),
             listen_address: Some(args.listen_address.clone()),
             tls: args.server_tls()?,
+            socket_group: args.socket_group,
+            plaintext_anywhere: args.disable_server_tls,
         };
         let listeners = match Listeners::bind(&opts) {
             // A busy TCP port (e.g. another agent of a parallel test) leaves the socket on.
-            Err(server::ServeError::Listen { what, source })
-                if what == args.listen_address
-                    && source.kind() == std::io::ErrorKind::AddrInUse =>
+            Err(server::ServeError::TcpListen { addr, source })
+                if source.kind() == std::io::ErrorKind::AddrInUse =>
             {
                 eprintln!(
-                    "hubble-agent: warning: cannot listen on {what}: {source}; serving the unix socket only"
+                    "hubble-agent: warning: cannot listen on {addr}: {source}; serving the unix socket only"
                 );
                 opts.listen_address = None;
                 Listeners::bind(&opts)?
             }
             r => r?,
         };
+        for n in listeners.notices() {
+            eprintln!("hubble-agent: {n}");
+        }
         Ok(Some(HubbleServer {
             max_flows: args.max_flows,
             listeners,

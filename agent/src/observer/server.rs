@@ -90,6 +90,24 @@ pub enum ServeError {
         what: String,
         source: std::io::Error,
     },
+    #[error("cannot listen on {addr}: {source}")]
+    TcpListen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error(
+        "refusing to serve the Hubble API in plaintext on {0}: anyone who can reach it reads \
+         every flow; give --tls-cert-file and --tls-key-file, listen on loopback \
+         (127.0.0.1:PORT), or pass --disable-server-tls to accept that"
+    )]
+    Plaintext(SocketAddr),
+    #[error(
+        "another Hubble server answers on {}: stop it first, or give --socket another path",
+        .0.display()
+    )]
+    SocketInUse(PathBuf),
+    #[error("{} exists and is not a socket: remove it, or give --socket another path", .0.display())]
+    NotASocket(PathBuf),
     #[error("gRPC server: {0}")]
     Transport(#[from] tonic::transport::Error),
     #[error("reflection service: {0}")]
@@ -431,6 +449,11 @@ pub struct ServeOptions {
     /// TLS (mutual when it has client CAs) on the TCP listener; the unix socket never
     /// speaks TLS, as Hubble's.
     pub tls: Option<hubble::tls::ServerTls>,
+    /// Group of the unix socket (mode 0660); none: the agent's own.
+    pub socket_group: Option<u32>,
+    /// Serve plaintext TCP beyond loopback (`--disable-server-tls`); see
+    /// [`super::listen::tcp_address`].
+    pub plaintext_anywhere: bool,
 }
 
 /// Listening sockets, bound but not yet serving (so callers learn the TCP port first, and
@@ -441,22 +464,35 @@ pub struct Listeners {
     tls: Option<hubble::tls::ServerTls>,
     /// Other nodes announced by Peer Notify (name, address): the nodes of a multi-node lab.
     other_peers: Vec<(String, String)>,
+    /// What the user should know about where the server listens (one line each).
+    notices: Vec<String>,
 }
 
 impl Listeners {
-    /// Binds the configured sockets; a stale unix socket file is replaced.
+    /// Binds the configured sockets (see [`super::listen`]: a stale unix socket file is
+    /// replaced, a live one refused; plaintext TCP stays on loopback unless told otherwise).
     pub fn bind(opts: &ServeOptions) -> Result<Self, ServeError> {
-        let unix = match opts.socket.as_ref().filter(|p| !p.as_os_str().is_empty()) {
-            Some(path) => Some((bind_unix(path)?, path.clone())),
+        let mut notices = Vec::new();
+        let tcp_addr = match opts.listen_address.as_deref().filter(|a| !a.is_empty()) {
+            Some(addr) => {
+                let t =
+                    super::listen::tcp_address(addr, opts.tls.is_some(), opts.plaintext_anywhere)?;
+                notices.extend(t.notice);
+                Some(t.addr)
+            }
             None => None,
         };
-        let tcp = match opts.listen_address.as_deref().filter(|a| !a.is_empty()) {
+        let unix = match opts.socket.as_ref().filter(|p| !p.as_os_str().is_empty()) {
+            Some(path) => Some((
+                super::listen::bind_unix(path, opts.socket_group)?,
+                path.clone(),
+            )),
+            None => None,
+        };
+        let tcp = match tcp_addr {
             Some(addr) => {
-                let err = |source| ServeError::Listen {
-                    what: addr.to_string(),
-                    source,
-                };
-                let l = std::net::TcpListener::bind(parse_listen_address(addr)?).map_err(err)?;
+                let err = |source| ServeError::TcpListen { addr, source };
+                let l = std::net::TcpListener::bind(addr).map_err(err)?;
                 l.set_nonblocking(true).map_err(err)?;
                 Some(l)
             }
@@ -467,7 +503,13 @@ impl Listeners {
             tcp,
             tls: opts.tls.clone(),
             other_peers: Vec::new(),
+            notices,
         })
+    }
+
+    /// Lines for stderr about where the server listens (e.g. loopback only, no TLS).
+    pub fn notices(&self) -> &[String] {
+        &self.notices
     }
 
     /// Other nodes for Peer Notify to announce after this one (name, address).
@@ -500,24 +542,6 @@ impl Listeners {
         }
         v.join(" and ")
     }
-}
-
-fn bind_unix(path: &Path) -> Result<std::os::unix::net::UnixListener, ServeError> {
-    let err = |source| ServeError::Listen {
-        what: path.display().to_string(),
-        source,
-    };
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(err)?;
-    }
-    match std::fs::remove_file(path) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(err(e)),
-    }
-    let l = std::os::unix::net::UnixListener::bind(path).map_err(err)?;
-    l.set_nonblocking(true).map_err(err)?;
-    Ok(l)
 }
 
 /// `:4244` → all interfaces; `HOST:PORT` as given (IPv6 in brackets).

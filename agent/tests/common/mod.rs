@@ -2,6 +2,7 @@
 //! failing under CI=true) and taking a test lab down whatever happens.
 
 use std::io::{BufRead, BufReader};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -15,7 +16,7 @@ pub mod runtime;
 
 /// Skips `test` with a message, or fails it when CI=true: CI runs as root and must run it.
 pub fn skip_or_fail(test: &str, why: &str) {
-    if std::env::var("CI").as_deref() == Ok("true") {
+    if ci() {
         panic!("{test} cannot run with CI=true: {why}");
     }
     eprintln!("SKIP {test}: {why}");
@@ -57,20 +58,46 @@ impl TestLab {
 }
 
 /// The workspace's `hubble` binary (built by `cargo test --workspace` / `cargo build`; a
-/// test run of the agent package alone may find an older one).
+/// test run of the agent package alone may find an older one). Missing, callers check with
+/// the client library instead, except under CI=true, where it must have been built: the
+/// test fails.
 #[allow(dead_code)]
 pub fn hubble_bin() -> Option<std::path::PathBuf> {
-    let exe = std::env::current_exe().ok()?;
-    let bin = exe.parent()?.parent()?.join("hubble");
-    bin.is_file().then_some(bin)
+    let exe = std::env::current_exe().expect("the test's own path");
+    let bin = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("tests run from target/<profile>/deps")
+        .join("hubble");
+    if bin.is_file() {
+        return Some(bin);
+    }
+    if ci() {
+        panic!(
+            "no hubble binary at {} under CI=true: build it first (cargo build -p hubble)",
+            bin.display()
+        );
+    }
+    eprintln!(
+        "note: no hubble binary at {}; checking without it (cargo build -p hubble to include it)",
+        bin.display()
+    );
+    None
+}
+
+/// Running in CI (`CI=true`, set by .ci/run): what would skip must fail instead.
+fn ci() -> bool {
+    std::env::var("CI").as_deref() == Ok("true")
 }
 
 /// Stops the agent (if any) and takes the lab down even when an assertion fails.
+#[allow(dead_code)] // a test binary without labs shares the module for hubble_bin
 pub struct LabGuard {
     pub spec: LabSpec,
     pub agent: Option<Child>,
 }
 
+#[allow(dead_code)]
 impl LabGuard {
     pub fn new(spec: &LabSpec) -> Self {
         LabGuard {

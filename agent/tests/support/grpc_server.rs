@@ -27,6 +27,7 @@ impl Server {
             socket: Some(sock.clone()),
             listen_address: Some("127.0.0.1:0".into()),
             tls: None,
+            ..Default::default()
         })
         .unwrap();
         let tcp = l.tcp_addr().unwrap().to_string();

@@ -17,8 +17,12 @@ pub const CONTAINERS: &[&str] = &[
     "containernetworking-plugins",
     "busybox-static",
 ];
-/// Only the tests: ping, tmux (the TUI's terminal test), a dockerd of their own.
-pub const TESTS: &[&str] = &["iputils-ping", "tmux", "docker.io"];
+/// Only the tests: ping, tmux (the TUI's terminal test), a dockerd of their own, promtool
+/// (Prometheus's linter of the metrics exposition).
+pub const TESTS: &[&str] = &["iputils-ping", "tmux", "docker.io", "prometheus"];
+
+/// Debian's hook that tells package scripts whether they may start services.
+const POLICY_RC_D: &str = "/usr/sbin/policy-rc.d";
 
 fn installed(package: &str) -> bool {
     Command::new("dpkg-query")
@@ -57,8 +61,24 @@ pub fn ensure(groups: &[&[&str]]) -> anyhow::Result<()> {
     }
     eprintln!("xtask: installing {}", missing.join(" "));
     run(Command::new("apt-get").args(["update", "-qq"]))?;
-    run(Command::new("apt-get")
+    // The services these packages bring (dockerd, containerd, prometheus) are not started:
+    // tests start instances of their own. A policy-rc.d already there is left alone.
+    let hook = !std::path::Path::new(POLICY_RC_D).exists()
+        && std::fs::write(
+            POLICY_RC_D,
+            "#!/bin/sh\n# cargo xtask: no services during installs\nexit 101\n",
+        )
+        .is_ok();
+    if hook {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions(POLICY_RC_D, std::fs::Permissions::from_mode(0o755));
+    }
+    let r = run(Command::new("apt-get")
         .env("DEBIAN_FRONTEND", "noninteractive")
         .args(["install", "-y", "-qq", "--no-install-recommends"])
-        .args(&missing))
+        .args(&missing));
+    if hook {
+        let _ = std::fs::remove_file(POLICY_RC_D);
+    }
+    r
 }

@@ -131,9 +131,7 @@ pub fn to_prometheus_text(om: &str) -> String {
             continue;
         }
         let sample = without_exemplar(line);
-        let name_end = sample
-            .find(['{', ' '])
-            .unwrap_or(sample.len());
+        let name_end = sample.find(['{', ' ']).unwrap_or(sample.len());
         if fam.is_created(&sample[..name_end]) {
             continue;
         }

@@ -122,7 +122,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         Some("server") => crate::bench_server::run(&args[1..]),
         Some("containers") => crate::bench_containers::run(&args[1..]),
         _ => bail!(
-            "usage: cargo xtask bench observe [--count N] [--runs R] [--compare OTHER_HUBBLE]\n       cargo xtask bench server [--runs R] [--rate N] [--seconds S]\n       cargo xtask bench containers [--count N] [--pings N]   (root)"
+            "usage: cargo xtask bench observe [--count N] [--runs R] [--compare OTHER_HUBBLE]\n       cargo xtask bench server [--runs R] [--rate N] [--seconds S]\n       cargo xtask bench containers [--count N] [--pings N] [--rounds R]   (root)"
         ),
     }
 }

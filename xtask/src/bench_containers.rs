@@ -1,14 +1,15 @@
 //! `cargo xtask bench containers` (root): the release agent on real containers. A containerd
-//! of the bench's own ([`Workloads`], CNI bridge on 10.250.69.0/24) and a `hubble-agent run
-//! --runtime containerd` watching it; then:
+//! of the bench's own ([`Workloads`], CNI bridge on 10.250.69.0/24) watched by `hubble-agent
+//! run --runtime containerd`:
 //!
-//! 1. N busybox containers (default 50) started at once (their netns made beforehand, every
-//!    `ctr run -d` spawned together): when each is running, when the agent says it attached
-//!    it, the agent's CPU for all of it (its threads' schedstat run time, its idle rate
-//!    measured just before subtracted) and its RSS;
-//! 2. the kernel's cost per packet of the observe-only datapath (BPF run statistics the agent
-//!    prints at exit) for a bounded `ping -f` between two of the containers, and the same
-//!    ping between two pods of the lab `fixtures/lab/flood.toml` under the same agent flags.
+//! 1. the kernel's cost per packet of the observe-only datapath (BPF run statistics the agent
+//!    prints at exit) for a bounded `ping -f` between two containers, against the same ping
+//!    between the two pods of the lab `fixtures/lab/flood.toml` under the same agent flags,
+//!    in alternating rounds (`--rounds`), each under an agent of its own;
+//! 2. N more containers (default 50) started at once (their netns made beforehand, every
+//!    `ctr run -d` spawned together) under a fresh agent: when each is running, when the
+//!    agent says it attached it, the agent's CPU for all of it (its threads' schedstat run
+//!    time, its idle rate measured just before subtracted) and its RSS.
 //!
 //! Traffic only between the bench's own containers and the lab's own pods; everything is
 //! torn down on every exit path.
@@ -39,12 +40,14 @@ const MAX_PINGS: u32 = 100_000;
 struct Opts {
     count: usize,
     pings: u32,
+    rounds: usize,
 }
 
 fn parse(args: &[String]) -> anyhow::Result<Opts> {
     let mut o = Opts {
         count: 50,
         pings: 20_000,
+        rounds: 3,
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -52,11 +55,15 @@ fn parse(args: &[String]) -> anyhow::Result<Opts> {
         match a.as_str() {
             "--count" => o.count = val()?.parse()?,
             "--pings" => o.pings = val()?.parse()?,
+            "--rounds" => o.rounds = val()?.parse()?,
             other => bail!("unknown bench containers option {other:?}"),
         }
     }
     if !(2..=MAX_CONTAINERS).contains(&o.count) {
         bail!("--count must be 2..={MAX_CONTAINERS}");
+    }
+    if !(1..=10).contains(&o.rounds) {
+        bail!("--rounds must be 1..=10");
     }
     if !(1..=MAX_PINGS).contains(&o.pings) {
         bail!("--pings must be 1..={MAX_PINGS}");
@@ -209,17 +216,14 @@ struct Startup {
     cpu_per_endpoint_ms: f64,
     idle_ms_per_s: f64,
     rss: (f64, f64),
-    /// The containers' addresses, in start order.
-    ips: Vec<String>,
 }
 
 /// Starts `count` containers at once under a running agent and measures it.
 fn start_many(w: &mut Workloads, agent: &mut Agent, count: usize) -> anyhow::Result<Startup> {
     let names: Vec<String> = (0..count).map(|i| format!("c{i}")).collect();
-    let ips = names
-        .iter()
-        .map(|n| w.network(n))
-        .collect::<anyhow::Result<Vec<_>>>()?;
+    for n in &names {
+        w.network(n)?;
+    }
     // The idle rate, over 2 s.
     let (c0, t0) = (agent.cpu_ns(), Instant::now());
     std::thread::sleep(Duration::from_secs(2));
@@ -289,34 +293,68 @@ fn start_many(w: &mut Workloads, agent: &mut Agent, count: usize) -> anyhow::Res
         cpu_per_endpoint_ms: cpu / 1e6 / count as f64,
         idle_ms_per_s: idle_ns_per_s / 1e6,
         rss: agent.rss(),
-        ips,
     })
 }
 
-/// The lab part: `lab up` FLOOD_SPEC, the agent on it with `flags`, the same ping, `lab down`.
-fn lab_ping(
+/// One measurement of the kernel's cost per packet: the ping's summary line and the BPF
+/// costs the agent printed at exit.
+struct PingRound {
+    ping: String,
+    costs: Vec<(String, u64, u64)>,
+}
+
+/// Starts an agent with `args`, pings `dst` from `netns`, stops it.
+fn ping_round(
     agent_bin: &Path,
-    flags: &[String],
+    args: &[String],
+    netns: &str,
+    dst: &str,
     pings: u32,
-) -> anyhow::Result<(String, Vec<String>)> {
-    let lab = |cmd: &str| {
-        Command::new(agent_bin)
-            .args(["lab", cmd, FLOOD_SPEC])
-            .stdout(Stdio::null())
-            .status()
-    };
-    if !lab("up")?.success() {
-        bail!("hubble-agent lab up {FLOOD_SPEC} failed");
+) -> anyhow::Result<PingRound> {
+    let agent = Agent::start(agent_bin, args)?;
+    let ping = ping_flood(netns, dst, pings)?;
+    Ok(PingRound {
+        ping,
+        costs: bpf_costs(&agent.stop()),
+    })
+}
+
+/// `hubble-agent lab up|down FLOOD_SPEC`.
+fn lab(agent_bin: &Path, cmd: &str) -> anyhow::Result<()> {
+    let st = Command::new(agent_bin)
+        .args(["lab", cmd, FLOOD_SPEC])
+        .stdout(Stdio::null())
+        .status()?;
+    if !st.success() {
+        bail!("hubble-agent lab {cmd} {FLOOD_SPEC} failed");
     }
-    let result = (|| {
-        let mut args = vec!["--lab".to_string(), FLOOD_SPEC.to_string()];
-        args.extend_from_slice(flags);
-        let agent = Agent::start(agent_bin, &args)?;
-        let ping = ping_flood(LAB_CLIENT_NETNS, LAB_SINK_IP, pings)?;
-        Ok((ping, agent.stop()))
-    })();
-    let _ = lab("down");
-    result
+    Ok(())
+}
+
+/// Rounds of the same ping between two containers and between the lab's two pods, each
+/// under an agent of its own with the same flags, alternating (the machine's noise hits
+/// both alike).
+fn ping_rounds(
+    agent_bin: &Path,
+    w: &mut Workloads,
+    runtime_args: &[String],
+    dir: &Path,
+    o: &Opts,
+) -> anyhow::Result<Vec<(PingRound, PingRound)>> {
+    w.run("p0", "ping", &["sleep", "3600"])?;
+    let dst = w.run("p1", "ping", &["sleep", "3600"])?;
+    let mut lab_args = vec!["--lab".to_string(), FLOOD_SPEC.to_string()];
+    lab_args.extend(server_flags(dir));
+    lab(agent_bin, "up")?;
+    let rounds = (0..o.rounds)
+        .map(|_| {
+            let c = ping_round(agent_bin, runtime_args, &w.netns_of("p0"), &dst, o.pings)?;
+            let l = ping_round(agent_bin, &lab_args, LAB_CLIENT_NETNS, LAB_SINK_IP, o.pings)?;
+            Ok((c, l))
+        })
+        .collect();
+    let _ = lab(agent_bin, "down");
+    rounds
 }
 
 pub fn run(args: &[String]) -> anyhow::Result<()> {
@@ -332,13 +370,9 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     let agent_bin = target.join("release/hubble-agent");
     let id = std::process::id() % 100_000;
     let dir = std::env::temp_dir().join(format!("hubble-bench-containers-{id}"));
-    let result = containers(&agent_bin, &dir, id, &o).and_then(|c| {
-        // The same agent flags on the lab.
-        let lab = lab_ping(&agent_bin, &server_flags(&dir), o.pings)?;
-        Ok((c, lab))
-    });
+    let result = containers(&agent_bin, &dir, id, &o);
     let _ = std::fs::remove_dir_all(&dir);
-    let ((startup, ping, lines), (lab_ping_line, lab_lines)) = result?;
+    let (startup, rounds) = result?;
 
     println!(
         "{} CPUs; release hubble-agent; {} containers started at once",
@@ -368,25 +402,26 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         o.count, startup.rss.0, startup.rss.1
     );
     println!(
-        "\nping -f -s 18 -c {} between two containers: {ping}",
-        o.pings
+        "\nping -f -s 18 -c {} between two containers, then between two lab pods, {} rounds:",
+        o.pings, o.rounds
     );
     println!(
-        "ping -f -s 18 -c {} between two lab pods:   {lab_ping_line}",
-        o.pings
+        "\n| round | program | containers: runs, ns/packet | lab: runs, ns/packet | ratio |\n|---|---|---|---|---|"
     );
-    println!(
-        "\n| program | containers: runs, ns/packet | lab: runs, ns/packet | ratio |\n|---|---|---|---|"
-    );
-    let lab_costs = bpf_costs(&lab_lines);
-    for (prog, runs, mean) in bpf_costs(&lines) {
-        let Some((_, lruns, lmean)) = lab_costs.iter().find(|(p, _, _)| *p == prog) else {
-            continue;
-        };
-        println!(
-            "| {prog} | {runs}, {mean} | {lruns}, {lmean} | {:.2} |",
-            mean as f64 / (*lmean).max(1) as f64
-        );
+    for (i, (c, l)) in rounds.iter().enumerate() {
+        for (prog, runs, mean) in &c.costs {
+            let Some((_, lruns, lmean)) = l.costs.iter().find(|(p, _, _)| p == prog) else {
+                continue;
+            };
+            println!(
+                "| {} | {prog} | {runs}, {mean} | {lruns}, {lmean} | {:.2} |",
+                i + 1,
+                *mean as f64 / (*lmean).max(1) as f64
+            );
+        }
+    }
+    for (i, (c, l)) in rounds.iter().enumerate() {
+        println!("round {}: containers: {}; lab: {}", i + 1, c.ping, l.ping);
     }
     Ok(())
 }
@@ -401,13 +436,14 @@ fn server_flags(dir: &Path) -> Vec<String> {
     ]
 }
 
-/// The container part: containerd, the agent, N containers, the ping; the agent's exit lines.
+/// The container part: containerd, the ping rounds with two containers, then the burst of
+/// `count` more under a fresh agent.
 fn containers(
     agent_bin: &Path,
     dir: &Path,
     id: u32,
     o: &Opts,
-) -> anyhow::Result<(Startup, String, Vec<String>)> {
+) -> anyhow::Result<(Startup, Vec<(PingRound, PingRound)>)> {
     let mut w = Workloads::new(dir, NS, &format!("hbbench{id}"), SUBNET)?;
     w.start(&dir.join("image"), IMAGE_TAG)?;
     let mut args: Vec<String> = vec![
@@ -417,9 +453,9 @@ fn containers(
         w.containerd.sock.display().to_string(),
     ];
     args.extend(server_flags(dir));
+    let rounds = ping_rounds(agent_bin, &mut w, &args, dir, o)?;
     let mut agent = Agent::start(agent_bin, &args)?;
     let startup = start_many(&mut w, &mut agent, o.count)?;
-    let ping = ping_flood(&w.netns_of("c0"), &startup.ips[1], o.pings)?;
-    let lines = agent.stop();
-    Ok((startup, ping, lines))
+    agent.stop();
+    Ok((startup, rounds))
 }

@@ -20,8 +20,9 @@ tasks:
   bench      observe [--count N] [--runs R] [--compare OTHER_HUBBLE]: CLI throughput and memory
              server [--runs R] [--rate N] [--seconds S]: the Hubble API over its unix socket
                (a full ring read whole, then follow mode)
-             containers [--count N] [--pings N]: (root) N containers started at once under the
-               agent (time to observe, CPU per endpoint, RSS), BPF cost per packet vs the lab
+             containers [--count N] [--pings N] [--rounds R]: (root) BPF cost per packet
+               between containers vs lab pods; N containers started at once under the agent
+               (time to observe, CPU per endpoint, RSS)
   gen-flows  --count N [--seed S] [--out FILE|-]: write generated flows as JSON lines";
 
 /// Runs `cmd` (echoed first), failing unless it exits 0.

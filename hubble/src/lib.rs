@@ -4,6 +4,7 @@ pub mod cmd;
 pub mod config;
 pub mod field_mask;
 pub mod filter;
+pub mod limits;
 pub mod pipeline;
 pub mod printer;
 pub mod source;

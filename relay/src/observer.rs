@@ -97,8 +97,15 @@ impl RelayObserver {
                 "first cannot be specified with follow",
             ));
         }
-        hubble::filter::FlowFilters::compile(&req.whitelist, &req.blacklist)
-            .map_err(|e| Status::invalid_argument(format!("invalid filter: {e}")))?;
+        let mask = req.field_mask.as_ref().map_or(&[][..], |m| &m.paths);
+        hubble::limits::check_field_mask(mask)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        hubble::filter::FlowFilters::compile(&req.whitelist, &req.blacklist).map_err(|e| {
+            Status::invalid_argument(match e {
+                hubble::filter::FilterError::Limit(m) => m,
+                e => format!("invalid filter: {e}"),
+            })
+        })?;
         Ok(())
     }
 

@@ -756,3 +756,82 @@ async fn a_seed_agent_announces_the_other_lab_nodes() {
         x.stop().await;
     }
 }
+
+/// The relay compiles the same filters: requests past the limits are refused (never
+/// forwarded, never crashing the relay), and it goes on serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_past_the_limits_are_refused_and_the_relay_goes_on() {
+    use hubble_api::flow::FlowFilter;
+    use hubble_api::flow::flow_filter::Experimental;
+    let agents = three_agents(2).await;
+    let r = relay(&peers_of(&agents), Duration::from_millis(50)).await;
+    connected(&r, 3).await;
+    let refused = [
+        (
+            GetFlowsRequest {
+                whitelist: vec![FlowFilter {
+                    experimental: Some(Experimental {
+                        cel_expression: vec!["(".repeat(100_000)],
+                    }),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            },
+            tonic::Code::InvalidArgument,
+            "expression recursion limit exceeded: 250",
+        ),
+        (
+            GetFlowsRequest {
+                blacklist: vec![FlowFilter::default(); 300],
+                ..Default::default()
+            },
+            tonic::Code::InvalidArgument,
+            "at most 256",
+        ),
+        (
+            GetFlowsRequest {
+                field_mask: Some(pbjson_types::FieldMask {
+                    paths: vec!["time".into(); 300],
+                }),
+                ..Default::default()
+            },
+            tonic::Code::InvalidArgument,
+            "too many field mask paths: 300, at most 256",
+        ),
+        (
+            GetFlowsRequest {
+                whitelist: vec![FlowFilter {
+                    source_pod: vec!["x".repeat(1 << 20); 5],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            },
+            tonic::Code::ResourceExhausted,
+            "4194304",
+        ),
+    ];
+    let ch = client::connect(&r.addr, Duration::from_secs(5))
+        .await
+        .unwrap();
+    for (req, code, needle) in refused {
+        let err = client::observer(ch.clone())
+            .get_flows(req)
+            .await
+            .map(|_| ())
+            .expect_err(needle);
+        assert_eq!(err.code(), code, "{needle}: {}", err.message());
+        assert!(err.message().contains(needle), "{}", err.message());
+    }
+    let all = collect(
+        &r.addr,
+        GetFlowsRequest {
+            number: u64::MAX,
+            ..Default::default()
+        },
+    )
+    .await;
+    assert_eq!(flows(&all).len(), 6);
+    for a in agents {
+        a.stop().await;
+    }
+}

@@ -399,3 +399,118 @@ async fn agent_and_debug_events_are_empty_streams() {
     assert!(d.message().await.unwrap().is_none());
     srv.stop().await;
 }
+
+/// Requests past the caps of `hubble::limits` are refused with InvalidArgument naming the
+/// cap (or ResourceExhausted for their size), and the server keeps serving: among them the
+/// CEL expression of 100,000 '(' the Go CLI sent, which used to overflow the server's stack.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_past_the_limits_are_refused_and_the_server_goes_on() {
+    use hubble_api::flow::flow_filter::Experimental as FlowFilterExperimental;
+    let srv = Server::start(observer(3, 7)).await;
+    let cel = |src: String| FlowFilter {
+        experimental: Some(FlowFilterExperimental {
+            cel_expression: vec![src],
+        }),
+        ..Default::default()
+    };
+    let refused = [
+        (
+            GetFlowsRequest {
+                whitelist: vec![cel("(".repeat(100_000))],
+                ..Default::default()
+            },
+            tonic::Code::InvalidArgument,
+            "expression recursion limit exceeded: 250",
+        ),
+        (
+            GetFlowsRequest {
+                blacklist: vec![cel(format!("'{}' == ''", "x".repeat(100_000)))],
+                ..Default::default()
+            },
+            tonic::Code::InvalidArgument,
+            "limit 100000",
+        ),
+        (
+            GetFlowsRequest {
+                whitelist: vec![FlowFilter::default(); 200],
+                blacklist: vec![FlowFilter::default(); 57],
+                ..Default::default()
+            },
+            tonic::Code::InvalidArgument,
+            "too many filters (whitelist and blacklist): 257, at most 256",
+        ),
+        (
+            GetFlowsRequest {
+                whitelist: vec![cel("true".into()); 17],
+                ..Default::default()
+            },
+            tonic::Code::InvalidArgument,
+            "too many CEL expressions: 17, at most 16",
+        ),
+        (
+            GetFlowsRequest {
+                whitelist: vec![FlowFilter {
+                    http_path: (0..65).map(|i| format!("/p{i}")).collect(),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            },
+            tonic::Code::InvalidArgument,
+            "at most 64",
+        ),
+        (
+            GetFlowsRequest {
+                whitelist: vec![FlowFilter {
+                    dns_query: vec![r"\w{1000}".into()],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            },
+            tonic::Code::InvalidArgument,
+            "size limit",
+        ),
+        (
+            GetFlowsRequest {
+                field_mask: Some(pbjson_types::FieldMask {
+                    paths: vec!["time".into(); 257],
+                }),
+                ..Default::default()
+            },
+            tonic::Code::InvalidArgument,
+            "too many field mask paths: 257, at most 256",
+        ),
+        (
+            GetFlowsRequest {
+                whitelist: vec![FlowFilter {
+                    source_pod: vec!["x".repeat(1 << 20); 5],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            },
+            tonic::Code::ResourceExhausted,
+            "4194304",
+        ),
+    ];
+    for addr in [srv.unix.clone(), srv.tcp.clone()] {
+        let ch = client::connect(&addr, Duration::from_secs(5))
+            .await
+            .unwrap();
+        for (req, code, needle) in &refused {
+            let err = client::observer(ch.clone())
+                .get_flows(req.clone())
+                .await
+                .map(|_| ())
+                .expect_err(needle);
+            assert_eq!(err.code(), *code, "{needle}: {}", err.message());
+            assert!(err.message().contains(needle), "{}", err.message());
+            assert!(err.message().len() < 300, "{}", err.message());
+        }
+        // Still serving, on the same connection.
+        let st = client::server_status(ch.clone(), Duration::from_secs(5))
+            .await
+            .unwrap();
+        assert_eq!(st.num_flows, 3);
+    }
+    assert_eq!(collect(&srv.tcp, GetFlowsRequest::default()).await.len(), 3);
+    srv.stop().await;
+}

@@ -5,6 +5,7 @@ pub mod config;
 pub mod field_mask;
 pub mod files;
 pub mod filter;
+pub mod limits;
 pub mod pipeline;
 pub mod printer;
 pub mod source;

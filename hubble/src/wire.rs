@@ -8,11 +8,28 @@ use hubble_api::observer::GetFlowsRequest;
 use prost::Message;
 use tonic::Status;
 use tonic::codec::{BufferSettings, Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
+use tonic::codegen::http;
 
 /// gRPC path of GetFlows.
 pub const GET_FLOWS_PATH: &str = "/observer.Observer/GetFlows";
 /// Largest GetFlows message accepted (flows with big L7 records can be large).
 pub const MAX_MESSAGE: usize = 64 << 20;
+
+/// A server's GetFlows response for a request over its size limit says ResourceExhausted,
+/// as grpc-go's servers (Hubble's) do, rather than tonic's OutOfRange; other responses pass
+/// unchanged. The message (with the limit) is tonic's.
+pub fn oversized_is_resource_exhausted<B>(mut resp: http::Response<B>) -> http::Response<B> {
+    let h = resp.headers_mut();
+    let oversized = h.get("grpc-status").is_some_and(|v| v == "11")
+        && h.get("grpc-message").is_some_and(|m| {
+            m.as_bytes()
+                .starts_with(b"Error,%20decoded%20message%20length%20too%20large")
+        });
+    if oversized {
+        h.insert("grpc-status", http::HeaderValue::from_static("8"));
+    }
+    resp
+}
 
 /// Client side: GetFlowsRequest out, responses in as `D` decodes them (e.g. [`BytesDecoder`]).
 #[derive(Debug, Clone, Copy, Default)]

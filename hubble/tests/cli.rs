@@ -230,6 +230,7 @@ fn malformed_lines_are_reported_and_the_rest_is_printed() {
 
 #[test]
 fn errors_are_one_line_with_exit_code_2() {
+    let parens = "(".repeat(100_000);
     for (args, needle) in [
         (
             vec!["observe", "--input-file", "/nonexistent/flows.json"],
@@ -269,12 +270,21 @@ fn errors_are_one_line_with_exit_code_2() {
             "follow",
         ),
         (vec!["observe", "--input-file", DEMO, "--not"], "--not"),
+        // What the Go CLI sent to crash a server: refused in one line, not a stack overflow.
+        (
+            vec!["observe", "--input-file", DEMO, "--cel-expression", &parens],
+            "expression recursion limit exceeded: 250",
+        ),
     ] {
         let o = hubble(&args);
         assert_eq!(o.status.code(), Some(2), "{args:?}: {}", stderr(&o));
         let err = stderr(&o);
         assert!(err.contains(needle), "{args:?}: {err}");
         assert!(!err.contains("panicked"), "{args:?}: {err}");
+        assert!(
+            err.trim_end().lines().count() == 1 && err.len() < 300,
+            "{err}"
+        );
         assert!(stdout(&o).is_empty(), "{args:?}");
     }
 }

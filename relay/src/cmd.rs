@@ -45,7 +45,8 @@ agent's socket unix:///var/run/cilium/hubble.sock is the peer service.
 
 Merge: each GetFlows request goes to every connected peer with its filters; responses are \
 merged by flow time. A flow waits at most --sort-buffer-drain-timeout, and at most \
---sort-buffer-len-max flows wait. Nodes that are unavailable or fail mid-stream are reported \
+--sort-buffer-len-max flows wait (at least 8192 without --follow), so a slow node's flows \
+come late rather than holding back the others'. Nodes that are unavailable or fail mid-stream are reported \
 as node status events (hubble observe prints them on stderr); the other nodes keep streaming. \
 As with Hubble Relay, --last N and --first N get N flows per node (the newest or oldest of \
 each), merged in time order.
@@ -65,7 +66,7 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = 100, value_name = "N")]
     pub sort_buffer_len_max: usize,
     /// When the per-request flows sort buffer is not full, a flow is drained every time this
-    /// timeout is reached (only affects requests in follow-mode).
+    /// timeout is reached (with or without --follow: a slow node does not hold the others').
     #[arg(long, default_value = "1s", value_parser = parse_duration, value_name = "DURATION")]
     pub sort_buffer_drain_timeout: Duration,
     /// Dial timeout when connecting to hubble peers (also bounds unary calls to them and the

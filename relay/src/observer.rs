@@ -30,6 +30,9 @@ const PEER_QUEUE: usize = 32;
 const PEER_BATCH: usize = 128;
 /// Most merged responses handed to the client's stream at once.
 const CLIENT_BATCH: usize = 256;
+/// Flows a request without --follow buffers for sorting (at least; more with a larger
+/// --sort-buffer-len-max): a few MiB, plenty for peers answering at full speed.
+pub const FINITE_SORT_BUFFER_LEN: usize = 8192;
 
 /// The merge settings (`--sort-buffer-len-max`, `--sort-buffer-drain-timeout`).
 #[derive(Debug, Clone)]
@@ -97,8 +100,15 @@ impl RelayObserver {
                 "first cannot be specified with follow",
             ));
         }
-        hubble::filter::FlowFilters::compile(&req.whitelist, &req.blacklist)
-            .map_err(|e| Status::invalid_argument(format!("invalid filter: {e}")))?;
+        let mask = req.field_mask.as_ref().map_or(&[][..], |m| &m.paths);
+        hubble::limits::check_field_mask(mask)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        hubble::filter::FlowFilters::compile(&req.whitelist, &req.blacklist).map_err(|e| {
+            Status::invalid_argument(match e {
+                hubble::filter::FilterError::Limit(m) => m,
+                e => format!("invalid filter: {e}"),
+            })
+        })?;
         Ok(())
     }
 
@@ -259,16 +269,18 @@ impl<'a> Merge<'a> {
             obs,
             req,
             tx,
-            // Finite streams merge exactly (a slow peer is cut by the idle timeout); follow
-            // streams through the bounded window.
-            buf: if req.follow {
-                SortBuffer::new(
-                    obs.opts.sort_buffer_len_max,
-                    obs.opts.sort_buffer_drain_timeout,
-                )
-            } else {
-                SortBuffer::new(usize::MAX, Duration::MAX)
-            },
+            // Finite streams too go through a bounded window, a longer one so that peers
+            // answering at full speed still merge exactly: a slow peer's flows go out late
+            // (each peer's in its order), they do not hold everyone's in memory; a peer
+            // silent for the idle timeout is cut and reported.
+            buf: SortBuffer::new(
+                if req.follow {
+                    obs.opts.sort_buffer_len_max
+                } else {
+                    obs.opts.sort_buffer_len_max.max(FINITE_SORT_BUFFER_LEN)
+                },
+                obs.opts.sort_buffer_drain_timeout,
+            ),
             names: Vec::new(),
             active: HashMap::new(),
             last_seen: HashMap::new(),

@@ -200,8 +200,8 @@ impl RelayObserverServer {
     pub fn new(relay: Arc<RelayObserver>) -> Self {
         RelayObserverServer {
             inner: ObserverServer::new(RelayService::new(relay.clone()))
-                .max_decoding_message_size(64 << 20)
-                .max_encoding_message_size(64 << 20),
+                .max_decoding_message_size(hubble::limits::MAX_REQUEST_BYTES)
+                .max_encoding_message_size(hubble::wire::MAX_MESSAGE),
             relay,
         }
     }
@@ -230,8 +230,12 @@ where
             Box::pin(async move {
                 let mut grpc =
                     tonic::server::Grpc::new(crate::wire::ClientCodec::<bytes::Bytes>::default())
-                        .apply_max_message_size_config(Some(64 << 20), None);
-                Ok(grpc.server_streaming(svc, req).await)
+                        .apply_max_message_size_config(
+                            Some(hubble::limits::MAX_REQUEST_BYTES),
+                            None,
+                        );
+                let resp = grpc.server_streaming(svc, req).await;
+                Ok(hubble::wire::oversized_is_resource_exhausted(resp))
             })
         } else {
             self.inner.call(req)

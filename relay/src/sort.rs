@@ -60,7 +60,7 @@ pub struct SortBuffer<T> {
 }
 
 impl<T> SortBuffer<T> {
-    /// `window` of `Duration::MAX`: no wait bound (finite streams, exact merge).
+    /// `window` of `Duration::MAX`: no wait bound.
     pub fn new(max_len: usize, window: Duration) -> Self {
         SortBuffer {
             heap: BinaryHeap::new(),

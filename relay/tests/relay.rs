@@ -757,3 +757,230 @@ async fn a_seed_agent_announces_the_other_lab_nodes() {
         x.stop().await;
     }
 }
+
+/// The relay compiles the same filters: requests past the limits are refused (never
+/// forwarded, never crashing the relay), and it goes on serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_past_the_limits_are_refused_and_the_relay_goes_on() {
+    use hubble_api::flow::FlowFilter;
+    use hubble_api::flow::flow_filter::Experimental;
+    let agents = three_agents(2).await;
+    let r = relay(&peers_of(&agents), Duration::from_millis(50)).await;
+    connected(&r, 3).await;
+    let refused = [
+        (
+            GetFlowsRequest {
+                whitelist: vec![FlowFilter {
+                    experimental: Some(Experimental {
+                        cel_expression: vec!["(".repeat(100_000)],
+                    }),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            },
+            tonic::Code::InvalidArgument,
+            "expression recursion limit exceeded: 250",
+        ),
+        (
+            GetFlowsRequest {
+                blacklist: vec![FlowFilter::default(); 300],
+                ..Default::default()
+            },
+            tonic::Code::InvalidArgument,
+            "at most 256",
+        ),
+        (
+            GetFlowsRequest {
+                field_mask: Some(pbjson_types::FieldMask {
+                    paths: vec!["time".into(); 300],
+                }),
+                ..Default::default()
+            },
+            tonic::Code::InvalidArgument,
+            "too many field mask paths: 300, at most 256",
+        ),
+        (
+            GetFlowsRequest {
+                whitelist: vec![FlowFilter {
+                    source_pod: vec!["x".repeat(1 << 20); 5],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            },
+            tonic::Code::ResourceExhausted,
+            "4194304",
+        ),
+    ];
+    let ch = client::connect(&r.addr, Duration::from_secs(5))
+        .await
+        .unwrap();
+    for (req, code, needle) in refused {
+        let err = client::observer(ch.clone())
+            .get_flows(req)
+            .await
+            .map(|_| ())
+            .expect_err(needle);
+        assert_eq!(err.code(), code, "{needle}: {}", err.message());
+        assert!(err.message().contains(needle), "{}", err.message());
+    }
+    let all = collect(
+        &r.addr,
+        GetFlowsRequest {
+            number: u64::MAX,
+            ..Default::default()
+        },
+    )
+    .await;
+    assert_eq!(flows(&all).len(), 6);
+    for a in agents {
+        a.stop().await;
+    }
+}
+
+/// A peer that answers GetFlows with `n` flows, one every `gap` (a node under load, or far
+/// away, or sending older flows), flows at k ms: among the first of the fast nodes' flows.
+async fn slow_peer(n: i64, gap: Duration) -> (String, tokio::task::JoinHandle<()>) {
+    use hubble_api::observer::observer_server::{Observer, ObserverServer};
+    use hubble_api::observer::*;
+    type Stream<T> = std::pin::Pin<
+        Box<dyn tokio_stream::Stream<Item = Result<T, tonic::Status>> + Send + 'static>,
+    >;
+    struct Slow(i64, Duration);
+    #[tonic::async_trait]
+    impl Observer for Slow {
+        type GetFlowsStream = Stream<GetFlowsResponse>;
+        type GetAgentEventsStream = Stream<GetAgentEventsResponse>;
+        type GetDebugEventsStream = Stream<GetDebugEventsResponse>;
+        async fn get_flows(
+            &self,
+            _r: tonic::Request<GetFlowsRequest>,
+        ) -> Result<tonic::Response<Self::GetFlowsStream>, tonic::Status> {
+            let (n, gap) = (self.0, self.1);
+            let (tx, rx) = tokio::sync::mpsc::channel(4);
+            tokio::spawn(async move {
+                for k in 0..n {
+                    tokio::time::sleep(gap).await;
+                    let f = flow("node-slow", "ns-slow", k);
+                    let r = GetFlowsResponse {
+                        time: f.time,
+                        node_name: "node-slow".into(),
+                        response_types: Some(ResponseTypes::Flow(f)),
+                    };
+                    if tx.send(Ok(r)).await.is_err() {
+                        return;
+                    }
+                }
+            });
+            Ok(tonic::Response::new(Box::pin(
+                tokio_stream::wrappers::ReceiverStream::new(rx),
+            )))
+        }
+        async fn get_agent_events(
+            &self,
+            _r: tonic::Request<GetAgentEventsRequest>,
+        ) -> Result<tonic::Response<Self::GetAgentEventsStream>, tonic::Status> {
+            Err(tonic::Status::unimplemented(""))
+        }
+        async fn get_debug_events(
+            &self,
+            _r: tonic::Request<GetDebugEventsRequest>,
+        ) -> Result<tonic::Response<Self::GetDebugEventsStream>, tonic::Status> {
+            Err(tonic::Status::unimplemented(""))
+        }
+        async fn get_nodes(
+            &self,
+            _r: tonic::Request<GetNodesRequest>,
+        ) -> Result<tonic::Response<GetNodesResponse>, tonic::Status> {
+            Err(tonic::Status::unimplemented(""))
+        }
+        async fn get_namespaces(
+            &self,
+            _r: tonic::Request<GetNamespacesRequest>,
+        ) -> Result<tonic::Response<GetNamespacesResponse>, tonic::Status> {
+            Ok(tonic::Response::new(GetNamespacesResponse::default()))
+        }
+        async fn server_status(
+            &self,
+            _r: tonic::Request<ServerStatusRequest>,
+        ) -> Result<tonic::Response<ServerStatusResponse>, tonic::Status> {
+            Ok(tonic::Response::new(ServerStatusResponse {
+                version: "slow".into(),
+                ..Default::default()
+            }))
+        }
+    }
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap().to_string();
+    let task = tokio::spawn(async move {
+        let _ = tonic::transport::Server::builder()
+            .add_service(ObserverServer::new(Slow(n, gap)))
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(l))
+            .await;
+    });
+    (addr, task)
+}
+
+/// A non-follow request is not held back by a slow node: the others' flows go out within
+/// the sort window (bounded in length and in time), the slow node's arrive late, in their
+/// order, and the request ends with them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_peer_does_not_hold_back_a_finite_request() {
+    let agents = three_agents(50).await;
+    // 12 flows, 400 ms apart (within the relay's 1 s idle timeout): about 5 s in all.
+    let (slow, task) = slow_peer(12, Duration::from_millis(400)).await;
+    let mut peers = peers_of(&agents);
+    peers.push(("node-slow", &slow));
+    let r = relay(&peers, Duration::from_millis(200)).await;
+    connected(&r, 4).await;
+    let ch = client::connect(&r.addr, Duration::from_secs(5))
+        .await
+        .unwrap();
+    let mut s = client::get_flows(
+        ch,
+        GetFlowsRequest {
+            number: u64::MAX,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let started = std::time::Instant::now();
+    let mut got = Vec::new();
+    // The 150 flows of the fast nodes, before the slow node is half done.
+    while flows(&got).iter().filter(|(n, _)| n != "node-slow").count() < 150 {
+        let r = tokio::time::timeout(Duration::from_millis(2_500), s.next())
+            .await
+            .expect("the fast nodes' flows are not held back by the slow one")
+            .expect("stream goes on")
+            .unwrap();
+        got.push(r);
+    }
+    assert!(
+        flows(&got).iter().filter(|(n, _)| n == "node-slow").count() < 12,
+        "the slow node was not done yet"
+    );
+    let fast: Vec<_> = got
+        .iter()
+        .filter(|r| r.node_name != "node-slow")
+        .cloned()
+        .collect();
+    assert!(is_time_ordered(&fast));
+    while let Some(r) = tokio::time::timeout(Duration::from_secs(10), s.next())
+        .await
+        .expect("the request ends")
+    {
+        got.push(r.unwrap());
+    }
+    let slow_flows: Vec<_> = flows(&got)
+        .into_iter()
+        .filter(|(n, _)| n == "node-slow")
+        .map(|(_, p)| p)
+        .collect();
+    let want: Vec<_> = (0..12).map(|k| format!("node-slow-{k}")).collect();
+    assert_eq!(slow_flows, want, "all of the slow node's flows, in order");
+    assert!(started.elapsed() >= Duration::from_secs(4));
+    task.abort();
+    for a in agents {
+        a.stop().await;
+    }
+}

@@ -90,6 +90,19 @@ pub enum RequestError {
     Whitelist(FilterError),
     #[error("invalid blacklist filter: {0}")]
     Blacklist(FilterError),
+    /// Past one of the caps of `hubble::limits`.
+    #[error("{0}")]
+    Limit(String),
+}
+
+impl RequestError {
+    /// A filter error of one list; a cap of the request is not that list's fault.
+    fn filter(list: fn(FilterError) -> Self) -> impl Fn(FilterError) -> Self {
+        move |e| match e {
+            FilterError::Limit(m) => RequestError::Limit(m),
+            e => list(e),
+        }
+    }
 }
 
 /// The agent's flow store and the queries Hubble's Observer service answers from it.
@@ -313,11 +326,15 @@ impl LocalObserver {
         if req.first && req.follow {
             return Err(RequestError::FirstWithFollow);
         }
+        let mask = req.field_mask.as_ref().map_or(&[][..], |m| &m.paths);
+        hubble::limits::check_field_mask(mask).map_err(|e| RequestError::Limit(e.to_string()))?;
         // Compiled apart first so the error names the list at fault.
-        FlowFilters::compile(&req.whitelist, &[]).map_err(RequestError::Whitelist)?;
-        FlowFilters::compile(&[], &req.blacklist).map_err(RequestError::Blacklist)?;
+        FlowFilters::compile(&req.whitelist, &[])
+            .map_err(RequestError::filter(RequestError::Whitelist))?;
+        FlowFilters::compile(&[], &req.blacklist)
+            .map_err(RequestError::filter(RequestError::Blacklist))?;
         let filters = FlowFilters::compile(&req.whitelist, &req.blacklist)
-            .map_err(RequestError::Whitelist)?;
+            .map_err(RequestError::filter(RequestError::Whitelist))?;
         let since = req.since.as_ref().map(|t| (t.seconds, t.nanos));
         let until = req.until.as_ref().map(|t| (t.seconds, t.nanos));
         let head = self.ring.head();
@@ -327,7 +344,7 @@ impl LocalObserver {
             follow: req.follow,
             since,
             until,
-            mask: FlowMask::new(req.field_mask.as_ref().map_or(&[][..], |m| &m.paths)),
+            mask: FlowMask::new(mask),
             seq: head,
             end: head,
             sent: 0,

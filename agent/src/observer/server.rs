@@ -195,7 +195,8 @@ pub struct ObserverRoutes {
 impl ObserverRoutes {
     pub fn new(svc: ObserverService) -> Self {
         ObserverRoutes {
-            generated: ObserverServer::new(svc.clone()),
+            generated: ObserverServer::new(svc.clone())
+                .max_decoding_message_size(hubble::limits::MAX_REQUEST_BYTES),
             svc,
         }
     }
@@ -232,8 +233,10 @@ impl tonic::codegen::Service<http::Request<tonic::body::Body>> for ObserverRoute
         let method = RawGetFlows(self.svc.clone());
         Box::pin(async move {
             let mut grpc =
-                tonic::server::Grpc::new(hubble::wire::ServerCodec::<Encoded>::default());
-            Ok(grpc.server_streaming(method, req).await)
+                tonic::server::Grpc::new(hubble::wire::ServerCodec::<Encoded>::default())
+                    .apply_max_message_size_config(Some(hubble::limits::MAX_REQUEST_BYTES), None);
+            let resp = grpc.server_streaming(method, req).await;
+            Ok(hubble::wire::oversized_is_resource_exhausted(resp))
         })
     }
 }

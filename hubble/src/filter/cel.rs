@@ -7,6 +7,12 @@
 //! `int()`, `uint()`, `double()`, `string()`, and the `all`, `exists`, `exists_one`, `map`,
 //! `filter` macros. Unset proto fields read as their default (0, "", false, empty), as in CEL.
 //! Unlike cel-go there is no static type check: a result that is not `true` does not match.
+//!
+//! Limits (see [`crate::limits`]): an expression has at most cel-go's 100,000 code points and
+//! 250 levels of nesting (long `&&` / `||` chains are balanced, as cel-go does, and do not
+//! count as nesting), so parsing, resolving, evaluating and dropping never run deep on the
+//! stack; one evaluation takes at most [`MAX_CEL_EVAL_STEPS`] steps, past which the flow does
+//! not match.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -16,8 +22,14 @@ use hubble_api::flow;
 use regex::Regex;
 use serde_json::Value as Json;
 
+use super::regexes::RegexBudget;
+use crate::limits::{MAX_CEL_CODE_POINTS, MAX_CEL_EVAL_STEPS, MAX_CEL_RECURSION_DEPTH};
+
 /// The name of the flow variable, as in Hubble.
 const FLOW_VAR: &str = "_flow";
+/// Stack of the thread that compiles: the parser and the resolver recurse once per level
+/// of nesting (a few KiB a level in debug builds), up to [`MAX_CEL_RECURSION_DEPTH`].
+const COMPILE_STACK: usize = 16 << 20;
 
 /// A compiled CEL program.
 #[derive(Debug, Clone)]
@@ -26,21 +38,52 @@ pub(crate) struct Program {
 }
 
 impl Program {
-    pub(crate) fn compile(src: &str) -> Result<Program, String> {
+    /// Compiles `src`; constant `matches` patterns count against the request's `regexes`.
+    /// Runs on a thread of its own with [`COMPILE_STACK`], whatever the caller's stack.
+    pub(crate) fn compile(src: &str, regexes: &mut RegexBudget) -> Result<Program, String> {
+        std::thread::scope(|s| {
+            std::thread::Builder::new()
+                .name("cel-compile".into())
+                .stack_size(COMPILE_STACK)
+                .spawn_scoped(s, || Self::compile_here(src, regexes))
+                .map_err(|e| format!("cannot compile: {e}"))?
+                .join()
+                .unwrap_or_else(|_| Err("compiling the expression failed".into()))
+        })
+    }
+
+    fn compile_here(src: &str, regexes: &mut RegexBudget) -> Result<Program, String> {
+        let size = src.chars().count();
+        if size > MAX_CEL_CODE_POINTS {
+            return Err(format!(
+                "expression code point size exceeds limit: size: {size}, limit {MAX_CEL_CODE_POINTS}"
+            ));
+        }
         let toks = lex(src)?;
-        let mut p = Parser { toks, pos: 0 };
+        let mut p = Parser {
+            toks,
+            pos: 0,
+            depth: 0,
+        };
         let expr = p.expr()?;
         if p.pos != p.toks.len() {
             return Err(format!("unexpected {:?}", p.toks[p.pos]));
         }
-        let expr = resolve(expr, &mut vec![FLOW_VAR.to_string()])?;
+        if deeper_than(&expr, MAX_CEL_RECURSION_DEPTH) {
+            return Err(too_deep());
+        }
+        let expr = resolve(expr, &mut vec![FLOW_VAR.to_string()], regexes)?;
         Ok(Program { expr })
     }
 
-    /// Evaluates against a flow in proto-JSON form; true only for a boolean `true` result.
+    /// Evaluates against a flow in proto-JSON form; true only for a boolean `true` result
+    /// (not when the step budget runs out).
     pub(crate) fn matches(&self, flow: &Json) -> bool {
-        let mut env = vec![(FLOW_VAR.to_string(), from_json(flow))];
-        matches!(eval(&self.expr, &mut env), Val::Bool(true))
+        let mut cx = Cx {
+            env: vec![(FLOW_VAR.to_string(), from_json(flow))],
+            steps_left: MAX_CEL_EVAL_STEPS,
+        };
+        matches!(eval(&self.expr, &mut cx), Val::Bool(true))
     }
 }
 
@@ -321,9 +364,105 @@ enum Expr {
 struct Parser {
     toks: Vec<Tok>,
     pos: usize,
+    /// Nesting of what is being parsed: one level per sub-expression entered (parentheses,
+    /// arguments, list and map items, conditional branches), per prefix operator and per
+    /// link of an operator or member chain (each wraps the tree so far in one more node).
+    /// Sibling chains are not added up. Only successful paths restore it: an error ends
+    /// the parse.
+    depth: usize,
 }
 
+type Parsed = Result<Expr, String>;
+
+/// Binary operators by precedence, loosest first (`?:` is looser still).
+fn binary_op(tok: Option<&Tok>) -> Option<(&'static str, u8)> {
+    Some(match tok? {
+        Tok::Op("||") => ("||", 1),
+        Tok::Op("&&") => ("&&", 2),
+        Tok::Op(o @ ("==" | "!=" | "<" | "<=" | ">" | ">=")) => (o, 3),
+        Tok::Ident(i) if i == "in" => ("in", 3),
+        Tok::Op(o @ ("+" | "-")) => (o, 4),
+        Tok::Op(o @ ("*" | "/" | "%")) => (o, 5),
+        _ => return None,
+    })
+}
+
+/// `terms` joined by `op` as a balanced tree (depth log2 of their number, not the number):
+/// `&&` and `||` are commutative in CEL, errors included.
+fn balanced(op: &'static str, mut terms: Vec<Expr>) -> Expr {
+    while terms.len() > 1 {
+        let mut paired = Vec::with_capacity(terms.len().div_ceil(2));
+        let mut it = terms.into_iter();
+        while let Some(a) = it.next() {
+            paired.push(match it.next() {
+                Some(b) => Expr::Bin(op, Box::new(a), Box::new(b)),
+                None => a,
+            });
+        }
+        terms = paired;
+    }
+    terms.pop().unwrap_or(Expr::Lit(Lit::Null))
+}
+
+fn too_deep() -> String {
+    format!("expression recursion limit exceeded: {MAX_CEL_RECURSION_DEPTH}")
+}
+
+/// Whether the tree is more than `limit` nodes deep, found without recursing: the parser
+/// bounds its own nesting, but a chain's links and its first operand add up, and resolving,
+/// evaluating and dropping recurse once per level of the tree.
+fn deeper_than(root: &Expr, limit: usize) -> bool {
+    let mut todo: Vec<(&Expr, usize)> = vec![(root, 1)];
+    while let Some((e, d)) = todo.pop() {
+        if d > limit {
+            return true;
+        }
+        let mut push = |c| todo.push((c, d + 1));
+        match e {
+            Expr::Lit(_) | Expr::Ident(_) => {}
+            Expr::Select(a, _)
+            | Expr::Not(a)
+            | Expr::Neg(a)
+            | Expr::Has(a, _)
+            | Expr::Matches(a, _) => push(a),
+            Expr::Index(a, b) | Expr::Bin(_, a, b) | Expr::Comp(_, a, _, b) => {
+                push(a);
+                push(b);
+            }
+            Expr::Cond(c, a, b) => {
+                push(c);
+                push(a);
+                push(b);
+            }
+            Expr::Call(target, _, args) => {
+                if let Some(t) = target {
+                    push(t);
+                }
+                args.iter().for_each(push);
+            }
+            Expr::List(items) => items.iter().for_each(push),
+            Expr::Map(entries) => entries.iter().for_each(|(k, v)| {
+                push(k);
+                push(v);
+            }),
+        }
+    }
+    false
+}
+
+// Recursive descent in five frames per level of nesting (expr → binary → unary → member →
+// primary); bulky work lives in helpers that return before recursing.
 impl Parser {
+    /// One more level of nesting, refused past the limit.
+    fn deeper(&mut self) -> Result<(), String> {
+        self.depth += 1;
+        if self.depth > MAX_CEL_RECURSION_DEPTH {
+            Err(too_deep())
+        } else {
+            Ok(())
+        }
+    }
+
     fn peek_op(&self, op: &str) -> bool {
         matches!(self.toks.get(self.pos), Some(Tok::Op(o)) if *o == op)
     }
@@ -347,89 +486,82 @@ impl Parser {
         }
     }
 
-    fn expr(&mut self) -> Result<Expr, String> {
-        let cond = self.or()?;
-        if self.eat_op("?") {
-            let a = self.or()?;
-            self.expect_op(":")?;
-            let b = self.expr()?;
-            return Ok(Expr::Cond(Box::new(cond), Box::new(a), Box::new(b)));
+    /// A whole expression, one level deeper: `binary ? binary : expr` or `binary`.
+    fn expr(&mut self) -> Parsed {
+        let base = self.depth;
+        self.deeper()?;
+        let cond = self.binary(1)?;
+        if !self.eat_op("?") {
+            self.depth = base;
+            return Ok(cond);
         }
-        Ok(cond)
+        let a = self.binary(1)?;
+        self.expect_op(":")?;
+        let b = self.expr()?;
+        self.depth = base;
+        Ok(Expr::Cond(Box::new(cond), Box::new(a), Box::new(b)))
     }
 
-    fn or(&mut self) -> Result<Expr, String> {
-        let mut e = self.and()?;
-        while self.eat_op("||") {
-            e = Expr::Bin("||", Box::new(e), Box::new(self.and()?));
-        }
-        Ok(e)
-    }
-
-    fn and(&mut self) -> Result<Expr, String> {
-        let mut e = self.relation()?;
-        while self.eat_op("&&") {
-            e = Expr::Bin("&&", Box::new(e), Box::new(self.relation()?));
-        }
-        Ok(e)
-    }
-
-    fn relation(&mut self) -> Result<Expr, String> {
-        let mut e = self.addition()?;
-        loop {
-            let op = match self.toks.get(self.pos) {
-                Some(Tok::Op(o)) if matches!(*o, "==" | "!=" | "<" | "<=" | ">" | ">=") => *o,
-                Some(Tok::Ident(i)) if i == "in" => "in",
-                _ => return Ok(e),
-            };
+    /// Operators of precedence `min` and tighter, left-associative; runs of `&&` or `||`
+    /// are balanced.
+    fn binary(&mut self, min: u8) -> Parsed {
+        let base = self.depth;
+        let mut lhs = self.unary()?;
+        while let Some((op, prec)) = binary_op(self.toks.get(self.pos)) {
+            if prec < min {
+                break;
+            }
             self.pos += 1;
-            e = Expr::Bin(op, Box::new(e), Box::new(self.addition()?));
-        }
-    }
-
-    fn addition(&mut self) -> Result<Expr, String> {
-        let mut e = self.multiplication()?;
-        loop {
-            let op = if self.eat_op("+") {
-                "+"
-            } else if self.eat_op("-") {
-                "-"
+            self.deeper()?;
+            let rhs = self.operand(prec)?;
+            lhs = if matches!(op, "&&" | "||") {
+                self.logical_run(op, prec, lhs, rhs)?
             } else {
-                return Ok(e);
+                Expr::Bin(op, Box::new(lhs), Box::new(rhs))
             };
-            e = Expr::Bin(op, Box::new(e), Box::new(self.multiplication()?));
         }
+        self.depth = base;
+        Ok(lhs)
     }
 
-    fn multiplication(&mut self) -> Result<Expr, String> {
-        let mut e = self.unary()?;
-        loop {
-            let op = if self.eat_op("*") {
-                "*"
-            } else if self.eat_op("/") {
-                "/"
-            } else if self.eat_op("%") {
-                "%"
-            } else {
-                return Ok(e);
-            };
-            e = Expr::Bin(op, Box::new(e), Box::new(self.unary()?));
-        }
+    /// The right operand of an operator of precedence `prec`, at the current depth.
+    fn operand(&mut self, prec: u8) -> Parsed {
+        let base = self.depth;
+        let e = self.binary(prec + 1)?;
+        self.depth = base;
+        Ok(e)
     }
 
-    fn unary(&mut self) -> Result<Expr, String> {
-        if self.eat_op("!") {
-            return Ok(Expr::Not(Box::new(self.unary()?)));
+    /// The rest of a run `a op b op c …` after `a op b`.
+    fn logical_run(&mut self, op: &'static str, prec: u8, a: Expr, b: Expr) -> Parsed {
+        let mut terms = vec![a, b];
+        while self.eat_op(op) {
+            terms.push(self.operand(prec)?);
         }
-        if self.eat_op("-") {
-            // Fold negative literals so that i64::MIN parses.
-            return Ok(match self.unary()? {
-                Expr::Lit(Lit::Int(n)) => Expr::Lit(Lit::Int(-n)),
-                Expr::Lit(Lit::Double(d)) => Expr::Lit(Lit::Double(-d)),
-                e => Expr::Neg(Box::new(e)),
-            });
+        Ok(balanced(op, terms))
+    }
+
+    /// Prefix `!` and `-` (a run of them is a loop, one level each), then a member chain.
+    fn unary(&mut self) -> Parsed {
+        let base = self.depth;
+        let start = self.pos;
+        while self.peek_op("!") || self.peek_op("-") {
+            self.pos += 1;
+            self.deeper()?;
         }
-        self.member()
+        let prefix = start..self.pos;
+        let mut e = self.member()?;
+        for i in prefix.rev() {
+            e = match (&self.toks[i], e) {
+                (Tok::Op("!"), e) => Expr::Not(Box::new(e)),
+                // Fold negative literals so that i64::MIN parses.
+                (_, Expr::Lit(Lit::Int(n))) => Expr::Lit(Lit::Int(n.wrapping_neg())),
+                (_, Expr::Lit(Lit::Double(d))) => Expr::Lit(Lit::Double(-d)),
+                (_, e) => Expr::Neg(Box::new(e)),
+            };
+        }
+        self.depth = base;
+        Ok(e)
     }
 
     fn args(&mut self, close: &str) -> Result<Vec<Expr>, String> {
@@ -449,74 +581,79 @@ impl Parser {
         }
     }
 
-    fn member(&mut self) -> Result<Expr, String> {
+    /// A primary followed by `.field`, `.method(args)` and `[index]` links.
+    fn member(&mut self) -> Parsed {
+        let base = self.depth;
         let mut e = self.primary()?;
         loop {
             if self.eat_op(".") {
-                let Some(Tok::Ident(name)) = self.toks.get(self.pos).cloned() else {
-                    return Err("expected a field name after '.'".into());
-                };
-                self.pos += 1;
-                if self.eat_op("(") {
-                    let args = self.args(")")?;
-                    e = Expr::Call(Some(Box::new(e)), name, args);
-                } else {
-                    e = Expr::Select(Box::new(e), name);
-                }
+                self.deeper()?;
+                e = self.select(e)?;
             } else if self.eat_op("[") {
+                self.deeper()?;
                 let idx = self.expr()?;
                 self.expect_op("]")?;
                 e = Expr::Index(Box::new(e), Box::new(idx));
             } else {
+                self.depth = base;
                 return Ok(e);
             }
         }
     }
 
-    fn primary(&mut self) -> Result<Expr, String> {
-        let Some(tok) = self.toks.get(self.pos).cloned() else {
+    /// `.name` or `.name(args)` after `e`.
+    fn select(&mut self, e: Expr) -> Parsed {
+        let Some(Tok::Ident(name)) = self.toks.get(self.pos).cloned() else {
+            return Err("expected a field name after '.'".into());
+        };
+        self.pos += 1;
+        Ok(if self.eat_op("(") {
+            Expr::Call(Some(Box::new(e)), name, self.args(")")?)
+        } else {
+            Expr::Select(Box::new(e), name)
+        })
+    }
+
+    fn primary(&mut self) -> Parsed {
+        let Some(tok) = self.toks.get(self.pos) else {
             return Err("unexpected end of expression".into());
         };
         self.pos += 1;
-        Ok(match tok {
+        match tok {
+            Tok::Op("(") => {
+                let e = self.expr()?;
+                self.expect_op(")")?;
+                Ok(e)
+            }
+            Tok::Op("[") => Ok(Expr::List(self.args("]")?)),
+            Tok::Op("{") => self.map(),
+            Tok::Ident(_) => self.ident(),
+            _ => self.literal(),
+        }
+    }
+
+    /// The identifier just taken: a constant, a global call or a name.
+    fn ident(&mut self) -> Parsed {
+        let Some(Tok::Ident(id)) = self.toks.get(self.pos - 1).cloned() else {
+            return Err("expected an identifier".into());
+        };
+        Ok(match id.as_str() {
+            "true" => Expr::Lit(Lit::Bool(true)),
+            "false" => Expr::Lit(Lit::Bool(false)),
+            "null" => Expr::Lit(Lit::Null),
+            _ if self.eat_op("(") => Expr::Call(None, id, self.args(")")?),
+            _ => Expr::Ident(id),
+        })
+    }
+
+    /// The literal (or leading-dot name, `.flow.Verdict.DROPPED`) just taken.
+    fn literal(&mut self) -> Parsed {
+        Ok(match self.toks[self.pos - 1].clone() {
             Tok::Int(n) => Expr::Lit(Lit::Int(n)),
             Tok::Uint(n) => Expr::Lit(Lit::Uint(n)),
             Tok::Double(d) => Expr::Lit(Lit::Double(d)),
             Tok::Str(s) => Expr::Lit(Lit::Str(s)),
-            Tok::Ident(id) => match id.as_str() {
-                "true" => Expr::Lit(Lit::Bool(true)),
-                "false" => Expr::Lit(Lit::Bool(false)),
-                "null" => Expr::Lit(Lit::Null),
-                _ if self.eat_op("(") => Expr::Call(None, id, self.args(")")?),
-                _ => Expr::Ident(id),
-            },
-            Tok::Op("(") => {
-                let e = self.expr()?;
-                self.expect_op(")")?;
-                e
-            }
-            Tok::Op("[") => Expr::List(self.args("]")?),
-            Tok::Op("{") => {
-                let mut entries = Vec::new();
-                if !self.eat_op("}") {
-                    loop {
-                        let k = self.expr()?;
-                        self.expect_op(":")?;
-                        let v = self.expr()?;
-                        entries.push((k, v));
-                        if self.eat_op("}") {
-                            break;
-                        }
-                        self.expect_op(",")?;
-                        if self.eat_op("}") {
-                            break;
-                        }
-                    }
-                }
-                Expr::Map(entries)
-            }
             Tok::Op(".") => {
-                // Leading-dot qualified name: `.flow.Verdict.DROPPED`.
                 let Some(Tok::Ident(id)) = self.toks.get(self.pos).cloned() else {
                     return Err("expected an identifier after '.'".into());
                 };
@@ -525,6 +662,27 @@ impl Parser {
             }
             t => return Err(format!("unexpected {t:?}")),
         })
+    }
+
+    /// A map literal after its `{`.
+    fn map(&mut self) -> Parsed {
+        let mut entries = Vec::new();
+        if self.eat_op("}") {
+            return Ok(Expr::Map(entries));
+        }
+        loop {
+            let k = self.expr()?;
+            self.expect_op(":")?;
+            let v = self.expr()?;
+            entries.push((k, v));
+            if self.eat_op("}") {
+                return Ok(Expr::Map(entries));
+            }
+            self.expect_op(",")?;
+            if self.eat_op("}") {
+                return Ok(Expr::Map(entries));
+            }
+        }
     }
 }
 
@@ -547,8 +705,10 @@ fn root_ident(e: &Expr) -> Option<&str> {
 
 /// Binds identifiers: variables stay, enum constants become literals, macros are expanded,
 /// constant `matches` patterns are compiled; anything else is an error.
-fn resolve(e: Expr, scope: &mut Vec<String>) -> Result<Expr, String> {
-    let r = |e: Expr, scope: &mut Vec<String>| resolve(e, scope).map(Box::new);
+fn resolve(e: Expr, scope: &mut Vec<String>, regexes: &mut RegexBudget) -> Result<Expr, String> {
+    let r = |e: Expr, scope: &mut Vec<String>, regexes: &mut RegexBudget| {
+        resolve(e, scope, regexes).map(Box::new)
+    };
     Ok(match e {
         Expr::Ident(_) | Expr::Select(..)
             if root_ident(&e).is_some_and(|root| !scope.iter().any(|v| v == root)) =>
@@ -561,30 +721,34 @@ fn resolve(e: Expr, scope: &mut Vec<String>) -> Result<Expr, String> {
             }
         }
         Expr::Ident(id) => Expr::Ident(id),
-        Expr::Select(inner, f) => Expr::Select(r(*inner, scope)?, f),
-        Expr::Index(a, b) => Expr::Index(r(*a, scope)?, r(*b, scope)?),
+        Expr::Select(inner, f) => Expr::Select(r(*inner, scope, regexes)?, f),
+        Expr::Index(a, b) => Expr::Index(r(*a, scope, regexes)?, r(*b, scope, regexes)?),
         Expr::List(items) => Expr::List(
             items
                 .into_iter()
-                .map(|x| resolve(x, scope))
+                .map(|x| resolve(x, scope, regexes))
                 .collect::<Result<_, _>>()?,
         ),
         Expr::Map(entries) => Expr::Map(
             entries
                 .into_iter()
-                .map(|(k, v)| Ok((resolve(k, scope)?, resolve(v, scope)?)))
+                .map(|(k, v)| Ok((resolve(k, scope, regexes)?, resolve(v, scope, regexes)?)))
                 .collect::<Result<_, String>>()?,
         ),
-        Expr::Not(a) => Expr::Not(r(*a, scope)?),
-        Expr::Neg(a) => Expr::Neg(r(*a, scope)?),
-        Expr::Bin(op, a, b) => Expr::Bin(op, r(*a, scope)?, r(*b, scope)?),
-        Expr::Cond(c, a, b) => Expr::Cond(r(*c, scope)?, r(*a, scope)?, r(*b, scope)?),
+        Expr::Not(a) => Expr::Not(r(*a, scope, regexes)?),
+        Expr::Neg(a) => Expr::Neg(r(*a, scope, regexes)?),
+        Expr::Bin(op, a, b) => Expr::Bin(op, r(*a, scope, regexes)?, r(*b, scope, regexes)?),
+        Expr::Cond(c, a, b) => Expr::Cond(
+            r(*c, scope, regexes)?,
+            r(*a, scope, regexes)?,
+            r(*b, scope, regexes)?,
+        ),
         Expr::Call(None, name, mut args) if name == "has" => {
             if args.len() != 1 {
                 return Err("has() takes one argument".into());
             }
             match args.pop() {
-                Some(Expr::Select(inner, f)) => Expr::Has(r(*inner, scope)?, f),
+                Some(Expr::Select(inner, f)) => Expr::Has(r(*inner, scope, regexes)?, f),
                 _ => return Err("invalid argument to has() macro".into()),
             }
         }
@@ -606,17 +770,17 @@ fn resolve(e: Expr, scope: &mut Vec<String>) -> Result<Expr, String> {
             else {
                 return Err(format!("{name}() takes a variable name first"));
             };
-            let target = r(*target, scope)?;
+            let target = r(*target, scope, regexes)?;
             scope.push(var.clone());
-            let body = resolve(body, scope);
+            let body = resolve(body, scope, regexes);
             scope.pop();
             Expr::Comp(kind, target, var, Box::new(body?))
         }
         Expr::Call(target, name, args) => {
-            let target = target.map(|t| r(*t, scope)).transpose()?;
+            let target = target.map(|t| r(*t, scope, regexes)).transpose()?;
             let mut args: Vec<Expr> = args
                 .into_iter()
-                .map(|a| resolve(a, scope))
+                .map(|a| resolve(a, scope, regexes))
                 .collect::<Result<_, _>>()?;
             // Precompile constant regexes.
             let pattern = match (&target, name.as_str(), args.as_slice()) {
@@ -625,7 +789,9 @@ fn resolve(e: Expr, scope: &mut Vec<String>) -> Result<Expr, String> {
                 _ => None,
             };
             if let Some(p) = pattern {
-                let re = Regex::new(&p).map_err(|e| format!("invalid regex {p:?}: {e}"))?;
+                regexes.take(1)?;
+                let re =
+                    RegexBudget::compile(&p).map_err(|e| format!("invalid regex {p:?}: {e}"))?;
                 let subject = match target {
                     Some(t) => t,
                     None => Box::new(args.remove(0)),
@@ -820,9 +986,35 @@ fn text<'a>(v: &Val<'a>) -> Option<Cow<'a, str>> {
     }
 }
 
-type Env<'a> = Vec<(String, Val<'a>)>;
+/// One evaluation: the variables in scope and the steps left.
+struct Cx<'a> {
+    env: Vec<(String, Val<'a>)>,
+    steps_left: u64,
+}
 
-fn eval<'a>(e: &'a Expr, env: &mut Env<'a>) -> Val<'a> {
+impl Cx<'_> {
+    /// Takes `n` steps; false (and nothing left) when there are not that many.
+    fn charge(&mut self, n: usize) -> bool {
+        match self.steps_left.checked_sub(n as u64) {
+            Some(left) => {
+                self.steps_left = left;
+                true
+            }
+            None => {
+                self.steps_left = 0;
+                false
+            }
+        }
+    }
+}
+
+/// Bytes of string copied per evaluation step.
+const BYTES_PER_STEP: usize = 64;
+
+fn eval<'a>(e: &'a Expr, cx: &mut Cx<'a>) -> Val<'a> {
+    if !cx.charge(1) {
+        return Val::Err;
+    }
     match e {
         Expr::Lit(l) => match l {
             Lit::Null => Val::Null,
@@ -832,14 +1024,15 @@ fn eval<'a>(e: &'a Expr, env: &mut Env<'a>) -> Val<'a> {
             Lit::Double(d) => Val::Double(*d),
             Lit::Str(s) => Val::Str(Cow::Borrowed(s)),
         },
-        Expr::Ident(id) => env
+        Expr::Ident(id) => cx
+            .env
             .iter()
             .rev()
             .find(|(n, _)| n == id)
             .map_or(Val::Err, |(_, v)| v.clone()),
-        Expr::Select(inner, f) => select(&eval(inner, env), f),
+        Expr::Select(inner, f) => select(&eval(inner, cx), f),
         Expr::Index(a, i) => {
-            let (a, i) = (eval(a, env), eval(i, env));
+            let (a, i) = (eval(a, cx), eval(i, cx));
             match (&a, &i) {
                 (Val::List(l), _) => match as_num(&i) {
                     Some(n) if n >= 0.0 && (n as usize) < l.len() => l[n as usize].clone(),
@@ -849,39 +1042,48 @@ fn eval<'a>(e: &'a Expr, env: &mut Env<'a>) -> Val<'a> {
                 _ => Val::Err,
             }
         }
-        Expr::List(items) => Val::List(items.iter().map(|x| eval(x, env)).collect()),
+        Expr::List(items) => {
+            let mut out = Vec::with_capacity(items.len());
+            for x in items {
+                out.push(eval(x, cx));
+                if cx.steps_left == 0 {
+                    return Val::Err;
+                }
+            }
+            Val::List(out)
+        }
         Expr::Map(entries) => Val::Map(
             entries
                 .iter()
-                .map(|(k, v)| (eval(k, env), eval(v, env)))
+                .map(|(k, v)| (eval(k, cx), eval(v, cx)))
                 .collect(),
         ),
-        Expr::Not(a) => match eval(a, env) {
+        Expr::Not(a) => match eval(a, cx) {
             Val::Bool(b) => Val::Bool(!b),
             _ => Val::Err,
         },
-        Expr::Neg(a) => match eval(a, env) {
+        Expr::Neg(a) => match eval(a, cx) {
             Val::Int(n) => n.checked_neg().map_or(Val::Err, Val::Int),
             Val::Double(d) => Val::Double(-d),
             _ => Val::Err,
         },
-        Expr::Cond(c, a, b) => match eval(c, env) {
-            Val::Bool(true) => eval(a, env),
-            Val::Bool(false) => eval(b, env),
+        Expr::Cond(c, a, b) => match eval(c, cx) {
+            Val::Bool(true) => eval(a, cx),
+            Val::Bool(false) => eval(b, cx),
             _ => Val::Err,
         },
-        Expr::Bin("&&", a, b) => match (eval(a, env), eval(b, env)) {
+        Expr::Bin("&&", a, b) => match (eval(a, cx), eval(b, cx)) {
             (Val::Bool(false), _) | (_, Val::Bool(false)) => Val::Bool(false),
             (Val::Bool(true), Val::Bool(true)) => Val::Bool(true),
             _ => Val::Err,
         },
-        Expr::Bin("||", a, b) => match (eval(a, env), eval(b, env)) {
+        Expr::Bin("||", a, b) => match (eval(a, cx), eval(b, cx)) {
             (Val::Bool(true), _) | (_, Val::Bool(true)) => Val::Bool(true),
             (Val::Bool(false), Val::Bool(false)) => Val::Bool(false),
             _ => Val::Err,
         },
         Expr::Bin(op, a, b) => {
-            let (a, b) = (eval(a, env), eval(b, env));
+            let (a, b) = (eval(a, cx), eval(b, cx));
             match *op {
                 "==" => equal(&a, &b).map_or(Val::Err, Val::Bool),
                 "!=" => equal(&a, &b).map_or(Val::Err, |x| Val::Bool(!x)),
@@ -903,20 +1105,31 @@ fn eval<'a>(e: &'a Expr, env: &mut Env<'a>) -> Val<'a> {
                     Val::Absent => Val::Bool(false),
                     _ => Val::Err,
                 },
-                _ => arith(op, a, b),
+                _ => {
+                    // Concatenations copy: each element, and each few bytes, is a step.
+                    let copied = match (&a, &b) {
+                        (Val::List(x), Val::List(y)) => x.len() + y.len(),
+                        (Val::Str(x), Val::Str(y)) => (x.len() + y.len()) / BYTES_PER_STEP,
+                        _ => 0,
+                    };
+                    if !cx.charge(copied) {
+                        return Val::Err;
+                    }
+                    arith(op, a, b)
+                }
             }
         }
-        Expr::Has(inner, f) => match eval(inner, env) {
+        Expr::Has(inner, f) => match eval(inner, cx) {
             Val::Obj(o) => Val::Bool(o.get(f).is_some_and(|v| !is_default(&from_json(v)))),
             Val::Absent => Val::Bool(false),
             Val::Map(m) => Val::Bool(m.iter().any(|(k, _)| matches!(k, Val::Str(s) if s == f))),
             _ => Val::Err,
         },
         Expr::Matches(subject, re) => {
-            text(&eval(subject, env)).map_or(Val::Err, |s| Val::Bool(re.is_match(&s)))
+            text(&eval(subject, cx)).map_or(Val::Err, |s| Val::Bool(re.is_match(&s)))
         }
         Expr::Comp(kind, range, var, body) => {
-            let items = match eval(range, env) {
+            let items = match eval(range, cx) {
                 Val::List(l) => l,
                 Val::Absent => Vec::new(),
                 Val::Obj(o) => o
@@ -930,9 +1143,12 @@ fn eval<'a>(e: &'a Expr, env: &mut Env<'a>) -> Val<'a> {
             let mut count = 0usize;
             let mut errored = false;
             for item in items {
-                env.push((var.clone(), item.clone()));
-                let r = eval(body, env);
-                env.pop();
+                if cx.steps_left == 0 {
+                    return Val::Err;
+                }
+                cx.env.push((var.clone(), item.clone()));
+                let r = eval(body, cx);
+                cx.env.pop();
                 match kind {
                     Macro::Map => results.push(r),
                     _ => match r {
@@ -965,17 +1181,17 @@ fn eval<'a>(e: &'a Expr, env: &mut Env<'a>) -> Val<'a> {
         Expr::Call(target, name, args) => {
             let mut vals: Vec<Val<'a>> = Vec::with_capacity(args.len() + 1);
             if let Some(t) = target {
-                vals.push(eval(t, env));
+                vals.push(eval(t, cx));
             }
             for a in args {
-                vals.push(eval(a, env));
+                vals.push(eval(a, cx));
             }
-            call(name, &vals)
+            call(name, &vals, cx)
         }
     }
 }
 
-fn call<'a>(name: &str, args: &[Val<'a>]) -> Val<'a> {
+fn call<'a>(name: &str, args: &[Val<'a>], cx: &mut Cx<'a>) -> Val<'a> {
     match (name, args) {
         ("size", [v]) => match v {
             Val::Str(s) => Val::Int(s.chars().count() as i64),
@@ -994,7 +1210,10 @@ fn call<'a>(name: &str, args: &[Val<'a>]) -> Val<'a> {
             _ => Val::Err,
         },
         ("matches", [s, p]) => match (text(s), text(p)) {
-            (Some(s), Some(p)) => Regex::new(&p).map_or(Val::Err, |re| Val::Bool(re.is_match(&s))),
+            // A pattern known only now: compiled under the size cap, at a cost.
+            (Some(s), Some(p)) if cx.charge(p.len() + s.len() / BYTES_PER_STEP) => {
+                RegexBudget::compile(&p).map_or(Val::Err, |re| Val::Bool(re.is_match(&s)))
+            }
             _ => Val::Err,
         },
         ("int", [v]) => match v {
@@ -1049,7 +1268,7 @@ mod tests {
     }
 
     fn eval_src(src: &str) -> bool {
-        Program::compile(src)
+        Program::compile(src, &mut RegexBudget::new())
             .unwrap_or_else(|e| panic!("{src}: {e}"))
             .matches(&flow())
     }
@@ -1118,6 +1337,118 @@ mod tests {
         assert!(!eval_src("1 / 0 == 1"));
     }
 
+    /// Compiles and evaluates `src` on a thread with a 2 MiB stack (Rust's default for
+    /// spawned threads, and what tokio's workers get): limits must hold there.
+    fn on_small_stack(src: String) -> Result<bool, String> {
+        std::thread::Builder::new()
+            .stack_size(2 << 20)
+            .spawn(move || {
+                Program::compile(&src, &mut RegexBudget::new()).map(|p| p.matches(&flow()))
+            })
+            .unwrap()
+            .join()
+            .expect("no panic or overflow")
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_not_overflowed() {
+        let chain = |op: &str, n: usize| {
+            let mut s = "1".to_string();
+            for _ in 0..n {
+                s.push_str(op);
+                s.push('1');
+            }
+            s + " == 1"
+        };
+        for src in [
+            "(".repeat(100_000),
+            format!("{}true", "!".repeat(60_000)),
+            format!("{}1 == 1", "-".repeat(60_000)),
+            "[".repeat(60_000),
+            "{1:".repeat(30_000),
+            format!("_flow{} == 1", ".a".repeat(40_000)),
+            format!("_flow{} == 1", "[0]".repeat(30_000)),
+            format!("{}1{} == 1", "size(".repeat(16_000), ")".repeat(16_000)),
+            chain(" + ", 20_000),
+            chain(" * ", 20_000),
+            chain(" == ", 15_000),
+            format!("{}1", "true ? 1 : ".repeat(8_000)),
+        ] {
+            let head: String = src.chars().take(12).collect();
+            let err = on_small_stack(src).expect_err(&head);
+            assert!(
+                err.contains("recursion limit exceeded: 250"),
+                "{head}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn long_expressions_are_refused() {
+        let src = format!("'{}' == ''", "x".repeat(100_000));
+        let err = on_small_stack(src).unwrap_err();
+        assert_eq!(
+            err,
+            "expression code point size exceeds limit: size: 100008, limit 100000"
+        );
+        // Code points, not bytes: 99,990 two-byte characters fit.
+        let src = format!("'{}' != ''", "é".repeat(99_990));
+        assert_eq!(on_small_stack(src), Ok(true));
+    }
+
+    #[test]
+    fn nesting_within_the_limit_compiles_and_evaluates() {
+        let n = 240;
+        for src in [
+            format!("{}true{}", "(".repeat(n), ")".repeat(n)),
+            format!("{}true", "!!".repeat(n / 2)),
+            format!("size({}1{}) == 1", "[".repeat(n), "]".repeat(n)),
+            format!(
+                "_flow.source.labels.all(a, {}true{})",
+                "_flow.source.labels.exists(b, ".repeat(n / 5),
+                ")".repeat(n / 5)
+            ),
+        ] {
+            let head: String = src.chars().take(12).collect();
+            assert_eq!(on_small_stack(src), Ok(true), "{head}");
+        }
+    }
+
+    #[test]
+    fn long_or_and_chains_are_balanced_not_deep() {
+        // A long list of alternatives is an ordinary filter, not nesting.
+        let alts: Vec<String> = (0..2_000)
+            .map(|i| format!("_flow.source.pod_name == 'pod-{i}'"))
+            .collect();
+        let src = format!("{} || _flow.source.pod_name == 'xwing'", alts.join(" || "));
+        assert_eq!(on_small_stack(src), Ok(true));
+        let src = format!("{} && true", vec!["true"; 10_000].join(" && "));
+        assert_eq!(on_small_stack(src), Ok(true));
+    }
+
+    #[test]
+    fn evaluation_cost_is_bounded() {
+        // 10^12 steps and as many list elements without a bound: refused at run time
+        // (the flow does not match) after the step budget.
+        let list = format!(
+            "[{}]",
+            (0..1000)
+                .map(|i| i.to_string())
+                .collect::<Vec<_>>()
+                .join(",")
+        );
+        for src in [
+            format!("{list}.all(a, {list}.all(b, {list}.all(c, {list}.all(d, true))))"),
+            format!("size({list}.map(a, {list}.map(b, {list}.map(c, {list})))) > 0"),
+            format!("{list}.exists(a, {list}.exists(b, {list}.exists(c, 'x' + string(c) == 'y')))"),
+        ] {
+            assert_eq!(on_small_stack(src), Ok(false));
+        }
+        // A modest comprehension stays well inside the budget.
+        let src = format!("{list}.exists(a, a == 999) && {list}.all(a, a < 1000)");
+        assert_eq!(on_small_stack(src), Ok(true));
+    }
+
     #[test]
     fn compile_errors() {
         for bad in [
@@ -1131,7 +1462,10 @@ mod tests {
             "'unterminated",
             "_flow.verdict = 1",
         ] {
-            assert!(Program::compile(bad).is_err(), "{bad:?} should fail");
+            assert!(
+                Program::compile(bad, &mut RegexBudget::new()).is_err(),
+                "{bad:?} should fail"
+            );
         }
     }
 }

@@ -16,6 +16,7 @@ use super::FilterError;
 use super::cel::Program;
 use super::labels::Selector;
 use super::patterns::{compile_fqdn_patterns, compile_node_name_patterns};
+use super::regexes::RegexBudget;
 
 /// Monitor message type of L7 (access log) events; HTTP filters require it.
 const MESSAGE_TYPE_ACCESS_LOG: i32 = 129;
@@ -234,27 +235,21 @@ pub(crate) struct CompiledFilter {
 fn invalid(field: &'static str, value: &str, reason: impl Into<String>) -> FilterError {
     FilterError::InvalidValue {
         field,
-        value: value.to_string(),
+        value: super::shown(value),
         reason: reason.into(),
     }
 }
 
-fn compile_regexes(field: &'static str, values: &[String]) -> Result<Vec<Regex>, FilterError> {
+fn compile_regexes(
+    field: &'static str,
+    values: &[String],
+    regexes: &mut RegexBudget,
+) -> Result<Vec<Regex>, FilterError> {
+    regexes.take(values.len()).map_err(FilterError::Limit)?;
     values
         .iter()
-        .map(|v| Regex::new(v).map_err(|e| invalid(field, v, first_line(&e.to_string()))))
+        .map(|v| RegexBudget::compile(v).map_err(|e| invalid(field, v, e)))
         .collect()
-}
-
-/// regex errors are multi-line (pattern, caret, message); keep the message.
-fn first_line(msg: &str) -> String {
-    msg.lines()
-        .rev()
-        .find(|l| !l.trim().is_empty())
-        .unwrap_or(msg)
-        .trim()
-        .trim_start_matches("error: ")
-        .to_string()
 }
 
 fn compile_ports(field: &'static str, values: &[String]) -> Result<Vec<u16>, FilterError> {
@@ -278,10 +273,15 @@ fn compile_selectors(field: &'static str, values: &[String]) -> Result<Vec<Selec
         .collect()
 }
 
-fn compile_fqdn(field: &'static str, values: &[String]) -> Result<Option<Regex>, FilterError> {
+fn compile_fqdn(
+    field: &'static str,
+    values: &[String],
+    regexes: &mut RegexBudget,
+) -> Result<Option<Regex>, FilterError> {
     if values.is_empty() {
         return Ok(None);
     }
+    regexes.take(values.len()).map_err(FilterError::Limit)?;
     compile_fqdn_patterns(values)
         .map(Some)
         .map_err(|(v, e)| invalid(field, &v, e))
@@ -326,7 +326,11 @@ fn compile_protocols(values: &[String]) -> Result<u16, FilterError> {
 }
 
 impl CompiledFilter {
-    pub(crate) fn compile(ff: &FlowFilter) -> Result<CompiledFilter, FilterError> {
+    /// Compiles one filter; its regular expressions count against `regexes`.
+    pub(crate) fn compile(
+        ff: &FlowFilter,
+        regexes: &mut RegexBudget,
+    ) -> Result<CompiledFilter, FilterError> {
         let http_ok = ff.event_type.is_empty()
             || ff
                 .event_type
@@ -380,15 +384,18 @@ impl CompiledFilter {
                 "destination_cluster_name",
                 &ff.destination_cluster_name,
             )?,
-            source_fqdn: compile_fqdn("source_fqdn", &ff.source_fqdn)?,
-            destination_fqdn: compile_fqdn("destination_fqdn", &ff.destination_fqdn)?,
-            dns_query: compile_regexes("dns_query", &ff.dns_query)?,
+            source_fqdn: compile_fqdn("source_fqdn", &ff.source_fqdn, regexes)?,
+            destination_fqdn: compile_fqdn("destination_fqdn", &ff.destination_fqdn, regexes)?,
+            dns_query: compile_regexes("dns_query", &ff.dns_query, regexes)?,
             source_label: compile_selectors("source_label", &ff.source_label)?,
             destination_label: compile_selectors("destination_label", &ff.destination_label)?,
             node_labels: compile_selectors("node_labels", &ff.node_labels)?,
             node_name: if ff.node_name.is_empty() {
                 None
             } else {
+                regexes
+                    .take(ff.node_name.len())
+                    .map_err(FilterError::Limit)?;
                 Some(
                     compile_node_name_patterns(&ff.node_name)
                         .map_err(|(v, e)| invalid("node_name", &v, e))?,
@@ -396,8 +403,8 @@ impl CompiledFilter {
             },
             http_status: HttpStatusMatcher::compile(&ff.http_status_code)?,
             http_method: ff.http_method.clone(),
-            http_path: compile_regexes("http_path", &ff.http_path)?,
-            http_url: compile_regexes("http_url", &ff.http_url)?,
+            http_path: compile_regexes("http_path", &ff.http_path, regexes)?,
+            http_url: compile_regexes("http_url", &ff.http_url, regexes)?,
             http_header: ff.http_header.clone(),
             tcp_flags: ff.tcp_flags.clone(),
             interface: ff.interface.clone(),
@@ -406,7 +413,7 @@ impl CompiledFilter {
                 .iter()
                 .flat_map(|e| &e.cel_expression)
                 .map(|src| {
-                    Program::compile(src)
+                    Program::compile(src, regexes)
                         .map_err(|e| invalid("experimental.cel_expression", src, e))
                 })
                 .collect::<Result<_, _>>()?,

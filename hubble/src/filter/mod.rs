@@ -11,13 +11,16 @@ pub mod flags;
 mod labels;
 mod patterns;
 mod prefilter;
+mod regexes;
 
 use hubble_api::flow::{Flow, FlowFilter};
 use hubble_api::observer::GetFlowsResponse;
 use hubble_api::observer::get_flows_response::ResponseTypes;
 
+use crate::limits::{self, MAX_CEL_EXPRESSIONS, MAX_FILTERS};
 use compiled::CompiledFilter;
 use prefilter::LinePrefilter;
+use regexes::RegexBudget;
 
 /// Why a filter could not be compiled or a filter flag was rejected. Displays as one line.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -36,6 +39,20 @@ pub enum FilterError {
     /// A CLI filter flag error (bad value, conflicting flags, trailing --not), worded like Hubble.
     #[error("{0}")]
     Flag(String),
+    /// The filters ask for more than a request may (see [`crate::limits`]).
+    #[error("{0}")]
+    Limit(String),
+}
+
+/// A value as error messages show it: whole when short, else its start and its length (a
+/// 100,000-character expression must not become a 100,000-character error line).
+fn shown(value: &str) -> String {
+    const SHOWN: usize = 64;
+    if value.chars().count() <= 2 * SHOWN {
+        return value.to_string();
+    }
+    let head: String = value.chars().take(SHOWN).collect();
+    format!("{head}… ({} bytes)", value.len())
 }
 
 /// A compiled whitelist and blacklist.
@@ -58,14 +75,30 @@ impl Default for FlowFilters {
 }
 
 impl FlowFilters {
-    /// Validates and compiles the filters of a GetFlowsRequest.
+    /// Validates and compiles the filters of a GetFlowsRequest, within the caps of
+    /// [`crate::limits`] (filters, CEL expressions, regular expressions).
     pub fn compile(
         whitelist: &[FlowFilter],
         blacklist: &[FlowFilter],
     ) -> Result<Self, FilterError> {
-        let compile_all = |list: &[FlowFilter]| {
+        let limit = |e: limits::LimitError| FilterError::Limit(e.to_string());
+        limits::check(
+            "filters (whitelist and blacklist)",
+            whitelist.len() + blacklist.len(),
+            MAX_FILTERS,
+        )
+        .map_err(limit)?;
+        let cel: usize = whitelist
+            .iter()
+            .chain(blacklist)
+            .flat_map(|f| &f.experimental)
+            .map(|e| e.cel_expression.len())
+            .sum();
+        limits::check("CEL expressions", cel, MAX_CEL_EXPRESSIONS).map_err(limit)?;
+        let mut regexes = RegexBudget::new();
+        let mut compile_all = |list: &[FlowFilter]| {
             list.iter()
-                .map(CompiledFilter::compile)
+                .map(|f| CompiledFilter::compile(f, &mut regexes))
                 .collect::<Result<Vec<_>, _>>()
         };
         Ok(FlowFilters {

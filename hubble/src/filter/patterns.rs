@@ -61,7 +61,7 @@ fn compile_alternatives(
         push(&mut re, p).map_err(|e| (p.clone(), e))?;
     }
     re.push_str(r")\z");
-    Regex::new(&re).map_err(|e| (patterns.join(","), e.to_string()))
+    crate::limits::regex(&re).map_err(|e| (patterns.join(","), e.to_string()))
 }
 
 /// One regex matching any of the FQDN patterns; the error names the bad pattern.

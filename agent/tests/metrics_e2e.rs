@@ -2,7 +2,8 @@
 //! lab, `hubble-agent run --print-flows --metrics ...` on a loopback port of its own, lab
 //! traffic (allowed and denied), then a real HTTP scrape of /metrics whose counts must equal
 //! those of the flows the agent printed; the in-agent exporter (`--hubble-export-*`) writes the
-//! same flows but the denied ones. Without root or BPF it skips, but fails when CI=true.
+//! same flows but the denied ones. The exposition is the Prometheus text format (promtool lints
+//! it), OpenMetrics for a scraper asking for it, and a real Prometheus server scrapes it. Without root or BPF it skips, but fails when CI=true.
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -128,6 +129,88 @@ fn promtool_accepts(body: &str) {
     );
 }
 
+/// A real Prometheus server (Debian's package; required under CI=true), on loopback with
+/// its own config and data directory under `dir`, scrapes the agent at `addr` every second;
+/// `hubble_flows_processed_total` comes back through its query API within 30 s.
+fn prometheus_scrapes(addr: &str, dir: &std::path::Path) {
+    if Command::new("prometheus")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "prometheus is needed under CI=true (apt-get install prometheus)"
+        );
+        eprintln!("prometheus not found: no real scrape");
+        return;
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let config = dir.join("prometheus.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "global: {{scrape_interval: 1s, evaluation_interval: 1s}}\n\
+             scrape_configs:\n  - job_name: hubble\n    static_configs: [{{targets: ['{addr}']}}]\n"
+        ),
+    )
+    .unwrap();
+    /// Stops the server whatever happens.
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _prom = Kill(
+        Command::new("prometheus")
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.join("prometheus").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start prometheus"),
+    );
+    let prom_addr = format!("127.0.0.1:{port}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let mut last = String::new();
+    while std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(500));
+        let Ok(mut s) = TcpStream::connect(&prom_addr) else {
+            continue;
+        };
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let _ = write!(
+            s,
+            "GET /api/v1/query?query=sum(hubble_flows_processed_total) HTTP/1.1\r\nHost: {prom_addr}\r\nConnection: close\r\n\r\n"
+        );
+        let mut buf = String::new();
+        let _ = s.read_to_string(&mut buf);
+        let Some((_, body)) = buf.split_once("\r\n\r\n") else {
+            continue;
+        };
+        last = body.to_string();
+        let Ok(v) = serde_json::from_str::<Value>(body) else {
+            continue;
+        };
+        let n = v["data"]["result"][0]["value"][1]
+            .as_str()
+            .and_then(|x| x.parse::<f64>().ok());
+        if n.is_some_and(|n| n > 0.0) {
+            return;
+        }
+    }
+    panic!("Prometheus did not scrape hubble_flows_processed_total within 30 s: {last}");
+}
+
 fn value(v: &prometheus_parse::Value) -> f64 {
     match v {
         prometheus_parse::Value::Counter(v)
@@ -235,6 +318,7 @@ fn scrape_matches_the_flows_seen() {
         "{om_headers}"
     );
     assert!(om_body.ends_with("# EOF\n"), "{om_body}");
+    prometheus_scrapes(addr, dir.path());
     let (status, _, _) = http_get(addr, "/nope");
     assert!(status.contains("404"), "{status}");
     let scrape = prometheus_parse::Scrape::parse(body.lines().map(|l| Ok(l.to_string())))

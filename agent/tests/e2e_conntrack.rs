@@ -19,29 +19,7 @@ const TEST: &str = "e2e conntrack test";
 const SPORT: u16 = 40_123;
 
 fn spec_text(name: &str) -> String {
-    format!(
-        r#"
-[lab]
-name = "{name}"
-node = "{name}-node"
-ipv4_cidr = "10.250.72.0/24"
-ipv6_cidr = "fd00:250:72::/64"
-
-[[pods]]
-namespace = "default"
-name = "client"
-labels = {{ app = "client" }}
-ipv4 = "10.250.72.10"
-ipv6 = "fd00:250:72::10"
-
-[[pods]]
-namespace = "default"
-name = "sink"
-labels = {{ app = "sink" }}
-ipv4 = "10.250.72.20"
-ipv6 = "fd00:250:72::20"
-"#
-    )
+    common::two_pod_lab(name, 72, "", "")
 }
 
 /// One UDP packet from the client pod, always from port SPORT (the same tuple).

@@ -20,30 +20,7 @@ const BIN: &str = env!("CARGO_BIN_EXE_hubble-agent");
 const TEST: &str = "e2e lost events test";
 
 fn spec_text(name: &str) -> String {
-    format!(
-        r#"
-[lab]
-name = "{name}"
-node = "{name}-node"
-ipv4_cidr = "10.250.71.0/24"
-ipv6_cidr = "fd00:250:71::/64"
-
-[[pods]]
-namespace = "default"
-name = "client"
-labels = {{ app = "client" }}
-ipv4 = "10.250.71.10"
-ipv6 = "fd00:250:71::10"
-
-[[pods]]
-namespace = "default"
-name = "sink"
-labels = {{ app = "sink" }}
-ipv4 = "10.250.71.20"
-ipv6 = "fd00:250:71::20"
-l7 = ["dns/53"]
-"#
-    )
+    common::two_pod_lab(name, 71, "l7 = [\"dns/53\"]", "")
 }
 
 /// The number after `key=` in the agent's summary lines.
@@ -57,11 +34,7 @@ fn counter(lines: &[String], key: &str) -> u64 {
 
 /// (source, cpu, count) of every LostEvent the agent stores.
 fn lost_events(server: &str) -> Vec<(i32, Option<i32>, u64)> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
+    common::block_on(async {
         let ch = hubble::client::connect(server, Duration::from_secs(5))
             .await
             .unwrap();

@@ -16,42 +16,23 @@ use common::{TestLab, flow_of, spawn_attached_streams};
 const BIN: &str = env!("CARGO_BIN_EXE_hubble-agent");
 const TEST: &str = "e2e policy defaults test";
 
-fn spec_text(name: &str) -> String {
-    format!(
-        r#"
-[lab]
-name = "{name}"
-node = "{name}-node"
-ipv4_cidr = "10.250.73.0/24"
-ipv6_cidr = "fd00:250:73::/64"
-
-[[pods]]
-namespace = "default"
-name = "client"
-labels = {{ app = "client" }}
-ipv4 = "10.250.73.10"
-ipv6 = "fd00:250:73::10"
-
-[[pods]]
-namespace = "default"
-name = "sink"
-labels = {{ app = "sink" }}
-ipv4 = "10.250.73.20"
-ipv6 = "fd00:250:73::20"
-
+/// sink takes only the client; the client sends only to sink.
+const POLICIES: &str = r#"
 [[policies]]
 name = "sink-from-client"
 namespace = "default"
-endpoint_selector = {{ app = "sink" }}
-ingress = [{{ from = [{{ labels = {{ app = "client" }} }}] }}]
+endpoint_selector = { app = "sink" }
+ingress = [{ from = [{ labels = { app = "client" } }] }]
 
 [[policies]]
 name = "client-to-sink"
 namespace = "default"
-endpoint_selector = {{ app = "client" }}
-egress = [{{ to = [{{ labels = {{ app = "sink" }} }}] }}]
-"#
-    )
+endpoint_selector = { app = "client" }
+egress = [{ to = [{ labels = { app = "sink" } }] }]
+"#;
+
+fn spec_text(name: &str) -> String {
+    common::two_pod_lab(name, 73, "", POLICIES)
 }
 
 fn ip(netns: &str, args: &[&str]) -> std::process::Output {

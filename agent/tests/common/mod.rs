@@ -57,6 +57,47 @@ impl TestLab {
     }
 }
 
+/// A lab spec of two pods, `default/client` (`.10`) and `default/sink` (`.20`), on
+/// 10.250.NET.0/24 and fd00:250:NET::/64; `sink_extra` goes into the sink's table (e.g.
+/// `l7 = ["dns/53"]`) and `tail` after the pods (e.g. `[[policies]]`).
+#[allow(dead_code)]
+pub fn two_pod_lab(name: &str, net: u8, sink_extra: &str, tail: &str) -> String {
+    format!(
+        r#"
+[lab]
+name = "{name}"
+node = "{name}-node"
+ipv4_cidr = "10.250.{net}.0/24"
+ipv6_cidr = "fd00:250:{net}::/64"
+
+[[pods]]
+namespace = "default"
+name = "client"
+labels = {{ app = "client" }}
+ipv4 = "10.250.{net}.10"
+ipv6 = "fd00:250:{net}::10"
+
+[[pods]]
+namespace = "default"
+name = "sink"
+labels = {{ app = "sink" }}
+ipv4 = "10.250.{net}.20"
+ipv6 = "fd00:250:{net}::20"
+{sink_extra}
+{tail}"#
+    )
+}
+
+/// Runs `f` to completion on a current-thread runtime of its own.
+#[allow(dead_code)]
+pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(f)
+}
+
 /// The workspace's `hubble` binary (built by `cargo test --workspace` / `cargo build`; a
 /// test run of the agent package alone may find an older one). Missing, callers check with
 /// the client library instead, except under CI=true, where it must have been built: the
@@ -226,11 +267,7 @@ pub fn all_events(server: &str) -> Vec<Value> {
             .collect();
     }
     eprintln!("no hubble binary next to the tests: checking with the client library");
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
+    block_on(async {
         let ch = hubble::client::connect(server, Duration::from_secs(5))
             .await
             .unwrap();

@@ -1,11 +1,13 @@
 //! How a gRPC server (the agent's, the relay's) takes its connections: at most
-//! `--grpc-max-connections` served at once, TLS handshakes bounded in time and in number,
-//! and the HTTP/2 settings of tonic's builder (keepalive pings, streams per connection).
+//! `--grpc-max-connections` served at once per listener, TLS handshakes bounded in time and
+//! in number, and the HTTP/2 settings of tonic's builder (keepalive pings, streams per
+//! connection).
 //!
-//! A connection holds a slot from its accept until it closes; while every slot is taken
-//! nothing is accepted, and clients wait in the listen backlog. A TLS handshake in progress
-//! also holds a pending slot; at the cap the oldest pending handshake is dropped for the new
-//! one, so clients that never finish theirs cannot keep a prompt client out.
+//! A connection holds a slot of its listener from its accept until it closes; while every
+//! slot is taken nothing is accepted, and clients wait in the listen backlog. Listeners have
+//! slots of their own, so remote clients cannot crowd out the unix socket's. A TLS handshake
+//! in progress also holds a pending slot; at the cap the oldest pending handshake is dropped
+//! for the new one, so clients that never finish theirs cannot keep a prompt client out.
 
 use std::collections::VecDeque;
 use std::io;
@@ -23,6 +25,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::server::Connected;
 
 use crate::tls::ServerTls;
+use crate::timefmt::parse_go_duration;
 
 /// Default `--grpc-keepalive-interval`.
 pub const DEFAULT_KEEPALIVE_INTERVAL: &str = "30s";
@@ -57,8 +60,8 @@ pub struct ServerLimits {
     /// SETTINGS_MAX_CONCURRENT_STREAMS); a client's further calls wait for one to end.
     #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_CONCURRENT_STREAMS, value_parser = clap::value_parser!(u32).range(1..))]
     pub grpc_max_concurrent_streams: u32,
-    /// Client connections served at once (unix socket and TCP together); further clients
-    /// wait to be accepted until one closes.
+    /// Client connections served at once on each listener (the unix socket and TCP have
+    /// their own); further clients wait to be accepted until one closes.
     #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_CONNECTIONS, value_parser = at_least_one)]
     pub grpc_max_connections: usize,
     /// How long a client has to complete its TLS handshake.
@@ -84,7 +87,7 @@ impl Default for ServerLimits {
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
-    match crate::timefmt::parse_go_duration(s) {
+    match parse_go_duration(s) {
         Some(ns) if ns >= 0 => Ok(Duration::from_nanos(ns as u64)),
         _ => Err(format!("invalid duration {s:?} (examples: 30s, 500ms, 1m)")),
     }
@@ -116,8 +119,7 @@ impl ServerLimits {
     }
 }
 
-/// One server's connection slots and pending TLS handshakes, shared by its listeners.
-#[derive(Clone)]
+/// One listener's connection slots and pending TLS handshakes.
 pub struct Acceptor {
     slots: Arc<Semaphore>,
     max_connections: usize,

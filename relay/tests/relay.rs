@@ -130,7 +130,7 @@ async fn relay_tls(
     let addr = l.local_addr().unwrap().to_string();
     let o = obs.clone();
     let task = tokio::spawn(async move {
-        relay::server::serve(o, l, tls, std::future::pending())
+        relay::server::serve(o, l, tls, Default::default(), std::future::pending())
             .await
             .unwrap();
     });

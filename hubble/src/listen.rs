@@ -46,7 +46,7 @@ const ACCEPT_QUEUE: usize = 16;
 const REPORT_INTERVAL: Duration = Duration::from_secs(10);
 
 /// The server-side limits, as flags of `hubble-agent` and `hubble-relay`.
-#[derive(Debug, Clone, clap::Args)]
+#[derive(Debug, Clone, PartialEq, Eq, clap::Args)]
 pub struct ServerLimits {
     /// Ping a client connection (HTTP/2 PING) when it has been quiet this long, and close
     /// it when the ping is not answered within --grpc-keepalive-timeout: dead clients,
@@ -54,7 +54,7 @@ pub struct ServerLimits {
     #[arg(long, value_name = "DURATION", default_value = DEFAULT_KEEPALIVE_INTERVAL, value_parser = parse_duration)]
     pub grpc_keepalive_interval: Duration,
     /// How long an HTTP/2 keepalive ping may go unanswered before the connection is closed.
-    #[arg(long, value_name = "DURATION", default_value = DEFAULT_KEEPALIVE_TIMEOUT, value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = DEFAULT_KEEPALIVE_TIMEOUT, value_parser = parse_positive_duration)]
     pub grpc_keepalive_timeout: Duration,
     /// Calls (streams) one client connection may have open at once (HTTP/2
     /// SETTINGS_MAX_CONCURRENT_STREAMS); a client's further calls wait for one to end.
@@ -122,7 +122,6 @@ impl ServerLimits {
 /// One listener's connection slots and pending TLS handshakes.
 pub struct Acceptor {
     slots: Arc<Semaphore>,
-    max_connections: usize,
     pending: Arc<Pending>,
     handshake_timeout: Duration,
 }
@@ -131,7 +130,6 @@ impl Acceptor {
     pub fn new(limits: &ServerLimits) -> Self {
         Acceptor {
             slots: Arc::new(Semaphore::new(limits.grpc_max_connections.max(1))),
-            max_connections: limits.grpc_max_connections.max(1),
             pending: Arc::new(Pending {
                 max: limits.tls_max_pending_handshakes.max(1),
                 queue: Mutex::new(VecDeque::new()),
@@ -225,11 +223,6 @@ impl Acceptor {
             }
         });
         ReceiverStream::new(rx)
-    }
-
-    /// Connections being served or handshaking now.
-    pub fn connections(&self) -> usize {
-        self.max_connections - self.slots.available_permits()
     }
 }
 
@@ -433,4 +426,48 @@ fn is_transient_accept_error(e: &io::Error) -> bool {
             | io::ErrorKind::Interrupted
             | io::ErrorKind::WouldBlock
     ) || matches!(e.raw_os_error(), Some(EMFILE | ENFILE))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        limits: ServerLimits,
+    }
+
+    fn parse(args: &[&str]) -> Result<ServerLimits, String> {
+        Cli::try_parse_from(std::iter::once("x").chain(args.iter().copied()))
+            .map(|c| c.limits)
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn flags_defaults_and_bad_values() {
+        let d = parse(&[]).unwrap();
+        assert_eq!(d, ServerLimits::default());
+        assert_eq!(d.grpc_keepalive_interval, Duration::from_secs(30));
+        assert_eq!(d.grpc_keepalive_timeout, Duration::from_secs(20));
+        assert_eq!(d.tls_handshake_timeout, Duration::from_secs(10));
+        assert_eq!((d.grpc_max_concurrent_streams, d.grpc_max_connections), (1024, 1024));
+        assert_eq!(d.tls_max_pending_handshakes, 128);
+        let l = parse(&["--grpc-keepalive-interval", "0", "--tls-handshake-timeout", "1m30s"]);
+        let l = l.unwrap();
+        assert!(l.grpc_keepalive_interval.is_zero());
+        assert_eq!(l.tls_handshake_timeout, Duration::from_secs(90));
+        for bad in [
+            ["--grpc-keepalive-interval", "soon"],
+            ["--grpc-keepalive-timeout", "0s"],
+            ["--grpc-max-concurrent-streams", "0"],
+            ["--grpc-max-connections", "0"],
+            ["--tls-handshake-timeout", "0"],
+            ["--tls-max-pending-handshakes", "-1"],
+        ] {
+            let e = parse(&bad).unwrap_err();
+            assert!(e.contains(bad[0]), "{e}");
+        }
+    }
 }

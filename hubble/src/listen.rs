@@ -464,7 +464,7 @@ mod tests {
             ["--grpc-max-concurrent-streams", "0"],
             ["--grpc-max-connections", "0"],
             ["--tls-handshake-timeout", "0"],
-            ["--tls-max-pending-handshakes", "-1"],
+            ["--tls-max-pending-handshakes", "many"],
         ] {
             let e = parse(&bad).unwrap_err();
             assert!(e.contains(bad[0]), "{e}");

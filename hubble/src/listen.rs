@@ -145,7 +145,7 @@ impl Acceptor {
     pub fn tcp(
         &self,
         listener: TcpListener,
-    ) -> impl Stream<Item = io::Result<Conn<TcpStream>>> + Send + 'static {
+    ) -> impl Stream<Item = io::Result<Conn<TcpStream>>> + Send + use<> {
         self.plain(listener)
     }
 
@@ -153,14 +153,14 @@ impl Acceptor {
     pub fn unix(
         &self,
         listener: UnixListener,
-    ) -> impl Stream<Item = io::Result<Conn<UnixStream>>> + Send + 'static {
+    ) -> impl Stream<Item = io::Result<Conn<UnixStream>>> + Send + use<> {
         self.plain(listener)
     }
 
     fn plain<L: Listen>(
         &self,
         listener: L,
-    ) -> impl Stream<Item = io::Result<Conn<L::Io>>> + Send + 'static {
+    ) -> impl Stream<Item = io::Result<Conn<L::Io>>> + Send + use<L> {
         let (tx, rx) = mpsc::channel(ACCEPT_QUEUE);
         let slots = self.slots.clone();
         tokio::spawn(async move {
@@ -182,7 +182,7 @@ impl Acceptor {
         listener: TcpListener,
         tls: &ServerTls,
         who: &'static str,
-    ) -> impl Stream<Item = io::Result<Conn<tokio_rustls::server::TlsStream<TcpStream>>>> + Send + 'static
+    ) -> impl Stream<Item = io::Result<Conn<tokio_rustls::server::TlsStream<TcpStream>>>> + Send + use<>
     {
         let acceptor = tls.acceptor();
         let (tx, rx) = mpsc::channel(ACCEPT_QUEUE);

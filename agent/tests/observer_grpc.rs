@@ -658,19 +658,28 @@ async fn floods_of_streams_and_connections_wait_and_others_are_served() {
         client::server_status(ch, 6 * T).await
     });
     tokio::time::sleep(ms(500)).await;
-    assert!(!fifth.is_finished(), "the fifth connection waits: {fifth:?}");
+    assert!(
+        !fifth.is_finished(),
+        "the fifth connection waits: {fifth:?}"
+    );
     // A flow for every follower, while they hold everything they may.
     srv.obs.push_flow(flow(100));
     for s in flood.iter_mut() {
-        let r = tokio::time::timeout(T, s.next()).await.expect("follower served");
+        let r = tokio::time::timeout(T, s.next())
+            .await
+            .expect("follower served");
         assert_eq!(pod(&r.unwrap().unwrap()), "pod-100");
     }
     // A stream ends: the ninth call goes; a connection closes: the fifth is served.
     drop(flood.remove(0));
-    let st = tokio::time::timeout(T, ninth).await.expect("ninth call served");
+    let st = tokio::time::timeout(T, ninth)
+        .await
+        .expect("ninth call served");
     assert_eq!(st.unwrap().unwrap().num_flows, 101);
     drop(fourth);
-    let st = tokio::time::timeout(T, fifth).await.expect("fifth connection served");
+    let st = tokio::time::timeout(T, fifth)
+        .await
+        .expect("fifth connection served");
     assert_eq!(st.unwrap().unwrap().num_flows, 101);
     srv.stop().await;
 }

@@ -24,8 +24,8 @@ use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::server::Connected;
 
-use crate::tls::ServerTls;
 use crate::timefmt::parse_go_duration;
+use crate::tls::ServerTls;
 
 /// Default `--grpc-keepalive-interval`.
 pub const DEFAULT_KEEPALIVE_INTERVAL: &str = "30s";
@@ -452,9 +452,17 @@ mod tests {
         assert_eq!(d.grpc_keepalive_interval, Duration::from_secs(30));
         assert_eq!(d.grpc_keepalive_timeout, Duration::from_secs(20));
         assert_eq!(d.tls_handshake_timeout, Duration::from_secs(10));
-        assert_eq!((d.grpc_max_concurrent_streams, d.grpc_max_connections), (1024, 1024));
+        assert_eq!(
+            (d.grpc_max_concurrent_streams, d.grpc_max_connections),
+            (1024, 1024)
+        );
         assert_eq!(d.tls_max_pending_handshakes, 128);
-        let l = parse(&["--grpc-keepalive-interval", "0", "--tls-handshake-timeout", "1m30s"]);
+        let l = parse(&[
+            "--grpc-keepalive-interval",
+            "0",
+            "--tls-handshake-timeout",
+            "1m30s",
+        ]);
         let l = l.unwrap();
         assert!(l.grpc_keepalive_interval.is_zero());
         assert_eq!(l.tls_handshake_timeout, Duration::from_secs(90));

@@ -1056,7 +1056,10 @@ async fn dead_and_surplus_clients_do_not_hold_up_the_others() {
         client::server_status(ch, 6 * T).await
     });
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert!(!third.is_finished(), "the third connection waits: {third:?}");
+    assert!(
+        !third.is_finished(),
+        "the third connection waits: {third:?}"
+    );
     drop(other);
     let st = tokio::time::timeout(T, third).await.expect("third served");
     assert_eq!(st.unwrap().unwrap().num_flows, 20);

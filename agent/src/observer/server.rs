@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Arc;
 
+use hubble::listen::{Acceptor, ServerLimits};
 use hubble_api::observer::observer_server::{Observer, ObserverServer};
 use hubble_api::observer::{
     GetAgentEventsRequest, GetAgentEventsResponse, GetDebugEventsRequest, GetDebugEventsResponse,
@@ -16,7 +17,6 @@ use hubble_api::peer::peer_server::{Peer, PeerServer};
 use hubble_api::peer::{ChangeNotification, ChangeNotificationType, NotifyRequest};
 use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::mpsc;
-use hubble::listen::{Acceptor, ServerLimits};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::{Stream, StreamExt};
 use tonic::codegen::http;

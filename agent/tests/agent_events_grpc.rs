@@ -266,6 +266,7 @@ async fn a_started_server_records_agent_started() {
         tls_cert_file: None,
         tls_key_file: None,
         tls_client_ca_files: Vec::new(),
+        limits: Default::default(),
     };
     let before = SystemTime::now();
     let running = HubbleServer::bind_any(&args)

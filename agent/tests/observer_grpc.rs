@@ -1,6 +1,7 @@
 //! The agent's Hubble gRPC server in process, over a real unix socket and TCP on 127.0.0.1:
 //! GetFlows (last, first, follow, filters, errors), ServerStatus, GetNodes, namespaces, peers,
-//! health and the version header. No privileges needed.
+//! health and the version header; the server limits (keepalive, stream and connection caps)
+//! against clients that stall or flood. No privileges needed.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,6 +16,15 @@ use pbjson_types::Timestamp;
 #[path = "support/grpc_server.rs"]
 mod grpc_server;
 use grpc_server::Server;
+#[path = "support/raw_peer.rs"]
+mod raw_peer;
+use hubble::listen::ServerLimits;
+
+const T: Duration = Duration::from_secs(5);
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
 
 fn flow(i: u64) -> Flow {
     Flow {
@@ -512,5 +522,164 @@ async fn requests_past_the_limits_are_refused_and_the_server_goes_on() {
         assert_eq!(st.num_flows, 3);
     }
     assert_eq!(collect(&srv.tcp, GetFlowsRequest::default()).await.len(), 3);
+    srv.stop().await;
+}
+
+/// A client on a connection of its own gets ServerStatus and the last 10 flows, each within
+/// 5 s; its channel is returned (the connection stays open while it is held).
+async fn answered(addr: &str) -> tonic::transport::Channel {
+    let ch = client::connect(addr, T).await.unwrap();
+    tokio::time::timeout(T, client::server_status(ch.clone(), T))
+        .await
+        .unwrap_or_else(|_| panic!("ServerStatus on {addr} answered within 5 s"))
+        .unwrap();
+    let flows = tokio::time::timeout(T, async {
+        let req = GetFlowsRequest {
+            number: 10,
+            ..Default::default()
+        };
+        let mut s = client::get_flows(ch.clone(), req).await.unwrap();
+        let mut n = 0;
+        while let Some(r) = s.next().await {
+            r.unwrap();
+            n += 1;
+        }
+        n
+    })
+    .await
+    .unwrap_or_else(|_| panic!("GetFlows on {addr} answered within 5 s"));
+    assert_eq!(flows, 10);
+    ch
+}
+
+fn follow() -> GetFlowsRequest {
+    GetFlowsRequest {
+        follow: true,
+        ..Default::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_follower_does_not_hold_up_other_clients() {
+    let srv = Server::start(observer(100, 65535)).await;
+    // Followers that stop reading, over TCP and over the socket.
+    let mut stalled = Vec::new();
+    for addr in [&srv.tcp, &srv.unix] {
+        let ch = client::connect(addr, T).await.unwrap();
+        let mut s = client::get_flows(ch, follow()).await.unwrap();
+        srv.obs.push_flow(flow(100));
+        s.next().await.unwrap().unwrap();
+        stalled.push(s);
+    }
+    // ~40 MB of flows: their HTTP/2 windows and socket buffers fill many times over.
+    let padding = "x".repeat(2000);
+    for i in 101..20_000 {
+        #[allow(deprecated)]
+        srv.obs.push_flow(Flow {
+            summary: padding.clone(),
+            ..flow(i)
+        });
+    }
+    for addr in [&srv.tcp, &srv.unix] {
+        answered(addr).await;
+    }
+    drop(stalled);
+    srv.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keepalive_lets_go_of_a_dead_client_and_keeps_a_live_one() {
+    let limits = ServerLimits {
+        grpc_keepalive_interval: ms(200),
+        grpc_keepalive_timeout: ms(200),
+        ..Default::default()
+    };
+    let srv = Server::start_with(observer(1, 7), limits).await;
+    let ch = client::connect(&srv.tcp, T).await.unwrap();
+    let mut live = client::get_flows(
+        ch,
+        GetFlowsRequest {
+            number: 1,
+            ..follow()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(pod(&live.next().await.unwrap().unwrap()), "pod-0");
+    // Started HTTP/2, then went silent: closed once a PING goes unanswered (0.4 s here).
+    let mut dead = raw_peer::silent_h2(&srv.tcp).await;
+    assert!(
+        raw_peer::closed_within(&mut dead, T).await,
+        "a client that answers no PING is let go"
+    );
+    // The live follower was idle for several intervals too, but its client answers PINGs.
+    tokio::time::sleep(ms(1000)).await;
+    srv.obs.push_flow(flow(1));
+    let r = tokio::time::timeout(T, live.next())
+        .await
+        .expect("the live follower is still served")
+        .unwrap()
+        .unwrap();
+    assert_eq!(pod(&r), "pod-1");
+    srv.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn floods_of_streams_and_connections_wait_and_others_are_served() {
+    let limits = ServerLimits {
+        grpc_max_concurrent_streams: 8,
+        grpc_max_connections: 4,
+        ..Default::default()
+    };
+    let srv = Server::start_with(observer(100, 1023), limits).await;
+    // Three TCP connections with as many follow streams as they may have.
+    let mut flood = Vec::new();
+    let mut channels = Vec::new();
+    for _ in 0..3 {
+        let ch = client::connect(&srv.tcp, T).await.unwrap();
+        for _ in 0..8 {
+            flood.push(client::get_flows(ch.clone(), follow()).await.unwrap());
+        }
+        channels.push(ch);
+    }
+    // A ninth call on a full connection waits for one of its streams to end.
+    let ch0 = channels[0].clone();
+    let ninth = tokio::spawn(async move { client::server_status(ch0, 6 * T).await });
+    tokio::time::sleep(ms(500)).await;
+    assert!(!ninth.is_finished(), "the ninth stream waits: {ninth:?}");
+    // A fourth connection (the last slot) is served meanwhile, and so is the unix socket,
+    // which has slots of its own.
+    let fourth = answered(&srv.tcp).await;
+    let _unix = answered(&srv.unix).await;
+    // A fifth connection waits to be accepted.
+    let tcp = srv.tcp.clone();
+    let fifth = tokio::spawn(async move {
+        let ch = client::connect(&tcp, 6 * T).await?;
+        client::server_status(ch, 6 * T).await
+    });
+    tokio::time::sleep(ms(500)).await;
+    assert!(
+        !fifth.is_finished(),
+        "the fifth connection waits: {fifth:?}"
+    );
+    // A flow for every follower, while they hold everything they may.
+    srv.obs.push_flow(flow(100));
+    for s in flood.iter_mut() {
+        let r = tokio::time::timeout(T, s.next())
+            .await
+            .expect("follower served");
+        assert_eq!(pod(&r.unwrap().unwrap()), "pod-100");
+    }
+    // A stream ends: the ninth call goes; a connection closes: the fifth is served.
+    drop(flood.remove(0));
+    let st = tokio::time::timeout(T, ninth)
+        .await
+        .expect("ninth call served");
+    assert_eq!(st.unwrap().unwrap().num_flows, 101);
+    drop(fourth);
+    let st = tokio::time::timeout(T, fifth)
+        .await
+        .expect("fifth connection served");
+    assert_eq!(st.unwrap().unwrap().num_flows, 101);
     srv.stop().await;
 }

@@ -1,6 +1,7 @@
 //! The agent's Hubble API over TLS and mutual TLS, in process over real TCP on 127.0.0.1,
 //! with certificates from `agent::certs::generate`: who gets in, who is refused, what the
-//! Peer service announces, and that refused clients do not stop the server. No privileges.
+//! Peer service announces, that refused clients do not stop the server, and that clients
+//! that never finish their handshake are let go. No privileges.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -8,6 +9,7 @@ use std::time::Duration;
 
 use agent::observer::{Listeners, LocalObserver, ServeOptions, serve};
 use hubble::client;
+use hubble::listen::ServerLimits;
 use hubble::tls::{ClientTls, ClientTlsArgs, ServerTls};
 use hubble_api::flow::{Endpoint, Flow};
 use hubble_api::observer::GetFlowsRequest;
@@ -16,6 +18,8 @@ use hubble_api::peer::peer_client::PeerClient;
 use tokio::sync::oneshot;
 
 mod common;
+#[path = "support/raw_peer.rs"]
+mod raw_peer;
 
 const T: Duration = Duration::from_secs(5);
 
@@ -29,6 +33,11 @@ struct Server {
 impl Server {
     /// A server with 5 flows on 127.0.0.1:0; mutual TLS when `mutual`.
     async fn start(mutual: bool) -> Server {
+        Self::start_with(mutual, ServerLimits::default()).await
+    }
+
+    /// [`Server::start`] within `limits`.
+    async fn start_with(mutual: bool, limits: ServerLimits) -> Server {
         let certs = tempfile::tempdir().unwrap();
         agent::certs::generate(certs.path(), "default", false).unwrap();
         let p = |f: &str| certs.path().join(f);
@@ -49,6 +58,7 @@ impl Server {
             socket: None,
             listen_address: Some("127.0.0.1:0".into()),
             tls: Some(tls),
+            limits,
             ..Default::default()
         })
         .unwrap();
@@ -220,6 +230,64 @@ async fn server_tls_without_client_cas_and_the_tls_scheme() {
     // Plain text to the TLS port fails (the server reports the bad handshake and goes on).
     assert!(read_flows(&srv.addr, None).await.is_err());
     assert_eq!(read_flows(&url, tls.as_ref()).await, Ok(5));
+    srv.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn handshakes_never_finished_time_out_and_the_oldest_make_room() {
+    // Bounded in time: clients that never say ClientHello are let go...
+    let limits = ServerLimits {
+        tls_handshake_timeout: Duration::from_millis(500),
+        ..Default::default()
+    };
+    let srv = Server::start_with(true, limits).await;
+    let mut idle = Vec::new();
+    for _ in 0..3 {
+        idle.push(raw_peer::idle_tcp(&srv.addr).await);
+    }
+    // ...and do not keep a prompt client out meanwhile.
+    let good = srv.client(true, true, None);
+    let n = tokio::time::timeout(T, read_flows(&srv.addr, Some(&good))).await;
+    assert_eq!(n.expect("a prompt client is answered"), Ok(5));
+    for s in &mut idle {
+        assert!(
+            raw_peer::closed_within(s, T).await,
+            "an unfinished handshake times out"
+        );
+    }
+    srv.stop().await;
+
+    // Bounded in number: past the cap the oldest pending handshakes go, long before their
+    // timeout, and the newest wait on.
+    let limits = ServerLimits {
+        tls_handshake_timeout: Duration::from_secs(60),
+        tls_max_pending_handshakes: 4,
+        ..Default::default()
+    };
+    let srv = Server::start_with(true, limits).await;
+    let mut older = Vec::new();
+    for _ in 0..4 {
+        older.push(raw_peer::idle_tcp(&srv.addr).await);
+    }
+    let mut newer = Vec::new();
+    for _ in 0..4 {
+        newer.push(raw_peer::idle_tcp(&srv.addr).await);
+    }
+    for s in &mut older {
+        assert!(
+            raw_peer::closed_within(s, T).await,
+            "the oldest pending handshakes make room"
+        );
+    }
+    for s in &mut newer {
+        assert!(
+            !raw_peer::closed_within(s, Duration::from_millis(200)).await,
+            "the newest pending handshakes wait on"
+        );
+    }
+    let good = srv.client(true, true, None);
+    let n = tokio::time::timeout(T, read_flows(&srv.addr, Some(&good))).await;
+    assert_eq!(n.expect("a prompt client is answered"), Ok(5));
     srv.stop().await;
 }
 

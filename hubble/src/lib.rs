@@ -6,6 +6,7 @@ pub mod field_mask;
 pub mod files;
 pub mod filter;
 pub mod limits;
+pub mod listen;
 pub mod pipeline;
 pub mod printer;
 pub mod source;

@@ -5,7 +5,8 @@
 //! `--tls-server-name`) become a [`ClientTls`], which [`crate::client::connect_tls`] uses.
 //! Server side: [`ServerTls`] (certificate, key, optional client CAs for mTLS) and
 //! [`incoming`], a stream of TLS connections for tonic's `serve_with_incoming` in which
-//! a failed handshake is reported on stderr and skipped, never ending the server.
+//! a failed handshake is reported on stderr and skipped, never ending the server (the
+//! servers' own listeners go through [`crate::listen`] with their flags).
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -22,8 +23,6 @@ use pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 
 /// The scheme prefix of `--server` that turns TLS on (`tls://relay:443`).
 pub const TLS_PREFIX: &str = "tls://";
-/// How long a server waits for a client's TLS handshake.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Why a TLS setting could not be used. Displays as one line naming the file.
 #[derive(Debug, thiserror::Error)]
@@ -472,84 +471,15 @@ impl ServerTls {
     }
 }
 
-/// The TLS connections accepted on `listener`, for tonic's `serve_with_incoming`.
-/// Handshakes run concurrently with a timeout; a failed one (no client certificate, wrong
-/// CA, plain-text client) is reported on stderr as `"<who>: TLS handshake with <peer>
-/// failed: <why>"` and skipped. The stream ends only if accepting itself fails for good.
+/// The TLS connections accepted on `listener`, for tonic's `serve_with_incoming`, with the
+/// default [`ServerLimits`](crate::listen::ServerLimits): see
+/// [`Acceptor::tls`](crate::listen::Acceptor::tls).
 pub fn incoming(
     listener: TcpListener,
     tls: &ServerTls,
     who: &'static str,
-) -> impl Stream<Item = io::Result<tokio_rustls::server::TlsStream<TcpStream>>> + Send + 'static {
-    let acceptor = tls.acceptor();
-    let (tx, rx) = tokio::sync::mpsc::channel(64);
-    tokio::spawn(async move {
-        loop {
-            let (tcp, peer) = match listener.accept().await {
-                Ok(c) => c,
-                Err(e) if is_transient_accept_error(&e) => {
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-                Err(e) => {
-                    let _ = tx.send(Err(e)).await;
-                    return;
-                }
-            };
-            let _ = tcp.set_nodelay(true);
-            let acceptor = acceptor.clone();
-            let conn_tx = tx.clone();
-            tokio::spawn(async move {
-                let accept = acceptor.accept(tcp).into_fallible();
-                match tokio::time::timeout(HANDSHAKE_TIMEOUT, accept).await {
-                    Ok(Ok(s)) => {
-                        let _ = conn_tx.send(Ok(s)).await;
-                    }
-                    Ok(Err((e, tcp))) => {
-                        eprintln!("{who}: TLS handshake with {peer} failed: {e}");
-                        linger(tcp).await;
-                    }
-                    Err(_) => eprintln!("{who}: TLS handshake with {peer} failed: timed out"),
-                }
-            });
-            if tx.is_closed() {
-                return;
-            }
-        }
-    });
-    tokio_stream::wrappers::ReceiverStream::new(rx)
-}
-
-/// Closes a connection whose handshake failed without resetting it: the client's request
-/// may already be on its way, and closing with unread data would send a reset that discards
-/// our alert (say, "certificate required") before the client reads it. Bounded: 64 KiB or
-/// one second.
-async fn linger(mut tcp: TcpStream) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let _ = tcp.shutdown().await;
-    let drain = async {
-        let mut buf = [0u8; 4096];
-        let mut left: usize = 64 * 1024;
-        while left > 0 {
-            match tcp.read(&mut buf).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => left = left.saturating_sub(n),
-            }
-        }
-    };
-    let _ = tokio::time::timeout(Duration::from_secs(1), drain).await;
-}
-
-/// Accept errors that concern one connection or a passing shortage, not the listener.
-const EMFILE: i32 = 24;
-const ENFILE: i32 = 23;
-
-fn is_transient_accept_error(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
-        io::ErrorKind::ConnectionAborted
-            | io::ErrorKind::ConnectionReset
-            | io::ErrorKind::Interrupted
-            | io::ErrorKind::WouldBlock
-    ) || matches!(e.raw_os_error(), Some(EMFILE | ENFILE))
+) -> impl Stream<Item = io::Result<crate::listen::Conn<tokio_rustls::server::TlsStream<TcpStream>>>>
++ Send
++ 'static {
+    crate::listen::Acceptor::new(&crate::listen::ServerLimits::default()).tls(listener, tls, who)
 }

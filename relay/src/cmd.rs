@@ -81,6 +81,8 @@ pub struct ServeArgs {
     pub relay_name: String,
     #[command(flatten)]
     pub tls: TlsArgs,
+    #[command(flatten)]
+    pub limits: hubble::listen::ServerLimits,
 }
 
 /// TLS flags (Hubble Relay's names).
@@ -270,9 +272,15 @@ fn serve(args: ServeArgs) -> Result<()> {
             }
         };
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let server = tokio::spawn(crate::server::serve(relay, listener, server_tls, async {
-            let _ = stop_rx.await;
-        }));
+        let server = tokio::spawn(crate::server::serve(
+            relay,
+            listener,
+            server_tls,
+            args.limits.clone(),
+            async {
+                let _ = stop_rx.await;
+            },
+        ));
         shutdown.await;
         eprintln!("hubble-relay: stopping");
         let _ = stop_tx.send(());

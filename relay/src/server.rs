@@ -290,29 +290,28 @@ pub async fn router(
 }
 
 /// Serves the relay on `listener` (TLS with `tls`, else plaintext) until `shutdown`
-/// completes. With mutual TLS a client without a valid certificate fails its handshake
-/// (logged, skipped); the server goes on.
+/// completes, within `limits` (connection cap, TLS handshake bounds, HTTP/2 keepalive and
+/// streams per connection: [`hubble::listen`]). With mutual TLS a client without a valid
+/// certificate fails its handshake (logged, skipped); the server goes on.
 pub async fn serve(
     relay: Arc<RelayObserver>,
     listener: tokio::net::TcpListener,
     tls: Option<hubble::tls::ServerTls>,
+    limits: hubble::listen::ServerLimits,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    let r = router(relay, tonic::transport::Server::builder()).await?;
+    let r = router(relay, limits.builder()).await?;
+    let acceptor = hubble::listen::Acceptor::new(&limits);
     match tls {
         Some(tls) => {
-            let incoming = hubble::tls::incoming(listener, &tls, "hubble-relay");
+            let incoming = acceptor.tls(listener, &tls, "hubble-relay");
             r.serve_with_incoming_shutdown(incoming, shutdown).await?
         }
+        // Nagle is off on accepted connections: the tail of a burst would otherwise wait for
+        // the client's delayed ACK (tens of ms of added latency).
         None => {
-            // serve_with_incoming leaves Nagle on: the tail of a burst would wait for the
-            // client's delayed ACK (tens of ms of added latency).
-            let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener).map(|c| {
-                c.inspect(|tcp| {
-                    let _ = tcp.set_nodelay(true);
-                })
-            });
-            r.serve_with_incoming_shutdown(incoming, shutdown).await?
+            r.serve_with_incoming_shutdown(acceptor.tcp(listener), shutdown)
+                .await?
         }
     }
     Ok(())

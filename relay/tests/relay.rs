@@ -1,7 +1,8 @@
 //! The relay in process over real TCP on 127.0.0.1 in front of real agent servers (the
 //! agent's LocalObserver + gRPC server, flows pushed by the test): merge order, number/first,
 //! follow with a node going away and coming back, a peer that hangs or speaks garbage,
-//! ServerStatus / GetNodes / GetNamespaces, discovery through a Peer Notify stream.
+//! ServerStatus / GetNodes / GetNamespaces, discovery through a Peer Notify stream, and the
+//! server limits (keepalive, connection cap) against clients that die or crowd in.
 //! No privileges needed; every port is chosen by the kernel (port 0).
 
 use std::sync::Arc;
@@ -17,6 +18,10 @@ use pbjson_types::Timestamp;
 use relay::observer::{MergeOptions, RelayObserver};
 use relay::peers::{PeerOptions, Peers};
 use tokio::sync::oneshot;
+
+#[path = "../../agent/tests/support/raw_peer.rs"]
+mod raw_peer;
+use hubble::listen::ServerLimits;
 
 const T0: i64 = 1_700_000_000;
 
@@ -117,6 +122,15 @@ async fn relay_tls(
     drain: Duration,
     tls: Option<hubble::tls::ServerTls>,
 ) -> Relay {
+    relay_full(peers, drain, tls, ServerLimits::default()).await
+}
+
+async fn relay_full(
+    peers: Arc<Peers>,
+    drain: Duration,
+    tls: Option<hubble::tls::ServerTls>,
+    limits: ServerLimits,
+) -> Relay {
     let obs = Arc::new(RelayObserver::new(
         peers,
         MergeOptions {
@@ -130,7 +144,7 @@ async fn relay_tls(
     let addr = l.local_addr().unwrap().to_string();
     let o = obs.clone();
     let task = tokio::spawn(async move {
-        relay::server::serve(o, l, tls, std::future::pending())
+        relay::server::serve(o, l, tls, limits, std::future::pending())
             .await
             .unwrap();
     });
@@ -983,4 +997,74 @@ async fn a_slow_peer_does_not_hold_back_a_finite_request() {
     for a in agents {
         a.stop().await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_and_surplus_clients_do_not_hold_up_the_others() {
+    const T: Duration = Duration::from_secs(5);
+    let a = Agent::start("node-a", "127.0.0.1:0").await;
+    for k in 0..20 {
+        a.obs.push_flow(flow("node-a", "ns", k));
+    }
+    let peers = Peers::new(peer_options());
+    peers.upsert("node-a", &a.addr, None);
+    let limits = ServerLimits {
+        grpc_keepalive_interval: Duration::from_millis(200),
+        grpc_keepalive_timeout: Duration::from_millis(200),
+        grpc_max_connections: 2,
+        ..Default::default()
+    };
+    let r = relay_full(peers, Duration::from_millis(100), None, limits).await;
+    connected(&r, 1).await;
+    // A client that went silent after starting HTTP/2 is let go when a PING goes unanswered,
+    // and its slot with it.
+    let mut dead = raw_peer::silent_h2(&r.addr).await;
+    assert!(
+        raw_peer::closed_within(&mut dead, T).await,
+        "a client that answers no PING is let go"
+    );
+    // Two connections take both slots: a follower and a client.
+    let ch = client::connect(&r.addr, T).await.unwrap();
+    let mut follower = client::get_flows(
+        ch,
+        GetFlowsRequest {
+            follow: true,
+            number: 1,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    // The pod of the follower's next flow (node status events skipped).
+    async fn next_pod(s: &mut client::FlowStream) -> String {
+        loop {
+            let r = tokio::time::timeout(T, s.next()).await;
+            let r = r.expect("follower served").unwrap().unwrap();
+            if let Some((_, pod)) = flows(&[r]).pop() {
+                return pod;
+            }
+        }
+    }
+    assert_eq!(next_pod(&mut follower).await, "node-a-19");
+    let other = client::connect(&r.addr, T).await.unwrap();
+    let st = tokio::time::timeout(T, client::server_status(other.clone(), T)).await;
+    assert_eq!(st.expect("answered").unwrap().num_flows, 20);
+    // A third waits to be accepted, and is served once a connection closes.
+    let addr = r.addr.clone();
+    let third = tokio::spawn(async move {
+        let ch = client::connect(&addr, 6 * T).await?;
+        client::server_status(ch, 6 * T).await
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        !third.is_finished(),
+        "the third connection waits: {third:?}"
+    );
+    drop(other);
+    let st = tokio::time::timeout(T, third).await.expect("third served");
+    assert_eq!(st.unwrap().unwrap().num_flows, 20);
+    // The follower, idle all along but answering PINGs, is still served.
+    a.obs.push_flow(flow("node-a", "ns", 20));
+    assert_eq!(next_pod(&mut follower).await, "node-a-20");
+    a.stop().await;
 }

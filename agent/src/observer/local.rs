@@ -141,6 +141,17 @@ pub struct FlowQuery {
     lost_first: Option<Timestamp>,
     /// When the last LostEvent went out.
     lost_sent: Option<Instant>,
+    /// Set while the start is still to be found by walking back from `end` (`seq` is where
+    /// the walk got to).
+    walk: Option<Walk>,
+}
+
+/// The walk back to a query's start: `--last N` counts matching flows, `--since` stops at
+/// older flows.
+#[derive(Debug, Clone, Copy)]
+struct Walk {
+    first: bool,
+    counted: u64,
 }
 
 impl LocalObserver {
@@ -351,40 +362,46 @@ impl LocalObserver {
             lost: 0,
             lost_first: None,
             lost_sent: None,
+            walk: None,
         };
-        q.seq = self.start(&q, req.first, head);
+        if req.first && q.since.is_none() {
+            q.seq = head.saturating_sub(self.ring.capacity());
+        } else if !(q.follow && q.number == 0 && q.since.is_none()) {
+            // Found by the reader (walk_back), not here: the walk may take a while.
+            q.walk = Some(Walk {
+                first: req.first,
+                counted: 0,
+            });
+        }
         Ok(q)
     }
 
-    fn start(&self, q: &FlowQuery, first: bool, head: u64) -> u64 {
-        let oldest = head.saturating_sub(self.ring.capacity());
-        if first && q.since.is_none() {
-            return oldest;
-        }
-        if q.follow && q.number == 0 && q.since.is_none() {
-            return head;
-        }
-        // Walk back from the newest entry, counting matching flows.
-        let mut seq = head;
-        let mut counted = 0u64;
-        while seq > oldest {
-            let Read::Entry(e) = self.ring.read(seq - 1) else {
-                break;
-            };
-            if let Some(since) = q.since
-                && e.time < since
-            {
-                break;
-            }
-            seq -= 1;
-            if !first && q.number > 0 && e.is_flow() && q.matches(&e).0 {
-                counted += 1;
-                if counted == q.number {
-                    break;
-                }
+    /// Walks back from the newest entry to where the query starts. Over a full ring with
+    /// filters this decodes every entry, so it yields to the server's other tasks now and
+    /// then; its state is in `q`, and a dropped call resumes where it stopped.
+    async fn walk_back(&self, q: &mut FlowQuery) {
+        let oldest = q.end.saturating_sub(self.ring.capacity());
+        while let Some(walk) = q.walk {
+            tokio::task::consume_budget().await;
+            let done = q.seq <= oldest
+                || match self.ring.read(q.seq - 1) {
+                    Read::Entry(e) if q.since.is_some_and(|s| e.time < s) => true,
+                    Read::Entry(e) => {
+                        q.seq -= 1;
+                        if !walk.first && q.number > 0 && e.is_flow() && q.matches(&e).0 {
+                            let counted = walk.counted + 1;
+                            q.walk = Some(Walk { counted, ..walk });
+                            counted == q.number
+                        } else {
+                            false
+                        }
+                    }
+                    _ => true,
+                };
+            if done {
+                q.walk = None;
             }
         }
-        seq
     }
 
     /// The next response of a query; `None` when a non-follow query is done. Follow queries
@@ -419,7 +436,10 @@ impl LocalObserver {
     }
 
     async fn next_entry(&self, q: &mut FlowQuery) -> Option<Next> {
+        self.walk_back(q).await;
         loop {
+            // Entries the filters skip cost time too: other clients get their turn.
+            tokio::task::consume_budget().await;
             if !q.follow && (q.seq >= q.end || (q.number > 0 && q.sent >= q.number)) {
                 // Losses still unreported go out before the end.
                 return (q.lost > 0).then(|| Next::Lost(Box::new(self.take_lost(q))));
@@ -771,6 +791,49 @@ mod tests {
         let r = o.flow_rate(now);
         assert!((r - 20.0 / 9.5).abs() < 0.1, "{r}");
         assert_eq!(LocalObserver::new(7, "n").unwrap().flow_rate(now), 0.0);
+    }
+
+    /// Polls `o.next(q)` until it is ready, dropping the future each time it yields (as the
+    /// server's batching does); the answer, and how many polls it took.
+    async fn next_counting_polls(
+        o: &LocalObserver,
+        q: &mut FlowQuery,
+    ) -> (Option<GetFlowsResponse>, usize) {
+        let mut polls = 0;
+        loop {
+            polls += 1;
+            let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+            if let std::task::Poll::Ready(r) = std::pin::pin!(o.next(q)).poll(&mut cx) {
+                return (r, polls);
+            }
+            // Back to the runtime, which refills the task's budget.
+            tokio::task::yield_now().await;
+        }
+    }
+
+    #[tokio::test]
+    async fn long_scans_yield_to_other_tasks_and_resume() {
+        // Only the oldest flow of a full ring passes: the walk back to it, and the scan on
+        // after it, each go over every entry, decoding it for the filter.
+        let o = observer(4095, 4095);
+        let req = GetFlowsRequest {
+            number: 2,
+            whitelist: vec![FlowFilter {
+                source_pod: vec!["a/pod-0".into()],
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let mut q = o.query(&req).unwrap();
+        let (first, polls) = next_counting_polls(&o, &mut q).await;
+        let Some(ResponseTypes::Flow(f)) = first.and_then(|r| r.response_types) else {
+            panic!("pod-0 expected");
+        };
+        assert_eq!(f.source.unwrap().pod_name, "pod-0");
+        assert!(polls > 1, "the walk back never yielded");
+        let (end, polls) = next_counting_polls(&o, &mut q).await;
+        assert!(end.is_none());
+        assert!(polls > 1, "the scan on never yielded");
     }
 
     #[tokio::test]

@@ -76,6 +76,8 @@ pub struct ServerArgs {
         requires = "tls_cert_file"
     )]
     pub tls_client_ca_files: Vec<PathBuf>,
+    #[command(flatten)]
+    pub limits: hubble::listen::ServerLimits,
 }
 
 /// A path where an empty value means "none" (clap's path parser refuses empty values).
@@ -134,6 +136,7 @@ impl HubbleServer {
             tls: args.server_tls()?,
             socket_group: args.socket_group,
             plaintext_anywhere: args.disable_server_tls,
+            limits: args.limits.clone(),
         };
         let listeners = match Listeners::bind(&opts) {
             // A busy TCP port (e.g. another agent of a parallel test) leaves the socket on.

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Arc;
 
+use hubble::listen::{Acceptor, ServerLimits};
 use hubble_api::observer::observer_server::{Observer, ObserverServer};
 use hubble_api::observer::{
     GetAgentEventsRequest, GetAgentEventsResponse, GetDebugEventsRequest, GetDebugEventsResponse,
@@ -16,7 +17,7 @@ use hubble_api::peer::peer_server::{Peer, PeerServer};
 use hubble_api::peer::{ChangeNotification, ChangeNotificationType, NotifyRequest};
 use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::mpsc;
-use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream, UnixListenerStream};
+use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::{Stream, StreamExt};
 use tonic::codegen::http;
 use tonic::metadata::MetadataValue;
@@ -457,6 +458,8 @@ pub struct ServeOptions {
     /// Serve plaintext TCP beyond loopback (`--disable-server-tls`); see
     /// [`super::listen::tcp_address`].
     pub plaintext_anywhere: bool,
+    /// Connection caps, TLS handshake bounds and HTTP/2 keepalive (see [`hubble::listen`]).
+    pub limits: ServerLimits,
 }
 
 /// Listening sockets, bound but not yet serving (so callers learn the TCP port first, and
@@ -465,6 +468,7 @@ pub struct Listeners {
     unix: Option<(std::os::unix::net::UnixListener, PathBuf)>,
     tcp: Option<std::net::TcpListener>,
     tls: Option<hubble::tls::ServerTls>,
+    limits: ServerLimits,
     /// Other nodes announced by Peer Notify (name, address): the nodes of a multi-node lab.
     other_peers: Vec<(String, String)>,
     /// What the user should know about where the server listens (one line each).
@@ -505,6 +509,7 @@ impl Listeners {
             unix,
             tcp,
             tls: opts.tls.clone(),
+            limits: opts.limits.clone(),
             other_peers: Vec::new(),
             notices,
         })
@@ -582,7 +587,11 @@ pub fn peer_address(tcp: Option<SocketAddr>) -> String {
     }
 }
 
-async fn router(obs: Arc<LocalObserver>, peer: PeerService) -> Result<Router, ServeError> {
+async fn router(
+    obs: Arc<LocalObserver>,
+    peer: PeerService,
+    limits: &ServerLimits,
+) -> Result<Router, ServeError> {
     let (health, health_svc) = tonic_health::server::health_reporter();
     health
         .set_service_status(HEALTH_SERVICE, tonic_health::ServingStatus::Serving)
@@ -595,7 +604,8 @@ async fn router(obs: Arc<LocalObserver>, peer: PeerService) -> Result<Router, Se
         .register_encoded_file_descriptor_set(hubble_api::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1alpha()?;
-    Ok(tonic::transport::Server::builder()
+    Ok(limits
+        .builder()
         .add_service(health_svc)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
@@ -605,7 +615,9 @@ async fn router(obs: Arc<LocalObserver>, peer: PeerService) -> Result<Router, Se
 
 /// Serves Observer, Peer, health and reflection on the bound listeners until `shutdown`
 /// completes; then ends every stream (idle ones after a short grace) and removes the unix
-/// socket file.
+/// socket file. Each listener takes at most `--grpc-max-connections` connections, TLS
+/// handshakes are bounded in time and number, and dead clients are let go by HTTP/2
+/// keepalive ([`hubble::listen`]).
 pub async fn serve(
     obs: Arc<LocalObserver>,
     listeners: Listeners,
@@ -625,17 +637,16 @@ pub async fn serve(
     };
     let mut tasks = tokio::task::JoinSet::new();
     let mut socket_file = None;
+    let limits = listeners.limits;
     if let Some((l, path)) = listeners.unix {
         let l = UnixListener::from_std(l).map_err(|source| ServeError::Listen {
             what: path.display().to_string(),
             source,
         })?;
-        let r = router(obs.clone(), peer.clone()).await?;
+        let r = router(obs.clone(), peer.clone(), &limits).await?;
         let stop = stopped(stop_rx.clone());
-        tasks.spawn(async move {
-            r.serve_with_incoming_shutdown(UnixListenerStream::new(l), stop)
-                .await
-        });
+        let incoming = Acceptor::new(&limits).unix(l);
+        tasks.spawn(async move { r.serve_with_incoming_shutdown(incoming, stop).await });
         socket_file = Some(path);
     }
     if let Some(l) = listeners.tcp {
@@ -643,20 +654,16 @@ pub async fn serve(
             what: "tcp".to_string(),
             source,
         })?;
-        let r = router(obs.clone(), peer.clone()).await?;
+        let r = router(obs.clone(), peer.clone(), &limits).await?;
         let stop = stopped(stop_rx.clone());
+        let acceptor = Acceptor::new(&limits);
         match listeners.tls {
             Some(tls) => {
-                let incoming = hubble::tls::incoming(l, &tls, "hubble-agent");
+                let incoming = acceptor.tls(l, &tls, "hubble-agent");
                 tasks.spawn(async move { r.serve_with_incoming_shutdown(incoming, stop).await });
             }
             None => {
-                // Responses are batched already; Nagle would only hold the last one back.
-                let incoming = TcpListenerStream::new(l).map(|conn| {
-                    conn.inspect(|s| {
-                        let _ = s.set_nodelay(true);
-                    })
-                });
+                let incoming = acceptor.tcp(l);
                 tasks.spawn(async move { r.serve_with_incoming_shutdown(incoming, stop).await });
             }
         }

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use agent::observer::{Listeners, LocalObserver, ServeOptions, serve};
+use hubble::listen::ServerLimits;
 use tokio::sync::oneshot;
 
 pub struct Server {
@@ -21,12 +22,18 @@ pub struct Server {
 impl Server {
     /// Serves `obs` until [`Server::stop`].
     pub async fn start(obs: Arc<LocalObserver>) -> Server {
+        Self::start_with(obs, ServerLimits::default()).await
+    }
+
+    /// Serves `obs` within `limits` until [`Server::stop`].
+    pub async fn start_with(obs: Arc<LocalObserver>, limits: ServerLimits) -> Server {
         let dir = tempfile::tempdir().unwrap();
         let sock = dir.path().join("sub/hubble.sock");
         let l = Listeners::bind(&ServeOptions {
             socket: Some(sock.clone()),
             listen_address: Some("127.0.0.1:0".into()),
             tls: None,
+            limits,
             ..Default::default()
         })
         .unwrap();

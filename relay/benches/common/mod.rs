@@ -276,6 +276,12 @@ pub async fn relay(peers: &[String], window: Duration) -> String {
     ));
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap().to_string();
-    tokio::spawn(relay::server::serve(obs, l, None, std::future::pending()));
+    tokio::spawn(relay::server::serve(
+        obs,
+        l,
+        None,
+        Default::default(),
+        std::future::pending(),
+    ));
     addr
 }

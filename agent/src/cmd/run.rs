@@ -134,6 +134,9 @@ pub fn run(args: RunArgs) -> Result<()> {
             Event::Changed(state, applied) => {
                 builder.enricher_mut().set_getters(state.clone());
                 record_events(&applied.events);
+                if let Some(m) = &metrics {
+                    m.forget_deleted_endpoints(&applied.events);
+                }
             }
         }
         Ok(())

@@ -524,6 +524,17 @@ impl Handler {
         }
     }
 
+    /// Removes every series naming pod `ns/pod`.
+    pub fn forget_pod(&mut self, ns: &str, pod: &str) {
+        let (cs, h) = self.vecs_mut();
+        for c in cs {
+            c.forget_pod(ns, pod);
+        }
+        if let Some(h) = h {
+            h.forget_pod(ns, pod);
+        }
+    }
+
     /// (series, dropped over the cap, expired) over this handler's families.
     pub fn series_stats(&self) -> (u64, u64, u64) {
         let (cs, h) = self.vecs();

@@ -373,6 +373,32 @@ impl Metrics {
         }
     }
 
+    /// Removes the series of the pods whose endpoints `events` delete (ENDPOINT_DELETED), as
+    /// Cilium does when a pod goes, rather than waiting for --metrics-expiration.
+    pub fn forget_deleted_endpoints(&self, events: &[hubble_api::flow::AgentEvent]) {
+        use hubble_api::flow::{AgentEventType, agent_event::Notification};
+        let pods: Vec<(&str, &str)> = events
+            .iter()
+            .filter(|e| e.r#type == AgentEventType::EndpointDeleted as i32)
+            .filter_map(|e| match &e.notification {
+                Some(Notification::EndpointUpdate(u)) => {
+                    Some((u.namespace.as_str(), u.pod_name.as_str()))
+                }
+                _ => None,
+            })
+            .filter(|(_, pod)| !pod.is_empty())
+            .collect();
+        if pods.is_empty() {
+            return;
+        }
+        let mut g = self.lock();
+        for h in &mut g.handlers {
+            for (ns, pod) in &pods {
+                h.forget_pod(ns, pod);
+            }
+        }
+    }
+
     /// Reports the observer ring's fill.
     pub fn set_observer(&self, obs: Arc<LocalObserver>) {
         self.sources().observer = Some(obs);

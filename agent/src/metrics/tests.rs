@@ -553,3 +553,59 @@ fn series_expire_after_the_ttl() {
         Some(2)
     );
 }
+
+#[test]
+fn a_deleted_pods_series_go_with_it() {
+    use hubble_api::flow::{
+        AgentEvent, AgentEventType, EndpointUpdateNotification, agent_event::Notification,
+    };
+    let mut fm = FlowMetrics::new(
+        &[
+            "tcp:sourceContext=pod;labelsContext=destination_pod,destination_namespace".to_string(),
+            "flow".to_string(),
+        ],
+        Limits::default(),
+    )
+    .unwrap();
+    let syn = TcpFlags {
+        syn: true,
+        ..Default::default()
+    };
+    fm.process_flow(&tcp_flow(syn, Some(false)), 1);
+    let mut other = tcp_flow(syn, Some(false));
+    other.source = Some(ep("shop", "other", &["k8s:app=other"]));
+    fm.process_flow(&other, 1);
+    let m = Metrics::new(fm);
+    let deleted = |ns: &str, pod: &str| AgentEvent {
+        r#type: AgentEventType::EndpointDeleted as i32,
+        notification: Some(Notification::EndpointUpdate(EndpointUpdateNotification {
+            namespace: ns.into(),
+            pod_name: pod.into(),
+            ..Default::default()
+        })),
+        ..Default::default()
+    };
+    let tcp_series = |m: &Metrics| {
+        handler(&m.lock(), "tcp")
+            .counter("hubble_tcp_flags_total")
+            .unwrap()
+            .len()
+    };
+    let flow_series = |m: &Metrics| {
+        handler(&m.lock(), "flow")
+            .counter("hubble_flows_processed_total")
+            .unwrap()
+            .len()
+    };
+    assert_eq!((tcp_series(&m), flow_series(&m)), (2, 1));
+    // The source pod goes: its series (source context) go; the other pod's stay, and
+    // series that name no pod stay.
+    m.forget_deleted_endpoints(&[deleted("shop", "web-5f6d-abcde")]);
+    assert_eq!((tcp_series(&m), flow_series(&m)), (1, 1));
+    // A pod of the same name in another namespace is another pod.
+    m.forget_deleted_endpoints(&[deleted("other-ns", "pg-0")]);
+    assert_eq!(tcp_series(&m), 1);
+    // The destination pod goes (labelsContext pod and namespace): the rest go.
+    m.forget_deleted_endpoints(&[deleted("db", "pg-0")]);
+    assert_eq!((tcp_series(&m), flow_series(&m)), (0, 1));
+}

@@ -14,6 +14,26 @@ type Map<V> = HashMap<Box<str>, V, foldhash::fast::FixedState>;
 /// Separates label values inside a series key (never part of a value: see [`KeyBuf::push`]).
 const SEP: char = '\u{1}';
 
+/// Whether the series of `key` (values of `labels`) names pod `ns/pod`: a `source` or
+/// `destination` label of the pod context (`ns/pod`), or `labelsContext`'s
+/// `source_pod`/`destination_pod` with the same side's namespace. What Cilium deletes when
+/// the pod goes.
+pub fn names_pod(labels: &[&str], key: &str, ns: &str, pod: &str) -> bool {
+    let values: Vec<&str> = key.split(SEP).collect();
+    let value = |name: &str| {
+        labels
+            .iter()
+            .position(|l| *l == name)
+            .and_then(|i| values.get(i).copied())
+    };
+    let full = format!("{ns}/{pod}");
+    ["source", "destination"].iter().any(|side| {
+        value(side) == Some(full.as_str())
+            || (value(&format!("{side}_pod")) == Some(pod)
+                && value(&format!("{side}_namespace")) == Some(ns))
+    })
+}
+
 /// Builds the key of one series: label values in label-name order.
 #[derive(Debug, Default)]
 pub struct KeyBuf {
@@ -171,6 +191,12 @@ impl CounterVec {
         self.expired += (before - self.series.len()) as u64;
     }
 
+    /// Removes the series naming pod `ns/pod` ([`names_pod`]).
+    pub fn forget_pod(&mut self, ns: &str, pod: &str) {
+        let labels = &self.labels;
+        self.series.retain(|k, _| !names_pod(labels, k, ns, pod));
+    }
+
     pub fn encode(&self, encoder: &mut DescriptorEncoder<'_>) -> std::fmt::Result {
         let mut m = encoder.encode_descriptor(self.name, self.help, None, MetricType::Counter)?;
         for (key, c) in sorted(&self.series) {
@@ -270,6 +296,12 @@ impl HistogramVec {
         self.series
             .retain(|_, c| now.saturating_sub(c.last_seen) < ttl);
         self.expired += (before - self.series.len()) as u64;
+    }
+
+    /// Removes the series naming pod `ns/pod` ([`names_pod`]).
+    pub fn forget_pod(&mut self, ns: &str, pod: &str) {
+        let labels = &self.labels;
+        self.series.retain(|k, _| !names_pod(labels, k, ns, pod));
     }
 
     pub fn encode(&self, encoder: &mut DescriptorEncoder<'_>) -> std::fmt::Result {

@@ -583,7 +583,6 @@ fn a_deleted_pods_series_go_with_it() {
             pod_name: pod.into(),
             ..Default::default()
         })),
-        ..Default::default()
     };
     let tcp_series = |m: &Metrics| {
         handler(&m.lock(), "tcp")

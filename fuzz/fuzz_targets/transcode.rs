@@ -33,7 +33,10 @@ fn agree<M: Message + ProtoJson>(
             panic!("{what}: transcoder calls malformed ({why}) what prost decodes")
         }
         (Err(TranscodeError::Json(e)), Ok(m)) => {
-            assert!(m.to_json_vec().is_err(), "{what}: transcoder says {e}, ProtoJson writes it")
+            assert!(
+                m.to_json_vec().is_err(),
+                "{what}: transcoder says {e}, ProtoJson writes it"
+            )
         }
         (Err(_), _) => {}
     }
@@ -64,7 +67,12 @@ fuzz_target!(|data: &[u8]| {
             !matches!(got, Err(TranscodeError::Malformed(_))),
             "prost's own encoding is malformed: {got:?}"
         );
-        agree("re-encoded GetFlowsResponse", got.map(|_| ()), &out, &decoded);
+        agree(
+            "re-encoded GetFlowsResponse",
+            got.map(|_| ()),
+            &out,
+            &decoded,
+        );
     }
 
     out.clear();

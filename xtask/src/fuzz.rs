@@ -73,6 +73,16 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     }
 }
 
+/// Every target for `seconds` from its corpus: what `cargo xtask test` runs.
+pub fn short_run(seconds: u64) -> anyhow::Result<()> {
+    fuzz(&Opts {
+        seconds: Some(seconds),
+        runs: None,
+        merge: false,
+        targets: TARGETS.iter().map(|t| t.to_string()).collect(),
+    })
+}
+
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
@@ -223,16 +233,16 @@ fn merge(bin: &Path, corpus: &Path, scratch: &Path, target_dir: &Path) -> anyhow
     let _ = std::fs::remove_dir_all(&merged);
     std::fs::create_dir_all(&merged)?;
     let status = Command::new(bin)
-        .arg("-merge=1")
+        .arg("-set_cover_merge=1")
         .arg(&merged)
         .arg(corpus)
         .arg(scratch)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status()
-        .with_context(|| format!("running {} -merge=1", bin.display()))?;
+        .with_context(|| format!("running {} -set_cover_merge=1", bin.display()))?;
     if !status.success() {
-        bail!("{} -merge=1 failed with {status}", bin.display());
+        bail!("{} -set_cover_merge=1 failed with {status}", bin.display());
     }
     std::fs::remove_dir_all(corpus)?;
     std::fs::rename(&merged, corpus)?;
@@ -258,7 +268,10 @@ mod tests {
                    stat::average_exec_per_sec:     1024\n\
                    stat::new_units_added:          7\n";
         let s = stats(log);
-        assert_eq!((s.execs, s.execs_per_sec, s.cov, s.ft), (2048, 1024, 811, 3012));
+        assert_eq!(
+            (s.execs, s.execs_per_sec, s.cov, s.ft),
+            (2048, 1024, 811, 3012)
+        );
     }
 
     #[test]

@@ -5,6 +5,7 @@ mod bench_containers;
 mod bench_server;
 mod demo;
 mod demo_containers;
+mod fuzz;
 mod gen_flows;
 mod packages;
 mod test;
@@ -23,6 +24,8 @@ tasks:
              containers [--count N] [--pings N] [--rounds R]: (root) BPF cost per packet
                between containers vs lab pods; N containers started at once under the agent
                (time to observe, CPU per endpoint, RSS)
+  fuzz       [--seconds N | --runs N] [--merge] [TARGET...]: the libFuzzer targets of fuzz/
+             (stable Rust), each from its corpus in fuzz/corpus; fails on a crash
   gen-flows  --count N [--seed S] [--out FILE|-]: write generated flows as JSON lines";
 
 /// Runs `cmd` (echoed first), failing unless it exits 0.
@@ -44,6 +47,7 @@ fn main() -> std::process::ExitCode {
         Some("test") => test::test(),
         Some("demo") => demo::run(&args[1..]),
         Some("bench") => bench::run(&args[1..]),
+        Some("fuzz") => fuzz::run(&args[1..]),
         Some("gen-flows") => gen_flows::run(&args[1..]),
         Some("-h" | "--help" | "help") | None => {
             println!("{USAGE}");

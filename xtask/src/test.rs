@@ -1,11 +1,15 @@
 //! `cargo xtask test`: everything CI checks, runnable by hand. Installs missing system
-//! packages when run as root, then formatting, lints and the whole test suite.
+//! packages when run as root, then formatting, lints, the whole test suite and a short run
+//! of every fuzz target.
 
 use std::process::Command;
 
 use crate::run;
 
-/// The whole check: packages, fmt, clippy, tests (nextest when installed).
+/// Seconds each fuzz target runs in the check (the campaigns of BENCHMARKS.md run far longer).
+const FUZZ_SECONDS: u64 = 10;
+
+/// The whole check: packages, fmt, clippy, tests (nextest when installed), fuzz targets.
 pub fn test() -> anyhow::Result<()> {
     use crate::packages::{BUILD, CONTAINERS, LAB, TESTS, ensure};
     ensure(&[BUILD, LAB, CONTAINERS, TESTS])?;
@@ -32,8 +36,9 @@ pub fn test() -> anyhow::Result<()> {
             "--no-fail-fast",
             "--failure-output",
             "final",
-        ]))
+        ]))?;
     } else {
-        run(Command::new(&cargo).args(["test", "--workspace", "--no-fail-fast"]))
+        run(Command::new(&cargo).args(["test", "--workspace", "--no-fail-fast"]))?;
     }
+    crate::fuzz::short_run(FUZZ_SECONDS)
 }

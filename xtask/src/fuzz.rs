@@ -198,12 +198,13 @@ fn fuzz(o: &Opts) -> anyhow::Result<()> {
         let text = std::fs::read_to_string(&log_path).unwrap_or_default();
         let s = stats(&text);
         eprintln!(
-            "xtask: fuzz {t}: {} executions, {} exec/s, cov {} ft {}, corpus {} files",
+            "xtask: fuzz {t}: {} executions, {} exec/s, cov {} ft {}, corpus {} files + {} new",
             s.execs,
             s.execs_per_sec,
             s.cov,
             s.ft,
-            files_in(&corpus)
+            files_in(&corpus),
+            files_in(&scratch)
         );
         if !status.success() {
             let tail: Vec<&str> = text.lines().rev().take(40).collect();
@@ -227,13 +228,16 @@ fn fuzz(o: &Opts) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Replaces `corpus` with the minimized union of `corpus` and `scratch`.
+/// Replaces `corpus` with the smallest set of inputs of `corpus` and `scratch` that covers
+/// every edge they cover.
 fn merge(bin: &Path, corpus: &Path, scratch: &Path, target_dir: &Path) -> anyhow::Result<()> {
     let merged = target_dir.join("merged");
     let _ = std::fs::remove_dir_all(&merged);
     std::fs::create_dir_all(&merged)?;
     let status = Command::new(bin)
         .arg("-set_cover_merge=1")
+        // Edges only, not hit counts: half the files for the same coverage.
+        .arg("-use_counters=0")
         .arg(&merged)
         .arg(corpus)
         .arg(scratch)

@@ -24,7 +24,7 @@ use serde_json::Value;
 
 mod common;
 use common::runtime::ok;
-use common::{event_pods, flow_of, labels, skip_or_fail, spawn_attached_into};
+use common::{event_pods, flow_of, labels, skip_or_fail, spawn_attached_into, wait_event};
 use xtask::containerd::{CNI_DIR, have};
 use xtask::workloads::Workloads;
 
@@ -268,32 +268,24 @@ fn containerd_containers_are_endpoints_while_they_run() {
         "{created:?}"
     );
     env.run("late", "late", &["sleep", "3600"]);
-    let started = Instant::now();
-    loop {
-        if event_pods(&server, "ENDPOINT_CREATED", false).contains(&"late".to_string()) {
-            break;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(1),
-            "no ENDPOINT_CREATED for the late container within 1 s"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    eprintln!("late container observed after {:?}", started.elapsed());
+    let took = wait_event(
+        &server,
+        "ENDPOINT_CREATED",
+        "late",
+        false,
+        Duration::from_secs(1),
+    );
+    eprintln!("late container observed after {took:?}");
 
     // Killed and removed: ENDPOINT_DELETED.
     env.w().remove("late");
-    let removed = Instant::now();
-    loop {
-        if event_pods(&server, "ENDPOINT_DELETED", false).contains(&"late".to_string()) {
-            break;
-        }
-        assert!(
-            removed.elapsed() < Duration::from_secs(2),
-            "no ENDPOINT_DELETED for the removed container within 2 s"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_event(
+        &server,
+        "ENDPOINT_DELETED",
+        "late",
+        false,
+        Duration::from_secs(2),
+    );
     let deleted = event_pods(&server, "ENDPOINT_DELETED", false);
     assert!(
         !deleted.contains(&"web".to_string()),
@@ -346,17 +338,13 @@ fn containerd_containers_are_endpoints_while_they_run() {
     std::thread::sleep(Duration::from_millis(300));
     env.w().containerd.start().expect("containerd");
     env.run("after", "after", &["sleep", "3600"]);
-    let restarted = Instant::now();
-    loop {
-        if event_pods(&server, "ENDPOINT_CREATED", false).contains(&"after".to_string()) {
-            break;
-        }
-        assert!(
-            restarted.elapsed() < Duration::from_secs(10),
-            "no ENDPOINT_CREATED after containerd restarted"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_event(
+        &server,
+        "ENDPOINT_CREATED",
+        "after",
+        false,
+        Duration::from_secs(10),
+    );
     let created = event_pods(&server, "ENDPOINT_CREATED", false);
     for pod in ["web", "client", "after"] {
         assert_eq!(

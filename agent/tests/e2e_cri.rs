@@ -26,7 +26,7 @@ use tonic::transport::Channel;
 
 mod common;
 use common::runtime::{build_image, ok};
-use common::{event_pods, flow_of, labels, skip_or_fail, spawn_attached_into};
+use common::{event_pods, flow_of, labels, skip_or_fail, spawn_attached_into, wait_event};
 use xtask::containerd::{CNI_DIR, CniBridge, Containerd, missing_prerequisite};
 
 const BIN: &str = env!("CARGO_BIN_EXE_hubble-agent");
@@ -467,32 +467,24 @@ fn cri_pods_are_endpoints_with_kubernetes_identity() {
     // agent names it from the pod metadata containerd keeps.
     let late_config = env.sandbox_config("late", "late", false);
     let late = env.run_sandbox(&late_config);
-    let started = Instant::now();
-    loop {
-        if event_pods(&server, "ENDPOINT_CREATED", true).contains(&"shop/late".to_string()) {
-            break;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(1),
-            "no ENDPOINT_CREATED for the late pod within 1 s"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    eprintln!("late pod observed after {:?}", started.elapsed());
+    let took = wait_event(
+        &server,
+        "ENDPOINT_CREATED",
+        "shop/late",
+        true,
+        Duration::from_secs(1),
+    );
+    eprintln!("late pod observed after {took:?}");
 
     // Stopped and removed, as the kubelet deletes a pod: ENDPOINT_DELETED.
     env.remove_sandbox(&late).expect("removing the late pod");
-    let removed = Instant::now();
-    loop {
-        if event_pods(&server, "ENDPOINT_DELETED", true).contains(&"shop/late".to_string()) {
-            break;
-        }
-        assert!(
-            removed.elapsed() < Duration::from_secs(2),
-            "no ENDPOINT_DELETED for the removed pod within 2 s"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_event(
+        &server,
+        "ENDPOINT_DELETED",
+        "shop/late",
+        true,
+        Duration::from_secs(2),
+    );
     let deleted = event_pods(&server, "ENDPOINT_DELETED", true);
     assert!(
         !deleted.contains(&"shop/web".to_string()),

@@ -21,7 +21,7 @@ use serde_json::Value;
 
 mod common;
 use common::runtime::ok;
-use common::{event_pods, labels, skip_or_fail, spawn_attached_into};
+use common::{event_pods, labels, skip_or_fail, spawn_attached_into, wait_event};
 
 const BIN: &str = env!("CARGO_BIN_EXE_hubble-agent");
 const TEST: &str = "e2e docker test";
@@ -247,18 +247,6 @@ fn image_context(dir: &Path) {
     .unwrap();
 }
 
-/// Waits up to `limit` for an event of type `t` naming `pod`; the time it took.
-fn wait_event(server: &str, t: &str, pod: &str, limit: Duration) -> Duration {
-    let start = Instant::now();
-    loop {
-        if event_pods(server, t, false).iter().any(|p| p == pod) {
-            return start.elapsed();
-        }
-        assert!(start.elapsed() < limit, "no {t} for {pod} within {limit:?}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 #[test]
 fn docker_containers_are_endpoints_while_they_run() {
     if !agent::datapath::is_root() {
@@ -447,12 +435,24 @@ fn docker_containers_are_endpoints_while_they_run() {
         "{created:?}"
     );
     env.run("late", "late", &["sleep", "3600"]);
-    let took = wait_event(&server, "ENDPOINT_CREATED", "late", Duration::from_secs(1));
+    let took = wait_event(
+        &server,
+        "ENDPOINT_CREATED",
+        "late",
+        false,
+        Duration::from_secs(1),
+    );
     eprintln!("late container observed after {took:?}");
 
     // Removed: ENDPOINT_DELETED.
     env.remove("late");
-    wait_event(&server, "ENDPOINT_DELETED", "late", Duration::from_secs(2));
+    wait_event(
+        &server,
+        "ENDPOINT_DELETED",
+        "late",
+        false,
+        Duration::from_secs(2),
+    );
     let deleted = event_pods(&server, "ENDPOINT_DELETED", false);
     assert!(
         !deleted.contains(&"web".to_string()),
@@ -470,6 +470,7 @@ fn docker_containers_are_endpoints_while_they_run() {
         &server,
         "ENDPOINT_CREATED",
         "after",
+        false,
         Duration::from_secs(10),
     );
     let created = event_pods(&server, "ENDPOINT_CREATED", false);

@@ -341,3 +341,17 @@ pub fn event_pods(server: &str, t: &str, namespaced: bool) -> Vec<String> {
         })
         .collect()
 }
+
+/// Waits up to `limit` for a stored agent event of type `t` naming `pod` (`namespace/pod`
+/// with `namespaced`); the time it took.
+#[allow(dead_code)]
+pub fn wait_event(server: &str, t: &str, pod: &str, namespaced: bool, limit: Duration) -> Duration {
+    let start = Instant::now();
+    loop {
+        if event_pods(server, t, namespaced).iter().any(|p| p == pod) {
+            return start.elapsed();
+        }
+        assert!(start.elapsed() < limit, "no {t} for {pod} within {limit:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 mod common;
-use common::{TestLab, flow_of, spawn_attached_streams};
+use common::{TestLab, counter, flow_of, spawn_attached_streams};
 
 const BIN: &str = env!("CARGO_BIN_EXE_hubble-agent");
 const TEST: &str = "e2e conntrack test";
@@ -108,11 +108,7 @@ fn conntrack_entries_expire_and_are_swept() {
     unsafe { libc::kill(agent.id() as i32, libc::SIGTERM) };
     assert!(agent.wait().unwrap().success());
     let summary: Vec<String> = stderr.try_iter().collect();
-    let removed: u64 = summary
-        .iter()
-        .flat_map(|l| l.split_whitespace())
-        .find_map(|w| w.strip_prefix("expired_removed=")?.parse().ok())
-        .unwrap_or_else(|| panic!("no expired_removed= in {summary:#?}"));
+    let removed = counter(&summary, "expired_removed");
     // The first tuple's two entries (client egress, sink ingress), at least.
     assert!(removed >= 2, "{summary:#?}");
 }

@@ -14,22 +14,13 @@ use hubble_api::flow::LostEventSource;
 use hubble_api::observer::{GetFlowsRequest, get_flows_response::ResponseTypes};
 
 mod common;
-use common::{TestLab, spawn_attached_streams};
+use common::{TestLab, counter, spawn_attached_streams};
 
 const BIN: &str = env!("CARGO_BIN_EXE_hubble-agent");
 const TEST: &str = "e2e lost events test";
 
 fn spec_text(name: &str) -> String {
     common::two_pod_lab(name, 71, "l7 = [\"dns/53\"]", "")
-}
-
-/// The number after `key=` in the agent's summary lines.
-fn counter(lines: &[String], key: &str) -> u64 {
-    lines
-        .iter()
-        .flat_map(|l| l.split_whitespace())
-        .find_map(|w| w.strip_prefix(key)?.strip_prefix('=')?.parse().ok())
-        .unwrap_or_else(|| panic!("no {key}= in {lines:#?}"))
 }
 
 /// (source, cpu, count) of every LostEvent the agent stores.

@@ -355,3 +355,13 @@ pub fn wait_event(server: &str, t: &str, pod: &str, namespaced: bool, limit: Dur
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// The number after `key=` in the agent's summary lines.
+#[allow(dead_code)]
+pub fn counter(lines: &[String], key: &str) -> u64 {
+    lines
+        .iter()
+        .flat_map(|l| l.split_whitespace())
+        .find_map(|w| w.strip_prefix(key)?.strip_prefix('=')?.parse().ok())
+        .unwrap_or_else(|| panic!("no {key}= in {lines:#?}"))
+}

@@ -43,7 +43,7 @@ pub struct RunArgs {
 pub fn run(args: RunArgs) -> Result<()> {
     // Bound before entering the node netns: TCP listens where the agent was started.
     let metrics = crate::metrics::setup(&args.metrics)?;
-    let exporter = crate::exporter::AgentExporter::start(&args.export)?;
+    let exporter = crate::exporter::Exporters::start(&args.export)?;
     let server = crate::observer::run::HubbleServer::bind(&args.server)?;
     let policy_dir = args.policy_dir.clone();
     let Started {
@@ -101,6 +101,9 @@ pub fn run(args: RunArgs) -> Result<()> {
             }
             if let Some(e) = &exporter {
                 m.set_export_dropped(e.dropped_counter());
+                if let Some(c) = e.collector() {
+                    m.add_collector(c);
+                }
             }
             Some(srv.start(m.clone())?)
         }

@@ -319,6 +319,18 @@ struct Sources {
     observer: Option<Arc<LocalObserver>>,
     export_dropped: Option<Arc<std::sync::atomic::AtomicU64>>,
     datapath: Option<DatapathStats>,
+    /// Families of other parts of the agent (the dynamic exporter's).
+    collectors: Vec<Arc<dyn Collector>>,
+}
+
+/// A collector shared with its owner, for the registry that takes it by value.
+#[derive(Debug)]
+struct Shared(Arc<dyn Collector>);
+
+impl Collector for Shared {
+    fn encode(&self, enc: DescriptorEncoder<'_>) -> std::fmt::Result {
+        self.0.encode(enc)
+    }
 }
 
 struct Inner {
@@ -409,6 +421,11 @@ impl Metrics {
         self.sources().export_dropped = Some(c);
     }
 
+    /// Adds the families of `c` to every scrape.
+    pub fn add_collector(&self, c: Arc<dyn Collector>) {
+        self.sources().collectors.push(c);
+    }
+
     /// Reports the datapath's packet counters and BPF program statistics.
     pub fn set_datapath(&self, dp: DatapathStats) {
         self.sources().datapath = Some(dp);
@@ -431,6 +448,9 @@ impl Metrics {
     pub fn encode_text(&self) -> String {
         let mut reg = prometheus_client::registry::Registry::default();
         reg.register_collector(Box::new(self.clone()));
+        for c in &self.sources().collectors {
+            reg.register_collector(Box::new(Shared(c.clone())));
+        }
         let mut out = String::with_capacity(16 * 1024);
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &reg);

@@ -12,6 +12,13 @@
 //!
 //! The datapath loop only filters and enqueues; when the queue is full the event is dropped
 //! and counted, so a slow disk never slows the agent.
+//!
+//! Every log is an [`AgentExporter`] built from a [`LogSpec`]: the static one from the flags,
+//! the dynamic ones (`dynamic`) from Cilium's flow logs file; `aggregate` counts flows per
+//! window when a log aggregates. [`Exporters`] is all of them as one sink.
+
+pub mod aggregate;
+pub mod dynamic;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -31,6 +38,7 @@ use hubble_api::observer::get_flows_response::ResponseTypes;
 use hubble_api::observer::{ExportEvent, GetAgentEventsResponse, GetFlowsResponse, export_event};
 
 use crate::observer::events::EventSink;
+use aggregate::{Aggregation, Aggregator};
 
 /// Cilium's monitor message type of agent notifications (`MessageTypeAgent`).
 const MESSAGE_TYPE_AGENT: i32 = 130;
@@ -87,9 +95,199 @@ pub struct ExportArgs {
         value_name = "PATHS"
     )]
     pub export_fieldmask: String,
+    /// Aggregate exported flows on these fields (proto paths, e.g. source,destination,verdict):
+    /// per --export-aggregation-interval, one line for the flows that agree on them, the first
+    /// such flow with `aggregate` counting them by traffic direction.
+    #[arg(
+        long,
+        alias = "hubble-export-fieldaggregate",
+        default_value = "",
+        value_name = "PATHS"
+    )]
+    pub export_fieldaggregate: String,
+    /// The aggregation window of --export-fieldaggregate (e.g. 30s).
+    #[arg(
+        long,
+        alias = "hubble-export-aggregation-interval",
+        value_name = "DURATION"
+    )]
+    pub export_aggregation_interval: Option<String>,
+    /// Dynamic flow logs: Cilium's flowlogs YAML (`flowLogs:` entries with name, filePath,
+    /// fieldMask, includeFilters, excludeFilters, fileMaxSizeMb, fileMaxBackups, fileCompress,
+    /// end, aggregationOptions). Re-read every second: changes apply without a restart, and a
+    /// broken file is reported while the logs in force keep running.
+    #[arg(long, alias = "hubble-flowlogs-config-path", value_name = "FILE")]
+    pub flowlogs_config_path: Option<PathBuf>,
     /// Events queued for the export writer; beyond it events are dropped and counted.
-    #[arg(long, default_value_t = 16_384, value_name = "N", hide = true)]
+    #[arg(long, default_value_t = DEFAULT_QUEUE, value_name = "N", hide = true)]
     pub export_queue: usize,
+}
+
+/// Events queued per log by default.
+pub const DEFAULT_QUEUE: usize = 16_384;
+
+/// One log: where it writes, what passes, what it keeps, how it aggregates.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LogSpec {
+    /// A file, or `stdout`.
+    pub path: String,
+    pub rotate: RotateOptions,
+    pub allow: Vec<FlowFilter>,
+    pub deny: Vec<FlowFilter>,
+    /// Flow field paths kept (empty: the whole flow).
+    pub mask: Vec<String>,
+    pub aggregation: Option<Aggregation>,
+    pub queue: usize,
+}
+
+impl ExportArgs {
+    /// The static log of the flags (None without --export-file-path); an invalid filter,
+    /// mask or aggregation is one line naming its flag.
+    pub fn spec(&self) -> Result<Option<LogSpec>> {
+        let Some(path) = self.export_file_path.as_deref().filter(|p| !p.is_empty()) else {
+            return Ok(None);
+        };
+        let allow = parse_filters("export-allowlist", &self.export_allowlist)?;
+        let deny = parse_filters("export-denylist", &self.export_denylist)?;
+        let renamed = |flag: &str, e: flow_exporter::config::ConfigError| {
+            anyhow::anyhow!("{}", e.to_string().replace("--field-mask", flag))
+        };
+        let mask = parse_field_mask(&self.export_fieldmask)
+            .map_err(|e| renamed("--export-fieldmask", e))?;
+        let fields = parse_field_mask(&self.export_fieldaggregate)
+            .map_err(|e| renamed("--export-fieldaggregate", e))?;
+        let aggregation =
+            dynamic::aggregation(&fields, self.export_aggregation_interval.as_deref())
+                .map_err(|e| anyhow::anyhow!("--export-fieldaggregate: {e}"))?;
+        Ok(Some(LogSpec {
+            path: path.to_string(),
+            rotate: RotateOptions {
+                max_size: self.export_file_max_size_mb.saturating_mul(1024 * 1024),
+                max_backups: self.export_file_max_backups,
+                compress: self.export_file_compress,
+            },
+            allow,
+            deny,
+            mask,
+            aggregation,
+            queue: self.export_queue,
+        }))
+    }
+}
+
+/// Opens where `spec` writes: stdout, or its file (directories created; a symbolic link at
+/// its path is an error naming `label`).
+fn open_sink(spec: &LogSpec, label: &str) -> Result<Sink> {
+    if spec.path == "stdout" {
+        return Ok(Sink::Stdout(std::io::stdout()));
+    }
+    let path = PathBuf::from(&spec.path);
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("{label}: creating {}", dir.display()))?;
+    }
+    let mut file = RotatingFile::new(path.clone(), spec.rotate);
+    file.open_now()
+        .with_context(|| format!("{label} {}", path.display()))?;
+    Ok(Sink::File(file))
+}
+
+/// Every log of the agent, the static one and the dynamic ones, as one sink.
+pub struct Exporters {
+    fixed: Option<AgentExporter>,
+    dynamic: Option<dynamic::DynamicExporter>,
+    dropped: Arc<AtomicU64>,
+}
+
+impl Exporters {
+    /// Starts the static log (--export-file-path) and the dynamic ones
+    /// (--flowlogs-config-path); None with neither.
+    pub fn start(args: &ExportArgs) -> Result<Option<Self>> {
+        let dropped = Arc::new(AtomicU64::new(0));
+        let fixed = match args.spec()? {
+            Some(spec) => {
+                let e = AgentExporter::start(&spec, "--export-file-path", dropped.clone())?;
+                eprintln!(
+                    "hubble-agent: exporting flows and agent events to {}",
+                    e.describe()
+                );
+                Some(e)
+            }
+            None => None,
+        };
+        let dynamic = args
+            .flowlogs_config_path
+            .as_deref()
+            .map(|p| dynamic::DynamicExporter::start(p, dropped.clone()))
+            .transpose()?;
+        if fixed.is_none() && dynamic.is_none() {
+            return Ok(None);
+        }
+        Ok(Some(Exporters {
+            fixed,
+            dynamic,
+            dropped,
+        }))
+    }
+
+    /// Queues `resp` on every log it passes; never blocks.
+    pub fn offer(&self, resp: &GetFlowsResponse) {
+        if let Some(e) = &self.fixed {
+            e.offer(resp);
+        }
+        if let Some(d) = &self.dynamic {
+            d.offer(resp);
+        }
+    }
+
+    /// A sink for [`crate::observer::events::AgentEvents::set_sink`]: every log gets the event.
+    pub fn agent_event_sink(&self) -> EventSink {
+        let fixed = self.fixed.as_ref().map(|e| e.agent_event_sink());
+        let dynamic = self.dynamic.as_ref().map(|d| d.agent_event_sink());
+        Box::new(move |ev| {
+            if let Some(f) = &fixed {
+                f(ev);
+            }
+            if let Some(d) = &dynamic {
+                d(ev);
+            }
+        })
+    }
+
+    /// Events any log dropped because its writer fell behind (for metrics).
+    pub fn dropped_counter(&self) -> Arc<AtomicU64> {
+        self.dropped.clone()
+    }
+
+    /// The dynamic exporter's metrics, with one.
+    pub fn collector(&self) -> Option<Arc<dyn prometheus_client::collector::Collector>> {
+        self.dynamic.as_ref().map(|d| d.collector())
+    }
+
+    /// Writes what is queued and closes every log, printing each one's counters.
+    pub fn stop(self) {
+        if let Some(e) = self.fixed {
+            e.stop();
+        }
+        if let Some(d) = self.dynamic {
+            d.stop();
+        }
+    }
+}
+
+/// The logs as a sink of the flow pipeline.
+impl crate::flows::FlowSink for &Exporters {
+    fn take(
+        &mut self,
+        responses: &[GetFlowsResponse],
+        _: &crate::flows::Counters,
+        _: bool,
+    ) -> std::io::Result<()> {
+        for r in responses {
+            self.offer(r);
+        }
+        Ok(())
+    }
 }
 
 /// What goes through the queue: a GetFlows response (flows are masked by the writer) or a
@@ -197,62 +395,41 @@ pub struct AgentExporter {
 }
 
 impl AgentExporter {
-    /// Validates the flags (an invalid filter or field mask is one line naming the flag) and
-    /// starts the writer thread; `None` without `--export-file-path`.
-    pub fn start(args: &ExportArgs) -> Result<Option<Self>> {
-        let Some(path) = args.export_file_path.as_deref().filter(|p| !p.is_empty()) else {
-            return Ok(None);
-        };
-        let allow = parse_filters("export-allowlist", &args.export_allowlist)?;
-        let deny = parse_filters("export-denylist", &args.export_denylist)?;
-        let mask = parse_field_mask(&args.export_fieldmask).map_err(|e| {
-            anyhow::anyhow!(
-                "{}",
-                e.to_string().replace("--field-mask", "--export-fieldmask")
-            )
-        })?;
-        let filters = FlowFilters::compile(&allow, &deny).map_err(|e| anyhow::anyhow!("{e}"))?;
-        let lists = NonFlowLists::new(&allow, &deny);
-        let sink = if path == "stdout" {
-            Sink::Stdout(std::io::stdout())
-        } else {
-            let path = PathBuf::from(path);
-            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                std::fs::create_dir_all(dir)
-                    .with_context(|| format!("--export-file-path: creating {}", dir.display()))?;
-            }
-            let mut file = RotatingFile::new(
-                path.clone(),
-                RotateOptions {
-                    max_size: args.export_file_max_size_mb.saturating_mul(1024 * 1024),
-                    max_backups: args.export_file_max_backups,
-                    compress: args.export_file_compress,
-                },
-            );
-            file.open_now()
-                .with_context(|| format!("--export-file-path {}", path.display()))?;
-            Sink::File(file)
-        };
+    /// Starts the writer thread of one log (`label` names it in messages: the flag or the
+    /// flow log); events dropped because its queue is full count in `dropped`.
+    pub fn start(spec: &LogSpec, label: &str, dropped: Arc<AtomicU64>) -> Result<Self> {
+        let filters = FlowFilters::compile(&spec.allow, &spec.deny)
+            .map_err(|e| anyhow::anyhow!("{label}: {e}"))?;
+        let lists = NonFlowLists::new(&spec.allow, &spec.deny);
+        let sink = open_sink(spec, label)?;
         let what = sink.describe();
         // The writer only masks and encodes: the lists were applied before the queue.
-        let exporter = Exporter::new(FlowFilters::default(), mask);
-        let (tx, rx) = std::sync::mpsc::sync_channel(args.export_queue.max(1));
+        let exporter = Exporter::new(FlowFilters::default(), spec.mask.clone());
+        let aggregator = spec
+            .aggregation
+            .as_ref()
+            .map(|a| (Aggregator::new(&a.fields, &spec.mask), a.window));
+        let (tx, rx) = std::sync::mpsc::sync_channel(spec.queue.max(1));
         let thread = std::thread::Builder::new()
             .name("flow-export".into())
-            .spawn(move || writer(rx, exporter, sink))
+            .spawn(move || writer(rx, exporter, aggregator, sink))
             .context("starting the export thread")?;
-        eprintln!("hubble-agent: exporting flows and agent events to {what}");
-        Ok(Some(Self {
+        Ok(Self {
             filters,
             shared: Arc::new(Shared {
                 lists,
                 events_tx: Mutex::new(Some(tx.clone())),
-                dropped: Arc::new(AtomicU64::new(0)),
+                dropped,
             }),
             tx: Some(tx),
             thread: Some(thread),
             what,
-        }))
+        })
+    }
+
+    /// Where the lines go, e.g. `file /var/run/cilium/hubble/events.log`.
+    pub fn describe(&self) -> &str {
+        &self.what
     }
 
     /// Queues one response if it passes the lists; never blocks.
@@ -336,10 +513,22 @@ impl Drop for AgentExporter {
 }
 
 /// The writer thread: batches what the queue holds, writes it, retries failed writes (the
-/// exporter keeps failed lines pending, bounded) and logs errors at most every 10 s.
-fn writer(rx: Receiver<Item>, mut exp: Exporter, mut sink: Sink) -> Stats {
-    let push = |exp: &mut Exporter, item: Item| match item {
-        Item::Response(r) => exp.push(r),
+/// exporter keeps failed lines pending, bounded) and logs errors at most every 10 s. With an
+/// aggregator, flows are counted and each window's aggregates are written when it closes.
+fn writer(
+    rx: Receiver<Item>,
+    mut exp: Exporter,
+    mut agg: Option<(Aggregator, Duration)>,
+    mut sink: Sink,
+) -> Stats {
+    let mut window_end = agg.as_ref().map(|(_, w)| Instant::now() + *w);
+    let push = |exp: &mut Exporter, agg: &mut Option<(Aggregator, Duration)>, item: Item| match item
+    {
+        Item::Response(r) => {
+            if !agg.as_mut().is_some_and(|(a, _)| a.add(&r)) {
+                exp.push(r)
+            }
+        }
         Item::Event(e) => exp.push_event(&e),
     };
     let mut last_error: Option<Instant> = None;
@@ -355,46 +544,41 @@ fn writer(rx: Receiver<Item>, mut exp: Exporter, mut sink: Sink) -> Stats {
         }
     };
     loop {
-        match rx.recv_timeout(Duration::from_millis(200)) {
+        let wait = window_end.map_or(Duration::from_millis(200), |end| {
+            end.saturating_duration_since(Instant::now())
+                .min(Duration::from_millis(200))
+        });
+        let closed = match rx.recv_timeout(wait) {
             Ok(item) => {
-                push(&mut exp, item);
+                push(&mut exp, &mut agg, item);
                 while exp.pending_bytes() < (1 << 20) {
                     match rx.try_recv() {
-                        Ok(item) => push(&mut exp, item),
+                        Ok(item) => push(&mut exp, &mut agg, item),
                         Err(_) => break,
                     }
                 }
-                flush(&mut exp, &mut sink);
+                false
             }
-            Err(RecvTimeoutError::Timeout) => {
-                if exp.has_pending() {
-                    flush(&mut exp, &mut sink);
-                }
+            Err(RecvTimeoutError::Timeout) => false,
+            Err(RecvTimeoutError::Disconnected) => true,
+        };
+        if let (Some(end), Some((a, w))) = (window_end.as_mut(), agg.as_mut())
+            && (closed || Instant::now() >= *end)
+        {
+            for ev in a.drain() {
+                exp.push_event(&ev);
             }
-            Err(RecvTimeoutError::Disconnected) => {
-                flush(&mut exp, &mut sink);
-                if let Err(e) = sink.sync() {
-                    eprintln!("hubble-agent: export: syncing {}: {e}", sink.describe());
-                }
-                return exp.stats();
-            }
+            *end = Instant::now() + *w;
         }
-    }
-}
-
-/// The exporter as a sink of the flow pipeline: flows and lost events are offered to its
-/// queue (allow/deny applied first; a full queue drops and counts).
-impl crate::flows::FlowSink for &AgentExporter {
-    fn take(
-        &mut self,
-        responses: &[GetFlowsResponse],
-        _: &crate::flows::Counters,
-        _: bool,
-    ) -> std::io::Result<()> {
-        for r in responses {
-            self.offer(r);
+        if exp.has_pending() {
+            flush(&mut exp, &mut sink);
         }
-        Ok(())
+        if closed {
+            if let Err(e) = sink.sync() {
+                eprintln!("hubble-agent: export: syncing {}: {e}", sink.describe());
+            }
+            return exp.stats();
+        }
     }
 }
 
@@ -411,6 +595,12 @@ mod tests {
     struct Cli {
         #[command(flatten)]
         e: ExportArgs,
+    }
+
+    fn start_static(a: &ExportArgs) -> Result<Option<AgentExporter>> {
+        a.spec()?
+            .map(|s| AgentExporter::start(&s, "--export-file-path", Arc::new(AtomicU64::new(0))))
+            .transpose()
     }
 
     fn args(extra: &[&str]) -> ExportArgs {
@@ -485,7 +675,7 @@ mod tests {
                 .any(|r| matches!(r.response_types, Some(ResponseTypes::LostEvents(_)))),
             "the fixture has a lost event"
         );
-        let e = AgentExporter::start(&a).unwrap().unwrap();
+        let e = start_static(&a).unwrap().unwrap();
         for r in &flows {
             e.offer(r);
         }
@@ -513,6 +703,71 @@ mod tests {
     }
 
     #[test]
+    fn static_aggregation_counts_every_flow_once_per_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("agg.log");
+        let a = args(&[
+            "--hubble-export-file-path",
+            path.to_str().unwrap(),
+            "--hubble-export-fieldaggregate",
+            "source.pod_name,verdict",
+            "--hubble-export-aggregation-interval",
+            "1h",
+            "--export-fieldmask",
+            "source.pod_name,verdict",
+        ]);
+        let flows: Vec<_> = demo()
+            .into_iter()
+            .filter(|r| matches!(r.response_types, Some(ResponseTypes::Flow(_))))
+            .collect();
+        let keys: std::collections::HashSet<(String, i32)> = flows
+            .iter()
+            .map(|r| match &r.response_types {
+                Some(ResponseTypes::Flow(f)) => (
+                    f.source.as_ref().map_or("", |s| &s.pod_name).to_string(),
+                    f.verdict,
+                ),
+                _ => unreachable!(),
+            })
+            .collect();
+        let e = start_static(&a).unwrap().unwrap();
+        for r in &flows {
+            e.offer(r);
+        }
+        // The window (1 h) closes at stop.
+        e.stop();
+        let got = lines(dir.path());
+        assert_eq!(got.len(), keys.len());
+        let counted: u64 = got
+            .iter()
+            .map(|l| {
+                let a = &l["flow"]["aggregate"];
+                [
+                    "ingress_flow_count",
+                    "egress_flow_count",
+                    "unknown_direction_flow_count",
+                ]
+                .iter()
+                .map(|k| a[k].as_u64().unwrap_or(0))
+                .sum::<u64>()
+            })
+            .sum();
+        assert_eq!(counted, flows.len() as u64);
+        let e = start_static(&args(&[
+            "--export-file-path",
+            "/tmp/never-written.log",
+            "--export-fieldaggregate",
+            "source",
+        ]))
+        .err()
+        .expect("refused");
+        assert_eq!(
+            format!("{e:#}"),
+            "--export-fieldaggregate: aggregation fields need a window interval above 0"
+        );
+    }
+
+    #[test]
     fn rotation_keeps_every_flow_once() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("events.log");
@@ -525,7 +780,7 @@ mod tests {
             "0",
         ]);
         let flows = demo();
-        let e = AgentExporter::start(&a).unwrap().unwrap();
+        let e = start_static(&a).unwrap().unwrap();
         // ~1.2 KB a line: 2000 lines rotate at least once at 1 MiB.
         let mut n = 0;
         for _ in 0..30 {
@@ -554,7 +809,7 @@ mod tests {
         let err = |extra: &[&str]| {
             let mut v = vec!["--export-file-path", "/tmp/never-written.log"];
             v.extend_from_slice(extra);
-            let e = AgentExporter::start(&args(&v)).err().expect("refused");
+            let e = start_static(&args(&v)).err().expect("refused");
             format!("{e:#}")
         };
         let e = err(&["--export-allowlist", r#"{"verdict":["NOPE"]}"#]);
@@ -567,7 +822,7 @@ mod tests {
             "{e}"
         );
         assert!(!e.contains('\n'));
-        assert!(AgentExporter::start(&args(&[])).unwrap().is_none());
+        assert!(start_static(&args(&[])).unwrap().is_none());
     }
 
     /// The export file holds every flow: created 0600, and a symbolic link planted at its
@@ -577,7 +832,7 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("events.log");
-        let e = AgentExporter::start(&args(&["--export-file-path", path.to_str().unwrap()]))
+        let e = start_static(&args(&["--export-file-path", path.to_str().unwrap()]))
             .unwrap()
             .unwrap();
         e.offer(&demo()[0]);
@@ -589,7 +844,7 @@ mod tests {
         std::fs::write(&target, "keep\n").unwrap();
         let link = dir.path().join("link.log");
         std::os::unix::fs::symlink(&target, &link).unwrap();
-        let e = AgentExporter::start(&args(&["--export-file-path", link.to_str().unwrap()]))
+        let e = start_static(&args(&["--export-file-path", link.to_str().unwrap()]))
             .err()
             .expect("refused");
         let e = format!("{e:#}");
@@ -624,7 +879,7 @@ mod tests {
             "--export-fieldmask",
             "time,verdict",
         ]);
-        let e = AgentExporter::start(&a).unwrap().unwrap();
+        let e = start_static(&a).unwrap().unwrap();
         feed(&e);
         e.stop();
         std::fs::read_to_string(&path)
@@ -740,7 +995,7 @@ mod tests {
     fn a_sink_outliving_the_exporter_neither_blocks_stop_nor_writes() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("events.log");
-        let e = AgentExporter::start(&args(&["--export-file-path", path.to_str().unwrap()]))
+        let e = start_static(&args(&["--export-file-path", path.to_str().unwrap()]))
             .unwrap()
             .unwrap();
         let store = crate::observer::events::AgentEvents::new("kind-worker");

@@ -2,6 +2,8 @@
 //! and an HTTP pod with an `l7` rule, `hubble-agent run --print-flows`, a DNS query, then
 //! HTTP requests answered 200 and 500; asserts the DNS and HTTP L7 flows (names, rcode, IPs,
 //! paired latency) and that a later flow to the address learnt from DNS carries the name.
+//! The agent redacts as Cilium's `--hubble-redact-*` flags ask: the URL's query is gone from
+//! flows and summaries, the denied header's value is HUBBLE_REDACTED, the others are kept.
 //! Without root or BPF it skips, but fails when CI=true.
 
 use std::io::{Read, Write};
@@ -101,7 +103,9 @@ fn l7_dns_and_http_flows_end_to_end() {
     let mut cmd = Command::new(BIN);
     cmd.args(["run", "--lab"])
         .arg(&spec_path)
-        .args(["--print-flows", "--no-hubble-server"]);
+        .args(["--print-flows", "--no-hubble-server"])
+        .args(["--hubble-redact-enabled", "--hubble-redact-http-urlquery"])
+        .args(["--hubble-redact-http-headers-deny", "User-Agent"]);
     let Some(orx) = common::spawn_attached(&mut guard, &mut cmd, TEST) else {
         return;
     };
@@ -130,7 +134,7 @@ fn l7_dns_and_http_flows_end_to_end() {
         // Events reach the agent through per-CPU rings drained every 50 ms: give the answer
         // time to be handled before the connections it names.
         std::thread::sleep(Duration::from_millis(300));
-        let ok = http_get(web_addr, "/api/v1/items")?;
+        let ok = http_get(web_addr, "/api/v1/items?token=s3cret")?;
         let err = http_get(web_addr, "/status/500")?;
         Ok((answer, ok, err))
     })
@@ -202,6 +206,7 @@ fn l7_dns_and_http_flows_end_to_end() {
             format!("http://web.shop.svc.cluster.local{path}")
         );
         assert_eq!(r["l7"]["http"]["protocol"], "HTTP/1.1");
+        assert!(!r["Summary"].as_str().unwrap().contains("s3cret"), "{r}");
         assert_eq!(r["traffic_direction"], "INGRESS");
         assert_eq!(r["source"]["pod_name"], "web");
         let lat: u64 = r["l7"]["latency_ns"]
@@ -216,6 +221,27 @@ fn l7_dns_and_http_flows_end_to_end() {
             "request flow of {path}"
         );
     }
+    let req = l7
+        .iter()
+        .find(|f| get(f, &["l7", "type"]) == "REQUEST" && f["l7"].get("http").is_some())
+        .expect("http request flow");
+    let header = |k: &str| {
+        req["l7"]["http"]["headers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|h| h["key"].as_str().unwrap().eq_ignore_ascii_case(k))
+            .map(|h| h["value"].as_str().unwrap().to_string())
+    };
+    assert_eq!(
+        header("user-agent").as_deref(),
+        Some("HUBBLE_REDACTED"),
+        "{req}"
+    );
+    assert_eq!(
+        header("host").as_deref(),
+        Some("web.shop.svc.cluster.local")
+    );
 
     // FQDN: flows from the client to the address it resolved, handled after the answer,
     // carry the name.

@@ -38,9 +38,12 @@ pub struct RunArgs {
     pub metrics: crate::metrics::MetricsArgs,
     #[command(flatten)]
     pub export: crate::exporter::ExportArgs,
+    #[command(flatten)]
+    pub redact: crate::l7::redact::RedactArgs,
 }
 
 pub fn run(args: RunArgs) -> Result<()> {
+    let redact = crate::l7::redact::Redact::from_args(&args.redact).map_err(anyhow::Error::msg)?;
     // Bound before entering the node netns: TCP listens where the agent was started.
     let metrics = crate::metrics::setup(&args.metrics)?;
     let exporter = crate::exporter::Exporters::start(&args.export)?;
@@ -126,6 +129,7 @@ pub fn run(args: RunArgs) -> Result<()> {
         sinks.push(Box::new(s.observer().clone()));
     }
     let mut builder = FlowBuilder::new(Enricher::new(node.model.state().clone(), node_name));
+    builder.l7.redact = redact;
     let res = node.run(&banner, args.duration, watchers, |ev| {
         match ev {
             Event::Record(rec, more) => {

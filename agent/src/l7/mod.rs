@@ -13,6 +13,7 @@
 
 pub mod dns;
 pub mod http;
+pub mod redact;
 
 /// Keys come from packets: hashed with per-map random seeds (foldhash), much cheaper than
 /// SipHash per L7 message.
@@ -115,6 +116,8 @@ pub struct L7Engine {
     msg: dns::Message,
     last_sweep_ns: u64,
     pub stats: L7Stats,
+    /// What HTTP flows hide (`--hubble-redact-*`).
+    pub redact: redact::Redact,
 }
 
 impl L7Engine {
@@ -229,6 +232,7 @@ impl L7Engine {
                     std::collections::hash_map::Entry::Vacant(v) => v.insert(http::Conn::default()),
                 };
                 let mut n = 0;
+                let redact = &self.redact;
                 conn.feed(
                     !response,
                     seg.seq,
@@ -239,7 +243,7 @@ impl L7Engine {
                     &mut |x| {
                         let f = next_flow(out, n);
                         enricher.fill_l7_base(&parsed, ev.src_label, ev.dst_label, time, f);
-                        fill_http(f, x);
+                        fill_http(f, x, redact);
                         finish(f, &ev);
                         n += 1;
                     },
@@ -450,7 +454,8 @@ fn push_u64(s: &mut String, mut v: u64) {
     }
 }
 
-fn fill_http(f: &mut Flow, x: &http::Exchange<'_>) {
+fn fill_http(f: &mut Flow, x: &http::Exchange<'_>, redact: &redact::Redact) {
+    let url = redact.url(x.url);
     let mut summary = std::mem::take(&mut f.summary);
     let rec = record_mut(
         f,
@@ -465,7 +470,7 @@ fn fill_http(f: &mut Flow, x: &http::Exchange<'_>) {
     };
     h.code = x.code;
     set_str(&mut h.method, x.method);
-    set_str(&mut h.url, x.url);
+    set_str(&mut h.url, &url);
     set_str(&mut h.protocol, x.protocol);
     h.headers.truncate(x.headers.len());
     for (i, (k, v)) in x.headers.iter().enumerate() {
@@ -473,7 +478,7 @@ fn fill_http(f: &mut Flow, x: &http::Exchange<'_>) {
             h.headers.push(HttpHeader::default());
         }
         set_str(&mut h.headers[i].key, k);
-        set_str(&mut h.headers[i].value, v);
+        set_str(&mut h.headers[i].value, redact.header(k, v));
     }
     // Hubble's summary (seven parser's httpSummary).
     let s = &mut summary;
@@ -488,7 +493,7 @@ fn fill_http(f: &mut Flow, x: &http::Exchange<'_>) {
     }
     s.push_str(x.method);
     s.push(' ');
-    s.push_str(x.url);
+    s.push_str(&url);
     if !x.request {
         s.push(')');
     }

@@ -202,3 +202,57 @@ fn policy_dir_source(
     );
     Ok((changes, vec![pd.watcher()]))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::RunArgs;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        run: RunArgs,
+    }
+
+    /// The Hubble flags of cilium-agent that `run` implements parse under Cilium's names
+    /// (the parity table in docs/PARITY.md lists them).
+    #[test]
+    fn ciliums_hubble_flag_names_are_accepted() {
+        let cli = Cli::try_parse_from([
+            "run",
+            "--hubble-socket-path=/tmp/h.sock",
+            "--hubble-listen-address=127.0.0.1:4244",
+            "--hubble-event-buffer-capacity=1023",
+            "--hubble-tls-cert-file=/c",
+            "--hubble-tls-key-file=/k",
+            "--hubble-tls-client-ca-files=/ca",
+            "--hubble-metrics=flow,drop",
+            "--hubble-metrics-server=:9965",
+            "--enable-hubble-open-metrics",
+            "--hubble-export-file-path=/e.log",
+            "--hubble-export-file-max-size-mb=5",
+            "--hubble-export-file-max-backups=2",
+            "--hubble-export-file-compress",
+            "--hubble-export-allowlist={}",
+            "--hubble-export-denylist={}",
+            "--hubble-export-fieldmask=time",
+            "--hubble-export-fieldaggregate=source",
+            "--hubble-export-aggregation-interval=30s",
+            "--hubble-flowlogs-config-path=/f.yaml",
+            "--hubble-redact-enabled",
+            "--hubble-redact-http-urlquery",
+            "--hubble-redact-http-userinfo=false",
+            "--hubble-redact-http-headers-deny=authorization",
+            "--bpf-ct-timeout-regular-tcp=6h",
+            "--allow-localhost=policy",
+        ])
+        .unwrap_or_else(|e| panic!("{e}"));
+        let r = cli.run;
+        assert_eq!(r.server.max_flows, 1023);
+        assert_eq!(r.server.socket, std::path::PathBuf::from("/tmp/h.sock"));
+        assert_eq!(r.server.listen_address, "127.0.0.1:4244");
+        assert!(r.redact.redact_enabled && !r.redact.redact_http_userinfo);
+        assert_eq!(r.export.export_file_max_backups, 2);
+        Cli::try_parse_from(["run", "--hubble-disable-tls"]).unwrap();
+    }
+}

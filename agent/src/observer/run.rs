@@ -22,11 +22,13 @@ use super::server::{self, DEFAULT_LISTEN_ADDRESS, DEFAULT_SOCKET, Listeners, Ser
 #[derive(Debug, Clone, Args)]
 pub struct ServerArgs {
     /// Flows kept for GetFlows (2^n − 1, at most 65535; Hubble's own default is 4095).
-    #[arg(long, default_value_t = DEFAULT_CAPACITY, value_name = "N")]
+    #[arg(long, alias = "hubble-event-buffer-capacity", default_value_t = DEFAULT_CAPACITY,
+          value_name = "N")]
     pub max_flows: u64,
     /// Unix socket of the Hubble API (empty: none), mode 0660. An agent already answering
     /// there is an error; a socket file left by one that died is replaced.
-    #[arg(long, default_value = DEFAULT_SOCKET, value_name = "PATH", value_parser = path_or_empty)]
+    #[arg(long, alias = "hubble-socket-path", default_value = DEFAULT_SOCKET, value_name = "PATH",
+          value_parser = path_or_empty)]
     pub socket: PathBuf,
     /// Group that may connect to --socket (a name or a gid; default: the agent's group).
     #[arg(long, value_name = "GROUP", value_parser = listen::parse_group)]
@@ -35,7 +37,8 @@ pub struct ServerArgs {
     /// (--tls-cert-file), :PORT is every interface. Without TLS the API is plaintext and
     /// stays on loopback: :PORT means 127.0.0.1:PORT, and another non-loopback address is
     /// refused unless --disable-server-tls.
-    #[arg(long, default_value = DEFAULT_LISTEN_ADDRESS, value_name = "ADDR")]
+    #[arg(long, alias = "hubble-listen-address", default_value = DEFAULT_LISTEN_ADDRESS,
+          value_name = "ADDR")]
     pub listen_address: String,
     /// Serve the TCP address in plaintext even beyond loopback (Cilium's
     /// --hubble-disable-tls): anyone who can reach it reads every flow, HTTP URLs and

@@ -178,6 +178,15 @@ pub fn aggregation(fields: &[String], window: Option<&str>) -> Result<Option<Agg
     }
 }
 
+/// What the last read of the file found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Seen {
+    Nothing,
+    Unreadable,
+    /// Text of this hash (applied when it parsed, reported when not).
+    Text(u64),
+}
+
 /// A log of the file and its exporter (None once past its `end`).
 struct Managed {
     log: FlowLog,
@@ -218,7 +227,7 @@ impl DynamicExporter {
             stats: Mutex::new(ReloadStats::default()),
             dropped,
         });
-        let mut last = inner.reload(None);
+        let mut last = inner.reload(Seen::Nothing);
         let (stop, stopped) = mpsc::channel::<()>();
         let follower = inner.clone();
         let thread = std::thread::Builder::new()
@@ -339,21 +348,20 @@ impl Inner {
         }
     }
 
-    /// Reads the file and applies it when its bytes changed since `last` (their hash);
-    /// returns the hash now in force.
-    fn reload(&self, last: Option<u64>) -> Option<u64> {
+    /// Reads the file and applies it when its bytes changed since `last`; returns what is
+    /// in force now. An unreadable file is reported once until it is back.
+    fn reload(&self, last: Seen) -> Seen {
         let text = match std::fs::read_to_string(&self.path) {
             Ok(t) => t,
             Err(e) => {
-                if last.is_some() || self.stats_applied().is_none() {
+                if last != Seen::Unreadable {
                     self.count("failure");
                     eprintln!(
                         "hubble-agent: flow logs config {}: {e}; the logs in force keep running",
                         self.path.display()
                     );
                 }
-                // Reported once until the file is back.
-                return None;
+                return Seen::Unreadable;
             }
         };
         let hash = {
@@ -361,7 +369,7 @@ impl Inner {
             text.hash(&mut h);
             h.finish()
         };
-        if last == Some(hash) {
+        if last == Seen::Text(hash) {
             return last;
         }
         match parse(&text) {
@@ -379,14 +387,7 @@ impl Inner {
                 );
             }
         }
-        Some(hash)
-    }
-
-    fn stats_applied(&self) -> Option<SystemTime> {
-        self.stats
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .applied_at
+        Seen::Text(hash)
     }
 
     /// Makes the running logs those of `logs`: unchanged ones keep writing, changed ones
@@ -731,5 +732,26 @@ flowLogs:
         // b's first version wrote web; its second db twice (the broken file changed nothing).
         assert_eq!(pods("b"), ["web", "db", "db"]);
         assert_eq!(pods("c"), ["web", "db", "db"]);
+    }
+
+    #[test]
+    fn a_missing_file_is_reported_once_and_followed_when_it_comes() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = dir.path().join("flowlogs.yaml");
+        let d = DynamicExporter::start(&cfg, Arc::new(AtomicU64::new(0))).unwrap();
+        let failures = || d.inner.stats.lock().unwrap().ops.get("failure").copied();
+        assert_eq!(failures(), Some(1));
+        std::thread::sleep(POLL + POLL / 2);
+        assert_eq!(failures(), Some(1), "reported once");
+        std::fs::write(
+            &cfg,
+            format!(
+                "flowLogs:\n- name: a\n  filePath: {}/a.log\n",
+                dir.path().display()
+            ),
+        )
+        .unwrap();
+        wait("a starts", || d.active() == ["a"]);
+        d.stop();
     }
 }

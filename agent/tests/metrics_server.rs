@@ -61,7 +61,8 @@ fn traced_response() -> Flow {
 fn metrics(spec: &str) -> Metrics {
     let flows = FlowMetrics::new(&[spec.to_string()], Limits::default()).unwrap();
     let m = Metrics::new(flows);
-    m.lock().process_flow(&traced_response(), 1);
+    m.lock()
+        .process_flow(&traced_response(), agent::metrics::coarse_now());
     m
 }
 

@@ -113,8 +113,11 @@ impl ConfigFile {
             return Ok(None);
         }
         match self.build(&bytes) {
-            Ok((handlers, options)) => {
-                self.options_in_force.extend(options);
+            Ok(handlers) => {
+                for h in &handlers {
+                    self.options_in_force
+                        .insert(h.name.clone(), h.spec.options.clone());
+                }
                 self.applied = Some(bytes);
                 self.refused = None;
                 self.reported = None;
@@ -159,9 +162,8 @@ impl ConfigFile {
         Err(e)
     }
 
-    /// The handlers of a file's text, filters set, and each one's options; or the first
-    /// problem, in one line.
-    fn build(&self, bytes: &[u8]) -> Result<(Vec<Handler>, Vec<(String, Options)>), String> {
+    /// The handlers of a file's text, filters set; or the first problem, in one line.
+    fn build(&self, bytes: &[u8]) -> Result<Vec<Handler>, String> {
         let entries = parse(bytes)?;
         let mut specs: Vec<HandlerSpec> = Vec::with_capacity(entries.len());
         for (i, e) in entries.iter().enumerate() {
@@ -205,8 +207,7 @@ impl ConfigFile {
             h.set_filters(filters);
             handlers.push(h);
         }
-        let options = specs.into_iter().map(|s| (s.name, s.options)).collect();
-        Ok((handlers, options))
+        Ok(handlers)
     }
 }
 

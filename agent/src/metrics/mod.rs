@@ -42,8 +42,9 @@ pub const DEFAULT_METRICS_SERVER: &str = ":9965";
 pub struct MetricsArgs {
     /// Hubble metrics to enable: `name[:option;option=value...]` items separated by commas
     /// or spaces, as Hubble's `--hubble-metrics`. Handlers: flow, drop, tcp, dns (options
-    /// query, ignoreAAAA), http or httpV2, icmp, port-distribution, policy. Every handler
-    /// takes sourceContext / destinationContext (and source|destination Egress|Ingress
+    /// query, ignoreAAAA), http or httpV2 (option exemplars=true: the flow's trace ID on the
+    /// OpenMetrics samples), icmp, port-distribution, policy, flows-to-world (options
+    /// any-drop, port, syn-only). Every handler takes sourceContext / destinationContext (and source|destination Egress|Ingress
     /// Context), `|`-separated, first non-empty wins, of identity, namespace, pod,
     /// pod-short, pod-name, dns, ip, reserved-identity, workload-name, app; and labelsContext = a comma
     /// list of source_ip, source_pod, source_namespace, source_workload, source_app,

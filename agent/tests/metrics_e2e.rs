@@ -1,9 +1,16 @@
-//! End-to-end test of the agent's Prometheus metrics (needs root and BPF): a uniquely named
-//! lab, `hubble-agent run --print-flows --metrics ...` on a loopback port of its own, lab
-//! traffic (allowed and denied), then a real HTTP scrape of /metrics whose counts must equal
-//! those of the flows the agent printed; the in-agent exporter (`--hubble-export-*`) writes the
-//! same flows but the denied ones. The exposition is the Prometheus text format (promtool lints
-//! it), OpenMetrics for a scraper asking for it, and a real Prometheus server scrapes it. Without root or BPF it skips, but fails when CI=true.
+//! End-to-end tests of the agent's Prometheus metrics (need root and BPF), each on a uniquely
+//! named lab with traffic allowed and denied:
+//! - `hubble-agent run --print-flows --metrics ...` on a loopback port of its own, then a real
+//!   HTTP scrape of /metrics whose counts must equal those of the flows the agent printed; the
+//!   in-agent exporter (`--hubble-export-*`) writes the same flows but the denied ones. The
+//!   exposition is the Prometheus text format (promtool lints it), OpenMetrics for a scraper
+//!   asking for it, and a real Prometheus server scrapes it.
+//! - `--hubble-dynamic-metrics-config-path` with the metrics server on mutual TLS (scraped by
+//!   curl with certificates of `hubble-agent certs generate`): rewriting the file adds and
+//!   removes metrics and changes their filters while the agent runs; a broken file changes
+//!   nothing.
+//!
+//! Without root or BPF they skip, but fail when CI=true.
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -15,39 +22,47 @@ use serde_json::Value;
 
 mod common;
 use common::TestLab;
+#[path = "support/scrapers.rs"]
+mod scrapers;
 
 const BIN: &str = env!("CARGO_BIN_EXE_hubble-agent");
 const TEST: &str = "e2e metrics test";
 
 fn spec_text(name: &str) -> String {
+    spec_on(name, 42)
+}
+
+/// The lab of these tests on 10.250.NET.0/24: client, server and intruder pods, a policy
+/// letting the client reach the server on 8080 and denying the intruder.
+fn spec_on(name: &str, net: u8) -> String {
     format!(
         r#"
 [lab]
 name = "{name}"
 node = "{name}-node"
-ipv4_cidr = "10.250.42.0/24"
-ipv6_cidr = "fd00:250:42::/64"
+ipv4_cidr = "10.250.{net}.0/24"
+ipv6_cidr = "fd00:250:{net}::/64"
 
 [[pods]]
 namespace = "default"
 name = "client"
 labels = {{ app = "client" }}
-ipv4 = "10.250.42.10"
-ipv6 = "fd00:250:42::10"
+ipv4 = "10.250.{net}.10"
+ipv6 = "fd00:250:{net}::10"
 
 [[pods]]
 namespace = "default"
 name = "server"
 labels = {{ app = "server" }}
-ipv4 = "10.250.42.20"
-ipv6 = "fd00:250:42::20"
+ipv4 = "10.250.{net}.20"
+ipv6 = "fd00:250:{net}::20"
 
 [[pods]]
 namespace = "default"
 name = "intruder"
 labels = {{ app = "intruder" }}
-ipv4 = "10.250.42.30"
-ipv6 = "fd00:250:42::30"
+ipv4 = "10.250.{net}.30"
+ipv6 = "fd00:250:{net}::30"
 
 [[services]]
 namespace = "default"
@@ -133,82 +148,20 @@ fn promtool_accepts(body: &str) {
 /// its own config and data directory under `dir`, scrapes the agent at `addr` every second;
 /// `hubble_flows_processed_total` comes back through its query API within 30 s.
 fn prometheus_scrapes(addr: &str, dir: &std::path::Path) {
-    if Command::new("prometheus")
-        .arg("--version")
-        .output()
-        .is_err()
-    {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "prometheus is needed under CI=true (apt-get install prometheus)"
-        );
-        eprintln!("prometheus not found: no real scrape");
+    let Some(prom) = scrapers::Prometheus::start(dir, addr, &[]) else {
         return;
-    }
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port();
-    let config = dir.join("prometheus.yml");
-    std::fs::write(
-        &config,
-        format!(
-            "global: {{scrape_interval: 1s, evaluation_interval: 1s}}\n\
-             scrape_configs:\n  - job_name: hubble\n    static_configs: [{{targets: ['{addr}']}}]\n"
-        ),
-    )
-    .unwrap();
-    /// Stops the server whatever happens.
-    struct Kill(std::process::Child);
-    impl Drop for Kill {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let _prom = Kill(
-        Command::new("prometheus")
-            .arg(format!("--config.file={}", config.display()))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.join("prometheus").display()
-            ))
-            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start prometheus"),
+    };
+    prom.wait_for(
+        "/api/v1/query?query=sum(hubble_flows_processed_total)",
+        |body| {
+            serde_json::from_str::<Value>(body).is_ok_and(|v| {
+                v["data"]["result"][0]["value"][1]
+                    .as_str()
+                    .and_then(|x| x.parse::<f64>().ok())
+                    .is_some_and(|n| n > 0.0)
+            })
+        },
     );
-    let prom_addr = format!("127.0.0.1:{port}");
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    let mut last = String::new();
-    while std::time::Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(500));
-        let Ok(mut s) = TcpStream::connect(&prom_addr) else {
-            continue;
-        };
-        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        let _ = write!(
-            s,
-            "GET /api/v1/query?query=sum(hubble_flows_processed_total) HTTP/1.1\r\nHost: {prom_addr}\r\nConnection: close\r\n\r\n"
-        );
-        let mut buf = String::new();
-        let _ = s.read_to_string(&mut buf);
-        let Some((_, body)) = buf.split_once("\r\n\r\n") else {
-            continue;
-        };
-        last = body.to_string();
-        let Ok(v) = serde_json::from_str::<Value>(body) else {
-            continue;
-        };
-        let n = v["data"]["result"][0]["value"][1]
-            .as_str()
-            .and_then(|x| x.parse::<f64>().ok());
-        if n.is_some_and(|n| n > 0.0) {
-            return;
-        }
-    }
-    panic!("Prometheus did not scrape hubble_flows_processed_total within 30 s: {last}");
 }
 
 fn value(v: &prometheus_parse::Value) -> f64 {
@@ -533,4 +486,203 @@ fn scrape_matches_the_flows_seen() {
     ] {
         assert!(scrape.samples.iter().any(|s| s.metric == name), "{name}");
     }
+}
+
+const DYNAMIC_TEST: &str = "e2e dynamic metrics test";
+
+/// The `flow` entry of the dynamic metrics file: source and destination pods, then `filters`
+/// (an `includeFilters` or `excludeFilters` block).
+fn flow_entry(filters: &str) -> String {
+    format!(
+        "- name: flow\n  contextOptions:\n  - name: sourceContext\n    values: [pod]\n  - name: destinationContext\n    values: [pod]\n{filters}"
+    )
+}
+
+/// Writes `text` to `path` whole (write, then rename): the agent never reads half of it.
+fn replace_file(path: &std::path::Path, text: &str) {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+/// `hubble-agent lab traffic` for 10 s at most, then half a second for its last flows.
+fn lab_traffic(spec_path: &std::path::Path) {
+    let st = Command::new(BIN)
+        .args(["lab", "traffic"])
+        .arg(spec_path)
+        .args(["--count", "2", "--duration", "10s"])
+        .stdout(Stdio::null())
+        .status()
+        .expect("lab traffic");
+    assert!(st.code().is_some(), "lab traffic was killed: {st}");
+    std::thread::sleep(Duration::from_millis(500));
+}
+
+/// Waits up to 10 s for an agent stderr line containing `want`.
+fn wait_line(stderr: &std::sync::mpsc::Receiver<String>, want: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
+        match stderr.recv_timeout(left) {
+            Ok(l) if l.contains(want) => return,
+            Ok(_) => {}
+            Err(_) => break,
+        }
+    }
+    panic!("no agent line containing {want:?} within 10 s");
+}
+
+#[test]
+fn dynamic_metrics_file_applies_while_serving_over_mutual_tls() {
+    if !scrapers::have("curl") {
+        return;
+    }
+    let name = format!("d{}", std::process::id() % 10_000_000);
+    let Some(TestLab {
+        dir,
+        spec_path,
+        spec: _,
+        mut guard,
+    }) = TestLab::up(DYNAMIC_TEST, &name, |n| spec_on(n, 44))
+    else {
+        return;
+    };
+    let certs = dir.path().join("certs");
+    let st = Command::new(BIN)
+        .args(["certs", "generate"])
+        .arg(&certs)
+        .output()
+        .expect("certs generate");
+    assert!(st.status.success(), "{st:?}");
+    let cert = |f: &str| certs.join(f).display().to_string();
+    let config = dir.path().join("metrics.yaml");
+    let include_drops = "  includeFilters:\n  - verdict: [DROPPED]\n";
+    replace_file(
+        &config,
+        &format!("metrics:\n{}- name: drop\n", flow_entry(include_drops)),
+    );
+
+    let mut cmd = Command::new(BIN);
+    cmd.args(["run", "--lab"])
+        .arg(&spec_path)
+        .arg("--socket")
+        .arg(dir.path().join("hubble.sock"))
+        .args(["--listen-address", "", "--aggregation", "none"])
+        .arg("--hubble-dynamic-metrics-config-path")
+        .arg(&config)
+        .args(["--metrics-server", "127.0.0.1:0"])
+        .arg("--hubble-metrics-server-enable-tls")
+        .args(["--hubble-metrics-server-tls-cert-file", &cert("server.crt")])
+        .args(["--hubble-metrics-server-tls-key-file", &cert("server.key")])
+        .args([
+            "--hubble-metrics-server-tls-client-ca-files",
+            &cert("ca.crt"),
+        ]);
+    let Some((_stdout, stderr, log)) =
+        common::spawn_attached_streams(&mut guard, &mut cmd, DYNAMIC_TEST)
+    else {
+        return;
+    };
+    let shown = config.display().to_string();
+    assert!(
+        log.iter()
+            .any(|l| l == &format!("hubble-agent: metrics from {shown}: flow, drop")),
+        "{log:?}"
+    );
+    let url = log
+        .iter()
+        .find_map(|l| {
+            let rest = l.strip_prefix("hubble-agent: metrics on https://")?;
+            let (addr, tail) = rest.split_once("/metrics")?;
+            (tail == " (client certificates required)").then(|| format!("https://{addr}/metrics"))
+        })
+        .unwrap_or_else(|| panic!("no mutual-TLS metrics address in {log:?}"));
+    let client = [
+        "--cacert",
+        &cert("ca.crt"),
+        "--cert",
+        &cert("client.crt"),
+        "--key",
+        &cert("client.key"),
+    ];
+    let scrape = || {
+        let got = scrapers::curl(&url, &client);
+        assert!(
+            got.ok && got.status == "200",
+            "{} {}",
+            got.status,
+            got.stderr
+        );
+        let s = prometheus_parse::Scrape::parse(got.body.lines().map(|l| Ok(l.to_string())))
+            .expect("Prometheus text");
+        (got.body, s)
+    };
+    let anonymous = scrapers::curl(&url, &["--cacert", &cert("ca.crt")]);
+    assert!(
+        !anonymous.ok,
+        "a scraper without a certificate got {}",
+        anonymous.status
+    );
+
+    // The first file: flow counts drops only (includeFilters), drop runs, tcp does not.
+    lab_traffic(&spec_path);
+    let (text, s) = scrape();
+    let by_verdict = series(&s, "hubble_flows_processed_total", &["verdict"]);
+    let verdicts: Vec<&str> = by_verdict.keys().map(|k| k[0].as_str()).collect();
+    assert_eq!(verdicts, ["DROPPED"], "{text}");
+    assert!(!series(&s, "hubble_drop_total", &[]).is_empty(), "{text}");
+    assert!(!text.contains("hubble_tcp_flags_total"), "{text}");
+
+    // Rewritten: flow (same options) now excludes drops, drop goes, tcp comes.
+    let exclude_drops = "  excludeFilters:\n  - verdict: [DROPPED]\n";
+    replace_file(
+        &config,
+        &format!("metrics:\n{}- name: tcp\n", flow_entry(exclude_drops)),
+    );
+    wait_line(&stderr, &format!("metrics from {shown}: flow, tcp"));
+    let (text, s) = scrape();
+    assert!(!text.contains("hubble_drop_total"), "{text}");
+    assert!(
+        text.contains("# TYPE hubble_tcp_flags_total counter"),
+        "{text}"
+    );
+    let dropped = series(&s, "hubble_flows_processed_total", &["verdict"]);
+    lab_traffic(&spec_path);
+    let (text, s) = scrape();
+    let by_verdict = series(&s, "hubble_flows_processed_total", &["verdict"]);
+    let key = |v: &str| vec![v.to_string()];
+    assert_eq!(
+        by_verdict.get(&key("DROPPED")),
+        dropped.get(&key("DROPPED")),
+        "no drop counted since: {text}"
+    );
+    assert!(
+        by_verdict.get(&key("FORWARDED")).is_some_and(|n| *n > 0),
+        "{text}"
+    );
+    assert!(
+        !series(&s, "hubble_tcp_flags_total", &["flag"]).is_empty(),
+        "{text}"
+    );
+    let pods = series(
+        &s,
+        "hubble_flows_processed_total",
+        &["source", "destination"],
+    );
+    assert!(
+        pods.contains_key(&vec![
+            "default/client".to_string(),
+            "default/server".to_string()
+        ]),
+        "{pods:?}"
+    );
+
+    // A broken file: one line, and the metrics in force keep running.
+    replace_file(&config, "metrics: [\n");
+    wait_line(&stderr, "(keeping the metrics in force)");
+    let (text, _) = scrape();
+    assert!(
+        text.contains("# TYPE hubble_tcp_flags_total counter"),
+        "{text}"
+    );
+    assert!(text.contains("hubble_flows_processed_total{"), "{text}");
 }

@@ -190,7 +190,7 @@ hubble_flows_processed_created{type=\"L3_L4\",verdict=\"FORWARDED\"} 1700000000.
 # HELP hubble_http_request_duration_seconds Quantiles of HTTP request duration in \\\"seconds\\\"
 # TYPE hubble_http_request_duration_seconds histogram
 # UNIT hubble_http_request_duration_seconds seconds
-hubble_http_request_duration_seconds_bucket{le=\"0.005\"} 1 # {trace_id=\"abc # {x}\"} 0.001 1700000000.1
+hubble_http_request_duration_seconds_bucket{le=\"0.005\"} 1 # {traceID=\"abc # {x}\"} 0.001 1700000000.1
 hubble_http_request_duration_seconds_sum 0.001
 hubble_http_request_duration_seconds_count 1
 # HELP hubble_build Build information

@@ -1,12 +1,13 @@
 //! Hubble's flow metric handlers (cilium `pkg/hubble/metrics/*`): the same metric names,
-//! label names and order, label values and conditions, driven by one `--metrics` spec.
+//! label names and order, label values and conditions, driven by one `--metrics` spec or
+//! one entry of the dynamic metrics file, whose include/exclude filters apply first.
 
+use hubble::filter::FlowFilters;
 use hubble_api::flow::layer4::Protocol;
 use hubble_api::flow::layer7::Record;
 use hubble_api::flow::{
     DropReason, Flow, IpVersion, L7FlowType, LostEvent, LostEventSource, TrafficDirection, Verdict,
 };
-use prometheus_client::encoding::DescriptorEncoder;
 
 use super::context::ContextOptions;
 use super::spec::HandlerSpec;
@@ -19,6 +20,8 @@ const MSG_TRACE: i32 = 4;
 const MSG_POLICY_VERDICT: i32 = 5;
 const MSG_ACCESS_LOG: i32 = 129;
 const IDENTITY_HOST: u32 = 1;
+/// The label of destinations `flows-to-world` counts (cilium `reserved:world`).
+const WORLD_LABEL: &str = "reserved:world";
 
 #[derive(Debug)]
 enum Kind {
@@ -40,6 +43,8 @@ enum Kind {
     },
     Http {
         v2: bool,
+        /// `exemplars=true`: samples carry the flow's trace ID.
+        exemplars: bool,
         requests: CounterVec,
         responses: Option<CounterVec>,
         duration: HistogramVec,
@@ -53,14 +58,27 @@ enum Kind {
     Policy {
         verdicts: CounterVec,
     },
+    FlowsToWorld {
+        /// Count every drop, not only policy denials.
+        any_drop: bool,
+        /// A `port` label with the destination port.
+        port: bool,
+        /// Count only TCP SYNs that are not replies.
+        syn_only: bool,
+        flows: CounterVec,
+    },
 }
 
 /// One configured handler.
 #[derive(Debug)]
 pub struct Handler {
     pub name: String,
+    /// What it was built from (a reload keeps a handler whose spec is unchanged).
+    pub spec: HandlerSpec,
     ctx: ContextOptions,
     kind: Kind,
+    /// Include/exclude filters of the dynamic metrics file (none: every flow).
+    filters: FlowFilters,
 }
 
 fn with(mut a: Vec<&'static str>, b: &[&'static str]) -> Vec<&'static str> {
@@ -73,6 +91,7 @@ impl Handler {
     pub fn new(spec: &HandlerSpec) -> Result<Self, String> {
         let mut ctx = ContextOptions::default();
         let (mut query, mut ignore_aaaa, mut exemplars) = (false, false, false);
+        let (mut any_drop, mut port, mut syn_only) = (false, false, false);
         for (k, v) in &spec.options {
             let known = ctx
                 .apply(k, v)
@@ -84,16 +103,13 @@ impl Handler {
                 ("dns", "query") => query = true,
                 ("dns", "ignoreaaaa") => ignore_aaaa = true,
                 ("http" | "httpV2", "exemplars") => exemplars = v == "true",
+                ("flows-to-world", "any-drop") => any_drop = true,
+                ("flows-to-world", "port") => port = true,
+                ("flows-to-world", "syn-only") => syn_only = true,
                 _ => {
                     return Err(format!("metric '{}': unknown option '{k}'", spec.name));
                 }
             }
-        }
-        if exemplars {
-            eprintln!(
-                "hubble-agent: metric '{}': exemplars=true is accepted but no exemplars are recorded",
-                spec.name
-            );
         }
         let c = ctx.label_names();
         let kind = match spec.name.as_str() {
@@ -149,6 +165,7 @@ impl Handler {
                 let v2 = spec.name == "httpV2";
                 Kind::Http {
                     v2,
+                    exemplars,
                     requests: CounterVec::new(
                         "hubble_http_requests_total",
                         "Count of HTTP requests",
@@ -193,13 +210,39 @@ impl Handler {
                     with(vec!["direction", "match", "action"], &c),
                 ),
             },
+            "flows-to-world" => Kind::FlowsToWorld {
+                any_drop,
+                port,
+                syn_only,
+                flows: CounterVec::new(
+                    "hubble_flows_to_world_total",
+                    "Total number of flows to reserved:world",
+                    if port {
+                        with(vec!["protocol", "verdict", "port"], &c)
+                    } else {
+                        with(vec!["protocol", "verdict"], &c)
+                    },
+                ),
+            },
             other => return Err(format!("metric '{other}' does not exist")),
         };
         Ok(Self {
             name: spec.name.clone(),
+            spec: spec.clone(),
             ctx,
             kind,
+            filters: FlowFilters::default(),
         })
+    }
+
+    /// Counts only flows `filters` pass from now on (the dynamic file's include/exclude).
+    pub fn set_filters(&mut self, filters: FlowFilters) {
+        self.filters = filters;
+    }
+
+    /// Takes the filters of `newer`, a handler built from the same spec (a reload).
+    pub fn adopt_filters(&mut self, newer: Handler) {
+        self.filters = newer.filters;
     }
 
     fn vecs(&self) -> (Vec<&CounterVec>, Option<&HistogramVec>) {
@@ -209,7 +252,8 @@ impl Handler {
             | Kind::Tcp { flags: v }
             | Kind::Icmp { icmp: v }
             | Kind::PortDistribution { ports: v }
-            | Kind::Policy { verdicts: v } => (vec![v], None),
+            | Kind::Policy { verdicts: v }
+            | Kind::FlowsToWorld { flows: v, .. } => (vec![v], None),
             Kind::Dns {
                 queries,
                 responses,
@@ -236,7 +280,8 @@ impl Handler {
             | Kind::Tcp { flags: v }
             | Kind::Icmp { icmp: v }
             | Kind::PortDistribution { ports: v }
-            | Kind::Policy { verdicts: v } => (vec![v], None),
+            | Kind::Policy { verdicts: v }
+            | Kind::FlowsToWorld { flows: v, .. } => (vec![v], None),
             Kind::Dns {
                 queries,
                 responses,
@@ -258,6 +303,9 @@ impl Handler {
 
     /// Counts one flow.
     pub fn process(&mut self, f: &Flow, key: &mut KeyBuf, now: u64, lim: &Limits) {
+        if !self.filters.matches(f) {
+            return;
+        }
         let ctx = &self.ctx;
         key.clear();
         match &mut self.kind {
@@ -404,6 +452,7 @@ impl Handler {
             }
             Kind::Http {
                 v2,
+                exemplars,
                 requests,
                 responses,
                 duration,
@@ -422,12 +471,21 @@ impl Handler {
                     Ok(TrafficDirection::Ingress) => "server",
                     _ => "unknown",
                 };
+                // Cilium's exemplar: the trace ID of the flow's W3C trace context.
+                let trace_id = if *exemplars { trace_id(f) } else { "" };
+                let count = |c: &mut CounterVec, key: &KeyBuf| {
+                    if trace_id.is_empty() {
+                        c.inc(key.as_str(), now, lim)
+                    } else {
+                        c.inc_with_exemplar(key.as_str(), now, lim, trace_id)
+                    }
+                };
                 ctx.push_values(f, *v2, key);
                 key.push(&http.method);
                 if is_request {
                     key.push(&http.protocol);
                     key.push(reporter);
-                    requests.inc(key.as_str(), now, lim);
+                    count(requests, key);
                     return;
                 }
                 let method_mark = key.mark();
@@ -435,13 +493,15 @@ impl Handler {
                 key.start();
                 key.push_u64(http.code as u64);
                 key.push(reporter);
-                match responses {
-                    Some(r) => r.inc(key.as_str(), now, lim),
-                    None => requests.inc(key.as_str(), now, lim),
-                }
+                count(responses.as_mut().unwrap_or(requests), key);
                 key.reset(method_mark);
                 key.push(reporter);
-                duration.observe(key.as_str(), l7.latency_ns as f64 / 1e9, now, lim);
+                let seconds = l7.latency_ns as f64 / 1e9;
+                if trace_id.is_empty() {
+                    duration.observe(key.as_str(), seconds, now, lim);
+                } else {
+                    duration.observe_with_exemplar(key.as_str(), seconds, now, lim, trace_id);
+                }
             }
             Kind::Icmp { icmp } => {
                 let tc = match f.l4.as_ref().and_then(|l| l.protocol.as_ref()) {
@@ -511,6 +571,47 @@ impl Handler {
                 ctx.push_values(f, false, key);
                 verdicts.inc(key.as_str(), now, lim);
             }
+            Kind::FlowsToWorld {
+                any_drop,
+                port,
+                syn_only,
+                flows,
+            } => {
+                let Some(l4) = &f.l4 else { return };
+                let to_world = f
+                    .destination
+                    .as_ref()
+                    .is_some_and(|d| d.labels.iter().any(|l| l == WORLD_LABEL));
+                if !to_world || f.event_type.is_none() {
+                    return;
+                }
+                let dropped = f.verdict == Verdict::Dropped as i32;
+                if dropped && !*any_drop && f.drop_reason_desc != DropReason::PolicyDenied as i32 {
+                    return;
+                }
+                // Forwarded replies would count ephemeral ports.
+                let is_reply = f.is_reply.is_some_and(|b| b.value);
+                if !dropped && is_reply {
+                    return;
+                }
+                let syn = matches!(&l4.protocol, Some(Protocol::Tcp(t)) if t.flags.is_some_and(|fl| fl.syn));
+                if *syn_only && (!syn || is_reply) {
+                    return;
+                }
+                key.push(flow_protocol(f));
+                push_verdict(key, f.verdict, false);
+                if *port {
+                    key.start();
+                    match &l4.protocol {
+                        Some(Protocol::Tcp(p)) => key.push_u64(p.destination_port as u64),
+                        Some(Protocol::Udp(p)) => key.push_u64(p.destination_port as u64),
+                        Some(Protocol::Sctp(p)) => key.push_u64(p.destination_port as u64),
+                        _ => {}
+                    }
+                }
+                ctx.push_values(f, false, key);
+                flows.inc(key.as_str(), now, lim);
+            }
         }
     }
 
@@ -552,15 +653,15 @@ impl Handler {
         s
     }
 
-    pub fn encode(&self, enc: &mut DescriptorEncoder<'_>) -> std::fmt::Result {
+    /// This handler's families in OpenMetrics text.
+    pub fn write(&self, out: &mut String) {
         let (cs, h) = self.vecs();
         for c in cs {
-            c.encode(enc)?;
+            c.write(out);
         }
         if let Some(h) = h {
-            h.encode(enc)?;
+            h.write(out);
         }
-        Ok(())
     }
 
     /// The counter family named `name` (tests).
@@ -591,6 +692,14 @@ pub fn lost_source(ev: &LostEvent) -> &'static str {
         Ok(LostEventSource::HubbleRingBuffer) => "hubble_ring_buffer",
         _ => "unknown",
     }
+}
+
+/// The trace ID of the flow's trace context (empty without one).
+fn trace_id(f: &Flow) -> &str {
+    f.trace_context
+        .as_ref()
+        .and_then(|t| t.parent.as_ref())
+        .map_or("", |p| p.trace_id.as_str())
 }
 
 fn forwarded_or_redirected(f: &Flow) -> bool {

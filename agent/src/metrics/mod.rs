@@ -1,20 +1,26 @@
-//! Prometheus metrics of the agent: Hubble's flow metric handlers (`--metrics`, Hubble's
-//! names and labels) and the agent's own `hubble_agent_*` counters, served on `/metrics`.
+//! Prometheus metrics of the agent: Hubble's flow metric handlers (`--metrics`, or Cilium's
+//! dynamic metrics file; Hubble's names and labels) and the agent's own `hubble_agent_*`
+//! counters, served on `/metrics` (plain HTTP or TLS).
 //!
 //! The datapath loop calls [`Metrics::record`] per flow under one uncontended lock; a scrape
-//! takes the same lock only while it encodes. Stale series expire after `--metrics-expiration`
-//! and each family holds at most `--metrics-max-series` series.
+//! takes the same lock only while it encodes, and a reload of the dynamic file only while it
+//! swaps handlers. Stale series expire after `--metrics-expiration` and each family holds at
+//! most `--metrics-max-series` series.
 
 pub mod context;
+pub mod dynamic;
 pub mod exposition;
 pub mod handlers;
 pub mod server;
 pub mod spec;
 pub mod vec;
 
+use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use anyhow::Context as _;
 use clap::Args;
 use hubble_api::flow::Flow;
 use hubble_api::observer::{GetFlowsResponse, get_flows_response::ResponseTypes};
@@ -36,8 +42,9 @@ pub const DEFAULT_METRICS_SERVER: &str = ":9965";
 pub struct MetricsArgs {
     /// Hubble metrics to enable: `name[:option;option=value...]` items separated by commas
     /// or spaces, as Hubble's `--hubble-metrics`. Handlers: flow, drop, tcp, dns (options
-    /// query, ignoreAAAA), http or httpV2, icmp, port-distribution, policy. Every handler
-    /// takes sourceContext / destinationContext (and source|destination Egress|Ingress
+    /// query, ignoreAAAA), http or httpV2 (option exemplars=true: the flow's trace ID on the
+    /// OpenMetrics samples), icmp, port-distribution, policy, flows-to-world (options
+    /// any-drop, port, syn-only). Every handler takes sourceContext / destinationContext (and source|destination Egress|Ingress
     /// Context), `|`-separated, first non-empty wins, of identity, namespace, pod,
     /// pod-short, pod-name, dns, ip, reserved-identity, workload-name, app; and labelsContext = a comma
     /// list of source_ip, source_pod, source_namespace, source_workload, source_app,
@@ -46,10 +53,64 @@ pub struct MetricsArgs {
     /// Setting it serves /metrics on --metrics-server.
     #[arg(long = "metrics", alias = "hubble-metrics", value_name = "SPEC")]
     pub metrics: Vec<String>,
+    /// Cilium's dynamic metrics file (--hubble-dynamic-metrics-config-path; default none),
+    /// instead of --metrics: YAML `metrics:` entries of `name`, `contextOptions` (a list of
+    /// `{name, values}`: the options above, e.g. `{name: sourceContext, values: [pod, ip]}`,
+    /// `{name: query}`), `includeFilters` and `excludeFilters` (FlowFilter objects, e.g.
+    /// `{source_pod: ["kube-system/"]}`; a flow counts if an include filter matches, or
+    /// there is none, and no exclude filter does). The file is read every second: metrics
+    /// added or removed and filters changed apply at once; the contextOptions of a metric
+    /// cannot change until a restart (as in Cilium); a broken file is reported in one line
+    /// and the metrics in force keep running.
+    #[arg(
+        long,
+        visible_alias = "hubble-dynamic-metrics-config-path",
+        value_name = "FILE",
+        conflicts_with = "metrics"
+    )]
+    pub dynamic_metrics_config_path: Option<PathBuf>,
     /// Address of the Prometheus endpoint, HOST:PORT or :PORT (default :9965 when --metrics
-    /// is given; setting only this serves the agent's own metrics).
+    /// or --dynamic-metrics-config-path is given; setting only this serves the agent's own
+    /// metrics).
     #[arg(long, alias = "hubble-metrics-server", value_name = "ADDR")]
     pub metrics_server: Option<String>,
+    /// Serve /metrics over HTTPS (TLS 1.3; Cilium's --hubble-metrics-server-enable-tls,
+    /// default false). Needs --metrics-server-tls-cert-file and --metrics-server-tls-key-file.
+    #[arg(
+        long,
+        visible_alias = "hubble-metrics-server-enable-tls",
+        requires_all = ["metrics_server_tls_cert_file", "metrics_server_tls_key_file"]
+    )]
+    pub metrics_server_enable_tls: bool,
+    /// Certificate (PEM) of the HTTPS metrics server (Cilium's
+    /// --hubble-metrics-server-tls-cert-file). `hubble-agent certs generate DIR` makes one.
+    #[arg(
+        long,
+        visible_alias = "hubble-metrics-server-tls-cert-file",
+        value_name = "FILE",
+        requires = "metrics_server_enable_tls"
+    )]
+    pub metrics_server_tls_cert_file: Option<PathBuf>,
+    /// Private key (PEM) of --metrics-server-tls-cert-file (Cilium's
+    /// --hubble-metrics-server-tls-key-file).
+    #[arg(
+        long,
+        visible_alias = "hubble-metrics-server-tls-key-file",
+        value_name = "FILE",
+        requires = "metrics_server_enable_tls"
+    )]
+    pub metrics_server_tls_key_file: Option<PathBuf>,
+    /// Require scrapers to present a certificate signed by one of these CAs (mutual TLS;
+    /// comma-separated or repeated PEM files; Cilium's
+    /// --hubble-metrics-server-tls-client-ca-files). A scraper without one is refused.
+    #[arg(
+        long,
+        visible_alias = "hubble-metrics-server-tls-client-ca-files",
+        value_delimiter = ',',
+        value_name = "FILES",
+        requires = "metrics_server_enable_tls"
+    )]
+    pub metrics_server_tls_client_ca_files: Vec<PathBuf>,
     /// Series not updated for this long are removed (0s: never), e.g. 10m.
     #[arg(long, default_value = "1h", value_parser = crate::args::parse_duration, value_name = "DURATION")]
     pub metrics_expiration: Duration,
@@ -70,11 +131,31 @@ impl MetricsArgs {
         match &self.metrics_server {
             Some(a) if a.is_empty() => None,
             Some(a) => Some(a),
-            None if self.metrics.iter().any(|m| !m.trim().is_empty()) => {
+            None if self.metrics.iter().any(|m| !m.trim().is_empty())
+                || self.dynamic_metrics_config_path.is_some() =>
+            {
                 Some(DEFAULT_METRICS_SERVER)
             }
             None => None,
         }
+    }
+
+    /// The metrics server's TLS settings, loaded (`None` without --metrics-server-enable-tls).
+    pub fn server_tls(&self) -> anyhow::Result<Option<hubble::tls::ServerTls>> {
+        if !self.metrics_server_enable_tls {
+            return Ok(None);
+        }
+        let (Some(cert), Some(key)) = (
+            &self.metrics_server_tls_cert_file,
+            &self.metrics_server_tls_key_file,
+        ) else {
+            anyhow::bail!(
+                "--metrics-server-enable-tls needs --metrics-server-tls-cert-file and --metrics-server-tls-key-file"
+            );
+        };
+        hubble::tls::ServerTls::load(cert, key, &self.metrics_server_tls_client_ca_files)
+            .map(Some)
+            .context("--metrics-server-tls-cert-file")
     }
 
     pub fn limits(&self) -> Limits {
@@ -85,16 +166,26 @@ impl MetricsArgs {
     }
 }
 
-/// For `run`: validates `--metrics` and binds the endpoint (before the agent changes netns).
-/// `None` when metrics are off. Errors are one line naming the bad spec or address.
+/// For `run`: validates `--metrics`, loads the TLS files and the dynamic metrics file (its
+/// problems are reported, not fatal) and binds the endpoint (before the agent changes netns).
+/// `None` when metrics are off. Errors are one line naming the bad spec, file or address.
 pub fn setup(args: &MetricsArgs) -> anyhow::Result<Option<(Metrics, server::MetricsServer)>> {
     let flows = FlowMetrics::new(&args.metrics, args.limits())
         .map_err(|e| anyhow::anyhow!("invalid --metrics: {e}"))?;
     let Some(addr) = args.address() else {
         return Ok(None);
     };
-    let srv = server::MetricsServer::bind(addr)?.open_metrics(args.enable_hubble_open_metrics);
-    Ok(Some((Metrics::new(flows), srv)))
+    let tls = args.server_tls()?;
+    let mut srv = server::MetricsServer::bind(addr)?
+        .open_metrics(args.enable_hubble_open_metrics)
+        .tls(tls);
+    let metrics = Metrics::new(flows);
+    if let Some(path) = &args.dynamic_metrics_config_path {
+        let mut file = dynamic::ConfigFile::new(path);
+        file.reload(&metrics);
+        srv = srv.watch(file);
+    }
+    Ok(Some((metrics, srv)))
 }
 
 /// The flow handlers and Hubble's lost-events counter; what the datapath loop updates.
@@ -127,6 +218,27 @@ impl FlowMetrics {
 
     pub fn handlers(&self) -> &[Handler] {
         &self.handlers
+    }
+
+    /// Puts `wanted` in force, in its order: a handler already running with the same spec
+    /// keeps its series and takes the new one's filters; others start empty; handlers not
+    /// wanted go, with their series.
+    pub fn reconfigure(&mut self, wanted: Vec<Handler>) {
+        let mut running: HashMap<String, Handler> = self
+            .handlers
+            .drain(..)
+            .map(|h| (h.name.clone(), h))
+            .collect();
+        for new in wanted {
+            let h = match running.remove(&new.name) {
+                Some(mut old) if old.spec == new.spec => {
+                    old.adopt_filters(new);
+                    old
+                }
+                _ => new,
+            };
+            self.handlers.push(h);
+        }
     }
 
     /// Counts one flow in every handler; `now` is in seconds of any monotonic clock.
@@ -163,11 +275,42 @@ impl FlowMetrics {
         self.next_expire = now + (ttl / 10).max(1);
     }
 
-    fn encode(&self, enc: &mut DescriptorEncoder<'_>) -> std::fmt::Result {
+    /// The handlers' families and Hubble's lost-events counter, in OpenMetrics text.
+    fn write_families(&self, out: &mut String) {
         for h in &self.handlers {
-            h.encode(enc)?;
+            h.write(out);
         }
-        self.lost.encode(enc)?;
+        self.lost.write(out);
+    }
+
+    /// The run's counters and the series figures, as this lock sees them.
+    fn agent_stats(&self) -> AgentStats {
+        let mut st = AgentStats {
+            counters: self.counters,
+            ..AgentStats::default()
+        };
+        for h in &self.handlers {
+            let (s, d, e) = h.series_stats();
+            st.series.push((h.name.clone(), s));
+            st.dropped += d;
+            st.expired += e;
+        }
+        st
+    }
+}
+
+/// What a scrape reports of the flow metrics besides their families: the run's counters and
+/// the series each handler holds, dropped over the cap and expired.
+#[derive(Debug, Default)]
+struct AgentStats {
+    counters: Counters,
+    series: Vec<(String, u64)>,
+    dropped: u64,
+    expired: u64,
+}
+
+impl AgentStats {
+    fn encode(&self, enc: &mut DescriptorEncoder<'_>) -> std::fmt::Result {
         let c = &self.counters;
         counter(
             enc,
@@ -193,34 +336,27 @@ impl FlowMetrics {
             "Perf ring samples the kernel reported lost",
             c.lost,
         )?;
-        let (mut series, mut dropped, mut expired) = (Vec::new(), 0, 0);
-        for h in &self.handlers {
-            let (s, d, e) = h.series_stats();
-            series.push((h.name.as_str(), s));
-            dropped += d;
-            expired += e;
-        }
         let mut m = enc.encode_descriptor(
             "hubble_agent_metrics_series",
             "Series held per metrics handler",
             None,
             MetricType::Gauge,
         )?;
-        for (name, n) in series {
-            m.encode_family(&[("handler", name)])?
-                .encode_gauge(&(n as i64))?;
+        for (name, n) in &self.series {
+            m.encode_family(&[("handler", name.as_str())])?
+                .encode_gauge(&(*n as i64))?;
         }
         counter(
             enc,
             "hubble_agent_metrics_series_dropped",
             "New series not created because a metric held --metrics-max-series",
-            dropped,
+            self.dropped,
         )?;
         counter(
             enc,
             "hubble_agent_metrics_series_expired",
             "Series removed after --metrics-expiration without updates",
-            expired,
+            self.expired,
         )
     }
 }
@@ -444,28 +580,41 @@ impl Metrics {
         }
     }
 
-    /// The text exposition (OpenMetrics, ending in `# EOF`).
+    /// The text exposition (OpenMetrics, ending in `# EOF`): the flow families (written
+    /// here, exemplars included), then the agent's own metrics (prometheus-client).
     pub fn encode_text(&self) -> String {
+        let mut out = String::with_capacity(16 * 1024);
+        let stats = {
+            let mut g = self.lock();
+            g.expire(coarse_now());
+            g.write_families(&mut out);
+            g.agent_stats()
+        };
         let mut reg = prometheus_client::registry::Registry::default();
-        reg.register_collector(Box::new(self.clone()));
+        reg.register_collector(Box::new(AgentCollector {
+            stats,
+            metrics: self.clone(),
+        }));
         for c in &self.sources().collectors {
             reg.register_collector(Box::new(Shared(c.clone())));
         }
-        let mut out = String::with_capacity(16 * 1024);
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &reg);
         out
     }
 }
 
-impl Collector for Metrics {
+/// The agent's own metrics of one scrape.
+#[derive(Debug)]
+struct AgentCollector {
+    stats: AgentStats,
+    metrics: Metrics,
+}
+
+impl Collector for AgentCollector {
     fn encode(&self, mut enc: DescriptorEncoder<'_>) -> std::fmt::Result {
-        {
-            let mut g = self.lock();
-            g.expire(coarse_now());
-            g.encode(&mut enc)?;
-        }
-        let src = self.sources();
+        self.stats.encode(&mut enc)?;
+        let src = self.metrics.sources();
         if let Some(o) = &src.observer {
             let ring = o.ring();
             gauge(

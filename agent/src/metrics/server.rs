@@ -1,24 +1,42 @@
-//! The `/metrics` HTTP endpoint: hyper HTTP/1 on a thread of its own with a small runtime,
-//! so scrapes never run on the datapath loop's threads.
+//! The `/metrics` HTTP endpoint: hyper HTTP/1 (over TLS with --metrics-server-enable-tls) on
+//! a thread of its own with a small runtime, so scrapes never run on the datapath loop's
+//! threads; the dynamic metrics file is followed on the same runtime.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use bytes::Bytes;
 use http_body_util::Full;
+use hubble::tls::ServerTls;
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
-use tokio::sync::oneshot;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::{Semaphore, oneshot};
+use tokio_rustls::TlsAcceptor;
 
-use super::{Metrics, exposition};
+use super::{Metrics, dynamic, exposition};
+
+/// Connections served at once; beyond it new ones are closed at once.
+const MAX_CONNECTIONS: usize = 64;
+/// Longest life of one connection, TLS handshake included: a client that neither sends nor
+/// reads is dropped.
+const CONNECTION_TIMEOUT: Duration = Duration::from_secs(60);
+/// Failed TLS handshakes are reported at most this often.
+const REPORT_INTERVAL: Duration = Duration::from_secs(10);
 
 /// A bound, not yet serving metrics listener (bound before the agent changes netns).
 pub struct MetricsServer {
     listener: std::net::TcpListener,
     /// OpenMetrics for scrapers that ask for it (`--enable-hubble-open-metrics`).
     open_metrics: bool,
+    /// HTTPS, with client certificates required when it has client CAs.
+    tls: Option<ServerTls>,
+    /// The dynamic metrics file to follow.
+    config: Option<dynamic::ConfigFile>,
 }
 
 /// The serving thread; stops on [`RunningMetricsServer::stop`] or drop.
@@ -39,6 +57,8 @@ impl MetricsServer {
         Ok(Self {
             listener,
             open_metrics: false,
+            tls: None,
+            config: None,
         })
     }
 
@@ -46,6 +66,18 @@ impl MetricsServer {
     /// text format, Cilium's default).
     pub fn open_metrics(mut self, on: bool) -> Self {
         self.open_metrics = on;
+        self
+    }
+
+    /// Serves HTTPS with `tls` (plain HTTP with `None`).
+    pub fn tls(mut self, tls: Option<ServerTls>) -> Self {
+        self.tls = tls;
+        self
+    }
+
+    /// Follows the dynamic metrics file while serving.
+    pub fn watch(mut self, file: dynamic::ConfigFile) -> Self {
+        self.config = Some(file);
         self
     }
 
@@ -61,7 +93,21 @@ impl MetricsServer {
             .build()
             .context("building the metrics runtime")?;
         let (stop, stopped) = oneshot::channel::<()>();
-        let (std_listener, open_metrics) = (self.listener, self.open_metrics);
+        let how = match &self.tls {
+            None => "http",
+            Some(_) => "https",
+        };
+        let mutual = if self.tls.as_ref().is_some_and(ServerTls::is_mutual) {
+            " (client certificates required)"
+        } else {
+            ""
+        };
+        let Self {
+            listener: std_listener,
+            open_metrics,
+            tls,
+            config,
+        } = self;
         let thread = std::thread::Builder::new()
             .name("metrics-server".into())
             .spawn(move || {
@@ -73,11 +119,20 @@ impl MetricsServer {
                             return;
                         }
                     };
-                    serve(listener, metrics, open_metrics, stopped).await
+                    if let Some(file) = config {
+                        tokio::spawn(dynamic::watch(file, metrics.clone()));
+                    }
+                    let conn = Connection {
+                        metrics,
+                        open_metrics,
+                        tls,
+                        failures: Arc::new(Failures::default()),
+                    };
+                    serve(listener, conn, stopped).await
                 })
             })
             .context("starting the metrics server thread")?;
-        eprintln!("hubble-agent: metrics on http://{addr}/metrics");
+        eprintln!("hubble-agent: metrics on {how}://{addr}/metrics{mutual}");
         Ok(RunningMetricsServer {
             addr,
             stop: Some(stop),
@@ -111,33 +166,102 @@ impl Drop for RunningMetricsServer {
     }
 }
 
-async fn serve(
-    listener: tokio::net::TcpListener,
+/// What serving one connection needs.
+#[derive(Clone)]
+struct Connection {
     metrics: Metrics,
     open_metrics: bool,
+    tls: Option<ServerTls>,
+    failures: Arc<Failures>,
+}
+
+async fn serve(
+    listener: tokio::net::TcpListener,
+    conn: Connection,
     stopped: oneshot::Receiver<()>,
 ) {
     tokio::pin!(stopped);
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     loop {
-        let (stream, _) = tokio::select! {
+        let (stream, peer) = tokio::select! {
             _ = &mut stopped => return,
             r = listener.accept() => match r {
                 Ok(c) => c,
                 Err(e) => {
                     eprintln!("hubble-agent: metrics server: accept: {e}");
-                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
                     continue;
                 }
             },
         };
-        let m = metrics.clone();
+        // At the cap, the newest connection is closed: scrapes are few, a flood is not one.
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            continue;
+        };
+        let c = conn.clone();
         tokio::spawn(async move {
-            let svc = hyper::service::service_fn(move |req| handle(req, m.clone(), open_metrics));
-            let conn = hyper::server::conn::http1::Builder::new()
-                .serve_connection(hyper_util::rt::TokioIo::new(stream), svc);
-            // Bounded: a client that neither sends nor reads is dropped.
-            let _ = tokio::time::timeout(std::time::Duration::from_secs(60), conn).await;
+            let _slot = slot;
+            let _ = tokio::time::timeout(CONNECTION_TIMEOUT, c.serve(stream, peer)).await;
         });
+    }
+}
+
+impl Connection {
+    /// One connection: the TLS handshake if any, then HTTP/1.
+    async fn serve(self, stream: tokio::net::TcpStream, peer: SocketAddr) {
+        let Some(tls) = &self.tls else {
+            return self.serve_http(stream).await;
+        };
+        match http1_acceptor(tls).accept(stream).await {
+            Ok(s) => self.serve_http(s).await,
+            Err(e) => self.failures.note(&peer, &e),
+        }
+    }
+
+    async fn serve_http<S>(self, io: S)
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let (m, om) = (self.metrics, self.open_metrics);
+        let svc = hyper::service::service_fn(move |req| handle(req, m.clone(), om));
+        let _ = hyper::server::conn::http1::Builder::new()
+            .serve_connection(hyper_util::rt::TokioIo::new(io), svc)
+            .await;
+    }
+}
+
+/// An acceptor of `tls` that offers HTTP/1.1 by ALPN (the server speaks nothing else; the
+/// shared configuration offers h2, for gRPC). Taken per connection, so certificates the
+/// configuration reloads apply to new connections.
+fn http1_acceptor(tls: &ServerTls) -> TlsAcceptor {
+    let mut config = (**tls.acceptor().config()).clone();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    TlsAcceptor::from(Arc::new(config))
+}
+
+/// Failed TLS handshakes (no client certificate, wrong CA, a plain-HTTP client): one line
+/// each, at most every [`REPORT_INTERVAL`], with how many it stands for.
+#[derive(Default)]
+struct Failures {
+    state: Mutex<(Option<Instant>, u64)>,
+}
+
+impl Failures {
+    fn note(&self, peer: &SocketAddr, e: &std::io::Error) {
+        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        st.1 += 1;
+        if st.0.is_some_and(|t| t.elapsed() < REPORT_INTERVAL) {
+            return;
+        }
+        let more = st.1 - 1;
+        *st = (Some(Instant::now()), 0);
+        drop(st);
+        let more = if more > 0 {
+            format!(" ({more} more before)")
+        } else {
+            String::new()
+        };
+        eprintln!("hubble-agent: metrics server: TLS handshake with {peer} failed: {e}{more}");
     }
 }
 

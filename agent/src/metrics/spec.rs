@@ -1,8 +1,9 @@
 //! The `--metrics` spec: Hubble's `name[:opt;opt=value;...]` items, separated by spaces
 //! (Hubble's own form) or commas (`flow,drop,dns:query;ignoreAAAA`).
 
-/// Metric handlers this agent implements, in Hubble's names.
-pub const HANDLERS: [&str; 9] = [
+/// Metric handlers this agent implements, in Hubble's names: every handler of Cilium 1.19
+/// but `kafka` (Kafka visibility is deprecated in Cilium).
+pub const HANDLERS: [&str; 10] = [
     "flow",
     "drop",
     "tcp",
@@ -12,6 +13,7 @@ pub const HANDLERS: [&str; 9] = [
     "icmp",
     "port-distribution",
     "policy",
+    "flows-to-world",
 ];
 
 /// One enabled handler and its options, in the order given.
@@ -60,12 +62,7 @@ pub fn parse(values: &[String]) -> Result<Vec<HandlerSpec>, String> {
             Some((n, o)) => (n, o),
             None => (item.as_str(), ""),
         };
-        if !HANDLERS.contains(&name) {
-            return Err(format!(
-                "metric '{name}' does not exist (known: {})",
-                HANDLERS.join(", ")
-            ));
-        }
+        check_known(name)?;
         let options = opts
             .split(';')
             .filter(|o| !o.is_empty())
@@ -80,10 +77,27 @@ pub fn parse(values: &[String]) -> Result<Vec<HandlerSpec>, String> {
             options,
         });
     }
-    if out.iter().any(|h| h.name == "http") && out.iter().any(|h| h.name == "httpV2") {
+    check_conflicts(&out)?;
+    Ok(out)
+}
+
+/// Refuses a handler name this agent does not know, naming those it does.
+pub fn check_known(name: &str) -> Result<(), String> {
+    if HANDLERS.contains(&name) {
+        return Ok(());
+    }
+    Err(format!(
+        "metric '{name}' does not exist (known: {})",
+        HANDLERS.join(", ")
+    ))
+}
+
+/// Refuses handlers that cannot run together (Hubble's `http` and `httpV2`).
+pub fn check_conflicts(specs: &[HandlerSpec]) -> Result<(), String> {
+    if specs.iter().any(|h| h.name == "http") && specs.iter().any(|h| h.name == "httpV2") {
         return Err("plugin httpV2 conflicts with plugin http".into());
     }
-    Ok(out)
+    Ok(())
 }
 
 #[cfg(test)]
@@ -134,7 +148,7 @@ mod tests {
     fn bad_specs_are_named() {
         assert_eq!(
             p("flow,bogus").unwrap_err(),
-            "metric 'bogus' does not exist (known: flow, drop, tcp, dns, http, httpV2, icmp, port-distribution, policy)"
+            "metric 'bogus' does not exist (known: flow, drop, tcp, dns, http, httpV2, icmp, port-distribution, policy, flows-to-world)"
         );
         assert!(p("http,httpV2").unwrap_err().contains("conflicts"));
         assert!(p("").unwrap().is_empty());

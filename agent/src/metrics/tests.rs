@@ -1,8 +1,8 @@
 use hubble_api::flow::layer4::Protocol;
 use hubble_api::flow::layer7::Record;
 use hubble_api::flow::{
-    CiliumEventType, Dns, Endpoint, Flow, Http, IcmPv4, Ip, Layer4, Layer7, Tcp, TcpFlags, Udp,
-    Workload,
+    CiliumEventType, Dns, Endpoint, Flow, Http, IcmPv4, Ip, Layer4, Layer7, Tcp, TcpFlags,
+    TraceContext, TraceParent, Udp, Workload,
 };
 use hubble_api::observer::{GetFlowsResponse, get_flows_response::ResponseTypes};
 use pbjson_types::BoolValue;
@@ -10,7 +10,8 @@ use pbjson_types::BoolValue;
 use super::vec::Limits;
 use super::*;
 
-const ALL: &str = "flow,drop,tcp,dns:query;ignoreAAAA,http,icmp,port-distribution,policy";
+const ALL: &str =
+    "flow,drop,tcp,dns:query;ignoreAAAA,http,icmp,port-distribution,policy,flows-to-world";
 
 fn demo() -> Vec<Flow> {
     let text = std::fs::read_to_string(concat!(
@@ -607,4 +608,445 @@ fn a_deleted_pods_series_go_with_it() {
     // The destination pod goes (labelsContext pod and namespace): the rest go.
     m.forget_deleted_endpoints(&[deleted("db", "pg-0")]);
     assert_eq!((tcp_series(&m), flow_series(&m)), (0, 1));
+}
+
+#[test]
+fn flows_to_world_counts_what_cilium_counts() {
+    let mut m = metrics("flows-to-world:port;sourceContext=namespace");
+    let syn = TcpFlags {
+        syn: true,
+        ..Default::default()
+    };
+    fn c(m: &FlowMetrics) -> &vec::CounterVec {
+        let c = handler(m, "flows-to-world")
+            .counter("hubble_flows_to_world_total")
+            .unwrap();
+        assert_eq!(c.labels, ["protocol", "verdict", "port", "source"]);
+        c
+    }
+    // A forwarded request to reserved:world counts; its reply does not (ephemeral ports).
+    m.process_flow(&tcp_flow(syn, Some(false)), 1);
+    m.process_flow(&tcp_flow(syn, Some(true)), 1);
+    assert_eq!(c(&m).get(&["TCP", "FORWARDED", "8080", "shop"]), Some(1));
+    // Policy denials count, replies or not; other drops only with any-drop.
+    let mut denied = tcp_flow(syn, Some(true));
+    denied.verdict = 2;
+    denied.drop_reason_desc = hubble_api::flow::DropReason::PolicyDenied as i32;
+    m.process_flow(&denied, 1);
+    let mut other_drop = denied.clone();
+    other_drop.drop_reason_desc = hubble_api::flow::DropReason::InvalidSourceIp as i32;
+    m.process_flow(&other_drop, 1);
+    assert_eq!(c(&m).get(&["TCP", "DROPPED", "8080", "shop"]), Some(1));
+    // Not to the world, no L4, no event type: not counted.
+    let mut inside = tcp_flow(syn, Some(false));
+    inside.destination.as_mut().unwrap().labels = vec!["k8s:app=db".into()];
+    m.process_flow(&inside, 1);
+    let mut no_l4 = tcp_flow(syn, Some(false));
+    no_l4.l4 = None;
+    m.process_flow(&no_l4, 1);
+    let mut no_type = tcp_flow(syn, Some(false));
+    no_type.event_type = None;
+    m.process_flow(&no_type, 1);
+    // UDP has its port; ICMP an empty one.
+    let mut udp = tcp_flow(syn, Some(false));
+    udp.l4 = Some(Layer4 {
+        protocol: Some(Protocol::Udp(Udp {
+            source_port: 5000,
+            destination_port: 53,
+        })),
+    });
+    m.process_flow(&udp, 1);
+    let mut icmp = tcp_flow(syn, None);
+    icmp.l4 = Some(Layer4 {
+        protocol: Some(Protocol::IcmPv4(IcmPv4 { r#type: 8, code: 0 })),
+    });
+    m.process_flow(&icmp, 1);
+    let c = c(&m);
+    assert_eq!(c.get(&["UDP", "FORWARDED", "53", "shop"]), Some(1));
+    assert_eq!(c.get(&["ICMPv4", "FORWARDED", "", "shop"]), Some(1));
+    assert_eq!(c.len(), 4);
+
+    // any-drop counts every drop; without `port` there is no port label.
+    let mut m = metrics("flows-to-world:any-drop");
+    m.process_flow(&other_drop, 1);
+    let c = handler(&m, "flows-to-world")
+        .counter("hubble_flows_to_world_total")
+        .unwrap();
+    assert_eq!(c.labels, ["protocol", "verdict"]);
+    assert_eq!(c.get(&["TCP", "DROPPED"]), Some(1));
+
+    // syn-only: TCP SYNs that are not replies.
+    let mut m = metrics("flows-to-world:syn-only");
+    let ack = TcpFlags {
+        ack: true,
+        ..Default::default()
+    };
+    let synack = TcpFlags {
+        syn: true,
+        ack: true,
+        ..Default::default()
+    };
+    m.process_flow(&tcp_flow(syn, Some(false)), 1);
+    m.process_flow(&tcp_flow(ack, Some(false)), 1);
+    m.process_flow(&tcp_flow(synack, Some(true)), 1);
+    m.process_flow(&udp, 1);
+    let mut denied_syn_reply = denied.clone();
+    denied_syn_reply.is_reply = Some(BoolValue { value: true });
+    m.process_flow(&denied_syn_reply, 1);
+    let c = handler(&m, "flows-to-world")
+        .counter("hubble_flows_to_world_total")
+        .unwrap();
+    assert_eq!(c.get(&["TCP", "FORWARDED"]), Some(1));
+    assert_eq!(c.len(), 1);
+}
+
+fn traced(mut f: Flow, trace_id: &str) -> Flow {
+    f.trace_context = Some(TraceContext {
+        parent: Some(TraceParent {
+            trace_id: trace_id.into(),
+        }),
+    });
+    f
+}
+
+/// The sample lines of `text` naming `metric` that carry an exemplar.
+fn with_exemplars<'a>(text: &'a str, metric: &str) -> Vec<&'a str> {
+    text.lines()
+        .filter(|l| l.starts_with(metric) && l.contains(" # {"))
+        .collect()
+}
+
+#[test]
+fn http_exemplars_are_the_flows_trace_ids_in_openmetrics_only() {
+    const TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let req = Http {
+        method: "GET".into(),
+        url: "http://db/x".into(),
+        protocol: "HTTP/1.1".into(),
+        ..Default::default()
+    };
+    let resp = Http {
+        code: 200,
+        ..req.clone()
+    };
+    // httpV2: the response's request counter and its duration bucket.
+    let m = Metrics::new(metrics("httpV2:exemplars=true;sourceContext=namespace"));
+    m.lock().process_flow(
+        &traced(l7_flow(2, Record::Http(resp.clone()), true), TRACE),
+        coarse_now(),
+    );
+    m.lock()
+        .process_flow(&l7_flow(2, Record::Http(resp.clone()), true), coarse_now());
+    let om = m.encode(exposition::Format::OpenMetrics);
+    let reqs = with_exemplars(&om, "hubble_http_requests_total");
+    assert_eq!(reqs.len(), 1, "{om}");
+    assert!(
+        reqs[0].starts_with(&format!(
+            "hubble_http_requests_total{{source=\"\",method=\"GET\",protocol=\"HTTP/1.1\",status=\"200\",reporter=\"client\"}} 2 # {{traceID=\"{TRACE}\"}} 1.0 "
+        )),
+        "{om}"
+    );
+    let buckets = with_exemplars(&om, "hubble_http_request_duration_seconds_bucket");
+    assert_eq!(buckets.len(), 1, "{om}");
+    assert!(
+        buckets[0].contains(&format!("le=\"0.05\"}} 2 # {{traceID=\"{TRACE}\"}} 0.03 ")),
+        "{om}"
+    );
+    // The Prometheus text format has no exemplars, and parses.
+    let text = m.encode(exposition::Format::PrometheusText);
+    assert!(!text.contains("traceID"), "{text}");
+    assert_eq!(sum(&parse(&text), "hubble_http_requests_total"), 2.0);
+
+    // http: request and response counters and the histogram; none without exemplars=true.
+    let m = Metrics::new(metrics("http:exemplars=true"));
+    let mut g = m.lock();
+    let now = coarse_now();
+    g.process_flow(
+        &traced(l7_flow(1, Record::Http(req.clone()), false), TRACE),
+        now,
+    );
+    g.process_flow(
+        &traced(l7_flow(2, Record::Http(resp.clone()), true), TRACE),
+        now,
+    );
+    drop(g);
+    let om = m.encode(exposition::Format::OpenMetrics);
+    for metric in [
+        "hubble_http_requests_total",
+        "hubble_http_responses_total",
+        "hubble_http_request_duration_seconds_bucket",
+    ] {
+        assert_eq!(with_exemplars(&om, metric).len(), 1, "{metric}: {om}");
+    }
+    let m = Metrics::new(metrics("http"));
+    m.lock().process_flow(
+        &traced(l7_flow(2, Record::Http(resp), true), TRACE),
+        coarse_now(),
+    );
+    let om = m.encode(exposition::Format::OpenMetrics);
+    assert!(!om.contains("traceID"), "{om}");
+}
+
+/// A dynamic metrics file in a temporary directory.
+struct DynFile {
+    dir: tempfile::TempDir,
+    file: dynamic::ConfigFile,
+}
+
+impl DynFile {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dynamic::ConfigFile::new(&dir.path().join("metrics.yaml"));
+        DynFile { dir, file }
+    }
+
+    /// Writes `yaml` and polls: the names of the handlers it puts in force, or the error.
+    fn write(&mut self, yaml: &str) -> Result<Option<Vec<Handler>>, String> {
+        std::fs::write(self.dir.path().join("metrics.yaml"), yaml).unwrap();
+        self.file.poll()
+    }
+}
+
+fn names(hs: &[Handler]) -> Vec<&str> {
+    hs.iter().map(|h| h.name.as_str()).collect()
+}
+
+fn verdict_flow(verdict: i32) -> Flow {
+    let mut f = tcp_flow(TcpFlags::default(), Some(false));
+    f.verdict = verdict;
+    f
+}
+
+#[test]
+fn dynamic_file_adds_removes_and_refilters_metrics() {
+    let mut file = DynFile::new();
+    let m = Metrics::new(metrics(""));
+    let first = file
+        .write(
+            r#"
+metrics:
+- name: flow
+  contextOptions:
+  - name: sourceContext
+    values: [namespace, pod]
+  - name: labelsContext
+    values: [source_namespace, destination_namespace]
+  includeFilters:
+  - verdict: [DROPPED]
+- name: drop
+"#,
+        )
+        .unwrap()
+        .unwrap();
+    assert_eq!(names(&first), ["flow", "drop"]);
+    m.lock().reconfigure(first);
+    for v in [1, 2, 2] {
+        m.lock().process_flow(&verdict_flow(v), coarse_now());
+    }
+    let flows = |m: &Metrics| {
+        let g = m.lock();
+        let c = handler(&g, "flow")
+            .counter("hubble_flows_processed_total")
+            .unwrap();
+        // The YAML values are the `|` alternatives and the `,` labels of the --metrics form.
+        assert_eq!(
+            c.labels,
+            [
+                "protocol",
+                "type",
+                "subtype",
+                "verdict",
+                "source_namespace",
+                "destination_namespace",
+                "source"
+            ]
+        );
+        let k = |v| ["TCP", "Trace", "to-endpoint", v, "shop", "db", "shop"];
+        (c.get(&k("FORWARDED")), c.get(&k("DROPPED")))
+    };
+    assert_eq!(
+        flows(&m),
+        (None, Some(2)),
+        "only what includeFilters let in"
+    );
+    // Unchanged text: nothing to do.
+    assert!(file.file.poll().unwrap().is_none());
+
+    // New filters for flow (same options): its series stay and it counts what the new
+    // filters let in; drop goes, tcp comes.
+    let second = file
+        .write(
+            r#"
+metrics:
+- name: flow
+  contextOptions:
+  - name: sourceContext
+    values: [namespace, pod]
+  - name: labelsContext
+    values: [source_namespace, destination_namespace]
+  excludeFilters:
+  - verdict: [DROPPED]
+- name: tcp
+"#,
+        )
+        .unwrap()
+        .unwrap();
+    m.lock().reconfigure(second);
+    for v in [1, 2] {
+        m.lock().process_flow(&verdict_flow(v), coarse_now());
+    }
+    assert_eq!(flows(&m), (Some(1), Some(2)));
+    assert_eq!(names(m.lock().handlers()), ["flow", "tcp"]);
+    let text = m.encode(exposition::Format::PrometheusText);
+    assert!(!text.contains("hubble_drop_total"), "{text}");
+    assert!(
+        text.contains("# TYPE hubble_tcp_flags_total counter"),
+        "{text}"
+    );
+
+    // An empty list removes every metric.
+    let none = file.write("metrics: []\n").unwrap().unwrap();
+    m.lock().reconfigure(none);
+    let text = m.encode(exposition::Format::PrometheusText);
+    assert!(!text.contains("hubble_flows_processed_total"), "{text}");
+    assert!(text.contains("hubble_lost_events_total"), "{text}");
+}
+
+#[test]
+fn a_broken_dynamic_file_is_reported_once_and_changes_nothing() {
+    let mut file = DynFile::new();
+    let good = "metrics:\n- name: flow\n  contextOptions: [{name: sourceContext, values: [pod]}]\n";
+    let m = Metrics::new(metrics(""));
+    m.lock().reconfigure(file.write(good).unwrap().unwrap());
+    let bad = [
+        ("metrics: [\n", "did not find expected"),
+        ("metrics:\n- name: bogus\n", "metric 'bogus' does not exist"),
+        ("metrics:\n- contextOptions: []\n", "metrics[0] has no name"),
+        (
+            "metrics:\n- name: drop\n- name: drop\n",
+            "metric 'drop' is listed twice",
+        ),
+        (
+            "metrics:\n- name: http\n- name: httpV2\n",
+            "plugin httpV2 conflicts with plugin http",
+        ),
+        (
+            "metrics:\n- name: drop\n  contextOptions: [{name: sourceContext, values: [pods]}]\n",
+            "unknown context 'pods'",
+        ),
+        (
+            "metrics:\n- name: drop\n  includeFilters: [{source_ip: [\"not-an-ip\"]}]\n",
+            "metric 'drop': invalid source_ip filter",
+        ),
+        (
+            "metrics:\n- name: drop\n  includeFilters: [{verdict: [SOMETIMES]}]\n",
+            "unknown variant `SOMETIMES`",
+        ),
+        (
+            "metrics:\n- name: drop\n  contextoptions: []\n",
+            "unknown field `contextoptions`",
+        ),
+        (
+            // The options of a metric in force cannot change (its label set would).
+            "metrics:\n- name: flow\n  contextOptions: [{name: sourceContext, values: [namespace]}]\n",
+            "metric 'flow': its contextOptions cannot change",
+        ),
+    ];
+    for (yaml, want) in bad {
+        let e = file.write(yaml).unwrap_err();
+        assert!(e.contains(want), "{yaml:?}: {e}");
+        assert!(!e.contains('\n'), "one line: {e}");
+        // Reported once: the same text again is quiet.
+        assert!(file.file.poll().unwrap().is_none(), "{yaml:?}");
+    }
+    assert_eq!(names(m.lock().handlers()), ["flow"]);
+    // Back to the version in force: nothing to do; a file gone is one line, then quiet.
+    assert!(file.write(good).unwrap().is_none());
+    std::fs::remove_file(file.dir.path().join("metrics.yaml")).unwrap();
+    let e = file.file.poll().unwrap_err();
+    assert!(e.starts_with("cannot read it: "), "{e}");
+    assert!(file.file.poll().unwrap().is_none());
+    // Filters may change, and an empty file means no metrics.
+    let refiltered = file
+        .write(&format!(
+            "{good}  includeFilters: [{{verdict: [FORWARDED]}}]\n"
+        ))
+        .unwrap()
+        .unwrap();
+    assert_eq!(names(&refiltered), ["flow"]);
+    assert!(file.write("").unwrap().unwrap().is_empty());
+}
+
+#[test]
+fn a_removed_metric_comes_back_only_with_its_first_options() {
+    let mut file = DynFile::new();
+    let pod = "metrics:\n- name: dns\n  contextOptions: [{name: query}, {name: sourceContext, values: [pod]}]\n";
+    assert_eq!(names(&file.write(pod).unwrap().unwrap()), ["dns"]);
+    assert!(
+        file.write("metrics:\n- name: drop\n")
+            .unwrap()
+            .unwrap()
+            .len()
+            == 1
+    );
+    let e = file
+        .write("metrics:\n- name: dns\n  contextOptions: [{name: query}]\n")
+        .unwrap_err();
+    assert!(
+        e.contains("metric 'dns': its contextOptions cannot change"),
+        "{e}"
+    );
+    let back = file.write(pod).unwrap().unwrap();
+    let dns = back[0].counter("hubble_dns_queries_total").unwrap();
+    assert_eq!(
+        dns.labels,
+        ["source", "rcode", "qtypes", "ips_returned", "query"]
+    );
+}
+
+#[test]
+fn dynamic_and_static_metrics_exclude_each_other_and_tls_needs_its_files() {
+    use clap::Parser;
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        m: MetricsArgs,
+    }
+    let parse =
+        |args: &[&str]| Cli::try_parse_from(std::iter::once("x").chain(args.iter().copied()));
+    let e = parse(&[
+        "--metrics",
+        "flow",
+        "--hubble-dynamic-metrics-config-path",
+        "m.yaml",
+    ])
+    .unwrap_err();
+    assert_eq!(e.kind(), clap::error::ErrorKind::ArgumentConflict, "{e}");
+    let ok = parse(&["--hubble-dynamic-metrics-config-path", "m.yaml"]).unwrap();
+    assert_eq!(ok.m.address(), Some(DEFAULT_METRICS_SERVER));
+    let e = parse(&["--hubble-metrics-server-enable-tls"]).unwrap_err();
+    assert_eq!(
+        e.kind(),
+        clap::error::ErrorKind::MissingRequiredArgument,
+        "{e}"
+    );
+    let e = parse(&["--hubble-metrics-server-tls-cert-file", "c.pem"]).unwrap_err();
+    assert_eq!(
+        e.kind(),
+        clap::error::ErrorKind::MissingRequiredArgument,
+        "{e}"
+    );
+    let ok = parse(&[
+        "--hubble-metrics-server-enable-tls",
+        "--hubble-metrics-server-tls-cert-file",
+        "c.pem",
+        "--hubble-metrics-server-tls-key-file",
+        "k.pem",
+        "--hubble-metrics-server-tls-client-ca-files",
+        "a.pem,b.pem",
+    ])
+    .unwrap();
+    assert_eq!(ok.m.metrics_server_tls_client_ca_files.len(), 2);
+    let e = ok.m.server_tls().unwrap_err();
+    assert!(format!("{e:#}").contains("c.pem"), "{e:#}");
 }

@@ -1,13 +1,10 @@
 //! Label-keyed counter and histogram families for the flow handlers: one hash lookup per
-//! increment on a reused key, stale series expire after a TTL, a cap bounds the series count.
+//! increment on a reused key, stale series expire after a TTL, a cap bounds the series count;
+//! and their OpenMetrics text, exemplars included.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
-
-use prometheus_client::encoding::{
-    DescriptorEncoder, EncodeLabelValue, LabelValueEncoder, NoLabelSet,
-};
-use prometheus_client::metrics::MetricType;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 type Map<V> = HashMap<Box<str>, V, foldhash::fast::FixedState>;
 
@@ -110,16 +107,69 @@ impl Default for Limits {
     }
 }
 
-#[derive(Debug, Clone, Copy)]
+/// Name of the exemplar label, as Cilium's HTTP handler sets it.
+pub const EXEMPLAR_LABEL: &str = "traceID";
+/// Most characters of an exemplar's label names and values together (OpenMetrics).
+const EXEMPLAR_MAX_CHARS: usize = 128;
+
+/// The latest exemplar of a counter series or of one histogram bucket, as Go's client keeps
+/// it: a trace ID, the value counted or observed, and when.
+#[derive(Debug, Clone)]
+struct Exemplar {
+    trace_id: String,
+    value: f64,
+    /// Seconds since the Unix epoch.
+    at: f64,
+}
+
+impl Exemplar {
+    /// Makes `slot` hold `trace_id` and `value` (reusing its allocation); a trace ID too long
+    /// for OpenMetrics leaves it as it was.
+    fn record(slot: &mut Option<Box<Exemplar>>, trace_id: &str, value: f64) {
+        if EXEMPLAR_LABEL.len() + trace_id.chars().count() > EXEMPLAR_MAX_CHARS {
+            return;
+        }
+        let at = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+        match slot {
+            Some(e) => {
+                e.trace_id.clear();
+                e.trace_id.push_str(trace_id);
+                e.value = value;
+                e.at = at;
+            }
+            None => {
+                *slot = Some(Box::new(Exemplar {
+                    trace_id: trace_id.to_string(),
+                    value,
+                    at,
+                }))
+            }
+        }
+    }
+
+    /// ` # {traceID="…"} value timestamp`, after a sample's value.
+    fn write(&self, out: &mut String) {
+        out.push_str(" # {");
+        out.push_str(EXEMPLAR_LABEL);
+        out.push_str("=\"");
+        escape_into(out, &self.trace_id);
+        let _ = write!(out, "\"}} {:?} {:.3}", self.value, self.at);
+    }
+}
+
+#[derive(Debug)]
 struct CounterCell {
     value: u64,
     last_seen: u64,
+    exemplar: Option<Box<Exemplar>>,
 }
 
 /// A counter family (`CounterVec` in Go's client).
 #[derive(Debug)]
 pub struct CounterVec {
-    /// Name without the `_total` suffix the encoder adds.
+    /// Name without the `_total` suffix of its samples (the OpenMetrics family name).
     pub name: &'static str,
     pub help: &'static str,
     pub labels: Vec<&'static str>,
@@ -144,27 +194,42 @@ impl CounterVec {
     /// Adds `n` to the series of `key` (label values joined by [`KeyBuf`]).
     #[inline]
     pub fn inc_by(&mut self, key: &str, n: u64, now: u64, limits: &Limits) {
+        self.add(key, n, now, limits, None)
+    }
+
+    #[inline]
+    pub fn inc(&mut self, key: &str, now: u64, limits: &Limits) {
+        self.add(key, 1, now, limits, None)
+    }
+
+    /// Adds one to the series of `key` and makes `trace_id` its exemplar.
+    pub fn inc_with_exemplar(&mut self, key: &str, now: u64, limits: &Limits, trace_id: &str) {
+        self.add(key, 1, now, limits, Some(trace_id))
+    }
+
+    #[inline]
+    fn add(&mut self, key: &str, n: u64, now: u64, limits: &Limits, trace_id: Option<&str>) {
         if let Some(c) = self.series.get_mut(key) {
             c.value += n;
             c.last_seen = now;
+            if let Some(t) = trace_id {
+                Exemplar::record(&mut c.exemplar, t, n as f64);
+            }
             return;
         }
         if self.series.len() >= limits.max_series {
             self.dropped += 1;
             return;
         }
-        self.series.insert(
-            key.into(),
-            CounterCell {
-                value: n,
-                last_seen: now,
-            },
-        );
-    }
-
-    #[inline]
-    pub fn inc(&mut self, key: &str, now: u64, limits: &Limits) {
-        self.inc_by(key, 1, now, limits)
+        let mut cell = CounterCell {
+            value: n,
+            last_seen: now,
+            exemplar: None,
+        };
+        if let Some(t) = trace_id {
+            Exemplar::record(&mut cell.exemplar, t, n as f64);
+        }
+        self.series.insert(key.into(), cell);
     }
 
     /// The value of one series (tests).
@@ -197,14 +262,20 @@ impl CounterVec {
         self.series.retain(|k, _| !names_pod(labels, k, ns, pod));
     }
 
-    pub fn encode(&self, encoder: &mut DescriptorEncoder<'_>) -> std::fmt::Result {
-        let mut m = encoder.encode_descriptor(self.name, self.help, None, MetricType::Counter)?;
+    /// The family in OpenMetrics text: `name_total{labels} value [exemplar]` per series.
+    pub fn write(&self, out: &mut String) {
+        write_header(out, self.name, self.help, "counter");
         for (key, c) in sorted(&self.series) {
-            let labels = label_set(&self.labels, key);
-            m.encode_family(&labels)?
-                .encode_counter::<NoLabelSet, u64, u64>(&c.value, None)?;
+            out.push_str(self.name);
+            out.push_str("_total");
+            write_labels(out, &self.labels, key, None);
+            out.push(' ');
+            out.push_str(itoa::Buffer::new().format(c.value));
+            if let Some(e) = &c.exemplar {
+                e.write(out);
+            }
+            out.push('\n');
         }
-        Ok(())
     }
 }
 
@@ -213,12 +284,17 @@ pub const DEFAULT_BUCKETS: [f64; 11] = [
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
+/// Buckets of a series: [`DEFAULT_BUCKETS`] and +Inf.
+const BUCKETS: usize = DEFAULT_BUCKETS.len() + 1;
+
 #[derive(Debug, Clone)]
 struct HistogramCell {
     /// Non-cumulative counts per bucket (the last is +Inf).
-    counts: [u64; DEFAULT_BUCKETS.len() + 1],
+    counts: [u64; BUCKETS],
     sum: f64,
     last_seen: u64,
+    /// The latest exemplar of each bucket, once one was recorded.
+    exemplars: Option<Box<[Option<Box<Exemplar>>; BUCKETS]>>,
 }
 
 /// A histogram family with [`DEFAULT_BUCKETS`].
@@ -246,30 +322,54 @@ impl HistogramVec {
 
     #[inline]
     pub fn observe(&mut self, key: &str, v: f64, now: u64, limits: &Limits) {
+        self.add(key, v, now, limits, None)
+    }
+
+    /// Observes `v` and makes `trace_id` the exemplar of the bucket `v` falls in.
+    pub fn observe_with_exemplar(
+        &mut self,
+        key: &str,
+        v: f64,
+        now: u64,
+        limits: &Limits,
+        trace_id: &str,
+    ) {
+        self.add(key, v, now, limits, Some(trace_id))
+    }
+
+    #[inline]
+    fn add(&mut self, key: &str, v: f64, now: u64, limits: &Limits, trace_id: Option<&str>) {
         let bucket = DEFAULT_BUCKETS
             .iter()
             .position(|b| v <= *b)
             .unwrap_or(DEFAULT_BUCKETS.len());
+        let record = |c: &mut HistogramCell| {
+            if let Some(t) = trace_id {
+                let slots = c.exemplars.get_or_insert_with(Default::default);
+                Exemplar::record(&mut slots[bucket], t, v);
+            }
+        };
         if let Some(c) = self.series.get_mut(key) {
             c.counts[bucket] += 1;
             c.sum += v;
             c.last_seen = now;
+            record(c);
             return;
         }
         if self.series.len() >= limits.max_series {
             self.dropped += 1;
             return;
         }
-        let mut counts = [0; DEFAULT_BUCKETS.len() + 1];
+        let mut counts = [0; BUCKETS];
         counts[bucket] = 1;
-        self.series.insert(
-            key.into(),
-            HistogramCell {
-                counts,
-                sum: v,
-                last_seen: now,
-            },
-        );
+        let mut cell = HistogramCell {
+            counts,
+            sum: v,
+            last_seen: now,
+            exemplars: None,
+        };
+        record(&mut cell);
+        self.series.insert(key.into(), cell);
     }
 
     /// (count, sum) of one series (tests).
@@ -304,22 +404,39 @@ impl HistogramVec {
         self.series.retain(|k, _| !names_pod(labels, k, ns, pod));
     }
 
-    pub fn encode(&self, encoder: &mut DescriptorEncoder<'_>) -> std::fmt::Result {
-        let mut m = encoder.encode_descriptor(self.name, self.help, None, MetricType::Histogram)?;
-        let mut buckets = Vec::with_capacity(DEFAULT_BUCKETS.len() + 1);
+    /// The family in OpenMetrics text: cumulative `_bucket` samples (`le` last, each with its
+    /// bucket's exemplar), then `_sum` and `_count`, per series.
+    pub fn write(&self, out: &mut String) {
+        write_header(out, self.name, self.help, "histogram");
         for (key, c) in sorted(&self.series) {
-            let labels = label_set(&self.labels, key);
-            // prometheus-client takes per-bucket counts, writes them cumulated and f64::MAX as +Inf.
-            buckets.clear();
+            let mut cumulative = 0;
             for (i, n) in c.counts.iter().enumerate() {
-                let le = DEFAULT_BUCKETS.get(i).copied().unwrap_or(f64::MAX);
-                buckets.push((le, *n));
+                cumulative += n;
+                let le = match DEFAULT_BUCKETS.get(i) {
+                    Some(b) => format!("{b:?}"),
+                    None => "+Inf".to_string(),
+                };
+                out.push_str(self.name);
+                out.push_str("_bucket");
+                write_labels(out, &self.labels, key, Some(("le", &le)));
+                out.push(' ');
+                out.push_str(itoa::Buffer::new().format(cumulative));
+                if let Some(e) = c.exemplars.as_ref().and_then(|x| x[i].as_ref()) {
+                    e.write(out);
+                }
+                out.push('\n');
             }
-            let count = c.counts.iter().sum();
-            m.encode_family(&labels)?
-                .encode_histogram::<NoLabelSet>(c.sum, count, &buckets, None)?;
+            out.push_str(self.name);
+            out.push_str("_sum");
+            write_labels(out, &self.labels, key, None);
+            let _ = writeln!(out, " {:?}", c.sum);
+            out.push_str(self.name);
+            out.push_str("_count");
+            write_labels(out, &self.labels, key, None);
+            out.push(' ');
+            out.push_str(itoa::Buffer::new().format(cumulative));
+            out.push('\n');
         }
-        Ok(())
     }
 }
 
@@ -330,37 +447,54 @@ fn sorted<V>(m: &Map<V>) -> Vec<(&str, &V)> {
     v
 }
 
-fn label_set<'a>(names: &[&'static str], key: &'a str) -> Vec<(&'static str, Escaped<'a>)> {
-    if names.is_empty() {
-        return Vec::new();
-    }
-    names
-        .iter()
-        .copied()
-        .zip(key.split(SEP).map(Escaped))
-        .collect()
+/// `# HELP` and `# TYPE` of a family.
+pub fn write_header(out: &mut String, name: &str, help: &str, kind: &str) {
+    out.push_str("# HELP ");
+    out.push_str(name);
+    out.push(' ');
+    escape_into(out, help);
+    out.push_str("\n# TYPE ");
+    out.push_str(name);
+    out.push(' ');
+    out.push_str(kind);
+    out.push('\n');
 }
 
-/// A label value escaped as the text format requires (`\\`, `\"`, `\n`): prometheus-client
-/// writes values verbatim, and values here come from the network (DNS names, HTTP methods).
-#[derive(Debug, Clone, Copy)]
-pub struct Escaped<'a>(pub &'a str);
+/// `{name="value",…}` from the label names and a series key, then `extra` (a histogram's
+/// `le`); nothing when there are no labels.
+fn write_labels(out: &mut String, names: &[&str], key: &str, extra: Option<(&str, &str)>) {
+    if names.is_empty() && extra.is_none() {
+        return;
+    }
+    out.push('{');
+    let values = key.split(SEP);
+    let pairs = names.iter().copied().zip(values).chain(extra);
+    for (i, (n, v)) in pairs.enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(n);
+        out.push_str("=\"");
+        escape_into(out, v);
+        out.push('"');
+    }
+    out.push('}');
+}
 
-impl EncodeLabelValue for Escaped<'_> {
-    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> std::fmt::Result {
-        let s = self.0;
-        if !s.contains(['\\', '"', '\n']) {
-            return encoder.write_str(s);
+/// Appends `s` escaped as the text formats require (`\\`, `\"`, `\n`): values come from the
+/// network (DNS names, HTTP methods, trace IDs).
+pub fn escape_into(out: &mut String, s: &str) {
+    if !s.contains(['\\', '"', '\n']) {
+        out.push_str(s);
+        return;
+    }
+    for c in s.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
         }
-        for c in s.chars() {
-            match c {
-                '\\' => encoder.write_str("\\\\")?,
-                '"' => encoder.write_str("\\\"")?,
-                '\n' => encoder.write_str("\\n")?,
-                c => encoder.write_char(c)?,
-            }
-        }
-        Ok(())
     }
 }
 
@@ -409,45 +543,78 @@ mod tests {
     }
 
     #[test]
-    fn histogram_buckets_are_cumulative_in_text() {
+    fn histogram_text_is_cumulative_with_le_last() {
         let limits = Limits::default();
         let mut h = HistogramVec::new("d_seconds", "help", vec!["m"]);
         h.observe("GET", 0.003, 1, &limits);
         h.observe("GET", 0.2, 1, &limits);
         h.observe("GET", 30.0, 1, &limits);
-        let mut reg = prometheus_client::registry::Registry::default();
-        reg.register_collector(Box::new(Hist(std::sync::Mutex::new(h))));
         let mut out = String::new();
-        prometheus_client::encoding::text::encode(&mut out, &reg).unwrap();
-        assert!(
-            out.contains("d_seconds_bucket{le=\"0.005\",m=\"GET\"} 1\n"),
-            "{out}"
-        );
-        assert!(
-            out.contains("d_seconds_bucket{le=\"0.1\",m=\"GET\"} 1\n"),
-            "{out}"
-        );
-        assert!(
-            out.contains("d_seconds_bucket{le=\"0.25\",m=\"GET\"} 2\n"),
-            "{out}"
-        );
-        assert!(
-            out.contains("d_seconds_bucket{le=\"10.0\",m=\"GET\"} 2\n"),
-            "{out}"
-        );
-        assert!(
-            out.contains("d_seconds_bucket{le=\"+Inf\",m=\"GET\"} 3\n"),
-            "{out}"
-        );
-        assert!(out.contains("d_seconds_count{m=\"GET\"} 3\n"), "{out}");
+        h.write(&mut out);
+        let want = "\
+# HELP d_seconds help
+# TYPE d_seconds histogram
+d_seconds_bucket{m=\"GET\",le=\"0.005\"} 1
+d_seconds_bucket{m=\"GET\",le=\"0.01\"} 1
+d_seconds_bucket{m=\"GET\",le=\"0.025\"} 1
+d_seconds_bucket{m=\"GET\",le=\"0.05\"} 1
+d_seconds_bucket{m=\"GET\",le=\"0.1\"} 1
+d_seconds_bucket{m=\"GET\",le=\"0.25\"} 2
+d_seconds_bucket{m=\"GET\",le=\"0.5\"} 2
+d_seconds_bucket{m=\"GET\",le=\"1.0\"} 2
+d_seconds_bucket{m=\"GET\",le=\"2.5\"} 2
+d_seconds_bucket{m=\"GET\",le=\"5.0\"} 2
+d_seconds_bucket{m=\"GET\",le=\"10.0\"} 2
+d_seconds_bucket{m=\"GET\",le=\"+Inf\"} 3
+d_seconds_sum{m=\"GET\"} 30.203
+d_seconds_count{m=\"GET\"} 3
+";
+        assert_eq!(out, want);
     }
 
-    #[derive(Debug)]
-    struct Hist(std::sync::Mutex<HistogramVec>);
-    impl prometheus_client::collector::Collector for Hist {
-        fn encode(&self, mut e: DescriptorEncoder<'_>) -> std::fmt::Result {
-            self.0.lock().unwrap().encode(&mut e)
-        }
+    #[test]
+    fn exemplars_follow_their_sample() {
+        let limits = Limits::default();
+        let mut c = CounterVec::new("r_total", "h", vec![]);
+        c.inc("", 1, &limits);
+        let mut out = String::new();
+        c.write(&mut out);
+        assert!(out.ends_with("\nr_total 1\n"), "{out}");
+        c.inc_with_exemplar("", 1, &limits, "4bf92f3577b34da6a3ce929d0e0e4736");
+        c.inc_with_exemplar("", 1, &limits, "0af7651916cd43dd8448eb211c80319c");
+        out.clear();
+        c.write(&mut out);
+        let line = out.lines().last().unwrap();
+        let (sample, ts) = line.rsplit_once(' ').unwrap();
+        assert_eq!(
+            sample,
+            "r_total 3 # {traceID=\"0af7651916cd43dd8448eb211c80319c\"} 1.0"
+        );
+        let ts: f64 = ts.parse().unwrap();
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs_f64();
+        assert!((now - ts).abs() < 60.0, "{ts} vs {now}");
+        // Each histogram bucket keeps its own latest exemplar; a trace ID longer than
+        // OpenMetrics allows is not recorded.
+        let mut h = HistogramVec::new("d_seconds", "help", vec![]);
+        h.observe_with_exemplar("", 0.003, 1, &limits, "aaaa");
+        h.observe_with_exemplar("", 0.2, 1, &limits, "bbbb");
+        h.observe_with_exemplar("", 0.21, 1, &limits, &"c".repeat(200));
+        h.observe("", 0.004, 1, &limits);
+        out.clear();
+        h.write(&mut out);
+        let with: Vec<&str> = out.lines().filter(|l| l.contains(" # {")).collect();
+        assert_eq!(with.len(), 2, "{out}");
+        assert!(
+            with[0].starts_with("d_seconds_bucket{le=\"0.005\"} 2 # {traceID=\"aaaa\"} 0.003 "),
+            "{out}"
+        );
+        assert!(
+            with[1].starts_with("d_seconds_bucket{le=\"0.25\"} 4 # {traceID=\"bbbb\"} 0.2 "),
+            "{out}"
+        );
     }
 
     #[test]
@@ -455,18 +622,13 @@ mod tests {
         let limits = Limits::default();
         let mut c = CounterVec::new("e_total", "h", vec!["q"]);
         c.inc("a\"b\\c\nd", 1, &limits);
-        let mut reg = prometheus_client::registry::Registry::default();
-        reg.register_collector(Box::new(Ctr(std::sync::Mutex::new(c))));
+        c.inc_with_exemplar("x", 1, &limits, "t\"");
         let mut out = String::new();
-        prometheus_client::encoding::text::encode(&mut out, &reg).unwrap();
+        c.write(&mut out);
         assert!(out.contains(r#"e_total{q="a\"b\\c\nd"} 1"#), "{out}");
-    }
-
-    #[derive(Debug)]
-    struct Ctr(std::sync::Mutex<CounterVec>);
-    impl prometheus_client::collector::Collector for Ctr {
-        fn encode(&self, mut e: DescriptorEncoder<'_>) -> std::fmt::Result {
-            self.0.lock().unwrap().encode(&mut e)
-        }
+        assert!(
+            out.contains(r#"e_total{q="x"} 1 # {traceID="t\""} 1.0 "#),
+            "{out}"
+        );
     }
 }

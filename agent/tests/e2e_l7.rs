@@ -20,6 +20,8 @@ use common::TestLab;
 
 const BIN: &str = env!("CARGO_BIN_EXE_hubble-agent");
 const TEST: &str = "e2e L7 test";
+/// The W3C trace id every HTTP request carries (`traceparent`): flows show it.
+const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 
 fn spec_text(name: &str) -> String {
     format!(
@@ -80,7 +82,7 @@ fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<String> {
     s.set_read_timeout(Some(Duration::from_secs(2)))?;
     write!(
         s,
-        "GET {path} HTTP/1.1\r\nHost: web.shop.svc.cluster.local\r\nUser-Agent: e2e-l7\r\nConnection: close\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: web.shop.svc.cluster.local\r\nUser-Agent: e2e-l7\r\ntraceparent: 00-{TRACE_ID}-00f067aa0ba902b7-01\r\nConnection: close\r\n\r\n"
     )?;
     let mut resp = String::new();
     s.read_to_string(&mut resp)?;
@@ -207,6 +209,7 @@ fn l7_dns_and_http_flows_end_to_end() {
         );
         assert_eq!(r["l7"]["http"]["protocol"], "HTTP/1.1");
         assert!(!r["Summary"].as_str().unwrap().contains("s3cret"), "{r}");
+        assert_eq!(r["trace_context"]["parent"]["trace_id"], TRACE_ID, "{r}");
         assert_eq!(r["traffic_direction"], "INGRESS");
         assert_eq!(r["source"]["pod_name"], "web");
         let lat: u64 = r["l7"]["latency_ns"]

@@ -225,6 +225,9 @@ pub struct Exchange<'a> {
     pub headers: &'a [(&'a str, &'a str)],
     /// Response: time since its request (0 when it has none).
     pub latency_ns: u64,
+    /// The W3C trace id of the request's `traceparent` header (empty: none), on the request
+    /// and on its response.
+    pub trace_id: &'a str,
 }
 
 /// An owned copy of an [`Exchange`] (tests).
@@ -237,6 +240,7 @@ pub struct OwnedExchange {
     pub code: u32,
     pub headers: Vec<(String, String)>,
     pub latency_ns: u64,
+    pub trace_id: String,
 }
 
 impl From<&Exchange<'_>> for OwnedExchange {
@@ -253,6 +257,7 @@ impl From<&Exchange<'_>> for OwnedExchange {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
             latency_ns: x.latency_ns,
+            trace_id: x.trace_id.to_string(),
         }
     }
 }
@@ -261,6 +266,7 @@ impl From<&Exchange<'_>> for OwnedExchange {
 struct Pending {
     method: String,
     url: String,
+    trace_id: String,
     ktime_ns: u64,
 }
 
@@ -390,9 +396,16 @@ impl Conn {
                         p.method.clear();
                         p.method.push_str(h.method);
                         url_into(&mut p.url, &h, server);
+                        p.trace_id.clear();
+                        if let Some(id) = h.header("traceparent").and_then(trace_id) {
+                            p.trace_id.push_str(id);
+                        }
                         p.ktime_ns = ktime_ns;
                         self.pending.push_back(p);
-                        let url = self.pending.back().map_or("", |p| p.url.as_str());
+                        let (url, trace_id) = self
+                            .pending
+                            .back()
+                            .map_or(("", ""), |p| (p.url.as_str(), p.trace_id.as_str()));
                         emit(&Exchange {
                             request: true,
                             method: h.method,
@@ -401,6 +414,7 @@ impl Conn {
                             code: 0,
                             headers: &h.headers,
                             latency_ns: 0,
+                            trace_id,
                         });
                         headers = h.headers;
                     } else {
@@ -433,6 +447,7 @@ impl Conn {
                             code: h.code as u32,
                             headers: &h.headers,
                             latency_ns,
+                            trace_id: p.as_ref().map_or("", |p| p.trace_id.as_str()),
                         });
                         headers = h.headers;
                         if p.is_some() {
@@ -460,6 +475,30 @@ impl Conn {
         };
         side.buf = owned;
     }
+}
+
+/// The trace id of a W3C `traceparent` value (`00-<32 hex trace id>-<16 hex parent id>-<2 hex
+/// flags>`), as OpenTelemetry's propagator accepts it: lowercase hex, ids not all zeros,
+/// version not `ff`, exactly four fields for version 00 (later versions may append more).
+pub fn trace_id(traceparent: &str) -> Option<&str> {
+    let v = traceparent.trim();
+    let mut parts = v.split('-');
+    let (version, id, parent, flags) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    let hex = |s: &str, n: usize| {
+        s.len() == n
+            && s.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    };
+    let zeros = |s: &str| s.bytes().all(|b| b == b'0');
+    let ok = hex(version, 2)
+        && version != "ff"
+        && (version != "00" || parts.next().is_none())
+        && hex(id, 32)
+        && !zeros(id)
+        && hex(parent, 16)
+        && !zeros(parent)
+        && hex(flags, 2);
+    ok.then_some(id)
 }
 
 /// `u` = `http://<Host or the server address><target>`, or the target when it is absolute.
@@ -558,6 +597,54 @@ mod tests {
             parse_head(b"HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n"),
             Parsed::Invalid(_)
         ));
+    }
+
+    #[test]
+    fn the_requests_trace_id_is_on_it_and_on_its_response() {
+        const ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+        let mut c = Conn::default();
+        let mut st = HttpStats::default();
+        let mut out = Vec::new();
+        let req = format!(
+            "GET /a HTTP/1.1\r\nHost: h\r\ntraceparent: 00-{ID}-00f067aa0ba902b7-01\r\n\r\n"
+        );
+        c.feed_v(
+            true,
+            1,
+            req.as_bytes(),
+            10,
+            "10.0.0.1:80",
+            &mut st,
+            &mut out,
+        );
+        c.feed_v(false, 1, RESP, 20, "10.0.0.1:80", &mut st, &mut out);
+        // A keep-alive request without the header has none, nor has its response.
+        let len = req.len() as u32;
+        c.feed_v(
+            true,
+            1 + len,
+            b"GET /b HTTP/1.1\r\nHost: h\r\n\r\n",
+            30,
+            "10.0.0.1:80",
+            &mut st,
+            &mut out,
+        );
+        let ids: Vec<&str> = out.iter().map(|x| x.trace_id.as_str()).collect();
+        assert_eq!(ids, [ID, ID, ""]);
+        for bad in [
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7",
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-x",
+        ] {
+            assert_eq!(trace_id(bad), None, "{bad}");
+        }
+        assert_eq!(
+            trace_id("01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-later"),
+            Some(ID)
+        );
     }
 
     #[test]

@@ -21,7 +21,7 @@ type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState
 use std::net::IpAddr;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use hubble_api::flow::{self, Flow, HttpHeader, Layer7, layer7};
+use hubble_api::flow::{self, Flow, HttpHeader, Layer7, TraceContext, TraceParent, layer7};
 
 use crate::enrich::{Enricher, Getters, set_str};
 pub use crate::monitor::abi::{
@@ -456,6 +456,12 @@ fn push_u64(s: &mut String, mut v: u64) {
 
 fn fill_http(f: &mut Flow, x: &http::Exchange<'_>, redact: &redact::Redact) {
     let url = redact.url(x.url);
+    // Cilium's extractTraceContext: the request's W3C trace id, for exemplars and filters.
+    f.trace_context = (!x.trace_id.is_empty()).then(|| TraceContext {
+        parent: Some(TraceParent {
+            trace_id: x.trace_id.to_string(),
+        }),
+    });
     let mut summary = std::mem::take(&mut f.summary);
     let rec = record_mut(
         f,

@@ -8,7 +8,7 @@
 //! a failed handshake is reported on stderr and skipped, never ending the server (the
 //! servers' own listeners go through [`crate::listen`] with their flags).
 //!
-//! Both sides follow their files as Cilium's certloader does ([`reload`]): a rotated
+//! Both sides follow their files as Cilium's certloader does (`tls/reload.rs`): a rotated
 //! certificate, key or CA file is used from the next handshake on, without a restart.
 
 use std::io;
@@ -153,7 +153,7 @@ impl ClientTls {
     /// Trusts the CAs in `ca_files` (the system's CAs when empty), presents `client_keypair`
     /// (cert, key) when the server asks, and checks the certificate against `server_name`
     /// (default: the host dialled). `allow_insecure` skips every check of the server. The
-    /// CA files and the keypair are read again whenever they change (see [`reload`]).
+    /// CA files and the keypair are read again whenever they change (see `tls/reload.rs`).
     pub fn new(
         ca_files: &[PathBuf],
         client_keypair: Option<(&Path, &Path)>,
@@ -460,7 +460,7 @@ impl std::fmt::Debug for ServerTls {
 impl ServerTls {
     /// Loads `cert` and `key`; with `client_ca_files`, requires client certificates signed
     /// by one of them (mTLS). TLS 1.3 only, as Hubble's servers. The files are read again
-    /// whenever they change (see [`reload`]): acceptors made before and after a change
+    /// whenever they change (see `tls/reload.rs`): acceptors made before and after a change
     /// alike present the new certificate from their next handshake on.
     pub fn load(cert: &Path, key: &Path, client_ca_files: &[PathBuf]) -> Result<Self, TlsError> {
         let keypair = Keypair::follow(cert.into(), key.into())?;

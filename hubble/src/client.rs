@@ -63,7 +63,7 @@ pub enum ClientError {
 }
 
 impl ClientError {
-    fn from_status(s: tonic::Status) -> Self {
+    pub(crate) fn from_status(s: tonic::Status) -> Self {
         // The transport's own reason (TLS alerts, resets) hides in the source chain.
         let mut msg = s.message().to_string();
         if let Some(src) = std::error::Error::source(&s) {
@@ -472,6 +472,18 @@ pub async fn get_debug_events(
 ) -> Result<EventStream<hubble_api::observer::GetDebugEventsResponse>, ClientError> {
     observer(channel)
         .get_debug_events(req)
+        .await
+        .map(EventStream::new)
+        .map_err(ClientError::from_status)
+}
+
+/// Starts Peer.Notify: the server's peers now, then their changes.
+pub async fn peer_notify(
+    channel: Channel,
+) -> Result<EventStream<hubble_api::peer::ChangeNotification>, ClientError> {
+    hubble_api::peer::peer_client::PeerClient::new(channel)
+        .max_decoding_message_size(MAX_MESSAGE)
+        .notify(hubble_api::peer::NotifyRequest {})
         .await
         .map(EventStream::new)
         .map_err(ClientError::from_status)

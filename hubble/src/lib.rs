@@ -9,6 +9,7 @@ pub mod limits;
 pub mod listen;
 pub mod pipeline;
 pub mod printer;
+pub mod reflection;
 pub mod source;
 pub mod timefmt;
 pub mod tls;

@@ -88,7 +88,8 @@ pub struct ServeArgs {
 /// TLS flags (Hubble Relay's names).
 #[derive(Debug, Clone, Args, Default)]
 pub struct TlsArgs {
-    /// Client certificate for connecting to Hubble agents (mTLS).
+    /// Client certificate for connecting to Hubble agents (mTLS). Every TLS file of the
+    /// relay is re-read when it changes (no restart).
     #[arg(long, value_name = "FILE")]
     pub tls_hubble_client_cert_file: Option<std::path::PathBuf>,
     /// Key of --tls-hubble-client-cert-file.

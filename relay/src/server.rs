@@ -273,13 +273,20 @@ pub async fn router(
             tokio::time::sleep(HEALTH_INTERVAL).await;
         }
     });
+    // Reflection lists what the relay serves: its descriptors also define peer.Peer.
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(hubble_api::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .with_service_name("grpc.health.v1.Health")
+        .with_service_name("grpc.reflection.v1.ServerReflection")
+        .with_service_name("observer.Observer")
         .build_v1()?;
     let reflection_v1alpha = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(hubble_api::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .with_service_name("grpc.health.v1.Health")
+        .with_service_name("grpc.reflection.v1alpha.ServerReflection")
+        .with_service_name("observer.Observer")
         .build_v1alpha()?;
     let mut builder = builder;
     Ok(builder

@@ -1068,3 +1068,19 @@ async fn dead_and_surplus_clients_do_not_hold_up_the_others() {
     assert_eq!(next_pod(&mut follower).await, "node-a-20");
     a.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reflection_lists_what_the_relay_serves() {
+    // `hubble reflect`'s walk: the Observer's files, not peer.Peer (agents serve it, the
+    // relay does not).
+    let r = relay(&[], Duration::from_millis(100)).await;
+    let ch = client::connect(&r.addr, Duration::from_secs(5))
+        .await
+        .unwrap();
+    let mut files = Vec::new();
+    hubble::reflection::walk(ch, &mut files).await.unwrap();
+    let names: Vec<&str> = files.iter().map(|f| f.name()).collect();
+    assert_eq!(names[0], "observer/observer.proto");
+    assert!(names.contains(&"flow/flow.proto"), "{names:?}");
+    assert!(!names.contains(&"peer/peer.proto"), "{names:?}");
+}

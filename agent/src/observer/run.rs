@@ -53,7 +53,8 @@ pub struct ServerArgs {
     #[arg(long)]
     pub no_hubble_server: bool,
     /// Serve TLS on the TCP address with this certificate (PEM); needs --tls-key-file.
-    /// The unix socket never speaks TLS. `hubble-agent certs generate DIR` makes one.
+    /// The unix socket never speaks TLS. `hubble-agent certs generate DIR` makes one. The
+    /// certificate, key and client CA files are re-read when they change (no restart).
     #[arg(
         long,
         alias = "hubble-tls-cert-file",

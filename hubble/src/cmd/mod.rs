@@ -10,7 +10,9 @@ pub mod config;
 pub mod events;
 pub mod list;
 pub mod observe;
+pub mod reflect;
 pub mod server;
+pub mod watch;
 
 /// Exit codes, documented in `hubble --help`.
 pub mod exit {
@@ -82,6 +84,8 @@ pub fn command() -> Command {
         .subcommand(server::status_command())
         .subcommand(list::command())
         .subcommand(config::command())
+        .subcommand(watch::command())
+        .subcommand(reflect::command())
         .subcommand(
             Command::new("completion")
                 .about("Generate the autocompletion script for the specified shell")
@@ -141,6 +145,8 @@ where
         Some(("status", m)) => server::status(m),
         Some(("list", m)) => list::run(m),
         Some(("config", m)) => config::run(m, config_path),
+        Some(("watch", m)) => watch::run(m),
+        Some(("reflect", m)) => reflect::run(m),
         Some(("completion", m)) => {
             let shell = match m.get_one::<String>("shell").map(String::as_str) {
                 Some("bash") => clap_complete::Shell::Bash,

@@ -1,11 +1,13 @@
 //! Flow printers of `hubble observe`: compact, dict, table and json/jsonpb output, byte for
 //! byte as Go Hubble (v1.19.4) prints GetFlowsResponses, lost events and node status events.
 
+pub mod descriptor;
 mod escape;
 mod events;
 mod fields;
 pub mod json;
 pub mod list;
+pub mod peer;
 mod protojson;
 mod tabwriter;
 mod time;

@@ -7,6 +7,9 @@
 //! [`incoming`], a stream of TLS connections for tonic's `serve_with_incoming` in which
 //! a failed handshake is reported on stderr and skipped, never ending the server (the
 //! servers' own listeners go through [`crate::listen`] with their flags).
+//!
+//! Both sides follow their files as Cilium's certloader does (`tls/reload.rs`): a rotated
+//! certificate, key or CA file is used from the next handshake on, without a restart.
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -20,6 +23,11 @@ use tokio_stream::Stream;
 
 use pki_types::pem::PemObject;
 use pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+
+mod reload;
+mod watch;
+
+use reload::{ClientCas, Keypair, ServerCas};
 
 /// The scheme prefix of `--server` that turns TLS on (`tls://relay:443`).
 pub const TLS_PREFIX: &str = "tls://";
@@ -144,7 +152,8 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 impl ClientTls {
     /// Trusts the CAs in `ca_files` (the system's CAs when empty), presents `client_keypair`
     /// (cert, key) when the server asks, and checks the certificate against `server_name`
-    /// (default: the host dialled). `allow_insecure` skips every check of the server.
+    /// (default: the host dialled). `allow_insecure` skips every check of the server. The
+    /// CA files and the keypair are read again whenever they change (see `tls/reload.rs`).
     pub fn new(
         ca_files: &[PathBuf],
         client_keypair: Option<(&Path, &Path)>,
@@ -161,16 +170,17 @@ impl ClientTls {
             builder
                 .dangerous()
                 .with_custom_certificate_verifier(Arc::new(NoServerVerification(provider())))
-        } else {
+        } else if ca_files.is_empty() {
             builder.with_root_certificates(root_store(ca_files)?)
+        } else {
+            builder
+                .dangerous()
+                .with_custom_certificate_verifier(ServerCas::follow(ca_files)?)
         };
         let mut config = match client_keypair {
-            Some((cert, key)) => builder
-                .with_client_auth_cert(load_certs(cert)?, load_key(key)?)
-                .map_err(|e| TlsError::Key {
-                    path: key.to_path_buf(),
-                    reason: e.to_string(),
-                })?,
+            Some((cert, key)) => {
+                builder.with_client_cert_resolver(Keypair::follow(cert.into(), key.into())?)
+            }
             None => builder.with_no_client_auth(),
         };
         config.alpn_protocols = vec![b"h2".to_vec()];
@@ -341,7 +351,12 @@ pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError>
     let data = std::fs::read(path).map_err(|e| err(e.to_string()))?;
     let certs = CertificateDer::pem_slice_iter(&data)
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| err(format!("must be a PEM encoded certificate: {e}")))?;
+        .map_err(|e| {
+            err(format!(
+                "must be a PEM encoded certificate: {}",
+                pem_reason(&e)
+            ))
+        })?;
     if certs.is_empty() {
         return Err(err("must be a PEM encoded certificate".into()));
     }
@@ -356,8 +371,24 @@ pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
     })?;
     PrivateKeyDer::from_pem_slice(&data).map_err(|e| TlsError::Key {
         path: path.to_path_buf(),
-        reason: format!("must be a PEM encoded private key: {e}"),
+        reason: format!("must be a PEM encoded private key: {}", pem_reason(&e)),
     })
+}
+
+/// A PEM error in words (the library's own shows the markers as byte lists).
+fn pem_reason(e: &pki_types::pem::Error) -> String {
+    use pki_types::pem::Error;
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    match e {
+        Error::MissingSectionEnd { end_marker } => {
+            format!(
+                "no \"-----END {}-----\" line (incomplete file?)",
+                text(end_marker)
+            )
+        }
+        Error::IllegalSectionStart { line } => format!("bad section start {:?}", text(line)),
+        other => other.to_string(),
+    }
 }
 
 /// `--tls-allow-insecure`: accepts any server certificate, still checking that the
@@ -428,32 +459,24 @@ impl std::fmt::Debug for ServerTls {
 
 impl ServerTls {
     /// Loads `cert` and `key`; with `client_ca_files`, requires client certificates signed
-    /// by one of them (mTLS). TLS 1.3 only, as Hubble's servers.
+    /// by one of them (mTLS). TLS 1.3 only, as Hubble's servers. The files are read again
+    /// whenever they change (see `tls/reload.rs`): acceptors made before and after a change
+    /// alike present the new certificate from their next handshake on.
     pub fn load(cert: &Path, key: &Path, client_ca_files: &[PathBuf]) -> Result<Self, TlsError> {
-        let certs = load_certs(cert)?;
-        let key_der = load_key(key)?;
+        let keypair = Keypair::follow(cert.into(), key.into())?;
         let builder = rustls::ServerConfig::builder_with_provider(provider())
             .with_protocol_versions(&[&rustls::version::TLS13])
             .map_err(|e| TlsError::Config(e.to_string()))?;
         let builder = if client_ca_files.is_empty() {
             builder.with_no_client_auth()
         } else {
-            let roots = root_store(client_ca_files)?;
-            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
-                Arc::new(roots),
-                provider(),
-            )
-            .build()
-            .map_err(|e| TlsError::Config(e.to_string()))?;
-            builder.with_client_cert_verifier(verifier)
+            builder.with_client_cert_verifier(ClientCas::follow(client_ca_files)?)
         };
-        let mut config = builder
-            .with_single_cert(certs, key_der)
-            .map_err(|e| TlsError::Key {
-                path: key.to_path_buf(),
-                reason: e.to_string(),
-            })?;
+        let mut config = builder.with_cert_resolver(keypair);
         config.alpn_protocols = vec![b"h2".to_vec()];
+        // No session tickets: a resumed session would skip the (possibly rotated) client
+        // CAs. Hubble's connections are long-lived HTTP/2 ones; resumption saves little.
+        config.send_tls13_tickets = 0;
         Ok(ServerTls {
             config: Arc::new(config),
             mutual: !client_ca_files.is_empty(),

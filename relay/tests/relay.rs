@@ -138,6 +138,7 @@ async fn relay_full(
             sort_buffer_drain_timeout: drain,
             stream_idle_timeout: Duration::from_secs(1),
             relay_name: "test-relay".into(),
+            error_aggregation_window: Duration::from_millis(100),
         },
     ));
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -160,6 +161,7 @@ fn peer_options() -> PeerOptions {
         dial_timeout: Duration::from_millis(500),
         retry_timeout: Duration::from_millis(200),
         tls: None,
+        cluster_name: "default".into(),
     }
 }
 
@@ -429,15 +431,17 @@ async fn follow_survives_a_node_going_away_and_takes_it_back() {
     while flows(&got).len() < 9 {
         next(&mut got).await;
     }
-    // node-b goes away: the stream reports it and goes on with a and c.
+    // node-b goes away: the stream reports its error (as Hubble Relay, NODE_ERROR with the
+    // message) and goes on with a and c.
     let b_addr = b.addr.clone();
     b.stop().await;
     loop {
         let r = next(&mut got).await;
         if let Some(ResponseTypes::NodeStatus(st)) = &r.response_types
-            && st.state_change == NodeState::NodeUnavailable as i32
+            && st.state_change == NodeState::NodeError as i32
         {
             assert_eq!(st.node_names, ["node-b"]);
+            assert!(!st.message.is_empty());
             break;
         }
     }

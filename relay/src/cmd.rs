@@ -52,12 +52,12 @@ agent's socket unix:///var/run/cilium/hubble.sock is the peer service.
 Merge: each GetFlows request goes to every connected peer with its filters; responses are \
 merged by flow time. A flow waits at most --sort-buffer-drain-timeout, and at most \
 --sort-buffer-len-max flows wait (at least 8192 without --follow), so a slow node's flows \
-come late rather than holding back the others'. Nodes that are unavailable or fail mid-stream are reported \
-as node status events (hubble observe prints them on stderr); the other nodes keep streaming. \
-As with Hubble Relay, --last N and --first N get N flows per node (the newest or oldest of \
-each), merged in time order. A node that fails is reported as a NODE_ERROR event with the \
-error; errors with the same message within --error-aggregation-window go out as one event \
-naming all their nodes.
+come late rather than holding back the others'. Nodes that are unavailable (NODE_UNAVAILABLE) \
+or fail (NODE_ERROR, with the error) are reported as node status events (hubble observe \
+prints them on stderr); the other nodes keep streaming. Errors with the same message within \
+--error-aggregation-window go out as one event naming all their nodes. As with Hubble Relay, \
+--last N and --first N get N flows per node (the newest or oldest of each), merged in time \
+order.
 
 Configuration (Hubble Relay's precedence): a flag, else its environment variable \
 (RELAY_ and the flag's name in capitals, dashes as underscores: RELAY_LISTEN_ADDRESS), else \

@@ -1,15 +1,21 @@
-//! `hubble-relay serve`: flags after Hubble Relay's, exit codes, and the runtime.
+//! `hubble-relay serve`: flags after Hubble Relay's, exit codes, and the runtime (the API,
+//! health and metrics listeners).
 
+use std::ffi::OsString;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 
+use crate::config::{ConfigError, ConfigFile};
+use crate::health::{DEFAULT_HEALTH_LISTEN_ADDRESS, Health};
+use crate::metrics::RelayMetrics;
+use crate::metrics::grpc::GrpcMetrics;
 use crate::observer::{MergeOptions, RelayObserver};
-use crate::peers::{PeerOptions, Peers};
-use crate::server::DEFAULT_LISTEN_ADDRESS;
+use crate::peers::{DEFAULT_CLUSTER_NAME, PeerOptions, Peers};
+use crate::server::{DEFAULT_LISTEN_ADDRESS, Extras};
 
 /// Default `--peer-service`: the local agent's unix socket.
 pub const DEFAULT_PEER_SERVICE: &str = "unix:///var/run/cilium/hubble.sock";
@@ -20,8 +26,8 @@ pub const DEFAULT_PEER_SERVICE: &str = "unix:///var/run/cilium/hubble.sock";
     version,
     about = "Hubble Relay: one Observer API (hubble observe/status, the TUI, the exporter) in \
              front of every agent of the cluster",
-    after_help = "Exit codes: 0 stopped by SIGINT/SIGTERM, 2 bad flags or cannot start \
-                  (listen address, certificate files).\n\n\
+    after_help = "Exit codes: 0 stopped by SIGINT/SIGTERM, 2 bad flags, config file or \
+                  environment, or cannot start (listen addresses, certificate files).\n\n\
                   Example: hubble-relay serve --peer-service 127.0.0.1:4244 --listen-address :4245\n\
                   \x20        then: hubble observe --server localhost:4245 --follow"
 )]
@@ -46,13 +52,38 @@ agent's socket unix:///var/run/cilium/hubble.sock is the peer service.
 Merge: each GetFlows request goes to every connected peer with its filters; responses are \
 merged by flow time. A flow waits at most --sort-buffer-drain-timeout, and at most \
 --sort-buffer-len-max flows wait (at least 8192 without --follow), so a slow node's flows \
-come late rather than holding back the others'. Nodes that are unavailable or fail mid-stream are reported \
-as node status events (hubble observe prints them on stderr); the other nodes keep streaming. \
-As with Hubble Relay, --last N and --first N get N flows per node (the newest or oldest of \
-each), merged in time order.
+come late rather than holding back the others'. Nodes that are unavailable (NODE_UNAVAILABLE) \
+or fail (NODE_ERROR, with the error) are reported as node status events (hubble observe \
+prints them on stderr); the other nodes keep streaming. Errors with the same message within \
+--error-aggregation-window go out as one event naming all their nodes. As with Hubble Relay, \
+--last N and --first N get N flows per node (the newest or oldest of each), merged in time \
+order.
 
-Exit codes: 0 stopped by SIGINT/SIGTERM, 2 bad flags or cannot start.")]
+Configuration (Hubble Relay's precedence): a flag, else its environment variable \
+(RELAY_ and the flag's name in capitals, dashes as underscores: RELAY_LISTEN_ADDRESS), else \
+the config file (YAML keyed by the flags' names, as Helm's hubble-relay-config ConfigMap: \
+`peer-service: hubble-peer.kube-system.svc.cluster.local.:443`), else the default. A key \
+that is no flag is an error; Hubble Relay's debug, gops*, pprof* and log-* keys are accepted \
+and have no effect.
+
+Health: grpc.health.v1 on the API listener and, plaintext, on --health-listen-address: \
+SERVING while the peer service (if any) and at least one peer are connected.
+
+Metrics (--metrics-listen-address, off by default): Prometheus text at /metrics with \
+hubble_relay_pool_peer_connection_status{status=READY|CONNECTING|TRANSIENT_FAILURE|IDLE|\
+SHUTDOWN|NIL_CONNECTION}, go-grpc-prometheus's grpc_server_started_total, \
+grpc_server_handled_total{grpc_code,grpc_method,grpc_service,grpc_type}, \
+grpc_server_msg_received_total and grpc_server_msg_sent_total for every method of the API \
+listener, and process_cpu_seconds_total, process_open_fds, process_max_fds, \
+process_resident_memory_bytes, process_virtual_memory_bytes, process_start_time_seconds.
+
+Exit codes: 0 stopped by SIGINT/SIGTERM, 2 bad flags, config file or environment, or \
+cannot start.")]
 pub struct ServeArgs {
+    /// Config file: YAML whose keys are these flags' long names (below a flag and its
+    /// environment variable in precedence).
+    #[arg(long, value_name = "FILE", default_value = crate::config::DEFAULT_CONFIG_FILE)]
+    pub config: std::path::PathBuf,
     /// Address of the Peer service to discover agents from (unix:///path or host:port).
     #[arg(long, value_name = "ADDR")]
     pub peer_service: Option<String>,
@@ -62,6 +93,18 @@ pub struct ServeArgs {
     /// Address on which to listen, HOST:PORT or :PORT.
     #[arg(long, default_value = DEFAULT_LISTEN_ADDRESS, value_name = "ADDR")]
     pub listen_address: String,
+    /// Address on which to serve the gRPC health service alone, plaintext (Kubernetes
+    /// probes); empty: not served apart.
+    #[arg(long, default_value = DEFAULT_HEALTH_LISTEN_ADDRESS, value_name = "ADDR")]
+    pub health_listen_address: String,
+    /// Address on which to serve Prometheus metrics at /metrics, plaintext HTTP; empty: off.
+    #[arg(long, default_value = "", value_name = "ADDR")]
+    pub metrics_listen_address: String,
+    /// Name of the current cluster: agents named without a cluster are dialled over TLS as
+    /// <node>.<cluster-name>.hubble-grpc.cilium.io (dots as dashes), the peer service as
+    /// hubble-peer.<cluster-name>.hubble-grpc.cilium.io.
+    #[arg(long, default_value = DEFAULT_CLUSTER_NAME, value_name = "NAME")]
+    pub cluster_name: String,
     /// Max number of flows that can be buffered for sorting before being sent to the client.
     #[arg(long, default_value_t = 100, value_name = "N")]
     pub sort_buffer_len_max: usize,
@@ -79,6 +122,10 @@ pub struct ServeArgs {
     /// Node name shown on the relay's own node status events.
     #[arg(long, default_value = "hubble-relay", value_name = "NAME")]
     pub relay_name: String,
+    /// Node errors with the same message within this window are sent once, naming every
+    /// node (0: each at once). Hubble Relay has this window fixed at 10s.
+    #[arg(long, default_value = "10s", value_parser = parse_duration, value_name = "DURATION")]
+    pub error_aggregation_window: Duration,
     #[command(flatten)]
     pub tls: TlsArgs,
     #[command(flatten)]
@@ -212,8 +259,35 @@ fn parse_static_peer(s: &str) -> (String, String) {
     }
 }
 
+/// The command line's clap command: flags with the config file's values as defaults and
+/// their environment variables; and the config file's keys that have no effect here.
+fn command(args: &[OsString]) -> Result<(clap::Command, Vec<String>), ConfigError> {
+    let mut cli = Cli::command();
+    let mut ignored = Vec::new();
+    if !crate::config::is_informational(args)
+        && let Some((path, _)) = crate::config::config_path(args)
+    {
+        (cli, ignored) = ConfigFile::load(&path)?.apply(cli)?;
+    }
+    Ok((
+        cli.mut_subcommand("serve", crate::config::with_env),
+        ignored,
+    ))
+}
+
 pub fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    let args: Vec<OsString> = std::env::args_os().collect();
+    let (cmd, ignored) = match command(&args) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("hubble-relay: error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let cli = match cmd
+        .try_get_matches_from(&args)
+        .and_then(|m| Cli::from_arg_matches(&m))
+    {
         Ok(c) => c,
         Err(e) => {
             let code = if e.use_stderr() { 2 } else { 0 };
@@ -221,6 +295,12 @@ pub fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
+    if !ignored.is_empty() {
+        eprintln!(
+            "hubble-relay: config keys without effect here: {}",
+            ignored.join(", ")
+        );
+    }
     let Command::Serve(args) = cli.command;
     match serve(args) {
         Ok(()) => ExitCode::SUCCESS,
@@ -238,14 +318,25 @@ fn serve(args: ServeArgs) -> Result<()> {
         .build()
         .context("building the runtime")?;
     rt.block_on(async move {
-        let addr = agent_listen_address(&args.listen_address)?;
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("cannot listen on {}", args.listen_address))?;
+        let listener = bind("--listen-address", &args.listen_address).await?;
+        let health_listener = match args.health_listen_address.as_str() {
+            "" => None,
+            a => Some(bind("--health-listen-address", a).await?),
+        };
+        let metrics_listener = match args.metrics_listen_address.as_str() {
+            "" => None,
+            a => Some(bind("--metrics-listen-address", a).await?),
+        };
         let server_tls = args.tls.server_tls()?;
         let relay = build(&args)?;
+        let extras = Extras {
+            health: Health::start(relay.peers().clone()).await,
+            grpc_metrics: metrics_listener
+                .as_ref()
+                .map(|_| Arc::new(GrpcMetrics::default())),
+        };
         eprintln!(
-            "hubble-relay: listening on {}{} ({} static peers{})",
+            "hubble-relay: listening on {}{} ({} static peers{}){}{}",
             listener.local_addr()?,
             match &server_tls {
                 Some(t) if t.is_mutual() => " with mutual TLS",
@@ -256,41 +347,72 @@ fn serve(args: ServeArgs) -> Result<()> {
             match peer_service(&args) {
                 Some(p) => format!(", peer service {p}"),
                 None => String::new(),
-            }
+            },
+            match &health_listener {
+                Some(l) => format!(", health on {}", l.local_addr()?),
+                None => String::new(),
+            },
+            match &metrics_listener {
+                Some(l) => format!(", metrics on http://{}/metrics", l.local_addr()?),
+                None => String::new(),
+            },
         );
-        let shutdown = async {
-            use tokio::signal::unix::{SignalKind, signal};
-            match signal(SignalKind::terminate()) {
-                Ok(mut term) => {
-                    tokio::select! {
-                        _ = tokio::signal::ctrl_c() => {}
-                        _ = term.recv() => {}
-                    }
-                }
-                Err(_) => {
-                    let _ = tokio::signal::ctrl_c().await;
-                }
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let stopped = move || {
+            let mut rx = stop_rx.clone();
+            async move {
+                let _ = rx.wait_for(|s| *s).await;
             }
         };
-        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let server = tokio::spawn(crate::server::serve(
-            relay,
-            listener,
-            server_tls,
-            args.limits.clone(),
-            async {
-                let _ = stop_rx.await;
-            },
-        ));
-        shutdown.await;
+        if let Some(l) = health_listener {
+            let (health, limits, stop) = (extras.health.clone(), args.limits.clone(), stopped());
+            tokio::spawn(async move {
+                if let Err(e) = crate::health::serve(&health, l, &limits, stop).await {
+                    eprintln!("hubble-relay: health server: {e:#}");
+                }
+            });
+        }
+        if let (Some(l), Some(grpc)) = (metrics_listener, &extras.grpc_metrics) {
+            let m = Arc::new(RelayMetrics::new(relay.peers().clone(), grpc.clone()));
+            tokio::spawn(crate::metrics::http::serve(l, m, stopped()));
+        }
+        let stop = stopped();
+        let server = tokio::spawn(async move {
+            crate::server::serve_with(relay, listener, server_tls, args.limits, &extras, stop).await
+        });
+        shutdown_signal().await;
         eprintln!("hubble-relay: stopping");
-        let _ = stop_tx.send(());
+        let _ = stop_tx.send(true);
         // Follow streams never end by themselves: give others a moment, then stop.
         match tokio::time::timeout(Duration::from_millis(500), server).await {
             Ok(Ok(r)) => r,
             _ => Ok(()),
         }
     })
+}
+
+/// SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+/// Binds the listen address given to `flag`.
+async fn bind(flag: &str, addr: &str) -> Result<tokio::net::TcpListener> {
+    let sa = listen_address(flag, addr)?;
+    tokio::net::TcpListener::bind(sa)
+        .await
+        .with_context(|| format!("cannot listen on {addr} ({flag})"))
 }
 
 fn peer_service(args: &ServeArgs) -> Option<String> {
@@ -310,6 +432,7 @@ pub fn build(args: &ServeArgs) -> Result<Arc<RelayObserver>> {
         dial_timeout: args.dial_timeout,
         retry_timeout: args.retry_timeout,
         tls,
+        cluster_name: args.cluster_name.clone(),
     });
     for p in &args.peers {
         let (name, addr) = parse_static_peer(p);
@@ -325,12 +448,13 @@ pub fn build(args: &ServeArgs) -> Result<Arc<RelayObserver>> {
             sort_buffer_drain_timeout: args.sort_buffer_drain_timeout,
             stream_idle_timeout: args.dial_timeout,
             relay_name: args.relay_name.clone(),
+            error_aggregation_window: args.error_aggregation_window,
         },
     )))
 }
 
 /// `:4245` → all interfaces; `HOST:PORT` as given (`localhost:P` → 127.0.0.1).
-fn agent_listen_address(addr: &str) -> Result<std::net::SocketAddr> {
+fn listen_address(flag: &str, addr: &str) -> Result<std::net::SocketAddr> {
     let full = if addr.starts_with(':') {
         format!("[::]{addr}")
     } else {
@@ -344,7 +468,7 @@ fn agent_listen_address(addr: &str) -> Result<std::net::SocketAddr> {
     {
         return Ok(std::net::SocketAddr::from(([127, 0, 0, 1], p)));
     }
-    anyhow::bail!("invalid --listen-address {addr:?}: expected HOST:PORT or :PORT")
+    anyhow::bail!("invalid {flag} {addr:?}: expected HOST:PORT or :PORT")
 }
 
 #[cfg(test)]
@@ -372,7 +496,7 @@ mod tests {
             parse_static_peer("127.0.0.1:1"),
             ("127.0.0.1:1".into(), "127.0.0.1:1".into())
         );
-        assert_eq!(agent_listen_address(":4245").unwrap().port(), 4245);
-        assert!(agent_listen_address("nope").is_err());
+        assert_eq!(listen_address("-", ":4245").unwrap().port(), 4245);
+        assert!(listen_address("-", "nope").is_err());
     }
 }

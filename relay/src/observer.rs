@@ -1,6 +1,7 @@
 //! The relay's Observer semantics over its peers, free of the gRPC server: GetFlows fan-in
 //! (one stream per connected peer, merged through the sort window, node status events for
-//! nodes that are or become unavailable), ServerStatus sums, GetNodes and GetNamespaces.
+//! nodes that are unavailable or fail, their errors coalesced), ServerStatus sums, GetNodes
+//! and GetNamespaces.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
@@ -17,6 +18,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tonic::Status;
 
+use crate::node_errors::{DEFAULT_ERROR_AGGREGATION_WINDOW, NodeError, NodeErrors};
 use crate::peers::{PeerSnapshot, Peers};
 use crate::sort::{SortBuffer, Source};
 use crate::wire::RawResponse;
@@ -43,6 +45,8 @@ pub struct MergeOptions {
     pub stream_idle_timeout: Duration,
     /// Node name put on the relay's own node status events.
     pub relay_name: String,
+    /// Node errors with the same message within this window go out as one event.
+    pub error_aggregation_window: Duration,
 }
 
 impl Default for MergeOptions {
@@ -52,6 +56,7 @@ impl Default for MergeOptions {
             sort_buffer_drain_timeout: Duration::from_secs(1),
             stream_idle_timeout: Duration::from_secs(5),
             relay_name: "hubble-relay".into(),
+            error_aggregation_window: DEFAULT_ERROR_AGGREGATION_WINDOW,
         }
     }
 }
@@ -257,6 +262,8 @@ struct Merge<'a> {
     gone: Vec<bool>,
     /// The first group is not announced yet.
     initial_pending: bool,
+    /// Failed peers' errors being coalesced.
+    errors: NodeErrors,
     client_gone: bool,
 }
 
@@ -293,6 +300,7 @@ impl<'a> Merge<'a> {
             open: Vec::new(),
             gone: Vec::new(),
             initial_pending: false,
+            errors: NodeErrors::new(obs.opts.error_aggregation_window),
             client_gone: false,
         }
     }
@@ -322,6 +330,9 @@ impl<'a> Merge<'a> {
         let mut deadline = self.buf.deadline();
         let timer = tokio::time::sleep_until(far_future(deadline).into());
         tokio::pin!(timer);
+        let mut errors_due = self.errors.deadline();
+        let errors_timer = tokio::time::sleep_until(far_future(errors_due).into());
+        tokio::pin!(errors_timer);
         let mut batch = Vec::with_capacity(PEER_QUEUE);
         while !self.client_gone {
             if !self.req.follow && self.buf.live_sources() == 0 {
@@ -331,6 +342,11 @@ impl<'a> Merge<'a> {
             if d != deadline {
                 deadline = d;
                 timer.as_mut().reset(far_future(d).into());
+            }
+            let d = self.errors.deadline();
+            if d != errors_due {
+                errors_due = d;
+                errors_timer.as_mut().reset(far_future(d).into());
             }
             tokio::select! {
                 // Everything already queued is taken before sorting out what can go.
@@ -342,6 +358,11 @@ impl<'a> Merge<'a> {
                     self.announce_open();
                 }
                 _ = &mut timer, if deadline.is_some() && !self.initial_pending => {}
+                _ = &mut errors_timer, if errors_due.is_some() => {
+                    if let Some(e) = self.errors.due(Instant::now()) {
+                        self.node_error(e);
+                    }
+                }
                 _ = rejoin.tick(), if self.req.follow => self.join_new_peers(),
                 r = changes.changed(), if self.req.follow => {
                     if r.is_err() { break }
@@ -360,6 +381,9 @@ impl<'a> Merge<'a> {
         self.announce_open();
         if self.client_gone || self.tx.is_closed() {
             return;
+        }
+        if let Some(e) = self.errors.take() {
+            self.node_error(e);
         }
         while let Some(r) = self.buf.pop_any() {
             if !self.emit(r) {
@@ -442,7 +466,9 @@ impl<'a> Merge<'a> {
                 let name = self.names[s].clone();
                 self.active.remove(&name);
                 self.obs.peers.report_failure(&name, &err);
-                self.status(NodeState::NodeUnavailable, vec![name], err);
+                if let Some(e) = self.errors.push(vec![name], err, now_ts(), Instant::now()) {
+                    self.node_error(e);
+                }
             }
         }
     }
@@ -468,9 +494,24 @@ impl<'a> Merge<'a> {
 
     /// Queues a node status event (after the flows already merged).
     fn status(&mut self, state: NodeState, node_names: Vec<String>, message: String) {
+        self.status_at(state, node_names, message, now_ts());
+    }
+
+    /// Queues a NODE_ERROR event (the aggregation let it go).
+    fn node_error(&mut self, e: NodeError) {
+        self.status_at(NodeState::NodeError, e.node_names, e.message, e.time);
+    }
+
+    fn status_at(
+        &mut self,
+        state: NodeState,
+        node_names: Vec<String>,
+        message: String,
+        time: Timestamp,
+    ) {
         let r = RawResponse::encode(&GetFlowsResponse {
             node_name: self.obs.opts.relay_name.clone(),
-            time: Some(now_ts()),
+            time: Some(time),
             response_types: Some(ResponseTypes::NodeStatus(NodeStatusEvent {
                 state_change: state as i32,
                 node_names,

@@ -20,6 +20,10 @@ const PROBE_INTERVAL: Duration = Duration::from_secs(1);
 const MIN_BACKOFF: Duration = Duration::from_millis(100);
 /// Port of an agent's Hubble API when a Peer notification gives a bare host.
 pub const DEFAULT_PEER_PORT: u16 = 4244;
+/// Default `--cluster-name` (Cilium's default cluster name).
+pub const DEFAULT_CLUSTER_NAME: &str = "default";
+/// Name of the peer service in its TLS server name.
+const PEER_SERVICE: &str = "hubble-peer";
 
 /// How peers are dialled.
 #[derive(Debug, Clone)]
@@ -29,8 +33,11 @@ pub struct PeerOptions {
     /// Longest wait between reconnection attempts.
     pub retry_timeout: Duration,
     /// TLS towards the agents (None: plaintext); each peer is dialled with the server name
-    /// from its Peer notification, else `<node>.<cluster>.hubble-grpc.cilium.io`.
+    /// from its Peer notification, else [`tls_server_name`] of its name.
     pub tls: Option<hubble::tls::ClientTls>,
+    /// `--cluster-name`: the cluster of peers named without one, and of the peer service's
+    /// TLS name (`hubble-peer.<cluster>.hubble-grpc.cilium.io`).
+    pub cluster_name: String,
 }
 
 /// A peer as seen at one moment.
@@ -70,6 +77,9 @@ pub struct Peers {
     opts: PeerOptions,
     /// Bumped on every change of any peer's state.
     changed: watch::Sender<u64>,
+    /// The peer service's Notify stream: None when there is no peer service, else whether
+    /// the stream is open.
+    peer_service: watch::Sender<Option<bool>>,
 }
 
 impl Peers {
@@ -78,6 +88,7 @@ impl Peers {
             entries: Mutex::new(HashMap::new()),
             opts,
             changed: watch::Sender::new(0),
+            peer_service: watch::Sender::new(None),
         })
     }
 
@@ -98,11 +109,16 @@ impl Peers {
         self.changed.subscribe()
     }
 
+    /// Whether the peer service's Notify stream is open (None: no peer service).
+    pub fn peer_service_connected(&self) -> Option<bool> {
+        *self.peer_service.borrow()
+    }
+
     /// Adds a peer, or re-dials it when its address or TLS name changed. Needs a tokio runtime.
     pub fn upsert(self: &Arc<Self>, name: &str, address: &str, tls_server_name: Option<String>) {
         let address = normalize_address(address);
         let tls_server_name = if self.opts.tls.is_some() && !address.starts_with("unix:") {
-            Some(tls_server_name.unwrap_or_else(|| default_server_name(name)))
+            Some(tls_server_name.unwrap_or_else(|| peer_server_name(name, &self.opts.cluster_name)))
         } else {
             None
         };
@@ -305,11 +321,27 @@ async fn connection_task(
     }
 }
 
-/// Hubble's per-node TLS server name: `<node>.<cluster>.hubble-grpc.cilium.io`, where a
-/// `cluster/node` name gives the cluster (dots → dashes) and a bare name means `default`.
-pub fn default_server_name(name: &str) -> String {
-    let (cluster, node) = name.split_once('/').unwrap_or(("default", name));
-    format!("{node}.{}.hubble-grpc.cilium.io", cluster.replace('.', "-"))
+/// Cilium's TLS server name of a node: `<node>.<cluster>.hubble-grpc.cilium.io`, dots in
+/// both names turned into dashes (every node's name at the same DNS level, so that one
+/// `*.<cluster>.hubble-grpc.cilium.io` certificate covers them); no cluster means `default`.
+pub fn tls_server_name(node: &str, cluster: &str) -> String {
+    let cluster = if cluster.is_empty() {
+        DEFAULT_CLUSTER_NAME
+    } else {
+        cluster
+    };
+    format!(
+        "{}.{}.hubble-grpc.cilium.io",
+        node.replace('.', "-"),
+        cluster.replace('.', "-")
+    )
+}
+
+/// The TLS server name of a peer named `node` or `cluster/node` (the cluster of a bare
+/// name is `cluster_name`).
+pub fn peer_server_name(name: &str, cluster_name: &str) -> String {
+    let (cluster, node) = name.split_once('/').unwrap_or((cluster_name, name));
+    tls_server_name(node, cluster)
 }
 
 /// `host` → `host:4244`; `host:port`, `[v6]:port` and `unix://` as given; bare IPv6 bracketed.
@@ -338,12 +370,18 @@ pub fn normalize_address(addr: &str) -> String {
 pub async fn discover(peers: Arc<Peers>, target: String) {
     let opts = peers.opts.clone();
     let mut backoff = MIN_BACKOFF;
+    peers.peer_service.send_replace(Some(false));
     loop {
         let started = Instant::now();
         let res = async {
-            let ch = dial(&opts, &target, opts.tls.as_ref().map(|_| PEER_SERVICE_NAME))
-                .await
-                .map_err(|e| e.to_string())?;
+            let server_name = tls_server_name(PEER_SERVICE, &opts.cluster_name);
+            let ch = dial(
+                &opts,
+                &target,
+                opts.tls.as_ref().map(|_| server_name.as_str()),
+            )
+            .await
+            .map_err(|e| e.to_string())?;
             let mut stream = tokio::time::timeout(
                 opts.dial_timeout,
                 PeerClient::new(ch).notify(NotifyRequest {}),
@@ -352,6 +390,7 @@ pub async fn discover(peers: Arc<Peers>, target: String) {
             .map_err(|_| "timed out".to_string())?
             .map_err(|s| s.message().to_string())?
             .into_inner();
+            peers.peer_service.send_replace(Some(true));
             loop {
                 match stream.message().await {
                     Ok(Some(cn)) => apply(&peers, cn),
@@ -363,6 +402,7 @@ pub async fn discover(peers: Arc<Peers>, target: String) {
             Ok::<(), String>(())
         }
         .await;
+        peers.peer_service.send_replace(Some(false));
         if let Err(e) = res {
             eprintln!("hubble-relay: peer service {target}: {e}; retrying");
         }
@@ -373,9 +413,6 @@ pub async fn discover(peers: Arc<Peers>, target: String) {
         backoff = (backoff * 2).min(opts.retry_timeout.max(MIN_BACKOFF));
     }
 }
-
-/// Server name of the peer service of the default cluster, when dialled over TLS.
-const PEER_SERVICE_NAME: &str = "hubble-peer.default.hubble-grpc.cilium.io";
 
 fn apply(peers: &Arc<Peers>, cn: ChangeNotification) {
     if cn.name.is_empty() {
@@ -416,12 +453,20 @@ mod tests {
     #[test]
     fn server_names() {
         assert_eq!(
-            default_server_name("node-1"),
+            peer_server_name("node-1", "default"),
             "node-1.default.hubble-grpc.cilium.io"
         );
         assert_eq!(
-            default_server_name("c1/node.a"),
-            "node.a.c1.hubble-grpc.cilium.io"
+            peer_server_name("worker.eu-1", "prod.eu"),
+            "worker-eu-1.prod-eu.hubble-grpc.cilium.io"
+        );
+        assert_eq!(
+            peer_server_name("c1/node.a", "prod"),
+            "node-a.c1.hubble-grpc.cilium.io"
+        );
+        assert_eq!(
+            tls_server_name("hubble-peer", ""),
+            "hubble-peer.default.hubble-grpc.cilium.io"
         );
     }
 }

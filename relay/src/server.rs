@@ -1,9 +1,9 @@
 //! The relay's gRPC server: thin tonic handlers for `observer.Observer` over a
-//! [`RelayObserver`], gRPC health (SERVING once a peer is connected) and reflection.
+//! [`RelayObserver`], gRPC health ([`crate::health`]) and reflection, calls counted into the
+//! gRPC metrics ([`crate::metrics::grpc`]) when they are on.
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
 use hubble_api::observer::observer_server::{Observer, ObserverServer};
@@ -19,19 +19,18 @@ use tonic::codegen::{BoxFuture, http};
 use tonic::metadata::MetadataValue;
 use tonic::transport::server::Router;
 use tonic::{Request, Response, Status};
+use tower::layer::util::{Identity, Stack};
 
+use crate::health::Health;
+use crate::metrics::grpc::{GrpcMetrics, GrpcMetricsLayer};
 use crate::observer::RelayObserver;
 
 /// Default listen address (Hubble Relay's `--listen-address`).
 pub const DEFAULT_LISTEN_ADDRESS: &str = ":4245";
-/// The service name `hubble status` asks the gRPC health service about.
-pub const HEALTH_SERVICE: &str = "hubble.server.Observer";
 /// Response header carrying the relay version.
 pub const VERSION_HEADER: &str = "hubble-relay-version";
 /// Batches of merged responses waiting for the client.
 const CLIENT_QUEUE: usize = 8;
-/// How often health follows the peers' state.
-const HEALTH_INTERVAL: Duration = Duration::from_millis(500);
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
@@ -243,36 +242,20 @@ where
     }
 }
 
-/// Observer, health and reflection; health turns SERVING while at least one peer is connected.
-pub async fn router(
+/// What the main server serves besides the Observer: health, and the gRPC metrics its
+/// calls are counted into (none: not counted).
+#[derive(Clone)]
+pub struct Extras {
+    pub health: Health,
+    pub grpc_metrics: Option<Arc<GrpcMetrics>>,
+}
+
+/// Observer, health and reflection, calls counted into the gRPC metrics when there are some.
+pub fn router(
     relay: Arc<RelayObserver>,
     builder: tonic::transport::Server,
-) -> anyhow::Result<Router> {
-    let (health, health_svc) = tonic_health::server::health_reporter();
-    health
-        .set_service_status(HEALTH_SERVICE, tonic_health::ServingStatus::NotServing)
-        .await;
-    health
-        .set_service_status("", tonic_health::ServingStatus::NotServing)
-        .await;
-    let peers = relay.peers().clone();
-    tokio::spawn(async move {
-        let mut serving = None;
-        loop {
-            let up = peers.list().iter().any(|p| p.channel.is_some());
-            if serving != Some(up) {
-                let st = if up {
-                    tonic_health::ServingStatus::Serving
-                } else {
-                    tonic_health::ServingStatus::NotServing
-                };
-                health.set_service_status(HEALTH_SERVICE, st).await;
-                health.set_service_status("", st).await;
-                serving = Some(up);
-            }
-            tokio::time::sleep(HEALTH_INTERVAL).await;
-        }
-    });
+    extras: &Extras,
+) -> anyhow::Result<Router<Stack<GrpcMetricsLayer, Identity>>> {
     // Reflection lists what the relay serves: its descriptors also define peer.Peer.
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(hubble_api::FILE_DESCRIPTOR_SET)
@@ -288,18 +271,15 @@ pub async fn router(
         .with_service_name("grpc.reflection.v1alpha.ServerReflection")
         .with_service_name("observer.Observer")
         .build_v1alpha()?;
-    let mut builder = builder;
+    let mut builder = builder.layer(GrpcMetricsLayer(extras.grpc_metrics.clone()));
     Ok(builder
-        .add_service(health_svc)
+        .add_service(extras.health.service())
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(RelayObserverServer::new(relay)))
 }
 
-/// Serves the relay on `listener` (TLS with `tls`, else plaintext) until `shutdown`
-/// completes, within `limits` (connection cap, TLS handshake bounds, HTTP/2 keepalive and
-/// streams per connection: [`hubble::listen`]). With mutual TLS a client without a valid
-/// certificate fails its handshake (logged, skipped); the server goes on.
+/// Serves the relay on `listener` with its own health and no metrics: [`serve_with`].
 pub async fn serve(
     relay: Arc<RelayObserver>,
     listener: tokio::net::TcpListener,
@@ -307,7 +287,26 @@ pub async fn serve(
     limits: hubble::listen::ServerLimits,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    let r = router(relay, limits.builder()).await?;
+    let extras = Extras {
+        health: Health::start(relay.peers().clone()).await,
+        grpc_metrics: None,
+    };
+    serve_with(relay, listener, tls, limits, &extras, shutdown).await
+}
+
+/// Serves the relay on `listener` (TLS with `tls`, else plaintext) until `shutdown`
+/// completes, within `limits` (connection cap, TLS handshake bounds, HTTP/2 keepalive and
+/// streams per connection: [`hubble::listen`]). With mutual TLS a client without a valid
+/// certificate fails its handshake (logged, skipped); the server goes on.
+pub async fn serve_with(
+    relay: Arc<RelayObserver>,
+    listener: tokio::net::TcpListener,
+    tls: Option<hubble::tls::ServerTls>,
+    limits: hubble::listen::ServerLimits,
+    extras: &Extras,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let r = router(relay, limits.builder(), extras)?;
     let acceptor = hubble::listen::Acceptor::new(&limits);
     match tls {
         Some(tls) => {

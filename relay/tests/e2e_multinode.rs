@@ -296,6 +296,12 @@ fn three_agents_behind_a_relay_over_mtls() {
         .args(["--listen-address", &format!("127.0.0.1:{relay_port}")])
         .args(["--retry-timeout", "500ms", "--dial-timeout", "2s"])
         .args(["--sort-buffer-drain-timeout", "100ms"])
+        .args([
+            "--error-aggregation-window",
+            "1s",
+            "--health-listen-address",
+            "",
+        ])
         .arg("--tls-hubble-server-ca-files")
         .arg(certs.join("ca.crt"))
         .arg("--tls-hubble-client-cert-file")
@@ -344,13 +350,15 @@ fn three_agents_behind_a_relay_over_mtls() {
     a2.kill().unwrap();
     a2.wait().unwrap();
     let mut errs = Vec::new();
-    let unavailable = |g: &[String]| {
+    // As Hubble Relay: a node whose stream fails is a NODE_ERROR (after the aggregation
+    // window, 1s here).
+    let failed = |g: &[String]| {
         g.iter()
-            .any(|l| l.contains("NODE_UNAVAILABLE") && l.contains("node-2"))
+            .any(|l| l.contains("NODE_ERROR") && l.contains("node-2"))
     };
     assert!(
-        read_until(&err, &mut errs, 15, unavailable),
-        "node-2 reported unavailable on stderr: {errs:?}"
+        read_until(&err, &mut errs, 15, failed),
+        "node-2 reported on stderr: {errs:?}"
     );
     let before = got.len();
     lab.traffic();

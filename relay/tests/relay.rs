@@ -8,104 +8,20 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use agent::observer::{Listeners, LocalObserver, ServeOptions, serve};
+use agent::observer::LocalObserver;
 use hubble::client;
-use hubble_api::flow::{Endpoint, Flow, Verdict};
 use hubble_api::observer::get_flows_response::ResponseTypes;
 use hubble_api::observer::{GetFlowsRequest, GetFlowsResponse};
 use hubble_api::relay::NodeState;
 use pbjson_types::Timestamp;
 use relay::observer::{MergeOptions, RelayObserver};
 use relay::peers::{PeerOptions, Peers};
-use tokio::sync::oneshot;
 
 #[path = "../../agent/tests/support/raw_peer.rs"]
 mod raw_peer;
+mod support;
 use hubble::listen::ServerLimits;
-
-const T0: i64 = 1_700_000_000;
-
-fn flow(node: &str, ns: &str, t: i64) -> Flow {
-    Flow {
-        time: Some(Timestamp {
-            seconds: T0 + t / 1000,
-            nanos: ((t % 1000) * 1_000_000) as i32,
-        }),
-        verdict: Verdict::Forwarded as i32,
-        node_name: node.into(),
-        source: Some(Endpoint {
-            namespace: ns.into(),
-            pod_name: format!("{node}-{t}"),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
-}
-
-struct Agent {
-    obs: Arc<LocalObserver>,
-    addr: String,
-    stop: Option<oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Agent {
-    async fn start(name: &str, listen: &str) -> Agent {
-        Self::start_with(Arc::new(LocalObserver::new(4095, name).unwrap()), listen).await
-    }
-
-    async fn start_with(obs: Arc<LocalObserver>, listen: &str) -> Agent {
-        Self::start_tls(obs, listen, None).await
-    }
-
-    async fn start_tls(
-        obs: Arc<LocalObserver>,
-        listen: &str,
-        tls: Option<hubble::tls::ServerTls>,
-    ) -> Agent {
-        Self::start_full(obs, listen, tls, Vec::new()).await
-    }
-
-    async fn start_full(
-        obs: Arc<LocalObserver>,
-        listen: &str,
-        tls: Option<hubble::tls::ServerTls>,
-        others: Vec<(String, String)>,
-    ) -> Agent {
-        let mut l = Listeners::bind(&ServeOptions {
-            socket: None,
-            listen_address: Some(listen.into()),
-            tls,
-            ..Default::default()
-        })
-        .unwrap();
-        l.set_other_peers(others);
-        let addr = l.tcp_addr().unwrap().to_string();
-        let (tx, rx) = oneshot::channel();
-        let o = obs.clone();
-        let task = tokio::spawn(async move {
-            serve(o, l, async {
-                let _ = rx.await;
-            })
-            .await
-            .unwrap();
-        });
-        Agent {
-            obs,
-            addr,
-            stop: Some(tx),
-            task,
-        }
-    }
-
-    async fn stop(mut self) {
-        let _ = self.stop.take().unwrap().send(());
-        tokio::time::timeout(Duration::from_secs(5), self.task)
-            .await
-            .expect("agent stops")
-            .unwrap();
-    }
-}
+use support::{Agent, T0, flow, flows, statuses};
 
 struct Relay {
     obs: Arc<RelayObserver>,
@@ -138,6 +54,7 @@ async fn relay_full(
             sort_buffer_drain_timeout: drain,
             stream_idle_timeout: Duration::from_secs(1),
             relay_name: "test-relay".into(),
+            error_aggregation_window: Duration::from_millis(100),
         },
     ));
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -160,6 +77,7 @@ fn peer_options() -> PeerOptions {
         dial_timeout: Duration::from_millis(500),
         retry_timeout: Duration::from_millis(200),
         tls: None,
+        cluster_name: "default".into(),
     }
 }
 
@@ -204,30 +122,6 @@ async fn collect(server: &str, req: GetFlowsRequest) -> Vec<GetFlowsResponse> {
         .await
         .expect("stream ends");
     out
-}
-
-fn flows(rs: &[GetFlowsResponse]) -> Vec<(String, String)> {
-    rs.iter()
-        .filter_map(|r| match &r.response_types {
-            Some(ResponseTypes::Flow(f)) => Some((
-                r.node_name.clone(),
-                f.source.as_ref().unwrap().pod_name.clone(),
-            )),
-            _ => None,
-        })
-        .collect()
-}
-
-fn statuses(rs: &[GetFlowsResponse]) -> Vec<(NodeState, Vec<String>)> {
-    rs.iter()
-        .filter_map(|r| match &r.response_types {
-            Some(ResponseTypes::NodeStatus(s)) => Some((
-                NodeState::try_from(s.state_change).unwrap(),
-                s.node_names.clone(),
-            )),
-            _ => None,
-        })
-        .collect()
 }
 
 fn is_time_ordered(rs: &[GetFlowsResponse]) -> bool {
@@ -429,15 +323,17 @@ async fn follow_survives_a_node_going_away_and_takes_it_back() {
     while flows(&got).len() < 9 {
         next(&mut got).await;
     }
-    // node-b goes away: the stream reports it and goes on with a and c.
+    // node-b goes away: the stream reports its error (as Hubble Relay, NODE_ERROR with the
+    // message) and goes on with a and c.
     let b_addr = b.addr.clone();
     b.stop().await;
     loop {
         let r = next(&mut got).await;
         if let Some(ResponseTypes::NodeStatus(st)) = &r.response_types
-            && st.state_change == NodeState::NodeUnavailable as i32
+            && st.state_change == NodeState::NodeError as i32
         {
             assert_eq!(st.node_names, ["node-b"]);
+            assert!(!st.message.is_empty());
             break;
         }
     }

@@ -461,6 +461,9 @@ fn run_nodes(
                 "200ms",
                 "--retry-timeout",
                 "1s",
+                // The demo's health port stays on loopback (the relay's default is :4222).
+                "--health-listen-address",
+                "127.0.0.1:4222",
             ])
             .spawn()
             .context("cannot start hubble-relay serve")?;

@@ -257,6 +257,7 @@ pub async fn relay(peers: &[String], window: Duration) -> String {
         dial_timeout: Duration::from_secs(5),
         retry_timeout: Duration::from_secs(1),
         tls: None,
+        cluster_name: "default".into(),
     });
     for (i, a) in peers.iter().enumerate() {
         p.upsert(&format!("node-{i}"), a, None);

@@ -180,6 +180,45 @@ fn https_and_mutual_tls_with_curl() {
     );
 }
 
+/// The metrics server follows its certificate files as the agent's API does: a rotated
+/// key pair (here: one of another CA) is used by the next handshake, without a restart.
+#[test]
+fn a_rotated_certificate_is_served_without_a_restart() {
+    if !have("curl") {
+        return;
+    }
+    let live = tempfile::tempdir().unwrap();
+    generate_certs(live.path());
+    let next = tempfile::tempdir().unwrap();
+    generate_certs(next.path());
+    let (crt, key) = (
+        live.path().join("server.crt"),
+        live.path().join("server.key"),
+    );
+    let (_srv, port) = start(Some(ServerTls::load(&crt, &key, &[]).unwrap()));
+    let url = format!("https://127.0.0.1:{port}/metrics");
+    let ca = |d: &Path| d.join("ca.crt").display().to_string();
+    assert!(curl(&url, &["--cacert", &ca(live.path())]).ok);
+    // Rotated as tools do: written beside, renamed over.
+    for f in ["server.key", "server.crt"] {
+        let tmp = live.path().join(format!(".{f}.new"));
+        std::fs::copy(next.path().join(f), &tmp).unwrap();
+        std::fs::rename(&tmp, live.path().join(f)).unwrap();
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !curl(&url, &["--cacert", &ca(next.path())]).ok {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the rotated certificate was never served"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    assert!(
+        !curl(&url, &["--cacert", &ca(live.path())]).ok,
+        "the old one is gone"
+    );
+}
+
 #[test]
 fn prometheus_stores_the_exemplars_of_the_openmetrics_scrape() {
     let dir = tempfile::tempdir().unwrap();

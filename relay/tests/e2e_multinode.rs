@@ -2,7 +2,8 @@
 //! --node` processes serving mutual TLS, `hubble-relay` seeded with one of them over mTLS,
 //! and the real `hubble` CLI against the relay: flows of all three nodes in time order; one
 //! agent killed mid-follow (the stream goes on and reports it), restarted (it rejoins); a
-//! client without a certificate refused. Without root it skips, but fails when CI=true.
+//! client without a certificate refused; the relay's certificate rotated while it serves.
+//! Without root it skips, but fails when CI=true.
 //! Ports are chosen by the kernel; the lab name and CIDR are unique to this test.
 
 use std::io::{BufRead, BufReader, Read};
@@ -414,4 +415,46 @@ fn three_agents_behind_a_relay_over_mtls() {
     assert!(!refused.status.success(), "a client without a certificate");
     let log = std::fs::read_to_string(dir.join("relay.log")).unwrap_or_default();
     assert!(log.contains("TLS handshake"), "relay log: {log}");
+
+    // The relay's server certificate rotated to another CA's (renamed over, as tools do):
+    // the next client that trusts the new CA gets in, without a restart.
+    let next = dir.join("certs-next");
+    let st = Command::new(&lab.agent)
+        .args(["certs", "generate"])
+        .arg(&next)
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(st.success(), "certs generate");
+    for f in ["relay.key", "relay.crt"] {
+        let tmp = certs.join(format!(".{f}.new"));
+        std::fs::copy(next.join(f), &tmp).unwrap();
+        std::fs::rename(&tmp, certs.join(f)).unwrap();
+    }
+    let status_with_ca = |ca: &Path| {
+        Command::new(&lab.hubble)
+            .args(["--server", &relay_addr, "--tls", "--tls-ca-cert-files"])
+            .arg(ca)
+            .arg("--tls-client-cert-file")
+            .arg(certs.join("client.crt"))
+            .arg("--tls-client-key-file")
+            .arg(certs.join("client.key"))
+            .arg("status")
+            .output()
+            .unwrap()
+            .status
+            .success()
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !status_with_ca(&next.join("ca.crt")) {
+        assert!(
+            Instant::now() < deadline,
+            "the rotated relay certificate was never served"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(
+        !status_with_ca(&certs.join("ca.crt")),
+        "the old certificate is gone"
+    );
 }

@@ -71,7 +71,8 @@ pub struct MetricsArgs {
     pub dynamic_metrics_config_path: Option<PathBuf>,
     /// Address of the Prometheus endpoint, HOST:PORT or :PORT (default :9965 when --metrics
     /// or --dynamic-metrics-config-path is given; setting only this serves the agent's own
-    /// metrics).
+    /// metrics). Without TLS, :PORT means 127.0.0.1:PORT; name an address (e.g.
+    /// 0.0.0.0:9965) for a Prometheus on another host.
     #[arg(long, alias = "hubble-metrics-server", value_name = "ADDR")]
     pub metrics_server: Option<String>,
     /// Serve /metrics over HTTPS (TLS 1.3; Cilium's --hubble-metrics-server-enable-tls,
@@ -176,7 +177,8 @@ pub fn setup(args: &MetricsArgs) -> anyhow::Result<Option<(Metrics, server::Metr
         return Ok(None);
     };
     let tls = args.server_tls()?;
-    let mut srv = server::MetricsServer::bind(addr)?
+    let addr = server::listen_address(addr, tls.is_some())?;
+    let mut srv = server::MetricsServer::bind(&addr)?
         .open_metrics(args.enable_hubble_open_metrics)
         .tls(tls);
     let metrics = Metrics::new(flows);

@@ -46,6 +46,24 @@ pub struct RunningMetricsServer {
     thread: Option<JoinHandle<()>>,
 }
 
+/// Where `addr` listens: as given, except `:PORT` without TLS, which is 127.0.0.1:PORT (said
+/// in one line): plaintext stays on this host unless an address is named.
+pub fn listen_address(addr: &str, tls: bool) -> Result<String> {
+    crate::observer::server::parse_listen_address(addr)
+        .map_err(|_| anyhow::anyhow!("invalid --metrics-server address {addr:?}"))?;
+    match addr.strip_prefix(':') {
+        Some(port) if !tls => {
+            let local = format!("127.0.0.1:{port}");
+            eprintln!(
+                "hubble-agent: no TLS for metrics: {addr} is {local} (loopback) only; name an \
+                 address (e.g. 0.0.0.0{addr}) to serve other hosts"
+            );
+            Ok(local)
+        }
+        _ => Ok(addr.to_string()),
+    }
+}
+
 impl MetricsServer {
     /// Binds `addr` (`:9965`, `HOST:PORT`); the error names the address.
     pub fn bind(addr: &str) -> Result<Self> {
@@ -310,4 +328,22 @@ async fn handle(
             "not found: try /metrics\n".into(),
         ),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::listen_address;
+
+    #[test]
+    fn plaintext_stays_on_loopback_unless_an_address_is_named() {
+        assert_eq!(listen_address(":9965", false).unwrap(), "127.0.0.1:9965");
+        assert_eq!(listen_address(":9965", true).unwrap(), ":9965");
+        assert_eq!(
+            listen_address("0.0.0.0:9965", false).unwrap(),
+            "0.0.0.0:9965"
+        );
+        assert_eq!(listen_address("[::1]:9965", false).unwrap(), "[::1]:9965");
+        let e = listen_address("nine", false).unwrap_err().to_string();
+        assert_eq!(e, "invalid --metrics-server address \"nine\"");
+    }
 }

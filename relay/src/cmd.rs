@@ -90,7 +90,8 @@ pub struct ServeArgs {
     /// A static peer, NAME=ADDR or ADDR (host:port or unix:///path); repeatable.
     #[arg(long = "peer", value_name = "[NAME=]ADDR")]
     pub peers: Vec<String>,
-    /// Address on which to listen, HOST:PORT or :PORT.
+    /// Address on which to listen, HOST:PORT or :PORT. Without TLS (--tls-relay-server-*),
+    /// :PORT means 127.0.0.1:PORT; name an address (e.g. 0.0.0.0:4245) to serve other hosts.
     #[arg(long, default_value = DEFAULT_LISTEN_ADDRESS, value_name = "ADDR")]
     pub listen_address: String,
     /// Address on which to serve the gRPC health service alone, plaintext (Kubernetes
@@ -98,6 +99,7 @@ pub struct ServeArgs {
     #[arg(long, default_value = DEFAULT_HEALTH_LISTEN_ADDRESS, value_name = "ADDR")]
     pub health_listen_address: String,
     /// Address on which to serve Prometheus metrics at /metrics, plaintext HTTP; empty: off.
+    /// :PORT means 127.0.0.1:PORT; name an address to serve other hosts.
     #[arg(long, default_value = "", value_name = "ADDR")]
     pub metrics_listen_address: String,
     /// Name of the current cluster: agents named without a cluster are dialled over TLS as
@@ -318,16 +320,24 @@ fn serve(args: ServeArgs) -> Result<()> {
         .build()
         .context("building the runtime")?;
     rt.block_on(async move {
-        let listener = bind("--listen-address", &args.listen_address).await?;
+        let server_tls = args.tls.server_tls()?;
+        let api = plaintext_on_loopback(
+            "--listen-address",
+            &args.listen_address,
+            server_tls.is_some(),
+        );
+        let listener = bind("--listen-address", &api).await?;
         let health_listener = match args.health_listen_address.as_str() {
             "" => None,
             a => Some(bind("--health-listen-address", a).await?),
         };
         let metrics_listener = match args.metrics_listen_address.as_str() {
             "" => None,
-            a => Some(bind("--metrics-listen-address", a).await?),
+            a => {
+                let a = plaintext_on_loopback("--metrics-listen-address", a, false);
+                Some(bind("--metrics-listen-address", &a).await?)
+            }
         };
-        let server_tls = args.tls.server_tls()?;
         let relay = build(&args)?;
         let extras = Extras {
             health: Health::start(relay.peers().clone()).await,
@@ -408,6 +418,22 @@ async fn shutdown_signal() {
 }
 
 /// Binds the listen address given to `flag`.
+/// `:PORT` served in plaintext is 127.0.0.1:PORT (said in one line): flows leave this host
+/// only over TLS or at an address the operator names (e.g. 0.0.0.0:4245).
+fn plaintext_on_loopback(flag: &str, addr: &str, tls: bool) -> String {
+    match addr.strip_prefix(':') {
+        Some(port) if !tls => {
+            let local = format!("127.0.0.1:{port}");
+            eprintln!(
+                "hubble-relay: no TLS: {flag} {addr} is {local} (loopback) only; name an \
+                 address (e.g. 0.0.0.0{addr}) to serve other hosts"
+            );
+            local
+        }
+        _ => addr.to_string(),
+    }
+}
+
 async fn bind(flag: &str, addr: &str) -> Result<tokio::net::TcpListener> {
     let sa = listen_address(flag, addr)?;
     tokio::net::TcpListener::bind(sa)

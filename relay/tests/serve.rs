@@ -662,7 +662,11 @@ async fn config_file_and_environment_in_viper_order() {
     assert!(err[0].contains("--sort-buffer-len-max"), "{err:?}");
 
     let out = command(&["--help"], &[]).output().unwrap();
-    let help = String::from_utf8_lossy(&out.stdout);
+    // Whitespace as one space: clap wraps lines where the words fall.
+    let help = String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
     for want in [
         "[env: RELAY_LISTEN_ADDRESS=]",
         "--cluster-name <NAME>",

@@ -18,8 +18,16 @@ pub const CONTAINERS: &[&str] = &[
     "busybox-static",
 ];
 /// Only the tests: ping, tmux (the TUI's terminal test), a dockerd of their own, promtool
-/// (Prometheus's linter of the metrics exposition), g++ (libFuzzer of the fuzz targets).
-pub const TESTS: &[&str] = &["iputils-ping", "tmux", "docker.io", "prometheus", "g++"];
+/// (Prometheus's linter of the metrics exposition), g++ (libFuzzer of the fuzz targets),
+/// etcd-server (the kvstore tests start their own etcd on loopback).
+pub const TESTS: &[&str] = &[
+    "iputils-ping",
+    "tmux",
+    "docker.io",
+    "prometheus",
+    "g++",
+    "etcd-server",
+];
 
 /// Debian's hook that tells package scripts whether they may start services.
 const POLICY_RC_D: &str = "/usr/sbin/policy-rc.d";

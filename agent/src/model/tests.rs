@@ -89,6 +89,7 @@ fn ep(name: &str, app: &str, n: u8) -> EndpointSpec {
             proto: 17,
             kind: L7Kind::Dns,
         }],
+        identity: None,
     }
 }
 

@@ -15,8 +15,8 @@ use anyhow::{Context, Result, bail};
 use hubble_api::flow::AgentEvent;
 use tokio::sync::mpsc;
 
-use crate::kvstore::Cluster;
 use crate::datapath::{self, Datapath, LostCounter, Options, RawRecord, ReaderOptions};
+use crate::kvstore::Cluster;
 use crate::model::{Applied, Change, NodeModel, NodeState};
 
 pub use crate::sources::Watcher;

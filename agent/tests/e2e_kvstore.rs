@@ -48,13 +48,21 @@ ipv6 = "fd00:250:{net}::20"
 
 /// The identity of the IPCACHE_UPSERTED entry for `cidr` (and its pod), if any.
 fn ipcache_entry(events: &[Value], cidr: &str) -> Option<(u64, String)> {
-    of_type(events, "IPCACHE_UPSERTED").iter().rev().find_map(|e| {
-        let u = &e["agent_event"]["ipcache_update"];
-        (u["cidr"] == cidr).then(|| {
-            let id = u["identity"].as_u64().or_else(|| u["identity"].as_str()?.parse().ok());
-            (id.unwrap_or(0), u["pod_name"].as_str().unwrap_or("").to_string())
+    of_type(events, "IPCACHE_UPSERTED")
+        .iter()
+        .rev()
+        .find_map(|e| {
+            let u = &e["agent_event"]["ipcache_update"];
+            (u["cidr"] == cidr).then(|| {
+                let id = u["identity"]
+                    .as_u64()
+                    .or_else(|| u["identity"].as_str()?.parse().ok());
+                (
+                    id.unwrap_or(0),
+                    u["pod_name"].as_str().unwrap_or("").to_string(),
+                )
+            })
         })
-    })
 }
 
 /// Waits up to 20 s for `server`'s agent events to have an entry for `cidr` with a pod name.
@@ -66,7 +74,10 @@ fn wait_entry(server: &str, cidr: &str) -> (u64, String) {
         {
             return e;
         }
-        assert!(Instant::now() < deadline, "no ipcache entry for {cidr} on {server}");
+        assert!(
+            Instant::now() < deadline,
+            "no ipcache entry for {cidr} on {server}"
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
 }
@@ -86,20 +97,23 @@ fn agent(lab: &TestLab, etcd: &EtcdServer) -> Command {
 }
 
 fn server_of(lab: &TestLab) -> String {
-    format!("unix://{}", lab.dir.path().join("run/hubble.sock").display())
+    format!(
+        "unix://{}",
+        lab.dir.path().join("run/hubble.sock").display()
+    )
 }
 
 #[test]
 fn two_agents_share_identities_and_ipcache_through_etcd() {
+    // Declared first, dropped last: the agents revoke their leases while etcd still runs.
+    let Some(etcd) = EtcdServer::start() else {
+        return;
+    };
     let pid = std::process::id() % 1_000_000;
     let Some(mut a) = TestLab::up(TEST, &format!("ka{pid}"), |n| spec_in(n, 75)) else {
         return;
     };
     let Some(mut b) = TestLab::up(TEST, &format!("kb{pid}"), |n| spec_in(n, 76)) else {
-        return;
-    };
-    let Some(etcd) = EtcdServer::start() else {
-        assert!(std::env::var("CI").as_deref() != Ok("true"));
         return;
     };
     let mut cmd_a = agent(&a, &etcd);

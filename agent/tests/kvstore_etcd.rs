@@ -44,7 +44,9 @@ async fn eventually(secs: u64, mut f: impl AsyncFnMut() -> bool) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_nodes_get_the_same_ids_for_the_same_labels() {
-    let Some(etcd) = EtcdServer::start() else { return };
+    let Some(etcd) = EtcdServer::start() else {
+        return;
+    };
     let (_sa, a) = node(&etcd, "10.0.0.1", 30);
     let (_sb, b) = node(&etcd, "10.0.0.2", 30);
     let apps: Vec<String> = (0..8).map(|i| format!("app{i}")).collect();
@@ -80,28 +82,41 @@ async fn two_nodes_get_the_same_ids_for_the_same_labels() {
         .map(|kv| String::from_utf8_lossy(&kv.key[refs.len()..]).into_owned())
         .collect();
     assert_eq!(nodes, ["10.0.0.1", "10.0.0.2"]);
-    assert!(kvs.iter().all(|kv| kv.lease != 0 && kv.value == ids_a[0].to_string().as_bytes()));
+    assert!(
+        kvs.iter()
+            .all(|kv| kv.lease != 0 && kv.value == ids_a[0].to_string().as_bytes())
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_id_is_freed_when_no_node_uses_it() {
-    let Some(etcd) = EtcdServer::start() else { return };
+    let Some(etcd) = EtcdServer::start() else {
+        return;
+    };
     let (_sa, a) = node(&etcd, "10.0.0.1", 30);
     let (_sb, b) = node(&etcd, "10.0.0.2", 30);
     let id = a.allocate(&labels("web")).await.unwrap();
     assert_eq!(b.allocate(&labels("web")).await.unwrap(), id);
     let client = Etcd::connect(&etcd.address()).unwrap();
     a.release(&labels("web")).await.unwrap();
-    assert!(client.get(&keys::id_key(id)).await.unwrap().is_some(), "b still uses it");
+    assert!(
+        client.get(&keys::id_key(id)).await.unwrap().is_some(),
+        "b still uses it"
+    );
     b.release(&labels("web")).await.unwrap();
-    assert!(client.get(&keys::id_key(id)).await.unwrap().is_none(), "nobody uses it");
+    assert!(
+        client.get(&keys::id_key(id)).await.unwrap().is_none(),
+        "nobody uses it"
+    );
     // The freed number is handed out again.
     assert_eq!(a.allocate(&labels("db")).await.unwrap(), id);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_nodes_keys_go_with_its_lease() {
-    let Some(etcd) = EtcdServer::start() else { return };
+    let Some(etcd) = EtcdServer::start() else {
+        return;
+    };
     let (dead, d) = node(&etcd, "10.0.0.9", 2);
     let id = d.allocate(&labels("gone")).await.unwrap();
     let node_key = keys::node_key("default", "dead");
@@ -123,7 +138,9 @@ async fn a_dead_nodes_keys_go_with_its_lease() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_watch_sees_remote_ipcache_entries() {
-    let Some(etcd) = EtcdServer::start() else { return };
+    let Some(etcd) = EtcdServer::start() else {
+        return;
+    };
     let (sa, _) = node(&etcd, "10.0.0.1", 30);
     let (sb, _) = node(&etcd, "10.0.0.2", 30);
     let (tx, mut rx) = mpsc::channel::<Mirror>(16);
@@ -140,18 +157,28 @@ async fn a_watch_sees_remote_ipcache_entries() {
         k8s_pod_name: "client".into(),
     };
     let key = keys::ip_key("default", pair.ip);
-    sa.put(&key, serde_json::to_vec(&pair).unwrap()).await.unwrap();
-    let m = tokio::time::timeout(Duration::from_secs(5), rx.recv()).await.unwrap().unwrap();
+    sa.put(&key, serde_json::to_vec(&pair).unwrap())
+        .await
+        .unwrap();
+    let m = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+        .await
+        .unwrap()
+        .unwrap();
     let seen: keys::IpIdentityPair = serde_json::from_slice(&m["10.250.75.10"]).unwrap();
     assert_eq!(seen, pair);
     sa.delete(&key).await.unwrap();
-    let m = tokio::time::timeout(Duration::from_secs(5), rx.recv()).await.unwrap().unwrap();
+    let m = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+        .await
+        .unwrap()
+        .unwrap();
     assert!(m.is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn etcd_down_fails_in_one_line_and_the_watch_resyncs() {
-    let Some(mut etcd) = EtcdServer::start() else { return };
+    let Some(mut etcd) = EtcdServer::start() else {
+        return;
+    };
     let (sa, a) = node(&etcd, "10.0.0.1", 30);
     let (sb, _) = node(&etcd, "10.0.0.2", 30);
     let (tx, mut rx) = mpsc::channel::<Mirror>(16);
@@ -165,7 +192,10 @@ async fn etcd_down_fails_in_one_line_and_the_watch_resyncs() {
     assert!(t.elapsed() < Duration::from_secs(8), "{:?}", t.elapsed());
     assert!(e.starts_with("etcd 127.0.0.1:") && !e.contains('\n'), "{e}");
     assert!(!sa.is_healthy());
-    assert!(eventually(10, async || !sb.is_healthy()).await, "the watcher saw nothing");
+    assert!(
+        eventually(10, async || !sb.is_healthy()).await,
+        "the watcher saw nothing"
+    );
 
     etcd.launch();
     // Written while the watcher was away: it re-lists once etcd is back.
@@ -175,7 +205,10 @@ async fn etcd_down_fails_in_one_line_and_the_watch_resyncs() {
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
-        let m = tokio::time::timeout(left, rx.recv()).await.expect("no resync").unwrap();
+        let m = tokio::time::timeout(left, rx.recv())
+            .await
+            .expect("no resync")
+            .unwrap();
         if m.contains_key("10.250.75.11") {
             break;
         }
@@ -189,7 +222,9 @@ async fn etcd_down_fails_in_one_line_and_the_watch_resyncs() {
 /// loopback), and asserts only a generous bound.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn allocation_latency() {
-    let Some(etcd) = EtcdServer::start() else { return };
+    let Some(etcd) = EtcdServer::start() else {
+        return;
+    };
     let (_s, a) = node(&etcd, "10.0.0.1", 30);
     a.allocate(&labels("warmup")).await.unwrap();
     let mut took = Vec::new();

@@ -118,14 +118,19 @@ impl Allocator {
             Some(response_op::Response::ResponseRange(r)) => Some(r.kvs),
             _ => None,
         });
-        let (refs, masters) = (ranges.next().unwrap_or_default(), ranges.next().unwrap_or_default());
+        let (refs, masters) = (
+            ranges.next().unwrap_or_default(),
+            ranges.next().unwrap_or_default(),
+        );
         let by_ref = refs
             .first()
             .and_then(|kv| std::str::from_utf8(&kv.value).ok()?.parse().ok());
         let mut by_master = None;
         let mut taken = BTreeSet::new();
         for kv in &masters {
-            let Some(id) = id_of(&kv.key, &ids) else { continue };
+            let Some(id) = id_of(&kv.key, &ids) else {
+                continue;
+            };
             taken.insert(id);
             if kv.value == key.as_bytes() {
                 by_master = Some(id);
@@ -155,10 +160,12 @@ impl Allocator {
                 none_under(&keys::value_prefix(key)),
             ],
             success: vec![RequestOp {
-                request: Some(request_op::Request::RequestDeleteRange(DeleteRangeRequest {
-                    key: id_key.into_bytes(),
-                    ..Default::default()
-                })),
+                request: Some(request_op::Request::RequestDeleteRange(
+                    DeleteRangeRequest {
+                        key: id_key.into_bytes(),
+                        ..Default::default()
+                    },
+                )),
             }],
             failure: vec![],
         };
@@ -169,11 +176,12 @@ impl Allocator {
     /// expired): how many.
     pub async fn gc(&self) -> Result<usize, KvError> {
         let ids = keys::id_prefix();
-        let (masters, _) = self.session.observe(self.session.etcd().get_prefix(&ids).await)?;
+        let (masters, _) = self
+            .session
+            .observe(self.session.etcd().get_prefix(&ids).await)?;
         let mut freed = 0;
         for kv in masters {
-            let (Some(id), Ok(key)) = (id_of(&kv.key, &ids), std::str::from_utf8(&kv.value))
-            else {
+            let (Some(id), Ok(key)) = (id_of(&kv.key, &ids), std::str::from_utf8(&kv.value)) else {
                 continue;
             };
             if self.session.observe(self.try_free(id, key).await)? {
@@ -204,7 +212,11 @@ fn range_op(prefix: &str, limit: i64) -> RequestOp {
 
 /// The id of an `id/<n>` key.
 fn id_of(key: &[u8], prefix: &str) -> Option<u32> {
-    std::str::from_utf8(key).ok()?.strip_prefix(prefix)?.parse().ok()
+    std::str::from_utf8(key)
+        .ok()?
+        .strip_prefix(prefix)?
+        .parse()
+        .ok()
 }
 
 fn lowest_free(taken: &BTreeSet<u32>) -> u32 {

@@ -54,8 +54,9 @@ impl KvstoreArgs {
                 }
             });
         }
-        let address = address
-            .ok_or("--kvstore etcd needs --kvstore-opt etcd.address=HOST:PORT or etcd.config=FILE")?;
+        let address = address.ok_or(
+            "--kvstore etcd needs --kvstore-opt etcd.address=HOST:PORT or etcd.config=FILE",
+        )?;
         Ok(Some(ClusterConfig {
             address,
             cluster: self.cluster_name.clone(),
@@ -99,26 +100,54 @@ mod tests {
     fn parse(args: &[&str]) -> Result<Option<super::ClusterConfig>, String> {
         let mut v = vec!["x"];
         v.extend(args);
-        Cli::try_parse_from(v).map_err(|e| e.to_string())?.kv.config()
+        Cli::try_parse_from(v)
+            .map_err(|e| e.to_string())?
+            .kv
+            .config()
     }
 
     #[test]
     fn ciliums_kvstore_flags() {
         assert!(parse(&[]).unwrap().is_none());
-        let c = parse(&["--kvstore", "etcd", "--kvstore-opt", "etcd.address=127.0.0.1:2379"])
-            .unwrap()
-            .unwrap();
-        assert_eq!((c.address.as_str(), c.cluster.as_str(), c.lease_ttl), ("127.0.0.1:2379", "default", 900));
+        let c = parse(&[
+            "--kvstore",
+            "etcd",
+            "--kvstore-opt",
+            "etcd.address=127.0.0.1:2379",
+        ])
+        .unwrap()
+        .unwrap();
+        assert_eq!(
+            (c.address.as_str(), c.cluster.as_str(), c.lease_ttl),
+            ("127.0.0.1:2379", "default", 900)
+        );
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("etcd.config");
         std::fs::write(&f, "endpoints:\n- http://127.0.0.1:2379\n").unwrap();
         let opt = format!("etcd.config={}", f.display());
-        let c = parse(&["--kvstore=etcd", "--kvstore-opt", &opt, "--cluster-name=c1", "--kvstore-lease-ttl=20s"])
-            .unwrap()
-            .unwrap();
-        assert_eq!((c.address.as_str(), c.cluster.as_str(), c.lease_ttl), ("http://127.0.0.1:2379", "c1", 20));
-        assert!(parse(&["--kvstore", "etcd"]).unwrap_err().contains("etcd.address"));
+        let c = parse(&[
+            "--kvstore=etcd",
+            "--kvstore-opt",
+            &opt,
+            "--cluster-name=c1",
+            "--kvstore-lease-ttl=20s",
+        ])
+        .unwrap()
+        .unwrap();
+        assert_eq!(
+            (c.address.as_str(), c.cluster.as_str(), c.lease_ttl),
+            ("http://127.0.0.1:2379", "c1", 20)
+        );
+        assert!(
+            parse(&["--kvstore", "etcd"])
+                .unwrap_err()
+                .contains("etcd.address")
+        );
         assert!(parse(&["--kvstore", "consul"]).is_err());
-        assert!(parse(&["--kvstore", "etcd", "--kvstore-opt", "x=1"]).unwrap_err().contains("unknown option"));
+        assert!(
+            parse(&["--kvstore", "etcd", "--kvstore-opt", "x=1"])
+                .unwrap_err()
+                .contains("unknown option")
+        );
     }
 }

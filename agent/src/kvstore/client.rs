@@ -10,9 +10,9 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Channel, Endpoint};
 
 use pb::etcdserverpb::{
-    DeleteRangeRequest, LeaseGrantRequest, LeaseKeepAliveRequest, LeaseRevokeRequest,
-    PutRequest, RangeRequest, TxnRequest, TxnResponse, WatchCreateRequest, WatchRequest,
-    WatchResponse, kv_client::KvClient, lease_client::LeaseClient, watch_client::WatchClient,
+    DeleteRangeRequest, LeaseGrantRequest, LeaseKeepAliveRequest, LeaseRevokeRequest, PutRequest,
+    RangeRequest, TxnRequest, TxnResponse, WatchCreateRequest, WatchRequest, WatchResponse,
+    kv_client::KvClient, lease_client::LeaseClient, watch_client::WatchClient,
     watch_request::RequestUnion,
 };
 use pb::mvccpb::KeyValue;
@@ -153,7 +153,9 @@ impl Etcd {
             key: key.as_bytes().to_vec(),
             ..Default::default()
         };
-        let r = self.call("delete", self.kv.clone().delete_range(req)).await?;
+        let r = self
+            .call("delete", self.kv.clone().delete_range(req))
+            .await?;
         Ok(r.deleted > 0)
     }
 
@@ -164,7 +166,9 @@ impl Etcd {
     /// A new lease of `ttl` seconds: its id.
     pub async fn grant(&self, ttl: i64) -> Result<i64, KvError> {
         let req = LeaseGrantRequest { ttl, id: 0 };
-        let r = self.call("lease grant", self.lease.clone().lease_grant(req)).await?;
+        let r = self
+            .call("lease grant", self.lease.clone().lease_grant(req))
+            .await?;
         if !r.error.is_empty() {
             return Err(self.error(format!("lease grant: {}", r.error)));
         }

@@ -295,7 +295,9 @@ impl Stage {
                 self.publish(*ip, id, &spec).await;
             }
         }
-        self.published.endpoints.insert(spec.key.clone(), (labels, ips));
+        self.published
+            .endpoints
+            .insert(spec.key.clone(), (labels, ips));
         spec
     }
 
@@ -338,13 +340,21 @@ impl Stage {
             k8s_pod_name: spec.pod_name.clone(),
         };
         let json = serde_json::to_vec(&pair).expect("ipcache JSON");
-        if let Err(e) = self.session.put(&keys::ip_key(&self.cfg.cluster, ip), json).await {
+        if let Err(e) = self
+            .session
+            .put(&keys::ip_key(&self.cfg.cluster, ip), json)
+            .await
+        {
             eprintln!("hubble-agent: kvstore: ipcache {ip}: {e}");
         }
     }
 
     async fn unpublish(&self, ip: IpAddr) {
-        if let Err(e) = self.session.delete(&keys::ip_key(&self.cfg.cluster, ip)).await {
+        if let Err(e) = self
+            .session
+            .delete(&keys::ip_key(&self.cfg.cluster, ip))
+            .await
+        {
             eprintln!("hubble-agent: kvstore: ipcache {ip}: {e}");
         }
     }

@@ -86,7 +86,11 @@ pub struct IpIdentityPair {
         skip_serializing_if = "String::is_empty"
     )]
     pub k8s_namespace: String,
-    #[serde(rename = "K8sPodName", default, skip_serializing_if = "String::is_empty")]
+    #[serde(
+        rename = "K8sPodName",
+        default,
+        skip_serializing_if = "String::is_empty"
+    )]
     pub k8s_pod_name: String,
 }
 

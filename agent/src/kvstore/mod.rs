@@ -20,6 +20,6 @@ pub mod session;
 
 pub use allocator::Allocator;
 pub use args::KvstoreArgs;
-pub use cluster::{Cluster, ClusterConfig};
 pub use client::{Etcd, KvError};
+pub use cluster::{Cluster, ClusterConfig};
 pub use session::Session;

@@ -53,7 +53,9 @@ async fn follow(session: &Session, prefix: &str, tx: &mpsc::Sender<Mirror>) -> R
         }
         for ev in r.events {
             let Some(kv) = ev.kv else { continue };
-            let Some(key) = strip(&kv.key, prefix) else { continue };
+            let Some(key) = strip(&kv.key, prefix) else {
+                continue;
+            };
             if ev.r#type == EventType::Delete as i32 {
                 mirror.remove(&key);
             } else {
@@ -67,5 +69,10 @@ async fn follow(session: &Session, prefix: &str, tx: &mpsc::Sender<Mirror>) -> R
 }
 
 fn strip(key: &[u8], prefix: &str) -> Option<String> {
-    Some(std::str::from_utf8(key).ok()?.strip_prefix(prefix)?.to_string())
+    Some(
+        std::str::from_utf8(key)
+            .ok()?
+            .strip_prefix(prefix)?
+            .to_string(),
+    )
 }

@@ -65,7 +65,10 @@ impl Session {
         if self.healthy.swap(ok, Ordering::Relaxed) != ok {
             match &r {
                 Err(e) => eprintln!("hubble-agent: kvstore unhealthy: {e}"),
-                Ok(_) => eprintln!("hubble-agent: kvstore healthy: etcd {}", self.etcd.address()),
+                Ok(_) => eprintln!(
+                    "hubble-agent: kvstore healthy: etcd {}",
+                    self.etcd.address()
+                ),
             }
         }
         r
@@ -132,7 +135,9 @@ impl Session {
             match self.observe(self.etcd.keep_alive(stream, current).await) {
                 Ok(ttl) if ttl > 0 => return true,
                 Ok(_) => {
-                    eprintln!("hubble-agent: kvstore: lease {current:x} expired; writing our keys again");
+                    eprintln!(
+                        "hubble-agent: kvstore: lease {current:x} expired; writing our keys again"
+                    );
                     let mut lease = self.lease.lock().await;
                     if *lease == current {
                         *lease = 0;

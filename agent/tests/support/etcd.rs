@@ -58,8 +58,18 @@ impl EtcdServer {
         let child = Command::new(&self.bin)
             .args(["--name", "t", "--data-dir"])
             .arg(self.dir.path().join("data"))
-            .args(["--listen-client-urls", &client, "--advertise-client-urls", &client])
-            .args(["--listen-peer-urls", &peer, "--initial-advertise-peer-urls", &peer])
+            .args([
+                "--listen-client-urls",
+                &client,
+                "--advertise-client-urls",
+                &client,
+            ])
+            .args([
+                "--listen-peer-urls",
+                &peer,
+                "--initial-advertise-peer-urls",
+                &peer,
+            ])
             .args(["--initial-cluster", &format!("t={peer}")])
             .args(["--logger", "zap", "--log-level", "error"])
             .stdout(Stdio::null())
@@ -87,4 +97,3 @@ impl Drop for EtcdServer {
         self.kill();
     }
 }
-

@@ -435,3 +435,46 @@ fn remote_specs(
     }
     specs
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pair(ip: &str, host: &str, id: u32, pod: &str) -> Vec<u8> {
+        serde_json::to_vec(&IpIdentityPair {
+            ip: ip.parse().unwrap(),
+            mask: None,
+            host_ip: Some(host.parse().unwrap()),
+            id,
+            key: 0,
+            metadata: String::new(),
+            k8s_namespace: "kv".into(),
+            k8s_pod_name: pod.into(),
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn other_nodes_entries_become_named_remote_endpoints() {
+        let ips: Mirror = [
+            (
+                "10.0.1.10".to_string(),
+                pair("10.0.1.10", "10.0.1.1", 300, "far"),
+            ),
+            (
+                "10.0.0.10".to_string(),
+                pair("10.0.0.10", "10.0.0.1", 256, "ours"),
+            ),
+            ("10.0.1.11".to_string(), b"not json".to_vec()),
+        ]
+        .into();
+        let ids: Mirror = [("300".to_string(), b"k8s:app=far;k8s:x=y;".to_vec())].into();
+        let ours: BTreeSet<IpAddr> = ["10.0.0.1".parse().unwrap()].into();
+        let specs = remote_specs(&ips, &ids, &ours);
+        assert_eq!(specs.keys().collect::<Vec<_>>(), ["kvstore:10.0.1.10"]);
+        let s = &specs["kvstore:10.0.1.10"];
+        assert_eq!((s.identity, s.attach), (Some(300), false));
+        assert_eq!((s.namespace.as_str(), s.pod_name.as_str()), ("kv", "far"));
+        assert_eq!(s.labels, ["k8s:app=far", "k8s:x=y"]);
+    }
+}

@@ -12,14 +12,17 @@
 //!   when it releases its last reference, and [`Allocator::gc`] sweeps for ids whose
 //!   references went with a dead node's lease (Cilium's operator does the same sweep).
 //!
-//! Ids are numbered from 256 (Cilium's cluster-local range ends at 65535): the lowest free.
+//! Ids are numbered from 256 (Cilium's cluster-local range ends at 65535): the lowest free
+//! as this node last read them. A label set takes one read and one transaction when that
+//! guess holds (or another node's reference gives the id), more otherwise. (A master key whose references all expired is not reused by the guess: it
+//! is left to the sweep, and the labels get a fresh id.)
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 
 use super::client::KvError;
 use super::client::pb::etcdserverpb::{
-    DeleteRangeRequest, RangeRequest, RequestOp, TxnRequest, request_op, response_op,
+    DeleteRangeRequest, RangeRequest, RequestOp, ResponseOp, TxnRequest, request_op, response_op,
 };
 use super::keys;
 use super::session::{Leased, Session, absent, none_under, put_op, value_is};
@@ -35,6 +38,9 @@ pub struct Allocator {
     suffix: String,
     /// Label key → id this node holds a reference to.
     held: Mutex<BTreeMap<String, u32>>,
+    /// The ids allocated cluster-wide as this node last read them (a guess: every
+    /// transaction checks).
+    taken: Mutex<BTreeSet<u32>>,
 }
 
 impl Allocator {
@@ -43,6 +49,7 @@ impl Allocator {
             session,
             suffix: suffix.to_string(),
             held: Mutex::new(BTreeMap::new()),
+            taken: Mutex::new(BTreeSet::new()),
         }
     }
 
@@ -60,14 +67,25 @@ impl Allocator {
         self.session.observe(r)
     }
 
+    /// Allocation in (usually) one round trip: the first transaction guesses from what
+    /// this node last read (no reference yet, the lowest id it believes free); a failed
+    /// transaction reads the label set's reference and all ids at once, and the next
+    /// attempt acts on that.
     async fn allocate_key(&self, key: &str) -> Result<u32, KvError> {
         let etcd = self.session.etcd();
         let refs = keys::value_prefix(key);
         let ref_key = self.reference_key(key);
+        let ids = keys::id_prefix();
+        let reads = vec![range_op(&refs, 1), range_op(&ids, 0)];
+        // A read is cheap, a failed transaction with writes is not (it goes through raft):
+        // look for another node's reference first.
+        let mut existing = self.reference_of(&refs).await?;
         for _ in 0..ATTEMPTS {
-            let (existing, masters) = self.read(key).await?;
             let lease = self.session.lease().await?;
-            let id = existing.unwrap_or_else(|| lowest_free(&masters));
+            let id = match existing {
+                Some(id) => id,
+                None => lowest_free(&self.taken.lock().expect("taken")),
+            };
             if id > MAX_ID {
                 return Err(self.error("no free identity left in 256..=65535"));
             }
@@ -77,16 +95,18 @@ impl Allocator {
                 TxnRequest {
                     compare: vec![value_is(&id_key, key.as_bytes())],
                     success: vec![reference],
-                    failure: vec![],
+                    failure: reads.clone(),
                 }
             } else {
                 TxnRequest {
                     compare: vec![absent(&id_key), none_under(&refs)],
                     success: vec![put_op(&id_key, key.as_bytes(), 0), reference],
-                    failure: vec![],
+                    failure: reads.clone(),
                 }
             };
-            if etcd.txn(txn).await?.succeeded {
+            let r = etcd.txn(txn).await?;
+            if r.succeeded {
+                self.taken.lock().expect("taken").insert(id);
                 self.held.lock().expect("held").insert(key.to_string(), id);
                 self.session.remember(
                     ref_key,
@@ -97,46 +117,29 @@ impl Allocator {
                 );
                 return Ok(id);
             }
+            let (found, taken) = parse_reads(r.responses, key, &ids);
+            existing = found;
+            *self.taken.lock().expect("taken") = taken;
         }
         Err(self.error(&format!(
             "identity of {key}: {ATTEMPTS} transactions lost to other nodes"
         )))
     }
 
-    /// One consistent read: the id a reference or a master key gives `key`, and every
-    /// allocated id.
-    async fn read(&self, key: &str) -> Result<(Option<u32>, BTreeSet<u32>), KvError> {
-        let refs = keys::value_prefix(key);
-        let ids = keys::id_prefix();
-        let txn = TxnRequest {
-            compare: vec![],
-            success: vec![range_op(&refs, 1), range_op(&ids, 0)],
-            failure: vec![],
+    /// The id of some node's reference under `refs`, if any.
+    async fn reference_of(&self, refs: &str) -> Result<Option<u32>, KvError> {
+        let req = RangeRequest {
+            key: refs.as_bytes().to_vec(),
+            range_end: super::client::prefix_end(refs.as_bytes()),
+            limit: 1,
+            // A hint (the transaction checks it): the member's own view will do.
+            serializable: true,
+            ..Default::default()
         };
-        let r = self.session.etcd().txn(txn).await?;
-        let mut ranges = r.responses.into_iter().filter_map(|op| match op.response {
-            Some(response_op::Response::ResponseRange(r)) => Some(r.kvs),
-            _ => None,
-        });
-        let (refs, masters) = (
-            ranges.next().unwrap_or_default(),
-            ranges.next().unwrap_or_default(),
-        );
-        let by_ref = refs
+        let kvs = self.session.etcd().range(req).await?;
+        Ok(kvs
             .first()
-            .and_then(|kv| std::str::from_utf8(&kv.value).ok()?.parse().ok());
-        let mut by_master = None;
-        let mut taken = BTreeSet::new();
-        for kv in &masters {
-            let Some(id) = id_of(&kv.key, &ids) else {
-                continue;
-            };
-            taken.insert(id);
-            if kv.value == key.as_bytes() {
-                by_master = Some(id);
-            }
-        }
-        Ok((by_ref.or(by_master), taken))
+            .and_then(|kv| std::str::from_utf8(&kv.value).ok()?.parse().ok()))
     }
 
     /// Drops this node's reference to the identity of `labels`; frees the id when no node
@@ -146,6 +149,9 @@ impl Allocator {
         let Some(id) = self.held.lock().expect("held").remove(&key) else {
             return Ok(());
         };
+        // Guess it free for the next allocation: it is, once no node refers to it (and a
+        // wrong guess costs one round trip).
+        self.taken.lock().expect("taken").remove(&id);
         self.session.delete(&self.reference_key(&key)).await?;
         let r = self.try_free(id, &key).await;
         self.session.observe(r).map(drop)
@@ -197,6 +203,34 @@ impl Allocator {
             message: message.to_string(),
         }
     }
+}
+
+/// What a failed allocation read (a reference of the label set, then every `id/` key):
+/// the id a reference or a master key gives `key`, and every allocated id.
+fn parse_reads(responses: Vec<ResponseOp>, key: &str, ids: &str) -> (Option<u32>, BTreeSet<u32>) {
+    let mut ranges = responses.into_iter().filter_map(|op| match op.response {
+        Some(response_op::Response::ResponseRange(r)) => Some(r.kvs),
+        _ => None,
+    });
+    let (refs, masters) = (
+        ranges.next().unwrap_or_default(),
+        ranges.next().unwrap_or_default(),
+    );
+    let by_ref = refs
+        .first()
+        .and_then(|kv| std::str::from_utf8(&kv.value).ok()?.parse().ok());
+    let mut by_master = None;
+    let mut taken = BTreeSet::new();
+    for kv in &masters {
+        let Some(id) = id_of(&kv.key, ids) else {
+            continue;
+        };
+        taken.insert(id);
+        if kv.value == key.as_bytes() {
+            by_master = Some(id);
+        }
+    }
+    (by_ref.or(by_master), taken)
 }
 
 fn range_op(prefix: &str, limit: i64) -> RequestOp {

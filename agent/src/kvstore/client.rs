@@ -126,6 +126,11 @@ impl Etcd {
         Ok((r.kvs, r.header.map_or(0, |h| h.revision)))
     }
 
+    /// The keys of a range request.
+    pub async fn range(&self, req: RangeRequest) -> Result<Vec<KeyValue>, KvError> {
+        Ok(self.call("range", self.kv.clone().range(req)).await?.kvs)
+    }
+
     /// One key's value (none when it does not exist).
     pub async fn get(&self, key: &str) -> Result<Option<KeyValue>, KvError> {
         let req = RangeRequest {

@@ -137,6 +137,53 @@ async fn a_dead_nodes_keys_go_with_its_lease() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_of_a_lost_lease_are_written_again() {
+    let Some(etcd) = EtcdServer::start() else {
+        return;
+    };
+    let (session, a) = node(&etcd, "10.0.0.1", 3);
+    let id = a.allocate(&labels("kept")).await.unwrap();
+    let node_key = keys::node_key("default", "n1");
+    session.put(&node_key, b"{}".to_vec()).await.unwrap();
+    let keeper = tokio::spawn({
+        let s = session.clone();
+        async move { s.keep_alive().await }
+    });
+    // Kept alive past its TTL.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let client = Etcd::connect(&etcd.address()).unwrap();
+    assert!(
+        client.get(&node_key).await.unwrap().is_some(),
+        "the lease was not kept alive"
+    );
+    // The lease goes (as after etcd was away longer than the TTL): so do the keys.
+    let lost = session.lease().await.unwrap();
+    client.revoke(lost).await.unwrap();
+    let ref_key = format!(
+        "{}10.0.0.1",
+        keys::value_prefix(&keys::label_key(&labels("kept")))
+    );
+    assert!(client.get(&node_key).await.unwrap().is_none());
+    // The keepalive finds the lease gone and writes them again under a new one (the
+    // identity's master key was deleted meanwhile: it is created again with it).
+    client.delete(&keys::id_key(id)).await.unwrap();
+    let back = eventually(15, async || {
+        let (Some(n), Some(r)) = (
+            client.get(&node_key).await.unwrap(),
+            client.get(&ref_key).await.unwrap(),
+        ) else {
+            return false;
+        };
+        n.lease != 0 && n.lease != lost && r.lease == n.lease
+    })
+    .await;
+    keeper.abort();
+    assert!(back, "the keys were not written again");
+    let master = client.get(&keys::id_key(id)).await.unwrap().unwrap();
+    assert_eq!(master.value, keys::label_key(&labels("kept")).into_bytes());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_watch_sees_remote_ipcache_entries() {
     let Some(etcd) = EtcdServer::start() else {
         return;

@@ -195,24 +195,31 @@ impl Etcd {
         keepalive: &mut Option<KeepAlive>,
         lease: i64,
     ) -> Result<i64, KvError> {
-        if keepalive.is_none() {
-            let (tx, rx) = mpsc::channel(4);
-            let stream = self
-                .call(
-                    "lease keepalive",
-                    self.lease.clone().lease_keep_alive(ReceiverStream::new(rx)),
-                )
-                .await?;
-            *keepalive = Some(KeepAlive { tx, stream });
-        }
-        let Some(ka) = keepalive.as_mut() else {
-            unreachable!("opened above")
-        };
         let renewed = async {
-            ka.tx
-                .send(LeaseKeepAliveRequest { id: lease })
-                .await
-                .map_err(|_| "stream closed".to_string())?;
+            let request = LeaseKeepAliveRequest { id: lease };
+            let ka = match keepalive {
+                Some(ka) => {
+                    ka.tx
+                        .send(request)
+                        .await
+                        .map_err(|_| "stream closed".to_string())?;
+                    ka
+                }
+                None => {
+                    // etcd answers the stream's headers with its first message: the
+                    // request must be on its way before the call is awaited.
+                    let (tx, rx) = mpsc::channel(4);
+                    tx.try_send(request).expect("an empty channel");
+                    let stream = self
+                        .lease
+                        .clone()
+                        .lease_keep_alive(ReceiverStream::new(rx))
+                        .await
+                        .map_err(|s| status_line(&s))?
+                        .into_inner();
+                    keepalive.insert(KeepAlive { tx, stream })
+                }
+            };
             match ka.stream.message().await {
                 Ok(Some(r)) => Ok(r.ttl),
                 Ok(None) => Err("stream ended".to_string()),

@@ -20,7 +20,7 @@ pub type Mirror = BTreeMap<String, Vec<u8>>;
 pub async fn reflect(session: Arc<Session>, prefix: String, tx: mpsc::Sender<Mirror>) {
     let mut backoff = Duration::from_millis(200);
     loop {
-        match session.observe(follow(&session, &prefix, &tx).await) {
+        match session.observe(follow(&session, &prefix, &tx, &mut backoff).await) {
             Ok(()) => return,
             Err(_) => {
                 tokio::time::sleep(backoff).await;
@@ -34,7 +34,13 @@ pub async fn reflect(session: Arc<Session>, prefix: String, tx: mpsc::Sender<Mir
 }
 
 /// One list and the watch after it, until the watch fails (`Err`) or `tx` closes (`Ok`).
-async fn follow(session: &Session, prefix: &str, tx: &mpsc::Sender<Mirror>) -> Result<(), KvError> {
+/// `backoff` starts over once the watch is up.
+async fn follow(
+    session: &Session,
+    prefix: &str,
+    tx: &mpsc::Sender<Mirror>,
+    backoff: &mut Duration,
+) -> Result<(), KvError> {
     let etcd = session.etcd();
     let (kvs, revision) = etcd.get_prefix(prefix).await?;
     let mut mirror: Mirror = kvs
@@ -43,6 +49,7 @@ async fn follow(session: &Session, prefix: &str, tx: &mpsc::Sender<Mirror>) -> R
         .collect();
     let mut watch = etcd.watch_prefix(prefix, revision + 1).await?;
     session.observe(Ok(()))?;
+    *backoff = Duration::from_millis(200);
     if tx.send(mirror.clone()).await.is_err() {
         return Ok(());
     }

@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 mod common;
-use common::{TestLab, all_events, of_type, spawn_attached};
+use agent::kvstore::{Etcd, keys};
+use common::{TestLab, all_events, block_on, of_type, spawn_attached};
 
 #[path = "support/etcd.rs"]
 mod etcd;
@@ -145,4 +146,54 @@ fn two_agents_share_identities_and_ipcache_through_etcd() {
         (server_a, "server-75".to_string())
     );
     assert_eq!(wait_entry(&sb, "10.250.75.10/32").0, client_a);
+
+    // Both nodes are in the registry, as Cilium's JSON.
+    let node_a = keys::node_key("default", &format!("{}-node", a.spec.lab.name));
+    let node_b = keys::node_key("default", &format!("{}-node", b.spec.lab.name));
+    let registered = block_on(async {
+        let client = Etcd::connect(&etcd.address()).unwrap();
+        let value = client
+            .get(&node_a)
+            .await
+            .unwrap()
+            .expect("node a registered")
+            .value;
+        let n: keys::Node = serde_json::from_slice(&value).unwrap();
+        (n, client.get(&node_b).await.unwrap().is_some())
+    });
+    assert_eq!(registered.0.name, format!("{}-node", a.spec.lab.name));
+    assert!(
+        registered
+            .0
+            .ip_addresses
+            .iter()
+            .any(|x| x.ip == a.spec.lab.node_ipv4)
+    );
+    assert!(registered.1);
+
+    // Agent a stops: its lease is revoked, its keys go, and b forgets its pods.
+    let pid = a.guard.agent.as_ref().unwrap().id();
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+    let status = a.guard.agent.as_mut().unwrap().wait().unwrap();
+    assert!(status.success(), "{status}");
+    let gone = block_on(async {
+        let client = Etcd::connect(&etcd.address()).unwrap();
+        let a_ip = keys::ip_key("default", "10.250.75.20".parse().unwrap());
+        let b_ip = keys::ip_key("default", "10.250.76.20".parse().unwrap());
+        (
+            client.get(&node_a).await.unwrap().is_none(),
+            client.get(&a_ip).await.unwrap().is_none(),
+            client.get(&b_ip).await.unwrap().is_some(),
+        )
+    });
+    assert_eq!(gone, (true, true, true));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !of_type(&all_events(&sb), "IPCACHE_DELETED")
+        .iter()
+        .any(|e| e["agent_event"]["ipcache_update"]["cidr"] == "10.250.75.20/32")
+    {
+        assert!(Instant::now() < deadline, "b kept a's pod after a left");
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }

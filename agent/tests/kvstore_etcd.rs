@@ -8,7 +8,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use agent::kvstore::reflect::{Mirror, reflect};
-use agent::kvstore::{Allocator, Etcd, Session, keys};
+use agent::kvstore::{Allocator, Cluster, ClusterConfig, Etcd, Session, keys};
+use agent::model::{Change, EndpointSpec};
 use tokio::sync::mpsc;
 
 #[path = "support/etcd.rs"]
@@ -297,4 +298,93 @@ async fn allocation_latency() {
         "an id another node allocated: mean {:?} (100 label sets)",
         t.elapsed() / 100
     );
+}
+
+fn pod(name: &str, app: &str, ip: &str) -> Change {
+    Change::EndpointUpsert(EndpointSpec {
+        key: format!("test:{name}"),
+        namespace: "default".into(),
+        pod_name: name.into(),
+        labels: labels(app),
+        workload: None,
+        ips: vec![ip.parse().unwrap()],
+        ifname: format!("veth-{name}"),
+        attach: true,
+        l7: Vec::new(),
+        identity: None,
+    })
+}
+
+fn identity(c: &Change) -> Option<u32> {
+    match c {
+        Change::EndpointUpsert(s) => s.identity,
+        _ => None,
+    }
+}
+
+/// The stage between sources and model: local pods get cluster identities and are
+/// published; while etcd is away a new pod waits with none, and once etcd is back it
+/// reaches the model with one; a stopped stage's keys go with its lease.
+#[test]
+fn the_stage_publishes_and_catches_up_after_etcd_was_away() {
+    let Some(mut etcd) = EtcdServer::start() else {
+        return;
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut cluster = Cluster::start(ClusterConfig {
+        address: etcd.address(),
+        cluster: "default".into(),
+        lease_ttl: 30,
+    })
+    .unwrap();
+    let node = Change::Node {
+        cluster: "default".into(),
+        node: "n1".into(),
+        host_ips: vec!["10.0.0.1".parse().unwrap()],
+    };
+    let out = cluster.resolve_blocking(vec![node, pod("a", "web", "10.1.0.1")]);
+    let id = identity(&out[1]).expect("a cluster identity");
+    let a_key = keys::ip_key("default", "10.1.0.1".parse().unwrap());
+    let published = rt.block_on(async {
+        let client = Etcd::connect(&etcd.address()).unwrap();
+        let v = client.get(&a_key).await.unwrap().expect("published").value;
+        serde_json::from_slice::<keys::IpIdentityPair>(&v).unwrap()
+    });
+    assert_eq!((published.id, published.k8s_pod_name.as_str()), (id, "a"));
+    assert_eq!(published.host_ip, Some("10.0.0.1".parse().unwrap()));
+
+    etcd.kill();
+    let out = cluster.resolve_blocking(vec![pod("b", "db", "10.1.0.2")]);
+    assert_eq!(identity(&out[0]), None, "no identity while etcd is away");
+    etcd.launch();
+    let watcher = cluster.watcher().unwrap();
+    let caught_up = rt.block_on(async {
+        let (tx, mut rx) = mpsc::channel(8);
+        tokio::spawn(watcher(tx));
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let Ok(Some(batch)) = tokio::time::timeout(left, rx.recv()).await else {
+                return None;
+            };
+            if let Some(c) = batch
+                .iter()
+                .find(|c| matches!(c, Change::EndpointUpsert(s) if s.pod_name == "b"))
+            {
+                return identity(c);
+            }
+        }
+    });
+    let b_id = caught_up.expect("b never got its identity");
+    assert!(b_id >= 256 && b_id != id);
+
+    cluster.stop();
+    let gone = rt.block_on(async {
+        let client = Etcd::connect(&etcd.address()).unwrap();
+        client.get(&a_key).await.unwrap().is_none()
+    });
+    assert!(gone, "a stopped node's ipcache entries outlived it");
 }

@@ -27,6 +27,9 @@ use crate::sources::Watcher;
 /// `--identity-gc-interval`).
 const GC_INTERVAL: Duration = Duration::from_secs(60);
 
+/// How often identities that could not be allocated are tried again.
+const RETRY_INTERVAL: Duration = Duration::from_secs(2);
+
 /// Where the cluster's state is.
 #[derive(Debug, Clone)]
 pub struct ClusterConfig {
@@ -56,7 +59,10 @@ impl Cluster {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
-        let etcd = rt.block_on(async { Etcd::connect(&cfg.address) })?;
+        let etcd = {
+            let _in_rt = rt.enter();
+            Etcd::connect(&cfg.address)?
+        };
         let (tx, rx) = mpsc::unbounded_channel();
         let (remote_tx, remote_rx) = mpsc::channel(64);
         let thread = std::thread::Builder::new()
@@ -130,7 +136,7 @@ async fn serve(
     cfg: ClusterConfig,
     etcd: Etcd,
     mut rx: mpsc::UnboundedReceiver<Request>,
-    remote_tx: mpsc::Sender<Vec<Change>>,
+    model_tx: mpsc::Sender<Vec<Change>>,
 ) {
     let session = Arc::new(Session::new(etcd, cfg.lease_ttl));
     let host_ips: HostIps = Arc::default();
@@ -142,7 +148,7 @@ async fn serve(
         session.clone(),
         cfg.cluster.clone(),
         host_ips.clone(),
-        remote_tx,
+        model_tx.clone(),
     )));
     let mut node = Stage {
         cfg,
@@ -151,7 +157,9 @@ async fn serve(
         host_ips,
         published: Published::default(),
         node_ip: None,
+        pending: BTreeMap::new(),
     };
+    let mut retry = tokio::time::interval(RETRY_INTERVAL);
     let mut gc = tokio::time::interval(GC_INTERVAL);
     loop {
         tokio::select! {
@@ -171,6 +179,12 @@ async fn serve(
                 }
                 None => return,
             },
+            _ = retry.tick(), if !node.pending.is_empty() => {
+                let batch = node.retry().await;
+                if !batch.is_empty() {
+                    let _ = model_tx.send(batch).await;
+                }
+            }
             _ = gc.tick() => {
                 if let Some(a) = &node.allocator
                     && let Err(e) = a.gc().await
@@ -192,6 +206,9 @@ struct Stage {
     host_ips: HostIps,
     published: Published,
     node_ip: Option<IpAddr>,
+    /// Endpoints whose identity could not be allocated (etcd down): tried again every
+    /// [`RETRY_INTERVAL`], and sent to the model once they have one.
+    pending: BTreeMap<String, EndpointSpec>,
 }
 
 impl Stage {
@@ -263,19 +280,24 @@ impl Stage {
                 self.unuse(old).await;
             }
         }
-        let Some(alloc) = &self.allocator else {
-            eprintln!(
-                "hubble-agent: kvstore: {}/{}: no node address yet, local identity",
-                spec.namespace, spec.pod_name
-            );
-            return spec;
+        let id = match &self.allocator {
+            Some(a) => a.allocate(&labels).await.map_err(|e| e.to_string()),
+            None => Err("the node's address is not known yet".to_string()),
         };
-        match alloc.allocate(&labels).await {
-            Ok(id) => spec.identity = Some(id),
-            Err(e) => eprintln!(
-                "hubble-agent: kvstore: identity of {}/{}: {e}; local identity meanwhile",
-                spec.namespace, spec.pod_name
-            ),
+        match id {
+            Ok(id) => {
+                self.pending.remove(&spec.key);
+                spec.identity = Some(id);
+            }
+            Err(e) => {
+                if !self.pending.contains_key(&spec.key) {
+                    eprintln!(
+                        "hubble-agent: kvstore: identity of {}/{}: {e}; a local one until etcd answers",
+                        spec.namespace, spec.pod_name
+                    );
+                }
+                self.pending.insert(spec.key.clone(), spec.clone());
+            }
         }
         // A local endpoint's addresses, once it has a cluster identity to publish them with.
         let ips = if spec.attach && spec.identity.is_some() {
@@ -301,7 +323,22 @@ impl Stage {
         spec
     }
 
+    /// The pending endpoints that have an identity now, as upserts.
+    async fn retry(&mut self) -> Vec<Change> {
+        let mut batch = Vec::new();
+        let pending: Vec<EndpointSpec> = self.pending.values().cloned().collect();
+        for spec in pending {
+            let spec = self.endpoint(spec).await;
+            if spec.identity.is_none() {
+                break; // etcd still away: the rest waits for the next round
+            }
+            batch.push(Change::EndpointUpsert(spec));
+        }
+        batch
+    }
+
     async fn forget(&mut self, key: &str) {
+        self.pending.remove(key);
         let Some((labels, ips)) = self.published.endpoints.remove(key) else {
             return;
         };

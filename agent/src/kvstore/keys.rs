@@ -57,9 +57,6 @@ pub fn ip_key(cluster: &str, ip: IpAddr) -> String {
     format!("{IP_PATH}/{cluster}/{ip}")
 }
 
-pub fn node_prefix(cluster: &str) -> String {
-    format!("{NODES_PATH}/{cluster}/")
-}
 pub fn node_key(cluster: &str, name: &str) -> String {
     format!("{NODES_PATH}/{cluster}/{name}")
 }

@@ -12,10 +12,6 @@ use super::client::pb::etcdserverpb::{
 };
 use super::client::{Etcd, KeepAlive, KvError};
 
-/// Cilium's default lease TTL (`--kvstore-lease-ttl`, 15 minutes) is for production; a
-/// lab's node registry should say a node is gone sooner: ours, in seconds.
-pub const DEFAULT_LEASE_TTL: i64 = 15;
-
 /// A key under the lease. `guard`: (master key, value) the key is only valid with (an
 /// identity reference is written only while its identity's master key holds its labels;
 /// when the master key is gone it is created again, when it holds other labels the
@@ -48,10 +44,6 @@ impl Session {
 
     pub fn etcd(&self) -> &Etcd {
         &self.etcd
-    }
-
-    pub fn ttl(&self) -> i64 {
-        self.ttl
     }
 
     /// Whether the last call to etcd worked.

@@ -19,8 +19,9 @@ pub struct KvstoreArgs {
     /// `etcd.config=FILE` (etcd's client YAML: its first `endpoints` entry)
     #[arg(long, value_name = "KEY=VALUE", value_delimiter = ',')]
     pub kvstore_opt: Vec<String>,
-    /// Time-to-live of the node's kvstore lease: a node that stops leaves the registry, and
-    /// its references and ipcache entries go, this long after (Cilium's flag and default)
+    /// Time-to-live of the node's kvstore lease: this long after a node dies, it leaves the
+    /// registry and its identity references and ipcache entries go (a node that stops
+    /// revokes its lease at once) (Cilium's flag and default)
     #[arg(long, value_name = "DURATION", default_value = "15m", value_parser = crate::args::parse_duration)]
     pub kvstore_lease_ttl: Duration,
     /// Name of the cluster, the ipcache's and registry's path segment in the kvstore

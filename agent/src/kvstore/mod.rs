@@ -8,7 +8,8 @@
 //! - [`allocator`]: identities (same labels, same id on every node; freed when unused).
 //! - [`reflect`]: a prefix mirrored by list + watch, re-listed after each reconnect.
 //! - [`cluster`]: the node's stage between sources and model (identities, publications,
-//!   remote endpoints), on a thread of its own; [`args`]: Cilium's flags for it.
+//!   remote endpoints), on a thread of its own; [`remote`]: other nodes' pods from the
+//!   mirrored ipcache; [`args`]: Cilium's flags.
 
 pub mod allocator;
 pub mod args;
@@ -16,6 +17,7 @@ pub mod client;
 pub mod cluster;
 pub mod keys;
 pub mod reflect;
+pub mod remote;
 pub mod session;
 
 pub use allocator::Allocator;

@@ -57,6 +57,13 @@ impl Allocator {
         format!("{}{}", keys::value_prefix(label_key), self.suffix)
     }
 
+    /// Whether this node holds a reference for `labels` (allocating them again needs no
+    /// etcd).
+    pub fn holds(&self, labels: &[String]) -> bool {
+        let key = keys::label_key(labels);
+        self.held.lock().expect("held").contains_key(&key)
+    }
+
     /// The identity of `labels`, cluster-wide: the one some node allocated, or a new one.
     pub async fn allocate(&self, labels: &[String]) -> Result<u32, KvError> {
         let key = keys::label_key(labels);

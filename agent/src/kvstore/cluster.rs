@@ -227,7 +227,10 @@ impl Stage {
                     });
                 }
                 Change::EndpointUpsert(spec) if spec.identity.is_none() => {
-                    out.push(Change::EndpointUpsert(self.endpoint(spec).await));
+                    // While etcd is known to be away, the model gets the change at once (the
+                    // retry allocates) rather than after a timeout per endpoint.
+                    let ask = self.session.is_healthy();
+                    out.push(Change::EndpointUpsert(self.endpoint(spec, ask).await));
                 }
                 Change::EndpointRemove { key } => {
                     self.forget(&key).await;
@@ -267,7 +270,8 @@ impl Stage {
     }
 
     /// An endpoint with its cluster identity; a local one's addresses published.
-    async fn endpoint(&mut self, mut spec: EndpointSpec) -> EndpointSpec {
+    /// `ask`: try etcd (otherwise the endpoint waits for the retry).
+    async fn endpoint(&mut self, mut spec: EndpointSpec, ask: bool) -> EndpointSpec {
         let mut labels = spec.labels.clone();
         labels.sort();
         labels.dedup();
@@ -279,7 +283,10 @@ impl Stage {
             }
         }
         let id = match &self.allocator {
-            Some(a) => a.allocate(&labels).await.map_err(|e| e.to_string()),
+            Some(a) if ask || a.holds(&labels) => {
+                a.allocate(&labels).await.map_err(|e| e.to_string())
+            }
+            Some(_) => Err("etcd is unreachable".to_string()),
             None => Err("the node's address is not known yet".to_string()),
         };
         match id {
@@ -326,7 +333,7 @@ impl Stage {
         let mut batch = Vec::new();
         let pending: Vec<EndpointSpec> = self.pending.values().cloned().collect();
         for spec in pending {
-            let spec = self.endpoint(spec).await;
+            let spec = self.endpoint(spec, true).await;
             if spec.identity.is_none() {
                 break; // etcd still away: the rest waits for the next round
             }

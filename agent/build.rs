@@ -2,7 +2,8 @@
 //! src/datapath embeds it with include_bytes!, and our containerd API subset
 //! (proto/containerd, compiled with protox: no protoc) into tonic clients for
 //! src/sources/containerd, and our CRI subset (proto/cri) into a RuntimeService client
-//! that only the root tests use (src/cri_testing).
+//! that only the root tests use (src/cri_testing), and our etcd v3 subset (proto/etcd) into
+//! the KV, Watch and Lease clients of src/kvstore.
 
 use std::env;
 use std::path::PathBuf;
@@ -13,6 +14,7 @@ const PROGRAMS: &[&str] = &["lxc"];
 fn main() {
     compile_containerd_protos();
     compile_cri_protos();
+    compile_etcd_protos();
     let manifest = PathBuf::from(env::var("CARGO_MANIFEST_DIR").expect("CARGO_MANIFEST_DIR"));
     let ebpf = manifest.join("../ebpf");
     let out = PathBuf::from(env::var("OUT_DIR").expect("OUT_DIR"));
@@ -105,4 +107,18 @@ fn compile_cri_protos() {
         .skip_protoc_run()
         .compile_fds(fds)
         .expect("generating the CRI client");
+}
+
+/// Our etcd v3 subset (`etcdserverpb` KV, Watch, Lease and `mvccpb`): the kvstore's clients.
+fn compile_etcd_protos() {
+    let protos = ["proto/etcd/kv.proto", "proto/etcd/rpc.proto"];
+    for p in &protos {
+        println!("cargo:rerun-if-changed={p}");
+    }
+    let fds = protox::compile(protos, ["proto/etcd"]).expect("compiling proto/etcd");
+    tonic_prost_build::configure()
+        .build_server(false)
+        .skip_protoc_run()
+        .compile_fds(fds)
+        .expect("generating the etcd clients");
 }

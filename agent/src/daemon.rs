@@ -16,6 +16,7 @@ use hubble_api::flow::AgentEvent;
 use tokio::sync::mpsc;
 
 use crate::datapath::{self, Datapath, LostCounter, Options, RawRecord, ReaderOptions};
+use crate::kvstore::Cluster;
 use crate::model::{Applied, Change, NodeModel, NodeState};
 
 pub use crate::sources::Watcher;
@@ -29,6 +30,9 @@ pub struct Node {
     /// What bringing the node up did, as agent events (ipcache entries, policies,
     /// endpoints), for the Hubble server to record once it runs.
     pub events_up: Vec<AgentEvent>,
+    /// With a kvstore: the stage every batch of changes goes through before the model
+    /// (cluster identities, publications), stopped (lease revoked) at shutdown.
+    pub cluster: Option<Cluster>,
 }
 
 /// What the loop tells its caller.
@@ -73,6 +77,7 @@ impl Node {
             model,
             reader,
             events_up: applied.events,
+            cluster: None,
         })
     }
 
@@ -120,6 +125,10 @@ impl Node {
                         }
                     }
                     Some(changes) = crx.recv() => {
+                        let changes = match &self.cluster {
+                            Some(c) => c.resolve(changes).await,
+                            None => changes,
+                        };
                         let applied = self.apply(changes);
                         if let Err(e) = f(Event::Changed(self.model.state(), &applied)) {
                             break Err(e);
@@ -161,6 +170,9 @@ impl Node {
     /// Detaches every endpoint, prints the datapath's counters with `summary` and unloads
     /// it; returns the endpoints' ENDPOINT_DELETED events.
     pub fn shutdown(mut self, summary: &str) -> Vec<AgentEvent> {
+        if let Some(c) = self.cluster.take() {
+            c.stop();
+        }
         let applied = self.model.detach_all(&mut self.datapath);
         let dp = self.datapath;
         if let Ok(rows) = dp.metrics() {

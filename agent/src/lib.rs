@@ -12,6 +12,7 @@ pub mod datapath;
 pub mod enrich;
 pub mod exporter;
 pub mod flows;
+pub mod kvstore;
 pub mod l7;
 pub mod lab;
 pub mod metrics;

@@ -19,7 +19,8 @@ pub const CONTAINERS: &[&str] = &[
 ];
 /// Only the tests: ping, tmux (the TUI's terminal test), a dockerd of their own, promtool
 /// and prometheus (the metrics exposition's linter and scraper), curl (the metrics server's
-/// HTTPS client), g++ (libFuzzer of the fuzz targets).
+/// HTTPS client), g++ (libFuzzer of the fuzz targets), etcd-server (the kvstore tests start
+/// their own etcd on loopback).
 pub const TESTS: &[&str] = &[
     "iputils-ping",
     "tmux",
@@ -27,6 +28,7 @@ pub const TESTS: &[&str] = &[
     "prometheus",
     "curl",
     "g++",
+    "etcd-server",
 ];
 
 /// Debian's hook that tells package scripts whether they may start services.

@@ -97,6 +97,8 @@ pub struct DatapathArgs {
     /// How often expired conntrack entries are deleted from the map
     #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = crate::args::parse_duration)]
     pub conntrack_gc_interval: std::time::Duration,
+    #[command(flatten)]
+    pub kvstore: crate::kvstore::KvstoreArgs,
 }
 
 fn l7_ring_bytes(s: &str) -> Result<u32, String> {
@@ -204,7 +206,7 @@ pub fn start(args: &DatapathArgs, extra: Extra<'_>) -> Result<Started> {
         return start_host(args, extra);
     }
     let mut more = Vec::new();
-    let (node, lab, banner) = start_lab(args, |lab| {
+    let (mut node, lab, banner) = start_lab(args, |lab| {
         // The lab's policy names are the lab's.
         let reserved = lab
             .spec
@@ -218,6 +220,7 @@ pub fn start(args: &DatapathArgs, extra: Extra<'_>) -> Result<Started> {
     })?;
     let mut watchers = vec![lab.watcher()];
     watchers.extend(more);
+    watchers.extend(node.cluster.as_mut().and_then(|c| c.watcher()));
     Ok(Started {
         node,
         banner,
@@ -237,21 +240,27 @@ pub fn start_lab(
     datapath::require_root()?;
     let spec = args.lab.as_deref().context("no --lab given")?;
     let lab = Lab::open(spec, args.node.as_deref()).map_err(|e| anyhow!("{e}"))?;
+    // The kvstore's thread stays where etcd is reached from: started before entering.
+    let cluster = start_cluster(args)?;
     lab.enter().context("entering the node netns")?;
     let mut changes = lab.changes();
     changes.extend(more(&lab)?);
+    if let Some(c) = &cluster {
+        changes = c.resolve_blocking(changes);
+    }
     if !has_tcx() {
         // Leftovers of a crashed run on a kernel without TCX: its clsact qdiscs.
         for ifname in lab.own_interfaces() {
             datapath::remove_clsact(&ifname);
         }
     }
-    let node = Node::start(
+    let mut node = Node::start(
         &args.options(),
         args.reader_options(),
         args.model(),
         changes,
     )?;
+    node.cluster = cluster;
     let banner = format!(
         "hubble-agent: datapath attached to {} endpoints of lab {} (aggregation {:?}, capture {} bytes, {} L7 rules, L7 capture {} bytes, {})",
         node.model.attached().count(),
@@ -263,6 +272,18 @@ pub fn start_lab(
         if has_tcx() { "tcx" } else { "clsact" }
     );
     Ok((node, lab, banner))
+}
+
+/// The kvstore stage of `--kvstore` (none without it).
+fn start_cluster(args: &DatapathArgs) -> Result<Option<crate::kvstore::Cluster>> {
+    let Some(cfg) = args.kvstore.config().map_err(anyhow::Error::msg)? else {
+        return Ok(None);
+    };
+    eprintln!(
+        "hubble-agent: kvstore etcd {} (cluster {})",
+        cfg.address, cfg.cluster
+    );
+    crate::kvstore::Cluster::start(cfg).map(Some)
 }
 
 /// Observes this host: the agent stays in its own netns; the node is the host (hostname,
@@ -299,7 +320,14 @@ pub fn start_host(args: &DatapathArgs, extra: Extra<'_>) -> Result<Started> {
     watchers.extend(extra_watchers);
     let mut first = vec![node_change];
     first.extend(extra_changes);
+    let mut cluster = start_cluster(args)?;
+    if let Some(c) = cluster.as_mut() {
+        first = c.resolve_blocking(first);
+        initial = c.resolve_blocking(initial);
+        watchers.extend(c.watcher());
+    }
     let mut node = Node::start(&args.options(), args.reader_options(), args.model(), first)?;
+    node.cluster = cluster;
     // A container whose interface cannot be attached is a warning, not a failed start.
     let applied = node.apply(initial);
     node.events_up.extend(applied.events);

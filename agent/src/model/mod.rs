@@ -65,6 +65,9 @@ pub struct EndpointSpec {
     /// only needs to name (another node's pod).
     pub attach: bool,
     pub l7: Vec<L7Visibility>,
+    /// The identity a kvstore allocated to these labels cluster-wide (`kvstore::cluster`);
+    /// None: the model numbers the label set itself.
+    pub identity: Option<u32>,
 }
 
 /// A service as a source describes it: its backends are the endpoints of its namespace
@@ -451,8 +454,8 @@ impl NodeModel {
         }
     }
 
-    /// Identities for the endpoints' label sets: kept while used, new sets numbered from
-    /// the next free id in label order.
+    /// Identities for the endpoints' label sets: a kvstore's where it gave one, otherwise
+    /// kept while used, new sets numbered from the next free id in label order.
     fn allocate_identities(&mut self) {
         let used: BTreeSet<Vec<String>> = self
             .endpoints
@@ -460,6 +463,11 @@ impl NodeModel {
             .map(|k| sorted(&k.spec.labels))
             .collect();
         self.identities.retain(|l, _| used.contains(l));
+        for k in &self.endpoints {
+            if let Some(id) = k.spec.identity {
+                self.identities.insert(sorted(&k.spec.labels), id);
+            }
+        }
         let taken: BTreeSet<u32> = self.identities.values().copied().collect();
         let mut next = MIN_ALLOCATED_IDENTITY;
         for labels in used {
@@ -504,7 +512,7 @@ impl NodeModel {
                 let labels = sorted(&k.spec.labels);
                 EndpointInfo {
                     id: k.id,
-                    identity: self.identities[&labels],
+                    identity: k.spec.identity.unwrap_or(self.identities[&labels]),
                     cluster: self.cluster.clone(),
                     namespace: k.spec.namespace.clone(),
                     pod_name: k.spec.pod_name.clone(),

@@ -89,6 +89,7 @@ fn ep(name: &str, app: &str, n: u8) -> EndpointSpec {
             proto: 17,
             kind: L7Kind::Dns,
         }],
+        identity: None,
     }
 }
 
@@ -505,4 +506,35 @@ fn policy_rules_replace_a_name_and_count_their_rules() {
     );
     assert_eq!(types(&a), [T::PolicyDeleted as i32]);
     assert!(maps.policy.is_empty());
+}
+
+#[test]
+fn a_kvstore_identity_is_kept_and_local_numbers_go_around_it() {
+    let mut model = NodeModel::new();
+    let mut cluster = ep("web", "web", 2);
+    cluster.identity = Some(256);
+    let mut remote = ep("remote", "db", 3);
+    remote.attach = false;
+    remote.identity = Some(900);
+    let local = ep("client", "client", 4);
+    model.apply(
+        vec![
+            node(),
+            Change::EndpointUpsert(cluster),
+            Change::EndpointUpsert(remote),
+            Change::EndpointUpsert(local),
+        ],
+        &mut NoMaps,
+    );
+    let st = model.state();
+    let id_of = |pod: &str| {
+        st.endpoints
+            .iter()
+            .find(|e| e.pod_name == pod)
+            .unwrap()
+            .identity
+    };
+    assert_eq!((id_of("web"), id_of("remote")), (256, 900));
+    assert_eq!(id_of("client"), 257, "the local number skips the kvstore's");
+    assert_eq!(st.identities[&900], sorted(&ep("remote", "db", 3).labels));
 }

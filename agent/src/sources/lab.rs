@@ -72,6 +72,7 @@ fn endpoint(spec: &LabSpec, pod: &Pod, node: &str) -> EndpointSpec {
         ifname: pod.host_veth.clone(),
         attach: pod.node == node,
         l7: l7_of(spec, pod),
+        identity: None,
     }
 }
 

@@ -206,6 +206,7 @@ pub fn endpoint(c: &Candidate, ifname: String, ips: Vec<IpAddr>) -> EndpointSpec
         ifname,
         attach: true,
         l7: dns_visibility(),
+        identity: None,
     }
 }
 

@@ -333,6 +333,7 @@ fn pod(ns: &str, name: &str, labels: &[&str], n: u8) -> EndpointSpec {
         ifname: format!("veth{n}"),
         attach: true,
         l7: vec![],
+        identity: None,
     }
 }
 

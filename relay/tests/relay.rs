@@ -750,84 +750,25 @@ async fn requests_past_the_limits_are_refused_and_the_relay_goes_on() {
 /// A peer that answers GetFlows with `n` flows, one every `gap` (a node under load, or far
 /// away, or sending older flows), flows at k ms: among the first of the fast nodes' flows.
 async fn slow_peer(n: i64, gap: Duration) -> (String, tokio::task::JoinHandle<()>) {
-    use hubble_api::observer::observer_server::{Observer, ObserverServer};
-    use hubble_api::observer::*;
-    type Stream<T> = std::pin::Pin<
-        Box<dyn tokio_stream::Stream<Item = Result<T, tonic::Status>> + Send + 'static>,
-    >;
-    struct Slow(i64, Duration);
-    #[tonic::async_trait]
-    impl Observer for Slow {
-        type GetFlowsStream = Stream<GetFlowsResponse>;
-        type GetAgentEventsStream = Stream<GetAgentEventsResponse>;
-        type GetDebugEventsStream = Stream<GetDebugEventsResponse>;
-        async fn get_flows(
-            &self,
-            _r: tonic::Request<GetFlowsRequest>,
-        ) -> Result<tonic::Response<Self::GetFlowsStream>, tonic::Status> {
-            let (n, gap) = (self.0, self.1);
-            let (tx, rx) = tokio::sync::mpsc::channel(4);
-            tokio::spawn(async move {
-                for k in 0..n {
-                    tokio::time::sleep(gap).await;
-                    let f = flow("node-slow", "ns-slow", k);
-                    let r = GetFlowsResponse {
-                        time: f.time,
-                        node_name: "node-slow".into(),
-                        response_types: Some(ResponseTypes::Flow(f)),
-                    };
-                    if tx.send(Ok(r)).await.is_err() {
-                        return;
-                    }
+    let flows = Arc::new(move || {
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        tokio::spawn(async move {
+            for k in 0..n {
+                tokio::time::sleep(gap).await;
+                let f = flow("node-slow", "ns-slow", k);
+                let r = GetFlowsResponse {
+                    time: f.time,
+                    node_name: "node-slow".into(),
+                    response_types: Some(ResponseTypes::Flow(f)),
+                };
+                if tx.send(Ok(r)).await.is_err() {
+                    return;
                 }
-            });
-            Ok(tonic::Response::new(Box::pin(
-                tokio_stream::wrappers::ReceiverStream::new(rx),
-            )))
-        }
-        async fn get_agent_events(
-            &self,
-            _r: tonic::Request<GetAgentEventsRequest>,
-        ) -> Result<tonic::Response<Self::GetAgentEventsStream>, tonic::Status> {
-            Err(tonic::Status::unimplemented(""))
-        }
-        async fn get_debug_events(
-            &self,
-            _r: tonic::Request<GetDebugEventsRequest>,
-        ) -> Result<tonic::Response<Self::GetDebugEventsStream>, tonic::Status> {
-            Err(tonic::Status::unimplemented(""))
-        }
-        async fn get_nodes(
-            &self,
-            _r: tonic::Request<GetNodesRequest>,
-        ) -> Result<tonic::Response<GetNodesResponse>, tonic::Status> {
-            Err(tonic::Status::unimplemented(""))
-        }
-        async fn get_namespaces(
-            &self,
-            _r: tonic::Request<GetNamespacesRequest>,
-        ) -> Result<tonic::Response<GetNamespacesResponse>, tonic::Status> {
-            Ok(tonic::Response::new(GetNamespacesResponse::default()))
-        }
-        async fn server_status(
-            &self,
-            _r: tonic::Request<ServerStatusRequest>,
-        ) -> Result<tonic::Response<ServerStatusResponse>, tonic::Status> {
-            Ok(tonic::Response::new(ServerStatusResponse {
-                version: "slow".into(),
-                ..Default::default()
-            }))
-        }
-    }
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap().to_string();
-    let task = tokio::spawn(async move {
-        let _ = tonic::transport::Server::builder()
-            .add_service(ObserverServer::new(Slow(n, gap)))
-            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(l))
-            .await;
+            }
+        });
+        Ok(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx)) as support::FlowStream)
     });
-    (addr, task)
+    support::scripted_peer(flows, "slow").await
 }
 
 /// A non-follow request is not held back by a slow node: the others' flows go out within

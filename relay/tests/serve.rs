@@ -683,63 +683,11 @@ async fn config_file_and_environment_in_viper_order() {
 /// A peer whose ServerStatus answers (so the relay connects) and whose GetFlows always
 /// fails with `message`.
 async fn failing_peer(message: &'static str) -> (String, tokio::task::JoinHandle<()>) {
-    use hubble_api::observer::observer_server::{Observer, ObserverServer};
-    use hubble_api::observer::*;
-    type Stream<T> = std::pin::Pin<
-        Box<dyn tokio_stream::Stream<Item = Result<T, tonic::Status>> + Send + 'static>,
-    >;
-    struct Failing(&'static str);
-    #[tonic::async_trait]
-    impl Observer for Failing {
-        type GetFlowsStream = Stream<GetFlowsResponse>;
-        type GetAgentEventsStream = Stream<GetAgentEventsResponse>;
-        type GetDebugEventsStream = Stream<GetDebugEventsResponse>;
-        async fn get_flows(
-            &self,
-            _r: tonic::Request<GetFlowsRequest>,
-        ) -> Result<tonic::Response<Self::GetFlowsStream>, tonic::Status> {
-            Err(tonic::Status::unavailable(self.0))
-        }
-        async fn get_agent_events(
-            &self,
-            _r: tonic::Request<GetAgentEventsRequest>,
-        ) -> Result<tonic::Response<Self::GetAgentEventsStream>, tonic::Status> {
-            Err(tonic::Status::unimplemented(""))
-        }
-        async fn get_debug_events(
-            &self,
-            _r: tonic::Request<GetDebugEventsRequest>,
-        ) -> Result<tonic::Response<Self::GetDebugEventsStream>, tonic::Status> {
-            Err(tonic::Status::unimplemented(""))
-        }
-        async fn get_nodes(
-            &self,
-            _r: tonic::Request<GetNodesRequest>,
-        ) -> Result<tonic::Response<GetNodesResponse>, tonic::Status> {
-            Err(tonic::Status::unimplemented(""))
-        }
-        async fn get_namespaces(
-            &self,
-            _r: tonic::Request<GetNamespacesRequest>,
-        ) -> Result<tonic::Response<GetNamespacesResponse>, tonic::Status> {
-            Ok(tonic::Response::new(GetNamespacesResponse::default()))
-        }
-        async fn server_status(
-            &self,
-            _r: tonic::Request<ServerStatusRequest>,
-        ) -> Result<tonic::Response<ServerStatusResponse>, tonic::Status> {
-            Ok(tonic::Response::new(ServerStatusResponse::default()))
-        }
-    }
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap().to_string();
-    let task = tokio::spawn(async move {
-        let _ = tonic::transport::Server::builder()
-            .add_service(ObserverServer::new(Failing(message)))
-            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(l))
-            .await;
-    });
-    (addr, task)
+    support::scripted_peer(
+        std::sync::Arc::new(move || Err(tonic::Status::unavailable(message))),
+        "",
+    )
+    .await
 }
 
 /// NODE_ERROR events of `rs`: (sorted node names, message).

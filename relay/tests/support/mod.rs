@@ -120,3 +120,80 @@ pub fn statuses(rs: &[GetFlowsResponse]) -> Vec<(NodeState, Vec<String>)> {
         })
         .collect()
 }
+
+/// A GetFlows stream of a scripted peer.
+pub type FlowStream = std::pin::Pin<
+    Box<dyn tokio_stream::Stream<Item = Result<GetFlowsResponse, tonic::Status>> + Send + 'static>,
+>;
+
+/// What a scripted peer answers GetFlows with.
+pub type GetFlows = Arc<dyn Fn() -> Result<FlowStream, tonic::Status> + Send + Sync>;
+
+/// A peer on 127.0.0.1 whose GetFlows is `flows`, whose ServerStatus answers (so the relay
+/// connects) with `version`, and whose GetNamespaces is empty; the other calls are
+/// unimplemented. Returns its address and its server task.
+pub async fn scripted_peer(
+    flows: GetFlows,
+    version: &'static str,
+) -> (String, tokio::task::JoinHandle<()>) {
+    use hubble_api::observer::observer_server::{Observer, ObserverServer};
+    use hubble_api::observer::*;
+    type Stream<T> = std::pin::Pin<
+        Box<dyn tokio_stream::Stream<Item = Result<T, tonic::Status>> + Send + 'static>,
+    >;
+    struct Scripted(GetFlows, &'static str);
+    #[tonic::async_trait]
+    impl Observer for Scripted {
+        type GetFlowsStream = FlowStream;
+        type GetAgentEventsStream = Stream<GetAgentEventsResponse>;
+        type GetDebugEventsStream = Stream<GetDebugEventsResponse>;
+        async fn get_flows(
+            &self,
+            _r: tonic::Request<GetFlowsRequest>,
+        ) -> Result<tonic::Response<FlowStream>, tonic::Status> {
+            (self.0)().map(tonic::Response::new)
+        }
+        async fn get_agent_events(
+            &self,
+            _r: tonic::Request<GetAgentEventsRequest>,
+        ) -> Result<tonic::Response<Self::GetAgentEventsStream>, tonic::Status> {
+            Err(tonic::Status::unimplemented(""))
+        }
+        async fn get_debug_events(
+            &self,
+            _r: tonic::Request<GetDebugEventsRequest>,
+        ) -> Result<tonic::Response<Self::GetDebugEventsStream>, tonic::Status> {
+            Err(tonic::Status::unimplemented(""))
+        }
+        async fn get_nodes(
+            &self,
+            _r: tonic::Request<GetNodesRequest>,
+        ) -> Result<tonic::Response<GetNodesResponse>, tonic::Status> {
+            Err(tonic::Status::unimplemented(""))
+        }
+        async fn get_namespaces(
+            &self,
+            _r: tonic::Request<GetNamespacesRequest>,
+        ) -> Result<tonic::Response<GetNamespacesResponse>, tonic::Status> {
+            Ok(tonic::Response::new(GetNamespacesResponse::default()))
+        }
+        async fn server_status(
+            &self,
+            _r: tonic::Request<ServerStatusRequest>,
+        ) -> Result<tonic::Response<ServerStatusResponse>, tonic::Status> {
+            Ok(tonic::Response::new(ServerStatusResponse {
+                version: self.1.into(),
+                ..Default::default()
+            }))
+        }
+    }
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap().to_string();
+    let task = tokio::spawn(async move {
+        let _ = tonic::transport::Server::builder()
+            .add_service(ObserverServer::new(Scripted(flows, version)))
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(l))
+            .await;
+    });
+    (addr, task)
+}

@@ -83,7 +83,7 @@ pub fn short_run(seconds: u64) -> anyhow::Result<()> {
     })
 }
 
-fn root() -> PathBuf {
+pub(crate) fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .expect("xtask lives in the workspace")

@@ -15,6 +15,15 @@ pub fn test() -> anyhow::Result<()> {
     ensure(&[BUILD, LAB, CONTAINERS, TESTS])?;
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     run(Command::new(&cargo).args(["fmt", "--all", "--check"]))?;
+    // fuzz/ is a workspace of its own whose lock file also pins our crates' dependencies:
+    // stale after a dependency change, it would fail the fuzz build at the very end.
+    run(Command::new(&cargo)
+        .current_dir(crate::fuzz::root().join("fuzz"))
+        .args(["metadata", "--locked", "--format-version", "1"])
+        .stdout(std::process::Stdio::null()))
+    .map_err(|e| {
+        anyhow::anyhow!("{e:#}: fuzz/Cargo.lock is stale; run `cargo update -w` in fuzz/")
+    })?;
     run(Command::new(&cargo).args([
         "clippy",
         "--workspace",

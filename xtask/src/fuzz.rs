@@ -8,6 +8,9 @@ use std::process::{Command, Stdio};
 
 use anyhow::{Context, bail};
 
+/// libFuzzer's exit code after SIGINT or SIGTERM (its `-interrupted_exitcode` default).
+const INTERRUPTED: i32 = 72;
+
 /// Every target, in the order they run.
 pub const TARGETS: &[&str] = &["decode", "dns", "http", "cel", "json", "transcode"];
 
@@ -211,10 +214,18 @@ fn fuzz(o: &Opts) -> anyhow::Result<()> {
             for l in tail.into_iter().rev() {
                 eprintln!("  {l}");
             }
-            eprintln!(
-                "xtask: fuzz {t} failed ({status}); the input is in {}",
-                artifacts.display()
-            );
+            // libFuzzer's exit code when a signal interrupted it (-interrupted_exitcode).
+            if status.code() == Some(INTERRUPTED) {
+                eprintln!(
+                    "xtask: fuzz {t} was interrupted after {} executions",
+                    s.execs
+                );
+            } else {
+                eprintln!(
+                    "xtask: fuzz {t} failed ({status}); the input is in {}",
+                    artifacts.display()
+                );
+            }
             failed.push(t.clone());
             continue;
         }

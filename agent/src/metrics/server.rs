@@ -143,7 +143,7 @@ impl MetricsServer {
                     let conn = Connection {
                         metrics,
                         open_metrics,
-                        tls,
+                        tls: tls.map(|t| t.with_alpn(&[b"http/1.1"]).acceptor()),
                         failures: Arc::new(Failures::default()),
                     };
                     serve(listener, conn, stopped).await
@@ -189,7 +189,8 @@ impl Drop for RunningMetricsServer {
 struct Connection {
     metrics: Metrics,
     open_metrics: bool,
-    tls: Option<ServerTls>,
+    /// HTTP/1.1 by ALPN: the shared settings offer h2, for gRPC.
+    tls: Option<TlsAcceptor>,
     failures: Arc<Failures>,
 }
 
@@ -230,7 +231,7 @@ impl Connection {
         let Some(tls) = &self.tls else {
             return self.serve_http(stream).await;
         };
-        match http1_acceptor(tls).accept(stream).await {
+        match tls.accept(stream).await {
             Ok(s) => self.serve_http(s).await,
             Err(e) => self.failures.note(&peer, &e),
         }
@@ -246,15 +247,6 @@ impl Connection {
             .serve_connection(hyper_util::rt::TokioIo::new(io), svc)
             .await;
     }
-}
-
-/// An acceptor of `tls` that offers HTTP/1.1 by ALPN (the server speaks nothing else; the
-/// shared configuration offers h2, for gRPC). Taken per connection, so certificates the
-/// configuration reloads apply to new connections.
-fn http1_acceptor(tls: &ServerTls) -> TlsAcceptor {
-    let mut config = (**tls.acceptor().config()).clone();
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    TlsAcceptor::from(Arc::new(config))
 }
 
 /// Failed TLS handshakes (no client certificate, wrong CA, a plain-HTTP client): one line

@@ -492,6 +492,17 @@ impl ServerTls {
     pub fn acceptor(&self) -> TlsAcceptor {
         TlsAcceptor::from(self.config.clone())
     }
+
+    /// The same settings offering `protocols` by ALPN instead of h2 (an HTTP/1.1 server);
+    /// certificates and CAs are still followed.
+    pub fn with_alpn(&self, protocols: &[&[u8]]) -> ServerTls {
+        let mut config = (*self.config).clone();
+        config.alpn_protocols = protocols.iter().map(|p| p.to_vec()).collect();
+        ServerTls {
+            config: Arc::new(config),
+            mutual: self.mutual,
+        }
+    }
 }
 
 /// The TLS connections accepted on `listener`, for tonic's `serve_with_incoming`, with the

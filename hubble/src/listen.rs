@@ -428,6 +428,23 @@ fn is_transient_accept_error(e: &io::Error) -> bool {
     ) || matches!(e.raw_os_error(), Some(EMFILE | ENFILE))
 }
 
+/// Where a listener of `addr` (`HOST:PORT` or `:PORT`) goes: `:PORT` without TLS is
+/// 127.0.0.1:PORT, so plaintext stays on this host unless an address is named; anything else
+/// as given. With the change, the sentence that tells the user so.
+pub fn loopback_unless_tls(addr: &str, tls: bool) -> (String, Option<String>) {
+    match addr.strip_prefix(':') {
+        Some(port) if !tls => {
+            let local = format!("127.0.0.1:{port}");
+            let notice = format!(
+                "{addr} is {local} (loopback) only; name an address (e.g. 0.0.0.0{addr}) to \
+                 serve other hosts"
+            );
+            (local, Some(notice))
+        }
+        _ => (addr.to_string(), None),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -421,17 +421,11 @@ async fn shutdown_signal() {
 /// `:PORT` served in plaintext is 127.0.0.1:PORT (said in one line): flows leave this host
 /// only over TLS or at an address the operator names (e.g. 0.0.0.0:4245).
 fn plaintext_on_loopback(flag: &str, addr: &str, tls: bool) -> String {
-    match addr.strip_prefix(':') {
-        Some(port) if !tls => {
-            let local = format!("127.0.0.1:{port}");
-            eprintln!(
-                "hubble-relay: no TLS: {flag} {addr} is {local} (loopback) only; name an \
-                 address (e.g. 0.0.0.0{addr}) to serve other hosts"
-            );
-            local
-        }
-        _ => addr.to_string(),
+    let (addr, notice) = hubble::listen::loopback_unless_tls(addr, tls);
+    if let Some(n) = notice {
+        eprintln!("hubble-relay: no TLS: {flag} {n}");
     }
+    addr
 }
 
 async fn bind(flag: &str, addr: &str) -> Result<tokio::net::TcpListener> {

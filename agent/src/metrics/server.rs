@@ -51,17 +51,11 @@ pub struct RunningMetricsServer {
 pub fn listen_address(addr: &str, tls: bool) -> Result<String> {
     crate::observer::server::parse_listen_address(addr)
         .map_err(|_| anyhow::anyhow!("invalid --metrics-server address {addr:?}"))?;
-    match addr.strip_prefix(':') {
-        Some(port) if !tls => {
-            let local = format!("127.0.0.1:{port}");
-            eprintln!(
-                "hubble-agent: no TLS for metrics: {addr} is {local} (loopback) only; name an \
-                 address (e.g. 0.0.0.0{addr}) to serve other hosts"
-            );
-            Ok(local)
-        }
-        _ => Ok(addr.to_string()),
+    let (addr, notice) = hubble::listen::loopback_unless_tls(addr, tls);
+    if let Some(n) = notice {
+        eprintln!("hubble-agent: no TLS for metrics: {n}");
     }
+    Ok(addr)
 }
 
 impl MetricsServer {

@@ -13,15 +13,14 @@
 //! Without root or BPF they skip, but fail when CI=true.
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use serde_json::Value;
 
 mod common;
-use common::TestLab;
+use common::{TestLab, http_get, http_get_accepting};
 #[path = "support/scrapers.rs"]
 mod scrapers;
 
@@ -83,30 +82,6 @@ ingress_deny = [{{ from = [{{ labels = {{ app = "intruder" }} }}] }}]
 const SPEC: &str = "flow:sourceContext=pod;destinationContext=pod,\
 drop:sourceContext=pod;destinationContext=pod,tcp,port-distribution,icmp,\
 policy:sourceContext=namespace";
-
-/// One HTTP/1.1 GET over a plain socket: (status line, headers, body).
-fn http_get(addr: &str, path: &str) -> (String, String, String) {
-    http_get_accepting(addr, path, None)
-}
-
-/// [`http_get`] with an Accept header.
-fn http_get_accepting(addr: &str, path: &str, accept: Option<&str>) -> (String, String, String) {
-    let mut s = TcpStream::connect(addr).expect("connect to the metrics server");
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let accept = accept
-        .map(|a| format!("Accept: {a}\r\n"))
-        .unwrap_or_default();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\n{accept}Connection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut buf = String::new();
-    s.read_to_string(&mut buf).expect("read the response");
-    let (head, body) = buf.split_once("\r\n\r\n").expect("a header block");
-    let (status, headers) = head.split_once("\r\n").unwrap_or((head, ""));
-    (status.to_string(), headers.to_lowercase(), body.to_string())
-}
 
 /// `promtool check metrics` finds nothing to say about `body` (Debian's prometheus package;
 /// required under CI=true).

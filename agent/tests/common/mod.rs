@@ -369,12 +369,25 @@ pub fn counter(lines: &[String], key: &str) -> u64 {
 /// One HTTP/1.1 GET over a plain socket: (status line, lowercased headers, body).
 #[allow(dead_code)]
 pub fn http_get(addr: &str, path: &str) -> (String, String, String) {
+    http_get_accepting(addr, path, None)
+}
+
+/// [`http_get`] with an Accept header.
+#[allow(dead_code)]
+pub fn http_get_accepting(
+    addr: &str,
+    path: &str,
+    accept: Option<&str>,
+) -> (String, String, String) {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(addr).expect("connect to the HTTP server");
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let accept = accept
+        .map(|a| format!("Accept: {a}\r\n"))
+        .unwrap_or_default();
     write!(
         s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\n{accept}Connection: close\r\n\r\n"
     )
     .unwrap();
     let mut buf = String::new();

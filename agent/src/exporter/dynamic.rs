@@ -178,6 +178,13 @@ pub fn aggregation(fields: &[String], window: Option<&str>) -> Result<Option<Agg
     }
 }
 
+impl Managed {
+    /// The log's exporter when it is open and `now` is before its `end`.
+    fn writing(&self, now: SystemTime) -> Option<&AgentExporter> {
+        self.exporter.as_ref().filter(|_| self.log.active_at(now))
+    }
+}
+
 /// What the last read of the file found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Seen {
@@ -209,7 +216,7 @@ struct Inner {
     dropped: Arc<AtomicU64>,
 }
 
-/// The running dynamic exporter: `offer` / `offer_agent_event` from the agent, `stop` at
+/// The running dynamic exporter: `offer` / `agent_event_sink` from the agent, `stop` at
 /// the end.
 pub struct DynamicExporter {
     inner: Arc<Inner>,
@@ -253,25 +260,14 @@ impl DynamicExporter {
 
     /// Queues `resp` on every active log whose lists it passes; never blocks.
     pub fn offer(&self, resp: &GetFlowsResponse) {
-        let now = SystemTime::now();
-        for m in self.inner.read().values() {
-            if let Some(e) = &m.exporter
-                && m.log.active_at(now)
-            {
-                e.offer(resp);
-            }
-        }
+        self.inner.each_writing(|e| e.offer(resp));
     }
 
-    /// Queues an agent event on every active log whose lists it passes; never blocks.
-    pub fn offer_agent_event(&self, ev: &GetAgentEventsResponse) {
-        self.inner.offer_agent_event(ev);
-    }
-
-    /// A sink for the agent-event store doing `offer_agent_event`.
+    /// A sink for the agent-event store: every active log whose lists pass the event queues
+    /// it; never blocks.
     pub fn agent_event_sink(&self) -> impl Fn(&GetAgentEventsResponse) + Send + Sync + 'static {
         let inner = self.inner.clone();
-        move |ev| inner.offer_agent_event(ev)
+        move |ev| inner.each_writing(|e| e.offer_agent_event(ev))
     }
 
     /// The `hubble_dynamic_exporter_*` metrics.
@@ -285,7 +281,7 @@ impl DynamicExporter {
         self.inner
             .read()
             .iter()
-            .filter(|(_, m)| m.exporter.is_some() && m.log.active_at(now))
+            .filter(|(_, m)| m.writing(now).is_some())
             .map(|(n, _)| n.clone())
             .collect()
     }
@@ -337,13 +333,12 @@ impl Inner {
         *s.ops.entry(op).or_default() += 1;
     }
 
-    fn offer_agent_event(&self, ev: &GetAgentEventsResponse) {
+    /// Calls `f` with the exporter of every log writing now (open and before its `end`).
+    fn each_writing(&self, mut f: impl FnMut(&AgentExporter)) {
         let now = SystemTime::now();
         for m in self.read().values() {
-            if let Some(e) = &m.exporter
-                && m.log.active_at(now)
-            {
-                e.offer_agent_event(ev);
+            if let Some(e) = m.writing(now) {
+                f(e);
             }
         }
     }
@@ -476,10 +471,7 @@ impl Collector for DynamicMetrics {
             .0
             .read()
             .iter()
-            .map(|(n, m)| {
-                let on = m.exporter.is_some() && m.log.active_at(now);
-                (n.clone(), i64::from(on))
-            })
+            .map(|(n, m)| (n.clone(), i64::from(m.writing(now).is_some())))
             .collect();
         let active = up.iter().filter(|(_, v)| *v == 1).count() as i64;
         let mut m = enc.encode_descriptor(

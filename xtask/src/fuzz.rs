@@ -14,9 +14,12 @@ const INTERRUPTED: i32 = 72;
 /// Every target, in the order they run.
 pub const TARGETS: &[&str] = &["decode", "dns", "http", "cel", "json", "transcode"];
 
-const USAGE: &str = "usage: cargo xtask fuzz [--seconds N | --runs N] [--merge] [TARGET...]
+const USAGE: &str =
+    "usage: cargo xtask fuzz [--seconds N | --runs N] [--workers W] [--merge] [TARGET...]
   build the fuzz targets (stable Rust, libFuzzer) and run each, one at a time, from
   fuzz/corpus/TARGET for N seconds (default 10) or N executions; fails on a crash.
+  --workers W: W libFuzzer processes per target sharing one scratch corpus (each picks up
+    the others' new inputs); --runs N is split between them, --seconds applies to each.
   --merge: fold the new inputs, minimized, into fuzz/corpus/TARGET.
   targets: decode dns http cel json transcode (default: all)";
 
@@ -33,6 +36,7 @@ const RUSTFLAGS: &str = "-Cpasses=sancov-module \
 struct Opts {
     seconds: Option<u64>,
     runs: Option<u64>,
+    workers: u64,
     merge: bool,
     targets: Vec<String>,
 }
@@ -41,6 +45,7 @@ fn parse(args: &[String]) -> anyhow::Result<Option<Opts>> {
     let mut o = Opts {
         seconds: None,
         runs: None,
+        workers: 1,
         merge: false,
         targets: Vec::new(),
     };
@@ -50,6 +55,12 @@ fn parse(args: &[String]) -> anyhow::Result<Option<Opts>> {
         match a.as_str() {
             "--seconds" => o.seconds = Some(val()?.parse().context("--seconds: not a number")?),
             "--runs" => o.runs = Some(val()?.parse().context("--runs: not a number")?),
+            "--workers" => {
+                o.workers = val()?.parse().context("--workers: not a number")?;
+                if o.workers == 0 {
+                    bail!("--workers: at least 1");
+                }
+            }
             "--merge" => o.merge = true,
             "-h" | "--help" => {
                 println!("{USAGE}");
@@ -81,6 +92,7 @@ pub fn short_run(seconds: u64) -> anyhow::Result<()> {
     fuzz(&Opts {
         seconds: Some(seconds),
         runs: None,
+        workers: 1,
         merge: false,
         targets: TARGETS.iter().map(|t| t.to_string()).collect(),
     })
@@ -126,6 +138,45 @@ fn build(targets: &[String], target_dir: &Path) -> anyhow::Result<PathBuf> {
     Ok(target_dir.join(host).join("release"))
 }
 
+struct Worker {
+    child: std::process::Child,
+    log: PathBuf,
+}
+
+/// One libFuzzer process: new inputs go to the first directory, the scratch one (shared by
+/// the workers, which reload it); the corpus is only read.
+fn spawn_worker(
+    o: &Opts,
+    bin: &Path,
+    scratch: &Path,
+    corpus: &Path,
+    artifacts: &Path,
+    log_path: &Path,
+) -> anyhow::Result<Worker> {
+    let log = std::fs::File::create(log_path)
+        .with_context(|| format!("creating {}", log_path.display()))?;
+    let mut cmd = Command::new(bin);
+    cmd.arg(scratch)
+        .arg(corpus)
+        .arg(format!("-artifact_prefix={}/", artifacts.display()))
+        .args(["-print_final_stats=1", "-timeout=10", "-rss_limit_mb=2048"])
+        .stdout(Stdio::null())
+        .stderr(log);
+    if let Some(s) = o.seconds {
+        cmd.arg(format!("-max_total_time={s}"));
+    }
+    if let Some(r) = o.runs {
+        cmd.arg(format!("-runs={}", r.div_ceil(o.workers)));
+    }
+    let child = cmd
+        .spawn()
+        .with_context(|| format!("running fuzz target {}", bin.display()))?;
+    Ok(Worker {
+        child,
+        log: log_path.to_path_buf(),
+    })
+}
+
 /// What libFuzzer said at the end of a run.
 #[derive(Debug, Default)]
 struct Stats {
@@ -133,6 +184,16 @@ struct Stats {
     execs_per_sec: u64,
     cov: u64,
     ft: u64,
+}
+
+impl Stats {
+    /// Adds a worker's figures: executions and rates add up, coverage is the widest seen.
+    fn add(&mut self, o: &Stats) {
+        self.execs += o.execs;
+        self.execs_per_sec += o.execs_per_sec;
+        self.cov = self.cov.max(o.cov);
+        self.ft = self.ft.max(o.ft);
+    }
 }
 
 fn stats(log: &str) -> Stats {
@@ -178,28 +239,41 @@ fn fuzz(o: &Opts) -> anyhow::Result<()> {
         for d in [&corpus, &scratch, &artifacts] {
             std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
         }
-        let log_path = target_dir.join(format!("{t}.log"));
-        let log = std::fs::File::create(&log_path)?;
-        let mut cmd = Command::new(bins.join(t));
-        // New inputs go to the first directory, the scratch one; the corpus is only read.
-        cmd.arg(&scratch)
-            .arg(&corpus)
-            .arg(format!("-artifact_prefix={}/", artifacts.display()))
-            .args(["-print_final_stats=1", "-timeout=10", "-rss_limit_mb=2048"])
-            .stdout(Stdio::null())
-            .stderr(log);
-        if let Some(s) = o.seconds {
-            cmd.arg(format!("-max_total_time={s}"));
+        let workers: Vec<Worker> = (0..o.workers)
+            .map(|i| {
+                let name = match o.workers {
+                    1 => format!("{t}.log"),
+                    _ => format!("{t}.{i}.log"),
+                };
+                spawn_worker(
+                    o,
+                    &bins.join(t),
+                    &scratch,
+                    &corpus,
+                    &artifacts,
+                    &target_dir.join(name),
+                )
+            })
+            .collect::<anyhow::Result<_>>()?;
+        eprintln!(
+            "xtask: fuzzing {t} with {} worker(s) (logs: {})",
+            workers.len(),
+            target_dir.join(format!("{t}*.log")).display()
+        );
+        let mut s = Stats::default();
+        let mut status = None;
+        let mut text = String::new();
+        for mut w in workers {
+            let st = w
+                .child
+                .wait()
+                .with_context(|| format!("waiting for fuzz target {t}"))?;
+            let log = std::fs::read_to_string(&w.log).unwrap_or_default();
+            s.add(&stats(&log));
+            if status.is_none() && !st.success() {
+                (status, text) = (Some(st), log);
+            }
         }
-        if let Some(r) = o.runs {
-            cmd.arg(format!("-runs={r}"));
-        }
-        eprintln!("xtask: fuzzing {t} (log: {})", log_path.display());
-        let status = cmd
-            .status()
-            .with_context(|| format!("running fuzz target {t}"))?;
-        let text = std::fs::read_to_string(&log_path).unwrap_or_default();
-        let s = stats(&text);
         eprintln!(
             "xtask: fuzz {t}: {} executions, {} exec/s, cov {} ft {}, corpus {} files + {} new",
             s.execs,
@@ -209,7 +283,7 @@ fn fuzz(o: &Opts) -> anyhow::Result<()> {
             files_in(&corpus),
             files_in(&scratch)
         );
-        if !status.success() {
+        if let Some(status) = status {
             let tail: Vec<&str> = text.lines().rev().take(40).collect();
             for l in tail.into_iter().rev() {
                 eprintln!("  {l}");
@@ -296,7 +370,12 @@ mod tests {
         assert_eq!((o.seconds, o.targets.len()), (Some(10), TARGETS.len()));
         let o = a(&["--runs", "100", "--merge", "dns"]).unwrap().unwrap();
         assert_eq!((o.runs, o.seconds, o.merge), (Some(100), None, true));
-        assert_eq!(o.targets, ["dns"]);
+        assert_eq!(
+            (o.targets.as_slice(), o.workers),
+            (&["dns".to_string()][..], 1)
+        );
+        assert_eq!(a(&["--workers", "2"]).unwrap().unwrap().workers, 2);
+        assert!(a(&["--workers", "0"]).is_err());
         assert!(a(&["nope"]).is_err());
     }
 }

@@ -623,14 +623,19 @@ impl<G: Getters> Enricher<G> {
     /// datapath gave (or the ipcache's) with that identity's labels.
     fn endpoint_into(&self, out: &mut Endpoint, ip: IpAddr, datapath_identity: u32) {
         if let Some(ep) = self.getters.endpoint_by_ip(ip) {
+            // Another node's pod: no endpoint id or workload here, as in Hubble.
+            let (id, workload) = match ep.local {
+                true => (ep.id as u32, &ep.workload),
+                false => (0, &None),
+            };
             // A reused flow often holds this very endpoint already: comparing only reads.
-            if out.id == ep.id as u32
+            if out.id == id
                 && out.identity == ep.identity
                 && out.pod_name == ep.pod_name
                 && out.namespace == ep.namespace
                 && out.cluster_name == ep.cluster
                 && out.labels == ep.labels
-                && match (&ep.workload, out.workloads.as_slice()) {
+                && match (workload, out.workloads.as_slice()) {
                     (Some((kind, name)), [w]) => w.kind == *kind && w.name == *name,
                     (None, []) => true,
                     _ => false,
@@ -638,13 +643,13 @@ impl<G: Getters> Enricher<G> {
             {
                 return;
             }
-            out.id = ep.id as u32;
+            out.id = id;
             out.identity = ep.identity;
             set_str(&mut out.cluster_name, &ep.cluster);
             set_str(&mut out.namespace, &ep.namespace);
             set_str(&mut out.pod_name, &ep.pod_name);
             set_strs(&mut out.labels, &ep.labels);
-            match &ep.workload {
+            match workload {
                 Some((kind, name)) => {
                     out.workloads.truncate(1);
                     if out.workloads.is_empty() {

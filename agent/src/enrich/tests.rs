@@ -26,6 +26,7 @@ fn fake() -> NodeState {
             ips: vec![IpAddr::from(ip)],
             ifname: format!("lxc{id}"),
             ifindex,
+            local: true,
         };
     let eps = vec![
         ep(100, 256, "frontend-1", "frontend", [10, 0, 0, 10], 11),
@@ -330,4 +331,23 @@ fn policy_verdicts_name_their_policies() {
         .flow_from_sample(&encode::policy_verdict(&pv(259, -133, 0), &pkt), t0())
         .unwrap();
     assert!(f.ingress_denied_by.is_empty());
+}
+
+#[test]
+fn another_nodes_pod_is_named_without_endpoint_id_or_workload() {
+    let mut st = fake();
+    st.endpoints[1].local = false;
+    let mut e = Enricher::new(st, "node-1");
+    let pkt = build::tcp4([10, 0, 0, 10], [10, 0, 0, 20], 40000, 8080, 0x02);
+    let raw = trace(TRACE_TO_STACK, 100, TRACE_REASON_POLICY, 256, 257, 11, &pkt);
+    let f = e.flow_from_sample(&raw, t0()).unwrap();
+    let dst = f.destination.as_ref().unwrap();
+    assert_eq!(
+        (dst.id, dst.identity, dst.pod_name.as_str(), dst.namespace.as_str()),
+        (0, 257, "backend-1", "shop")
+    );
+    assert!(dst.workloads.is_empty());
+    assert_eq!(dst.labels[0], "k8s:app=backend");
+    let src = f.source.as_ref().unwrap();
+    assert_eq!((src.id, src.workloads.len()), (100, 1));
 }

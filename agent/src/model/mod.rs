@@ -521,6 +521,7 @@ impl NodeModel {
                     ips: k.spec.ips.clone(),
                     ifname: k.spec.ifname.clone(),
                     ifindex: k.ifindex,
+                    local: k.spec.attach,
                 }
             })
             .collect();
@@ -581,8 +582,8 @@ impl NodeModel {
                     *ip,
                     IpcacheEntry {
                         identity: ep.identity,
-                        ep_id: ep.id,
-                        local: true,
+                        ep_id: if ep.local { ep.id } else { 0 },
+                        local: ep.local,
                     },
                 );
                 ipcache_order.push((*ip, Some(ep)));
@@ -624,7 +625,7 @@ impl NodeModel {
             prefixes.insert(net, e);
         }
         let mut endpoints: BTreeMap<u32, EndpointEntry> = BTreeMap::new();
-        for ep in st.endpoints.iter().filter(|e| e.ifindex != 0) {
+        for ep in st.endpoints.iter().filter(|e| e.local && e.ifindex != 0) {
             let (ing, egr) = compiled.enforced.get(&ep.id).copied().unwrap_or_default();
             endpoints.insert(
                 ep.ifindex,
@@ -673,7 +674,12 @@ impl NodeModel {
             let e = ipcache[ip];
             if self.in_maps.ipcache.get(ip) != Some(&e) {
                 err(maps.upsert_ipcache(*ip, e));
-                let host = if ep.is_some() { node_ip } else { None };
+                // A remote pod's host is another node, which the entry does not say.
+                let host = if ep.is_some_and(|e| e.local) {
+                    node_ip
+                } else {
+                    None
+                };
                 ipcache_events.push(events::ipcache_upserted(*ip, e.identity, host, *ep));
             }
         }

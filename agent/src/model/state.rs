@@ -37,7 +37,8 @@ pub fn reserved_labels(identity: u32) -> Option<&'static [&'static str]> {
     })
 }
 
-/// A local endpoint (a lab pod).
+/// An endpoint the node knows: one of its own (a lab pod it runs, a container) or a remote
+/// one (another node's pod, known from the lab spec or the kvstore's ipcache).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EndpointInfo {
     pub id: u16,
@@ -54,6 +55,15 @@ pub struct EndpointInfo {
     pub ifname: String,
     /// Its ifindex (0 when not known, e.g. a state built without the lab).
     pub ifindex: u32,
+    /// The node's own endpoint (its datapath attaches there); a remote one is only named
+    /// in flows, without endpoint id or workload, as Hubble names other nodes' pods.
+    #[serde(default = "own")]
+    pub local: bool,
+}
+
+/// Endpoints recorded before remote ones were told apart were all the node's own.
+fn own() -> bool {
+    true
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

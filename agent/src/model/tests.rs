@@ -538,3 +538,43 @@ fn a_kvstore_identity_is_kept_and_local_numbers_go_around_it() {
     assert_eq!(id_of("client"), 257, "the local number skips the kvstore's");
     assert_eq!(st.identities[&900], sorted(&ep("remote", "db", 3).labels));
 }
+
+#[test]
+fn a_remote_endpoint_is_in_the_ipcache_but_not_the_nodes_own() {
+    let mut model = NodeModel::new();
+    let mut maps = FakeMaps::default();
+    // In the shared-namespace lab another node's pod has a veth this node can see too.
+    let mut remote = ep("far", "db", 3);
+    remote.attach = false;
+    remote.identity = Some(900);
+    let a = model.apply(
+        vec![
+            node(),
+            Change::EndpointUpsert(ep("near", "web", 2)),
+            Change::EndpointUpsert(remote),
+        ],
+        &mut maps,
+    );
+    let far = maps.ipcache[&IpAddr::from([10, 0, 0, 3])];
+    assert_eq!((far.identity, far.ep_id, far.local), (900, 0, false));
+    let near = maps.ipcache[&IpAddr::from([10, 0, 0, 2])];
+    assert!(near.local && near.ep_id != 0);
+    assert_eq!(maps.endpoints.keys().collect::<Vec<_>>(), [&2]);
+    assert_eq!(maps.attached, ["veth2"]);
+    let st = model.state();
+    let local_of = |pod: &str| st.endpoints.iter().find(|e| e.pod_name == pod).unwrap().local;
+    assert!(local_of("near") && !local_of("far"));
+    // Its ipcache event names the pod, but not this node as its host.
+    let host_of = |ip: &str| {
+        a.events.iter().find_map(|e| match &e.notification {
+            Some(hubble_api::flow::agent_event::Notification::IpcacheUpdate(u))
+                if u.cidr.starts_with(ip) =>
+            {
+                Some((u.pod_name.clone(), u.host_ip.clone()))
+            }
+            _ => None,
+        })
+    };
+    assert_eq!(host_of("10.0.0.3/"), Some(("far".into(), String::new())));
+    assert_eq!(host_of("10.0.0.2/"), Some(("near".into(), "10.0.0.1".into())));
+}

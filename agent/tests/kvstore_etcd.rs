@@ -175,7 +175,8 @@ async fn keys_of_a_lost_lease_are_written_again() {
         ) else {
             return false;
         };
-        n.lease != 0 && n.lease != lost && r.lease == n.lease
+        let master = client.get(&keys::id_key(id)).await.unwrap();
+        n.lease != 0 && n.lease != lost && r.lease == n.lease && master.is_some()
     })
     .await;
     keeper.abort();
@@ -306,6 +307,7 @@ fn the_stage_publishes_and_catches_up_after_etcd_was_away() {
         address: etcd.address(),
         cluster: "default".into(),
         lease_ttl: 30,
+        peer_address: Some("127.0.0.1:4999".into()),
     })
     .unwrap();
     let node = Change::Node {
@@ -323,6 +325,15 @@ fn the_stage_publishes_and_catches_up_after_etcd_was_away() {
     });
     assert_eq!((published.id, published.k8s_pod_name.as_str()), (id, "a"));
     assert_eq!(published.host_ip, Some("10.0.0.1".parse().unwrap()));
+    // The registry, as Peer Notify lists it: the node at its announced address.
+    let mut peers = cluster.peers();
+    let listed = rt.block_on(async {
+        tokio::time::timeout(Duration::from_secs(10), peers.wait_for(|p| !p.is_empty()))
+            .await
+            .map(|r| r.unwrap().clone())
+    });
+    let listed = listed.expect("the registry never listed the node");
+    assert_eq!(listed, [("n1".to_string(), "127.0.0.1:4999".to_string())]);
 
     etcd.kill();
     let out = cluster.resolve_blocking(vec![pod("b", "db", "10.1.0.2")]);

@@ -6,54 +6,22 @@
 //! Without root it skips, but fails when CI=true.
 //! Ports are chosen by the kernel; the lab name and CIDR are unique to this test.
 
-use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use agent::lab::spec::LabSpec;
 use agent::lab::topology;
 use serde_json::Value;
 
+#[path = "support/procs.rs"]
+mod procs;
+use procs::{Guard, bin, free_port, has_node, lines, read_until, wait_for_port};
+
 const TEST: &str = "relay multi-node e2e test";
 
 fn skip_or_fail(why: &str) {
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("{TEST} cannot run with CI=true: {why}");
-    }
-    eprintln!("SKIP {TEST}: {why}");
-}
-
-/// A workspace binary next to this test's directory (target/debug/NAME).
-fn bin(name: &str) -> Option<PathBuf> {
-    let exe = std::env::current_exe().ok()?;
-    let b = exe.parent()?.parent()?.join(name);
-    b.is_file().then_some(b)
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// Kills every child and takes the lab down, whatever happens.
-struct Guard {
-    spec: LabSpec,
-    children: Vec<Child>,
-}
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        for c in &mut self.children {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        let _ = topology::down(&self.spec);
-    }
+    procs::skip_or_fail(TEST, why)
 }
 
 fn spec_text(name: &str, ports: &[u16]) -> String {
@@ -177,60 +145,6 @@ impl Lab {
             std::thread::sleep(Duration::from_millis(200));
         }
     }
-}
-
-fn wait_for_port(port: u16) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "nothing listens on {port}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    // The datapath attaches after the socket is bound.
-    std::thread::sleep(Duration::from_millis(1500));
-}
-
-/// Lines of a child's pipe, forwarded to a channel by a thread.
-fn lines(r: impl Read + Send + 'static) -> mpsc::Receiver<String> {
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for l in BufReader::new(r).lines() {
-            let Ok(l) = l else { break };
-            if tx.send(l).is_err() {
-                break;
-            }
-        }
-    });
-    rx
-}
-
-/// Reads lines until `done` holds of all read so far, or the deadline.
-fn read_until(
-    rx: &mpsc::Receiver<String>,
-    got: &mut Vec<String>,
-    secs: u64,
-    done: impl Fn(&[String]) -> bool,
-) -> bool {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while !done(got) {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return false;
-        }
-        if let Ok(l) = rx.recv_timeout(left.min(Duration::from_millis(200))) {
-            got.push(l);
-        }
-    }
-    true
-}
-
-fn node_of(line: &str) -> Option<String> {
-    let v: Value = serde_json::from_str(line).ok()?;
-    v.get("flow")?;
-    Some(v["node_name"].as_str()?.to_string())
-}
-
-fn has_node(lines: &[String], node: &str) -> bool {
-    lines.iter().any(|l| node_of(l).as_deref() == Some(node))
 }
 
 #[test]

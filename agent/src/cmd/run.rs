@@ -48,6 +48,8 @@ pub fn run(args: RunArgs) -> Result<()> {
     let metrics = crate::metrics::setup(&args.metrics)?;
     let exporter = crate::exporter::Exporters::start(&args.export)?;
     let server = crate::observer::run::HubbleServer::bind(&args.server)?;
+    let mut dp = args.dp.clone();
+    dp.kvstore.peer_address = server.as_ref().and_then(|s| s.peer_address());
     let policy_dir = args.policy_dir.clone();
     let Started {
         mut node,
@@ -55,10 +57,15 @@ pub fn run(args: RunArgs) -> Result<()> {
         watchers,
         peers,
     } = start(
-        &args.dp,
+        &dp,
         Box::new(move |reserved| policy_dir_source(policy_dir.as_deref(), reserved)),
     )?;
     let node_name = node.model.state().node_name();
+    // With a kvstore, the registry's nodes; else a multi-node lab's.
+    let peers = match &node.cluster {
+        Some(c) => c.peers(),
+        None => tokio::sync::watch::channel(peers).1,
+    };
     let server = server
         .map(|mut s| {
             s.set_other_peers(peers);

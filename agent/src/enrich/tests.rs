@@ -343,7 +343,12 @@ fn another_nodes_pod_is_named_without_endpoint_id_or_workload() {
     let f = e.flow_from_sample(&raw, t0()).unwrap();
     let dst = f.destination.as_ref().unwrap();
     assert_eq!(
-        (dst.id, dst.identity, dst.pod_name.as_str(), dst.namespace.as_str()),
+        (
+            dst.id,
+            dst.identity,
+            dst.pod_name.as_str(),
+            dst.namespace.as_str()
+        ),
         (0, 257, "backend-1", "shop")
     );
     assert!(dst.workloads.is_empty());

@@ -28,6 +28,9 @@ pub struct KvstoreArgs {
     /// (Cilium's flag and default)
     #[arg(long, value_name = "NAME", default_value = "default")]
     pub cluster_name: String,
+    /// Where this node's Hubble API listens, announced in the registry (set by `run`).
+    #[arg(skip)]
+    pub peer_address: Option<String>,
 }
 
 impl KvstoreArgs {
@@ -62,6 +65,7 @@ impl KvstoreArgs {
             address,
             cluster: self.cluster_name.clone(),
             lease_ttl: self.kvstore_lease_ttl.as_secs().max(1) as i64,
+            peer_address: self.peer_address.clone(),
         }))
     }
 }

@@ -14,11 +14,12 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use super::allocator::Allocator;
 use super::client::Etcd;
 use super::keys::{self, IpIdentityPair, Node as NodeValue, NodeAddress};
+use super::peers::{PeerList, registry_peers};
 use super::remote::{HostIps, remote_endpoints};
 use super::session::Session;
 use crate::model::{Change, EndpointSpec};
@@ -40,6 +41,8 @@ pub struct ClusterConfig {
     pub cluster: String,
     /// The node's lease TTL in seconds.
     pub lease_ttl: i64,
+    /// Where this node's Hubble API listens (`HOST:PORT`), announced in the registry.
+    pub peer_address: Option<String>,
 }
 
 enum Request {
@@ -51,6 +54,7 @@ enum Request {
 pub struct Cluster {
     tx: mpsc::UnboundedSender<Request>,
     remote: Option<mpsc::Receiver<Vec<Change>>>,
+    peers: watch::Receiver<PeerList>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -66,14 +70,21 @@ impl Cluster {
         };
         let (tx, rx) = mpsc::unbounded_channel();
         let (remote_tx, remote_rx) = mpsc::channel(64);
+        let (peers_tx, peers) = watch::channel(PeerList::new());
         let thread = std::thread::Builder::new()
             .name("kvstore".into())
-            .spawn(move || rt.block_on(serve(cfg, etcd, rx, remote_tx)))?;
+            .spawn(move || rt.block_on(serve(cfg, etcd, rx, remote_tx, peers_tx)))?;
         Ok(Cluster {
             tx,
             remote: Some(remote_rx),
+            peers,
             thread: Some(thread),
         })
+    }
+
+    /// The nodes of the registry (this one included), for Peer Notify.
+    pub fn peers(&self) -> watch::Receiver<PeerList> {
+        self.peers.clone()
     }
 
     /// `changes` with cluster identities, after publishing what is the node's own.
@@ -135,6 +146,7 @@ async fn serve(
     etcd: Etcd,
     mut rx: mpsc::UnboundedReceiver<Request>,
     model_tx: mpsc::Sender<Vec<Change>>,
+    peers_tx: watch::Sender<PeerList>,
 ) {
     let session = Arc::new(Session::new(etcd, cfg.lease_ttl));
     let host_ips: HostIps = Arc::default();
@@ -147,6 +159,17 @@ async fn serve(
         cfg.cluster.clone(),
         host_ips.clone(),
         model_tx.clone(),
+    )));
+    let port = cfg
+        .peer_address
+        .as_deref()
+        .and_then(|a| a.parse::<std::net::SocketAddr>().ok())
+        .map(|a| a.port());
+    tasks.push(tokio::spawn(registry_peers(
+        session.clone(),
+        cfg.cluster.clone(),
+        port,
+        peers_tx,
     )));
     let mut node = Stage {
         cfg,
@@ -261,6 +284,12 @@ impl Stage {
                 })
                 .collect(),
             cluster_id: 0,
+            labels: self
+                .cfg
+                .peer_address
+                .iter()
+                .map(|a| (keys::PEER_ADDRESS_LABEL.to_string(), a.clone()))
+                .collect(),
         };
         let key = keys::node_key(&self.cfg.cluster, name);
         let json = serde_json::to_vec(&value).expect("node JSON");

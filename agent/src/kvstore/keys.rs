@@ -11,9 +11,12 @@
 //!   `default`; ours is the cluster name (`default` unless `--cluster-name`), so that labs
 //!   of different clusters can share one etcd.
 //! - `cilium/state/nodes/v1/<cluster>/<name>` = JSON of Cilium's `Node` (the fields we
-//!   know), under the node's lease.
+//!   know), under the node's lease. Our agents add the label [`PEER_ADDRESS_LABEL`]: where
+//!   their Hubble API listens, for Peer Notify (Cilium's agents derive it from the node IP
+//!   and their own `--hubble-listen-address` port, as ours do for nodes without the label).
 
-use std::net::IpAddr;
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
 
 use serde::{Deserialize, Serialize};
 
@@ -60,6 +63,12 @@ pub fn ip_key(cluster: &str, ip: IpAddr) -> String {
 pub fn node_key(cluster: &str, name: &str) -> String {
     format!("{NODES_PATH}/{cluster}/{name}")
 }
+pub fn nodes_prefix(cluster: &str) -> String {
+    format!("{NODES_PATH}/{cluster}/")
+}
+
+/// The node label carrying the address of the node's Hubble API (`HOST:PORT`).
+pub const PEER_ADDRESS_LABEL: &str = "hubble-agent/peer-address";
 
 /// Cilium's `identity.IPIdentityPair`, as JSON in the kvstore (Go's `net.IP` is a
 /// string, `net.IPMask` base64 or null).
@@ -111,6 +120,35 @@ pub struct Node {
     pub ip_addresses: Vec<NodeAddress>,
     #[serde(rename = "ClusterID", default)]
     pub cluster_id: u32,
+    /// Node labels (Cilium's `Labels`).
+    #[serde(rename = "Labels", default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+}
+
+impl Node {
+    /// Cilium's `Fullname`: `cluster/name` outside the `default` cluster.
+    pub fn fullname(&self) -> String {
+        if self.cluster == "default" || self.cluster.is_empty() {
+            self.name.clone()
+        } else {
+            format!("{}/{}", self.cluster, self.name)
+        }
+    }
+
+    /// Where the node's Hubble API is: its label, else its first InternalIP (any address
+    /// without one) on `port`, the port this node's own API listens on (as Cilium).
+    pub fn peer_address(&self, port: Option<u16>) -> Option<String> {
+        if let Some(a) = self.labels.get(PEER_ADDRESS_LABEL) {
+            return Some(a.clone());
+        }
+        let ip = self
+            .ip_addresses
+            .iter()
+            .find(|a| a.kind == "InternalIP")
+            .or(self.ip_addresses.first())?
+            .ip;
+        Some(SocketAddr::new(ip, port?).to_string())
+    }
 }
 
 #[cfg(test)]
@@ -123,6 +161,20 @@ mod tests {
         let k = label_key(&labels);
         assert_eq!(k, "k8s:app=a;k8s:app=b;");
         assert_eq!(labels_of_key(&k), vec!["k8s:app=a", "k8s:app=b"]);
+    }
+
+    #[test]
+    fn a_nodes_peer_address_is_its_label_or_its_ip_on_our_port() {
+        let go = r#"{"Name":"n2","Cluster":"c1","IPAddresses":[{"Type":"ExternalIP","IP":"192.0.2.9"},{"Type":"InternalIP","IP":"10.1.0.2"}],"IPv4AllocCIDR":null,"ClusterID":3,"Source":"custom-resource","EncryptionKey":0,"Labels":{"kubernetes.io/os":"linux"},"NodeIdentity":0,"WireguardPubKey":""}"#;
+        let mut n: Node = serde_json::from_str(go).unwrap();
+        assert_eq!(n.fullname(), "c1/n2");
+        assert_eq!(n.peer_address(Some(4244)).as_deref(), Some("10.1.0.2:4244"));
+        assert_eq!(n.peer_address(None), None);
+        n.labels
+            .insert(PEER_ADDRESS_LABEL.into(), "127.0.0.1:4300".into());
+        assert_eq!(n.peer_address(None).as_deref(), Some("127.0.0.1:4300"));
+        n.cluster = "default".into();
+        assert_eq!(n.fullname(), "n2");
     }
 
     #[test]

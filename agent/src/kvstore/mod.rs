@@ -9,13 +9,15 @@
 //! - [`reflect`]: a prefix mirrored by list + watch, re-listed after each reconnect.
 //! - [`cluster`]: the node's stage between sources and model (identities, publications,
 //!   remote endpoints), on a thread of its own; [`remote`]: other nodes' pods from the
-//!   mirrored ipcache; [`args`]: Cilium's flags.
+//!   mirrored ipcache; [`peers`]: the node registry as Peer Notify's list; [`args`]:
+//!   Cilium's flags.
 
 pub mod allocator;
 pub mod args;
 pub mod client;
 pub mod cluster;
 pub mod keys;
+pub mod peers;
 pub mod reflect;
 pub mod remote;
 pub mod session;

@@ -562,7 +562,13 @@ fn a_remote_endpoint_is_in_the_ipcache_but_not_the_nodes_own() {
     assert_eq!(maps.endpoints.keys().collect::<Vec<_>>(), [&2]);
     assert_eq!(maps.attached, ["veth2"]);
     let st = model.state();
-    let local_of = |pod: &str| st.endpoints.iter().find(|e| e.pod_name == pod).unwrap().local;
+    let local_of = |pod: &str| {
+        st.endpoints
+            .iter()
+            .find(|e| e.pod_name == pod)
+            .unwrap()
+            .local
+    };
     assert!(local_of("near") && !local_of("far"));
     // Its ipcache event names the pod, but not this node as its host.
     let host_of = |ip: &str| {
@@ -576,5 +582,8 @@ fn a_remote_endpoint_is_in_the_ipcache_but_not_the_nodes_own() {
         })
     };
     assert_eq!(host_of("10.0.0.3/"), Some(("far".into(), String::new())));
-    assert_eq!(host_of("10.0.0.2/"), Some(("near".into(), "10.0.0.1".into())));
+    assert_eq!(
+        host_of("10.0.0.2/"),
+        Some(("near".into(), "10.0.0.1".into()))
+    );
 }

@@ -5,6 +5,7 @@ pub mod entry;
 pub mod events;
 pub mod listen;
 pub mod local;
+pub mod peer;
 pub mod ring;
 pub mod run;
 pub mod server;

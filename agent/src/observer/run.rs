@@ -165,9 +165,16 @@ impl HubbleServer {
         }))
     }
 
-    /// Other nodes for Peer Notify to announce (a multi-node lab's agents), name and address.
-    pub fn set_other_peers(&mut self, peers: Vec<(String, String)>) {
+    /// Other nodes for Peer Notify to announce (a multi-node lab's agents, the kvstore's
+    /// registry), name and address, followed as they change.
+    pub fn set_other_peers(&mut self, peers: tokio::sync::watch::Receiver<super::peer::PeerList>) {
         self.listeners.set_other_peers(peers);
+    }
+
+    /// Where other hosts reach this node's API over TCP (Peer Notify's address), if it
+    /// listens on TCP.
+    pub fn peer_address(&self) -> Option<String> {
+        Some(server::peer_address(self.listeners.tcp_addr())).filter(|a| !a.is_empty())
     }
 
     /// Every agent event the server records (AGENT_STARTED first) also goes to `sink`.

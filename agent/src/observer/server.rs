@@ -13,8 +13,7 @@ use hubble_api::observer::{
     GetFlowsRequest, GetFlowsResponse, GetNamespacesRequest, GetNamespacesResponse,
     GetNodesRequest, GetNodesResponse, ServerStatusRequest, ServerStatusResponse,
 };
-use hubble_api::peer::peer_server::{Peer, PeerServer};
-use hubble_api::peer::{ChangeNotification, ChangeNotificationType, NotifyRequest};
+use hubble_api::peer::peer_server::PeerServer;
 use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -25,6 +24,7 @@ use tonic::transport::server::Router;
 use tonic::{Request, Response, Status};
 
 use super::local::{Encoded, LocalObserver};
+use super::peer::{PeerList, PeerService, tls_server_name};
 
 /// Default unix socket of the agent's Hubble server.
 pub const DEFAULT_SOCKET: &str = "/var/run/cilium/hubble.sock";
@@ -367,82 +367,6 @@ fn idle_stream<T: Send + 'static>(follow: bool) -> BoxStream<T> {
     }
 }
 
-/// `peer.Peer`: this node is the only peer.
-#[derive(Clone)]
-pub struct PeerService {
-    node_name: String,
-    address: String,
-    /// Other nodes (name, address), announced after this one with the same TLS setting.
-    others: Vec<(String, String)>,
-    /// The TLS server name clients should check, when the TCP listener speaks TLS.
-    tls_server_name: Option<String>,
-}
-
-impl PeerService {
-    pub fn new(node_name: impl Into<String>, address: impl Into<String>) -> Self {
-        PeerService {
-            node_name: node_name.into(),
-            address: address.into(),
-            others: Vec::new(),
-            tls_server_name: None,
-        }
-    }
-
-    /// Also announces these nodes (name, address), e.g. the other agents of a lab.
-    pub fn with_others(mut self, others: Vec<(String, String)>) -> Self {
-        self.others = others;
-        self
-    }
-
-    /// Announces that the node's address speaks TLS with certificates for `server_name`.
-    pub fn with_tls(mut self, server_name: Option<String>) -> Self {
-        self.tls_server_name = server_name;
-        self
-    }
-}
-
-/// Hubble's per-node TLS server name, `<node>.<cluster>.hubble-grpc.cilium.io`, from a
-/// node name as flows carry it (`cluster/node`, or `node` in the default cluster); dots in
-/// the cluster name become dashes, as in Cilium's certificates.
-pub fn tls_server_name(node_name: &str) -> String {
-    let (cluster, node) = node_name.split_once('/').unwrap_or(("default", node_name));
-    format!("{node}.{}.hubble-grpc.cilium.io", cluster.replace('.', "-"))
-}
-
-#[tonic::async_trait]
-impl Peer for PeerService {
-    type NotifyStream = BoxStream<ChangeNotification>;
-
-    async fn notify(
-        &self,
-        _req: Request<NotifyRequest>,
-    ) -> Result<Response<Self::NotifyStream>, Status> {
-        let me = ChangeNotification {
-            name: self.node_name.clone(),
-            address: self.address.clone(),
-            r#type: ChangeNotificationType::PeerAdded as i32,
-            tls: self
-                .tls_server_name
-                .clone()
-                .map(|server_name| hubble_api::peer::Tls { server_name }),
-        };
-        let tls = self.tls_server_name.is_some();
-        let others = self.others.iter().map(move |(name, address)| {
-            Ok(ChangeNotification {
-                name: name.clone(),
-                address: address.clone(),
-                r#type: ChangeNotificationType::PeerAdded as i32,
-                tls: tls.then(|| hubble_api::peer::Tls {
-                    server_name: tls_server_name(name),
-                }),
-            })
-        });
-        let all: Vec<_> = std::iter::once(Ok(me)).chain(others).collect();
-        let s = tokio_stream::iter(all).chain(tokio_stream::pending());
-        Ok(Response::new(Box::pin(s)))
-    }
-}
-
 /// Where the server listens.
 #[derive(Debug, Clone, Default)]
 pub struct ServeOptions {
@@ -469,8 +393,9 @@ pub struct Listeners {
     tcp: Option<std::net::TcpListener>,
     tls: Option<hubble::tls::ServerTls>,
     limits: ServerLimits,
-    /// Other nodes announced by Peer Notify (name, address): the nodes of a multi-node lab.
-    other_peers: Vec<(String, String)>,
+    /// Other nodes announced by Peer Notify (name, address): the nodes of a multi-node lab,
+    /// or of the kvstore's registry.
+    other_peers: tokio::sync::watch::Receiver<PeerList>,
     /// What the user should know about where the server listens (one line each).
     notices: Vec<String>,
 }
@@ -510,7 +435,7 @@ impl Listeners {
             tcp,
             tls: opts.tls.clone(),
             limits: opts.limits.clone(),
-            other_peers: Vec::new(),
+            other_peers: tokio::sync::watch::channel(PeerList::new()).1,
             notices,
         })
     }
@@ -520,8 +445,9 @@ impl Listeners {
         &self.notices
     }
 
-    /// Other nodes for Peer Notify to announce after this one (name, address).
-    pub fn set_other_peers(&mut self, peers: Vec<(String, String)>) {
+    /// Nodes for Peer Notify to announce after this one (name, address), followed as they
+    /// change; an entry named like this node is left out.
+    pub fn set_other_peers(&mut self, peers: tokio::sync::watch::Receiver<PeerList>) {
         self.other_peers = peers;
     }
 

@@ -69,7 +69,7 @@ impl Agent {
             ..Default::default()
         })
         .unwrap();
-        l.set_other_peers(others);
+        l.set_other_peers(tokio::sync::watch::channel(others).1);
         let addr = l.tcp_addr().unwrap().to_string();
         let (tx, rx) = oneshot::channel();
         let o = obs.clone();

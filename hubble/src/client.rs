@@ -20,6 +20,9 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(12);
 /// gRPC health service name of Hubble's Observer.
 pub const HEALTH_SERVICE: &str = "hubble.server.Observer";
+/// The health service name an agent with a kvstore reports it under (SERVING while etcd
+/// answers); agents without one do not know the name.
+pub const KVSTORE_HEALTH_SERVICE: &str = "kvstore";
 use crate::wire::MAX_MESSAGE;
 /// HTTP/2 receive windows: large enough that a server streaming a full ring is not held up
 /// waiting for window updates (h2's default is 64 KiB, about 45 flows).
@@ -364,6 +367,20 @@ pub async fn health_check(
             .unwrap_or_else(|_| st.to_string());
         Ok(Some(format!("Unavailable: {name}")))
     }
+}
+
+/// The agent's kvstore health: `None` when the server has no kvstore (or cannot say),
+/// `Some(true)` while it reaches its kvstore.
+pub async fn kvstore_health(channel: Channel, timeout: Duration) -> Option<bool> {
+    use tonic_health::pb::HealthCheckRequest;
+    use tonic_health::pb::health_check_response::ServingStatus;
+    let mut hc = tonic_health::pb::health_client::HealthClient::new(channel);
+    let mut req = tonic::Request::new(HealthCheckRequest {
+        service: KVSTORE_HEALTH_SERVICE.to_string(),
+    });
+    req.set_timeout(timeout);
+    let st = hc.check(req).await.ok()?.into_inner().status;
+    Some(st == ServingStatus::Serving as i32)
 }
 
 /// A unary call's response with Hubble's version-skew warning, if it applies.

@@ -3,8 +3,8 @@
 //! The relay finds all three nodes through node-1's registry; node-3 killed with SIGKILL is
 //! unavailable at once and leaves the registry (and the relay) when its lease runs out,
 //! while the flows the others saw with its pod stay readable, naming the pod as a remote
-//! endpoint; node-3 restarted rejoins; etcd stopped and restarted: no agent exits and the
-//! cluster is whole again. Without root, BPF or etcd it skips, but fails when CI=true.
+//! endpoint; node-3 restarted rejoins; etcd stopped and restarted: no agent exits, `hubble
+//! status` of an agent shows its kvstore failing and then Ok, and the cluster is whole again. Without root, BPF or etcd it skips, but fails when CI=true.
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -254,14 +254,20 @@ fn the_relay_follows_the_registry_of_one_agent() {
     guard.children.push(c.start_agent(3, ports[2]));
     c.wait_status(&relay_addr, "Connected Nodes: 3/3", 30);
 
-    // etcd away and back: no agent exits, the relay keeps every node, and a node that
-    // joins afterwards is found again.
+    // etcd away and back: no agent exits, each says so in `hubble status`, the relay keeps
+    // every node, and a node that joins afterwards is found again.
+    let node1 = format!("127.0.0.1:{}", ports[0]);
+    c.wait_status(&node1, "KVStore: Ok", 10);
     etcd.kill();
-    std::thread::sleep(Duration::from_secs(3));
+    c.wait_status(&node1, "KVStore: Failure (etcd unreachable)", 20);
     c.alive(&mut guard.children);
     assert!(c.status(&relay_addr).contains("Connected Nodes: 3/3"));
+    assert!(
+        !c.status(&relay_addr).contains("KVStore"),
+        "the relay has none"
+    );
     etcd.launch();
-    std::thread::sleep(Duration::from_secs(2));
+    c.wait_status(&node1, "KVStore: Ok", 20);
     c.alive(&mut guard.children);
     let mut a2 = guard.children.remove(1);
     a2.kill().unwrap();

@@ -69,6 +69,9 @@ pub fn run(args: RunArgs) -> Result<()> {
     let server = server
         .map(|mut s| {
             s.set_other_peers(peers);
+            if let Some(c) = &node.cluster {
+                s.set_kvstore_health(c.health());
+            }
             if let Some(e) = &exporter {
                 s.set_agent_event_sink(e.agent_event_sink());
             }

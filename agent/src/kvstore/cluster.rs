@@ -55,6 +55,7 @@ pub struct Cluster {
     tx: mpsc::UnboundedSender<Request>,
     remote: Option<mpsc::Receiver<Vec<Change>>>,
     peers: watch::Receiver<PeerList>,
+    health: watch::Receiver<bool>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -71,15 +72,23 @@ impl Cluster {
         let (tx, rx) = mpsc::unbounded_channel();
         let (remote_tx, remote_rx) = mpsc::channel(64);
         let (peers_tx, peers) = watch::channel(PeerList::new());
+        let session = Arc::new(Session::new(etcd, cfg.lease_ttl));
+        let health = session.health();
         let thread = std::thread::Builder::new()
             .name("kvstore".into())
-            .spawn(move || rt.block_on(serve(cfg, etcd, rx, remote_tx, peers_tx)))?;
+            .spawn(move || rt.block_on(serve(cfg, session, rx, remote_tx, peers_tx)))?;
         Ok(Cluster {
             tx,
             remote: Some(remote_rx),
             peers,
+            health,
             thread: Some(thread),
         })
+    }
+
+    /// Whether etcd answers (its last call worked), followed.
+    pub fn health(&self) -> watch::Receiver<bool> {
+        self.health.clone()
     }
 
     /// The nodes of the registry (this one included), for Peer Notify.
@@ -143,12 +152,11 @@ struct Published {
 
 async fn serve(
     cfg: ClusterConfig,
-    etcd: Etcd,
+    session: Arc<Session>,
     mut rx: mpsc::UnboundedReceiver<Request>,
     model_tx: mpsc::Sender<Vec<Change>>,
     peers_tx: watch::Sender<PeerList>,
 ) {
-    let session = Arc::new(Session::new(etcd, cfg.lease_ttl));
     let host_ips: HostIps = Arc::default();
     let mut tasks = vec![tokio::spawn({
         let s = session.clone();

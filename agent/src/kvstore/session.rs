@@ -4,8 +4,9 @@
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
+
+use tokio::sync::watch;
 
 use super::client::pb::etcdserverpb::{
     Compare, PutRequest, RequestOp, TxnRequest, compare, request_op,
@@ -28,7 +29,7 @@ pub struct Session {
     /// The current lease (0: none yet, or lost). Grants are serialized.
     lease: tokio::sync::Mutex<i64>,
     keys: Mutex<BTreeMap<String, Leased>>,
-    healthy: AtomicBool,
+    healthy: watch::Sender<bool>,
 }
 
 impl Session {
@@ -38,7 +39,7 @@ impl Session {
             ttl,
             lease: tokio::sync::Mutex::new(0),
             keys: Mutex::new(BTreeMap::new()),
-            healthy: AtomicBool::new(true),
+            healthy: watch::Sender::new(true),
         }
     }
 
@@ -48,13 +49,18 @@ impl Session {
 
     /// Whether the last call to etcd worked.
     pub fn is_healthy(&self) -> bool {
-        self.healthy.load(Ordering::Relaxed)
+        *self.healthy.borrow()
+    }
+
+    /// Follows [`Session::is_healthy`].
+    pub fn health(&self) -> watch::Receiver<bool> {
+        self.healthy.subscribe()
     }
 
     /// Notes how a call went (one line when health changes) and passes its result on.
     pub fn observe<T>(&self, r: Result<T, KvError>) -> Result<T, KvError> {
         let ok = r.is_ok();
-        if self.healthy.swap(ok, Ordering::Relaxed) != ok {
+        if self.healthy.send_replace(ok) != ok {
             match &r {
                 Err(e) => eprintln!("hubble-agent: kvstore unhealthy: {e}"),
                 Ok(_) => eprintln!(

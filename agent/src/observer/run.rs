@@ -171,6 +171,11 @@ impl HubbleServer {
         self.listeners.set_other_peers(peers);
     }
 
+    /// Reports the kvstore's health in the health service (`hubble status` shows it).
+    pub fn set_kvstore_health(&mut self, health: tokio::sync::watch::Receiver<bool>) {
+        self.listeners.set_kvstore_health(health);
+    }
+
     /// Where other hosts reach this node's API over TCP (Peer Notify's address), if it
     /// listens on TCP.
     pub fn peer_address(&self) -> Option<String> {

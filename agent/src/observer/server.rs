@@ -396,6 +396,8 @@ pub struct Listeners {
     /// Other nodes announced by Peer Notify (name, address): the nodes of a multi-node lab,
     /// or of the kvstore's registry.
     other_peers: tokio::sync::watch::Receiver<PeerList>,
+    /// The kvstore's health (with `--kvstore`), reported by the health service.
+    kvstore_health: Option<tokio::sync::watch::Receiver<bool>>,
     /// What the user should know about where the server listens (one line each).
     notices: Vec<String>,
 }
@@ -436,6 +438,7 @@ impl Listeners {
             tls: opts.tls.clone(),
             limits: opts.limits.clone(),
             other_peers: tokio::sync::watch::channel(PeerList::new()).1,
+            kvstore_health: None,
             notices,
         })
     }
@@ -449,6 +452,11 @@ impl Listeners {
     /// change; an entry named like this node is left out.
     pub fn set_other_peers(&mut self, peers: tokio::sync::watch::Receiver<PeerList>) {
         self.other_peers = peers;
+    }
+
+    /// Reports the kvstore's health as the health service's `kvstore` service.
+    pub fn set_kvstore_health(&mut self, health: tokio::sync::watch::Receiver<bool>) {
+        self.kvstore_health = Some(health);
     }
 
     /// The bound TCP address, if TCP is on.
@@ -517,11 +525,29 @@ async fn router(
     obs: Arc<LocalObserver>,
     peer: PeerService,
     limits: &ServerLimits,
+    kvstore_health: Option<tokio::sync::watch::Receiver<bool>>,
 ) -> Result<Router, ServeError> {
     let (health, health_svc) = tonic_health::server::health_reporter();
     health
         .set_service_status(HEALTH_SERVICE, tonic_health::ServingStatus::Serving)
         .await;
+    if let Some(mut kv) = kvstore_health {
+        // Flows are served either way: only the `kvstore` service follows etcd.
+        tokio::spawn(async move {
+            loop {
+                let status = match *kv.borrow_and_update() {
+                    true => tonic_health::ServingStatus::Serving,
+                    false => tonic_health::ServingStatus::NotServing,
+                };
+                health
+                    .set_service_status(hubble::client::KVSTORE_HEALTH_SERVICE, status)
+                    .await;
+                if kv.changed().await.is_err() {
+                    return;
+                }
+            }
+        });
+    }
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(hubble_api::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -569,7 +595,13 @@ pub async fn serve(
             what: path.display().to_string(),
             source,
         })?;
-        let r = router(obs.clone(), peer.clone(), &limits).await?;
+        let r = router(
+            obs.clone(),
+            peer.clone(),
+            &limits,
+            listeners.kvstore_health.clone(),
+        )
+        .await?;
         let stop = stopped(stop_rx.clone());
         let incoming = Acceptor::new(&limits).unix(l);
         tasks.spawn(async move { r.serve_with_incoming_shutdown(incoming, stop).await });
@@ -580,7 +612,13 @@ pub async fn serve(
             what: "tcp".to_string(),
             source,
         })?;
-        let r = router(obs.clone(), peer.clone(), &limits).await?;
+        let r = router(
+            obs.clone(),
+            peer.clone(),
+            &limits,
+            listeners.kvstore_health.clone(),
+        )
+        .await?;
         let stop = stopped(stop_rx.clone());
         let acceptor = Acceptor::new(&limits);
         match listeners.tls {

@@ -365,6 +365,19 @@ pub fn status(m: &ArgMatches) -> anyhow::Result<u8> {
         if health.is_some() {
             anyhow::bail!("not healthy");
         }
+        // Only agents with a kvstore answer for it; Go's hubble has no such line.
+        if format == OutputFormat::Compact
+            && let Some(ok) = client::kvstore_health(ch.clone(), opts.request_timeout).await
+        {
+            println!(
+                "KVStore: {}",
+                if ok {
+                    "Ok"
+                } else {
+                    "Failure (etcd unreachable)"
+                }
+            );
+        }
         client::server_status(ch, opts.request_timeout)
             .await
             .context("failed to get hubble server status")

@@ -754,6 +754,79 @@ static __always_inline int handle(struct __sk_buff *skb, const int from_endpoint
 	return TC_ACT_UNSPEC;
 }
 
+/* What the native device's programs last reported of a flow (their own aggregation state,
+ * so they do not disturb the endpoint's conntrack reports). */
+struct native_seen {
+	__u64 last_report_ns;
+	__u8 flags_seen;
+	__u8 pad[7];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__type(key, struct ct_key);
+	__type(value, struct native_seen);
+	__uint(max_entries, 16384);
+} hl_native_seen SEC(".maps");
+
+/*
+ * The node's native device (Cilium's bpf_host there): a trace for each packet leaving the
+ * node (to-network, TC egress) or entering it (from-network, TC ingress), with identities
+ * from the ipcache and the endpoint's aggregation rules (new TCP flags, or every interval).
+ * Passes everything on.
+ */
+static __always_inline int handle_native(struct __sk_buff *skb, __u8 egress)
+{
+	const struct endpoint_info node = {};
+	struct native_seen fresh = {};
+	struct datapath_config *cfg;
+	struct ipcache_value *ipc;
+	struct native_seen *seen;
+	struct ct_key key = {};
+	struct conn c = {};
+	struct pkt p = {};
+	__u32 zero = 0;
+	__u64 now;
+
+	if (parse(skb, &p) != 0)
+		return TC_ACT_UNSPEC;
+	cfg = bpf_map_lookup_elem(&hl_config, &zero);
+	ipc = ipcache_lookup(p.saddr, p.family);
+	c.src_id = ipc ? ipc->sec_identity : IDENTITY_WORLD;
+	ipc = ipcache_lookup(p.daddr, p.family);
+	c.dst_id = ipc ? ipc->sec_identity : IDENTITY_WORLD;
+	if (ipc && (ipc->flags & IPCACHE_F_LOCAL_ENDPOINT))
+		c.dst_ep = ipc->ep_id;
+	c.reason = TRACE_REASON_UNKNOWN;
+	now = bpf_ktime_get_ns();
+	ct_fill_key(&key, &p, 0, egress ? CT_EGRESS : CT_INGRESS);
+	seen = bpf_map_lookup_elem(&hl_native_seen, &key);
+	if (seen) {
+		c.monitor = ct_report(cfg, &seen->flags_seen, &seen->last_report_ns, p.tcp_flags, now);
+	} else {
+		fresh.last_report_ns = now;
+		fresh.flags_seen = p.tcp_flags;
+		bpf_map_update_elem(&hl_native_seen, &key, &fresh, BPF_ANY);
+		c.monitor = 1;
+	}
+	send_trace(skb, cfg, egress ? TRACE_TO_NETWORK : TRACE_FROM_NETWORK, &node, &c, &p);
+	return TC_ACT_UNSPEC;
+}
+
+/* TC egress of the native device: packets leaving the node. */
+SEC("classifier")
+int to_network(struct __sk_buff *skb)
+{
+	return handle_native(skb, 1);
+}
+
+/* TC ingress of the native device: packets entering the node. */
+SEC("classifier")
+int from_network(struct __sk_buff *skb)
+{
+	return handle_native(skb, 0);
+}
+
 /* TC ingress of the host-side veth: packets sent by the pod. */
 SEC("classifier")
 int from_container(struct __sk_buff *skb)

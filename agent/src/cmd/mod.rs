@@ -261,6 +261,12 @@ pub fn start_lab(
         changes,
     )?;
     node.cluster = cluster;
+    // A node of a multi-node lab: its underlay link is its native device.
+    if lab.spec.is_multi_node() {
+        node.datapath
+            .attach_native(crate::lab::topology::UNDERLAY_IFNAME)
+            .context("attaching to the underlay")?;
+    }
     let banner = format!(
         "hubble-agent: datapath attached to {} endpoints of lab {} (aggregation {:?}, capture {} bytes, {} L7 rules, L7 capture {} bytes, {})",
         node.model.attached().count(),

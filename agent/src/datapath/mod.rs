@@ -30,6 +30,9 @@ pub static LXC_OBJ: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/lxc.bpf.o"
 /// Program names in the object.
 pub const PROG_FROM_CONTAINER: &str = "from_container";
 pub const PROG_TO_CONTAINER: &str = "to_container";
+/// The native device's programs (traffic leaving and entering the node).
+pub const PROG_TO_NETWORK: &str = "to_network";
+pub const PROG_FROM_NETWORK: &str = "from_network";
 
 /// Monitor aggregation (Cilium's `--monitor-aggregation`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -225,7 +228,12 @@ impl Datapath {
             )
             .map_err(map_err(MAP_CONFIG))?;
         }
-        for name in [PROG_FROM_CONTAINER, PROG_TO_CONTAINER] {
+        for name in [
+            PROG_FROM_CONTAINER,
+            PROG_TO_CONTAINER,
+            PROG_TO_NETWORK,
+            PROG_FROM_NETWORK,
+        ] {
             let p: &mut SchedClassifier = bpf
                 .program_mut(name)
                 .ok_or(DatapathError::Program {

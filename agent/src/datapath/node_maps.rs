@@ -17,7 +17,10 @@ use aya::programs::tc::{self, NlOptions, SchedClassifierLinkId, TcAttachOptions,
 use aya::util::KernelVersion;
 
 use super::maps::*;
-use super::{Datapath, DatapathError, PROG_FROM_CONTAINER, PROG_TO_CONTAINER, map_err};
+use super::{
+    Datapath, DatapathError, PROG_FROM_CONTAINER, PROG_FROM_NETWORK, PROG_TO_CONTAINER,
+    PROG_TO_NETWORK, map_err,
+};
 use crate::model::{EndpointEntry, IpcacheEntry, L7Visibility, MapError, NodeMaps, PolicyEntry};
 
 /// How one interface is attached: the two programs' links.
@@ -131,8 +134,35 @@ impl Datapath {
         deleted(self.ipcache_map()?.remove(&k), MAP_IPCACHE)
     }
 
-    /// Attaches both programs to `iface` (ingress = from the pod, egress = to the pod).
+    /// Attaches both endpoint programs to `iface` (ingress = from the pod, egress = to
+    /// the pod).
     pub fn attach(&mut self, iface: &str) -> Result<(), DatapathError> {
+        self.attach_programs(
+            iface,
+            [
+                (PROG_FROM_CONTAINER, TcAttachType::Ingress),
+                (PROG_TO_CONTAINER, TcAttachType::Egress),
+            ],
+        )
+    }
+
+    /// Attaches the native device's programs to `iface`, the node's link to the other
+    /// nodes: to-network traces on egress, from-network on ingress.
+    pub fn attach_native(&mut self, iface: &str) -> Result<(), DatapathError> {
+        self.attach_programs(
+            iface,
+            [
+                (PROG_FROM_NETWORK, TcAttachType::Ingress),
+                (PROG_TO_NETWORK, TcAttachType::Egress),
+            ],
+        )
+    }
+
+    fn attach_programs(
+        &mut self,
+        iface: &str,
+        programs: [(&'static str, TcAttachType); 2],
+    ) -> Result<(), DatapathError> {
         if self.attached.contains_key(iface) {
             return Ok(());
         }
@@ -145,10 +175,7 @@ impl Datapath {
             links: Vec::new(),
             netlink: !tcx,
         };
-        for (name, kind) in [
-            (PROG_FROM_CONTAINER, TcAttachType::Ingress),
-            (PROG_TO_CONTAINER, TcAttachType::Egress),
-        ] {
+        for (name, kind) in programs {
             let options = if tcx {
                 TcAttachOptions::TcxOrder(LinkOrder::first())
             } else {

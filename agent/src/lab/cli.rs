@@ -719,14 +719,15 @@ pub fn render_status(spec: &LabSpec, st: &topology::Status) -> String {
         spec.pods.len(),
         spec.spec_pod_count()
     );
-    let _ = writeln!(
-        s,
-        "node   {:<40} {}  {} {}",
-        spec.node_netns(),
-        yes(st.node_netns),
-        spec.lab.node_ipv4,
-        spec.lab.node_ipv6
-    );
+    for n in spec.node_names() {
+        let (ns, (a4, a6)) = (spec.node_netns_of(n), spec.node_addresses(n));
+        let up = yes(super::netns::exists(&ns));
+        let _ = writeln!(s, "node   {ns:<40} {up}  {a4} {a6}");
+    }
+    if spec.is_multi_node() {
+        let u = spec.underlay_netns();
+        let _ = writeln!(s, "link   {u:<40} {}", yes(super::netns::exists(&u)));
+    }
     let _ = writeln!(
         s,
         "world  {:<40} {}  {} {}",

@@ -242,6 +242,26 @@ pub struct NodeSpec {
     pub address: Option<String>,
 }
 
+/// Every node of a lab: `lab.node` first, then `[[nodes]]` in order.
+fn node_names<'a>(lab: &'a LabMeta, nodes: &'a [NodeSpec]) -> Vec<&'a str> {
+    let mut v = vec![lab.node.as_str()];
+    for n in nodes {
+        if !v.contains(&n.name.as_str()) {
+            v.push(&n.name);
+        }
+    }
+    v
+}
+
+/// The host addresses (`cilium_host`) of the node at `index` of [`node_names`]: the lab's
+/// node addresses for the first, the next ones after them for the others.
+fn node_addresses_at(lab: &LabMeta, index: usize) -> (Ipv4Addr, Ipv6Addr) {
+    (
+        Ipv4Addr::from(u32::from(lab.node_ipv4).wrapping_add(index as u32)),
+        Ipv6Addr::from(u128::from(lab.node_ipv6).wrapping_add(index as u128)),
+    )
+}
+
 fn valid_node_name(n: &str) -> bool {
     !n.is_empty()
         && n.len() <= 63
@@ -594,12 +614,15 @@ struct PodChecker<'a> {
 
 impl<'a> PodChecker<'a> {
     fn new(lab: &'a LabMeta, nodes: &'a [NodeSpec]) -> Self {
+        let hosts: Vec<(Ipv4Addr, Ipv6Addr)> = (0..node_names(lab, nodes).len())
+            .map(|i| node_addresses_at(lab, i))
+            .collect();
         PodChecker {
             lab,
             nodes,
             ids: HashSet::new(),
-            v4: HashSet::from([IpAddr::V4(lab.node_ipv4)]),
-            v6: HashSet::from([IpAddr::V6(lab.node_ipv6)]),
+            v4: hosts.iter().map(|h| IpAddr::V4(h.0)).collect(),
+            v6: hosts.iter().map(|h| IpAddr::V6(h.1)).collect(),
             netns: HashSet::new(),
             veth: HashSet::new(),
         }
@@ -929,6 +952,18 @@ impl LabSpec {
             dns_visibility: l.dns_visibility.unwrap_or(true),
         };
 
+        // Each other node's host addresses follow the lab's node addresses.
+        for (i, name) in node_names(&lab, &nodes).iter().enumerate().skip(1) {
+            let (a4, a6) = node_addresses_at(&lab, i);
+            if !v4_host_ok(lab.ipv4_cidr, a4) || !v6_host_ok(lab.ipv6_cidr, a6) {
+                return Err(c.err(
+                    "nodes",
+                    format!(
+                        "node {name}'s addresses {a4} and {a6} (after lab.node_ipv4/node_ipv6) are not host addresses of the lab's CIDRs"
+                    ),
+                ));
+            }
+        }
         if raw.pods.is_empty() {
             return Err(c.err("pods", "a lab needs at least one [[pods]] entry"));
         }
@@ -1046,13 +1081,58 @@ impl LabSpec {
 
     /// Every simulated node: `lab.node` first, then `[[nodes]]` in order.
     pub fn node_names(&self) -> Vec<&str> {
-        let mut v = vec![self.lab.node.as_str()];
-        for n in &self.nodes {
-            if !v.contains(&n.name.as_str()) {
-                v.push(&n.name);
-            }
+        node_names(&self.lab, &self.nodes)
+    }
+
+    /// A multi-node lab: each node is a netns of its own, joined by an underlay.
+    pub fn is_multi_node(&self) -> bool {
+        self.node_names().len() > 1
+    }
+
+    /// Position of `node` in [`LabSpec::node_names`] (0 for an unknown name: the lab's node).
+    fn node_index(&self, node: &str) -> usize {
+        self.node_names()
+            .iter()
+            .position(|n| *n == node)
+            .unwrap_or(0)
+    }
+
+    /// The host addresses of `node` (on its `cilium_host`): `lab.node_ipv4`/`node_ipv6` for
+    /// `lab.node`, the next addresses for the other nodes in order.
+    pub fn node_addresses(&self, node: &str) -> (Ipv4Addr, Ipv6Addr) {
+        node_addresses_at(&self.lab, self.node_index(node))
+    }
+
+    /// The netns of `node`: `hl-<lab>-node` for `lab.node`, `hl-<lab>-node@<name>` for
+    /// the others.
+    pub fn node_netns_of(&self, node: &str) -> String {
+        match self.node_index(node) {
+            0 => self.node_netns(),
+            _ => format!("hl-{}-node@{node}", self.lab.name),
         }
-        v
+    }
+
+    /// The underlay of a multi-node lab (a bridge every node is linked to):
+    /// `hl-<lab>-underlay`.
+    pub fn underlay_netns(&self) -> String {
+        format!("hl-{}-underlay", self.lab.name)
+    }
+
+    /// The underlay addresses of `node` (198.18.0.0/24 and fd00:198:18::/64, the
+    /// benchmarking range, only ever inside the lab's namespaces).
+    pub fn underlay_addresses(&self, node: &str) -> (Ipv4Addr, Ipv6Addr) {
+        let i = self.node_index(node) as u32 + 1;
+        (
+            Ipv4Addr::new(198, 18, 0, i as u8),
+            Ipv6Addr::new(0xfd00, 0x198, 0x18, 0, 0, 0, 0, i as u16),
+        )
+    }
+
+    /// The MAC of `node`'s underlay interface.
+    pub fn underlay_mac(&self, node: &str) -> [u8; 6] {
+        mac_from(fnv1a(
+            format!("{}/underlay/{node}", self.lab.name).as_bytes(),
+        ))
     }
 
     /// Hubble's name of a node of this lab: `cluster/node` unless the cluster is `default`.
@@ -1074,9 +1154,16 @@ impl LabSpec {
         format!("hl-{}-world", self.lab.name)
     }
 
-    /// Every netns the lab owns, node first, world last.
+    /// Every netns the lab owns: nodes first (and the underlay), world last.
     pub fn all_netns(&self) -> Vec<String> {
-        let mut v = vec![self.node_netns()];
+        let mut v: Vec<String> = self
+            .node_names()
+            .iter()
+            .map(|n| self.node_netns_of(n))
+            .collect();
+        if self.is_multi_node() {
+            v.push(self.underlay_netns());
+        }
         v.extend(self.pods.iter().map(|p| p.netns.clone()));
         v.push(self.world_netns());
         v
@@ -1125,13 +1212,15 @@ impl LabSpec {
         {
             return Peer::Pod(p.index);
         }
-        let host = [
-            IpAddr::V4(self.lab.node_ipv4),
-            IpAddr::V6(self.lab.node_ipv6),
+        let is_node = self.node_names().into_iter().any(|n| {
+            let (a4, a6) = self.node_addresses(n);
+            ip == IpAddr::V4(a4) || ip == IpAddr::V6(a6)
+        });
+        let gateway = [
             IpAddr::V4(self.world_gateway_ipv4()),
             IpAddr::V6(self.world_gateway_ipv6()),
         ];
-        if host.contains(&ip) {
+        if is_node || gateway.contains(&ip) {
             Peer::Host
         } else {
             Peer::World
@@ -1477,11 +1566,15 @@ impl LabSpec {
     /// node's and not any pod's; `None` when the CIDR is full.
     pub fn free_ipv4(&self) -> Option<Ipv4Addr> {
         let cidr = self.lab.ipv4_cidr;
+        let hosts = self
+            .node_names()
+            .into_iter()
+            .map(|n| self.node_addresses(n));
         let used: HashSet<Ipv4Addr> = self
             .pods
             .iter()
             .map(|p| p.ipv4)
-            .chain([self.lab.node_ipv4])
+            .chain(hosts.map(|h| h.0))
             .collect();
         let (lo, hi) = (u32::from(cidr.network()), u32::from(cidr.broadcast()));
         (lo.saturating_add(2)..hi)
@@ -1495,11 +1588,15 @@ impl LabSpec {
     /// free host address above the CIDR's first one. `None` when nothing is free.
     pub fn free_ipv6_for(&self, ipv4: Ipv4Addr) -> Option<Ipv6Addr> {
         let cidr = self.lab.ipv6_cidr;
+        let hosts = self
+            .node_names()
+            .into_iter()
+            .map(|n| self.node_addresses(n));
         let used: HashSet<Ipv6Addr> = self
             .pods
             .iter()
             .map(|p| p.ipv6)
-            .chain([self.lab.node_ipv6])
+            .chain(hosts.map(|h| h.1))
             .collect();
         let free = |a: Ipv6Addr| v6_host_ok(cidr, a) && !used.contains(&a);
         let net = u128::from(cidr.network());

@@ -11,6 +11,11 @@
 //!   entry for it (no ARP/ND needed), like Cilium's pod routing.
 //! - `hl-<lab>-world`: `eth0` with the world addresses (`/24`, `/64`), default routes via
 //!   the node: "an IP outside the cluster" that exists only inside our namespaces.
+//! - A multi-node lab: every other node is a netns of its own, `hl-<lab>-node@<name>`, built
+//!   like the first with its own host addresses and its pods; `hl-<lab>-underlay` holds a
+//!   bridge each node joins with an `underlay0` veth (198.18.0.N/24, fd00:198:18::N/64).
+//!   Each node routes the other nodes' pods and host addresses through their underlay
+//!   address; the other nodes reach the world through the first, which has `world0`.
 //!
 //! Every neighbour entry is static and no interface has an IPv6 link-local address
 //! (`addrgenmode none`), so the lab sends no ARP, ND, DAD or router solicitations.
@@ -184,17 +189,23 @@ fn link_names(netns_name: &str) -> BTreeSet<String> {
 
 /// Reports what exists of the lab (needs root to look inside the namespaces).
 pub fn status(spec: &LabSpec) -> Status {
-    let node = spec.node_netns();
-    let node_netns = netns::exists(&node);
-    let node_links = if node_netns {
-        link_names(&node)
-    } else {
-        BTreeSet::new()
-    };
+    let mut node_netns = spec
+        .node_names()
+        .iter()
+        .all(|n| netns::exists(&spec.node_netns_of(n)));
+    if spec.is_multi_node() {
+        node_netns &= netns::exists(&spec.underlay_netns());
+    }
+    let links: std::collections::BTreeMap<&str, BTreeSet<String>> = spec
+        .node_names()
+        .into_iter()
+        .map(|n| (n, link_names(&spec.node_netns_of(n))))
+        .collect();
     let pods = spec
         .pods
         .iter()
         .map(|p| {
+            let node_links = links.get(p.node.as_str()).cloned().unwrap_or_default();
             let exists = netns::exists(&p.netns);
             let addresses = exists
                 && ip(&["-n", &p.netns, "-o", "addr", "show", "dev", p.pod_ifname])
@@ -286,12 +297,24 @@ fn no_link_local(netns_name: &str, ifname: &str) -> Result<(), LabError> {
 }
 
 fn build(spec: &LabSpec) -> Result<(), LabError> {
-    let lab = &spec.lab;
-    let node = spec.node_netns();
-    let world = spec.world_netns();
-    let (n4, n6) = (lab.node_ipv4, lab.node_ipv6);
+    for n in spec.node_names() {
+        build_node(spec, n)?;
+    }
+    build_world(spec)?;
+    if spec.is_multi_node() {
+        build_underlay(spec)?;
+    }
+    for p in &spec.pods {
+        build_pod(spec, p)?;
+    }
+    Ok(())
+}
 
-    // Node: the host.
+/// A node: its netns playing the host, `cilium_host`/`cilium_net` with its addresses,
+/// forwarding on.
+fn build_node(spec: &LabSpec, name: &str) -> Result<(), LabError> {
+    let node = spec.node_netns_of(name);
+    let (n4, n6) = spec.node_addresses(name);
     ipl(&format!("netns add {node}"))?;
     ipl(&format!("-n {node} link set lo up"))?;
     ipl(&format!(
@@ -309,7 +332,14 @@ fn build(spec: &LabSpec) -> Result<(), LabError> {
     ipl(&format!("-n {node} link set {NODE_NET_IFNAME} up"))?;
     netns::write_sysctl(&node, "net/ipv4/ip_forward", "1")?;
     netns::write_sysctl(&node, "net/ipv6/conf/all/forwarding", "1")?;
+    Ok(())
+}
 
+/// The world netns, linked to the lab's first node.
+fn build_world(spec: &LabSpec) -> Result<(), LabError> {
+    let lab = &spec.lab;
+    let node = spec.node_netns();
+    let world = spec.world_netns();
     // World: outside the cluster. Fixed MACs and permanent neighbours on both ends, so the
     // path works from the first packet (no ARP/ND while link-local addresses are tentative).
     let (w4, w6) = (lab.world_ipv4, lab.world_ipv6);
@@ -346,10 +376,96 @@ fn build(spec: &LabSpec) -> Result<(), LabError> {
             "-n {ns} neigh replace {addr} lladdr {mac} dev {dev} nud permanent"
         ))?;
     }
+    Ok(())
+}
 
-    // Pods.
-    for p in &spec.pods {
-        build_pod(spec, p)?;
+/// Name of a node's interface on the underlay.
+pub const UNDERLAY_IFNAME: &str = "underlay0";
+
+/// The underlay of a multi-node lab: a bridge, one veth per node with fixed MACs and
+/// permanent neighbours, routes to the other nodes' host addresses, and the first node as
+/// every other node's way to the world.
+fn build_underlay(spec: &LabSpec) -> Result<(), LabError> {
+    let u = spec.underlay_netns();
+    ipl(&format!("netns add {u}"))?;
+    ipl(&format!("-n {u} link set lo up"))?;
+    ipl(&format!("-n {u} link add br0 type bridge"))?;
+    no_link_local(&u, "br0")?;
+    ipl(&format!("-n {u} link set br0 up"))?;
+    let names = spec.node_names();
+    for (i, n) in names.iter().enumerate() {
+        let node = spec.node_netns_of(n);
+        let (u4, u6) = spec.underlay_addresses(n);
+        let mac = mac_string(&spec.underlay_mac(n));
+        ipl(&format!(
+            "-n {u} link add u{i} type veth peer name {UNDERLAY_IFNAME} address {mac} netns {node}"
+        ))?;
+        no_link_local(&u, &format!("u{i}"))?;
+        no_link_local(&node, UNDERLAY_IFNAME)?;
+        ipl(&format!("-n {u} link set u{i} master br0 up"))?;
+        ipl(&format!("-n {node} addr add {u4}/24 dev {UNDERLAY_IFNAME}"))?;
+        ipl(&format!(
+            "-n {node} addr add {u6}/64 dev {UNDERLAY_IFNAME} nodad"
+        ))?;
+        ipl(&format!("-n {node} link set {UNDERLAY_IFNAME} up"))?;
+    }
+    for n in &names {
+        let node = spec.node_netns_of(n);
+        let (s4, s6) = spec.node_addresses(n);
+        for other in names.iter().filter(|o| *o != n) {
+            let (o4, o6) = spec.underlay_addresses(other);
+            let mac = mac_string(&spec.underlay_mac(other));
+            let (h4, h6) = spec.node_addresses(other);
+            for line in [
+                format!("neigh replace {o4} lladdr {mac} dev {UNDERLAY_IFNAME} nud permanent"),
+                format!("neigh replace {o6} lladdr {mac} dev {UNDERLAY_IFNAME} nud permanent"),
+                format!("route add {h4}/32 via {o4} dev {UNDERLAY_IFNAME} src {s4}"),
+                format!("-6 route add {h6}/128 via {o6} dev {UNDERLAY_IFNAME} src {s6}"),
+            ] {
+                ipl(&format!("-n {node} {line}"))?;
+            }
+        }
+        if *n != spec.lab.node {
+            let (g4, g6) = spec.underlay_addresses(&spec.lab.node);
+            ipl(&format!(
+                "-n {node} route add default via {g4} dev {UNDERLAY_IFNAME} src {s4}"
+            ))?;
+            ipl(&format!(
+                "-n {node} -6 route add default via {g6} dev {UNDERLAY_IFNAME} src {s6}"
+            ))?;
+        }
+    }
+    Ok(())
+}
+
+/// Routes from every other node to `p` through its node's underlay address.
+fn route_pod_from_other_nodes(spec: &LabSpec, p: &Pod, add: bool) -> Result<(), LabError> {
+    if !spec.is_multi_node() {
+        return Ok(());
+    }
+    let (v4, v6) = spec.underlay_addresses(&p.node);
+    let (p4, p6) = (p.ipv4, p.ipv6);
+    for other in spec.node_names().into_iter().filter(|o| *o != p.node) {
+        let node = spec.node_netns_of(other);
+        let (s4, s6) = spec.node_addresses(other);
+        let lines = match add {
+            true => [
+                format!("-n {node} route add {p4}/32 via {v4} dev {UNDERLAY_IFNAME} src {s4}"),
+                format!("-n {node} -6 route add {p6}/128 via {v6} dev {UNDERLAY_IFNAME} src {s6}"),
+            ],
+            false => [
+                format!("-n {node} route del {p4}/32"),
+                format!("-n {node} -6 route del {p6}/128"),
+            ],
+        };
+        for l in lines {
+            match ipl(&l) {
+                Ok(_) => {}
+                // Taking a pod down: its routes may be gone already.
+                Err(_) if !add => {}
+                Err(e) => return Err(e),
+            }
+        }
     }
     Ok(())
 }
@@ -357,8 +473,8 @@ fn build(spec: &LabSpec) -> Result<(), LabError> {
 /// One pod: its netns, the `lxc*` veth to the node with fixed MACs, its addresses, routes
 /// both ways and permanent neighbour entries. The node netns must exist.
 fn build_pod(spec: &LabSpec, p: &Pod) -> Result<(), LabError> {
-    let node = spec.node_netns();
-    let (n4, n6) = (spec.lab.node_ipv4, spec.lab.node_ipv6);
+    let node = spec.node_netns_of(&p.node);
+    let (n4, n6) = spec.node_addresses(&p.node);
     let ns = p.netns.as_str();
     let hv = p.host_veth.as_str();
     let eth = p.pod_ifname;
@@ -398,7 +514,7 @@ fn build_pod(spec: &LabSpec, p: &Pod) -> Result<(), LabError> {
     ipl(&format!(
         "-n {node} neigh replace {p6} lladdr {pmac} dev {hv} nud permanent"
     ))?;
-    Ok(())
+    route_pod_from_other_nodes(spec, p, true)
 }
 
 /// Deletes every namespace of the lab (which removes its veths), including the pods added
@@ -457,10 +573,11 @@ pub fn lock_state() -> Result<StateLock, LabError> {
 /// node-side routes and neighbours with it even while some process still holds the netns),
 /// then the netns. Missing parts are fine.
 fn delete_pod_netns(spec: &LabSpec, pod: &Pod) -> Result<(), LabError> {
-    let node = spec.node_netns();
+    let node = spec.node_netns_of(&pod.node);
     if netns::exists(&node) && link_names(&node).contains(&pod.host_veth) {
         ip(&["-n", &node, "link", "del", &pod.host_veth])?;
     }
+    route_pod_from_other_nodes(spec, pod, false)?;
     if netns::exists(&pod.netns) {
         ip(&["netns", "del", &pod.netns])?;
     }
@@ -486,7 +603,7 @@ fn forget_netns(spec: &LabSpec, name: &str) -> Result<(), LabError> {
 /// whatever was created is removed again. Does not touch the runtime pods file.
 pub fn add_pod(spec_live: &LabSpec, pod: &Pod) -> Result<(), LabError> {
     require_root()?;
-    if !netns::exists(&spec_live.node_netns()) || !state_file(spec_live).exists() {
+    if !netns::exists(&spec_live.node_netns_of(&pod.node)) || !state_file(spec_live).exists() {
         return Err(LabError::NotUp {
             lab: spec_live.lab.name.clone(),
             origin: spec_live.origin.clone(),

@@ -76,18 +76,29 @@ fn endpoint(spec: &LabSpec, pod: &Pod, node: &str) -> EndpointSpec {
     }
 }
 
+/// The addresses of `node`'s own netns: its host addresses, the world link's on the lab's
+/// first node, the underlay's in a multi-node lab.
+fn host_ips(spec: &LabSpec, node: &str) -> Vec<IpAddr> {
+    let (n4, n6) = spec.node_addresses(node);
+    let mut ips = vec![IpAddr::V4(n4), IpAddr::V6(n6)];
+    if node == spec.lab.node {
+        ips.push(IpAddr::V4(spec.world_gateway_ipv4()));
+        ips.push(IpAddr::V6(spec.world_gateway_ipv6()));
+    }
+    if spec.is_multi_node() {
+        let (u4, u6) = spec.underlay_addresses(node);
+        ips.extend([IpAddr::V4(u4), IpAddr::V6(u6)]);
+    }
+    ips
+}
+
 /// Everything the spec says, as changes for a node playing `node`: the node, every pod
 /// (those of `node` attached), the services and the policies, in spec order.
 pub fn changes(spec: &LabSpec, node: &str) -> Vec<Change> {
     let mut out = vec![Change::Node {
         cluster: spec.lab.cluster.clone(),
         node: node.to_string(),
-        host_ips: vec![
-            IpAddr::V4(spec.lab.node_ipv4),
-            IpAddr::V6(spec.lab.node_ipv6),
-            IpAddr::V4(spec.world_gateway_ipv4()),
-            IpAddr::V6(spec.world_gateway_ipv6()),
-        ],
+        host_ips: host_ips(spec, node),
     }];
     out.extend(
         spec.pods
@@ -233,7 +244,7 @@ impl Lab {
 
     /// Enters the lab's node netns (this thread and the threads it creates afterwards).
     pub fn enter(&self) -> std::io::Result<()> {
-        crate::lab::netns::enter(&self.spec.node_netns())
+        crate::lab::netns::enter(&self.spec.node_netns_of(&self.node))
     }
 
     /// The lab as model changes.

@@ -15,11 +15,12 @@ const INTERRUPTED: i32 = 72;
 pub const TARGETS: &[&str] = &["decode", "dns", "http", "cel", "json", "transcode"];
 
 const USAGE: &str =
-    "usage: cargo xtask fuzz [--seconds N | --runs N] [--workers W] [--merge] [TARGET...]
+    "usage: cargo xtask fuzz [--seconds N | --runs N] [--workers W] [--max-len B] [--merge] [TARGET...]
   build the fuzz targets (stable Rust, libFuzzer) and run each, one at a time, from
   fuzz/corpus/TARGET for N seconds (default 10) or N executions; fails on a crash.
   --workers W: W libFuzzer processes per target sharing one scratch corpus (each picks up
     the others' new inputs); --runs N is split between them, --seconds applies to each.
+  --max-len B: inputs of at most B bytes (libFuzzer's -max_len; default: its own, 4096).
   --merge: fold the new inputs, minimized, into fuzz/corpus/TARGET.
   targets: decode dns http cel json transcode (default: all)";
 
@@ -37,6 +38,7 @@ struct Opts {
     seconds: Option<u64>,
     runs: Option<u64>,
     workers: u64,
+    max_len: Option<u64>,
     merge: bool,
     targets: Vec<String>,
 }
@@ -46,6 +48,7 @@ fn parse(args: &[String]) -> anyhow::Result<Option<Opts>> {
         seconds: None,
         runs: None,
         workers: 1,
+        max_len: None,
         merge: false,
         targets: Vec::new(),
     };
@@ -61,6 +64,7 @@ fn parse(args: &[String]) -> anyhow::Result<Option<Opts>> {
                     bail!("--workers: at least 1");
                 }
             }
+            "--max-len" => o.max_len = Some(val()?.parse().context("--max-len: not a number")?),
             "--merge" => o.merge = true,
             "-h" | "--help" => {
                 println!("{USAGE}");
@@ -93,6 +97,7 @@ pub fn short_run(seconds: u64) -> anyhow::Result<()> {
         seconds: Some(seconds),
         runs: None,
         workers: 1,
+        max_len: None,
         merge: false,
         targets: TARGETS.iter().map(|t| t.to_string()).collect(),
     })
@@ -167,6 +172,9 @@ fn spawn_worker(
     }
     if let Some(r) = o.runs {
         cmd.arg(format!("-runs={}", r.div_ceil(o.workers)));
+    }
+    if let Some(b) = o.max_len {
+        cmd.arg(format!("-max_len={b}"));
     }
     let child = cmd
         .spawn()
@@ -376,6 +384,10 @@ mod tests {
         );
         assert_eq!(a(&["--workers", "2"]).unwrap().unwrap().workers, 2);
         assert!(a(&["--workers", "0"]).is_err());
+        assert_eq!(
+            a(&["--max-len", "512"]).unwrap().unwrap().max_len,
+            Some(512)
+        );
         assert!(a(&["nope"]).is_err());
     }
 }

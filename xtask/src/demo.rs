@@ -22,12 +22,15 @@ fixtures/lab/demo.toml), starts `hubble-agent run --lab FILE --print-flows` pipe
 --count N --duration D` (default 20 rounds, 10s), then stops the agent and runs `lab down`.
 Ctrl-C stops early and still takes the lab down.
 
-With --nodes N (2 or 3): the multi-node lab fixtures/lab/multinode.toml, one
-`hubble-agent run --node node-I --listen-address 127.0.0.1:431I` per node, `hubble-relay
-serve --peer-service 127.0.0.1:4311 --listen-address 127.0.0.1:4315` (it discovers the other
-agents through the first one's Peer service), and `hubble observe --server 127.0.0.1:4315
---follow --print-node-name OBSERVE-ARGS...` showing every node's flows merged in time order;
-`hubble status` and `hubble list nodes` against the relay at the end.
+With --nodes N (2 or 3): the multi-node lab fixtures/lab/multinode.toml (each node a netns
+of its own on an underlay), an etcd of the demo's own on loopback (Debian's etcd-server,
+data in a temporary directory), one `hubble-agent run --node node-I --listen-address
+127.0.0.1:431I --kvstore etcd` per node (identities, ipcache and the node registry shared
+through etcd), `hubble-relay serve --peer-service 127.0.0.1:4311 --listen-address
+127.0.0.1:4315` (it discovers the other agents through the registry behind the first one's
+Peer service), and `hubble observe --server 127.0.0.1:4315 --follow --print-node-name
+OBSERVE-ARGS...` showing every node's flows merged in time order; `hubble status` and
+`hubble list nodes` against the relay and `hubble status` of node-1 (its kvstore) at the end.
 
 With --containers: no lab. A containerd of the demo's own (temporary directory, Debian's
 containerd, runc, containernetworking-plugins and busybox-static), a busybox image built
@@ -206,12 +209,15 @@ pub(crate) fn detached(program: &Path) -> Command {
 /// The package groups the demo needs: the build's (unless --no-build), `ip` for the lab's
 /// namespaces (and the containers' CNI namespaces), the containers' runtime.
 fn packages(o: &Options) -> Vec<&'static [&'static str]> {
-    use crate::packages::{BUILD, CONTAINERS, LAB};
+    use crate::packages::{BUILD, CONTAINERS, KVSTORE, LAB};
     let mut groups = Vec::new();
     if o.build {
         groups.push(BUILD);
     }
     groups.push(LAB);
+    if o.nodes > 1 {
+        groups.push(KVSTORE);
+    }
     if o.containers {
         groups.push(CONTAINERS);
     }
@@ -398,6 +404,47 @@ const NODE_PORT_BASE: u16 = 4310;
 /// The relay's port in the multi-node demo.
 const RELAY_ADDRESS: &str = "127.0.0.1:4315";
 
+/// An etcd of the demo's own: loopback, free ports, data in `dir`; returns it and its
+/// client address once it accepts connections.
+fn start_etcd(dir: &Path) -> anyhow::Result<(Child, String)> {
+    let free = || -> anyhow::Result<u16> {
+        Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port())
+    };
+    let (client, peer) = (free()?, free()?);
+    let (c, p) = (
+        format!("http://127.0.0.1:{client}"),
+        format!("http://127.0.0.1:{peer}"),
+    );
+    let mut etcd = detached(Path::new("/usr/bin/etcd"))
+        .args(["--name", "demo", "--data-dir"])
+        .arg(dir.join("data"))
+        .args(["--listen-client-urls", &c, "--advertise-client-urls", &c])
+        .args([
+            "--listen-peer-urls",
+            &p,
+            "--initial-advertise-peer-urls",
+            &p,
+        ])
+        .args(["--initial-cluster", &format!("demo={p}")])
+        .args(["--logger", "zap", "--log-level", "error"])
+        .stdout(Stdio::null())
+        .spawn()
+        .context("cannot start etcd (apt-get install etcd-server)")?;
+    let address = format!("127.0.0.1:{client}");
+    let by = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(&address).is_err() {
+        if Instant::now() > by || etcd.try_wait()?.is_some() {
+            let _ = etcd.kill();
+            bail!("etcd did not start on {address}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    eprintln!("demo: etcd on {address}");
+    Ok((etcd, address))
+}
+
 /// `--nodes N`: N agents, a relay seeded with the first, `hubble observe` on the relay.
 fn run_nodes(
     o: &Options,
@@ -411,7 +458,11 @@ fn run_nodes(
     }
     let mut children: Vec<Child> = Vec::new();
     let (ready_tx, ready_rx) = std::sync::mpsc::channel::<()>();
+    let etcd_dir = tempfile::tempdir().context("a directory for etcd")?;
     let result = (|| -> anyhow::Result<()> {
+        // Stopped last (children stop in reverse): the agents revoke their leases first.
+        let (etcd, etcd_address) = start_etcd(etcd_dir.path())?;
+        children.push(etcd);
         for i in 1..=o.nodes {
             let mut a = detached(agent)
                 .args(["run", "--lab"])
@@ -421,6 +472,9 @@ fn run_nodes(
                     "--listen-address",
                     &format!("127.0.0.1:{}", NODE_PORT_BASE + i as u16),
                 ])
+                .args(["--kvstore", "etcd", "--kvstore-opt"])
+                .arg(format!("etcd.address={etcd_address}"))
+                .args(["--kvstore-lease-ttl", "10s"])
                 .stdout(Stdio::null())
                 .stderr(Stdio::piped())
                 .spawn()
@@ -522,6 +576,10 @@ fn run_nodes(
                 .args(["--server", RELAY_ADDRESS])
                 .status();
         }
+        let _ = Command::new(hubble)
+            .args(["status", "--server"])
+            .arg(format!("127.0.0.1:{}", NODE_PORT_BASE + 1))
+            .status();
         Ok(())
     })();
     // Relay first, then the agents (they detach their programs on SIGINT).
@@ -558,5 +616,7 @@ mod tests {
             assert!(containers.contains(&p), "{p} in {containers:?}");
         }
         assert!(!groups(&["--no-build"]).contains(&"clang"));
+        assert!(groups(&["--nodes", "3"]).contains(&"etcd-server"));
+        assert!(!lab.contains(&"etcd-server"));
     }
 }

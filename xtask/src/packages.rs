@@ -17,6 +17,8 @@ pub const CONTAINERS: &[&str] = &[
     "containernetworking-plugins",
     "busybox-static",
 ];
+/// A multi-node cluster's kvstore: the demo starts an etcd of its own on loopback.
+pub const KVSTORE: &[&str] = &["etcd-server"];
 /// Only the tests: ping, tmux (the TUI's terminal test), a dockerd of their own, promtool
 /// and prometheus (the metrics exposition's linter and scraper), curl (the metrics server's
 /// HTTPS client), g++ (libFuzzer of the fuzz targets), etcd-server (the kvstore tests start

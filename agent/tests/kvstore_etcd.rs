@@ -308,6 +308,7 @@ fn the_stage_publishes_and_catches_up_after_etcd_was_away() {
         cluster: "default".into(),
         lease_ttl: 30,
         peer_address: Some("127.0.0.1:4999".into()),
+        tls: None,
     })
     .unwrap();
     let node = Change::Node {
@@ -366,4 +367,96 @@ fn the_stage_publishes_and_catches_up_after_etcd_was_away() {
         client.get(&a_key).await.unwrap().is_none()
     });
     assert!(gone, "a stopped node's ipcache entries outlived it");
+}
+
+/// etcd serving TLS and asking for client certificates: the agent's etcd config file with
+/// `trusted-ca-file`, `cert-file` and `key-file` gets in (identities allocated over it);
+/// without a client certificate, or trusting another CA, it does not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_to_etcd_from_an_etcd_config_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = dir.path().join("certs");
+    agent::certs::generate(&certs, "default", false).unwrap();
+    let Some(etcd) = EtcdServer::start_tls(
+        certs.join("server.crt"),
+        certs.join("server.key"),
+        certs.join("ca.crt"),
+    ) else {
+        return;
+    };
+    let url = format!("https://{}", etcd.address());
+    let config = |extra: &str| {
+        let f = dir.path().join(format!("etcd-{}.yaml", extra.len()));
+        std::fs::write(&f, format!("endpoints:\n- {url}\n{extra}")).unwrap();
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            kv: agent::kvstore::KvstoreArgs,
+        }
+        let opt = format!("etcd.config={}", f.display());
+        Cli::try_parse_from(["x", "--kvstore", "etcd", "--kvstore-opt", &opt])
+            .unwrap()
+            .kv
+            .config()
+    };
+    let full = format!(
+        "trusted-ca-file: {}\ncert-file: {}\nkey-file: {}\n",
+        certs.join("ca.crt").display(),
+        certs.join("client.crt").display(),
+        certs.join("client.key").display()
+    );
+    let cfg = config(&full).unwrap().unwrap();
+    let tls = cfg.tls.clone().expect("TLS from the config file");
+    let client_tls = |t: &agent::kvstore::cluster::EtcdTls| {
+        let cas: Vec<_> = t.ca_file.iter().cloned().collect();
+        let kp = t.keypair.as_ref().map(|(c, k)| (c.as_path(), k.as_path()));
+        hubble::tls::ClientTls::new(&cas, kp, None, false).unwrap()
+    };
+    let client = Etcd::connect_tls(&cfg.address, Some(client_tls(&tls))).unwrap();
+    let session = Arc::new(Session::new(client, 30));
+    let id = Allocator::new(session, "10.0.0.1")
+        .allocate(&labels("tls"))
+        .await
+        .expect("an identity over TLS");
+    assert!(id >= 256);
+
+    // No client certificate: refused.
+    let ca_only = agent::kvstore::cluster::EtcdTls {
+        ca_file: tls.ca_file.clone(),
+        keypair: None,
+    };
+    let c = Etcd::connect_tls(&cfg.address, Some(client_tls(&ca_only))).unwrap();
+    assert!(c.get(&keys::id_key(id)).await.is_err());
+    // Another CA: etcd's certificate is not trusted.
+    let other = dir.path().join("other");
+    agent::certs::generate(&other, "default", false).unwrap();
+    let wrong = agent::kvstore::cluster::EtcdTls {
+        ca_file: Some(other.join("ca.crt")),
+        keypair: tls.keypair.clone(),
+    };
+    let c = Etcd::connect_tls(&cfg.address, Some(client_tls(&wrong))).unwrap();
+    assert!(c.get(&keys::id_key(id)).await.is_err());
+    // TLS files with a plaintext endpoint, half a keypair: one line each.
+    let plain = dir.path().join("plain.yaml");
+    std::fs::write(
+        &plain,
+        format!("endpoints:\n- http://{}\n{full}", etcd.address()),
+    )
+    .unwrap();
+    let e = agent::kvstore::KvstoreArgs {
+        kvstore: "etcd".into(),
+        kvstore_opt: vec![format!("etcd.config={}", plain.display())],
+        kvstore_lease_ttl: Duration::from_secs(60),
+        cluster_name: "default".into(),
+        peer_address: None,
+    }
+    .config()
+    .unwrap_err();
+    assert!(e.contains("not https://"), "{e}");
+    let half = config(&format!(
+        "cert-file: {}\n",
+        certs.join("client.crt").display()
+    ));
+    assert!(half.unwrap_err().contains("go together"));
 }

@@ -289,6 +289,12 @@ fn start_cluster(args: &DatapathArgs) -> Result<Option<crate::kvstore::Cluster>>
         "hubble-agent: kvstore etcd {} (cluster {})",
         cfg.address, cfg.cluster
     );
+    if cfg.plaintext_beyond_loopback() {
+        eprintln!(
+            "hubble-agent: warning: etcd {} is reached without TLS (identities and pod addresses in the clear): give an https:// endpoint in --kvstore-opt etcd.config",
+            cfg.address
+        );
+    }
     crate::kvstore::Cluster::start(cfg).map(Some)
 }
 

@@ -1,12 +1,12 @@
 //! Cilium's kvstore flags (`--kvstore`, `--kvstore-opt`, `--kvstore-lease-ttl`,
 //! `--cluster-name`) and what they configure.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::Args;
 
-use super::cluster::ClusterConfig;
+use super::cluster::{ClusterConfig, EtcdTls};
 
 #[derive(Debug, Clone, Args)]
 pub struct KvstoreArgs {
@@ -15,8 +15,10 @@ pub struct KvstoreArgs {
     /// in the registry, and names other nodes' pods from theirs
     #[arg(long, value_name = "TYPE", default_value = "", value_parser = ["", "etcd"])]
     pub kvstore: String,
-    /// Key-value store options (Cilium's flag): `etcd.address=HOST:PORT` (plain HTTP/2) or
-    /// `etcd.config=FILE` (etcd's client YAML: its first `endpoints` entry)
+    /// Key-value store options (Cilium's flag): `etcd.address=HOST:PORT` (plain HTTP/2;
+    /// `https://HOST:PORT` checks the system's CAs) or `etcd.config=FILE` (etcd's client
+    /// YAML: its first `endpoints` entry, and `trusted-ca-file`, `cert-file`, `key-file`
+    /// for TLS and a client certificate)
     #[arg(long, value_name = "KEY=VALUE", value_delimiter = ',')]
     pub kvstore_opt: Vec<String>,
     /// Time-to-live of the node's kvstore lease: this long after a node dies, it leaves the
@@ -44,19 +46,24 @@ impl KvstoreArgs {
             return Ok(None);
         }
         let mut address = None;
+        let mut tls = None;
         for opt in &self.kvstore_opt {
             let (k, v) = opt
                 .split_once('=')
                 .ok_or_else(|| format!("--kvstore-opt {opt:?}: expected KEY=VALUE"))?;
-            address = Some(match k {
-                "etcd.address" => v.to_string(),
-                "etcd.config" => address_of_config(Path::new(v))?,
+            match k {
+                "etcd.address" => address = Some(v.to_string()),
+                "etcd.config" => {
+                    let c = read_config(Path::new(v))?;
+                    address = Some(c.0);
+                    tls = c.1;
+                }
                 _ => {
                     return Err(format!(
                         "--kvstore-opt {k}: unknown option (etcd.address or etcd.config)"
                     ));
                 }
-            });
+            }
         }
         let address = address.ok_or(
             "--kvstore etcd needs --kvstore-opt etcd.address=HOST:PORT or etcd.config=FILE",
@@ -66,29 +73,46 @@ impl KvstoreArgs {
             cluster: self.cluster_name.clone(),
             lease_ttl: self.kvstore_lease_ttl.as_secs().max(1) as i64,
             peer_address: self.peer_address.clone(),
+            tls,
         }))
     }
 }
 
-/// The first endpoint of an etcd client config file (Cilium's `etcd.config`).
-fn address_of_config(path: &Path) -> Result<String, String> {
+/// The first endpoint of an etcd client config file (Cilium's `etcd.config`) and its TLS
+/// files.
+fn read_config(path: &Path) -> Result<(String, Option<EtcdTls>), String> {
     #[derive(serde::Deserialize)]
+    #[serde(rename_all = "kebab-case")]
     struct Config {
         #[serde(default)]
         endpoints: Vec<String>,
-        #[serde(rename = "trusted-ca-file")]
-        trusted_ca_file: Option<String>,
+        trusted_ca_file: Option<PathBuf>,
+        cert_file: Option<PathBuf>,
+        key_file: Option<PathBuf>,
     }
     let err = |e: String| format!("--kvstore-opt etcd.config={}: {e}", path.display());
     let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
     let c: Config = serde_yaml::from_str(&text).map_err(|e| err(e.to_string()))?;
-    if c.trusted_ca_file.is_some() {
-        return Err(err("TLS to etcd is not supported yet".into()));
-    }
-    c.endpoints
+    let keypair = match (c.cert_file, c.key_file) {
+        (Some(cert), Some(key)) => Some((cert, key)),
+        (None, None) => None,
+        _ => return Err(err("cert-file and key-file go together".into())),
+    };
+    let tls = (c.trusted_ca_file.is_some() || keypair.is_some()).then_some(EtcdTls {
+        ca_file: c.trusted_ca_file,
+        keypair,
+    });
+    let address = c
+        .endpoints
         .into_iter()
         .next()
-        .ok_or_else(|| err("no endpoints".into()))
+        .ok_or_else(|| err("no endpoints".into()))?;
+    if tls.is_some() && !address.starts_with("https://") {
+        return Err(err(format!(
+            "TLS files are given but the endpoint {address} is not https://"
+        )));
+    }
+    Ok((address, tls))
 }
 
 #[cfg(test)]
@@ -148,6 +172,20 @@ mod tests {
                 .unwrap_err()
                 .contains("etcd.address")
         );
+        for (address, plain) in [
+            ("127.0.0.1:2379", false),
+            ("http://[::1]:2379", false),
+            ("localhost:2379", false),
+            ("http://10.0.0.5:2379", true),
+            ("etcd.kube-system:2379", true),
+            ("https://10.0.0.5:2379", false),
+        ] {
+            let opt = format!("etcd.address={address}");
+            let c = parse(&["--kvstore", "etcd", "--kvstore-opt", &opt])
+                .unwrap()
+                .unwrap();
+            assert_eq!(c.plaintext_beyond_loopback(), plain, "{address}");
+        }
         assert!(parse(&["--kvstore", "consul"]).is_err());
         assert!(
             parse(&["--kvstore", "etcd", "--kvstore-opt", "x=1"])

@@ -5,6 +5,7 @@
 
 use std::time::Duration;
 
+use hubble::tls::ClientTls;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Channel, Endpoint};
@@ -62,27 +63,56 @@ pub fn prefix_end(prefix: &[u8]) -> Vec<u8> {
 }
 
 impl Etcd {
-    /// A client of the etcd member at `address` (`HOST:PORT` or `http://HOST:PORT`). It
-    /// connects on first use (must be called inside a tokio runtime).
+    /// A client of the etcd member at `address` (`HOST:PORT`, `http://HOST:PORT`, or
+    /// `https://HOST:PORT` checked against the system's CAs). It connects on first use
+    /// (must be called inside a tokio runtime).
     pub fn connect(address: &str) -> Result<Etcd, KvError> {
+        Self::connect_tls(address, None)
+    }
+
+    /// [`Etcd::connect`] over TLS with `tls` (its CAs, its client certificate): the
+    /// address must be `https://HOST:PORT`.
+    pub fn connect_tls(address: &str, tls: Option<ClientTls>) -> Result<Etcd, KvError> {
         let err = |message: String| KvError {
             address: address.to_string(),
             message,
         };
-        let uri = if address.starts_with("https://") {
-            return Err(err("TLS to etcd is not supported yet: use http://".into()));
-        } else if address.starts_with("http://") {
-            address.to_string()
-        } else {
-            format!("http://{address}")
+        let (host_port, tls) = match (address.strip_prefix("https://"), tls) {
+            (Some(hp), Some(t)) => (hp, Some(t)),
+            (Some(hp), None) => (
+                hp,
+                Some(ClientTls::new(&[], None, None, false).map_err(|e| err(format!("TLS: {e}")))?),
+            ),
+            (None, Some(_)) => {
+                return Err(err(
+                    "TLS files are given for a plaintext endpoint: use https://".into(),
+                ));
+            }
+            (None, None) => (address.strip_prefix("http://").unwrap_or(address), None),
         };
-        let channel = Endpoint::from_shared(uri)
+        let endpoint = Endpoint::from_shared(format!("http://{host_port}"))
             .map_err(|e| err(format!("invalid address: {e}")))?
             .connect_timeout(Duration::from_secs(2))
             .http2_keep_alive_interval(Duration::from_secs(5))
             .keep_alive_timeout(Duration::from_secs(5))
-            .keep_alive_while_idle(true)
-            .connect_lazy();
+            .keep_alive_while_idle(true);
+        let channel = match tls {
+            None => endpoint.connect_lazy(),
+            Some(tls) => endpoint.connect_with_connector_lazy(tower::service_fn(
+                move |uri: tonic::codegen::http::Uri| {
+                    let tls = tls.clone();
+                    async move {
+                        let host = uri.host().unwrap_or_default().to_string();
+                        let port = uri.port_u16().unwrap_or(2379);
+                        let bare = host.trim_start_matches('[').trim_end_matches(']');
+                        let tcp = tokio::net::TcpStream::connect((bare, port)).await?;
+                        tcp.set_nodelay(true)?;
+                        let s = tls.handshake(&host, tcp).await?;
+                        Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(s))
+                    }
+                },
+            )),
+        };
         Ok(Etcd {
             address: address.to_string(),
             kv: KvClient::new(channel.clone()),

@@ -43,6 +43,47 @@ pub struct ClusterConfig {
     pub lease_ttl: i64,
     /// Where this node's Hubble API listens (`HOST:PORT`), announced in the registry.
     pub peer_address: Option<String>,
+    /// TLS to etcd (from `etcd.config`), for an `https://` address.
+    pub tls: Option<EtcdTls>,
+}
+
+impl ClusterConfig {
+    /// etcd is reached in plaintext on another host than this one's loopback.
+    pub fn plaintext_beyond_loopback(&self) -> bool {
+        if self.address.starts_with("https://") {
+            return false;
+        }
+        let hp = self.address.trim_start_matches("http://");
+        let host = hp.rsplit_once(':').map_or(hp, |(h, _)| h);
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        let loopback = host == "localhost"
+            || host
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback());
+        !loopback
+    }
+}
+
+/// The TLS files of an etcd client config (etcd's `trusted-ca-file`, `cert-file`,
+/// `key-file`); they are followed as they change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EtcdTls {
+    /// CAs etcd's certificate must chain to (the system's when none).
+    pub ca_file: Option<std::path::PathBuf>,
+    /// (certificate, key) presented to etcd.
+    pub keypair: Option<(std::path::PathBuf, std::path::PathBuf)>,
+}
+
+impl EtcdTls {
+    fn client(&self) -> anyhow::Result<hubble::tls::ClientTls> {
+        let cas: Vec<std::path::PathBuf> = self.ca_file.iter().cloned().collect();
+        let keypair = self
+            .keypair
+            .as_ref()
+            .map(|(c, k)| (c.as_path(), k.as_path()));
+        hubble::tls::ClientTls::new(&cas, keypair, None, false)
+            .map_err(|e| anyhow::anyhow!("TLS to etcd: {e}"))
+    }
 }
 
 enum Request {
@@ -67,7 +108,8 @@ impl Cluster {
             .build()?;
         let etcd = {
             let _in_rt = rt.enter();
-            Etcd::connect(&cfg.address)?
+            let tls = cfg.tls.as_ref().map(EtcdTls::client).transpose()?;
+            Etcd::connect_tls(&cfg.address, tls)?
         };
         let (tx, rx) = mpsc::unbounded_channel();
         let (remote_tx, remote_rx) = mpsc::channel(64);

@@ -13,6 +13,8 @@ pub struct EtcdServer {
     dir: tempfile::TempDir,
     client_port: u16,
     peer_port: u16,
+    /// (server certificate, key, client CA): serves https and asks for client certificates.
+    tls: Option<(PathBuf, PathBuf, PathBuf)>,
     child: Option<Child>,
 }
 
@@ -27,6 +29,17 @@ fn free_port() -> u16 {
 impl EtcdServer {
     /// A running etcd, or None (with a message) when it is not installed outside CI.
     pub fn start() -> Option<EtcdServer> {
+        Self::start_with(None)
+    }
+
+    #[allow(dead_code)] // not every test crate that shares this file uses TLS
+    /// [`EtcdServer::start`] serving TLS with (certificate, key) and requiring client
+    /// certificates of `client_ca`.
+    pub fn start_tls(cert: PathBuf, key: PathBuf, client_ca: PathBuf) -> Option<EtcdServer> {
+        Self::start_with(Some((cert, key, client_ca)))
+    }
+
+    fn start_with(tls: Option<(PathBuf, PathBuf, PathBuf)>) -> Option<EtcdServer> {
         let bin = PathBuf::from("/usr/bin/etcd");
         if !bin.exists() {
             assert!(
@@ -41,6 +54,7 @@ impl EtcdServer {
             dir: tempfile::tempdir().unwrap(),
             client_port: free_port(),
             peer_port: free_port(),
+            tls,
             child: None,
         };
         s.launch();
@@ -52,10 +66,21 @@ impl EtcdServer {
     }
 
     pub fn launch(&mut self) {
-        let client = format!("http://127.0.0.1:{}", self.client_port);
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        let client = format!("{scheme}://127.0.0.1:{}", self.client_port);
         let peer = format!("http://127.0.0.1:{}", self.peer_port);
         let log = std::fs::File::create(self.dir.path().join("etcd.log")).unwrap();
-        let child = Command::new(&self.bin)
+        let mut cmd = Command::new(&self.bin);
+        if let Some((cert, key, ca)) = &self.tls {
+            cmd.arg("--cert-file")
+                .arg(cert)
+                .arg("--key-file")
+                .arg(key)
+                .arg("--trusted-ca-file")
+                .arg(ca)
+                .arg("--client-cert-auth");
+        }
+        let child = cmd
             .args(["--name", "t", "--data-dir"])
             .arg(self.dir.path().join("data"))
             .args([

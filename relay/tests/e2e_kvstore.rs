@@ -228,7 +228,9 @@ fn the_relay_follows_the_registry_of_one_agent() {
     let flows = c.flows(&relay_addr);
     let seen = seen_with_server(&flows, "node-1");
     assert!(!seen.is_empty(), "node-1 saw no flow with node-3's server");
-    // On node-1 the server is another node's pod: named, identified, no endpoint id.
+    // On node-1 the server is another node's pod, known only from etcd (with a kvstore an
+    // agent takes only its own pods from the lab spec): named, identified with its labels,
+    // no endpoint id.
     let far = seen
         .iter()
         .map(|f| match f["destination"]["pod_name"] == "server" {
@@ -240,6 +242,12 @@ fn the_relay_follows_the_registry_of_one_agent() {
     assert_eq!(far["namespace"], "kv");
     assert!(far["identity"].as_u64().unwrap_or(0) >= 256, "{far}");
     assert!(far.get("ID").is_none() && far.get("id").is_none(), "{far}");
+    assert!(
+        far["labels"]
+            .as_array()
+            .is_some_and(|l| l.iter().any(|x| x == "k8s:app=server")),
+        "{far}"
+    );
 
     // node-3 dies: unavailable at once, gone after its lease (5 s); what node-1 saw of its
     // pod stays readable.

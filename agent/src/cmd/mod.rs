@@ -239,9 +239,11 @@ pub fn start_lab(
 ) -> Result<(Node, Lab, String)> {
     datapath::require_root()?;
     let spec = args.lab.as_deref().context("no --lab given")?;
-    let lab = Lab::open(spec, args.node.as_deref()).map_err(|e| anyhow!("{e}"))?;
+    let mut lab = Lab::open(spec, args.node.as_deref()).map_err(|e| anyhow!("{e}"))?;
     // The kvstore's thread stays where etcd is reached from: started before entering.
     let cluster = start_cluster(args)?;
+    // With a kvstore, the other nodes' pods are what etcd says, not what the spec says.
+    lab.own_pods_only = cluster.is_some();
     lab.enter().context("entering the node netns")?;
     let mut changes = lab.changes();
     changes.extend(more(&lab)?);

@@ -157,10 +157,12 @@ pub fn state_of(spec: &LabSpec) -> NodeState {
 /// model keeps what it has.
 pub async fn watch(
     path: PathBuf,
-    mut current: LabSpec,
+    current: LabSpec,
     node: String,
+    own_only: bool,
     tx: mpsc::Sender<Vec<Change>>,
 ) {
+    let mut current = seen_by(&current, &node, own_only);
     let mut ticker = tokio::time::interval(POLL);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_error: Option<String> = None;
@@ -187,6 +189,7 @@ pub async fn watch(
                 continue;
             }
         };
+        let next = seen_by(&next, &node, own_only);
         let changes = pod_changes(&current, &next, &node);
         current = next;
         if !changes.is_empty() && tx.send(changes).await.is_err() {
@@ -203,6 +206,16 @@ fn stamp(path: &Path) -> Option<(u64, std::time::SystemTime, u64)> {
     Some((m.ino(), m.modified().ok()?, m.len()))
 }
 
+/// What a node playing `node` takes from the spec: every pod, or (`own_only`, when the
+/// other nodes' pods come from a kvstore) its own only.
+fn seen_by(spec: &LabSpec, node: &str, own_only: bool) -> LabSpec {
+    let mut s = spec.clone();
+    if own_only {
+        s.pods.retain(|p| p.node == node);
+    }
+    s
+}
+
 /// The spec with the pods added at runtime.
 pub fn load(path: &Path) -> Result<LabSpec, String> {
     LabSpec::load_live(path).map_err(|e| e.to_string())
@@ -213,6 +226,8 @@ pub struct Lab {
     pub path: PathBuf,
     pub spec: LabSpec,
     pub node: String,
+    /// Only this node's pods become endpoints: the other nodes' come from the kvstore.
+    pub own_pods_only: bool,
 }
 
 impl Lab {
@@ -239,6 +254,7 @@ impl Lab {
             path: path.to_path_buf(),
             spec,
             node,
+            own_pods_only: false,
         })
     }
 
@@ -249,7 +265,10 @@ impl Lab {
 
     /// The lab as model changes.
     pub fn changes(&self) -> Vec<Change> {
-        changes(&self.spec, &self.node)
+        changes(
+            &seen_by(&self.spec, &self.node, self.own_pods_only),
+            &self.node,
+        )
     }
 
     /// Host-side interfaces of the pods this node runs.
@@ -275,6 +294,7 @@ impl Lab {
     /// The watcher following pods added to and removed from the running lab.
     pub fn watcher(&self) -> super::Watcher {
         let (path, spec, node) = (self.path.clone(), self.spec.clone(), self.node.clone());
-        Box::new(move |tx| Box::pin(watch(path, spec, node, tx)))
+        let own_only = self.own_pods_only;
+        Box::new(move |tx| Box::pin(watch(path, spec, node, own_only, tx)))
     }
 }

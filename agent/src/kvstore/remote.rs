@@ -29,6 +29,7 @@ pub async fn remote_endpoints(
     tokio::spawn(reflect(session.clone(), keys::ip_prefix(&cluster), ip_tx));
     tokio::spawn(reflect(session, keys::id_prefix(), id_tx));
     let (mut ips, mut ids) = (Mirror::new(), Mirror::new());
+    let mut pairs = Pairs::default();
     let mut sent: BTreeMap<String, EndpointSpec> = BTreeMap::new();
     loop {
         tokio::select! {
@@ -36,8 +37,16 @@ pub async fn remote_endpoints(
             Some(m) = id_rx.recv() => ids = m,
             else => return,
         }
+        // Each message is a whole mirror: of those queued meanwhile only the last counts.
+        while let Ok(m) = ip_rx.try_recv() {
+            ips = m;
+        }
+        while let Ok(m) = id_rx.try_recv() {
+            ids = m;
+        }
+        pairs.update(&ips);
         let ours = host_ips.lock().expect("host ips").clone();
-        let now = remote_specs(&ips, &ids, &ours);
+        let now = remote_specs(&pairs, &ids, &ours);
         let mut batch = Vec::new();
         for (key, spec) in &now {
             if sent.get(key) != Some(spec) {
@@ -54,17 +63,35 @@ pub async fn remote_endpoints(
     }
 }
 
-/// The remote endpoints of an ipcache mirror (entries of `ours` hosts left out).
+/// The ipcache mirror's entries parsed, each parsed again only when its value changed.
+#[derive(Default)]
+struct Pairs(BTreeMap<String, (Vec<u8>, Option<IpIdentityPair>)>);
+
+impl Pairs {
+    fn update(&mut self, ips: &Mirror) {
+        self.0.retain(|k, _| ips.contains_key(k));
+        for (k, v) in ips {
+            if self.0.get(k).is_some_and(|(raw, _)| raw == v) {
+                continue;
+            }
+            let parsed = serde_json::from_slice::<IpIdentityPair>(v).ok();
+            self.0.insert(k.clone(), (v.clone(), parsed));
+        }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &IpIdentityPair> {
+        self.0.values().filter_map(|(_, p)| p.as_ref())
+    }
+}
+
+/// The remote endpoints of the parsed ipcache (entries of `ours` hosts left out).
 fn remote_specs(
-    ips: &Mirror,
+    ips: &Pairs,
     ids: &Mirror,
     ours: &BTreeSet<IpAddr>,
 ) -> BTreeMap<String, EndpointSpec> {
     let mut specs = BTreeMap::new();
-    for value in ips.values() {
-        let Ok(pair) = serde_json::from_slice::<IpIdentityPair>(value) else {
-            continue;
-        };
+    for pair in ips.iter() {
         if pair.host_ip.is_some_and(|h| ours.contains(&h)) {
             continue;
         }
@@ -77,8 +104,8 @@ fn remote_specs(
             key.clone(),
             EndpointSpec {
                 key,
-                namespace: pair.k8s_namespace,
-                pod_name: pair.k8s_pod_name,
+                namespace: pair.k8s_namespace.clone(),
+                pod_name: pair.k8s_pod_name.clone(),
                 labels,
                 workload: None,
                 ips: vec![pair.ip],
@@ -126,11 +153,28 @@ mod tests {
         .into();
         let ids: Mirror = [("300".to_string(), b"k8s:app=far;k8s:x=y;".to_vec())].into();
         let ours: BTreeSet<IpAddr> = ["10.0.0.1".parse().unwrap()].into();
-        let specs = remote_specs(&ips, &ids, &ours);
+        let mut pairs = Pairs::default();
+        pairs.update(&ips);
+        let specs = remote_specs(&pairs, &ids, &ours);
         assert_eq!(specs.keys().collect::<Vec<_>>(), ["kvstore:10.0.1.10"]);
         let s = &specs["kvstore:10.0.1.10"];
         assert_eq!((s.identity, s.attach), (Some(300), false));
         assert_eq!((s.namespace.as_str(), s.pod_name.as_str()), ("kv", "far"));
         assert_eq!(s.labels, ["k8s:app=far", "k8s:x=y"]);
+    }
+
+    #[test]
+    fn parsed_entries_follow_the_mirror() {
+        let mut pairs = Pairs::default();
+        let mut ips: Mirror = [("a".to_string(), pair("10.0.1.10", "10.0.1.1", 300, "one"))].into();
+        pairs.update(&ips);
+        ips.insert("a".into(), pair("10.0.1.10", "10.0.1.1", 301, "two"));
+        ips.insert("b".into(), pair("10.0.1.11", "10.0.1.1", 302, "three"));
+        pairs.update(&ips);
+        let ids: Vec<u32> = pairs.iter().map(|p| p.id).collect();
+        assert_eq!(ids, [301, 302], "a changed value is parsed again");
+        ips.remove("a");
+        pairs.update(&ips);
+        assert_eq!(pairs.iter().map(|p| p.id).collect::<Vec<_>>(), [302]);
     }
 }

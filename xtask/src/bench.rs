@@ -121,8 +121,9 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         Some("observe") => observe(&args[1..]),
         Some("server") => crate::bench_server::run(&args[1..]),
         Some("containers") => crate::bench_containers::run(&args[1..]),
+        Some("kvstore") => crate::bench_kvstore::run(&args[1..]),
         _ => bail!(
-            "usage: cargo xtask bench observe [--count N] [--runs R] [--compare OTHER_HUBBLE]\n       cargo xtask bench server [--runs R] [--rate N] [--seconds S]\n       cargo xtask bench containers [--count N] [--pings N] [--rounds R]   (root)"
+            "usage: cargo xtask bench observe [--count N] [--runs R] [--compare OTHER_HUBBLE]\n       cargo xtask bench server [--runs R] [--rate N] [--seconds S]\n       cargo xtask bench containers [--count N] [--pings N] [--rounds R]   (root)\n       cargo xtask bench kvstore [--endpoints N]   (root)"
         ),
     }
 }

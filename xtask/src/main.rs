@@ -1,7 +1,9 @@
 //! `cargo xtask <task>`: build, test, demo, fixture and bench orchestration.
 
 mod bench;
+mod bench_agent;
 mod bench_containers;
+mod bench_kvstore;
 mod bench_server;
 mod demo;
 mod demo_containers;
@@ -24,6 +26,8 @@ tasks:
              containers [--count N] [--pings N] [--rounds R]: (root) BPF cost per packet
                between containers vs lab pods; N containers started at once under the agent
                (time to observe, CPU per endpoint, RSS)
+             kvstore [--endpoints N]: (root) the agent's RSS with its kvstore watchers
+               holding N remote endpoints (default 1000) written into a throwaway etcd
   fuzz       [--seconds N | --runs N] [--merge] [TARGET...]: the libFuzzer targets of fuzz/
              (stable Rust), each from its corpus in fuzz/corpus; fails on a crash
   gen-flows  --count N [--seed S] [--out FILE|-]: write generated flows as JSON lines";

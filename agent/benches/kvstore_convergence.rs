@@ -117,6 +117,7 @@ fn round(rt: &Runtime, address: &str, round: u64) -> Duration {
                 cluster: format!("bench{round}"),
                 lease_ttl: 60,
                 peer_address: None,
+                tls: None,
             })
             .unwrap()
         })

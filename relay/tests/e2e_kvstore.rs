@@ -41,21 +41,7 @@ name = "node-2"
 name = "node-3"
 "#
     );
-    for (i, pod) in ["client", "other", "server"].iter().enumerate() {
-        s += &format!(
-            r#"
-[[pods]]
-node = "node-{n}"
-namespace = "kv"
-name = "{pod}"
-labels = {{ app = "{pod}" }}
-ipv4 = "10.250.95.{ip}"
-ipv6 = "fd00:250:95::{ip}"
-"#,
-            n = i + 1,
-            ip = 10 + i,
-        );
-    }
+    s += &procs::pods_text("kv", &["client", "other", "server"], 95);
     s
 }
 

@@ -40,21 +40,7 @@ ipv6_cidr = "fd00:250:93::/64"
             i + 1
         );
     }
-    for (i, pod) in ["client", "server", "other"].iter().enumerate() {
-        s += &format!(
-            r#"
-[[pods]]
-node = "node-{n}"
-namespace = "web"
-name = "{pod}"
-labels = {{ app = "{pod}" }}
-ipv4 = "10.250.93.{ip}"
-ipv6 = "fd00:250:93::{ip}"
-"#,
-            n = i + 1,
-            ip = 10 + i,
-        );
-    }
+    s += &procs::pods_text("web", &["client", "server", "other"], 93);
     s += r#"
 [[services]]
 namespace = "web"

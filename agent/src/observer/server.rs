@@ -590,18 +590,14 @@ pub async fn serve(
     let mut tasks = tokio::task::JoinSet::new();
     let mut socket_file = None;
     let limits = listeners.limits;
+    let kvstore_health = listeners.kvstore_health;
+    let new_router = || router(obs.clone(), peer.clone(), &limits, kvstore_health.clone());
     if let Some((l, path)) = listeners.unix {
         let l = UnixListener::from_std(l).map_err(|source| ServeError::Listen {
             what: path.display().to_string(),
             source,
         })?;
-        let r = router(
-            obs.clone(),
-            peer.clone(),
-            &limits,
-            listeners.kvstore_health.clone(),
-        )
-        .await?;
+        let r = new_router().await?;
         let stop = stopped(stop_rx.clone());
         let incoming = Acceptor::new(&limits).unix(l);
         tasks.spawn(async move { r.serve_with_incoming_shutdown(incoming, stop).await });
@@ -612,13 +608,7 @@ pub async fn serve(
             what: "tcp".to_string(),
             source,
         })?;
-        let r = router(
-            obs.clone(),
-            peer.clone(),
-            &limits,
-            listeners.kvstore_health.clone(),
-        )
-        .await?;
+        let r = new_router().await?;
         let stop = stopped(stop_rx.clone());
         let acceptor = Acceptor::new(&limits);
         match listeners.tls {

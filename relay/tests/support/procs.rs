@@ -105,3 +105,25 @@ pub fn node_of(line: &str) -> Option<String> {
 pub fn has_node(lines: &[String], node: &str) -> bool {
     lines.iter().any(|l| node_of(l).as_deref() == Some(node))
 }
+
+/// `[[pods]]` of a lab: one pod per name, on node-1, node-2, … in order, in `namespace`,
+/// labelled `app=<name>`, at .10, .11, … of 10.250.`net`.0/24 (and fd00:250:`net`::).
+pub fn pods_text(namespace: &str, names: &[&str], net: u8) -> String {
+    let mut s = String::new();
+    for (i, pod) in names.iter().enumerate() {
+        s += &format!(
+            r#"
+[[pods]]
+node = "node-{n}"
+namespace = "{namespace}"
+name = "{pod}"
+labels = {{ app = "{pod}" }}
+ipv4 = "10.250.{net}.{ip}"
+ipv6 = "fd00:250:{net}::{ip}"
+"#,
+            n = i + 1,
+            ip = 10 + i,
+        );
+    }
+    s
+}

@@ -1,8 +1,8 @@
 //! End-to-end test of the Docker source (needs root, BPF and Debian's docker.io and
-//! busybox-static; installs nothing): a dockerd of the test's own (`xtask::dockerd`: data and exec roots,
-//! socket and pidfile in a temporary directory; `--iptables=false --ip6tables=false
-//! --ip-forward=false --ip-masq=false --bridge none`, live-restore; it starts its own
-//! containerd under its exec root), a `FROM scratch` busybox image built offline with the
+//! busybox-static; installs nothing): a dockerd of the test's own (`xtask::dockerd`: data
+//! and exec roots, socket and pidfile in a temporary directory; `--iptables=false
+//! --ip6tables=false --ip-forward=false --ip-masq=false --bridge none`, live-restore; it
+//! starts its own containerd under its exec root), a `FROM scratch` busybox image built offline with the
 //! classic builder, and containers on a bridge network of the test's own. `hubble-agent
 //! run --runtime docker --docker-socket` attaches to the containers' veths: flows between
 //! them carry container names, the `docker` namespace and `container:` labels; a container
@@ -13,7 +13,7 @@
 //! Traffic flows only between the test's containers. Everything is torn down on failure too.
 //! Without root or the packages it skips, but fails when CI=true.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 

@@ -187,7 +187,15 @@ fn the_image_runs_agent_relay_and_cli() {
     let agent_addr = format!("127.0.0.1:{agent_port}");
     env.start(
         &agent,
-        &["--privileged"],
+        // The capabilities the datapath needs (SYS_ADMIN covers BPF and PERFMON, which
+        // Docker 20.10 does not know), not --privileged: it asks for every capability, and
+        // a sandboxed host may not have them all to give.
+        &[
+            "--cap-add=NET_ADMIN",
+            "--cap-add=SYS_ADMIN",
+            "--security-opt=seccomp=unconfined",
+            "--security-opt=apparmor=unconfined",
+        ],
         "/usr/bin/hubble-agent",
         &[
             "run",

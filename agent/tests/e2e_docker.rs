@@ -1,8 +1,8 @@
 //! End-to-end test of the Docker source (needs root, BPF and Debian's docker.io and
-//! busybox-static; installs nothing): a dockerd of the test's own (data and exec roots,
-//! socket and pidfile in a temporary directory; `--iptables=false --ip6tables=false
-//! --ip-forward=false --ip-masq=false --bridge none`, live-restore; it starts its own
-//! containerd under its exec root), a `FROM scratch` busybox image built offline with the
+//! busybox-static; installs nothing): a dockerd of the test's own (`xtask::dockerd`: data
+//! and exec roots, socket and pidfile in a temporary directory; `--iptables=false
+//! --ip6tables=false --ip-forward=false --ip-masq=false --bridge none`, live-restore; it
+//! starts its own containerd under its exec root), a `FROM scratch` busybox image built offline with the
 //! classic builder, and containers on a bridge network of the test's own. `hubble-agent
 //! run --runtime docker --docker-socket` attaches to the containers' veths: flows between
 //! them carry container names, the `docker` namespace and `container:` labels; a container
@@ -13,11 +13,12 @@
 //! Traffic flows only between the test's containers. Everything is torn down on failure too.
 //! Without root or the packages it skips, but fails when CI=true.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use xtask::dockerd::Dockerd;
 
 mod common;
 use common::runtime::ok;
@@ -28,29 +29,13 @@ const TEST: &str = "e2e docker test";
 const IMAGE: &str = "hubble-e2e/busybox:latest";
 const SUBNET: &str = "10.250.66.0/24";
 
-fn have(cmd: &str) -> bool {
-    Command::new("sh")
-        .args(["-c", &format!("command -v {cmd}")])
-        .output()
-        .is_ok_and(|o| o.status.success())
-}
-
-/// Debian's docker CLI (the daemon's version) when there, else the one on PATH.
-fn docker_cli() -> &'static str {
-    if Path::new("/usr/bin/docker").is_file() {
-        "/usr/bin/docker"
-    } else {
-        "docker"
-    }
-}
-
 /// Everything the test starts, torn down in reverse whatever happens.
 struct Env {
     dir: tempfile::TempDir,
-    sock: PathBuf,
+    /// The test's dockerd, all its state in `dir`.
+    dockerd: Dockerd,
     /// The bridge network's name (and its Linux bridge's).
     network: String,
-    dockerd: Option<Child>,
     agent: Option<Child>,
     /// Containers (name) the test ran.
     containers: Vec<String>,
@@ -59,75 +44,7 @@ struct Env {
 
 impl Env {
     fn docker(&self, args: &[&str]) -> Output {
-        Command::new(docker_cli())
-            .arg("-H")
-            .arg(format!("unix://{}", self.sock.display()))
-            .args(args)
-            .env("DOCKER_BUILDKIT", "0")
-            .env("DOCKER_CONFIG", self.dir.path().join("cli"))
-            .output()
-            .expect("docker")
-    }
-
-    /// Starts the test's dockerd and waits for its API.
-    fn start_dockerd(&mut self) {
-        assert!(self.try_start_dockerd(), "dockerd did not come up");
-    }
-
-    /// [`Env::start_dockerd`]; false when its API does not answer within 30 s.
-    fn try_start_dockerd(&mut self) -> bool {
-        let d = self.dir.path();
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(d.join("dockerd.log"))
-            .unwrap();
-        self.dockerd = Some(
-            Command::new("dockerd")
-                .arg("--data-root")
-                .arg(d.join("data"))
-                .arg("--exec-root")
-                .arg(d.join("exec"))
-                .arg("-H")
-                .arg(format!("unix://{}", self.sock.display()))
-                .arg("--pidfile")
-                .arg(d.join("docker.pid"))
-                .args([
-                    "--iptables=false",
-                    "--ip6tables=false",
-                    "--ip-forward=false",
-                    "--ip-masq=false",
-                    "--bridge",
-                    "none",
-                    "--live-restore",
-                ])
-                .stdout(log.try_clone().unwrap())
-                .stderr(log)
-                .spawn()
-                .expect("dockerd"),
-        );
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !self.docker(&["version"]).status.success() {
-            if Instant::now() > deadline {
-                return false;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        true
-    }
-
-    /// Stops the test's dockerd (live-restore: its containers keep running).
-    fn stop_dockerd(&mut self) {
-        if let Some(mut c) = self.dockerd.take() {
-            // SAFETY: signalling the dockerd we started.
-            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
-            let deadline = Instant::now() + Duration::from_secs(20);
-            while c.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        self.dockerd.docker(args)
     }
 
     /// Runs a labelled busybox container on the test's network; returns its address.
@@ -174,10 +91,10 @@ impl Drop for Env {
             let _ = a.wait();
         }
         // Containers left by a failure while dockerd was down: bring it back to remove them.
-        if (!self.containers.is_empty() || self.network_made) && self.dockerd.is_none() {
-            self.try_start_dockerd();
+        if (!self.containers.is_empty() || self.network_made) && !self.dockerd.running() {
+            self.dockerd.try_start();
         }
-        if self.dockerd.is_some() {
+        if self.dockerd.running() {
             for c in self.containers.clone() {
                 self.remove(&c);
             }
@@ -185,48 +102,13 @@ impl Drop for Env {
                 let _ = self.docker(&["network", "rm", &self.network.clone()]);
             }
         }
-        self.stop_dockerd();
-        // Its containerd and shims (live-restore leaves them), by pid: every process whose
-        // command line names our directory.
-        let root = self.dir.path().display().to_string();
-        for pid in pids_naming(&root) {
-            // SAFETY: a process whose command line names our own temporary directory.
-            unsafe { libc::kill(pid, libc::SIGKILL) };
-        }
+        // dockerd, its containerd and shims (live-restore leaves them), the mounts under
+        // our roots.
+        self.dockerd.teardown();
         let _ = Command::new("ip")
             .args(["link", "del", &self.network])
             .output();
-        // Mounts left under our roots (overlays, netns, shm of containers).
-        if let Ok(m) = std::fs::read_to_string("/proc/self/mounts") {
-            let mut ours: Vec<&str> = m
-                .lines()
-                .filter_map(|l| l.split(' ').nth(1))
-                .filter(|p| p.starts_with(&root))
-                .collect();
-            ours.reverse();
-            for p in ours {
-                let _ = Command::new("umount").args(["-l", p]).output();
-            }
-        }
     }
-}
-
-/// Processes (but this one) whose command line mentions `s`.
-fn pids_naming(s: &str) -> Vec<i32> {
-    let me = std::process::id() as i32;
-    let mut out = Vec::new();
-    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
-            continue;
-        };
-        if pid != me
-            && let Ok(c) = std::fs::read(e.path().join("cmdline"))
-            && String::from_utf8_lossy(&c).contains(s)
-        {
-            out.push(pid);
-        }
-    }
-    out
 }
 
 /// A build context in `dir`: a busybox rootfs (with /www/index.html for httpd) and a
@@ -252,8 +134,11 @@ fn docker_containers_are_endpoints_while_they_run() {
     if !agent::datapath::is_root() {
         return skip_or_fail(TEST, "needs root");
     }
-    for cmd in ["dockerd", docker_cli(), "busybox", "ip"] {
-        if !have(cmd) {
+    if let Some(why) = xtask::dockerd::missing_prerequisite() {
+        return skip_or_fail(TEST, &why);
+    }
+    for cmd in ["busybox", "ip"] {
+        if !xtask::containerd::have(cmd) {
             return skip_or_fail(
                 TEST,
                 &format!("{cmd} not found (apt-get install docker.io busybox-static)"),
@@ -282,16 +167,15 @@ fn docker_containers_are_endpoints_while_they_run() {
 
     let id = std::process::id() % 100_000;
     let mut env = Env {
-        sock: dir.path().join("docker.sock"),
         network: format!("hbdk{id}"),
+        dockerd: Dockerd::new(dir.path()),
         dir,
-        dockerd: None,
         agent: None,
         containers: Vec::new(),
         network_made: false,
     };
     let d = env.dir.path().to_path_buf();
-    env.start_dockerd();
+    env.dockerd.start().expect("dockerd");
     image_context(&d.join("image"));
     ok(
         env.docker(&[
@@ -345,7 +229,7 @@ fn docker_containers_are_endpoints_while_they_run() {
             .args(["run", "--runtime", "all", "--containerd-socket"])
             .arg(&ctrd)
             .arg("--docker-socket")
-            .arg(&env.sock)
+            .arg(&env.dockerd.sock)
             .args(["--listen-address", "", "--duration", "1s"])
             .arg("--socket")
             .arg(d.join("both.sock"))
@@ -374,7 +258,7 @@ fn docker_containers_are_endpoints_while_they_run() {
     let server = format!("unix://{}", hubble_sock.display());
     let mut cmd = Command::new(BIN);
     cmd.args(["run", "--runtime", "docker", "--docker-socket"])
-        .arg(&env.sock)
+        .arg(&env.dockerd.sock)
         .arg("--socket")
         .arg(&hubble_sock)
         .args(["--listen-address", "", "--print-flows"])
@@ -462,9 +346,9 @@ fn docker_containers_are_endpoints_while_they_run() {
     // dockerd restarts (live-restore keeps the containers): the agent reconnects and
     // resyncs, the running containers keep their endpoints (no second ENDPOINT_CREATED)
     // and a container started afterwards is observed.
-    env.stop_dockerd();
+    env.dockerd.stop();
     std::thread::sleep(Duration::from_millis(300));
-    env.start_dockerd();
+    env.dockerd.start().expect("dockerd");
     env.run("after", "after", &["sleep", "3600"]);
     wait_event(
         &server,

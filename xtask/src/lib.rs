@@ -2,5 +2,6 @@
 //! The library part is shared with benches and tests: see [`flowgen`].
 
 pub mod containerd;
+pub mod dockerd;
 pub mod flowgen;
 pub mod workloads;

@@ -9,6 +9,8 @@ mod demo;
 mod demo_containers;
 mod fuzz;
 mod gen_flows;
+mod image;
+mod image_archive;
 mod packages;
 mod test;
 
@@ -30,6 +32,9 @@ tasks:
                holding N remote endpoints (default 1000) written into a throwaway etcd
   fuzz       [--seconds N | --runs N] [--merge] [TARGET...]: the libFuzzer targets of fuzz/
              (stable Rust), each from its corpus in fuzz/corpus; fails on a crash
+  image      [--tag NAME:TAG] [--output DIR]: static (musl) release binaries of hubble-agent,
+             hubble-relay and hubble in an image FROM scratch, DIR/hubble-rs.tar for
+             `docker load` (also an OCI layout); no daemon, no registry
   gen-flows  --count N [--seed S] [--out FILE|-]: write generated flows as JSON lines";
 
 /// Runs `cmd` (echoed first), failing unless it exits 0.
@@ -52,6 +57,7 @@ fn main() -> std::process::ExitCode {
         Some("demo") => demo::run(&args[1..]),
         Some("bench") => bench::run(&args[1..]),
         Some("fuzz") => fuzz::run(&args[1..]),
+        Some("image") => image::run(&args[1..]),
         Some("gen-flows") => gen_flows::run(&args[1..]),
         Some("-h" | "--help" | "help") | None => {
             println!("{USAGE}");

@@ -8,6 +8,8 @@ use crate::run;
 
 /// Building the agent: its eBPF C datapath (clang, BPF headers, the kernel's asm headers).
 pub const BUILD: &[&str] = &["clang", "llvm", "libbpf-dev", "linux-libc-dev"];
+/// `cargo xtask image`: musl-gcc, for the C parts (ring, mimalloc) of the static binaries.
+pub const IMAGE: &[&str] = &["musl-tools"];
 /// A lab: network namespaces, veths and addresses (`ip`).
 pub const LAB: &[&str] = &["iproute2"];
 /// A containerd of our own: its runtime, CNI plugins and a static busybox for the image.

@@ -234,6 +234,21 @@ fn the_relay_follows_the_registry_of_one_agent() {
             .is_some_and(|l| l.iter().any(|x| x == "k8s:app=server")),
         "{far}"
     );
+    // The same identity on node-3, which runs the server, and on the other two.
+    let identity_on = |node: &str| {
+        seen_with_server(&flows, node)
+            .iter()
+            .find_map(|f| {
+                let ep = match f["destination"]["pod_name"] == "server" {
+                    true => &f["destination"],
+                    false => &f["source"],
+                };
+                ep["identity"].as_u64()
+            })
+            .unwrap_or_else(|| panic!("{node} saw no flow with the server"))
+    };
+    let id = identity_on("node-3");
+    assert_eq!((identity_on("node-1"), identity_on("node-2")), (id, id));
 
     // node-3 dies: unavailable at once, gone after its lease (5 s); what node-1 saw of its
     // pod stays readable.

@@ -8,7 +8,6 @@
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
 use agent::lab::spec::LabSpec;
 use agent::lab::topology;
@@ -78,40 +77,16 @@ impl Cluster {
         cmd
     }
 
-    fn status(&self, relay: &str) -> String {
-        let out = self
-            .hubble(relay)
-            .arg("status")
-            .output()
-            .expect("hubble status");
-        String::from_utf8_lossy(&out.stdout).to_string()
+    fn status(&self, server: &str) -> String {
+        procs::status(self.hubble(server))
     }
 
-    fn wait_status(&self, relay: &str, want: &str, secs: u64) {
-        let deadline = Instant::now() + Duration::from_secs(secs);
-        loop {
-            let s = self.status(relay);
-            if s.contains(want) {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "relay never reported {want:?}: {s}"
-            );
-            std::thread::sleep(Duration::from_millis(200));
-        }
+    fn wait_status(&self, server: &str, want: &str, secs: u64) {
+        procs::wait_status(|| self.hubble(server), want, secs)
     }
 
     fn traffic(&self) {
-        let st = Command::new(&self.agent)
-            .args(["lab", "traffic"])
-            .arg(&self.spec)
-            .args(["--count", "2", "--duration", "10s"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .expect("lab traffic");
-        assert!(st.code().is_some(), "lab traffic was killed: {st}");
+        procs::lab_traffic(&self.agent, &self.spec)
     }
 
     /// Every flow the relay has now (`--all`), as JSON.

@@ -83,15 +83,7 @@ impl Lab {
     }
 
     fn traffic(&self) {
-        let st = Command::new(&self.agent)
-            .args(["lab", "traffic"])
-            .arg(&self.spec)
-            .args(["--count", "2", "--duration", "10s"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .expect("lab traffic");
-        assert!(st.code().is_some(), "lab traffic was killed: {st}");
+        procs::lab_traffic(&self.agent, &self.spec)
     }
 
     /// `hubble` against the relay with the client certificate.
@@ -109,27 +101,11 @@ impl Lab {
     }
 
     fn connected_nodes(&self, relay: &str) -> String {
-        let out = self
-            .hubble(relay)
-            .arg("status")
-            .output()
-            .expect("hubble status");
-        String::from_utf8_lossy(&out.stdout).to_string()
+        procs::status(self.hubble(relay))
     }
 
     fn wait_connected(&self, relay: &str, want: &str) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let s = self.connected_nodes(relay);
-            if s.contains(want) {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "relay never reported {want:?}: {s}"
-            );
-            std::thread::sleep(Duration::from_millis(200));
-        }
+        procs::wait_status(|| self.hubble(relay), want, 20)
     }
 }
 

@@ -3,8 +3,8 @@
 #![allow(dead_code)] // each test crate uses its own part
 
 use std::io::{BufRead, BufReader, Read};
-use std::path::PathBuf;
-use std::process::Child;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -126,4 +126,37 @@ ipv6 = "fd00:250:{net}::{ip}"
         );
     }
     s
+}
+
+/// The stdout of `hubble status` run through `hubble`.
+pub fn status(mut hubble: Command) -> String {
+    let out = hubble.arg("status").output().expect("hubble status");
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+/// Polls `hubble status` (through the command `hubble` makes) until it contains `want`,
+/// failing after `secs`.
+pub fn wait_status(hubble: impl Fn() -> Command, want: &str, secs: u64) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        let s = status(hubble());
+        if s.contains(want) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "never reported {want:?}: {s}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// `hubble-agent lab traffic SPEC` for two rounds (bounded to 10 s).
+pub fn lab_traffic(agent: &Path, spec: &Path) {
+    let st = Command::new(agent)
+        .args(["lab", "traffic"])
+        .arg(spec)
+        .args(["--count", "2", "--duration", "10s"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("lab traffic");
+    assert!(st.code().is_some(), "lab traffic was killed: {st}");
 }

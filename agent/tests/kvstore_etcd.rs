@@ -267,8 +267,6 @@ async fn etcd_down_fails_in_one_line_and_the_watch_resyncs() {
     assert!(sa.is_healthy());
 }
 
-/// Not a benchmark: prints how long a new label set takes (the target: ≤ 5 ms on
-/// loopback), and asserts only a generous bound.
 fn pod(name: &str, app: &str, ip: &str) -> Change {
     Change::EndpointUpsert(EndpointSpec {
         key: format!("test:{name}"),
@@ -289,6 +287,88 @@ fn identity(c: &Change) -> Option<u32> {
         Change::EndpointUpsert(s) => s.identity,
         _ => None,
     }
+}
+
+/// A batch is published in as few transactions as etcd takes: more pods than one
+/// transaction's operations are all published; a label set whose last pod goes keeps its
+/// identity when a pod of the same batch takes it up again, and is freed once no pod uses it.
+#[test]
+fn a_batch_is_published_whole_and_ids_in_use_stay() {
+    let Some(etcd) = EtcdServer::start() else {
+        return;
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let client = rt.block_on(async { Etcd::connect(&etcd.address()).unwrap() });
+    let ipcache_len = || {
+        rt.block_on(async {
+            let (kvs, _) = client
+                .get_prefix(&keys::ip_prefix("default"))
+                .await
+                .unwrap();
+            kvs.len()
+        })
+    };
+    let cluster = Cluster::start(ClusterConfig {
+        address: etcd.address(),
+        cluster: "default".into(),
+        lease_ttl: 30,
+        peer_address: None,
+        tls: None,
+    })
+    .unwrap();
+    let mut batch = vec![Change::Node {
+        cluster: "default".into(),
+        node: "n1".into(),
+        host_ips: vec!["10.0.0.1".parse().unwrap()],
+    }];
+    batch.extend((0..300).map(|i| {
+        pod(
+            &format!("p{i}"),
+            "many",
+            &format!("10.1.{}.{}", i / 200, i % 200 + 1),
+        )
+    }));
+    batch.push(pod("solo", "solo", "10.1.9.1"));
+    let out = cluster.resolve_blocking(batch);
+    assert!(out[1..].iter().all(|c| identity(c).is_some()));
+    assert_eq!(ipcache_len(), 301, "every pod of the batch is published");
+    let solo = identity(&out[301]).unwrap();
+
+    // The solo pod replaced within one batch: its label set keeps its id.
+    let out = cluster.resolve_blocking(vec![
+        Change::EndpointRemove {
+            key: "test:solo".into(),
+        },
+        pod("solo2", "solo", "10.1.9.2"),
+    ]);
+    assert_eq!(identity(&out[1]), Some(solo));
+    let (id_master, old_entry, new_entry) = rt.block_on(async {
+        (
+            client.get(&keys::id_key(solo)).await.unwrap(),
+            client
+                .get(&keys::ip_key("default", "10.1.9.1".parse().unwrap()))
+                .await
+                .unwrap(),
+            client
+                .get(&keys::ip_key("default", "10.1.9.2".parse().unwrap()))
+                .await
+                .unwrap(),
+        )
+    });
+    assert!(id_master.is_some(), "an id in use was freed");
+    assert!(old_entry.is_none() && new_entry.is_some());
+
+    // Its last pod gone: the id is freed after the entry.
+    cluster.resolve_blocking(vec![Change::EndpointRemove {
+        key: "test:solo2".into(),
+    }]);
+    let freed = rt.block_on(async { client.get(&keys::id_key(solo)).await.unwrap().is_none() });
+    assert!(freed, "an id no pod uses stayed");
+    assert_eq!(ipcache_len(), 300);
+    cluster.stop();
 }
 
 /// The stage between sources and model: local pods get cluster identities and are

@@ -22,10 +22,10 @@ use std::sync::{Arc, Mutex};
 
 use super::client::KvError;
 use super::client::pb::etcdserverpb::{
-    DeleteRangeRequest, RangeRequest, RequestOp, ResponseOp, TxnRequest, request_op, response_op,
+    RangeRequest, RequestOp, ResponseOp, TxnRequest, request_op, response_op,
 };
 use super::keys;
-use super::session::{Leased, Session, absent, none_under, put_op, value_is};
+use super::session::{Leased, Session, absent, delete_op, none_under, put_op, value_is};
 
 pub const MIN_ID: u32 = 256;
 pub const MAX_ID: u32 = 65535;
@@ -172,14 +172,7 @@ impl Allocator {
                 value_is(&id_key, key.as_bytes()),
                 none_under(&keys::value_prefix(key)),
             ],
-            success: vec![RequestOp {
-                request: Some(request_op::Request::RequestDeleteRange(
-                    DeleteRangeRequest {
-                        key: id_key.into_bytes(),
-                        ..Default::default()
-                    },
-                )),
-            }],
+            success: vec![delete_op(&id_key)],
             failure: vec![],
         };
         Ok(self.session.etcd().txn(txn).await?.succeeded)

@@ -229,6 +229,8 @@ async fn serve(
         published: Published::default(),
         node_ip: None,
         pending: BTreeMap::new(),
+        writes: BTreeMap::new(),
+        unused: Vec::new(),
     };
     let mut retry = tokio::time::interval(RETRY_INTERVAL);
     let mut gc = tokio::time::interval(GC_INTERVAL);
@@ -280,6 +282,13 @@ struct Stage {
     /// Endpoints whose identity could not be allocated (etcd down): tried again every
     /// [`RETRY_INTERVAL`], and sent to the model once they have one.
     pending: BTreeMap<String, EndpointSpec>,
+    /// The batch's ipcache writes (an entry's JSON, or `None` to delete it), the last per
+    /// address, sent together by [`Stage::flush`].
+    writes: BTreeMap<IpAddr, Option<Vec<u8>>>,
+    /// Label sets whose last endpoint went in this batch: their references are released
+    /// after the batch's ipcache writes (no entry names a freed id meanwhile), unless an
+    /// endpoint of the same batch uses them again.
+    unused: Vec<Vec<String>>,
 }
 
 impl Stage {
@@ -306,12 +315,13 @@ impl Stage {
                     out.push(Change::EndpointUpsert(self.endpoint(spec, ask).await));
                 }
                 Change::EndpointRemove { key } => {
-                    self.forget(&key).await;
+                    self.forget(&key);
                     out.push(Change::EndpointRemove { key });
                 }
                 other => out.push(other),
             }
         }
+        self.flush().await;
         out
     }
 
@@ -358,7 +368,7 @@ impl Stage {
         if before.as_ref().map(|(l, _)| l) != Some(&labels) {
             *self.published.label_sets.entry(labels.clone()).or_default() += 1;
             if let Some((old, _)) = &before {
-                self.unuse(old).await;
+                self.unuse(old);
             }
         }
         let id = match &self.allocator {
@@ -392,13 +402,13 @@ impl Stage {
         let unchanged = before.as_ref() == Some(&(labels.clone(), ips.clone()));
         let old_ips = before.map(|(_, ips)| ips).unwrap_or_default();
         for ip in old_ips.iter().filter(|ip| !ips.contains(ip)) {
-            self.unpublish(*ip).await;
+            self.writes.insert(*ip, None);
         }
         if let Some(id) = spec.identity
             && !unchanged
         {
             for ip in &ips {
-                self.publish(*ip, id, &spec).await;
+                self.publish(*ip, id, &spec);
             }
         }
         self.published
@@ -418,22 +428,24 @@ impl Stage {
             }
             batch.push(Change::EndpointUpsert(spec));
         }
+        self.flush().await;
         batch
     }
 
-    async fn forget(&mut self, key: &str) {
+    fn forget(&mut self, key: &str) {
         self.pending.remove(key);
         let Some((labels, ips)) = self.published.endpoints.remove(key) else {
             return;
         };
         for ip in ips {
-            self.unpublish(ip).await;
+            self.writes.insert(ip, None);
         }
-        self.unuse(&labels).await;
+        self.unuse(&labels);
     }
 
-    /// One endpoint less uses `labels`: the node's reference goes with the last.
-    async fn unuse(&mut self, labels: &[String]) {
+    /// One endpoint less uses `labels`: the node's reference goes with the last (at
+    /// [`Stage::flush`]).
+    fn unuse(&mut self, labels: &[String]) {
         let Some(n) = self.published.label_sets.get_mut(labels) else {
             return;
         };
@@ -442,14 +454,33 @@ impl Stage {
             return;
         }
         self.published.label_sets.remove(labels);
-        if let Some(a) = &self.allocator
-            && let Err(e) = a.release(labels).await
-        {
-            eprintln!("hubble-agent: kvstore: releasing an identity: {e}");
+        self.unused.push(labels.to_vec());
+    }
+
+    /// Sends the batch's ipcache writes, then releases the label sets no endpoint uses.
+    async fn flush(&mut self) {
+        let writes = std::mem::take(&mut self.writes);
+        let n = writes.len();
+        let ops = writes
+            .into_iter()
+            .map(|(ip, v)| (keys::ip_key(&self.cfg.cluster, ip), v))
+            .collect();
+        if let Err(e) = self.session.write_many(ops).await {
+            eprintln!("hubble-agent: kvstore: ipcache ({n} entries): {e}");
+        }
+        for labels in std::mem::take(&mut self.unused) {
+            if self.published.label_sets.contains_key(&labels) {
+                continue; // used again in the same batch
+            }
+            if let Some(a) = &self.allocator
+                && let Err(e) = a.release(&labels).await
+            {
+                eprintln!("hubble-agent: kvstore: releasing an identity: {e}");
+            }
         }
     }
 
-    async fn publish(&self, ip: IpAddr, id: u32, spec: &EndpointSpec) {
+    fn publish(&mut self, ip: IpAddr, id: u32, spec: &EndpointSpec) {
         let pair = IpIdentityPair {
             ip,
             mask: None,
@@ -461,22 +492,6 @@ impl Stage {
             k8s_pod_name: spec.pod_name.clone(),
         };
         let json = serde_json::to_vec(&pair).expect("ipcache JSON");
-        if let Err(e) = self
-            .session
-            .put(&keys::ip_key(&self.cfg.cluster, ip), json)
-            .await
-        {
-            eprintln!("hubble-agent: kvstore: ipcache {ip}: {e}");
-        }
-    }
-
-    async fn unpublish(&self, ip: IpAddr) {
-        if let Err(e) = self
-            .session
-            .delete(&keys::ip_key(&self.cfg.cluster, ip))
-            .await
-        {
-            eprintln!("hubble-agent: kvstore: ipcache {ip}: {e}");
-        }
+        self.writes.insert(ip, Some(json));
     }
 }

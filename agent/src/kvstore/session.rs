@@ -9,9 +9,12 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use super::client::pb::etcdserverpb::{
-    Compare, PutRequest, RequestOp, TxnRequest, compare, request_op,
+    Compare, DeleteRangeRequest, PutRequest, RequestOp, TxnRequest, compare, request_op,
 };
 use super::client::{Etcd, KeepAlive, KvError};
+
+/// Operations per transaction etcd accepts by default (`--max-txn-ops`).
+pub const MAX_TXN_OPS: usize = 128;
 
 /// A key under the lease. `guard`: (master key, value) the key is only valid with (an
 /// identity reference is written only while its identity's master key holds its labels;
@@ -102,6 +105,44 @@ impl Session {
         );
         let lease = self.lease().await?;
         self.observe(self.etcd.put(key, &value, lease).await)
+    }
+
+    /// Writes (`Some`) and deletes (`None`) many keys, the writes under the lease, in as
+    /// few transactions as etcd takes (its `--max-txn-ops`, 128 by default): one raft
+    /// entry, one WAL sync and one watch response per transaction instead of per key.
+    /// `ops` names each key once.
+    pub async fn write_many(&self, ops: Vec<(String, Option<Vec<u8>>)>) -> Result<(), KvError> {
+        if ops.is_empty() {
+            return Ok(());
+        }
+        for (key, value) in &ops {
+            match value {
+                Some(v) => self.remember(
+                    key.clone(),
+                    Leased {
+                        value: v.clone(),
+                        guard: None,
+                    },
+                ),
+                None => self.forget(key),
+            }
+        }
+        let lease = self.lease().await?;
+        for chunk in ops.chunks(MAX_TXN_OPS) {
+            let txn = TxnRequest {
+                compare: vec![],
+                success: chunk
+                    .iter()
+                    .map(|(key, value)| match value {
+                        Some(v) => put_op(key, v, lease),
+                        None => delete_op(key),
+                    })
+                    .collect(),
+                failure: vec![],
+            };
+            self.observe(self.etcd.txn(txn).await)?;
+        }
+        Ok(())
     }
 
     /// Deletes `key` and forgets it.
@@ -220,6 +261,18 @@ pub fn put_op(key: &str, value: &[u8], lease: i64) -> RequestOp {
             lease,
             ..Default::default()
         })),
+    }
+}
+
+/// A delete of one key as a transaction's operation.
+pub fn delete_op(key: &str) -> RequestOp {
+    RequestOp {
+        request: Some(request_op::Request::RequestDeleteRange(
+            DeleteRangeRequest {
+                key: key.as_bytes().to_vec(),
+                ..Default::default()
+            },
+        )),
     }
 }
 

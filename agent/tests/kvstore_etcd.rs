@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use agent::kvstore::reflect::{Mirror, reflect};
+use agent::kvstore::reflect::{Mirror, Update, reflect};
 use agent::kvstore::{Allocator, Cluster, ClusterConfig, Etcd, Session, keys};
 use agent::model::{Change, EndpointSpec};
 use tokio::sync::mpsc;
@@ -192,9 +192,10 @@ async fn a_watch_sees_remote_ipcache_entries() {
     };
     let (sa, _) = node(&etcd, "10.0.0.1", 30);
     let (sb, _) = node(&etcd, "10.0.0.2", 30);
-    let (tx, mut rx) = mpsc::channel::<Mirror>(16);
+    let (tx, mut rx) = mpsc::channel::<Update>(16);
     tokio::spawn(reflect(sb, keys::ip_prefix("default"), tx));
-    assert!(rx.recv().await.unwrap().is_empty());
+    assert_eq!(rx.recv().await.unwrap(), Update::Listed(Mirror::new()));
+    let mut m = Mirror::new();
     let pair = keys::IpIdentityPair {
         ip: "10.250.75.10".parse().unwrap(),
         mask: None,
@@ -209,18 +210,22 @@ async fn a_watch_sees_remote_ipcache_entries() {
     sa.put(&key, serde_json::to_vec(&pair).unwrap())
         .await
         .unwrap();
-    let m = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+    tokio::time::timeout(Duration::from_secs(5), rx.recv())
         .await
         .unwrap()
-        .unwrap();
+        .unwrap()
+        .apply(&mut m);
     let seen: keys::IpIdentityPair = serde_json::from_slice(&m["10.250.75.10"]).unwrap();
     assert_eq!(seen, pair);
     sa.delete(&key).await.unwrap();
-    let m = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+    let deleted = tokio::time::timeout(Duration::from_secs(5), rx.recv())
         .await
         .unwrap()
         .unwrap();
-    assert!(m.is_empty());
+    assert_eq!(
+        deleted,
+        Update::Changed(vec![("10.250.75.10".into(), None)])
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -230,9 +235,9 @@ async fn etcd_down_fails_in_one_line_and_the_watch_resyncs() {
     };
     let (sa, a) = node(&etcd, "10.0.0.1", 30);
     let (sb, _) = node(&etcd, "10.0.0.2", 30);
-    let (tx, mut rx) = mpsc::channel::<Mirror>(16);
+    let (tx, mut rx) = mpsc::channel::<Update>(16);
     tokio::spawn(reflect(sb.clone(), keys::ip_prefix("default"), tx));
-    assert!(rx.recv().await.unwrap().is_empty());
+    assert_eq!(rx.recv().await.unwrap(), Update::Listed(Mirror::new()));
     a.allocate(&labels("before")).await.unwrap();
 
     etcd.kill();
@@ -252,12 +257,14 @@ async fn etcd_down_fails_in_one_line_and_the_watch_resyncs() {
     let writer = Etcd::connect(&etcd.address()).unwrap();
     writer.put(&key, b"{}", 0).await.unwrap();
     let deadline = Instant::now() + Duration::from_secs(15);
+    let mut m = Mirror::new();
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
-        let m = tokio::time::timeout(left, rx.recv())
+        let update = tokio::time::timeout(left, rx.recv())
             .await
             .expect("no resync")
             .unwrap();
+        update.apply(&mut m);
         if m.contains_key("10.250.75.11") {
             break;
         }

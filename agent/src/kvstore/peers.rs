@@ -7,7 +7,7 @@ use std::sync::Arc;
 use tokio::sync::{mpsc, watch};
 
 use super::keys::{self, Node};
-use super::reflect::{Mirror, reflect};
+use super::reflect::{Mirror, Update, reflect};
 use super::session::Session;
 
 /// (peer name, `HOST:PORT`), sorted by name.
@@ -21,9 +21,11 @@ pub async fn registry_peers(
     port: Option<u16>,
     out: watch::Sender<PeerList>,
 ) {
-    let (tx, mut rx) = mpsc::channel::<Mirror>(4);
+    let (tx, mut rx) = mpsc::channel::<Update>(4);
     tokio::spawn(reflect(session, keys::nodes_prefix(&cluster), tx));
-    while let Some(m) = rx.recv().await {
+    let mut m = Mirror::new();
+    while let Some(update) = rx.recv().await {
+        update.apply(&mut m);
         let list = peers_of(&m, port);
         out.send_if_modified(|cur| {
             let changed = *cur != list;

@@ -1,6 +1,7 @@
 //! A prefix of etcd mirrored locally: listed, then watched from the listed revision; when
 //! the watch fails (etcd down, compaction) it is listed again once etcd answers, so the
-//! mirror never misses a change for good. Every batch hands the whole mirror on.
+//! mirror never misses a change for good. The consumer gets the list whole, then each watch
+//! response's changes only (keeping its own state costs it O(changes), not O(keys)).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -15,9 +16,35 @@ use super::session::Session;
 /// A prefix's keys (the prefix stripped) and values.
 pub type Mirror = BTreeMap<String, Vec<u8>>;
 
-/// Mirrors `prefix` into `tx` until `tx` closes: the first full list, then the mirror
-/// after each batch of changes (and a full list again after each reconnect).
-pub async fn reflect(session: Arc<Session>, prefix: String, tx: mpsc::Sender<Mirror>) {
+/// What a mirrored prefix did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Update {
+    /// Everything under the prefix: the first list, and again after each reconnect.
+    Listed(Mirror),
+    /// One watch response: each key's new value, or `None` when it was deleted.
+    Changed(Vec<(String, Option<Vec<u8>>)>),
+}
+
+impl Update {
+    /// Brings `mirror` up to date.
+    pub fn apply(self, mirror: &mut Mirror) {
+        match self {
+            Update::Listed(m) => *mirror = m,
+            Update::Changed(changes) => {
+                for (key, value) in changes {
+                    match value {
+                        Some(v) => mirror.insert(key, v),
+                        None => mirror.remove(&key),
+                    };
+                }
+            }
+        }
+    }
+}
+
+/// Mirrors `prefix` into `tx` until `tx` closes: the first full list, then the changes of
+/// each watch response (and a full list again after each reconnect).
+pub async fn reflect(session: Arc<Session>, prefix: String, tx: mpsc::Sender<Update>) {
     let mut backoff = Duration::from_millis(200);
     loop {
         match session.observe(follow(&session, &prefix, &tx, &mut backoff).await) {
@@ -38,38 +65,37 @@ pub async fn reflect(session: Arc<Session>, prefix: String, tx: mpsc::Sender<Mir
 async fn follow(
     session: &Session,
     prefix: &str,
-    tx: &mpsc::Sender<Mirror>,
+    tx: &mpsc::Sender<Update>,
     backoff: &mut Duration,
 ) -> Result<(), KvError> {
     let etcd = session.etcd();
     let (kvs, revision) = etcd.get_prefix(prefix).await?;
-    let mut mirror: Mirror = kvs
+    let listed: Mirror = kvs
         .into_iter()
         .filter_map(|kv| Some((strip(&kv.key, prefix)?, kv.value)))
         .collect();
     let mut watch = etcd.watch_prefix(prefix, revision + 1).await?;
     session.observe(Ok(()))?;
     *backoff = Duration::from_millis(200);
-    if tx.send(mirror.clone()).await.is_err() {
+    if tx.send(Update::Listed(listed)).await.is_err() {
         return Ok(());
     }
     loop {
         let r = watch.next().await?;
-        if r.events.is_empty() {
+        let changes: Vec<(String, Option<Vec<u8>>)> = r
+            .events
+            .into_iter()
+            .filter_map(|ev| {
+                let kv = ev.kv?;
+                let key = strip(&kv.key, prefix)?;
+                let deleted = ev.r#type == EventType::Delete as i32;
+                Some((key, (!deleted).then_some(kv.value)))
+            })
+            .collect();
+        if changes.is_empty() {
             continue;
         }
-        for ev in r.events {
-            let Some(kv) = ev.kv else { continue };
-            let Some(key) = strip(&kv.key, prefix) else {
-                continue;
-            };
-            if ev.r#type == EventType::Delete as i32 {
-                mirror.remove(&key);
-            } else {
-                mirror.insert(key, kv.value);
-            }
-        }
-        if tx.send(mirror.clone()).await.is_err() {
+        if tx.send(Update::Changed(changes)).await.is_err() {
             return Ok(());
         }
     }

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::mpsc;
 
 use super::keys::{self, IpIdentityPair};
-use super::reflect::{Mirror, reflect};
+use super::reflect::{Mirror, Update, reflect};
 use super::session::Session;
 use crate::model::{Change, EndpointSpec};
 
@@ -17,106 +17,165 @@ use crate::model::{Change, EndpointSpec};
 pub type HostIps = Arc<Mutex<BTreeSet<IpAddr>>>;
 
 /// Other nodes' ipcache entries, named with the identities' labels, as remote endpoints
-/// (`kvstore:<ip>`): sent to `out` as upserts and removals whenever either mirror changes.
+/// (`kvstore:<ip>`): sent to `out` as upserts and removals whenever either prefix changes.
+/// The updates queued meanwhile are taken together: one batch for all of them.
 pub async fn remote_endpoints(
     session: Arc<Session>,
     cluster: String,
     host_ips: HostIps,
     out: mpsc::Sender<Vec<Change>>,
 ) {
-    let (ip_tx, mut ip_rx) = mpsc::channel::<Mirror>(4);
-    let (id_tx, mut id_rx) = mpsc::channel::<Mirror>(4);
+    let (ip_tx, mut ip_rx) = mpsc::channel::<Update>(64);
+    let (id_tx, mut id_rx) = mpsc::channel::<Update>(64);
     tokio::spawn(reflect(session.clone(), keys::ip_prefix(&cluster), ip_tx));
     tokio::spawn(reflect(session, keys::id_prefix(), id_tx));
-    let (mut ips, mut ids) = (Mirror::new(), Mirror::new());
-    let mut pairs = Pairs::default();
-    let mut sent: BTreeMap<String, EndpointSpec> = BTreeMap::new();
+    let mut remote = Remote::default();
     loop {
         tokio::select! {
-            Some(m) = ip_rx.recv() => ips = m,
-            Some(m) = id_rx.recv() => ids = m,
+            Some(u) = ip_rx.recv() => remote.ipcache(u),
+            Some(u) = id_rx.recv() => remote.identities(u),
             else => return,
         }
-        // Each message is a whole mirror: of those queued meanwhile only the last counts.
-        while let Ok(m) = ip_rx.try_recv() {
-            ips = m;
+        while let Ok(u) = ip_rx.try_recv() {
+            remote.ipcache(u);
         }
-        while let Ok(m) = id_rx.try_recv() {
-            ids = m;
+        while let Ok(u) = id_rx.try_recv() {
+            remote.identities(u);
         }
-        pairs.update(&ips);
-        let ours = host_ips.lock().expect("host ips").clone();
-        let now = remote_specs(&pairs, &ids, &ours);
-        let mut batch = Vec::new();
-        for (key, spec) in &now {
-            if sent.get(key) != Some(spec) {
-                batch.push(Change::EndpointUpsert(spec.clone()));
-            }
-        }
-        for key in sent.keys().filter(|k| !now.contains_key(*k)) {
-            batch.push(Change::EndpointRemove { key: key.clone() });
-        }
-        sent = now;
+        remote.hosts(&host_ips.lock().expect("host ips"));
+        let batch = remote.changes();
         if !batch.is_empty() && out.send(batch).await.is_err() {
             return;
         }
     }
 }
 
-/// The ipcache mirror's entries parsed, each parsed again only when its value changed.
+/// The remote endpoints as the mirrored prefixes give them, kept up to date one changed key
+/// at a time: a changed ipcache entry, or a changed identity (the entries naming it), marks
+/// what [`Remote::changes`] looks at again.
 #[derive(Default)]
-struct Pairs(BTreeMap<String, (Vec<u8>, Option<IpIdentityPair>)>);
-
-impl Pairs {
-    fn update(&mut self, ips: &Mirror) {
-        self.0.retain(|k, _| ips.contains_key(k));
-        for (k, v) in ips {
-            if self.0.get(k).is_some_and(|(raw, _)| raw == v) {
-                continue;
-            }
-            let parsed = serde_json::from_slice::<IpIdentityPair>(v).ok();
-            self.0.insert(k.clone(), (v.clone(), parsed));
-        }
-    }
-
-    fn iter(&self) -> impl Iterator<Item = &IpIdentityPair> {
-        self.0.values().filter_map(|(_, p)| p.as_ref())
-    }
+struct Remote {
+    /// ipcache key → its entry (values that are no entry JSON are left out).
+    pairs: BTreeMap<String, IpIdentityPair>,
+    /// Identity → the ipcache keys naming it.
+    by_id: BTreeMap<u32, BTreeSet<String>>,
+    /// Identity (`id/<n>`'s `n`) → its label key.
+    ids: Mirror,
+    /// This node's addresses: entries of these hosts are not remote.
+    ours: BTreeSet<IpAddr>,
+    /// ipcache key → the endpoint last sent for it.
+    sent: BTreeMap<String, EndpointSpec>,
+    /// ipcache keys to look at again.
+    dirty: BTreeSet<String>,
 }
 
-/// The remote endpoints of the parsed ipcache (entries of `ours` hosts left out).
-fn remote_specs(
-    ips: &Pairs,
-    ids: &Mirror,
-    ours: &BTreeSet<IpAddr>,
-) -> BTreeMap<String, EndpointSpec> {
-    let mut specs = BTreeMap::new();
-    for pair in ips.iter() {
-        if pair.host_ip.is_some_and(|h| ours.contains(&h)) {
-            continue;
+impl Remote {
+    fn ipcache(&mut self, update: Update) {
+        match update {
+            Update::Listed(m) => {
+                self.dirty.extend(self.pairs.keys().cloned());
+                self.pairs.clear();
+                self.by_id.clear();
+                for (key, value) in m {
+                    self.set_pair(key, Some(value));
+                }
+            }
+            Update::Changed(changes) => {
+                for (key, value) in changes {
+                    self.set_pair(key, value);
+                }
+            }
         }
-        let labels = ids
+    }
+
+    fn set_pair(&mut self, key: String, value: Option<Vec<u8>>) {
+        if let Some(old) = self.pairs.remove(&key)
+            && let Some(keys) = self.by_id.get_mut(&old.id)
+        {
+            keys.remove(&key);
+            if keys.is_empty() {
+                self.by_id.remove(&old.id);
+            }
+        }
+        let parsed = value.and_then(|v| serde_json::from_slice::<IpIdentityPair>(&v).ok());
+        if let Some(pair) = parsed {
+            self.by_id.entry(pair.id).or_default().insert(key.clone());
+            self.pairs.insert(key.clone(), pair);
+        }
+        self.dirty.insert(key);
+    }
+
+    fn identities(&mut self, update: Update) {
+        let changed: Vec<String> = match &update {
+            Update::Listed(m) => {
+                let gone = self.ids.keys().filter(|k| !m.contains_key(*k));
+                let new = m.iter().filter(|(k, v)| self.ids.get(*k) != Some(*v));
+                gone.chain(new.map(|(k, _)| k)).cloned().collect()
+            }
+            Update::Changed(changes) => changes.iter().map(|(k, _)| k.clone()).collect(),
+        };
+        for id in changed.iter().filter_map(|k| k.parse::<u32>().ok()) {
+            if let Some(keys) = self.by_id.get(&id) {
+                self.dirty.extend(keys.iter().cloned());
+            }
+        }
+        update.apply(&mut self.ids);
+    }
+
+    /// This node's addresses as they are now (a change looks at every entry again).
+    fn hosts(&mut self, ours: &BTreeSet<IpAddr>) {
+        if self.ours != *ours {
+            self.ours = ours.clone();
+            self.dirty.extend(self.pairs.keys().cloned());
+        }
+    }
+
+    /// Upserts and removals for the keys marked since the last call.
+    fn changes(&mut self) -> Vec<Change> {
+        let mut batch = Vec::new();
+        for key in std::mem::take(&mut self.dirty) {
+            let now = self.pairs.get(&key).and_then(|p| self.spec_of(p));
+            let before = self.sent.remove(&key);
+            if let Some(old) = &before
+                && now.as_ref().is_none_or(|n| n.key != old.key)
+            {
+                batch.push(Change::EndpointRemove {
+                    key: old.key.clone(),
+                });
+            }
+            if let Some(spec) = now {
+                if before.as_ref() != Some(&spec) {
+                    batch.push(Change::EndpointUpsert(spec.clone()));
+                }
+                self.sent.insert(key, spec);
+            }
+        }
+        batch
+    }
+
+    /// The remote endpoint of an entry (none for this node's own).
+    fn spec_of(&self, pair: &IpIdentityPair) -> Option<EndpointSpec> {
+        if pair.host_ip.is_some_and(|h| self.ours.contains(&h)) {
+            return None;
+        }
+        let labels = self
+            .ids
             .get(&pair.id.to_string())
             .map(|v| keys::labels_of_key(&String::from_utf8_lossy(v)))
             .unwrap_or_default();
-        let key = format!("kvstore:{}", pair.ip);
-        specs.insert(
-            key.clone(),
-            EndpointSpec {
-                key,
-                namespace: pair.k8s_namespace.clone(),
-                pod_name: pair.k8s_pod_name.clone(),
-                labels,
-                workload: None,
-                ips: vec![pair.ip],
-                ifname: String::new(),
-                attach: false,
-                l7: Vec::new(),
-                identity: Some(pair.id),
-            },
-        );
+        Some(EndpointSpec {
+            key: format!("kvstore:{}", pair.ip),
+            namespace: pair.k8s_namespace.clone(),
+            pod_name: pair.k8s_pod_name.clone(),
+            labels,
+            workload: None,
+            ips: vec![pair.ip],
+            ifname: String::new(),
+            attach: false,
+            l7: Vec::new(),
+            identity: Some(pair.id),
+        })
     }
-    specs
 }
 
 #[cfg(test)]
@@ -137,6 +196,26 @@ mod tests {
         .unwrap()
     }
 
+    fn upserts(batch: &[Change]) -> Vec<(&str, &[String])> {
+        batch
+            .iter()
+            .filter_map(|c| match c {
+                Change::EndpointUpsert(s) => Some((s.key.as_str(), s.labels.as_slice())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn removals(batch: &[Change]) -> Vec<&str> {
+        batch
+            .iter()
+            .filter_map(|c| match c {
+                Change::EndpointRemove { key } => Some(key.as_str()),
+                _ => None,
+            })
+            .collect()
+    }
+
     #[test]
     fn other_nodes_entries_become_named_remote_endpoints() {
         let ips: Mirror = [
@@ -152,29 +231,74 @@ mod tests {
         ]
         .into();
         let ids: Mirror = [("300".to_string(), b"k8s:app=far;k8s:x=y;".to_vec())].into();
-        let ours: BTreeSet<IpAddr> = ["10.0.0.1".parse().unwrap()].into();
-        let mut pairs = Pairs::default();
-        pairs.update(&ips);
-        let specs = remote_specs(&pairs, &ids, &ours);
-        assert_eq!(specs.keys().collect::<Vec<_>>(), ["kvstore:10.0.1.10"]);
-        let s = &specs["kvstore:10.0.1.10"];
+        let mut remote = Remote::default();
+        remote.ipcache(Update::Listed(ips));
+        remote.identities(Update::Listed(ids));
+        remote.hosts(&["10.0.0.1".parse().unwrap()].into());
+        let batch = remote.changes();
+        assert_eq!(batch.len(), 1, "{batch:?}");
+        let Change::EndpointUpsert(s) = &batch[0] else {
+            panic!("{batch:?}")
+        };
+        assert_eq!(s.key, "kvstore:10.0.1.10");
         assert_eq!((s.identity, s.attach), (Some(300), false));
         assert_eq!((s.namespace.as_str(), s.pod_name.as_str()), ("kv", "far"));
         assert_eq!(s.labels, ["k8s:app=far", "k8s:x=y"]);
+        assert!(remote.changes().is_empty(), "nothing changed since");
     }
 
     #[test]
-    fn parsed_entries_follow_the_mirror() {
-        let mut pairs = Pairs::default();
-        let mut ips: Mirror = [("a".to_string(), pair("10.0.1.10", "10.0.1.1", 300, "one"))].into();
-        pairs.update(&ips);
-        ips.insert("a".into(), pair("10.0.1.10", "10.0.1.1", 301, "two"));
-        ips.insert("b".into(), pair("10.0.1.11", "10.0.1.1", 302, "three"));
-        pairs.update(&ips);
-        let ids: Vec<u32> = pairs.iter().map(|p| p.id).collect();
-        assert_eq!(ids, [301, 302], "a changed value is parsed again");
-        ips.remove("a");
-        pairs.update(&ips);
-        assert_eq!(pairs.iter().map(|p| p.id).collect::<Vec<_>>(), [302]);
+    fn only_what_changed_is_sent_again() {
+        let mut remote = Remote::default();
+        remote.hosts(&["10.0.0.1".parse().unwrap()].into());
+        remote.ipcache(Update::Listed(
+            [
+                ("a".to_string(), pair("10.0.1.10", "10.0.1.1", 300, "one")),
+                ("b".to_string(), pair("10.0.1.11", "10.0.1.1", 301, "two")),
+            ]
+            .into(),
+        ));
+        remote.identities(Update::Listed(Mirror::new()));
+        let first = remote.changes();
+        let no_labels: &[String] = &[];
+        assert_eq!(
+            upserts(&first),
+            [
+                ("kvstore:10.0.1.10", no_labels),
+                ("kvstore:10.0.1.11", no_labels)
+            ]
+        );
+        // An identity's labels arrive: only the entry naming it is sent again.
+        remote.identities(Update::Changed(vec![(
+            "301".into(),
+            Some(b"k8s:app=two;".to_vec()),
+        )]));
+        let labelled = remote.changes();
+        assert_eq!(
+            upserts(&labelled),
+            [("kvstore:10.0.1.11", &["k8s:app=two".to_string()][..])]
+        );
+        // The same list again (a resync) changes nothing.
+        remote.identities(Update::Listed(
+            [("301".to_string(), b"k8s:app=two;".to_vec())].into(),
+        ));
+        assert!(remote.changes().is_empty());
+        // An entry deleted, another now this node's: both removed; an unparsable value too.
+        remote.ipcache(Update::Changed(vec![
+            ("a".into(), None),
+            ("b".into(), Some(pair("10.0.1.11", "10.0.0.1", 301, "two"))),
+            ("c".into(), Some(b"{".to_vec())),
+        ]));
+        let gone = remote.changes();
+        assert_eq!(removals(&gone), ["kvstore:10.0.1.10", "kvstore:10.0.1.11"]);
+        assert!(upserts(&gone).is_empty());
+        // A list after a reconnect drops what it no longer has.
+        remote.ipcache(Update::Changed(vec![(
+            "d".into(),
+            Some(pair("10.0.1.12", "10.0.1.1", 301, "three")),
+        )]));
+        assert_eq!(upserts(&remote.changes()).len(), 1);
+        remote.ipcache(Update::Listed(Mirror::new()));
+        assert_eq!(removals(&remote.changes()), ["kvstore:10.0.1.12"]);
     }
 }

@@ -3,8 +3,9 @@
 //! nodes' pods crosses the underlay bridge; node-2's agent (`--node node-2`, in its own
 //! netns) reports its pod's packets to node-1 at `to-stack` and `to-network` (leaving the
 //! node) and node-1's pod arriving at `from-network` and `to-endpoint`; the pod on node-1
-//! is a remote endpoint (named, with its identity, without endpoint id). Without root or BPF
-//! it skips, but fails when CI=true.
+//! is a remote endpoint (named, with its identity, without endpoint id); node-1's host
+//! pinging the client is `reserved:remote-node` there. Without root or BPF it skips, but
+//! fails when CI=true.
 
 use std::collections::BTreeSet;
 use std::process::Command;
@@ -117,10 +118,29 @@ fn each_node_is_a_netns_of_its_own_and_traffic_crosses_the_underlay() {
         .unwrap();
     assert!(st.success(), "lab traffic: {st}");
     assert!(underlay_rx(&lab) > before, "nothing crossed the underlay");
+    // Node-1's host (its own address as the source) pings the client on node-2.
+    let (node1_ip, _) = lab.spec.node_addresses("node-1");
+    let st = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &lab.spec.node_netns(),
+            "ping",
+            "-q",
+            "-c",
+            "2",
+        ])
+        .args(["-W", "2", "-I"])
+        .arg(node1_ip.to_string())
+        .arg(client.ipv4.to_string())
+        .status()
+        .unwrap();
+    assert!(st.success(), "ping from node-1's host: {st}");
 
     // Observation points of node-2's agent for its client and the server on node-1.
     let mut seen: BTreeSet<(String, bool)> = BTreeSet::new();
     let mut far_endpoint = None;
+    let mut remote_node = None;
     let deadline = Instant::now() + Duration::from_secs(20);
     let want = |s: &BTreeSet<(String, bool)>| {
         [
@@ -132,13 +152,16 @@ fn each_node_is_a_netns_of_its_own_and_traffic_crosses_the_underlay() {
         .iter()
         .all(|(p, out)| s.contains(&(p.to_string(), *out)))
     };
-    while !want(&seen) && Instant::now() < deadline {
+    while !(want(&seen) && remote_node.is_some()) && Instant::now() < deadline {
         let Ok(line) = flows.recv_timeout(Duration::from_millis(200)) else {
             continue;
         };
         let v: Value = serde_json::from_str(&line).unwrap();
         let f = &v["flow"];
         let (src, dst) = (&f["source"], &f["destination"]);
+        if f["IP"]["source"] == node1_ip.to_string() && dst["pod_name"] == "client" {
+            remote_node.get_or_insert_with(|| src.clone());
+        }
         let outbound = src["pod_name"] == "client" && dst["pod_name"] == "server";
         let inbound = src["pod_name"] == "server" && dst["pod_name"] == "client";
         if !(outbound || inbound) {
@@ -150,6 +173,12 @@ fn each_node_is_a_netns_of_its_own_and_traffic_crosses_the_underlay() {
         far_endpoint.get_or_insert_with(|| if outbound { dst.clone() } else { src.clone() });
     }
     assert!(want(&seen), "observation points seen: {seen:?}");
+    let remote_node = remote_node.expect("no flow of node-1's ping to the client");
+    assert_eq!(remote_node["identity"], 6, "{remote_node}");
+    assert_eq!(
+        remote_node["labels"],
+        serde_json::json!(["reserved:remote-node"])
+    );
     let far = far_endpoint.unwrap();
     assert_eq!(far["namespace"], "far");
     assert!(far["identity"].as_u64().unwrap_or(0) >= 256, "{far}");

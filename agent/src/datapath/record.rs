@@ -208,6 +208,7 @@ mod tests {
             cluster: "default".into(),
             node: "n".into(),
             host_ips: vec![],
+            remote_node_ips: vec![],
             endpoints: vec![],
             services: vec![],
             identities: BTreeMap::new(),

@@ -3,7 +3,7 @@
 use std::net::IpAddr;
 
 use super::{EndpointGetter, IdentityGetter, IpcacheGetter, PolicyGetter, ServiceGetter};
-use crate::model::{EndpointInfo, IDENTITY_HOST, IDENTITY_WORLD, NodeState};
+use crate::model::{EndpointInfo, IDENTITY_HOST, IDENTITY_REMOTE_NODE, IDENTITY_WORLD, NodeState};
 
 impl EndpointGetter for NodeState {
     fn endpoint_by_ip(&self, ip: IpAddr) -> Option<&EndpointInfo> {
@@ -34,6 +34,8 @@ impl IpcacheGetter for NodeState {
             e.identity
         } else if self.host_ips.contains(&ip) {
             IDENTITY_HOST
+        } else if self.remote_node_ips.contains(&ip) {
+            IDENTITY_REMOTE_NODE
         } else {
             self.cidr_identity_of(ip).unwrap_or(IDENTITY_WORLD)
         }

@@ -36,6 +36,7 @@ fn fake() -> NodeState {
         cluster: "default".into(),
         node: "node-1".into(),
         host_ips: vec![IpAddr::from([10, 0, 0, 1])],
+        remote_node_ips: vec![IpAddr::from([10, 0, 1, 1])],
         identities: eps
             .iter()
             .map(|e| (e.identity, e.labels.clone()))
@@ -156,7 +157,7 @@ fn reply_to_endpoint_is_egress_of_the_client() {
 }
 
 #[test]
-fn world_and_host_identities() {
+fn world_host_and_remote_node_identities() {
     let mut e = Enricher::new(fake(), "node-1");
     let pkt = build::icmp4([192, 0, 2, 1], [10, 0, 0, 10], 8);
     let raw = trace(TRACE_TO_LXC, 100, TRACE_REASON_POLICY, 0, 256, 11, &pkt);
@@ -170,6 +171,12 @@ fn world_and_host_identities() {
     let f = e.flow_from_sample(&raw, t0()).unwrap();
     assert_eq!(f.source.unwrap().identity, 1);
     assert_eq!(f.summary, "UDP");
+    // Another node's address: remote-node, as the kvstore's node registry names it.
+    let pkt = build::icmp4([10, 0, 1, 1], [10, 0, 0, 10], 8);
+    let raw = trace(TRACE_TO_LXC, 100, TRACE_REASON_POLICY, 0, 256, 11, &pkt);
+    let src = e.flow_from_sample(&raw, t0()).unwrap().source.unwrap();
+    assert_eq!(src.identity, 6);
+    assert_eq!(src.labels, vec!["reserved:remote-node".to_string()]);
 }
 
 #[test]

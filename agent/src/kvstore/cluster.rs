@@ -19,7 +19,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use super::allocator::Allocator;
 use super::client::Etcd;
 use super::keys::{self, IpIdentityPair, Node as NodeValue, NodeAddress};
-use super::peers::{PeerList, registry_peers};
+use super::peers::{PeerList, RegistryOut, follow_registry};
 use super::remote::{HostIps, remote_endpoints};
 use super::session::Session;
 use crate::model::{Change, EndpointSpec};
@@ -215,11 +215,15 @@ async fn serve(
         .as_deref()
         .and_then(|a| a.parse::<std::net::SocketAddr>().ok())
         .map(|a| a.port());
-    tasks.push(tokio::spawn(registry_peers(
+    tasks.push(tokio::spawn(follow_registry(
         session.clone(),
         cfg.cluster.clone(),
         port,
-        peers_tx,
+        host_ips.clone(),
+        RegistryOut {
+            peers: peers_tx,
+            model: model_tx.clone(),
+        },
     )));
     let mut node = Stage {
         cfg,

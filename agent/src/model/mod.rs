@@ -21,8 +21,8 @@ use ipnet::IpNet;
 
 pub use policy::{CompiledPolicy, Labels, Policy, PolicyEntry};
 pub use state::{
-    EndpointInfo, IDENTITY_HOST, IDENTITY_LOCAL_BASE, IDENTITY_UNKNOWN, IDENTITY_WORLD,
-    MIN_ALLOCATED_IDENTITY, NodeState, PolicyRule, ServiceInfo, reserved_labels,
+    EndpointInfo, IDENTITY_HOST, IDENTITY_LOCAL_BASE, IDENTITY_REMOTE_NODE, IDENTITY_UNKNOWN,
+    IDENTITY_WORLD, MIN_ALLOCATED_IDENTITY, NodeState, PolicyRule, ServiceInfo, reserved_labels,
 };
 
 /// First endpoint id (Cilium's start small too; ids below are never handed out).
@@ -89,6 +89,11 @@ pub enum Change {
         cluster: String,
         node: String,
         host_ips: Vec<IpAddr>,
+    },
+    /// The addresses of the cluster's other nodes (identity remote-node), all of them:
+    /// replaces the set before.
+    RemoteNodes {
+        ips: Vec<IpAddr>,
     },
     /// An endpoint appeared or changed.
     EndpointUpsert(EndpointSpec),
@@ -243,6 +248,7 @@ pub struct NodeModel {
     cluster: String,
     node: String,
     host_ips: Vec<IpAddr>,
+    remote_node_ips: Vec<IpAddr>,
     /// key → endpoint, in the order they were added (ids ascend).
     endpoints: Vec<Known>,
     next_endpoint_id: u16,
@@ -273,6 +279,7 @@ impl NodeModel {
             cluster: "default".to_string(),
             node: String::new(),
             host_ips: Vec::new(),
+            remote_node_ips: Vec::new(),
             endpoints: Vec::new(),
             next_endpoint_id: FIRST_ENDPOINT_ID,
             identities: BTreeMap::new(),
@@ -284,6 +291,7 @@ impl NodeModel {
                 cluster: "default".to_string(),
                 node: String::new(),
                 host_ips: Vec::new(),
+                remote_node_ips: Vec::new(),
                 endpoints: Vec::new(),
                 services: Vec::new(),
                 identities: BTreeMap::new(),
@@ -360,6 +368,7 @@ impl NodeModel {
                 self.node = node;
                 self.host_ips = host_ips;
             }
+            Change::RemoteNodes { ips } => self.remote_node_ips = ips,
             Change::EndpointUpsert(spec) => {
                 let ifindex = maps.ifindex(&spec.ifname);
                 match self.endpoints.iter_mut().find(|k| k.spec.key == spec.key) {
@@ -543,6 +552,7 @@ impl NodeModel {
             cluster: self.cluster.clone(),
             node: self.node.clone(),
             host_ips: self.host_ips.clone(),
+            remote_node_ips: self.remote_node_ips.clone(),
             endpoints,
             services,
             identities: self
@@ -589,14 +599,19 @@ impl NodeModel {
                 ipcache_order.push((*ip, Some(ep)));
             }
         }
-        for ip in &st.host_ips {
+        let nodes = (st.host_ips.iter().map(|ip| (ip, IDENTITY_HOST))).chain(
+            st.remote_node_ips
+                .iter()
+                .map(|ip| (ip, IDENTITY_REMOTE_NODE)),
+        );
+        for (ip, identity) in nodes {
             if ipcache.contains_key(ip) {
                 continue;
             }
             ipcache.insert(
                 *ip,
                 IpcacheEntry {
-                    identity: IDENTITY_HOST,
+                    identity,
                     ep_id: 0,
                     local: false,
                 },

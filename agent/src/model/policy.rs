@@ -7,7 +7,9 @@ use std::fmt;
 
 use ipnet::IpNet;
 
-use super::state::{EndpointInfo, IDENTITY_HOST, IDENTITY_WORLD, NodeState, PolicyRule};
+use super::state::{
+    EndpointInfo, IDENTITY_HOST, IDENTITY_REMOTE_NODE, IDENTITY_WORLD, NodeState, PolicyRule,
+};
 use super::{L7Kind, L7Visibility};
 
 /// Label key every pod carries with its namespace (as in Cilium, `k8s:io.kubernetes.pod.namespace`).
@@ -329,8 +331,9 @@ fn peer_identities(state: &NodeState, pol: &Policy, sel: &PeerSelector) -> Vec<u
             v
         }
         PeerSelector::Entity(Entity::Cluster) => {
+            // Cilium's cluster entity: every pod, the host and the other nodes.
             let mut v: BTreeSet<u32> = state.endpoints.iter().map(|e| e.identity).collect();
-            v.insert(IDENTITY_HOST);
+            v.extend([IDENTITY_HOST, IDENTITY_REMOTE_NODE]);
             v.into_iter().collect()
         }
         PeerSelector::Labels(l) => {

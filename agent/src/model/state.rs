@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 pub const IDENTITY_UNKNOWN: u32 = 0;
 pub const IDENTITY_HOST: u32 = 1;
 pub const IDENTITY_WORLD: u32 = 2;
+pub const IDENTITY_REMOTE_NODE: u32 = 6;
 /// First identity allocated to a label set.
 pub const MIN_ALLOCATED_IDENTITY: u32 = 256;
 /// Cilium's local identities (scope 1 << 24): the model gives one to each CIDR prefix a
@@ -97,6 +98,10 @@ pub struct NodeState {
     pub node: String,
     /// Addresses of the node itself (identity host).
     pub host_ips: Vec<IpAddr>,
+    /// Addresses of the cluster's other nodes (identity remote-node; absent in older
+    /// recordings).
+    #[serde(default)]
+    pub remote_node_ips: Vec<IpAddr>,
     pub endpoints: Vec<EndpointInfo>,
     pub services: Vec<ServiceInfo>,
     /// Allocated identity → labels.

@@ -92,14 +92,21 @@ fn host_ips(spec: &LabSpec, node: &str) -> Vec<IpAddr> {
     ips
 }
 
-/// Everything the spec says, as changes for a node playing `node`: the node, every pod
-/// (those of `node` attached), the services and the policies, in spec order.
+/// Everything the spec says, as changes for a node playing `node`: the node, the other
+/// nodes' addresses (multi-node labs), every pod (those of `node` attached), the services
+/// and the policies, in spec order.
 pub fn changes(spec: &LabSpec, node: &str) -> Vec<Change> {
     let mut out = vec![Change::Node {
         cluster: spec.lab.cluster.clone(),
         node: node.to_string(),
         host_ips: host_ips(spec, node),
     }];
+    if spec.is_multi_node() {
+        let others = spec.node_names().into_iter().filter(|n| *n != node);
+        out.push(Change::RemoteNodes {
+            ips: others.flat_map(|n| host_ips(spec, n)).collect(),
+        });
+    }
     out.extend(
         spec.pods
             .iter()
@@ -263,12 +270,17 @@ impl Lab {
         crate::lab::netns::enter(&self.spec.node_netns_of(&self.node))
     }
 
-    /// The lab as model changes.
+    /// The lab as model changes (with a kvstore, the other nodes and their pods come from
+    /// its registry and ipcache instead).
     pub fn changes(&self) -> Vec<Change> {
-        changes(
+        let mut out = changes(
             &seen_by(&self.spec, &self.node, self.own_pods_only),
             &self.node,
-        )
+        );
+        if self.own_pods_only {
+            out.retain(|c| !matches!(c, Change::RemoteNodes { .. }));
+        }
+        out
     }
 
     /// Host-side interfaces of the pods this node runs.

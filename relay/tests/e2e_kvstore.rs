@@ -225,6 +225,39 @@ fn the_relay_follows_the_registry_of_one_agent() {
     let id = identity_on("node-3");
     assert_eq!((identity_on("node-1"), identity_on("node-2")), (id, id));
 
+    // node-1's host pings the server: node-3 knows node-1's address from the registry
+    // alone (the agents take no other node from the lab spec), as remote-node.
+    let (node1_ip, _) = spec.node_addresses("node-1");
+    let server_ip = spec.pods.iter().find(|p| p.name == "server").unwrap().ipv4;
+    let st = Command::new("ip")
+        .args(["netns", "exec", &spec.node_netns(), "ping", "-q", "-c", "2"])
+        .args([
+            "-W",
+            "2",
+            "-I",
+            &node1_ip.to_string(),
+            &server_ip.to_string(),
+        ])
+        .status()
+        .unwrap();
+    assert!(st.success(), "ping from node-1's host: {st}");
+    let from_node1 = |flows: &[Value]| {
+        flows
+            .iter()
+            .filter(|f| f["node_name"] == "node-3")
+            .find(|f| f["IP"]["source"] == node1_ip.to_string())
+            .map(|f| f["source"].clone())
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let mut src = from_node1(&c.flows(&relay_addr));
+    while src.is_none() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        src = from_node1(&c.flows(&relay_addr));
+    }
+    let src = src.expect("node-3 has no flow from node-1's host");
+    assert_eq!(src["identity"], 6, "{src}");
+    assert_eq!(src["labels"], serde_json::json!(["reserved:remote-node"]));
+
     // node-3 dies: unavailable at once, gone after its lease (5 s); what node-1 saw of its
     // pod stays readable.
     let mut a3 = guard.children.remove(2);

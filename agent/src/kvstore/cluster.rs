@@ -1,7 +1,8 @@
 //! The node in a kvstore cluster: between the sources and the model, every endpoint's
 //! label set gets its cluster-wide identity (`EndpointSpec::identity`), the node's own
-//! endpoints are published as ipcache entries and the node in the registry; other nodes'
-//! ipcache entries come back as remote endpoints (named, with their identity and labels).
+//! endpoints are published as ipcache entries (a batch's in few transactions) and the node
+//! in the registry; other nodes' ipcache entries come back as remote endpoints (named, with
+//! their identity and labels), other nodes' addresses as remote-node.
 //!
 //! All etcd I/O runs on a thread of its own, started before the agent enters a lab's
 //! network namespace, so that etcd on the host's loopback stays reachable. While etcd is

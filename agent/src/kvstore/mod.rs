@@ -9,7 +9,8 @@
 //! - [`reflect`]: a prefix mirrored by list + watch, re-listed after each reconnect.
 //! - [`cluster`]: the node's stage between sources and model (identities, publications,
 //!   remote endpoints), on a thread of its own; [`remote`]: other nodes' pods from the
-//!   mirrored ipcache; [`peers`]: the node registry as Peer Notify's list; [`args`]:
+//!   mirrored ipcache; [`peers`]: the node registry as Peer Notify's list and as the
+//!   remote-node addresses; [`args`]:
 //!   Cilium's flags.
 
 pub mod allocator;

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use flow_exporter::config::{ConfigError, parse_field_mask, parse_filters};
+use flow_exporter::config::{ConfigError, filter_warning, parse_field_mask, parse_filters};
 use flow_exporter::log;
 use flow_exporter::run::{Control, Options, run};
 use flow_exporter::writer::{RotateOptions, RotatingFile, Sink};
@@ -114,6 +114,13 @@ fn configure(args: Args) -> Result<Config, ConfigError> {
     opts.timeout = args.timeout;
     opts.allowlist = parse_filters("allowlist", &args.allowlist)?;
     opts.denylist = parse_filters("denylist", &args.denylist)?;
+    let warnings = [
+        filter_warning("allowlist", &args.allowlist),
+        filter_warning("denylist", &args.denylist),
+    ];
+    for w in warnings.iter().flatten() {
+        eprintln!("flow-exporter: warning: {w}");
+    }
     opts.field_mask = parse_field_mask(&args.field_mask)?;
     let sink = if args.output == "-" {
         Sink::Stdout(std::io::stdout())

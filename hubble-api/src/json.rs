@@ -789,6 +789,43 @@ pub fn merge_unknown_fields(
     }
 }
 
+/// The fields of `value` (JSON of a message of type `message`, e.g. `.flow.FlowFilter`)
+/// that the schema does not know, as dotted paths (`experimental.foo`), recursively through
+/// known message fields: what a reader of that JSON would silently skip.
+pub fn unknown_fields(message: &str, value: &serde_json::Value) -> Vec<String> {
+    let mut out = Vec::new();
+    collect_unknown(message, value, "", &mut out);
+    out
+}
+
+fn collect_unknown(message: &str, value: &serde_json::Value, at: &str, out: &mut Vec<String>) {
+    use serde_json::Value;
+    let (Value::Object(obj), Some(fields)) = (value, schema().get(message)) else {
+        return;
+    };
+    for (key, v) in obj {
+        let path = if at.is_empty() {
+            key.clone()
+        } else {
+            format!("{at}.{key}")
+        };
+        match fields.iter().find(|f| f.names.iter().any(|n| n == key)) {
+            None => out.push(path),
+            Some(FieldInfo {
+                message: Some(sub), ..
+            }) if !sub.starts_with(".google.protobuf.") => match v {
+                Value::Array(items) => {
+                    for item in items {
+                        collect_unknown(sub, item, &path, out);
+                    }
+                }
+                v => collect_unknown(sub, v, &path, out),
+            },
+            Some(_) => {}
+        }
+    }
+}
+
 #[cfg(test)]
 mod unknown_tests {
     use super::*;
@@ -810,6 +847,21 @@ mod unknown_tests {
         let _: GetFlowsResponse =
             serde_json::from_str(r#"{"flow":{"verdict":"DROPPED"}}"#).unwrap();
         assert!(!take_unknown_fields_seen());
+    }
+
+    #[test]
+    fn unknown_fields_are_named_by_path() {
+        let filter: serde_json::Value = serde_json::from_str(
+            r#"{"source_pods":["a/"],"sourcePod":["b/"],"tcp_flags":[{"SYN":true,"SYNN":true}],"experimental":{"cel_expression":[],"x":1}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            unknown_fields(".flow.FlowFilter", &filter),
+            ["source_pods", "tcp_flags.SYNN", "experimental.x"]
+        );
+        let fine: serde_json::Value =
+            serde_json::from_str(r#"{"source_pod":["a/"],"verdict":["DROPPED"]}"#).unwrap();
+        assert!(unknown_fields(".flow.FlowFilter", &fine).is_empty());
     }
 }
 

@@ -117,6 +117,26 @@ fn verdict_filter_and_its_negation_split_the_flows() {
     );
 }
 
+/// A misspelled FlowFilter field is skipped, as Hubble skips it (the filter keeps the rest
+/// of its criteria), and the CLI says so on stderr; stdout is what Hubble prints.
+#[test]
+fn unknown_filter_fields_are_named_on_stderr() {
+    let exact = observe(&["-o", "json", "--allowlist", r#"{"verdict":["DROPPED"]}"#]);
+    let typo = observe(&[
+        "-o",
+        "json",
+        "--allowlist",
+        r#"{"verdict":["DROPPED"],"source_pods":["shop/"]}"#,
+    ]);
+    assert!(typo.status.success(), "{}", stderr(&typo));
+    assert_eq!(stdout(&typo), stdout(&exact));
+    assert!(stderr(&exact).is_empty(), "{}", stderr(&exact));
+    assert_eq!(
+        stderr(&typo),
+        "Warning: --allowlist: no FlowFilter field is named \"source_pods\"; ignored (field names as `hubble observe --print-raw-filters` prints them)\n"
+    );
+}
+
 #[test]
 fn first_last_since_until() {
     let all = stdout(&observe(&["-o", "json"]));

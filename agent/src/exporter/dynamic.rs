@@ -17,7 +17,7 @@ use std::time::{Duration, SystemTime};
 use anyhow::{Context, Result};
 use flow_exporter::config::parse_field_mask;
 use flow_exporter::writer::RotateOptions;
-use hubble::filter::FlowFilters;
+use hubble::filter::{FlowFilters, unknown_fields_warning};
 use hubble_api::flow::FlowFilter;
 use hubble_api::observer::{GetAgentEventsResponse, GetFlowsResponse};
 use prometheus_client::collector::Collector;
@@ -106,6 +106,33 @@ pub fn parse(text: &str) -> Result<Vec<FlowLog>, String> {
         logs.push(log);
     }
     Ok(logs)
+}
+
+/// Warnings for the file's filters (`includeFilters`, `excludeFilters`) naming fields no
+/// FlowFilter has: those are skipped, as Cilium skips them, so the filter matches more
+/// than meant.
+pub fn filter_warnings(text: &str) -> Vec<String> {
+    let Ok(file) = serde_yaml::from_str::<serde_json::Value>(text) else {
+        return Vec::new();
+    };
+    let logs = file["flowLogs"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    let mut out = Vec::new();
+    for (i, log) in logs.iter().enumerate() {
+        for key in ["includeFilters", "excludeFilters"] {
+            let filters = log[key].as_array().map(Vec::as_slice).unwrap_or_default();
+            for (j, f) in filters.iter().enumerate() {
+                let unknown = hubble_api::json::unknown_fields(".flow.FlowFilter", f);
+                out.extend(unknown_fields_warning(
+                    &format!("flowLogs[{i}].{key}[{j}]"),
+                    &unknown,
+                ));
+            }
+        }
+    }
+    out
 }
 
 fn check(e: Entry) -> Result<FlowLog, String> {
@@ -369,6 +396,12 @@ impl Inner {
         }
         match parse(&text) {
             Ok(logs) => {
+                for w in filter_warnings(&text) {
+                    eprintln!(
+                        "hubble-agent: flow logs config {}: warning: {w}",
+                        self.path.display()
+                    );
+                }
                 self.apply(logs);
                 let mut s = self.stats.lock().unwrap_or_else(|e| e.into_inner());
                 s.hash = hash;
@@ -607,6 +640,17 @@ flowLogs:
         assert_eq!(a.window, Duration::from_millis(100));
         assert_eq!(logs[3].spec.path, "stdout");
         assert_eq!(parse("").unwrap(), vec![]);
+        assert!(filter_warnings(CILIUM_EXAMPLE).is_empty());
+        let typo = "flowLogs:\n- name: a\n  filePath: /tmp/a.log\n  excludeFilters:\n  - source_pod: [x/]\n  - destination_pods: [y/]\n";
+        assert!(parse(typo).is_ok(), "skipped, as Cilium skips it");
+        let w = filter_warnings(typo);
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(
+            w[0].starts_with(
+                "flowLogs[0].excludeFilters[1]: no FlowFilter field is named \"destination_pods\""
+            ),
+            "{w:?}"
+        );
         assert_eq!(parse("flowLogs: []").unwrap(), vec![]);
     }
 

@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use clap::Args;
-use flow_exporter::config::{parse_field_mask, parse_filters};
+use flow_exporter::config::{filter_warning, parse_field_mask, parse_filters};
 use flow_exporter::export::{Exporter, Stats};
 use flow_exporter::writer::{RotateOptions, RotatingFile, Sink};
 use hubble::filter::FlowFilters;
@@ -149,6 +149,13 @@ impl ExportArgs {
         };
         let allow = parse_filters("export-allowlist", &self.export_allowlist)?;
         let deny = parse_filters("export-denylist", &self.export_denylist)?;
+        let warnings = [
+            filter_warning("export-allowlist", &self.export_allowlist),
+            filter_warning("export-denylist", &self.export_denylist),
+        ];
+        for w in warnings.iter().flatten() {
+            eprintln!("hubble-agent: warning: {w}");
+        }
         let renamed = |flag: &str, e: flow_exporter::config::ConfigError| {
             anyhow::anyhow!("{}", e.to_string().replace("--field-mask", flag))
         };

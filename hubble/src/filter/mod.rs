@@ -138,8 +138,37 @@ impl FlowFilters {
 /// Parses FlowFilters written as JSON objects (proto JSON, as `hubble observe
 /// --print-raw-filters` prints them) one after another, separated by whitespace and/or
 /// commas: the form of `--allowlist` / `--denylist` values and of the exporter's
-/// allowlist / denylist settings. The error is serde_json's message.
+/// allowlist / denylist settings. The error is serde_json's message. Fields no FlowFilter
+/// has are skipped, as Hubble skips them: [`unknown_filter_fields`] names them.
 pub fn parse_filter_list(s: &str) -> Result<Vec<FlowFilter>, String> {
+    json_objects(s)
+}
+
+/// The fields of the FlowFilters in `s` (as [`parse_filter_list`] reads them) that no
+/// FlowFilter has, as dotted paths: a misspelled field would otherwise go unnoticed while
+/// its filter matches more than meant.
+pub fn unknown_filter_fields(s: &str) -> Vec<String> {
+    let values: Vec<serde_json::Value> = json_objects(s).unwrap_or_default();
+    values
+        .iter()
+        .flat_map(|v| hubble_api::json::unknown_fields(".flow.FlowFilter", v))
+        .collect()
+}
+
+/// The warning for [`unknown_filter_fields`] of `what` (a flag or setting), if any.
+pub fn unknown_fields_warning(what: &str, fields: &[String]) -> Option<String> {
+    if fields.is_empty() {
+        return None;
+    }
+    let names: Vec<String> = fields.iter().map(|f| format!("{f:?}")).collect();
+    Some(format!(
+        "{what}: no FlowFilter field is named {}; ignored (field names as `hubble observe --print-raw-filters` prints them)",
+        names.join(", ")
+    ))
+}
+
+/// JSON values one after another, separated by whitespace and/or commas.
+fn json_objects<T: serde::de::DeserializeOwned>(s: &str) -> Result<Vec<T>, String> {
     let mut out = Vec::new();
     let mut rest = s;
     loop {
@@ -147,9 +176,9 @@ pub fn parse_filter_list(s: &str) -> Result<Vec<FlowFilter>, String> {
         if rest.is_empty() {
             return Ok(out);
         }
-        let mut stream = serde_json::Deserializer::from_str(rest).into_iter::<FlowFilter>();
+        let mut stream = serde_json::Deserializer::from_str(rest).into_iter::<T>();
         match stream.next() {
-            Some(Ok(ff)) => out.push(ff),
+            Some(Ok(v)) => out.push(v),
             Some(Err(e)) => return Err(e.to_string()),
             None => return Ok(out),
         }

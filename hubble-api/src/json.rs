@@ -476,25 +476,15 @@ pub mod enc {
         if last == seconds {
             return s;
         }
-        let days = seconds.div_euclid(86_400);
         let secs = seconds.rem_euclid(86_400) as u32;
-        // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-        let z = days + 719_468;
-        let era = z.div_euclid(146_097);
-        let doe = z - era * 146_097;
-        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-        let mp = (5 * doy + 2) / 153;
-        let day = doy - (153 * mp + 2) / 5 + 1;
-        let month = if mp < 10 { mp + 3 } else { mp - 9 };
-        let year = yoe + era * 400 + if month <= 2 { 1 } else { 0 };
+        let (year, month, day) = crate::json::civil_from_days(seconds.div_euclid(86_400));
         let mut s = [0u8; 20];
         s[0] = b'"';
         digits(&mut s[1..5], year as u32);
         s[5] = b'-';
-        pair(&mut s[6..8], month as u32);
+        pair(&mut s[6..8], month);
         s[8] = b'-';
-        pair(&mut s[9..11], day as u32);
+        pair(&mut s[9..11], day);
         s[11] = b'T';
         pair(&mut s[12..14], secs / 3600);
         s[14] = b':';
@@ -688,6 +678,20 @@ mod enc_tests {
 
 thread_local! {
     static UNKNOWN_SEEN: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// The civil date (year, month 1–12, day 1–31) of `days` since 1970-01-01, proleptic
+/// Gregorian (Howard Hinnant's algorithm).
+pub fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (yoe + era * 400 + i64::from(month <= 2), month, day)
 }
 
 /// Called by the generated deserializers when they skip an unknown field.

@@ -369,7 +369,10 @@ impl NodeModel {
                 self.host_ips = host_ips;
             }
             Change::RemoteNodes { ips } => self.remote_node_ips = ips,
-            Change::EndpointUpsert(spec) => {
+            Change::EndpointUpsert(mut spec) => {
+                // Sorted once here: identities and the snapshot key on the sorted set.
+                spec.labels.sort();
+                spec.labels.dedup();
                 let ifindex = maps.ifindex(&spec.ifname);
                 match self.endpoints.iter_mut().find(|k| k.spec.key == spec.key) {
                     Some(k) => {
@@ -466,27 +469,25 @@ impl NodeModel {
     /// Identities for the endpoints' label sets: a kvstore's where it gave one, otherwise
     /// kept while used, new sets numbered from the next free id in label order.
     fn allocate_identities(&mut self) {
-        let used: BTreeSet<Vec<String>> = self
-            .endpoints
-            .iter()
-            .map(|k| sorted(&k.spec.labels))
-            .collect();
+        let used: BTreeSet<&Vec<String>> = self.endpoints.iter().map(|k| &k.spec.labels).collect();
         self.identities.retain(|l, _| used.contains(l));
         for k in &self.endpoints {
-            if let Some(id) = k.spec.identity {
-                self.identities.insert(sorted(&k.spec.labels), id);
+            if let Some(id) = k.spec.identity
+                && self.identities.get(&k.spec.labels) != Some(&id)
+            {
+                self.identities.insert(k.spec.labels.clone(), id);
             }
         }
         let taken: BTreeSet<u32> = self.identities.values().copied().collect();
         let mut next = MIN_ALLOCATED_IDENTITY;
         for labels in used {
-            if self.identities.contains_key(&labels) {
+            if self.identities.contains_key(labels) {
                 continue;
             }
             while taken.contains(&next) {
                 next += 1;
             }
-            self.identities.insert(labels, next);
+            self.identities.insert(labels.clone(), next);
             next += 1;
         }
     }
@@ -518,10 +519,10 @@ impl NodeModel {
             .endpoints
             .iter()
             .map(|k| {
-                let labels = sorted(&k.spec.labels);
+                let labels = k.spec.labels.clone();
                 EndpointInfo {
                     id: k.id,
-                    identity: k.spec.identity.unwrap_or(self.identities[&labels]),
+                    identity: k.spec.identity.unwrap_or_else(|| self.identities[&labels]),
                     cluster: self.cluster.clone(),
                     namespace: k.spec.namespace.clone(),
                     pod_name: k.spec.pod_name.clone(),
@@ -779,13 +780,6 @@ impl NodeModel {
         out.events.extend(deleted);
         out.events.extend(ipcache_deleted);
     }
-}
-
-fn sorted(labels: &[String]) -> Vec<String> {
-    let mut v = labels.to_vec();
-    v.sort();
-    v.dedup();
-    v
 }
 
 #[cfg(test)]

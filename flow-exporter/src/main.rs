@@ -52,7 +52,7 @@ struct Args {
     server: String,
 
     /// Connection timeout (Go duration: 5s, 500ms).
-    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    #[arg(long, default_value = "5s", value_parser = hubble::timefmt::parse_duration_flag)]
     timeout: Duration,
 
     /// File to write flows to, or - for stdout (no rotation).
@@ -90,13 +90,6 @@ struct Args {
 
     #[command(flatten)]
     tls: hubble::tls::ClientTlsArgs,
-}
-
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    match hubble::timefmt::parse_go_duration(s) {
-        Some(ns) if ns >= 0 => Ok(Duration::from_nanos(ns as u64)),
-        _ => Err(format!("invalid duration {s:?} (examples: 5s, 500ms)")),
-    }
 }
 
 struct Config {

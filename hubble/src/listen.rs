@@ -24,7 +24,7 @@ use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::server::Connected;
 
-use crate::timefmt::parse_go_duration;
+use crate::timefmt::parse_duration_flag;
 use crate::tls::ServerTls;
 
 /// Default `--grpc-keepalive-interval`.
@@ -51,7 +51,7 @@ pub struct ServerLimits {
     /// Ping a client connection (HTTP/2 PING) when it has been quiet this long, and close
     /// it when the ping is not answered within --grpc-keepalive-timeout: dead clients,
     /// followers included, are let go (0: no pings).
-    #[arg(long, value_name = "DURATION", default_value = DEFAULT_KEEPALIVE_INTERVAL, value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = DEFAULT_KEEPALIVE_INTERVAL, value_parser = parse_duration_flag)]
     pub grpc_keepalive_interval: Duration,
     /// How long an HTTP/2 keepalive ping may go unanswered before the connection is closed.
     #[arg(long, value_name = "DURATION", default_value = DEFAULT_KEEPALIVE_TIMEOUT, value_parser = parse_positive_duration)]
@@ -74,7 +74,7 @@ pub struct ServerLimits {
 
 impl Default for ServerLimits {
     fn default() -> Self {
-        let d = |s| parse_duration(s).unwrap_or_default();
+        let d = |s| parse_duration_flag(s).unwrap_or_default();
         ServerLimits {
             grpc_keepalive_interval: d(DEFAULT_KEEPALIVE_INTERVAL),
             grpc_keepalive_timeout: d(DEFAULT_KEEPALIVE_TIMEOUT),
@@ -86,15 +86,8 @@ impl Default for ServerLimits {
     }
 }
 
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    match parse_go_duration(s) {
-        Some(ns) if ns >= 0 => Ok(Duration::from_nanos(ns as u64)),
-        _ => Err(format!("invalid duration {s:?} (examples: 30s, 500ms, 1m)")),
-    }
-}
-
 fn parse_positive_duration(s: &str) -> Result<Duration, String> {
-    match parse_duration(s)? {
+    match parse_duration_flag(s)? {
         d if d.is_zero() => Err("must be more than 0".into()),
         d => Ok(d),
     }

@@ -1,5 +1,9 @@
-//! Parsing of `--since` / `--until` values the way Hubble does: a Go-style duration meaning
-//! "that long ago", or one of Hubble's absolute layouts (RFC 3339 and shorter forms).
+//! Time and duration values the way Hubble and Cilium read them: Go's `time.ParseDuration`
+//! ([`parse_go_duration`]) and, built on it, every binary's duration flags
+//! ([`parse_duration_flag`]) and `--since` / `--until` ([`parse_time`]: a duration meaning
+//! "that long ago", or one of Hubble's absolute layouts, RFC 3339 and shorter forms).
+
+use std::time::Duration;
 
 use chrono::{DateTime, FixedOffset, NaiveDate, TimeZone, Utc};
 
@@ -114,6 +118,20 @@ pub fn parse_go_duration(s: &str) -> Option<i128> {
     Some(if neg { -n } else { n })
 }
 
+/// Parses a duration flag (`--dial-timeout 2s`, `--grpc-keepalive-interval 30s`) the way
+/// Cilium's Go flags do: Go's `time.ParseDuration` form (`500ms`, `2s`, `1m30s`, `1.5h`, `0`),
+/// surrounding spaces ignored. Negative values and values past Go's limit (about 292
+/// years) are rejected with one line naming the value.
+pub fn parse_duration_flag(s: &str) -> Result<Duration, String> {
+    match parse_go_duration(s.trim()) {
+        Some(ns) if ns < 0 => Err(format!("invalid duration {s:?}: must not be negative")),
+        Some(ns) if ns <= i128::from(i64::MAX) => Ok(Duration::from_nanos(ns as u64)),
+        _ => Err(format!(
+            "invalid duration {s:?} (examples: 30s, 500ms, 1m30s)"
+        )),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -140,6 +158,30 @@ mod tests {
         assert_eq!(parse_go_duration("m"), None);
         assert_eq!(parse_go_duration("5x"), None);
         assert_eq!(parse_go_duration(""), None);
+    }
+
+    #[test]
+    fn duration_flags() {
+        let ok = |s: &str| parse_duration_flag(s).unwrap();
+        assert_eq!(ok("1s"), Duration::from_secs(1));
+        assert_eq!(ok("250ms"), Duration::from_millis(250));
+        assert_eq!(ok("1m30s"), Duration::from_secs(90));
+        assert_eq!(ok("1.5h"), Duration::from_secs(5400));
+        assert_eq!(ok("2us"), Duration::from_micros(2));
+        assert_eq!(ok("0"), Duration::ZERO);
+        assert_eq!(ok(" 10s "), Duration::from_secs(10));
+        assert_eq!(
+            parse_duration_flag("5x").unwrap_err(),
+            r#"invalid duration "5x" (examples: 30s, 500ms, 1m30s)"#
+        );
+        assert_eq!(
+            parse_duration_flag("-1s").unwrap_err(),
+            r#"invalid duration "-1s": must not be negative"#
+        );
+        for bad in ["", "5", "m", "5d", "1h30", "3000000h"] {
+            assert!(parse_duration_flag(bad).is_err(), "{bad:?}");
+        }
+        assert!(parse_duration_flag("2000000h").is_ok(), "within Go's limit");
     }
 
     #[test]

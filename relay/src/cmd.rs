@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
+use hubble::timefmt::parse_duration_flag;
 
 use crate::config::{ConfigError, ConfigFile};
 use crate::health::{DEFAULT_HEALTH_LISTEN_ADDRESS, Health};
@@ -112,21 +113,21 @@ pub struct ServeArgs {
     pub sort_buffer_len_max: usize,
     /// When the per-request flows sort buffer is not full, a flow is drained every time this
     /// timeout is reached (with or without --follow: a slow node does not hold the others').
-    #[arg(long, default_value = "1s", value_parser = parse_duration, value_name = "DURATION")]
+    #[arg(long, default_value = "1s", value_parser = parse_duration_flag, value_name = "DURATION")]
     pub sort_buffer_drain_timeout: Duration,
     /// Dial timeout when connecting to hubble peers (also bounds unary calls to them and the
     /// silence of a non-follow stream).
-    #[arg(long, default_value = "5s", value_parser = parse_duration, value_name = "DURATION")]
+    #[arg(long, default_value = "5s", value_parser = parse_duration_flag, value_name = "DURATION")]
     pub dial_timeout: Duration,
     /// Longest time between reconnection attempts to a peer (backoff starts at 100ms).
-    #[arg(long, default_value = "30s", value_parser = parse_duration, value_name = "DURATION")]
+    #[arg(long, default_value = "30s", value_parser = parse_duration_flag, value_name = "DURATION")]
     pub retry_timeout: Duration,
     /// Node name shown on the relay's own node status events.
     #[arg(long, default_value = "hubble-relay", value_name = "NAME")]
     pub relay_name: String,
     /// Node errors with the same message within this window are sent once, naming every
     /// node (0: each at once). Hubble Relay has this window fixed at 10s.
-    #[arg(long, default_value = "10s", value_parser = parse_duration, value_name = "DURATION")]
+    #[arg(long, default_value = "10s", value_parser = parse_duration_flag, value_name = "DURATION")]
     pub error_aggregation_window: Duration,
     #[command(flatten)]
     pub tls: TlsArgs,
@@ -213,44 +214,6 @@ impl TlsArgs {
             ),
         }
     }
-}
-
-/// Parses `10s`, `500ms`, `2m`, `1h`, `1m30s` style durations (Go's units ns..h, combined).
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let t = s.trim();
-    if t == "0" {
-        return Ok(Duration::ZERO);
-    }
-    let bad = || format!("{s:?} is not a duration (like 1s, 500ms, 2m)");
-    let mut rest = t;
-    let mut total = 0f64;
-    if rest.is_empty() {
-        return Err(bad());
-    }
-    while !rest.is_empty() {
-        let n_end = rest
-            .find(|c: char| !c.is_ascii_digit() && c != '.')
-            .ok_or_else(bad)?;
-        let (num, r) = rest.split_at(n_end);
-        let n: f64 = num.parse().map_err(|_| bad())?;
-        let u_end = r.find(|c: char| c.is_ascii_digit()).unwrap_or(r.len());
-        let (unit, r) = r.split_at(u_end);
-        let mult = match unit {
-            "ns" => 1e-9,
-            "us" | "µs" => 1e-6,
-            "ms" => 1e-3,
-            "s" => 1.0,
-            "m" => 60.0,
-            "h" => 3600.0,
-            _ => return Err(bad()),
-        };
-        total += n * mult;
-        rest = r;
-    }
-    if !total.is_finite() || total > 1e9 {
-        return Err(bad());
-    }
-    Ok(Duration::from_secs_f64(total))
 }
 
 /// `NAME=ADDR` or `ADDR` (named after the address).
@@ -494,17 +457,6 @@ fn listen_address(flag: &str, addr: &str) -> Result<std::net::SocketAddr> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("1s").unwrap(), Duration::from_secs(1));
-        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
-        assert_eq!(parse_duration("1m30s").unwrap(), Duration::from_secs(90));
-        assert_eq!(parse_duration("0").unwrap(), Duration::ZERO);
-        assert!(parse_duration("").is_err());
-        assert!(parse_duration("5").is_err());
-        assert!(parse_duration("5x").is_err());
-    }
 
     #[test]
     fn static_peers() {

@@ -18,6 +18,7 @@ fn enricher() -> &'static Mutex<Enricher<NodeState>> {
             cluster: "default".into(),
             node: "fuzz".into(),
             host_ips: vec![],
+            remote_node_ips: vec![],
             endpoints: vec![],
             services: vec![],
             identities: Default::default(),

@@ -1,9 +1,7 @@
 //! Checking the exporter's settings before it starts: allow / deny lists in Hubble's JSON
 //! FlowFilter form and field mask paths of `flow.Flow`; every error names the setting.
 
-use hubble::filter::{
-    FlowFilters, parse_filter_list, unknown_fields_warning, unknown_filter_fields,
-};
+use hubble::filter::{FlowFilters, parse_filter_list};
 use hubble_api::flow::FlowFilter;
 use prost::Message;
 use prost_types::field_descriptor_proto::{Label, Type};
@@ -35,12 +33,6 @@ pub fn parse_filters(flag: &'static str, value: &str) -> Result<Vec<FlowFilter>,
     // Compile each list alone so the error names the list holding the bad filter.
     FlowFilters::compile(&list, &[]).map_err(|e| err(e.to_string()))?;
     Ok(list)
-}
-
-/// The warning for fields of `value`'s filters that no FlowFilter has (skipped, as Hubble
-/// skips them), naming `--{flag}`.
-pub fn filter_warning(flag: &str, value: &str) -> Option<String> {
-    unknown_fields_warning(&format!("--{flag}"), &unknown_filter_fields(value))
 }
 
 /// Parses a field mask (paths separated by commas and/or whitespace) and checks that every
@@ -151,7 +143,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(l.len(), 2);
-        let w = filter_warning(
+        let w = hubble::filter::flag_filter_warning(
             "allowlist",
             r#"{"verdict":["DROPPED"]},{"source_pods":["a/"]}"#,
         );
@@ -161,7 +153,10 @@ mod tests {
                 "--allowlist: no FlowFilter field is named \"source_pods\"; ignored (field names as `hubble observe --print-raw-filters` prints them)"
             )
         );
-        assert_eq!(filter_warning("allowlist", r#"{"sourcePod":["a/"]}"#), None);
+        assert_eq!(
+            hubble::filter::flag_filter_warning("allowlist", r#"{"sourcePod":["a/"]}"#),
+            None
+        );
         let e = parse_filters("denylist", r#"{"verdict":["NOPE"]}"#).unwrap_err();
         assert!(e.to_string().starts_with("invalid --denylist "), "{e}");
         let e = parse_filters("allowlist", r#"{"source_ip":["not-an-ip"]}"#).unwrap_err();

@@ -6,10 +6,11 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use flow_exporter::config::{ConfigError, filter_warning, parse_field_mask, parse_filters};
+use flow_exporter::config::{ConfigError, parse_field_mask, parse_filters};
 use flow_exporter::log;
 use flow_exporter::run::{Control, Options, run};
 use flow_exporter::writer::{RotateOptions, RotatingFile, Sink};
+use hubble::filter::flag_filter_warning;
 
 const ABOUT: &str = "Follow a Hubble server (agent or relay) and export flows to a file.
 
@@ -108,8 +109,8 @@ fn configure(args: Args) -> Result<Config, ConfigError> {
     opts.allowlist = parse_filters("allowlist", &args.allowlist)?;
     opts.denylist = parse_filters("denylist", &args.denylist)?;
     let warnings = [
-        filter_warning("allowlist", &args.allowlist),
-        filter_warning("denylist", &args.denylist),
+        flag_filter_warning("allowlist", &args.allowlist),
+        flag_filter_warning("denylist", &args.denylist),
     ];
     for w in warnings.iter().flatten() {
         eprintln!("flow-exporter: warning: {w}");

@@ -29,10 +29,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use clap::Args;
-use flow_exporter::config::{filter_warning, parse_field_mask, parse_filters};
+use flow_exporter::config::{parse_field_mask, parse_filters};
 use flow_exporter::export::{Exporter, Stats};
 use flow_exporter::writer::{RotateOptions, RotatingFile, Sink};
-use hubble::filter::FlowFilters;
+use hubble::filter::{FlowFilters, flag_filter_warning};
 use hubble_api::flow::{EventTypeFilter, FlowFilter};
 use hubble_api::observer::get_flows_response::ResponseTypes;
 use hubble_api::observer::{ExportEvent, GetAgentEventsResponse, GetFlowsResponse, export_event};
@@ -150,8 +150,8 @@ impl ExportArgs {
         let allow = parse_filters("export-allowlist", &self.export_allowlist)?;
         let deny = parse_filters("export-denylist", &self.export_denylist)?;
         let warnings = [
-            filter_warning("export-allowlist", &self.export_allowlist),
-            filter_warning("export-denylist", &self.export_denylist),
+            flag_filter_warning("export-allowlist", &self.export_allowlist),
+            flag_filter_warning("export-denylist", &self.export_denylist),
         ];
         for w in warnings.iter().flatten() {
             eprintln!("hubble-agent: warning: {w}");

@@ -568,8 +568,7 @@ fn parse_raw_filters(flag: &str, values: &[String]) -> Result<Vec<FlowFilter>, F
                 "invalid --{flag} flag: failed to decode '{v}': {e}"
             ))
         })?;
-        let unknown = super::unknown_filter_fields(v);
-        if let Some(w) = super::unknown_fields_warning(&format!("--{flag}"), &unknown) {
+        if let Some(w) = super::flag_filter_warning(flag, v) {
             eprintln!("Warning: {w}");
         }
         out.extend(filters);

@@ -139,7 +139,7 @@ impl FlowFilters {
 /// --print-raw-filters` prints them) one after another, separated by whitespace and/or
 /// commas: the form of `--allowlist` / `--denylist` values and of the exporter's
 /// allowlist / denylist settings. The error is serde_json's message. Fields no FlowFilter
-/// has are skipped, as Hubble skips them: [`unknown_filter_fields`] names them.
+/// has are skipped, as Hubble skips them: [`flag_filter_warning`] names them.
 pub fn parse_filter_list(s: &str) -> Result<Vec<FlowFilter>, String> {
     json_objects(s)
 }
@@ -147,7 +147,7 @@ pub fn parse_filter_list(s: &str) -> Result<Vec<FlowFilter>, String> {
 /// The fields of the FlowFilters in `s` (as [`parse_filter_list`] reads them) that no
 /// FlowFilter has, as dotted paths: a misspelled field would otherwise go unnoticed while
 /// its filter matches more than meant.
-pub fn unknown_filter_fields(s: &str) -> Vec<String> {
+fn unknown_filter_fields(s: &str) -> Vec<String> {
     let values: Vec<serde_json::Value> = json_objects(s).unwrap_or_default();
     values
         .iter()
@@ -155,7 +155,8 @@ pub fn unknown_filter_fields(s: &str) -> Vec<String> {
         .collect()
 }
 
-/// The warning for [`unknown_filter_fields`] of `what` (a flag or setting), if any.
+/// The warning for `fields` of a FlowFilter no FlowFilter has, given in `what` (a flag
+/// or setting), if any.
 pub fn unknown_fields_warning(what: &str, fields: &[String]) -> Option<String> {
     if fields.is_empty() {
         return None;
@@ -165,6 +166,11 @@ pub fn unknown_fields_warning(what: &str, fields: &[String]) -> Option<String> {
         "{what}: no FlowFilter field is named {}; ignored (field names as `hubble observe --print-raw-filters` prints them)",
         names.join(", ")
     ))
+}
+
+/// [`unknown_fields_warning`] for the filters given to flag `--{flag}` as `value`.
+pub fn flag_filter_warning(flag: &str, value: &str) -> Option<String> {
+    unknown_fields_warning(&format!("--{flag}"), &unknown_filter_fields(value))
 }
 
 /// JSON values one after another, separated by whitespace and/or commas.

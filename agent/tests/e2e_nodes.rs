@@ -14,6 +14,8 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 mod common;
+#[path = "support/node_ping.rs"]
+mod node_ping;
 use agent::lab::topology;
 use common::{TestLab, spawn_attached};
 
@@ -120,22 +122,7 @@ fn each_node_is_a_netns_of_its_own_and_traffic_crosses_the_underlay() {
     assert!(underlay_rx(&lab) > before, "nothing crossed the underlay");
     // Node-1's host (its own address as the source) pings the client on node-2.
     let (node1_ip, _) = lab.spec.node_addresses("node-1");
-    let st = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &lab.spec.node_netns(),
-            "ping",
-            "-q",
-            "-c",
-            "2",
-        ])
-        .args(["-W", "2", "-I"])
-        .arg(node1_ip.to_string())
-        .arg(client.ipv4.to_string())
-        .status()
-        .unwrap();
-    assert!(st.success(), "ping from node-1's host: {st}");
+    node_ping::ping_from_node_host(&lab.spec, "node-1", client.ipv4);
 
     // Observation points of node-2's agent for its client and the server on node-1.
     let mut seen: BTreeSet<(String, bool)> = BTreeSet::new();

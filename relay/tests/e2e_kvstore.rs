@@ -19,6 +19,8 @@ use procs::{Guard, bin, free_port, wait_for_port};
 
 #[path = "../../agent/tests/support/etcd.rs"]
 mod etcd;
+#[path = "../../agent/tests/support/node_ping.rs"]
+mod node_ping;
 use etcd::EtcdServer;
 
 const TEST: &str = "relay kvstore e2e test";
@@ -229,18 +231,7 @@ fn the_relay_follows_the_registry_of_one_agent() {
     // alone (the agents take no other node from the lab spec), as remote-node.
     let (node1_ip, _) = spec.node_addresses("node-1");
     let server_ip = spec.pods.iter().find(|p| p.name == "server").unwrap().ipv4;
-    let st = Command::new("ip")
-        .args(["netns", "exec", &spec.node_netns(), "ping", "-q", "-c", "2"])
-        .args([
-            "-W",
-            "2",
-            "-I",
-            &node1_ip.to_string(),
-            &server_ip.to_string(),
-        ])
-        .status()
-        .unwrap();
-    assert!(st.success(), "ping from node-1's host: {st}");
+    node_ping::ping_from_node_host(&spec, "node-1", server_ip);
     let from_node1 = |flows: &[Value]| {
         flows
             .iter()
